@@ -1,0 +1,5 @@
+import sys
+
+from contralord.cli import main
+
+sys.exit(main())

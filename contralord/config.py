@@ -1,0 +1,242 @@
+"""Configuration: frozen dataclasses, flat dotted overrides, validation.
+
+The paper's symbols (ContraLORD, Sec. 3.2-3.3) map to fields once, here:
+d -> latent.class_dim, g^c/g^r -> latent.content_dim/residual_dim, sigma -> latent.noise_std,
+lambda -> latent.code_penalty, K -> encoder.queue_size, tau -> encoder.temperature,
+m -> encoder.momentum, lambda_sup/con/res -> loss.sup/con/res (Eq. 6; rec weight is loss.rec).
+
+Every way of configuring a run (CLI ``--set``, presets, sweeps, ablation specs) speaks the same flat
+dotted keys, and ``to_flat_dict()`` is what gets logged, so params, sweep keys and table columns share
+one vocabulary. Unknown keys, wrong types and invalid values raise ``ConfigError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped or out of range; the message names the key."""
+
+
+def _check(ok: bool, key: str, expected: str, found: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: expected {expected}, got {found!r}")
+
+
+def _choice(value: str, key: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, f"one of {', '.join(choices)}", value)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "shapes3d"  # see contralord.data.DATASET_NAMES
+    path: str = ""  # file or folder for the real formats; unused by the embedded datasets
+    image_size: int = 64  # 64 (LORD) or 32 (fast CPU runs)
+    size: int = 0  # images kept (0 = all), chosen deterministically by run.seed
+    class_factor: str = ""  # factors_file / smallnorb: which factor is the class ("" = dataset default)
+    factor_filter: str = ""  # "shape:0,1;scale:0,1,2" keeps only those factor-value indices
+    split: str = "train"  # train | test (formats that ship both)
+
+    def __post_init__(self):
+        _check(self.image_size > 0, "data.image_size", "a positive int", self.image_size)
+        _check(self.size >= 0, "data.size", "an int >= 0 (0 = all)", self.size)
+        _choice(self.split, "data.split", ("train", "test"))
+        parse_factor_filter(self.factor_filter)
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Stage 1, embedding optimisation (Eq. 1), after LORD."""
+
+    class_dim: int = 256  # d: one class code per class
+    content_dim: int = 64  # g^c: one content code per image
+    residual_dim: int = 64  # g^r: one residual code per image
+    noise_std: float = 1.0  # sigma of z ~ N(0, sigma^2 I) added to g^c and g^r in training
+    code_penalty: float = 0.001  # lambda on ||g^c||^2 + ||g^r||^2
+    recon_loss: str = "mse"  # l: mse (synthetic data) | perceptual (VGG16, real images)
+    vgg_weights: str = ""  # torchvision vgg16 state_dict file, needed for recon_loss=perceptual
+    generator_width: int = 256  # channels of the generator's conv blocks (LORD: 256)
+    init_scale: float = 0.05  # codes start uniform in +-init_scale (LORD)
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-4  # generator learning rate (Adam, betas 0.5/0.999, cosine decay)
+    lr_codes: float = 1e-3  # code tables: 10x the generator, as LORD
+
+    def __post_init__(self):
+        for key in ("class_dim", "content_dim", "residual_dim", "generator_width", "epochs", "batch_size"):
+            _check(getattr(self, key) > 0, f"latent.{key}", "a positive int", getattr(self, key))
+        _check(self.noise_std >= 0, "latent.noise_std", "sigma >= 0", self.noise_std)
+        _check(self.code_penalty >= 0, "latent.code_penalty", "lambda >= 0", self.code_penalty)
+        _check(self.init_scale >= 0, "latent.init_scale", "a float >= 0", self.init_scale)
+        _check(self.lr > 0 and self.lr_codes > 0, "latent.lr", "positive learning rates", (self.lr, self.lr_codes))
+        _choice(self.recon_loss, "latent.recon_loss", ("mse", "perceptual"))
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Stage 2, encoder pre-training (Eq. 2-6) with MoCo-style momentum encoders and queues."""
+
+    backbone: str = "lord"  # f: lord | resnet18 | resnet50
+    backbone_width: int = 64  # first conv width of the lord encoder
+    pretrained_path: str = ""  # user-supplied backbone weights; never downloaded
+    head_hidden: int = 0  # hidden width of h_d, h_c, h_r (0 = linear heads)
+    queue_size: int = 12800  # K, for each of the two queues
+    temperature: float = 0.07  # tau
+    momentum: float = 0.999  # m of the EMA update f_m <- m f_m + (1 - m) f
+    negatives: str = "queue"  # queue (MoCo, K negatives) | batch (SimCLR NT-Xent, in-batch negatives)
+    shared_momentum_backbone: bool = True  # one EMA backbone feeds both momentum heads (same math)
+    allow_large_queue: bool = False  # K >= N: warn instead of refusing
+    augment_anchor: bool = False  # also augment the anchor view (MoCo/SimCLR); default: original x_i
+    crop_scale_min: float = 0.2  # random resized crop scale range (min, 1); 1 disables cropping
+    flip: bool = True  # random horizontal flip
+    color_jitter: float = 0.4  # brightness/contrast/saturation strength; 0 disables
+    finetune_generator: bool = False  # let L_rec update G in stage 2 (LORD's amortisation does)
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 1e-3  # Adam, cosine decay
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        for key in ("backbone_width", "epochs", "batch_size"):
+            _check(getattr(self, key) > 0, f"encoder.{key}", "a positive int", getattr(self, key))
+        _check(self.head_hidden >= 0, "encoder.head_hidden", "an int >= 0", self.head_hidden)
+        _check(self.queue_size > 0, "encoder.queue_size", "K > 0", self.queue_size)
+        _check(self.temperature > 0, "encoder.temperature", "tau > 0", self.temperature)
+        _check(0.0 <= self.momentum <= 1.0, "encoder.momentum", "m in [0, 1]", self.momentum)
+        _check(0.0 < self.crop_scale_min <= 1.0, "encoder.crop_scale_min", "a float in (0, 1]", self.crop_scale_min)
+        _check(self.color_jitter >= 0, "encoder.color_jitter", "a float >= 0", self.color_jitter)
+        _check(self.lr > 0, "encoder.lr", "a positive learning rate", self.lr)
+        _check(self.weight_decay >= 0, "encoder.weight_decay", "a float >= 0", self.weight_decay)
+        _choice(self.backbone, "encoder.backbone", ("lord", "resnet18", "resnet50"))
+        _choice(self.negatives, "encoder.negatives", ("queue", "batch"))
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of Eq. 6: L = rec * L_rec + sup * L_sup + con * L_con + res * L_res. A weight of 0
+    switches the term off: it is then not computed at all."""
+
+    rec: float = 1.0
+    sup: float = 1.0  # lambda_sup (the paper's "(L_rec + .L_sup)" lost this weight)
+    con: float = 1.0  # lambda_con
+    res: float = 1.0  # lambda_res
+
+    def __post_init__(self):
+        for key in ("rec", "sup", "con", "res"):
+            _check(getattr(self, key) >= 0, f"loss.{key}", "a weight >= 0", getattr(self, key))
+        _check(any(getattr(self, k) > 0 for k in ("rec", "sup", "con", "res")), "loss", "at least one weight > 0", 0)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads (0 = torch's default)
+    checkpoint_every: int = 0  # also checkpoint every N steps (0 = at epoch ends only)
+    latent_cache: str = ""  # folder of stage-1 artifacts keyed by hash ("" = <out>/latent_cache)
+    eval_size: int = 2000  # training images encoded for the end-of-run summary
+
+    def __post_init__(self):
+        _check(self.seed >= 0, "run.seed", "an int >= 0", self.seed)
+        _check(self.threads >= 0, "run.threads", "an int >= 0", self.threads)
+        _check(self.checkpoint_every >= 0, "run.checkpoint_every", "an int >= 0", self.checkpoint_every)
+        _check(self.eval_size >= 0, "run.eval_size", "an int >= 0", self.eval_size)
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "run.device",
+               "auto, cpu, cuda or cuda:N", self.device)
+
+
+SECTIONS = {"data": DataConfig, "latent": LatentConfig, "encoder": EncoderConfig, "loss": LossConfig, "run": RunConfig}
+
+
+@dataclass(frozen=True)
+class ContraLordConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @classmethod
+    def from_overrides(cls, overrides: dict[str, Any] | None = None) -> ContraLordConfig:
+        """Build a config from flat dotted keys, e.g. ``{"encoder.queue_size": 512}``.
+
+        Values may be typed Python values or strings (from a command line); both are checked.
+        """
+        grouped: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, value in (overrides or {}).items():
+            section, _, name = key.partition(".")
+            known = {f.name: f for f in dataclasses.fields(SECTIONS[section])} if section in SECTIONS else {}
+            if name not in known:
+                raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(all_keys()))})")
+            grouped[section][name] = _coerce(key, value, known[name].type)
+        return cls(**{name: SECTIONS[name](**values) for name, values in grouped.items()})
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """The whole config as ``{"section.key": value}`` (what MLflow logs as params)."""
+        return {f"{s}.{k}": v for s in SECTIONS for k, v in dataclasses.asdict(getattr(self, s)).items()}
+
+    def section_hash(self, *sections: str) -> str:
+        """sha256 (16 hex) of the named sections' flat values: a cache key for stage-1 artifacts."""
+        flat = {k: v for k, v in self.to_flat_dict().items() if k.split(".")[0] in sections}
+        return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _coerce(key: str, value: Any, type_name: str) -> Any:
+    """Turn ``value`` into the field's type, or raise ConfigError naming ``key``."""
+    kind = _TYPES[type_name]
+    if isinstance(value, str) and kind is not str:
+        return _parse_string(key, value, kind)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        raise ConfigError(f"{key}: expected {type_name}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _parse_string(key: str, text: str, kind: type) -> Any:
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{key}: expected bool (true/false), got {text!r}")
+        return lowered in ("true", "1")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {text!r}") from None
+
+
+def parse_factor_filter(text: str) -> dict[str, list[int]]:
+    """``"shape:0,1;scale:2"`` -> ``{"shape": [0, 1], "scale": [2]}`` (the ``data.factor_filter`` syntax)."""
+    result: dict[str, list[int]] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, values = part.partition(":")
+        try:
+            result[name.strip()] = [int(v) for v in values.split(",")]
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"data.factor_filter: expected 'name:i,j;name2:k', got {text!r}")
+    return result
+
+
+def parse_set_args(items: list[str]) -> dict[str, str]:
+    """``["a.b=1", "c.d=x"]`` (the CLI's repeated ``--set``) -> ``{"a.b": "1", "c.d": "x"}``."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        overrides[key.strip()] = value.strip()
+    return overrides

@@ -1,0 +1,184 @@
+"""Stage 1 training loop: embedding optimisation (ContraLORD Sec. 3.2, Eq. 1; Algorithm 1 lines 3-7).
+
+L_opt = l(G(d_i, g^c_i + z, g^r_i + z), x_i) + lambda (||g^c_i||^2 + ||g^r_i||^2), z ~ N(0, sigma^2 I).
+Adam (betas 0.5, 0.999) with the code tables at 10x the generator's learning rate and cosine decay,
+as LORD. The result (codes + generator) is an artifact keyed by a hash of the stage-1 config, the seed
+and the data fingerprint, so later stage-2 runs and whole sweeps reuse it instead of retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from contralord import checkpoint, distributed, sampling
+from contralord.config import ContraLordConfig
+from contralord.data import ImageFactorData
+from contralord.loop import LoopSpec, run_loop
+from contralord.losses import code_penalty_loss, reconstruction_loss
+from contralord.models.generator import Generator
+from contralord.models.latent import ImageCodes, LatentDecoder
+from contralord.models.perceptual import VGGPerceptualLoss
+from contralord.runtime import LocalRuntime
+from contralord.tracking import MetricsLogger, NullLogger
+
+ARTIFACT = "latent.pt"
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class LatentResult:
+    """The stage-1 output that stage 2 needs."""
+
+    key: str  # cache key (config hash + data fingerprint)
+    path: Path  # the artifact file
+    content: torch.Tensor  # (N, Dc) learned g^c per training image
+    residual: torch.Tensor  # (N, Dr) learned g^r
+    class_codes: torch.Tensor  # (num_classes, Dd) learned d per class
+    generator_state: dict[str, torch.Tensor]
+    metrics: dict[str, float]  # the last epoch's training metrics
+    reused: bool  # True when loaded from the cache instead of trained
+
+
+def latent_key(cfg: ContraLordConfig, data: ImageFactorData) -> str:
+    """Hash of everything stage 1 depends on: data + latent sections, the seed, the data content."""
+    text = f"{cfg.section_hash('data', 'latent')}/{cfg.run.seed}/{data.fingerprint}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_generator(cfg: ContraLordConfig, channels: int) -> Generator:
+    lat = cfg.latent
+    return Generator(lat.class_dim, lat.content_dim, lat.residual_dim, channels, cfg.data.image_size,
+                     width=lat.generator_width)
+
+
+def build_recon_loss(cfg: ContraLordConfig, device: torch.device):
+    """l of Eq. 1-2: MSE, or LORD's VGG16 perceptual loss from user-supplied weights."""
+    if cfg.latent.recon_loss == "mse":
+        return reconstruction_loss
+    return VGGPerceptualLoss(cfg.latent.vgg_weights or None).to(device)
+
+
+class _LatentState(nn.Module):
+    """Everything stage 1 trains, in one module so one state_dict round-trips it."""
+
+    def __init__(self, cfg: ContraLordConfig, data: ImageFactorData):
+        super().__init__()
+        torch.manual_seed(cfg.run.seed)  # the generator's layers draw from the global RNG
+        lat, rng = cfg.latent, torch.Generator().manual_seed(cfg.run.seed)
+        self.codes = ImageCodes(len(data), lat.content_dim, lat.residual_dim, lat.init_scale, rng)
+        self.decoder = LatentDecoder(data.num_classes, lat.class_dim, lat.init_scale,
+                                     build_generator(cfg, data.channels), rng)
+
+
+def train_latent(cfg: ContraLordConfig, data: ImageFactorData, cache_dir: str | Path,
+                 runtime: LocalRuntime | None = None, logger: MetricsLogger | None = None) -> LatentResult:
+    """Train stage 1, or load it when the artifact for this config and data already exists.
+
+    An interrupted stage 1 resumes from ``<cache_dir>/<key>/checkpoint.pt`` (same key = same config).
+    """
+    runtime, logger = runtime or LocalRuntime(), logger or NullLogger()
+    key = latent_key(cfg, data)
+    folder = Path(cache_dir) / key
+    if (folder / ARTIFACT).is_file():
+        return load_latent(folder / ARTIFACT, reused=True)
+    trainer = _LatentTrainer(cfg, data, runtime)
+    start = trainer.resume(folder / CHECKPOINT)
+    spe = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
+    spec = LoopSpec("latent", cfg.latent.epochs, spe, cfg.latent.batch_size, cfg.run.checkpoint_every)
+    run_loop(spec, start, trainer.step, lambda step: trainer.save(folder / CHECKPOINT, step), logger, runtime.report)
+    trainer.merge()
+    metrics = spec.history[-1] if spec.history else {}
+    checkpoint.save_atomic(trainer.artifact(key, metrics), folder / ARTIFACT)
+    distributed.barrier()
+    return load_latent(folder / ARTIFACT, reused=False)
+
+
+def load_latent(path: str | Path, reused: bool = True) -> LatentResult:
+    """Read a stage-1 artifact written by ``train_latent``."""
+    saved = checkpoint.load(path)
+    return LatentResult(key=saved["key"], path=Path(path), content=saved["content"], residual=saved["residual"],
+                        class_codes=saved["class_codes"], generator_state=saved["generator"],
+                        metrics=saved["metrics"], reused=reused)
+
+
+class _LatentTrainer:
+    """Holds stage 1's modules and optimiser; ``step`` is one iteration of Eq. 1."""
+
+    def __init__(self, cfg: ContraLordConfig, data: ImageFactorData, runtime: LocalRuntime):
+        self.cfg, self.data, self.device = cfg, data, runtime.device
+        self.state = _LatentState(cfg, data).to(self.device)
+        self.decoder = runtime.wrap_model(self.state.decoder)
+        codes = [self.state.decoder.class_codes, self.state.codes.content, self.state.codes.residual]
+        self.optimizer = torch.optim.Adam([
+            {"params": self.state.decoder.generator.parameters(), "lr": cfg.latent.lr},
+            {"params": codes, "lr": cfg.latent.lr_codes},
+        ], betas=(0.5, 0.999))
+        total = cfg.latent.epochs * sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
+        self.recon = build_recon_loss(cfg, self.device)
+
+    def step(self, epoch: int, step_in_epoch: int, step: int) -> dict[str, float]:
+        lat, world = self.cfg.latent, distributed.world_size()
+        local = lat.batch_size // world
+        order = sampling.owned_order(len(self.data), self.cfg.run.seed, "latent", epoch)
+        index = order[step_in_epoch * local:(step_in_epoch + 1) * local]  # (B_local,) this rank's images
+        x = self.data.images[index].to(self.device).float().div_(255)  # (B, C, H, W)
+        rng = sampling.step_generator(self.cfg.run.seed, "latent", step)
+        z = torch.randn(lat.batch_size, lat.content_dim + lat.residual_dim, generator=rng)  # (B_global, Dc+Dr)
+        zc, zr = z[sampling.rank_slice(lat.batch_size)].to(self.device).split([lat.content_dim, lat.residual_dim], 1)
+        content, residual = self.state.codes(index.to(self.device))  # (B, Dc), (B, Dr)
+        classes = self.data.classes[index].to(self.device)  # (B,)
+        x_hat = self.decoder(classes, content + lat.noise_std * zc, residual + lat.noise_std * zr)  # (B, C, H, W)
+        rec, penalty = self.recon(x_hat, x), code_penalty_loss(content, residual)
+        total = rec + lat.code_penalty * penalty
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if world > 1:  # the code tables are not DDP-averaged: match the global-batch mean's gradient
+            for table in (self.state.codes.content, self.state.codes.residual):
+                table.grad.div_(world)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"total": total.item(), "recon": rec.item(), "code_penalty": penalty.item(), "lr": lr}
+
+    def merge(self) -> None:
+        """Under DDP, give every rank every rank's code rows and their Adam moments."""
+        moments = [self.optimizer.state[t][k] for t in (self.state.codes.content, self.state.codes.residual)
+                   for k in ("exp_avg", "exp_avg_sq") if t in self.optimizer.state]
+        self.state.codes.merge_across_ranks(moments)
+
+    def save(self, path: Path, step: int) -> str:
+        self.merge()
+        checkpoint.save_atomic({
+            "state": self.state.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "step": step, "rng": checkpoint.rng_state(),
+            "config": self.cfg.to_flat_dict(),
+        }, path)
+        return str(path)
+
+    def resume(self, path: Path) -> int:
+        """Load ``path`` if it exists; return the global step to continue from (0 when fresh)."""
+        if not path.is_file():
+            return 0
+        saved = checkpoint.load(path)
+        self.state.load_state_dict(saved["state"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        checkpoint.set_rng_state(saved["rng"])
+        # touched marks rows this rank trained; after a load only its own rows are its own again
+        owned = torch.arange(len(self.data), device=self.device) % distributed.world_size() == distributed.rank()
+        self.state.codes.touched.copy_(self.state.codes.touched & owned)
+        return int(saved["step"])
+
+    def artifact(self, key: str, metrics: dict[str, float]) -> dict[str, Any]:
+        codes, decoder = self.state.codes, self.state.decoder
+        return {"key": key, "content": codes.content.detach().cpu(), "residual": codes.residual.detach().cpu(),
+                "class_codes": decoder.class_codes.detach().cpu(),
+                "generator": {k: v.cpu() for k, v in decoder.generator.state_dict().items()},
+                "metrics": metrics, "config": self.cfg.to_flat_dict(), "data_fingerprint": self.data.fingerprint}

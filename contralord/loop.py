@@ -1,0 +1,65 @@
+"""The epoch/step loop shared by both stages: timing, running means, logging, checkpoint cadence.
+
+A stage supplies ``step_fn(epoch, step_in_epoch, global_step) -> {name: float}`` and
+``save_fn(global_step) -> checkpoint path``; the loop resumes at any global step (mid-epoch too).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from contralord import distributed
+from contralord.tracking import MetricsLogger
+
+
+@dataclass
+class LoopSpec:
+    stage: str  # "latent" | "encoder": metric prefix
+    epochs: int
+    steps_per_epoch: int
+    images_per_step: int  # global batch size
+    checkpoint_every: int = 0  # extra checkpoints every N steps (0 = epoch ends only)
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch run here
+    last_step: dict[str, float] = field(default_factory=dict)  # the metrics of the latest step
+
+
+def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int], dict[str, float]],
+             save_fn: Callable[[int], str], logger: MetricsLogger,
+             report: Callable[[dict[str, float], str | None], object]) -> LoopSpec:
+    """Run steps ``start_step .. epochs*steps_per_epoch``; log and checkpoint each epoch."""
+    total = spec.epochs * spec.steps_per_epoch
+    step = start_step
+    while step < total:
+        epoch, sums, count, started = step // spec.steps_per_epoch, {}, 0, time.perf_counter()
+        epoch_end = (epoch + 1) * spec.steps_per_epoch
+        while step < epoch_end:
+            spec.last_step = step_fn(epoch, step % spec.steps_per_epoch, step)
+            for name, value in spec.last_step.items():
+                sums[name] = sums.get(name, 0.0) + value
+            step, count = step + 1, count + 1
+            _progress(spec, step, epoch_end, sums, count)
+            if spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < epoch_end:
+                save_fn(step)
+        seconds = time.perf_counter() - started
+        metrics = {f"{spec.stage}/train/{k}": v / count for k, v in sums.items()}
+        metrics[f"{spec.stage}/train/images_per_s"] = count * spec.images_per_step / max(seconds, 1e-9)
+        metrics[f"{spec.stage}/train/epoch"] = float(epoch + 1)
+        path = save_fn(step)
+        spec.history.append(metrics)
+        logger.log_metrics(metrics, step)
+        report(metrics, path)
+    return spec
+
+
+def _progress(spec: LoopSpec, step: int, epoch_end: int, sums: dict[str, float], count: int) -> None:
+    """An in-place progress line on an interactive terminal (rank 0 only)."""
+    if not (distributed.is_main() and sys.stderr.isatty()):
+        return
+    done = spec.steps_per_epoch - (epoch_end - step)
+    total = sums.get("total", 0.0) / max(count, 1)
+    end = "\n" if step == epoch_end else ""
+    line = f"\r[{spec.stage}] epoch {step // spec.steps_per_epoch + (end == '')}/{spec.epochs}"
+    print(f"{line} step {done}/{spec.steps_per_epoch} loss {total:.4g}\033[K", end=end, file=sys.stderr, flush=True)

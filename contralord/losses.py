@@ -1,0 +1,69 @@
+"""Loss functions of ContraLORD (Eq. 1-6), pure: tensors in, scalar tensor out.
+
+Conventions: reconstruction losses average over all pixels; code penalties and L_sup sum over the code
+dimension and average over the batch (LORD's convention for its content-code decay). The InfoNCE
+losses put the positive at logit index 0 and take the mean over the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """l_2 reconstruction (Eq. 1-2, synthetic data): mean squared error over (B, C, H, W)."""
+    return F.mse_loss(x_hat, x)
+
+
+def code_penalty_loss(content: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """||g^c||^2 + ||g^r||^2 of Eq. 1 (before the lambda weight): content (B, Dc), residual (B, Dr)."""
+    return content.pow(2).sum(dim=1).mean() + residual.pow(2).sum(dim=1).mean()
+
+
+def supervision_loss(predicted: tuple[torch.Tensor, ...], targets: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """L_sup (Eq. 3): sum over the heads of ||h(f(x_i)) - stage-1 code_i||^2, mean over the batch.
+
+    Args:
+        predicted: (d, g^c, g^r) head outputs, each (B, D_head).
+        targets: the stage-1 codes of the same images, same shapes (no gradient).
+    """
+    return sum((p - t.detach()).pow(2).sum(dim=1).mean() for p, t in zip(predicted, targets, strict=True))
+
+
+def info_nce_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
+                  temperature: float) -> torch.Tensor:
+    """InfoNCE of Eq. 4/5 with a queue of negatives.
+
+    -log exp(a.p/tau) / (exp(a.p/tau) + sum_k exp(a.n_k/tau)), all vectors L2-normalised.
+
+    Args:
+        anchor: (B, D) online embeddings g_i (gradient flows here).
+        positive: (B, D) momentum embeddings g_q of the query view (no gradient).
+        negatives: (K, D) queue keys g_k (no gradient).
+        temperature: tau > 0.
+    """
+    a = F.normalize(anchor, dim=1)  # (B, D)
+    p = F.normalize(positive.detach(), dim=1)  # (B, D)
+    n = F.normalize(negatives.detach(), dim=1)  # (K, D)
+    l_pos = (a * p).sum(dim=1, keepdim=True)  # (B, 1)
+    l_neg = a @ n.T  # (B, K)
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (B, 1+K)
+    labels = torch.zeros(a.shape[0], dtype=torch.long, device=a.device)  # positive at index 0
+    return F.cross_entropy(logits, labels)
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent with in-batch negatives (the queue-free baseline).
+
+    Each of the 2B views has its other view as positive and the remaining 2B-2 views as negatives.
+
+    Args:
+        z1, z2: (B, D) embeddings of two views of the same B images (gradient flows through both).
+    """
+    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)  # (2B, D)
+    sim = z @ z.T / temperature  # (2B, 2B)
+    sim = sim.masked_fill(torch.eye(sim.shape[0], dtype=torch.bool, device=z.device), float("-inf"))
+    b = z1.shape[0]
+    targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)  # (2B,) partner index
+    return F.cross_entropy(sim, targets)

@@ -1,0 +1,67 @@
+"""Stage 1 of ContraLORD: embedding optimisation (Sec. 3.2, Eq. 1), after LORD.
+
+Every training image i owns a content code g^c_i and a residual code g^r_i (rows of two tables);
+every class owns a class code d (the labels are given, so d_i = d_{class(i)}). The generator G sees
+d through AdaIN and [g^c_i + z, g^r_i + z] as its input, with z ~ N(0, sigma^2 I) in training only.
+The paper writes one z for both halves; we read it as one Gaussian vector over the concatenated
+generative code g = [g^c, g^r] (independent per coordinate), which is what "noise on g" means in LORD.
+
+Distribution: the per-image tables are kept out of DDP. A dense all-reduce of a Shapes3D-sized table
+(480k x 128 floats, ~250 MB) every step would dwarf the generator's gradients, and it would be all
+zeros except the batch rows. Instead every rank updates only the rows of its own batch slice and
+``ImageCodes.merge_across_ranks`` sums the rows each rank touched once, at the end (see trainer).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from contralord import distributed
+
+
+class ImageCodes(nn.Module):
+    """Per-image generative codes: ``content`` (N, Dc) and ``residual`` (N, Dr), uniform in +-init."""
+
+    def __init__(self, num_images: int, content_dim: int, residual_dim: int, init_scale: float,
+                 generator: torch.Generator):
+        super().__init__()
+        self.content = nn.Parameter((torch.rand(num_images, content_dim, generator=generator) * 2 - 1) * init_scale)
+        self.residual = nn.Parameter((torch.rand(num_images, residual_dim, generator=generator) * 2 - 1) * init_scale)
+        self.register_buffer("touched", torch.zeros(num_images, dtype=torch.bool))  # rows this rank trained
+
+    def forward(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """index (B,) -> content (B, Dc), residual (B, Dr)."""
+        if self.training:
+            self.touched[index] = True
+        return self.content[index], self.residual[index]
+
+    @torch.no_grad()
+    def merge_across_ranks(self, extra: list[torch.Tensor] = ()) -> None:
+        """Make every rank hold every rank's trained rows (one all-reduce per table).
+
+        Stage 1's sampler gives each image to one owner rank, so each row (and its optimiser
+        moments, passed in ``extra`` as (N, D) tensors) is trained on one rank only: summing the
+        touched rows over ranks is exact. Called before each checkpoint and at the end of stage 1.
+        """
+        if distributed.world_size() == 1:
+            return
+        mask = self.touched.to(self.content.dtype).unsqueeze(1)  # (N, 1)
+        count = distributed.all_reduce_sum(mask.clone())  # (N, 1) ranks that trained each row
+        for table in [self.content.data, self.residual.data, *extra]:
+            summed = distributed.all_reduce_sum(table * mask)  # (N, D) every rank's own rows
+            table.copy_(torch.where(count > 0.5, summed / count.clamp(min=1), table))
+
+
+class LatentDecoder(nn.Module):
+    """Class-code table plus generator: the part of stage 1 that every rank shares (DDP-wrapped)."""
+
+    def __init__(self, num_classes: int, class_dim: int, init_scale: float, generator_module: nn.Module,
+                 rng: torch.Generator):
+        super().__init__()
+        self.class_codes = nn.Parameter((torch.rand(num_classes, class_dim, generator=rng) * 2 - 1) * init_scale)
+        self.generator = generator_module
+
+    def forward(self, class_id: torch.Tensor, content: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """class_id (B,), content (B, Dc), residual (B, Dr) -> image (B, C, H, W) in [0, 1]."""
+        return self.generator(self.class_codes[class_id], content, residual)

@@ -1,0 +1,52 @@
+"""The MoCo feature queue (ContraLORD Sec. 3.3: the content and residual momentum queues).
+
+K keys of dimension D live in a ring buffer; each step enqueues the (all-gathered) keys of the batch
+over the oldest ones. Unlike MoCo we do not require K % batch == 0: a batch that runs past the end
+wraps around to the start, so FIFO order holds for any K and batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from contralord import distributed
+
+
+class FeatureQueue(nn.Module):
+    """Ring buffer of L2-normalised keys.
+
+    Buffers: ``features`` (K, D), the keys; ``ptr`` (), where the next key goes. Both are saved in
+    ``state_dict`` so a resumed run continues with the same negatives.
+    """
+
+    def __init__(self, size: int, dim: int, generator: torch.Generator | None = None):
+        super().__init__()
+        init = F.normalize(torch.randn(size, dim, generator=generator), dim=1)  # (K, D) random unit keys, as MoCo
+        self.register_buffer("features", init)
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return self.features.shape[0]
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor, gather: bool = True) -> None:
+        """Write ``keys`` (B, D) from every rank over the oldest entries, wrapping around.
+
+        Args:
+            keys: (B, D) this rank's keys (normalised here).
+            gather: all-gather across ranks first (identity in one process).
+        """
+        keys = distributed.gather(keys.detach()) if gather else keys.detach()  # (world*B, D)
+        total, start = keys.shape[0], int(self.ptr)
+        keys = F.normalize(keys, dim=1)[-self.size :]  # more keys than K: only the newest K survive
+        first = start + total - keys.shape[0]  # where the first surviving key goes in FIFO order
+        positions = (first + torch.arange(keys.shape[0], device=keys.device)) % self.size  # wrap-around
+        self.features[positions] = keys.to(self.features.dtype)
+        self.ptr.fill_((start + total) % self.size)
+
+    def negatives(self) -> torch.Tensor:
+        """(K, D) the current keys, detached (no gradient ever flows into the queue)."""
+        return self.features.detach()

@@ -1,0 +1,153 @@
+"""End-to-end ContraLORD training (Algorithm 1): stage 1 once (cached), then stage 2.
+
+``train(cfg, out_dir)`` works in a notebook or a test with no Ray and no MLflow; the sweep service
+injects a ``Runtime`` (device, DDP wrapping, report hook) and a ``MetricsLogger``. Every check that
+can fail on the user's input runs before the first training step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contralord import checkpoint, distributed
+from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
+from contralord.data import ImageFactorData, build_dataset
+from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, EncoderTrainer, train_encoders
+from contralord.latent_stage import LatentResult, train_latent
+from contralord.models.generator import SUPPORTED_IMAGE_SIZES
+from contralord.runtime import LocalRuntime
+from contralord.tracking import MetricsLogger, NullLogger
+
+
+def needs_latent(cfg: ContraLordConfig) -> bool:
+    """Stage 1 is needed when stage 2 reconstructs through G or regresses the stage-1 codes."""
+    return cfg.loss.rec > 0 or cfg.loss.sup > 0
+
+
+def build_data(cfg: ContraLordConfig) -> ImageFactorData:
+    d = cfg.data
+    return build_dataset(d.name, d.path or None, d.image_size, d.size, cfg.run.seed,
+                         class_factor=d.class_factor or None,
+                         factor_filter=parse_factor_filter(d.factor_filter) or None, split=d.split)
+
+
+def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
+    """Checks that need the dataset's size; raise ConfigError naming the key, with the numbers."""
+    for stage in ("latent", "encoder") if needs_latent(cfg) else ("encoder",):
+        batch = getattr(cfg, stage).batch_size
+        if batch > num_images:
+            raise ConfigError(f"{stage}.batch_size: {batch} is larger than the dataset ({num_images} images)")
+        if batch % distributed.world_size():
+            raise ConfigError(f"{stage}.batch_size: {batch} does not split over {distributed.world_size()} workers")
+    uses_queue = cfg.encoder.negatives == "queue" and (cfg.loss.con > 0 or cfg.loss.res > 0)
+    k = cfg.encoder.queue_size
+    if uses_queue and k >= num_images:
+        message = (f"encoder.queue_size: K={k} >= {num_images} training images, so every image's own earlier "
+                   f"key sits in the queue as a false negative")
+        if not cfg.encoder.allow_large_queue:
+            raise ConfigError(message + " (lower K, or set encoder.allow_large_queue=true to run anyway)")
+        warnings.warn(message, stacklevel=2)
+    if needs_latent(cfg) and cfg.data.image_size not in SUPPORTED_IMAGE_SIZES:
+        raise ConfigError(f"data.image_size: the generator supports {sorted(SUPPORTED_IMAGE_SIZES)}, "
+                          f"got {cfg.data.image_size}")
+    if cfg.encoder.finetune_generator and cfg.loss.rec == 0:
+        raise ConfigError("encoder.finetune_generator: needs loss.rec > 0 (only L_rec trains the generator)")
+
+
+def check_resume(cfg: ContraLordConfig, out_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a run by accident, and to resume a run of another config."""
+    path = out_dir / "checkpoints" / CHECKPOINT
+    if not path.is_file():
+        return
+    if not resume:
+        raise FileExistsError(f"{path}: a run already exists here (pass --resume to continue it, or another --out)")
+    checkpoint.check_compatible(checkpoint.load(path)["config"], cfg.to_flat_dict(), path, ignore=RESUME_IGNORED)
+
+
+def check_files(cfg: ContraLordConfig) -> None:
+    """User-supplied weight files exist (the dataset file is checked by its loader)."""
+    for key, path in (("encoder.pretrained_path", cfg.encoder.pretrained_path), ("latent.vgg_weights",
+                      cfg.latent.vgg_weights if cfg.latent.recon_loss == "perceptual" else "")):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{key}: file {path!r} does not exist")
+    if cfg.latent.recon_loss == "perceptual" and not cfg.latent.vgg_weights:
+        raise ConfigError("latent.vgg_weights: recon_loss=perceptual needs a torchvision vgg16 weights file")
+
+
+def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) -> ImageFactorData:
+    """Every check on the user's input, before any training: returns the dataset."""
+    check_files(cfg)
+    data = build_data(cfg)
+    validate_against_data(cfg, len(data))
+    check_resume(cfg, Path(out_dir), resume)
+    return data
+
+
+def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | None = None,
+          logger: MetricsLogger | None = None, resume: bool = False,
+          data: ImageFactorData | None = None) -> dict[str, Any]:
+    """Run both stages into ``out_dir``; return (and write to summary.json) the final summary."""
+    runtime, logger, out_dir = runtime or LocalRuntime(), logger or NullLogger(), Path(out_dir)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    data = data if data is not None else prepare(cfg, out_dir, resume)
+    _write_json(out_dir / "config.json", cfg.to_flat_dict())
+    logger.log_params(cfg.to_flat_dict())
+    latent = None
+    if needs_latent(cfg):
+        latent = train_latent(cfg, data, cfg.run.latent_cache or out_dir / "latent_cache", runtime, logger)
+    trainer = train_encoders(cfg, data, latent, out_dir, runtime, logger)
+    summary = summarize(cfg, data, latent, trainer)
+    logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)}, step=0)
+    _write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+@torch.no_grad()
+def summarize(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None,
+              trainer: EncoderTrainer) -> dict[str, Any]:
+    """Final losses of both stages, plus how well the heads recover the stage-1 codes on
+    ``run.eval_size`` training images: class accuracy of the nearest stage-1 class code to h_d(f(x)),
+    and R^2 of h_c / h_r against the stage-1 content / residual codes. (Disentanglement metrics and
+    held-out evaluation belong to the evaluation pipeline.)"""
+    summary: dict[str, Any] = {"data_fingerprint": data.fingerprint, "num_images": len(data)}
+    if latent is not None:
+        summary |= {"latent_key": latent.key, "latent_reused": latent.reused}
+        summary |= {k.replace("/train/", "/final/"): v for k, v in latent.metrics.items()}
+    if getattr(trainer, "history", None):
+        summary |= {k.replace("/train/", "/final/"): v for k, v in trainer.history[-1].items()}
+    if latent is not None and cfg.run.eval_size:
+        summary |= _head_agreement(cfg, data, latent, trainer)
+    return summary
+
+
+def _head_agreement(cfg, data, latent, trainer) -> dict[str, float]:
+    n = min(cfg.run.eval_size, len(data))
+    index = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.run.seed))[:n]
+    trainer.online.eval()
+    outs = [trainer.online(data.images[i].to(trainer.device).float().div(255))[0] for i in index.split(256)]
+    trainer.online.train()
+    d, gc, gr = (torch.cat([o[j] for o in outs]).cpu() for j in range(3))
+    nearest = torch.cdist(d, latent.class_codes).argmin(dim=1)  # (n,) class whose stage-1 code is closest
+    r2 = lambda pred, target: float(1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum())  # noqa: E731
+    return {"encoder/eval/class_acc": float((nearest == data.classes[index]).float().mean()),
+            "encoder/eval/content_r2": r2(gc, latent.content[index]),
+            "encoder/eval/residual_r2": r2(gr, latent.residual[index])}
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomic JSON write (rank 0)."""
+    if not distributed.is_main():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
