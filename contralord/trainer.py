@@ -20,6 +20,7 @@ from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import ImageFactorData, build_dataset
 from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, EncoderTrainer, train_encoders
 from contralord.latent_stage import LatentResult, train_latent
+from contralord.models.encoders import build_backbone
 from contralord.models.generator import SUPPORTED_IMAGE_SIZES
 from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
@@ -80,11 +81,18 @@ def check_files(cfg: ContraLordConfig) -> None:
         raise ConfigError("latent.vgg_weights: recon_loss=perceptual needs a torchvision vgg16 weights file")
 
 
+def check_backbone(cfg: ContraLordConfig, data: ImageFactorData) -> None:
+    """The backbone accepts this image size and channel count (a dry build, no weights loaded)."""
+    enc = cfg.encoder
+    build_backbone(enc.backbone, data.channels, cfg.data.image_size, None, width=enc.backbone_width)
+
+
 def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) -> ImageFactorData:
     """Every check on the user's input, before any training: returns the dataset."""
     check_files(cfg)
     data = build_data(cfg)
     validate_against_data(cfg, len(data))
+    check_backbone(cfg, data)
     check_resume(cfg, Path(out_dir), resume)
     return data
 

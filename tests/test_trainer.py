@@ -133,6 +133,7 @@ def test_shared_momentum_backbone__equals_two_separate_ema_encoders(tmp_path, ti
     ({"encoder.queue_size": 96}, "encoder.queue_size"),
     ({"encoder.queue_size": 500}, "encoder.queue_size"),
     ({"data.image_size": 48}, "data.image_size"),
+    ({"data.image_size": 40, "loss.rec": 0.0, "loss.sup": 0.0}, "data.image_size"),
     ({"data.name": "dsprites_npz", "data.path": "/nonexistent/dsprites.npz"}, "data.path"),
     ({"encoder.pretrained_path": "/nonexistent/resnet.pt"}, "encoder.pretrained_path"),
     ({"latent.recon_loss": "perceptual"}, "latent.vgg_weights"),

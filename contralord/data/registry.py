@@ -48,7 +48,7 @@ def _check_request(name: str, image_size: int, size: int, seed: int) -> None:
     if not _is_int(size) or size < 0:
         raise DataError(f"data.size: expected an int >= 0 (0 = all images), got {size!r}")
     if not _is_int(seed) or seed < 0:
-        raise DataError(f"data.seed: expected an int >= 0, got {seed!r}")
+        raise DataError(f"run.seed: expected an int >= 0, got {seed!r}")
 
 
 def build_dataset(name: str, path: str | None, image_size: int, size: int, seed: int,
@@ -75,7 +75,7 @@ def build_dataset(name: str, path: str | None, image_size: int, size: int, seed:
 
     Raises:
         DataError: naming the config key (data.name, data.path, data.image_size, data.size,
-            data.seed, data.split, data.class_factor, data.factor_filter) or the file and key.
+            run.seed, data.split, data.class_factor, data.factor_filter) or the file and key.
     """
     _check_request(name, image_size, size, seed)
     source = _LOADERS[name](path, image_size, split)
