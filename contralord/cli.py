@@ -1,4 +1,4 @@
-"""Command line: ``contralord train`` and ``contralord bench``.
+"""Command line: ``contralord train``, ``evaluate``, ``metrics`` and ``bench``.
 
     contralord train --preset cpu --set encoder.queue_size=512 --out runs/cpu
     contralord train --preset cpu --preset lord --out runs/lord     # a baseline, same trainer
@@ -33,6 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(train)
     train.add_argument("--out", required=True, help="output folder (config, checkpoints, summary)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    evaluate = sub.add_parser("evaluate", help="metrics.json and image grids for a trained run")
+    evaluate.add_argument("--checkpoint", required=True, metavar="DIR", help="a run folder written by train")
+    evaluate.add_argument("--protocol", choices=("standard", "few-labels"), help="override eval.protocol")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override eval.* keys")
+    metrics = sub.add_parser("metrics", help="DCI/SAP/MIG or smoothness of codes saved as .npy")
+    metrics.add_argument("--codes", help="(N, D) float codes")
+    metrics.add_argument("--factors", help="(N, F) integer factors")
+    metrics.add_argument("--test-codes", help="(M, D) codes to score the predictors on")
+    metrics.add_argument("--test-factors", help="(M, F) factors of --test-codes")
+    metrics.add_argument("--content", help="(N, Dc) content embeddings, for smoothness")
+    metrics.add_argument("--residual", help="(N, Dr) residual embeddings, for smoothness")
+    metrics.add_argument("--seed", type=int, default=0, help="random_state of DCI's classifiers")
     bench = sub.add_parser("bench", help="throughput and FLOP-ratio benchmark")
     _add_config_args(bench)
     bench.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
@@ -45,6 +57,10 @@ def config_from_args(args: argparse.Namespace) -> ContraLordConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("evaluate", "metrics"):
+        from contralord.cli_eval import run_evaluate, run_metrics
+
+        return (run_evaluate if args.command == "evaluate" else run_metrics)(args)
     try:
         cfg = config_from_args(args)
         if args.command == "bench":

@@ -133,6 +133,27 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """The evaluation at the end of stage 2 (``contralord.evaluation``)."""
+
+    enabled: bool = True  # run it at the end of training
+    protocol: str = "standard"  # standard | few-labels (predictors see 100 labelled samples, Table 2)
+    num_train: int = 10000  # held-out codes the metric predictors are fitted on (disentanglement_lib)
+    num_test: int = 5000  # held-out codes they are scored on
+    few_labels: int = 100  # labelled samples under protocol=few-labels
+    dci_jobs: int = 0  # parallel DCI fits (0 = one per factor, capped by the cores)
+    grid_size: int = 8  # images per side of the reconstruction and translation grids
+    inception_weights: str = ""  # Inception-v3 weights for FID (user-supplied; FID skipped if empty)
+    lpips_weights: str = ""  # AlexNet weights for LPIPS's backbone (user-supplied; skipped if empty)
+
+    def __post_init__(self):
+        _choice(self.protocol, "eval.protocol", ("standard", "few-labels"))
+        for key in ("num_train", "num_test", "few_labels", "grid_size"):
+            _check(getattr(self, key) > 0, f"eval.{key}", "a positive int", getattr(self, key))
+        _check(self.dci_jobs >= 0, "eval.dci_jobs", "an int >= 0", self.dci_jobs)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -150,7 +171,8 @@ class RunConfig:
                "auto, cpu, cuda or cuda:N", self.device)
 
 
-SECTIONS = {"data": DataConfig, "latent": LatentConfig, "encoder": EncoderConfig, "loss": LossConfig, "run": RunConfig}
+SECTIONS = {"data": DataConfig, "latent": LatentConfig, "encoder": EncoderConfig, "loss": LossConfig,
+            "eval": EvalConfig, "run": RunConfig}
 
 
 @dataclass(frozen=True)
@@ -159,6 +181,7 @@ class ContraLordConfig:
     latent: LatentConfig = field(default_factory=LatentConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     @classmethod

@@ -28,7 +28,7 @@ from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
 
 CHECKPOINT = "encoder.pt"
-RESUME_IGNORED = ("run.checkpoint_every", "run.threads", "run.device", "run.eval_size", "run.latent_cache")
+RESUME_IGNORED = ("run.checkpoint_every", "run.threads", "run.device", "run.eval_size", "run.latent_cache", "eval.")
 
 
 def build_online(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None) -> OnlineEncoder:

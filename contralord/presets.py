@@ -19,7 +19,7 @@ SCALE_PRESETS: dict[str, dict[str, Any]] = {
         "latent.class_dim": 16, "latent.content_dim": 8, "latent.residual_dim": 8,
         "latent.generator_width": 32, "latent.epochs": 2, "latent.batch_size": 64,
         "encoder.backbone_width": 16, "encoder.epochs": 2, "encoder.batch_size": 64, "encoder.queue_size": 256,
-        "run.eval_size": 256,
+        "run.eval_size": 256, "eval.num_train": 256, "eval.num_test": 128,
     },
     "cpu": {  # measured on 2 cores: stage 1 ~3 min, each stage-2 run ~1 min (see README, "Measured")
         "data.name": "shapes3d", "data.image_size": 32, "data.size": 2048,
@@ -28,7 +28,7 @@ SCALE_PRESETS: dict[str, dict[str, Any]] = {
         "latent.noise_std": 0.3, "latent.lr": 3e-4, "latent.lr_codes": 0.05,
         "encoder.backbone_width": 32, "encoder.epochs": 5, "encoder.batch_size": 64,
         "encoder.queue_size": 1024, "encoder.temperature": 0.1, "encoder.momentum": 0.99,
-        "run.eval_size": 2048,
+        "run.eval_size": 2048, "eval.num_train": 2000, "eval.num_test": 1000,
     },
     "paper": {
         "data.name": "shapes3d", "data.image_size": 64, "data.size": 0,

@@ -19,6 +19,7 @@ from contralord import checkpoint, distributed
 from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import ImageFactorData, build_dataset
 from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, EncoderTrainer, train_encoders
+from contralord.evaluation import evaluate
 from contralord.latent_stage import LatentResult, train_latent
 from contralord.models.encoders import build_backbone
 from contralord.models.generator import SUPPORTED_IMAGE_SIZES
@@ -73,8 +74,11 @@ def check_resume(cfg: ContraLordConfig, out_dir: Path, resume: bool) -> None:
 
 def check_files(cfg: ContraLordConfig) -> None:
     """User-supplied weight files exist (the dataset file is checked by its loader)."""
-    for key, path in (("encoder.pretrained_path", cfg.encoder.pretrained_path), ("latent.vgg_weights",
-                      cfg.latent.vgg_weights if cfg.latent.recon_loss == "perceptual" else "")):
+    user_files = (("encoder.pretrained_path", cfg.encoder.pretrained_path),
+                  ("latent.vgg_weights", cfg.latent.vgg_weights if cfg.latent.recon_loss == "perceptual" else ""),
+                  ("eval.inception_weights", cfg.eval.inception_weights),
+                  ("eval.lpips_weights", cfg.eval.lpips_weights))
+    for key, path in user_files:
         if path and not Path(path).is_file():
             raise ConfigError(f"{key}: file {path!r} does not exist")
     if cfg.latent.recon_loss == "perceptual" and not cfg.latent.vgg_weights:
@@ -112,6 +116,9 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
         latent = train_latent(cfg, data, cfg.run.latent_cache or out_dir / "latent_cache", runtime, logger)
     trainer = train_encoders(cfg, data, latent, out_dir, runtime, logger)
     summary = summarize(cfg, data, latent, trainer)
+    if cfg.eval.enabled and distributed.is_main():
+        scores = evaluate(cfg, trainer.online, data, out_dir, runtime.device)
+        summary |= {f"encoder/eval/{k}": v for k, v in scores.items() if isinstance(v, float)}
     logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)}, step=0)
     _write_json(out_dir / "summary.json", summary)
     return summary

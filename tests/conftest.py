@@ -9,7 +9,7 @@ TINY = {
     "latent.class_dim": 8, "latent.content_dim": 4, "latent.residual_dim": 4, "latent.generator_width": 16,
     "latent.epochs": 1, "latent.batch_size": 32,
     "encoder.backbone_width": 8, "encoder.epochs": 1, "encoder.batch_size": 32, "encoder.queue_size": 40,
-    "run.eval_size": 64, "run.threads": 1,
+    "run.eval_size": 64, "run.threads": 1, "eval.num_train": 64, "eval.num_test": 32, "eval.grid_size": 3,
 }
 
 

@@ -100,6 +100,8 @@ class ImageFactorData:
             a filtered subset).
         fingerprint: hex sha256 of the content and the kept subset, for checkpoint compatibility.
         factor_sizes: cardinality of each factor; derived as factors.max(0) + 1 when left empty.
+        positions: int64 (N,) the kept items' positions in the full source (what a held-out set
+            excludes), or None.
     """
 
     name: str
@@ -110,6 +112,7 @@ class ImageFactorData:
     num_classes: int
     fingerprint: str
     factor_sizes: tuple[int, ...] = ()
+    positions: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)

@@ -54,7 +54,7 @@ def _check_request(name: str, image_size: int, size: int, seed: int) -> None:
 def build_dataset(name: str, path: str | None, image_size: int, size: int, seed: int,
                   class_factor: str | None = None,
                   factor_filter: Mapping[str, Sequence[int]] | None = None,
-                  split: str = "train") -> ImageFactorData:
+                  split: str = "train", exclude=None, at_most: bool = False) -> ImageFactorData:
     """Builds a dataset as uint8 images (N, C, S, S), classes (N,) and optional factors (N, F).
 
     Args:
@@ -69,6 +69,8 @@ def build_dataset(name: str, path: str | None, image_size: int, size: int, seed:
             the first). Must be None for datasets without factors.
         factor_filter: factor name -> allowed value indices; images outside are dropped.
         split: "train" or "test" (only CIFAR, SmallNORB and image folders have a test split).
+        exclude: source positions to leave out (e.g. ``train.positions`` for a held-out set).
+        at_most: when fewer than ``size`` images remain, keep them all instead of raising.
 
     Returns:
         The kept dataset; `images` is a LazyImages only for large procedural subsets.
@@ -80,4 +82,4 @@ def build_dataset(name: str, path: str | None, image_size: int, size: int, seed:
     _check_request(name, image_size, size, seed)
     source = _LOADERS[name](path, image_size, split)
     return select(source, name, image_size=image_size, size=size, seed=seed, split=split,
-                  class_factor=class_factor, factor_filter=factor_filter)
+                  class_factor=class_factor, factor_filter=factor_filter, exclude=exclude, at_most=at_most)

@@ -148,11 +148,20 @@ def fingerprint(source: Source, header: Mapping[str, object], positions: np.ndar
 
 
 def select(source: Source, name: str, image_size: int, size: int, seed: int, split: str,
-           class_factor: str | int | None, factor_filter: Mapping[str, Sequence[int]] | None
-           ) -> ImageFactorData:
-    """Applies class choice, filter and subset to `source` and loads the kept images."""
+           class_factor: str | int | None, factor_filter: Mapping[str, Sequence[int]] | None,
+           exclude: np.ndarray | None = None, at_most: bool = False) -> ImageFactorData:
+    """Applies class choice, filter and subset to `source` and loads the kept images.
+
+    ``exclude`` drops positions first (a held-out set excludes the training positions); with
+    ``at_most`` a ``size`` larger than what remains keeps everything that remains.
+    """
     col = class_column(source, name, class_factor)
-    positions = choose_subset(filter_positions(source, name, factor_filter), size, seed)  # (M,)
+    candidates = filter_positions(source, name, factor_filter)
+    if exclude is not None:
+        candidates = np.setdiff1d(candidates, np.asarray(exclude, dtype=np.int64))
+    if at_most:
+        size = min(size, len(candidates)) if size else 0
+    positions = choose_subset(candidates, size, seed)  # (M,)
     images = source.load(positions)  # (M, C, S, S) uint8
     if col is None:
         factors, classes, num_classes = None, source.labels[positions], source.num_labels
@@ -165,4 +174,5 @@ def select(source: Source, name: str, image_size: int, size: int, seed: int, spl
         classes=torch.from_numpy(np.ascontiguousarray(classes, dtype=np.int64)),
         factors=factors, factor_names=source.factor_names if col is not None else (),
         num_classes=int(num_classes), fingerprint=fingerprint(source, header, positions),
-        factor_sizes=tuple(source.factor_sizes) if col is not None else ())
+        factor_sizes=tuple(source.factor_sizes) if col is not None else (),
+        positions=torch.from_numpy(positions.astype(np.int64)))

@@ -1,0 +1,180 @@
+"""Evaluation of a trained encoder (ContraLORD Sec. 4.2): DCI, SAP, MIG, smoothness (Eq. 7), linear
+probe, FID/LPIPS when the user supplies their weights, and LORD-style image grids.
+
+What is measured on what:
+- The **generative embedding** g = [h_c(f(x)), h_r(f(x))] of held-out images is scored against
+  every ground-truth factor except the class factor, which the discriminative code d carries by
+  construction (stage 1 is given the class labels). DCI/SAP/MIG follow disentanglement_lib:
+  predictors are fitted on ``eval.num_train`` codes and scored on ``eval.num_test`` others
+  (10000 / 5000; fewer when the held-out set is smaller, and the output says so). Under the
+  ``few-labels`` protocol (the paper's Table 2, "100 labels") every label-using metric (MIG too)
+  sees only ``eval.few_labels`` labelled codes; the test codes stay the same.
+- **Smoothness** uses the content and residual halves of the same held-out codes (all of them).
+- The **linear probe** classifies the class from frozen backbone features f(x): fitted on training
+  images, scored on held-out ones.
+- **Held-out images**: the format's test split where it has one, else images of the same source
+  that are not in the training subset (``exclude``); if the training set used every image, the
+  training images themselves (``heldout: false`` in the output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+
+from contralord import metrics
+from contralord.config import ContraLordConfig, parse_factor_filter
+from contralord.data import DataError, ImageFactorData, build_dataset
+from contralord.models.contralord import OnlineEncoder
+
+BATCH = 256
+
+
+def heldout_dataset(cfg: ContraLordConfig, train: ImageFactorData, size: int) -> tuple[ImageFactorData, bool]:
+    """Up to ``size`` images the encoder was not trained on; (data, True), or (train, False) if none."""
+    d = cfg.data
+    common = dict(class_factor=d.class_factor or None, at_most=True)
+    try:
+        test = build_dataset(d.name, d.path or None, d.image_size, size, cfg.run.seed + 1, split="test", **common)
+        if len(test):
+            return test, True
+    except DataError:
+        pass  # a single-split format: hold out what the training subset left
+    rest = build_dataset(d.name, d.path or None, d.image_size, size, cfg.run.seed + 1, split=d.split,
+                         factor_filter=parse_factor_filter(d.factor_filter) or None,
+                         exclude=train.positions.numpy() if train.positions is not None else None, **common)
+    return (rest, True) if len(rest) else (train, False)
+
+
+@torch.no_grad()
+def encode(online: OnlineEncoder, images, index: torch.Tensor, device: torch.device) -> dict[str, np.ndarray]:
+    """f(x), h_d, h_c, h_r of ``images[index]`` in eval mode: arrays (N, F), (N, Dd), (N, Dc), (N, Dr)."""
+    was_training = online.training
+    online.eval()
+    parts: dict[str, list[torch.Tensor]] = {"features": [], "class_code": [], "content": [], "residual": []}
+    for chunk in index.split(BATCH):
+        x = images[chunk].to(device).float().div_(255)  # (B, C, H, W)
+        features = online.backbone(x)  # (B, F)
+        heads = online.heads(features)  # 3 x (B, D_head)
+        for name, value in zip(parts, (features, *heads), strict=True):
+            parts[name].append(value.cpu())
+    online.train(was_training)
+    return {name: torch.cat(values).numpy().astype(np.float64) for name, values in parts.items()}
+
+
+def _disentanglement(cfg: ContraLordConfig, codes: np.ndarray, factors: np.ndarray) -> dict[str, float]:
+    """DCI, SAP, MIG of ``codes`` (N, D) against ``factors`` (N, F), split train/test as configured."""
+    n_test = min(cfg.eval.num_test, len(codes) // 3)
+    train_c, train_f, test_c, test_f = codes[n_test:], factors[n_test:], codes[:n_test], factors[:n_test]
+    if cfg.eval.protocol == "few-labels":
+        train_c, train_f = train_c[:cfg.eval.few_labels], train_f[:cfg.eval.few_labels]
+    jobs = cfg.eval.dci_jobs or None
+    result = metrics.compute_mig(train_c, train_f)
+    result |= metrics.compute_sap(train_c, train_f, test_c, test_f)
+    result |= metrics.compute_dci(train_c, train_f, test_c, test_f, random_state=cfg.run.seed, n_jobs=jobs)
+    return result | {"num_metric_train": float(len(train_c)), "num_metric_test": float(len(test_c))}
+
+
+def _informative_factors(data: ImageFactorData) -> tuple[np.ndarray, list[str]]:
+    """The non-class factors that vary in ``data``: (N, F') and their names."""
+    factors = data.factors.numpy()
+    keep = [j for j in range(factors.shape[1])
+            if not np.array_equal(factors[:, j], data.classes.numpy()) and len(np.unique(factors[:, j])) > 1]
+    return factors[:, keep], [data.factor_names[j] for j in keep]
+
+
+def _linear_probe(cfg, online, train: ImageFactorData, test_features, test_classes, device) -> dict[str, float]:
+    n = min(cfg.eval.num_train, len(train))
+    if cfg.eval.protocol == "few-labels":
+        n = min(n, cfg.eval.few_labels)
+    index = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.run.seed))[:n]
+    train_features = encode(online, train.images, index, device)["features"]
+    probe = metrics.compute_linear_probe(train_features, train.classes[index].numpy(), test_features, test_classes)
+    return {f"probe_{k}": v for k, v in probe.items()}
+
+
+def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorData, out_dir: str | Path,
+             device: torch.device | None = None) -> dict[str, Any]:
+    """Compute every metric the dataset allows, write ``metrics.json`` and the PNG grids."""
+    out_dir, device = Path(out_dir), device or torch.device("cpu")
+    data, heldout = heldout_dataset(cfg, train, cfg.eval.num_train + cfg.eval.num_test)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.run.seed + 2))
+    codes = encode(online, data.images, order, device)
+    result: dict[str, Any] = {"protocol": cfg.eval.protocol, "heldout": heldout, "num_eval_images": len(data)}
+    result |= metrics.compute_smoothness(codes["content"], codes["residual"])
+    generative = np.concatenate([codes["content"], codes["residual"]], axis=1)  # (N, Dc + Dr)
+    if data.factors is not None:
+        factors, names = _informative_factors(data)
+        result["factors"] = names
+        result |= _disentanglement(cfg, generative, factors[order.numpy()])
+    if len(np.unique(data.classes.numpy())) > 1:
+        result |= _linear_probe(cfg, online, train, codes["features"], data.classes[order].numpy(), device)
+    if online.generator is not None:
+        result |= render_grids(cfg, online, data, order[:cfg.eval.grid_size], out_dir, device)
+        result |= generative_scores(cfg, online, data, order[:cfg.eval.num_test], device)
+    _write_metrics(out_dir / "metrics.json", result)
+    return result
+
+
+@torch.no_grad()
+def render_grids(cfg, online: OnlineEncoder, data: ImageFactorData, index: torch.Tensor, out_dir: Path,
+                 device: torch.device) -> dict[str, float]:
+    """reconstructions.png (inputs over G(h_d, h_c, h_r)) and translation.png: cell (i, j) is
+    G(d of image i, g^c and g^r of image j); the top row shows the images j, the left column images i.
+    Also returns the reconstruction MSE of those images and, with user weights, LPIPS/FID."""
+    online.eval()
+    x = data.images[index].to(device).float().div(255)  # (n, C, H, W)
+    d, gc, gr = online.heads(online.backbone(x))
+    recon = online.generator(d, gc, gr)  # (n, C, H, W)
+    n = len(index)
+    rows_i, cols_j = torch.arange(n).repeat_interleave(n), torch.arange(n).repeat(n)  # (n*n,) cell (i, j)
+    translated = online.generator(d[rows_i], gc[cols_j], gr[cols_j]).view(n, n, *x.shape[1:])
+    blank = torch.ones_like(x[:1])
+    top = torch.cat([blank, x])  # (n+1, C, H, W)
+    body = torch.cat([torch.cat([x[i:i + 1], translated[i]]) for i in range(n)])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat([x, recon]), out_dir / "reconstructions.png", nrow=n)
+    save_image(torch.cat([top, body]), out_dir / "translation.png", nrow=n + 1)
+    online.train()
+    return {"recon_mse": float(torch.mean((recon - x) ** 2))}
+
+
+@torch.no_grad()
+def generative_scores(cfg, online: OnlineEncoder, data: ImageFactorData, index: torch.Tensor,
+                      device: torch.device) -> dict[str, float]:
+    """With user-supplied weights: LPIPS of reconstructions to their inputs, and FID of translations
+    (each image's g^c, g^r with the class code of another, randomly paired image) to the real images."""
+    if not (cfg.eval.lpips_weights or cfg.eval.inception_weights):
+        return {}
+    online.eval()
+    pair = torch.randperm(len(index), generator=torch.Generator().manual_seed(cfg.run.seed + 3))
+    real, recon, translated = [], [], []
+    for chunk in torch.arange(len(index)).split(BATCH):
+        x = data.images[index[chunk]].to(device).float().div(255)  # (B, C, H, W)
+        d, gc, gr = online.heads(online.backbone(x))
+        d_other, _, _ = online.heads(online.backbone(data.images[index[pair[chunk]]].to(device).float().div(255)))
+        real.append(x.cpu()), recon.append(online.generator(d, gc, gr).cpu())
+        translated.append(online.generator(d_other, gc, gr).cpu())
+    online.train()
+    real, recon, translated = torch.cat(real), torch.cat(recon), torch.cat(translated)
+    result = {}
+    if cfg.eval.lpips_weights:
+        lpips = metrics.compute_lpips(recon, real, weights_path=cfg.eval.lpips_weights, device=device)
+        result["lpips_reconstruction"] = lpips["lpips"]
+    if cfg.eval.inception_weights:
+        fid = metrics.fid_from_images(translated, real, cfg.eval.inception_weights, device=device)
+        result["fid_translation"] = fid["fid"]
+    return result
+
+
+def _write_metrics(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, sort_keys=True))
+    os.replace(tmp, path)
