@@ -1,0 +1,79 @@
+"""A real sweep on a local Ray (2 CPUs) into a temporary MLflow store, read back with MlflowClient:
+params, metrics, artifacts, nesting, one stage-1 run, reused by a second sweep."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from mlflow import MlflowClient  # noqa: E402
+
+from tune.run import main  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.epochs=2",
+        "--set", "eval.num_train=64", "--set", "eval.num_test=32", "--set", "eval.grid_size=2"]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    uri = f"sqlite:///{root}/mlflow.db"
+    common = ["--preset", "smoke", "--storage", str(root / "ray"), "--tracking-uri", uri, *FAST]
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    try:
+        assert main("negatives", common) == 0
+        assert main("losses", common) == 0  # same stage-1 config: must reuse stage 1
+    finally:
+        ray.shutdown()
+    return MlflowClient(uri)
+
+
+def _experiment_runs(client, name):
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id])
+
+
+@pytest.mark.slow
+def test_sweep__parent_and_nested_trial_runs(swept):
+    runs = _experiment_runs(swept, "contralord-negatives")
+    parents = [r for r in runs if r.data.tags.get("role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("role") == "trial"]
+    assert len(parents) == 1 and len(trials) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.data.params["sweep.knob"] == "encoder.queue_size"
+    assert {a.path for a in swept.list_artifacts(parent.info.run_id)} == {"table.md", "table.csv", "table.png"}
+    assert sorted(int(t.data.params["encoder.queue_size"]) for t in trials) == [128, 256]
+    for trial in trials:
+        assert trial.info.status == "FINISHED"
+        assert trial.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        for tag in ("git_commit", "config_hash", "data_fingerprint", "seed", "stage1_run_id", "ray_trial_id"):
+            assert trial.data.tags.get(tag), tag
+        assert trial.data.params["loss.con"] == "1.0" and len(trial.data.params) > 50  # the full flat config
+        for key in ("encoder/train/total", "encoder/train/nce_content", "encoder/eval/mig", "encoder/eval/smoothness"):
+            assert key in trial.data.metrics, key
+        history = swept.get_metric_history(trial.info.run_id, "encoder/train/total")
+        assert len(history) == 2  # one point per epoch, no gap, no duplicate
+        names = {a.path for a in swept.list_artifacts(trial.info.run_id)}
+        assert {"metrics.json", "config.json", "reconstructions.png", "translation.png"} <= names
+
+
+@pytest.mark.slow
+def test_sweep__one_stage1_run_shared_by_both_sweeps(swept):
+    stage1 = _experiment_runs(swept, "contralord-stage1")
+    assert len(stage1) == 1 and stage1[0].info.status == "FINISHED"
+    trials = [r for kind in ("negatives", "losses") for r in _experiment_runs(swept, f"contralord-{kind}")
+              if r.data.tags.get("role") == "trial"]
+    assert len(trials) == 4
+    assert {t.data.tags["stage1_run_id"] for t in trials} == {stage1[0].info.run_id}
+
+
+@pytest.mark.slow
+def test_sweep__table_lists_every_variant(swept):
+    runs = _experiment_runs(swept, "contralord-losses")
+    parent = next(r for r in runs if r.data.tags.get("role") == "sweep")
+    path = swept.download_artifacts(parent.info.run_id, "table.md")
+    table = open(path).read()
+    assert "| rec+sup | 1 |" in table and "| rec+sup+con+res | 1 |" in table
+    assert json.loads(parent.data.params["sweep.variants"]) == ["rec+sup", "rec+sup+con+res"]

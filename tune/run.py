@@ -1,0 +1,119 @@
+"""The shared command line and Tuner of every sweep (``python tune/sweep_<kind>.py``).
+
+    python tune/sweep_negatives.py --preset cpu --seeds 3
+    python tune/sweep_negatives.py --preset paper --address auto --storage s3://bucket/contralord \
+        --tracking-uri http://127.0.0.1:5000 --workers-per-trial 2 --gpus-per-worker 1
+
+Everything that can be wrong on the command line is checked before Ray starts a trial. Then: stage 1
+once per seed (``tune/stage1.py``), one Tune trial per (variant, seed), a parent MLflow run for the
+sweep with one nested run per trial, and the sweep's table and plots on the parent run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from contralord.config import ConfigError, ContraLordConfig, parse_set_args
+from contralord.data import DataError
+from contralord.presets import SCALE_PRESETS, resolve_presets
+from contralord.trainer import build_data, check_backbone, validate_against_data
+from tune import spaces
+from tune.checks import SweepError, check_address, check_storage, check_tracking_uri
+
+REPO = Path(__file__).resolve().parents[1]
+STAGE1_KEYS = ("data.", "latent.")
+
+
+@dataclass
+class SweepPlan:
+    kind: str
+    args: argparse.Namespace
+    knob: str
+    variants: list[spaces.Variant]
+    base: dict[str, Any]
+    seeds: list[int]
+    storage: str
+    tracking_uri: str
+    name: str
+
+
+def build_parser(kind: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"tune/sweep_{kind}.py", description=f"ContraLORD sweep: {kind}")
+    parser.add_argument("--preset", default="cpu", help=f"scale preset: {', '.join(SCALE_PRESETS)} (default cpu)")
+    parser.add_argument("--method", action="append", default=[], help="extra presets after the scale (e.g. lord)")
+    parser.add_argument("--seeds", type=int, default=1, help="repeat every variant with seeds 0..N-1")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--address", default=None, help="join a running Ray cluster (host:port or auto)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default sqlite:////$PWD/mlflow.db)")
+    parser.add_argument("--storage", default=None, help="absolute path or s3:// URI (default $PWD/ray_results)")
+    parser.add_argument("--name", default=None, help="sweep name (default sweep-<kind>-<preset>)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
+    parser.add_argument("--max-concurrent", type=int, default=0, help="trials at once (0 = as resources allow)")
+    parser.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers (DDP) per trial")
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0)
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--max-failures", type=int, default=2, help="retries of a trial after a lost worker")
+    parser.add_argument("--shared-fs", action="store_true", help="--storage is a path every node mounts")
+    parser.add_argument("--num-samples", type=int, default=8, help="Optuna: trials to sample")
+    parser.add_argument("--metric", default="encoder/eval/disentanglement", help="Optuna/ASHA: metric to optimise")
+    parser.add_argument("--mode", default="max", choices=("max", "min"))
+    return parser
+
+
+def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
+    """Validate the whole sweep (every trial's config, the data, URIs, paths) without starting Ray."""
+    if args.preset not in SCALE_PRESETS:
+        raise SweepError(f"--preset: expected one of {', '.join(SCALE_PRESETS)}, got {args.preset!r}")
+    if args.seeds < 1 or args.workers_per_trial < 1:
+        raise SweepError("--seeds and --workers-per-trial: expected integers >= 1")
+    base = resolve_presets([args.preset, *args.method], parse_set_args(args.set))
+    knob, variants = (("optuna", [("optuna", {})]) if kind == "optuna" else spaces.variants(kind, args.preset))
+    seeds = list(range(args.seeds))
+    configs = [ContraLordConfig.from_overrides(base | v | {"run.seed": s}) for _, v in variants for s in seeds]
+    data = build_data(configs[0])
+    for cfg in configs:
+        validate_against_data(cfg, len(data))
+    check_backbone(configs[0], data)
+    storage = check_storage(args.storage or str(Path.cwd() / "ray_results"))
+    tracking_uri = args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    check_tracking_uri(tracking_uri)
+    check_address(args.address)
+    name = args.name or f"sweep-{kind}-{args.preset}"
+    return SweepPlan(kind, args, knob, variants, base, seeds, storage, tracking_uri, name)
+
+
+def main(kind: str, argv: list[str] | None = None) -> int:
+    args = build_parser(kind).parse_args(argv)
+    try:
+        plan = plan_sweep(kind, args)
+    except (SweepError, ConfigError, DataError, ValueError, FileNotFoundError) as error:
+        print(f"sweep: error: {error}", file=sys.stderr)
+        return 2
+    from tune.sweep import run_sweep
+
+    try:
+        run_sweep(plan)
+    except SweepError as error:
+        print(f"sweep: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def local_work_dir(storage: str, name: str) -> str:
+    """Node-local folder for trial working files (checkpoints travel through Ray's storage)."""
+    root = Path(storage) if not storage.startswith(("s3://", "gs://")) else Path.home() / ".contralord"
+    return str(root / name / "work")
+

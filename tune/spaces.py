@@ -1,0 +1,58 @@
+"""Named sweeps as data: each is a list of (variant name, flat overrides) per preset scale.
+
+Every knob swept here belongs to stage 2, so one stage 1 per seed serves every trial of a sweep.
+The ``cpu`` grids are scaled to the cpu preset's 2048 images (K must stay below N).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Variant = tuple[str, dict[str, Any]]
+
+NEGATIVES = {  # Table 6: queue length K
+    "smoke": [128, 256],
+    "cpu": [128, 256, 512, 1024],
+    "paper": [1600, 3200, 6400, 12800, 25600, 51200],
+}
+BATCH_SIZES = {  # Table 5
+    "smoke": [32, 64],
+    "cpu": [32, 64, 128, 256],
+    "paper": [32, 64, 128, 256, 512, 1024],
+}
+# Table 4. The paper's check marks were lost in its text; its prose fixes rows 1, 2, 4 and 5
+# (rec; rec+sup; rec+sup+con, "+0.37 D over the row before"; all four). Row 3 is read as rec+sup+res.
+LOSS_SETS = {
+    "rec": {"loss.rec": 1.0, "loss.sup": 0.0, "loss.con": 0.0, "loss.res": 0.0},
+    "rec+sup": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 0.0, "loss.res": 0.0},
+    "rec+sup+res": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 0.0, "loss.res": 1.0},
+    "rec+sup+con": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 1.0, "loss.res": 0.0},
+    "rec+sup+con+res": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 1.0, "loss.res": 1.0},
+}
+TEMPERATURES = {"smoke": [0.1, 0.2], "cpu": [0.05, 0.1, 0.2, 0.5], "paper": [0.05, 0.07, 0.1, 0.2, 0.5]}
+MOMENTA = {"smoke": [0.99], "cpu": [0.99, 0.999], "paper": [0.99, 0.999]}
+
+
+def variants(kind: str, preset: str) -> tuple[str, list[Variant]]:
+    """(the swept key shown in tables, [(variant name, overrides), ...]) for a sweep kind."""
+    if kind == "negatives":
+        return "encoder.queue_size", [(f"K={k}", {"encoder.queue_size": k}) for k in NEGATIVES[preset]]
+    if kind == "batch_size":
+        return "encoder.batch_size", [(f"batch={b}", {"encoder.batch_size": b}) for b in BATCH_SIZES[preset]]
+    if kind == "losses":
+        names = ("rec+sup", "rec+sup+con+res") if preset == "smoke" else tuple(LOSS_SETS)
+        return "losses", [(name, LOSS_SETS[name]) for name in names]
+    if kind == "temperature":
+        return "encoder.temperature", [(f"tau={t},m={m}", {"encoder.temperature": t, "encoder.momentum": m})
+                                       for t in TEMPERATURES[preset] for m in MOMENTA[preset]]
+    raise ValueError(f"unknown sweep kind {kind!r}")
+
+
+def optuna_space(trial, preset: str) -> dict[str, Any]:
+    """Define-by-run Optuna space over batch size, K, the loss weights and tau (stage-2 knobs)."""
+    trial.suggest_categorical("encoder.batch_size", BATCH_SIZES[preset])
+    trial.suggest_categorical("encoder.queue_size", NEGATIVES[preset])
+    for key in ("loss.sup", "loss.con", "loss.res"):
+        trial.suggest_float(key, 0.1, 10.0, log=True)
+    trial.suggest_float("encoder.temperature", 0.03, 0.5, log=True)
+    return {}

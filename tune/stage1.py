@@ -1,0 +1,72 @@
+"""Stage 1 once per (data, stage-1 config, seed): every knob the sweeps vary belongs to stage 2.
+
+The artifact lives in the sweep's shared latent cache keyed by its hash (a second sweep with the same
+stage-1 config finds it too); its MLflow run lives in the experiment ``contralord-stage1``, found
+again by the same key. Training runs as a Ray task with one trial worker's resources, so on a
+cluster it lands on a GPU node, not on the head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+
+from contralord.config import ContraLordConfig
+from contralord.latent_stage import ARTIFACT, latent_key
+from contralord.trainer import build_data, needs_latent
+from tune.mlflow_logger import find_run, get_experiment_id
+
+EXPERIMENT = "contralord-stage1"
+
+
+def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_id: str, threads: int) -> dict:
+    import torch
+
+    from contralord.latent_stage import train_latent
+    from tune.mlflow_logger import MlflowLogger
+
+    torch.set_num_threads(threads)
+    cfg = ContraLordConfig.from_overrides(overrides)
+    logger = MlflowLogger(tracking_uri, run_id)
+    logger.log_params({k: v for k, v in cfg.to_flat_dict().items() if k.split(".")[0] in ("data", "latent", "run")})
+    try:
+        result = train_latent(cfg, build_data(cfg), cache, logger=logger)
+    except BaseException:
+        logger.finish("FAILED")
+        raise
+    logger.finish()
+    return result.metrics
+
+
+def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tracking_uri: str,
+                  resources: dict[str, float]) -> dict[str, str]:
+    """Train the missing stage-1 artifacts; return {seed: stage-1 MLflow run id}."""
+    import ray
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = get_experiment_id(client, EXPERIMENT)
+    runs, pending = {}, []
+    for seed, overrides in overrides_per_seed.items():
+        cfg = ContraLordConfig.from_overrides(overrides)
+        if not needs_latent(cfg):
+            continue
+        data = build_data(cfg)
+        key = latent_key(cfg, data)
+        tags = {"latent_key": key}
+        run_id = find_run(client, experiment_id, tags)
+        exists = (Path(cache) / key / ARTIFACT).is_file()
+        if run_id is None or not exists or client.get_run(run_id).info.status != "FINISHED":
+            run_id = client.create_run(experiment_id, run_name=f"stage1-seed{seed}-{key}",
+                                       tags=tags | {"data_fingerprint": data.fingerprint, "seed": str(seed),
+                                                    "role": "stage1"}).info.run_id
+            task = ray.remote(**_task_resources(resources))(_train_stage1)
+            pending.append(task.remote(overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1)))))
+        runs[str(seed)] = run_id
+    ray.get(pending)
+    return runs
+
+
+def _task_resources(resources: dict[str, float]) -> dict[str, float]:
+    return {"num_cpus": resources.get("CPU", 1), "num_gpus": resources.get("GPU", 0)}

@@ -1,0 +1,182 @@
+"""Running a planned sweep: Ray, the MLflow parent run, stage 1 once, the Tuner, the table."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import ray
+from mlflow import MlflowClient
+from ray import tune
+
+from tune import report, spaces
+from tune.checks import SweepError, check_storage_shared, is_uri
+from tune.context import SweepContext
+from tune.mlflow_logger import find_or_create_run, find_run, get_experiment_id, mark_failed_if_running
+from tune.run import REPO, SweepPlan, git_commit, local_work_dir
+from tune.stage1 import ensure_stage1
+from tune.worker import run_in_tune_trial, train_fn_per_worker
+
+
+def start_ray(plan: SweepPlan) -> None:
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+           "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
+    if ray.is_initialized():  # a caller (a notebook, a test) already connected
+        pass
+    elif plan.args.address in (None, "", "local"):
+        ray.init(**kwargs)
+    else:
+        ray.init(address=plan.args.address, **kwargs)
+    alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+    check_storage_shared(plan.storage, alive, plan.args.shared_fs)
+
+
+def _resources(plan: SweepPlan) -> dict[str, float]:
+    res = {"CPU": plan.args.cpus_per_worker}
+    if plan.args.gpus_per_worker:
+        res["GPU"] = plan.args.gpus_per_worker
+    return res
+
+
+def _parent_run(plan: SweepPlan, client: MlflowClient, experiment_id: str) -> str:
+    sweep_path = f"{plan.storage}/{plan.name}"
+    key = {"sweep_path": sweep_path, "role": "sweep"}
+    if plan.args.resume:
+        run_id = find_run(client, experiment_id, key)
+        if run_id is None:
+            raise SweepError(f"--resume: no MLflow sweep run for {sweep_path} in {plan.tracking_uri}")
+        return find_or_create_run(client, experiment_id, key, plan.name)
+    if find_run(client, experiment_id, key) is not None and _tuner_exists(plan):
+        raise SweepError(f"--name: sweep {plan.name!r} already exists under {plan.storage} (pass --resume, "
+                         f"or another --name)")
+    run_id = client.create_run(experiment_id, run_name=plan.name, tags=key | {"git_commit": git_commit()}).info.run_id
+    params = {"sweep.kind": plan.kind, "sweep.preset": plan.args.preset, "sweep.seeds": len(plan.seeds),
+              "sweep.knob": plan.knob, "sweep.variants": json.dumps([name for name, _ in plan.variants]),
+              "sweep.workers_per_trial": plan.args.workers_per_trial} | {f"base.{k}": v for k, v in plan.base.items()}
+    for k, v in params.items():
+        client.log_param(run_id, k, str(v)[:6000])
+    return run_id
+
+
+def _tuner_exists(plan: SweepPlan) -> bool:
+    return tune.Tuner.can_restore(f"{plan.storage}/{plan.name}")
+
+
+def _trainable(plan: SweepPlan, ctx: SweepContext):
+    if plan.args.workers_per_trial == 1:
+        return tune.with_resources(tune.with_parameters(run_in_tune_trial, ctx=ctx), _resources(plan))
+    driver = tune.with_parameters(train_driver_fn, ctx=ctx, plan_storage=plan.storage)
+    return tune.with_resources(driver, {"CPU": 0.01})
+
+
+def train_driver_fn(config: dict, ctx: SweepContext, plan_storage: str) -> None:
+    """A Tune trial that drives a Ray Train ``TorchTrainer`` (several workers, DDP)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    context = tune.get_context()
+    trial_id, trial_name = context.get_trial_id(), context.get_trial_name()
+    scaling = ray.train.ScalingConfig(num_workers=ctx.workers, use_gpu=ctx.use_gpu,
+                                      resources_per_worker={"CPU": ctx.cpus_per_worker})
+    run_config = ray.train.RunConfig(name=f"train-{trial_id}", storage_path=plan_storage,
+                                     callbacks=[TuneReportCallback()],
+                                     failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
+                                     checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
+    loop = {"ctx": ctx, "config": config, "trial_id": trial_id, "trial_name": trial_name}
+    TorchTrainer(train_fn_per_worker, train_loop_config=loop, scaling_config=scaling, run_config=run_config).fit()
+
+
+def _tuner(plan: SweepPlan, ctx: SweepContext) -> tune.Tuner:
+    trainable = _trainable(plan, ctx)
+    path = f"{plan.storage}/{plan.name}"
+    if plan.args.resume:
+        if not tune.Tuner.can_restore(path):
+            raise SweepError(f"--resume: nothing to resume at {path}")
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    tune_config, space = _search(plan)
+    run_config = tune.RunConfig(name=plan.name, storage_path=plan.storage, verbose=1,
+                                failure_config=tune.FailureConfig(max_failures=plan.args.max_failures))
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
+
+
+def _search(plan: SweepPlan) -> tuple[tune.TuneConfig, dict]:
+    limit = plan.args.max_concurrent or 0
+    if plan.kind != "optuna":
+        space = {"variant": tune.grid_search([name for name, _ in plan.variants]),
+                 "run.seed": tune.grid_search(plan.seeds)}
+        return tune.TuneConfig(max_concurrent_trials=limit), space
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    define = functools.partial(spaces.optuna_space, preset=plan.args.preset)
+    searcher = OptunaSearch(space=define, metric=plan.args.metric, mode=plan.args.mode, seed=0)
+    epochs = float(plan.base.get("encoder.epochs", 200))
+    asha = ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=max(1.0, epochs // 4), reduction_factor=2)
+    config = tune.TuneConfig(metric=plan.args.metric, mode=plan.args.mode, search_alg=searcher, scheduler=asha,
+                             num_samples=plan.args.num_samples, max_concurrent_trials=limit)
+    return config, {}
+
+
+def run_sweep(plan: SweepPlan) -> list[dict]:
+    """Run the sweep end to end; return the table rows."""
+    start_ray(plan)
+    client = MlflowClient(plan.tracking_uri)
+    experiment_id = get_experiment_id(client, f"contralord-{plan.kind}")
+    parent = _parent_run(plan, client, experiment_id)
+    cache = f"{plan.storage}/latent_cache" if not is_uri(plan.storage) else local_work_dir(plan.storage, "latent")
+    per_seed = {s: plan.base | {"run.seed": s, "run.latent_cache": cache} for s in plan.seeds}
+    stage1_runs = ensure_stage1(per_seed, cache, plan.tracking_uri, _resources(plan))
+    client.set_tag(parent, "stage1_run_ids", json.dumps(stage1_runs))
+    ctx = SweepContext(plan.kind, plan.base, dict(plan.variants), plan.storage, cache,
+                       local_work_dir(plan.storage, plan.name), plan.tracking_uri, experiment_id, parent,
+                       stage1_runs, plan.args.workers_per_trial, plan.args.gpus_per_worker > 0,
+                       plan.args.cpus_per_worker, plan.args.max_failures, git_commit())
+    try:
+        results = _tuner(plan, ctx).fit()
+    except BaseException:
+        client.set_terminated(parent, status="KILLED")
+        raise
+    rows = _rows(results, client, experiment_id)
+    table = _publish(plan, client, parent, rows)
+    client.set_terminated(parent, status="FINISHED")
+    return table
+
+
+def _rows(results, client: MlflowClient, experiment_id: str) -> list[dict]:
+    """One row per trial; an errored trial's MLflow run is closed as FAILED, never left RUNNING."""
+    rows = []
+    for result in results:
+        config, metrics = result.config or {}, dict(result.metrics or {})
+        trial_id = metrics.get("trial_id")
+        status = "ok" if result.error is None and "encoder/final/total" in metrics else "failed"
+        if result.error is not None and trial_id:
+            run_id = find_run(client, experiment_id, {"ray_trial_id": trial_id})
+            if run_id:
+                mark_failed_if_running(client, run_id)
+        variant = config.get("variant", "optuna")
+        rows.append({"variant": variant, "seed": config.get("run.seed"), "status": status,
+                     **{k: v for k, v in metrics.items() if isinstance(v, float) and not math.isnan(v)}})
+    return rows
+
+
+def _publish(plan: SweepPlan, client: MlflowClient, parent: str, rows: list[dict]) -> list[dict]:
+    order = [name for name, _ in plan.variants] if plan.kind != "optuna" else ["optuna"]
+    table = report.aggregate(rows, order)
+    markdown = report.to_markdown(table, plan.knob)
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        (folder / "table.md").write_text(markdown)
+        (folder / "table.csv").write_text(report.to_csv(table))
+        report.plot(table, plan.knob, folder / "table.png")
+        for name in ("table.md", "table.csv", "table.png"):
+            client.log_artifact(parent, str(folder / name))
+    print(f"\n{plan.name} ({len(rows)} trials, tracking {plan.tracking_uri}):\n{markdown}", flush=True)
+    return table
+

@@ -1,0 +1,16 @@
+"""Sweep Table 6: the queue length K.
+
+    python tune/sweep_negatives.py --preset cpu [--seeds 3] [--set key=value ...]
+
+See tune/run.py for every flag (--address, --tracking-uri, --storage, --resume, --max-concurrent, ...).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import tune`
+
+from tune.run import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main("negatives"))

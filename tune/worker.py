@@ -1,0 +1,124 @@
+"""The per-trial training function: flat overrides -> config -> the core ``train`` with a Ray runtime
+and an MLflow logger. One code path for both ways a trial runs:
+
+- ``run_in_tune_trial``: one worker, the trainer runs inside the Tune trial process
+  (``tune.report``/``tune.get_checkpoint``) — our default for 1-worker trials, since a Train worker
+  group costs ~40 s of start-up per trial on a small machine (README, "Measured");
+- ``train_fn_per_worker``: inside a Ray Train ``TorchTrainer`` (``ray.train.report``), DDP across
+  workers through the core's ``DDPRuntime`` (Ray Train has initialised the process group).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from contralord import distributed
+from contralord.config import ContraLordConfig
+from contralord.encoder_stage import CHECKPOINT
+from contralord.runtime import DDPRuntime, LocalRuntime
+from contralord.trainer import train
+from tune.context import SweepContext
+from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run
+
+ARTIFACTS = ("metrics.json", "summary.json", "config.json", "reconstructions.png", "translation.png")
+
+
+def _restore(checkpoint, out_dir: Path) -> bool:
+    """Copy a reported checkpoint's encoder.pt into ``out_dir``; True when there was one."""
+    if checkpoint is None:
+        return False
+    with checkpoint.as_directory() as folder:
+        target = out_dir / "checkpoints"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(Path(folder) / CHECKPOINT, target / CHECKPOINT)
+    return True
+
+
+def _trial_logger(ctx: SweepContext, cfg: ContraLordConfig, trial_id: str, trial_name: str) -> MlflowLogger:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(ctx.tracking_uri)
+    seed = str(cfg.run.seed)
+    tags = {PARENT_TAG: ctx.parent_run_id, "role": "trial", "sweep_kind": ctx.kind, "seed": seed,
+            "config_hash": cfg.section_hash("data", "latent", "encoder", "loss", "eval", "run"),
+            "stage1_run_id": ctx.stage1_runs.get(seed, ""), "git_commit": ctx.git_commit}
+    run_id = find_or_create_run(client, ctx.experiment_id, {"ray_trial_id": trial_id}, trial_name, tags)
+    return MlflowLogger(ctx.tracking_uri, run_id)
+
+
+def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_name: str, checkpoint,
+              runtime: LocalRuntime, is_main: bool) -> dict[str, Any]:
+    """Train one trial; log to MLflow from the main rank; mark the run FAILED on any error."""
+    cfg = ContraLordConfig.from_overrides(ctx.trial_overrides(config))
+    out_dir = Path(ctx.work_dir) / trial_id
+    resumed = _restore(checkpoint, out_dir)
+    logger = _trial_logger(ctx, cfg, trial_id, trial_name) if is_main else None
+    try:
+        summary = train(cfg, out_dir, runtime=runtime, logger=logger, resume=resumed)
+    except BaseException:
+        if logger:
+            logger.finish("FAILED")
+        raise
+    if logger:
+        logger.client.set_tag(logger.run_id, "data_fingerprint", summary["data_fingerprint"])
+        logger.client.set_tag(logger.run_id, "latent_key", summary.get("latent_key", ""))
+        logger.log_artifacts(out_dir, ARTIFACTS)
+        logger.finish()
+    return summary
+
+
+def _reporter(report: Callable, checkpoint_cls) -> Callable[[dict[str, float], str | None], None]:
+    """The trainer's per-epoch hook -> Ray report, with the encoder checkpoint when there is one."""
+
+    def hook(metrics: dict[str, float], path: str | None) -> None:
+        clean = {k: float(v) for k, v in metrics.items()}
+        epoch_key = next((k for k in clean if k.endswith("/train/epoch")), None)
+        clean["epoch"] = clean.get(epoch_key, 0.0)
+        if path and Path(path).name == CHECKPOINT and distributed.is_main():
+            with tempfile.TemporaryDirectory() as folder:
+                shutil.copy2(path, Path(folder) / CHECKPOINT)
+                report(clean, checkpoint=checkpoint_cls.from_directory(folder))
+        else:
+            report(clean)
+
+    return hook
+
+
+def run_in_tune_trial(config: dict[str, Any], ctx: SweepContext) -> None:
+    """Tune function trainable: the whole trial in this process (1 worker)."""
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(ctx.cpus_per_worker)))
+    context = tune.get_context()
+    device = torch.device("cuda" if ctx.use_gpu and torch.cuda.is_available() else "cpu")
+    runtime = LocalRuntime(device=device, report=_reporter(tune.report, tune.Checkpoint))
+    summary = run_trial(ctx, config, context.get_trial_id(), context.get_trial_name(), tune.get_checkpoint(),
+                        runtime, is_main=True)
+    tune.report(_final_metrics(summary))
+
+
+def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train per-worker function (``TorchTrainer``): DDP through the core's runtime."""
+    import ray.train
+    import ray.train.torch
+
+    ctx, config, trial_id, trial_name = (loop_config[k] for k in ("ctx", "config", "trial_id", "trial_name"))
+    torch.set_num_threads(max(1, int(ctx.cpus_per_worker)))
+    runtime_cls = DDPRuntime if ray.train.get_context().get_world_size() > 1 else LocalRuntime
+    runtime = runtime_cls(device=ray.train.torch.get_device(), report=_reporter(ray.train.report, ray.train.Checkpoint))
+    is_main = ray.train.get_context().get_world_rank() == 0
+    summary = run_trial(ctx, config, trial_id, trial_name, ray.train.get_checkpoint(), runtime, is_main)
+    ray.train.report(_final_metrics(summary))
+
+
+def _final_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The numbers Tune keeps for the sweep's table: floats only, plus ``done_epochs``."""
+    final = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    final["epoch"] = final.get("encoder/final/epoch", 0.0)
+    return final
