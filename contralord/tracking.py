@@ -40,3 +40,18 @@ class StdoutLogger:
         head = f"[{stage}] epoch {int(epoch)}" if epoch is not None else f"[{stage}]"
         body = " ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items() if not k.endswith("/epoch"))
         print(f"{head} step {step} | {body}", file=self.stream, flush=True)
+
+
+class MultiLogger:
+    """Send everything to several loggers (e.g. the terminal and MLflow)."""
+
+    def __init__(self, *loggers: MetricsLogger):
+        self.loggers = loggers
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step)

@@ -47,6 +47,14 @@ class MlflowLogger:
 
     def __init__(self, tracking_uri: str, run_id: str):
         self.client, self.run_id = MlflowClient(tracking_uri), run_id
+        self._last_step: dict[str, int] = {}  # per metric: the last step already in the run
+
+    def _already_logged(self, key: str, step: int) -> bool:
+        """A retried trial re-runs the epochs after its last checkpoint: keep one point per step."""
+        if key not in self._last_step:
+            history = self.client.get_metric_history(self.run_id, key)
+            self._last_step[key] = max((m.step for m in history), default=-1)
+        return step <= self._last_step[key]
 
     def log_params(self, params: dict[str, Any]) -> None:
         existing = self.client.get_run(self.run_id).data.params
@@ -57,8 +65,11 @@ class MlflowLogger:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         stamp = mlflow.utils.time.get_current_time_millis()
-        batch = [mlflow.entities.Metric(k, float(v), stamp, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        fresh = {k: v for k, v in metrics.items() if not self._already_logged(k, step)}
+        batch = [mlflow.entities.Metric(k, float(v), stamp, step) for k, v in fresh.items()]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+        self._last_step |= {k: step for k in fresh}
 
     def log_artifacts(self, folder: Path, names: tuple[str, ...]) -> None:
         for name in names:

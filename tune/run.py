@@ -59,6 +59,8 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a trial after a lost worker")
     parser.add_argument("--shared-fs", action="store_true", help="--storage is a path every node mounts")
+    parser.add_argument("--driver-resource", default="", help="custom resource pinning multi-worker trial "
+                        "drivers to a node (ray_cluster.yaml's head has train_driver)")
     parser.add_argument("--num-samples", type=int, default=8, help="Optuna: trials to sample")
     parser.add_argument("--metric", default="encoder/eval/disentanglement", help="Optuna/ASHA: metric to optimise")
     parser.add_argument("--mode", default="max", choices=("max", "min"))

@@ -25,6 +25,7 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
     import torch
 
     from contralord.latent_stage import train_latent
+    from contralord.tracking import MultiLogger, StdoutLogger
     from tune.mlflow_logger import MlflowLogger
 
     torch.set_num_threads(threads)
@@ -32,12 +33,24 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
     logger = MlflowLogger(tracking_uri, run_id)
     logger.log_params({k: v for k, v in cfg.to_flat_dict().items() if k.split(".")[0] in ("data", "latent", "run")})
     try:
-        result = train_latent(cfg, build_data(cfg), cache, logger=logger)
+        result = train_latent(cfg, build_data(cfg), cache, logger=MultiLogger(StdoutLogger(), logger))
+        # also in MLflow's artifact store (S3 on a cluster): trials on other nodes fetch it from there
+        logger.client.log_artifact(run_id, str(result.path))
     except BaseException:
         logger.finish("FAILED")
         raise
     logger.finish()
     return result.metrics
+
+
+def fetch_stage1(tracking_uri: str, run_id: str, cache: str) -> None:
+    """Make the stage-1 artifact of ``run_id`` present in this node's ``cache`` (no-op if it is)."""
+    client = MlflowClient(tracking_uri)
+    key = client.get_run(run_id).data.tags.get("latent_key")
+    target = Path(cache) / key
+    if key and not (target / ARTIFACT).is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        client.download_artifacts(run_id, ARTIFACT, str(target))
 
 
 def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tracking_uri: str,

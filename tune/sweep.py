@@ -44,6 +44,15 @@ def _resources(plan: SweepPlan) -> dict[str, float]:
     return res
 
 
+def _stage1_resources(plan: SweepPlan) -> dict[str, float]:
+    """Stage 1 runs before any trial: on one machine give it every core (its threads follow)."""
+    res = _resources(plan)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) == 1 and not plan.args.gpus_per_worker:
+        res["CPU"] = max(res["CPU"], float(nodes[0]["Resources"].get("CPU", 1)))
+    return res
+
+
 def _parent_run(plan: SweepPlan, client: MlflowClient, experiment_id: str) -> str:
     sweep_path = f"{plan.storage}/{plan.name}"
     key = {"sweep_path": sweep_path, "role": "sweep"}
@@ -72,7 +81,8 @@ def _trainable(plan: SweepPlan, ctx: SweepContext):
     if plan.args.workers_per_trial == 1:
         return tune.with_resources(tune.with_parameters(run_in_tune_trial, ctx=ctx), _resources(plan))
     driver = tune.with_parameters(train_driver_fn, ctx=ctx, plan_storage=plan.storage)
-    return tune.with_resources(driver, {"CPU": 0.01})
+    placement = {"CPU": 0.0, plan.args.driver_resource: 0.01} if plan.args.driver_resource else {"CPU": 0.01}
+    return tune.with_resources(driver, placement)
 
 
 def train_driver_fn(config: dict, ctx: SweepContext, plan_storage: str) -> None:
@@ -130,9 +140,10 @@ def run_sweep(plan: SweepPlan) -> list[dict]:
     client = MlflowClient(plan.tracking_uri)
     experiment_id = get_experiment_id(client, f"contralord-{plan.kind}")
     parent = _parent_run(plan, client, experiment_id)
+    # local storage: one shared cache; cloud storage: a node-local cache filled from MLflow's artifact store
     cache = f"{plan.storage}/latent_cache" if not is_uri(plan.storage) else local_work_dir(plan.storage, "latent")
     per_seed = {s: plan.base | {"run.seed": s, "run.latent_cache": cache} for s in plan.seeds}
-    stage1_runs = ensure_stage1(per_seed, cache, plan.tracking_uri, _resources(plan))
+    stage1_runs = ensure_stage1(per_seed, cache, plan.tracking_uri, _stage1_resources(plan))
     client.set_tag(parent, "stage1_run_ids", json.dumps(stage1_runs))
     ctx = SweepContext(plan.kind, plan.base, dict(plan.variants), plan.storage, cache,
                        local_work_dir(plan.storage, plan.name), plan.tracking_uri, experiment_id, parent,
@@ -144,6 +155,10 @@ def run_sweep(plan: SweepPlan) -> list[dict]:
         client.set_terminated(parent, status="KILLED")
         raise
     rows = _rows(results, client, experiment_id)
+    if results.num_terminated + results.num_errors < len(results):  # interrupted: state saved by Tune
+        client.set_terminated(parent, status="KILLED")
+        raise SweepError(f"interrupted: {results.num_terminated} of {len(results)} trials finished; "
+                         f"continue with --resume --name {plan.name}")
     table = _publish(plan, client, parent, rows)
     client.set_terminated(parent, status="FINISHED")
     return table

@@ -22,9 +22,11 @@ from contralord import distributed
 from contralord.config import ContraLordConfig
 from contralord.encoder_stage import CHECKPOINT
 from contralord.runtime import DDPRuntime, LocalRuntime
+from contralord.tracking import MultiLogger, NullLogger, StdoutLogger
 from contralord.trainer import train
 from tune.context import SweepContext
 from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run
+from tune.stage1 import fetch_stage1
 
 ARTIFACTS = ("metrics.json", "summary.json", "config.json", "reconstructions.png", "translation.png")
 
@@ -57,10 +59,13 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
     """Train one trial; log to MLflow from the main rank; mark the run FAILED on any error."""
     cfg = ContraLordConfig.from_overrides(ctx.trial_overrides(config))
     out_dir = Path(ctx.work_dir) / trial_id
+    if ctx.stage1_runs.get(str(cfg.run.seed)):
+        fetch_stage1(ctx.tracking_uri, ctx.stage1_runs[str(cfg.run.seed)], ctx.latent_cache)
     resumed = _restore(checkpoint, out_dir)
     logger = _trial_logger(ctx, cfg, trial_id, trial_name) if is_main else None
     try:
-        summary = train(cfg, out_dir, runtime=runtime, logger=logger, resume=resumed)
+        sinks = MultiLogger(StdoutLogger(), logger) if logger else NullLogger()
+        summary = train(cfg, out_dir, runtime=runtime, logger=sinks, resume=resumed)
     except BaseException:
         if logger:
             logger.finish("FAILED")

@@ -1,0 +1,93 @@
+"""Reliability on a real local Ray: a killed trial process resumes from its last checkpoint and ends
+exactly where an uninterrupted run ends, with one gap-free MLflow history; an interrupted sweep
+driver finishes with --resume without rerunning finished trials."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+from mlflow import MlflowClient  # noqa: E402
+
+from contralord.config import ContraLordConfig  # noqa: E402
+from contralord.presets import resolve_presets  # noqa: E402
+from contralord.trainer import train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = {"data.size": "320", "latent.epochs": "1", "encoder.epochs": "3", "eval.num_train": "64",
+        "eval.num_test": "32", "eval.grid_size": "2"}
+
+
+def _cmd(root, *extra, sets=FAST):
+    args = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke", "--storage",
+            str(root / "ray"), "--tracking-uri", f"sqlite:///{root}/mlflow.db", "--max-concurrent", "1"]
+    return args + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")] + list(extra)
+
+
+def _trial_runs(root):
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    experiment = client.get_experiment_by_name("contralord-negatives")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return client, [r for r in runs if r.data.tags.get("role") == "trial"]
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_killed_trial__resumes_and_equals_uninterrupted_run(tmp_path):
+    sets = FAST | {"encoder.epochs": "4"}
+    driver = subprocess.Popen(_cmd(tmp_path, sets=sets), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        checkpoints = lambda: list((tmp_path / "ray").glob("sweep-negatives-smoke/*/checkpoint_*"))  # noqa: E731
+        _wait_for(checkpoints, 400, "the first trial checkpoint")
+        subprocess.run(["pkill", "-9", "-f", "ImplicitFunc"], check=False)  # the trial's process
+        assert driver.wait(timeout=900) == 0
+    finally:
+        driver.kill()
+    client, trials = _trial_runs(tmp_path)
+    trial = next(t for t in trials if t.data.params["encoder.queue_size"] == "128")
+    assert trial.info.status == "FINISHED" and len(trials) == 2
+    steps = [m.step for m in client.get_metric_history(trial.info.run_id, "encoder/train/total")]
+    assert steps == sorted(set(steps)) and len(steps) == 4  # one point per epoch, none missing or repeated
+    overrides = resolve_presets(["smoke"], sets | {"encoder.queue_size": 128, "run.threads": 1})
+    straight = train(ContraLordConfig.from_overrides(overrides), tmp_path / "straight")
+    resumed = json.loads(Path(client.download_artifacts(trial.info.run_id, "summary.json", str(tmp_path))).read_text())
+    for key in ("encoder/final/total", "encoder/final/nce_content", "encoder/eval/mig", "encoder/eval/smoothness"):
+        assert resumed[key] == straight[key], key
+
+
+@pytest.mark.slow
+def test_interrupted_sweep__resume_does_not_rerun_finished_trials(tmp_path):
+    driver = subprocess.Popen(_cmd(tmp_path), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        finished = lambda: any(r.info.status == "FINISHED" for r in _trial_runs(tmp_path)[1])  # noqa: E731
+        _wait_for(finished, 600, "one finished trial")
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=300)
+    finally:
+        driver.kill()
+    _, before = _trial_runs(tmp_path)
+    done = {r.info.run_id: r for r in before if r.info.status == "FINISHED"}
+    assert 1 <= len(done) <= 2
+    resumed = subprocess.run(_cmd(tmp_path, "--resume"), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    client, after = _trial_runs(tmp_path)
+    assert len(after) == 2 and all(r.info.status == "FINISHED" for r in after)
+    for run_id, run in done.items():  # finished trials were not run again
+        again = next(r for r in after if r.info.run_id == run_id)
+        assert again.info.end_time == run.info.end_time
+        assert len(client.get_metric_history(run_id, "encoder/train/total")) == 3
+    assert "| K=128 | 1 |" in resumed.stdout and "| K=256 | 1 |" in resumed.stdout
