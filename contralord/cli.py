@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--content", help="(N, Dc) content embeddings, for smoothness")
     metrics.add_argument("--residual", help="(N, Dr) residual embeddings, for smoothness")
     metrics.add_argument("--seed", type=int, default=0, help="random_state of DCI's classifiers")
+    bench_metrics = sub.add_parser("bench-metrics", help="seconds per metric at disentanglement_lib's sizes")
+    bench_metrics.add_argument("--n-train", type=int, default=10000)
+    bench_metrics.add_argument("--n-test", type=int, default=5000)
+    bench_metrics.add_argument("--dims", type=int, default=10, help="code dimensions D")
+    bench_metrics.add_argument("--factors", type=int, default=5, help="factors F")
     bench = sub.add_parser("bench", help="throughput and FLOP-ratio benchmark")
     _add_config_args(bench)
     bench.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
@@ -57,6 +62,11 @@ def config_from_args(args: argparse.Namespace) -> ContraLordConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench-metrics":
+        from contralord.metrics.bench import run_metrics_bench
+
+        run_metrics_bench(n_train=args.n_train, n_test=args.n_test, d=args.dims, f=args.factors)
+        return 0
     if args.command in ("evaluate", "metrics"):
         from contralord.cli_eval import run_evaluate, run_metrics
 
