@@ -62,8 +62,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--driver-resource", default="", help="custom resource pinning multi-worker trial "
                         "drivers to a node (ray_cluster.yaml's head has train_driver)")
     parser.add_argument("--num-samples", type=int, default=8, help="Optuna: trials to sample")
-    parser.add_argument("--metric", default="encoder/eval/disentanglement", help="Optuna/ASHA: metric to optimise")
-    parser.add_argument("--mode", default="max", choices=("max", "min"))
+    parser.add_argument("--metric", default="encoder/train/rec", help="Optuna/ASHA: a per-epoch metric to optimise "
+                        "(encoder/train/...; Optuna and ASHA read it at every epoch)")
+    parser.add_argument("--mode", default="min", choices=("max", "min"))
     return parser
 
 
@@ -71,6 +72,9 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     """Validate the whole sweep (every trial's config, the data, URIs, paths) without starting Ray."""
     if args.preset not in SCALE_PRESETS:
         raise SweepError(f"--preset: expected one of {', '.join(SCALE_PRESETS)}, got {args.preset!r}")
+    if kind == "optuna" and not args.metric.startswith("encoder/train/"):
+        raise SweepError(f"--metric: Optuna and ASHA read the metric at every epoch, so it must be a per-epoch "
+                         f"encoder/train/... metric; {args.metric!r} is not reported per epoch")
     if args.seeds < 1 or args.workers_per_trial < 1:
         raise SweepError("--seeds and --workers-per-trial: expected integers >= 1")
     base = resolve_presets([args.preset, *args.method], parse_set_args(args.set))

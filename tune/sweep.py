@@ -128,7 +128,8 @@ def _search(plan: SweepPlan) -> tuple[tune.TuneConfig, dict]:
     define = functools.partial(spaces.optuna_space, preset=plan.args.preset)
     searcher = OptunaSearch(space=define, metric=plan.args.metric, mode=plan.args.mode, seed=0)
     epochs = float(plan.base.get("encoder.epochs", 200))
-    asha = ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=max(1.0, epochs // 4), reduction_factor=2)
+    # max_t past the last epoch: ASHA stops at max_t, which would cut the trial's evaluation off
+    asha = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=max(1.0, epochs // 4), reduction_factor=2)
     config = tune.TuneConfig(metric=plan.args.metric, mode=plan.args.mode, search_alg=searcher, scheduler=asha,
                              num_samples=plan.args.num_samples, max_concurrent_trials=limit)
     return config, {}

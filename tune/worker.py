@@ -123,7 +123,10 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def _final_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """The numbers Tune keeps for the sweep's table: floats only, plus ``done_epochs``."""
+    """The numbers Tune keeps for the sweep's table: floats only, plus ``epoch`` (ASHA's time axis)."""
     final = {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     final["epoch"] = final.get("encoder/final/epoch", 0.0)
-    return final
+    # the last epoch's training metrics under their per-epoch names, for searchers that read them
+    last_epoch = {k.replace("encoder/final/", "encoder/train/"): v for k, v in final.items()
+                  if k.startswith("encoder/final/")}
+    return final | last_epoch

@@ -123,11 +123,17 @@ def compute_dci(
     Returns:
         ``{"disentanglement", "completeness", "informativeness_train", "informativeness_test"}``.
     """
+    return dci_scores(_fit_factor, codes_train, factors_train, codes_test, factors_test, random_state, n_jobs)
+
+
+def dci_scores(fit_fn, codes_train, factors_train, codes_test, factors_test, random_state, n_jobs,
+               prefix: str = "") -> dict[str, float]:
+    """Validate, fit one model per factor with ``fit_fn``, and turn its importances into DCI scores."""
     x_tr, y_tr, x_te, y_te = check_dci_inputs(codes_train, factors_train, codes_test, factors_test)
-    importance, acc_train, acc_test = fit_per_factor(_fit_factor, x_tr, y_tr, x_te, y_te, random_state, n_jobs)
+    importance, acc_train, acc_test = fit_per_factor(fit_fn, x_tr, y_tr, x_te, y_te, random_state, n_jobs)
     return {
-        "disentanglement": disentanglement(importance),
-        "completeness": completeness(importance),
-        "informativeness_train": acc_train,
-        "informativeness_test": acc_test,
+        f"{prefix}disentanglement": disentanglement(importance),
+        f"{prefix}completeness": completeness(importance),
+        f"{prefix}informativeness_train": acc_train,
+        f"{prefix}informativeness_test": acc_test,
     }

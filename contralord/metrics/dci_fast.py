@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.inspection import permutation_importance
 
-from contralord.metrics.dci import check_dci_inputs, completeness, disentanglement, fit_per_factor
+from contralord.metrics.dci import dci_scores
 
 
 def _fit_factor_fast(x_train, y_train, x_test, y_test, random_state, n_repeats: int = 5):
@@ -47,11 +47,5 @@ def compute_dci_fast(
         ``{"dci_fast_disentanglement", "dci_fast_completeness", "dci_fast_informativeness_train",
         "dci_fast_informativeness_test"}``.
     """
-    x_tr, y_tr, x_te, y_te = check_dci_inputs(codes_train, factors_train, codes_test, factors_test)
-    importance, acc_train, acc_test = fit_per_factor(_fit_factor_fast, x_tr, y_tr, x_te, y_te, random_state, n_jobs)
-    return {
-        "dci_fast_disentanglement": disentanglement(importance),
-        "dci_fast_completeness": completeness(importance),
-        "dci_fast_informativeness_train": acc_train,
-        "dci_fast_informativeness_test": acc_test,
-    }
+    return dci_scores(_fit_factor_fast, codes_train, factors_train, codes_test, factors_test, random_state, n_jobs,
+                      prefix="dci_fast_")

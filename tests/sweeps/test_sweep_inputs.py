@@ -42,6 +42,12 @@ def test_plan__bad_input_names_the_flag_or_key(tmp_path, args, needle):
     assert needle in str(error.value) and "\n" not in str(error.value)
 
 
+def test_plan__optuna_needs_a_per_epoch_metric(tmp_path):
+    with pytest.raises(SweepError, match="per-epoch"):
+        _plan(tmp_path, "--metric", "encoder/eval/mig", kind="optuna")
+    assert _plan(tmp_path, kind="optuna").knob == "optuna"
+
+
 def test_plan__valid_smoke_sweep_has_its_grid(tmp_path):
     plan = _plan(tmp_path, "--seeds", "2")
     assert plan.knob == "encoder.queue_size" and [n for n, _ in plan.variants] == ["K=128", "K=256"]
