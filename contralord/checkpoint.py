@@ -5,6 +5,7 @@ A crash mid-write leaves the previous checkpoint untouched (``os.replace`` is at
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -31,6 +32,18 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_json_atomic(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write ``payload`` as indented JSON to ``path`` atomically (rank 0 only)."""
+    path = Path(path)
+    if not distributed.is_main():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
     return path
 
 

@@ -19,8 +19,6 @@ What is measured on what:
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from contralord import metrics
+from contralord import checkpoint, metrics
 from contralord.config import ContraLordConfig, parse_factor_filter
 from contralord.data import DataError, ImageFactorData, build_dataset
 from contralord.models.contralord import OnlineEncoder
@@ -118,7 +116,7 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
     if online.generator is not None:
         result |= render_grids(cfg, online, data, order[:cfg.eval.grid_size], out_dir, device)
         result |= generative_scores(cfg, online, data, order[:cfg.eval.num_test], device)
-    _write_metrics(out_dir / "metrics.json", result)
+    checkpoint.write_json_atomic(result, out_dir / "metrics.json")
     return result
 
 
@@ -171,10 +169,3 @@ def generative_scores(cfg, online: OnlineEncoder, data: ImageFactorData, index: 
         fid = metrics.fid_from_images(translated, real, cfg.eval.inception_weights, device=device)
         result["fid_translation"] = fid["fid"]
     return result
-
-
-def _write_metrics(path: Path, result: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True))
-    os.replace(tmp, path)

@@ -7,8 +7,6 @@ can fail on the user's input runs before the first training step.
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -109,7 +107,7 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     data = data if data is not None else prepare(cfg, out_dir, resume)
-    _write_json(out_dir / "config.json", cfg.to_flat_dict())
+    checkpoint.write_json_atomic(cfg.to_flat_dict(), out_dir / "config.json")
     logger.log_params(cfg.to_flat_dict())
     latent = None
     if needs_latent(cfg):
@@ -120,7 +118,7 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
         scores = evaluate(cfg, trainer.online, data, out_dir, runtime.device)
         summary |= {f"encoder/eval/{k}": v for k, v in scores.items() if isinstance(v, float)}
     logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)}, step=0)
-    _write_json(out_dir / "summary.json", summary)
+    checkpoint.write_json_atomic(summary, out_dir / "summary.json")
     return summary
 
 
@@ -154,15 +152,3 @@ def _head_agreement(cfg, data, latent, trainer) -> dict[str, float]:
     return {"encoder/eval/class_acc": float((nearest == data.classes[index]).float().mean()),
             "encoder/eval/content_r2": r2(gc, latent.content[index]),
             "encoder/eval/residual_r2": r2(gr, latent.residual[index])}
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic JSON write (rank 0)."""
-    if not distributed.is_main():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-

@@ -23,7 +23,7 @@ from contralord.data import DataError
 from contralord.presets import SCALE_PRESETS, resolve_presets
 from contralord.trainer import build_data, check_backbone, validate_against_data
 from tune import spaces
-from tune.checks import SweepError, check_address, check_storage, check_tracking_uri
+from tune.checks import SweepError, check_address, check_storage, check_tracking_uri, is_uri
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE1_KEYS = ("data.", "latent.")
@@ -120,6 +120,6 @@ def git_commit() -> str:
 
 def local_work_dir(storage: str, name: str) -> str:
     """Node-local folder for trial working files (checkpoints travel through Ray's storage)."""
-    root = Path(storage) if not storage.startswith(("s3://", "gs://")) else Path.home() / ".contralord"
+    root = Path.home() / ".contralord" if is_uri(storage) else Path(storage)
     return str(root / name / "work")
 

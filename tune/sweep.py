@@ -16,7 +16,7 @@ from ray import tune
 from tune import report, spaces
 from tune.checks import SweepError, check_storage_shared, is_uri
 from tune.context import SweepContext
-from tune.mlflow_logger import find_or_create_run, find_run, get_experiment_id, mark_failed_if_running
+from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running
 from tune.run import REPO, SweepPlan, git_commit, local_work_dir
 from tune.stage1 import ensure_stage1
 from tune.worker import run_in_tune_trial, train_fn_per_worker
@@ -60,7 +60,8 @@ def _parent_run(plan: SweepPlan, client: MlflowClient, experiment_id: str) -> st
         run_id = find_run(client, experiment_id, key)
         if run_id is None:
             raise SweepError(f"--resume: no MLflow sweep run for {sweep_path} in {plan.tracking_uri}")
-        return find_or_create_run(client, experiment_id, key, plan.name)
+        client.update_run(run_id, status="RUNNING")
+        return run_id
     if find_run(client, experiment_id, key) is not None and _tuner_exists(plan):
         raise SweepError(f"--name: sweep {plan.name!r} already exists under {plan.storage} (pass --resume, "
                          f"or another --name)")
