@@ -79,6 +79,11 @@ class MlflowLogger:
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 
+    def stopped_early(self) -> None:
+        """A scheduler stopped the trial before its evaluation: KILLED, tagged so tables count it apart."""
+        self.client.set_tag(self.run_id, "stopped_early", "true")
+        self.finish("KILLED")
+
 
 def mark_failed_if_running(client: MlflowClient, run_id: str) -> None:
     if client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -13,7 +12,11 @@ import ray
 from mlflow import MlflowClient
 from ray import tune
 
-from tune import report, spaces
+from ablations import render, specs
+from ablations.plot import plot_table
+from ablations.runs import AblationError, from_sweep_run
+from ablations.tables import Table, build_table
+from tune import spaces
 from tune.checks import SweepError, check_storage_shared, is_uri
 from tune.context import SweepContext
 from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running
@@ -136,8 +139,8 @@ def _search(plan: SweepPlan) -> tuple[tune.TuneConfig, dict]:
     return config, {}
 
 
-def run_sweep(plan: SweepPlan) -> list[dict]:
-    """Run the sweep end to end; return the table rows."""
+def run_sweep(plan: SweepPlan) -> Table | None:
+    """Run the sweep end to end; return its table (None when no trial finished)."""
     start_ray(plan)
     client = MlflowClient(plan.tracking_uri)
     experiment_id = get_experiment_id(client, f"contralord-{plan.kind}")
@@ -156,44 +159,48 @@ def run_sweep(plan: SweepPlan) -> list[dict]:
     except BaseException:
         client.set_terminated(parent, status="KILLED")
         raise
-    rows = _rows(results, client, experiment_id)
+    _close_trial_runs(results, client, experiment_id)
     if results.num_terminated + results.num_errors < len(results):  # interrupted: state saved by Tune
         client.set_terminated(parent, status="KILLED")
         raise SweepError(f"interrupted: {results.num_terminated} of {len(results)} trials finished; "
                          f"continue with --resume --name {plan.name}")
-    table = _publish(plan, client, parent, rows)
+    table = _publish(plan, client, parent)
     client.set_terminated(parent, status="FINISHED")
     return table
 
 
-def _rows(results, client: MlflowClient, experiment_id: str) -> list[dict]:
-    """One row per trial; an errored trial's MLflow run is closed as FAILED, never left RUNNING."""
-    rows = []
+def _close_trial_runs(results, client: MlflowClient, experiment_id: str) -> None:
+    """No trial run is left RUNNING: an errored trial's run is FAILED; one a scheduler stopped (ASHA) before
+    its evaluation is KILLED with tag ``stopped_early=true``, so tables count it instead of averaging it."""
     for result in results:
-        config, metrics = result.config or {}, dict(result.metrics or {})
-        trial_id = metrics.get("trial_id")
-        status = "ok" if result.error is None and "encoder/final/total" in metrics else "failed"
-        if result.error is not None and trial_id:
-            run_id = find_run(client, experiment_id, {"ray_trial_id": trial_id})
-            if run_id:
-                mark_failed_if_running(client, run_id)
-        variant = config.get("variant", "optuna")
-        rows.append({"variant": variant, "seed": config.get("run.seed"), "status": status,
-                     **{k: v for k, v in metrics.items() if isinstance(v, float) and not math.isnan(v)}})
-    return rows
+        trial_id = (result.metrics or {}).get("trial_id")
+        finished = result.error is None and "encoder/final/total" in (result.metrics or {})
+        run_id = find_run(client, experiment_id, {"ray_trial_id": trial_id}) if trial_id and not finished else None
+        if run_id is None:
+            continue
+        if result.error is not None:
+            mark_failed_if_running(client, run_id)
+        elif client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "stopped_early", "true")
+            client.set_terminated(run_id, status="KILLED")
 
 
-def _publish(plan: SweepPlan, client: MlflowClient, parent: str, rows: list[dict]) -> list[dict]:
-    order = [name for name, _ in plan.variants] if plan.kind != "optuna" else ["optuna"]
-    table = report.aggregate(rows, order)
-    markdown = report.to_markdown(table, plan.knob)
+def _publish(plan: SweepPlan, client: MlflowClient, parent: str) -> Table | None:
+    """The sweep's table from its MLflow runs (ablations/, as make_tables.py builds it) onto the parent run."""
+    spec = specs.spec_for_sweep_kind(plan.kind) or specs.spec_for_keys((plan.knob,))
+    source = from_sweep_run(client, parent)
+    try:
+        table = build_table(source.runs, spec, source.description, with_paper=True)
+    except AblationError as error:
+        print(f"\n{plan.name}: no table ({error})", flush=True)
+        return None
     with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        (folder / "table.md").write_text(markdown)
-        (folder / "table.csv").write_text(report.to_csv(table))
-        report.plot(table, plan.knob, folder / "table.png")
-        for name in ("table.md", "table.csv", "table.png"):
-            client.log_artifact(parent, str(folder / name))
-    print(f"\n{plan.name} ({len(rows)} trials, tracking {plan.tracking_uri}):\n{markdown}", flush=True)
+        for name in ("markdown", "csv", "latex"):
+            render_fn, extension = render.FORMATS[name]
+            (Path(folder) / f"table.{extension}").write_text(render_fn(table))
+        plot_table(table, Path(folder) / "table.png")
+        for path in sorted(Path(folder).iterdir()):
+            client.log_artifact(parent, str(path))
+    print(f"\n{plan.name} ({len(source.runs)} trials, tracking {plan.tracking_uri}):\n{render.to_markdown(table)}",
+          flush=True)
     return table
-

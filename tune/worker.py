@@ -66,6 +66,10 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
     try:
         sinks = MultiLogger(StdoutLogger(), logger) if logger else NullLogger()
         summary = train(cfg, out_dir, runtime=runtime, logger=sinks, resume=resumed)
+    except SystemExit:  # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) in report(): no failure
+        if logger:
+            logger.stopped_early()
+        raise
     except BaseException:
         if logger:
             logger.finish("FAILED")

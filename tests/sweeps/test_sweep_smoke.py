@@ -9,6 +9,7 @@ import pytest
 ray = pytest.importorskip("ray")
 from mlflow import MlflowClient  # noqa: E402
 
+from ablations.make_tables import main as make_tables  # noqa: E402
 from tune.run import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,8 @@ def test_sweep__parent_and_nested_trial_runs(swept):
     assert len(parents) == 1 and len(trials) == 2
     parent = parents[0]
     assert parent.info.status == "FINISHED" and parent.data.params["sweep.knob"] == "encoder.queue_size"
-    assert {a.path for a in swept.list_artifacts(parent.info.run_id)} == {"table.md", "table.csv", "table.png"}
+    tables = {"table.md", "table.csv", "table.tex", "table.png"}
+    assert {a.path for a in swept.list_artifacts(parent.info.run_id)} == tables
     assert sorted(int(t.data.params["encoder.queue_size"]) for t in trials) == [128, 256]
     for trial in trials:
         assert trial.info.status == "FINISHED"
@@ -75,5 +77,15 @@ def test_sweep__table_lists_every_variant(swept):
     parent = next(r for r in runs if r.data.tags.get("role") == "sweep")
     path = swept.download_artifacts(parent.info.run_id, "table.md")
     table = open(path).read()
-    assert "| rec+sup | 1 |" in table and "| rec+sup+con+res | 1 |" in table
+    assert "| ✓ | ✓ |  |  | 1 |" in table and "| ✓ | ✓ | ✓ | ✓ | 1 |" in table  # rec+sup; all four
     assert json.loads(parent.data.params["sweep.variants"]) == ["rec+sup", "rec+sup+con+res"]
+
+
+@pytest.mark.slow
+def test_sweep__parent_table_is_what_make_tables_prints(swept, capsys):
+    """The sweep and ablations/make_tables.py build the table with the same code from the same runs."""
+    parent = next(r for r in _experiment_runs(swept, "contralord-losses") if r.data.tags.get("role") == "sweep")
+    capsys.readouterr()
+    assert make_tables(["--tracking-uri", swept.tracking_uri, "--sweep-run", parent.info.run_id, "--paper"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == open(swept.download_artifacts(parent.info.run_id, "table.md")).read() + "\n"

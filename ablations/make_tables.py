@@ -1,0 +1,126 @@
+"""Ablation tables from MLflow runs, with seeds and 95% confidence intervals.
+
+    python ablations/make_tables.py --tracking-uri sqlite:///mlflow.db --spec table6 --paper --out results/
+    python ablations/make_tables.py --tracking-uri URI --sweep-run RUN_ID --format latex
+    python ablations/make_tables.py --tracking-uri URI --spec table4 --sweep-run latest
+    python ablations/make_tables.py --tracking-uri URI --experiment contralord-temperature \
+        --by encoder.temperature,encoder.momentum --format csv --out tables/
+
+The runs are the trials nested under one sweep's parent run (``--sweep-run``; ``latest`` = the newest
+sweep of the experiment) or every trial of an
+experiment (``--experiment``; with ``--spec`` alone, the experiment that spec's sweep logs to). Rows come
+from ``--spec`` (the paper's Tables 4, 5, 6), ``--by`` (any config keys), or the sweep's kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import ablations`
+
+from ablations import render, specs  # noqa: E402
+from ablations.runs import (  # noqa: E402
+    AblationError,
+    RunSource,
+    check_readable,
+    from_experiment,
+    from_sweep_run,
+    latest_sweep_run,
+)
+from ablations.tables import Table, build_table  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ablations/make_tables.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracking-uri", required=True, help="MLflow store: sqlite:///path.db, a folder, http(s)://")
+    parser.add_argument("--sweep-run", help="the parent run id of one sweep, or 'latest' (the newest sweep of "
+                        "--experiment or of --spec's experiment)")
+    parser.add_argument("--experiment", help="every trial of this experiment (e.g. contralord-negatives)")
+    parser.add_argument("--spec", choices=sorted(specs.SPECS), help="one of the paper's tables")
+    parser.add_argument("--by", help="config key(s) that make a row, comma-separated (e.g. encoder.queue_size)")
+    parser.add_argument("--format", action="append", choices=sorted(render.FORMATS),
+                        help="output format; repeat for several (default markdown)")
+    parser.add_argument("--out", help="folder for <table>.<md|tex|csv> and <table>.png (default: print only)")
+    parser.add_argument("--paper", action="store_true", help="add the paper's values under each matching row")
+    parser.add_argument("--ignore-key", action="append", default=[], metavar="KEY",
+                        help="a config key allowed to differ between averaged runs (named in no table: use sparingly)")
+    return parser
+
+
+def resolve_spec(args: argparse.Namespace, sweep_kind: str) -> specs.TableSpec:
+    if args.by:
+        keys = tuple(k.strip() for k in args.by.split(",") if k.strip())
+        if not keys:
+            raise AblationError(f"--by: expected config keys such as encoder.queue_size, got {args.by!r}")
+        same = [s for s in specs.SPECS.values() if s.by == keys]
+        return same[0] if same else specs.spec_for_keys(keys)
+    if args.spec:
+        return specs.SPECS[args.spec]
+    spec = specs.spec_for_sweep_kind(sweep_kind)
+    if spec is None:
+        raise AblationError(f"--by: the runs' sweep kind is {sweep_kind or 'unknown'!r}, so give --by KEY or --spec")
+    return spec
+
+
+def load_source(args: argparse.Namespace) -> RunSource:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not (args.sweep_run or args.experiment or args.spec):
+        raise AblationError("give --sweep-run RUN_ID, --experiment NAME, or --spec (which implies its experiment)")
+    if args.sweep_run not in (None, "latest") and args.experiment:
+        raise AblationError("--sweep-run and --experiment: give one (or --sweep-run latest with --experiment)")
+    check_readable(args.tracking_uri)
+    client = MlflowClient(args.tracking_uri)
+    experiment = args.experiment or (specs.SPECS[args.spec].experiment if args.spec else None)
+    try:
+        if args.sweep_run == "latest":
+            if experiment is None:
+                raise AblationError("--sweep-run latest: also give --experiment NAME or --spec")
+            return from_sweep_run(client, latest_sweep_run(client, experiment))
+        if args.sweep_run:
+            return from_sweep_run(client, args.sweep_run)
+        return from_experiment(client, experiment)
+    except MlflowException as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AblationError(f"--tracking-uri: cannot read {args.tracking_uri} ({first_line})") from None
+
+
+def write_outputs(table: Table, formats: list[str], out: str | None) -> list[Path]:
+    """Print each format; with ``out``, also write it and the plot there. Returns the files written."""
+    from ablations.plot import plot_table
+
+    written = []
+    folder = Path(out) if out else None
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
+    for name in formats:
+        render_fn, extension = render.FORMATS[name]
+        text = render_fn(table)
+        print(text)
+        if folder:
+            written.append(folder / f"{table.spec.name}.{extension}")
+            written[-1].write_text(text)
+    if folder:
+        written.append(plot_table(table, folder / f"{table.spec.name}.png"))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        source = load_source(args)
+        spec = resolve_spec(args, source.sweep_kind)
+        table = build_table(source.runs, spec, source.description, args.paper, tuple(args.ignore_key))
+    except AblationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for path in write_outputs(table, args.format or ["markdown"], args.out):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

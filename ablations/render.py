@@ -1,0 +1,112 @@
+"""A Table as Markdown, LaTeX or CSV. Cells are mean ± std over seeds; a row with one seed shows
+``(n=1)`` instead of a std; a cell averaged over fewer runs than its row says how many."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+from ablations import stats
+from ablations.tables import EXCLUDED, Table
+
+EXCLUDED_WORDS = {"failed": "FAILED", "unfinished": "unfinished", "early_stopped": "stopped early",
+                  "duplicate": "repeated seed (newest kept)"}
+
+
+def _number(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def cell_text(summary: stats.Summary | None, row_n: int, pm: str = "±") -> str:
+    if summary is None:
+        return "–"
+    text = _number(summary.mean) + (" (n=1)" if summary.n == 1 else f" {pm} {_number(summary.std)}")
+    return text + (f" (n={summary.n})" if summary.n not in (1, row_n) else "")
+
+
+def footnotes(table: Table) -> list[str]:
+    """Excluded runs per row, and what the bold marks mean (or that there are none)."""
+    notes = []
+    for row in table.rows:
+        label = ", ".join(f"{k}={v}" for k, v in zip(table.spec.by, row.key, strict=True))
+        for reason in EXCLUDED:
+            if row.excluded[reason]:
+                ids = ", ".join(run_id[:8] for run_id in row.excluded_ids[reason])
+                notes.append(f"{label}: {row.excluded[reason]} {EXCLUDED_WORDS[reason]} run(s) not averaged ({ids})")
+    if table.unplaced:
+        notes.append(f"{table.unplaced} run(s) without the grouping keys (no config logged) not shown")
+    unmarked = [c for c in table.columns if table.best[c] is None]
+    rule = "bold: best mean whose 95% CI lies above every other row's 95% CI (Student t over seeds)"
+    notes.append(rule + (f"; no row is best beyond the intervals in {', '.join(unmarked)}" if unmarked else ""))
+    if table.has_paper:
+        notes.append("paper: the value the paper reports for the same row (single run, no variance given)")
+    return notes
+
+
+def _header(table: Table) -> list[str]:
+    return [*table.spec.by, "n", *table.columns]
+
+
+def _paper_cells(table: Table, row) -> list[str]:
+    return [_number(row.paper[c]) if row.paper and c in row.paper else "–" for c in table.columns]
+
+
+def to_markdown(table: Table) -> str:
+    lines = [f"**{table.spec.title}** ({table.source}; mean ± std over seeds)", "",
+             "| " + " | ".join(_header(table)) + " |", "|" + "---|" * len(_header(table))]
+    for i, row in enumerate(table.rows):
+        cells = [cell_text(row.cells[c], row.n) for c in table.columns]
+        cells = [f"**{text}**" if table.best[c] == i else text for c, text in zip(table.columns, cells, strict=True)]
+        lines.append("| " + " | ".join([*table.spec.row_label(row.key), str(row.n), *cells]) + " |")
+        if row.paper:
+            lines.append("| " + " | ".join(["paper", *[""] * len(table.spec.by), *_paper_cells(table, row)]) + " |")
+    return "\n".join(lines + [""] + [f"- {note}" for note in footnotes(table)]) + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
+        text = text.replace(char, escaped)
+    return text.replace("✓", r"\checkmark")
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table (needs \\usepackage{booktabs, amssymb})."""
+    header = [_latex_escape(h) for h in _header(table)]
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(table.spec.title)}}}",
+             r"\begin{tabular}{" + "c" * len(header) + "}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    for i, row in enumerate(table.rows):
+        cells = [cell_text(row.cells[c], row.n, pm=r"$\pm$") for c in table.columns]
+        cells = [rf"\textbf{{{t}}}" if table.best[c] == i else t for c, t in zip(table.columns, cells, strict=True)]
+        label = [_latex_escape(text) for text in table.spec.row_label(row.key)]
+        lines.append(" & ".join([*label, str(row.n), *cells]) + r" \\")
+        if row.paper:
+            paper = [r"\textit{paper}", *[""] * len(table.spec.by), *_paper_cells(table, row)]
+            lines.append(" & ".join(paper) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\par\footnotesize"]
+    lines += [_latex_escape(note) + r"\\" for note in footnotes(table)]
+    return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+
+def _float(value: float) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.6g}"
+
+
+def to_csv(table: Table) -> str:
+    """One line per row: keys, n, excluded counts, then per metric mean, std, 95% CI, n, best, paper."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    per_metric = ("mean", "std", "ci95_low", "ci95_high", "n", "best", "paper")
+    writer.writerow([*table.spec.by, "n", "seeds", *EXCLUDED, *[f"{c}_{s}" for c in table.columns for s in per_metric]])
+    for i, row in enumerate(table.rows):
+        values = []
+        for c in table.columns:
+            s = row.cells[c]
+            paper = row.paper.get(c) if row.paper else None
+            values += ([_float(s.mean), _float(s.std), _float(s.ci_low), _float(s.ci_high), s.n] if s else [""] * 5)
+            values += [int(table.best[c] == i), "" if paper is None else repr(paper)]
+        writer.writerow([*row.key, row.n, " ".join(row.seeds), *(row.excluded[r] for r in EXCLUDED), *values])
+    return out.getvalue()
+
+
+FORMATS = {"markdown": (to_markdown, "md"), "latex": (to_latex, "tex"), "csv": (to_csv, "csv")}

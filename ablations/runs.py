@@ -1,0 +1,123 @@
+"""Reading trial runs out of MLflow: the children of one sweep's parent run, or every trial of an experiment.
+
+Each run is classified once: ``finished`` (FINISHED, not stopped early), ``failed`` (FAILED),
+``early_stopped`` (tag ``stopped_early=true``, set by the sweep when a scheduler such as ASHA stopped it) or
+``unfinished`` (RUNNING, SCHEDULED or KILLED). Only finished runs are averaged; the others are counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+PARENT_TAG = "mlflow.parentRunId"
+NOT_TRIALS = ("sweep", "stage1")  # values of the ``role`` tag that are not trials
+STATUS_OF = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "unfinished", "SCHEDULED": "unfinished",
+             "KILLED": "unfinished"}
+
+
+class AblationError(ValueError):
+    """Bad input to a table; the message is one line naming the flag or run and what was expected."""
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    run_id: str
+    status: str  # finished | failed | early_stopped | unfinished
+    params: dict[str, str]
+    metrics: dict[str, float]
+    seed: str
+    start_time: int
+
+
+@dataclass(frozen=True)
+class RunSource:
+    runs: list[TrialRun]
+    description: str  # "sweep run <id> (experiment <name>)" or "experiment <name>"
+    sweep_kind: str  # "" when unknown
+
+
+def check_readable(uri: str) -> None:
+    """The store must already exist: reading a missing sqlite file would silently create an empty one."""
+    scheme = urlparse(uri).scheme
+    if scheme == "sqlite":
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise AblationError(f"--tracking-uri: no MLflow database at {path} (from {uri})")
+    elif scheme in ("", "file"):
+        path = Path(urlparse(uri).path if scheme else uri)
+        if not path.is_dir():
+            raise AblationError(f"--tracking-uri: no MLflow file store at {path}")
+    elif scheme in ("http", "https"):
+        from tune.checks import check_tracking_uri
+
+        try:
+            check_tracking_uri(uri)
+        except ValueError as error:
+            raise AblationError(str(error)) from None
+
+
+def classify(status: str, tags: dict[str, str]) -> str:
+    if tags.get("stopped_early") == "true":
+        return "early_stopped"
+    return STATUS_OF.get(status, "unfinished")
+
+
+def _trial(run) -> TrialRun:
+    params, tags = dict(run.data.params), dict(run.data.tags)
+    seed = params.get("run.seed", tags.get("seed", ""))
+    return TrialRun(run.info.run_id, classify(run.info.status, tags), params, dict(run.data.metrics), seed,
+                    run.info.start_time or 0)
+
+
+def _search(client: MlflowClient, experiment_id: str, filter_string: str = "") -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def from_sweep_run(client: MlflowClient, run_id: str) -> RunSource:
+    """The trials nested under one sweep's parent run."""
+    try:
+        parent = client.get_run(run_id)
+    except MlflowException:
+        raise AblationError(f"--sweep-run: no run {run_id!r} in the tracking store") from None
+    experiment = client.get_experiment(parent.info.experiment_id)
+    children = _search(client, parent.info.experiment_id, f"tags.`{PARENT_TAG}` = '{run_id}'")
+    kind = parent.data.params.get("sweep.kind", "")
+    return RunSource([_trial(r) for r in children], f"sweep run {run_id} (experiment {experiment.name})", kind)
+
+
+def latest_sweep_run(client: MlflowClient, name: str) -> str:
+    """The newest sweep parent run of an experiment (``--sweep-run latest``)."""
+    experiment = _experiment(client, name)
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.role = 'sweep'", max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    if not runs:
+        raise AblationError(f"--sweep-run latest: experiment {name!r} has no sweep runs")
+    return runs[0].info.run_id
+
+
+def _experiment(client: MlflowClient, name: str):
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise AblationError(f"--experiment: no experiment {name!r} in the tracking store "
+                            f"(it has: {', '.join(names) or 'none'})")
+    return experiment
+
+
+def from_experiment(client: MlflowClient, name: str) -> RunSource:
+    """Every trial run of an experiment, across all the sweeps logged there."""
+    experiment = _experiment(client, name)
+    runs = [r for r in _search(client, experiment.experiment_id) if r.data.tags.get("role") not in NOT_TRIALS]
+    kind = name.removeprefix("contralord-") if name.startswith("contralord-") else ""
+    return RunSource([_trial(r) for r in runs], f"experiment {name}", kind)

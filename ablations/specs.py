@@ -1,0 +1,79 @@
+"""The paper's ablation tables as data: which config keys make a row, how a row is labelled, and where the
+paper's own numbers are. Any other table is a grouping by config keys (``--by``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+PAPER_VALUES = Path(__file__).with_name("paper_values.json")
+
+# column -> MLflow metric of a trial run (the end-of-run evaluation); all are higher-is-better
+METRICS = {
+    "D": "encoder/eval/disentanglement", "C": "encoder/eval/completeness", "I": "encoder/eval/informativeness_test",
+    "SAP": "encoder/eval/sap", "MIG": "encoder/eval/mig", "Smoothness": "encoder/eval/smoothness",
+    "Top-1": "encoder/eval/probe_top1", "Top-5": "encoder/eval/probe_top5",
+}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    by: tuple[str, ...]  # config keys whose values make a row
+    experiment: str  # where the sweep of this table logs
+    paper_table: str = ""  # key in paper_values.json ("" = no paper column)
+    check_marks: bool = False  # label rows with a check mark per key (on when the value is > 0), as Table 4
+
+    def row_label(self, key: tuple) -> list[str]:
+        """The cells that name a row: one per grouping key."""
+        if self.check_marks:
+            return ["✓" if float(v) == 1.0 else (f"✓ ({v})" if float(v) > 0 else "") for v in key]
+        return [str(v) for v in key]
+
+    def paper_key(self, key: tuple) -> tuple:
+        """The key of the paper's row for one of ours (check-mark tables compare on/off)."""
+        return tuple(int(float(v) > 0) for v in key) if self.check_marks else tuple(key)
+
+
+SPECS = {
+    "table4": TableSpec("table4", "Table 4: each loss", ("loss.rec", "loss.sup", "loss.con", "loss.res"),
+                        "contralord-losses", "table4", check_marks=True),
+    "table5": TableSpec("table5", "Table 5: batch size", ("encoder.batch_size",), "contralord-batch_size", "table5"),
+    "table6": TableSpec("table6", "Table 6: queue length K", ("encoder.queue_size",), "contralord-negatives",
+                        "table6"),
+}
+# what a sweep kind groups by (tune/spaces.py sweeps these keys)
+SWEEP_KIND_SPEC = {"losses": "table4", "batch_size": "table5", "negatives": "table6"}
+SWEEP_KIND_KEYS = {
+    "temperature": ("encoder.temperature", "encoder.momentum"),
+    "optuna": ("encoder.batch_size", "encoder.queue_size", "loss.sup", "loss.con", "loss.res", "encoder.temperature"),
+}
+
+
+def spec_for_keys(keys: tuple[str, ...]) -> TableSpec:
+    """A plain table grouped by ``keys`` (no paper column)."""
+    return TableSpec("by-" + "-".join(keys), "Grouped by " + ", ".join(keys), keys, "")
+
+
+def spec_for_sweep_kind(kind: str) -> TableSpec | None:
+    if kind in SWEEP_KIND_SPEC:
+        return SPECS[SWEEP_KIND_SPEC[kind]]
+    return spec_for_keys(SWEEP_KIND_KEYS[kind]) if kind in SWEEP_KIND_KEYS else None
+
+
+@cache
+def _paper_file() -> dict:
+    return json.loads(PAPER_VALUES.read_text())
+
+
+def paper_rows(table: str) -> dict[tuple, dict[str, float]]:
+    """{row key: {column: value}} of one of the paper's tables (``table2``, ``table4``, ...)."""
+    data = _paper_file()
+    if table not in data:
+        raise KeyError(f"{PAPER_VALUES.name} has no {table!r}; it has "
+                       f"{', '.join(k for k in data if k.startswith('table'))}")
+    columns = data["columns"]
+    return {tuple(row["key"]): dict(zip(columns, row["values"], strict=True)) for row in data[table]["rows"]}

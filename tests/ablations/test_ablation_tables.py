@@ -1,0 +1,177 @@
+"""Tables from runs fabricated in a temporary MLflow store: means, stds and intervals checked by hand,
+the refusal to average incomparable runs, excluded runs, and every output format."""
+
+import csv
+import io
+import math
+
+import pytest
+from mlflow import MlflowClient
+
+from ablations import render, specs
+from ablations.plot import _positions, plot_table
+from ablations.runs import AblationError, from_experiment, from_sweep_run
+from ablations.tables import build_table
+
+EXP = "contralord-negatives"
+T_975_DF2 = 4.302652729911275
+TABLE6 = specs.SPECS["table6"]
+
+
+def _table(store, spec=TABLE6, **kwargs):
+    source = from_experiment(MlflowClient(store.uri), EXP)
+    return build_table(source.runs, spec, source.description, **kwargs)
+
+
+def _two_clear_rows(store):
+    for seed, (low, high) in enumerate([(0.1, 0.80), (0.2, 0.82), (0.3, 0.84)]):
+        store.trial(EXP, {"encoder.queue_size": "128"}, {"disentanglement": low, "sap": 0.5}, seed)
+        store.trial(EXP, {"encoder.queue_size": "256"}, {"disentanglement": high, "sap": 0.5 + 0.01 * seed}, seed)
+
+
+def test_table__means_stds_and_intervals_by_hand(store):
+    _two_clear_rows(store)
+    table = _table(store)
+    assert [row.key for row in table.rows] == [(128,), (256,)] and table.columns == ["D", "SAP"]
+    low, high = (row.cells["D"] for row in table.rows)
+    assert (low.n, low.mean, low.std) == (3, pytest.approx(0.2), pytest.approx(0.1))
+    assert (high.mean, high.std) == (pytest.approx(0.82), pytest.approx(0.02))
+    half = T_975_DF2 * 0.02 / math.sqrt(3)  # 0.049683
+    assert (high.ci_low, high.ci_high) == (pytest.approx(0.82 - half), pytest.approx(0.82 + half))
+    assert table.rows[0].seeds == ["0", "1", "2"]
+
+
+def test_table__best_marked_only_beyond_the_intervals(store):
+    _two_clear_rows(store)
+    table = _table(store)
+    # D: [0.770, 0.870] clears [-0.048, 0.448]; SAP: 0.51 ± 0.025 overlaps 0.5 ± 0
+    assert table.best == {"D": 1, "SAP": None}
+    markdown = render.to_markdown(table)
+    assert "| 256 | 3 | **0.820 ± 0.020** | 0.510 ± 0.010 |" in markdown
+    assert "| 128 | 3 | 0.200 ± 0.100 | 0.500 ± 0.000 |" in markdown
+    assert "no row is best beyond the intervals in SAP" in markdown
+
+
+def test_table__excluded_runs_are_counted_not_averaged(store):
+    store.trial(EXP, {"encoder.queue_size": "128"}, {"disentanglement": 0.9}, 0)  # older run of seed 0
+    store.trial(EXP, {"encoder.queue_size": "128"}, {"disentanglement": 0.1}, 0)  # newer: this one counts
+    store.trial(EXP, {"encoder.queue_size": "128"}, {"disentanglement": 0.3}, 1)
+    store.trial(EXP, {"encoder.queue_size": "128"}, {}, 2, status="FAILED")
+    store.trial(EXP, {"encoder.queue_size": "256"}, {"disentanglement": 0.5}, 0)
+    store.trial(EXP, {"encoder.queue_size": "256"}, {"disentanglement": 0.99}, 1, status="RUNNING")
+    store.trial(EXP, {"encoder.queue_size": "256"}, {"disentanglement": 0.98}, 2, status="KILLED",
+                tags={"stopped_early": "true"})
+    table = _table(store)
+    k128, k256 = table.rows
+    assert k128.n == 2 and k128.cells["D"].mean == pytest.approx(0.2)
+    assert (k128.excluded["duplicate"], k128.excluded["failed"]) == (1, 1)
+    assert k256.n == 1 and k256.cells["D"].mean == 0.5
+    assert (k256.excluded["unfinished"], k256.excluded["early_stopped"]) == (1, 1)
+    markdown = render.to_markdown(table)
+    assert "| 256 | 1 | 0.500 (n=1) |" in markdown and "0.000" not in markdown
+    assert "encoder.queue_size=128: 1 FAILED run(s) not averaged" in markdown
+    assert "encoder.queue_size=256: 1 stopped early run(s)" in markdown
+    assert "encoder.queue_size=128: 1 repeated seed (newest kept)" in markdown
+    assert table.best["D"] is None  # a row with one seed has no interval
+
+
+def test_table__a_cell_with_fewer_runs_than_its_row_says_so(store):
+    store.trial(EXP, {}, {"disentanglement": 0.1, "mig": 0.4}, 0)
+    store.trial(EXP, {}, {"disentanglement": 0.3}, 1)
+    row = _table(store).rows[0]
+    assert row.cells["MIG"].n == 1 and "0.400 (n=1)" in render.cell_text(row.cells["MIG"], row.n)
+
+
+def test_table__refuses_runs_that_differ_outside_the_grouped_key(store):
+    store.trial(EXP, {"encoder.queue_size": "128"}, {"disentanglement": 0.1}, 0)
+    store.trial(EXP, {"encoder.queue_size": "256", "encoder.temperature": "0.2"}, {"disentanglement": 0.1}, 0)
+    store.trial(EXP, {"encoder.queue_size": "256", "run.latent_cache": "/elsewhere"}, {"disentanglement": 0.1}, 1)
+    with pytest.raises(AblationError, match=r"differ in config keys other than encoder.queue_size and run.seed: "
+                                            r"encoder.temperature \(0.07, 0.2\); add them to --by"):
+        _table(store)
+    grouped = _table(store, spec=specs.spec_for_keys(("encoder.queue_size", "encoder.temperature")))
+    assert [row.key for row in grouped.rows] == [(128, 0.07), (256, 0.07), (256, 0.2)]
+    assert len(_table(store, ignore=("encoder.temperature",)).rows) == 2
+
+
+def test_table__one_line_errors(store):
+    store.trial(EXP, {}, {}, 0, status="FAILED")
+    store.trial(EXP, {}, {}, 1, status="RUNNING")
+    with pytest.raises(AblationError, match=r"^no finished runs in experiment contralord-negatives "
+                                            r"\(1 failed, 1 unfinished\)$"):
+        _table(store)
+    with pytest.raises(AblationError, match=r"--by: no run has the config key 'encoder.queue_sise'; "
+                                            r"did you mean encoder.queue_size"):
+        _table(store, spec=specs.spec_for_keys(("encoder.queue_sise",)))
+    client = MlflowClient(store.uri)
+    with pytest.raises(AblationError, match="--experiment: no experiment 'nope'.*contralord-negatives"):
+        from_experiment(client, "nope")
+    with pytest.raises(AblationError, match="--sweep-run: no run 'abc123'"):
+        from_sweep_run(client, "abc123")
+
+
+def test_table__sweep_run_selects_only_its_children(store):
+    parent = store.parent(EXP, "negatives")
+    store.trial(EXP, {}, {"disentanglement": 0.1}, 0, parent=parent)
+    store.trial(EXP, {}, {"disentanglement": 0.3}, 1, parent=parent)
+    store.trial(EXP, {"encoder.temperature": "0.5"}, {"disentanglement": 0.9}, 0)  # another sweep's trial
+    source = from_sweep_run(MlflowClient(store.uri), parent)
+    assert source.sweep_kind == "negatives" and len(source.runs) == 2
+    table = build_table(source.runs, TABLE6, source.description)
+    assert table.rows[0].cells["D"].mean == pytest.approx(0.2)
+
+
+def _table4(store, with_paper=True):
+    loss = ("loss.rec", "loss.sup", "loss.con", "loss.res")
+    for seed in (0, 1):
+        for weights in ((1, 1, 1, 1), (1, 0, 0, 0), (1, 1, 0, 1)):
+            params = {k: str(float(w)) for k, w in zip(loss, weights, strict=True)}
+            store.trial(EXP, params, {"disentanglement": 0.1 * sum(weights) + 0.002 * seed}, seed)
+    return _table(store, spec=specs.SPECS["table4"], with_paper=with_paper)
+
+
+def test_table4__rows_in_the_papers_order_with_check_marks_and_paper_values(store):
+    table = _table4(store)
+    assert [row.key for row in table.rows] == [(1.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.0, 1.0), (1.0, 1.0, 1.0, 1.0)]
+    assert table.rows[0].paper["D"] == 0.02 and table.rows[2].paper["Smoothness"] == 0.96
+    markdown = render.to_markdown(table)
+    assert "| ✓ |  |  |  | 2 | 0.101 ± 0.001 |" in markdown
+    assert "| paper |  |  |  |  | 0.02 |" not in markdown and "| paper |  |  |  |  | 0.020 |" in markdown
+    latex = render.to_latex(table)
+    assert r"\checkmark & \checkmark & \checkmark & \checkmark & 2 & \textbf{0.401 $\pm$ 0.001} \\" in latex
+    assert r"\textit{paper} &  &  &  &  & 1.000 \\" in latex
+
+
+def test_latex__booktabs_with_escaped_keys_and_bold_best(store):
+    _two_clear_rows(store)
+    latex = render.to_latex(_table(store))
+    assert latex.startswith(r"\begin{table}") and r"\toprule" in latex and latex.rstrip().endswith(r"\end{table}")
+    assert r"encoder.queue\_size & n & D & SAP \\" in latex
+    assert r"256 & 3 & \textbf{0.820 $\pm$ 0.020} & 0.510 $\pm$ 0.010 \\" in latex
+
+
+def test_csv__every_number_with_its_interval(store):
+    _two_clear_rows(store)
+    rows = list(csv.DictReader(io.StringIO(render.to_csv(_table(store, with_paper=True)))))
+    assert [r["encoder.queue_size"] for r in rows] == ["128", "256"]
+    k256 = rows[1]
+    half = T_975_DF2 * 0.02 / math.sqrt(3)
+    assert float(k256["D_mean"]) == pytest.approx(0.82) and float(k256["D_std"]) == pytest.approx(0.02)
+    assert float(k256["D_ci95_low"]) == pytest.approx(0.82 - half)
+    assert float(k256["D_ci95_high"]) == pytest.approx(0.82 + half)
+    assert (k256["D_best"], k256["SAP_best"], k256["n"], k256["seeds"]) == ("1", "0", "3", "0 1 2")
+    assert k256["D_paper"] == "" and k256["failed"] == "0"  # the paper has no K=256 row
+
+
+def test_plot__png_written(store, tmp_path):
+    table = _table4(store)
+    path = plot_table(table, tmp_path / "table4.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_plot__numeric_knob_on_a_log2_axis(store, tmp_path):
+    _two_clear_rows(store)
+    table = _table(store)
+    assert _positions(table) == ([128.0, 256.0], True, False)  # two values: linear axis
+    path = plot_table(table, tmp_path / "table6.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

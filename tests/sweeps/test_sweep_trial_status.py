@@ -1,0 +1,62 @@
+"""How a sweep closes its trial runs: a trial a scheduler stopped is KILLED and tagged stopped_early (and
+the ablation tables count it apart), an errored one FAILED, a finished one untouched."""
+
+from dataclasses import dataclass, field
+
+import pytest
+from mlflow import MlflowClient
+
+from ablations.runs import from_experiment
+from tune import worker
+from tune.context import SweepContext
+from tune.mlflow_logger import get_experiment_id
+from tune.sweep import _close_trial_runs
+
+
+@dataclass
+class FakeResult:  # the two fields of ray.tune.Result that the sweep reads
+    metrics: dict = field(default_factory=dict)
+    error: Exception | None = None
+
+
+def _run(client, experiment_id, trial_id, status="RUNNING"):
+    run_id = client.create_run(experiment_id, tags={"ray_trial_id": trial_id, "role": "trial"}).info.run_id
+    if status != "RUNNING":
+        client.set_terminated(run_id, status=status)
+    return run_id
+
+
+def test_close_trial_runs__stopped_failed_and_finished(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = get_experiment_id(client, "contralord-optuna")
+    stopped, errored, done = (_run(client, experiment_id, t) for t in ("t1", "t2", "t3"))
+    client.set_terminated(done, status="FINISHED")
+    _close_trial_runs([FakeResult({"trial_id": "t1", "encoder/train/total": 1.0}),
+                       FakeResult({"trial_id": "t2"}, error=RuntimeError("lost")),
+                       FakeResult({"trial_id": "t3", "encoder/final/total": 1.0})], client, experiment_id)
+    assert client.get_run(stopped).info.status == "KILLED"
+    assert client.get_run(stopped).data.tags["stopped_early"] == "true"
+    assert client.get_run(errored).info.status == "FAILED" and "stopped_early" not in client.get_run(errored).data.tags
+    assert client.get_run(done).info.status == "FINISHED"
+    statuses = sorted(r.status for r in from_experiment(client, "contralord-optuna").runs)
+    assert statuses == ["early_stopped", "failed", "finished"]
+
+
+@pytest.mark.parametrize("error, status, early", [(SystemExit(0), "KILLED", "true"),
+                                                  (RuntimeError("boom"), "FAILED", None)])
+def test_run_trial__tune_stop_is_not_a_failure(tmp_path, monkeypatch, error, status, early):
+    """Tune ends a stopped trial with sys.exit(0) inside report(); any other exception is a failure."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = get_experiment_id(client, "contralord-optuna")
+    ctx = SweepContext("optuna", {"data.size": 64}, {}, str(tmp_path), str(tmp_path / "cache"), str(tmp_path / "work"),
+                       uri, experiment_id, parent_run_id="")
+
+    def train(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(worker, "train", train)
+    with pytest.raises(type(error)):
+        worker.run_trial(ctx, {}, "t9", "trial_9", None, runtime=None, is_main=True)
+    run = client.search_runs([experiment_id])[0]
+    assert run.info.status == status and run.data.tags.get("stopped_early") == early
