@@ -117,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for path in write_outputs(table, args.format or ["markdown"], args.out):
+    try:
+        written = write_outputs(table, args.format or ["markdown"], args.out)
+    except OSError as error:
+        print(f"error: --out: cannot write there ({error})", file=sys.stderr)
+        return 2
+    for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

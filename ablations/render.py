@@ -34,13 +34,23 @@ def footnotes(table: Table) -> list[str]:
             if row.excluded[reason]:
                 ids = ", ".join(run_id[:8] for run_id in row.excluded_ids[reason])
                 notes.append(f"{label}: {row.excluded[reason]} {EXCLUDED_WORDS[reason]} run(s) not averaged ({ids})")
+        for column, count in row.dropped.items():
+            if count:
+                notes.append(f"{label}: {count} non-finite {column} value(s) left out")
     if table.unplaced:
         notes.append(f"{table.unplaced} run(s) without the grouping keys (no config logged) not shown")
+    if table.setting:
+        notes.append("setting: " + ", ".join(f"{k}={v}" for k, v in table.setting.items()))
+    if table.commits:
+        several = len(table.commits) > 1
+        notes.append(f"code: {'runs from ' + str(len(table.commits)) + ' git commits: ' if several else 'git '}"
+                     f"{', '.join(table.commits)}")
     unmarked = [c for c in table.columns if table.best[c] is None]
     rule = "bold: best mean whose 95% CI lies above every other row's 95% CI (Student t over seeds)"
     notes.append(rule + (f"; no row is best beyond the intervals in {', '.join(unmarked)}" if unmarked else ""))
     if table.has_paper:
-        notes.append("paper: the value the paper reports for the same row (single run, no variance given)")
+        notes.append("paper: the value the paper reports for the same row (one run, no variance given, at the "
+                     "paper's own scale)")
     return notes
 
 
@@ -54,20 +64,26 @@ def _paper_cells(table: Table, row) -> list[str]:
 
 def to_markdown(table: Table) -> str:
     lines = [f"**{table.spec.title}** ({table.source}; mean ± std over seeds)", "",
-             "| " + " | ".join(_header(table)) + " |", "|" + "---|" * len(_header(table))]
+             "| " + " | ".join(map(_md, _header(table))) + " |", "|" + "---|" * len(_header(table))]
     for i, row in enumerate(table.rows):
         cells = [cell_text(row.cells[c], row.n) for c in table.columns]
         cells = [f"**{text}**" if table.best[c] == i else text for c, text in zip(table.columns, cells, strict=True)]
-        lines.append("| " + " | ".join([*table.spec.row_label(row.key), str(row.n), *cells]) + " |")
+        lines.append("| " + " | ".join([*map(_md, table.spec.row_label(row.key)), str(row.n), *cells]) + " |")
         if row.paper:
             lines.append("| " + " | ".join(["paper", *[""] * len(table.spec.by), *_paper_cells(table, row)]) + " |")
-    return "\n".join(lines + [""] + [f"- {note}" for note in footnotes(table)]) + "\n"
+    return "\n".join(lines + [""] + [f"- {_md(note)}" for note in footnotes(table)]) + "\n"
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "✓": r"\checkmark"}
 
 
 def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
-        text = text.replace(char, escaped)
-    return text.replace("✓", r"\checkmark")
+    return "".join(LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def to_latex(table: Table) -> str:

@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 PARENT_TAG = "mlflow.parentRunId"
 NOT_TRIALS = ("sweep", "stage1")  # values of the ``role`` tag that are not trials
+SQLITE_HEADER = b"SQLite format 3\x00"
 STATUS_OF = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "unfinished", "SCHEDULED": "unfinished",
              "KILLED": "unfinished"}
 
@@ -32,6 +33,7 @@ class TrialRun:
     metrics: dict[str, float]
     seed: str
     start_time: int
+    tags: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ def check_readable(uri: str) -> None:
         path = Path(uri[len("sqlite:///"):])
         if not path.is_file():
             raise AblationError(f"--tracking-uri: no MLflow database at {path} (from {uri})")
+        with open(path, "rb") as f:
+            if f.read(16) != SQLITE_HEADER:  # MLflow would write its schema into an empty or foreign file
+                raise AblationError(f"--tracking-uri: {path} is not an SQLite database")
     elif scheme in ("", "file"):
         path = Path(urlparse(uri).path if scheme else uri)
         if not path.is_dir():
@@ -62,7 +67,7 @@ def check_readable(uri: str) -> None:
 
 
 def classify(status: str, tags: dict[str, str]) -> str:
-    if tags.get("stopped_early") == "true":
+    if status == "KILLED" and tags.get("stopped_early") == "true":
         return "early_stopped"
     return STATUS_OF.get(status, "unfinished")
 
@@ -71,7 +76,7 @@ def _trial(run) -> TrialRun:
     params, tags = dict(run.data.params), dict(run.data.tags)
     seed = params.get("run.seed", tags.get("seed", ""))
     return TrialRun(run.info.run_id, classify(run.info.status, tags), params, dict(run.data.metrics), seed,
-                    run.info.start_time or 0)
+                    run.info.start_time or 0, tags)
 
 
 def _search(client: MlflowClient, experiment_id: str, filter_string: str = "") -> list:
@@ -92,6 +97,8 @@ def from_sweep_run(client: MlflowClient, run_id: str) -> RunSource:
         raise AblationError(f"--sweep-run: no run {run_id!r} in the tracking store") from None
     experiment = client.get_experiment(parent.info.experiment_id)
     children = _search(client, parent.info.experiment_id, f"tags.`{PARENT_TAG}` = '{run_id}'")
+    if not children:
+        raise AblationError(f"--sweep-run: run {run_id} has no nested trial runs (is it a sweep's parent run?)")
     kind = parent.data.params.get("sweep.kind", "")
     return RunSource([_trial(r) for r in children], f"sweep run {run_id} (experiment {experiment.name})", kind)
 

@@ -69,6 +69,11 @@ def _paper_file() -> dict:
     return json.loads(PAPER_VALUES.read_text())
 
 
+def paper_dataset(table: str) -> str:
+    """The dataset of one of the paper's tables ("" when the table spans several)."""
+    return _paper_file()[table].get("dataset", "")
+
+
 def paper_rows(table: str) -> dict[tuple, dict[str, float]]:
     """{row key: {column: value}} of one of the paper's tables (``table2``, ``table4``, ...)."""
     data = _paper_file()

@@ -2,14 +2,16 @@
 seeds per metric, the best row per column marked only beyond the intervals (``ablations/stats.py``).
 
 Runs are averaged only when they share every config key except the grouping keys and ``run.seed``
-(bookkeeping keys that change no number, ``IGNORED_KEYS``, are exempt); otherwise the table is refused and
-the differing keys are listed. Failed, unfinished and early-stopped runs are counted per row, never
-averaged. Two finished runs of the same row and seed are one sample: the newest is used, the other counted.
+(bookkeeping keys that change no number, ``IGNORED_KEYS``, are exempt), and the same data (tag
+``data_fingerprint``); otherwise the table is refused and the differing keys are listed. Failed, unfinished
+and early-stopped runs are counted per row, never averaged. Two finished runs of the same row and seed are
+one sample: the newest is used, the other counted. Non-finite metric values are dropped and counted.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -19,7 +21,9 @@ from ablations.runs import AblationError, TrialRun
 # where files go and how often checkpoints are written: neither changes a result (resume is bit-exact)
 IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every")
 SEED_KEY = "run.seed"
+DATA_TAG = "data_fingerprint"  # compared like a config key: the same config on other data is not comparable
 EXCLUDED = ("failed", "unfinished", "early_stopped", "duplicate")
+SETTING_KEYS = ("data.name", "data.image_size", "data.size", "latent.epochs", "encoder.epochs", "eval.protocol")
 
 
 @dataclass
@@ -29,6 +33,7 @@ class Row:
     cells: dict[str, stats.Summary | None]
     excluded: Counter = field(default_factory=Counter)
     excluded_ids: dict[str, list[str]] = field(default_factory=dict)
+    dropped: Counter = field(default_factory=Counter)  # column -> non-finite values left out
     paper: dict[str, float] | None = None
 
     @property
@@ -44,6 +49,8 @@ class Table:
     best: dict[str, int | None]
     source: str
     unplaced: int = 0  # runs without the grouping keys (failed before logging their config)
+    setting: dict[str, str] = field(default_factory=dict)  # the averaged runs' scale (SETTING_KEYS)
+    commits: list[str] = field(default_factory=list)  # git commits of the averaged runs
 
     @property
     def has_paper(self) -> bool:
@@ -51,13 +58,20 @@ class Table:
 
 
 def parse_value(text: str):
-    """A param string as the number it is (for sorting and matching), else the string."""
+    """A param string as the number it is (for sorting and matching), else the string (also for nan/inf)."""
     for kind in (int, float):
         try:
-            return kind(text)
+            value = kind(text)
         except ValueError:
-            pass
+            continue
+        return value if math.isfinite(value) else text
     return text
+
+
+def _comparable(text: str) -> str:
+    """One spelling per value ("128" and "128.0", "0.07" and "0.070" are the same number)."""
+    value = parse_value(text)
+    return repr(float(value)) if isinstance(value, int | float) else text
 
 
 def check_keys_exist(runs: list[TrialRun], keys: tuple[str, ...]) -> None:
@@ -69,11 +83,17 @@ def check_keys_exist(runs: list[TrialRun], keys: tuple[str, ...]) -> None:
             raise AblationError(f"--by: no run has the config key {key!r}{hint}")
 
 
+def _config(run: TrialRun) -> dict[str, str]:
+    return run.params | ({f"tag:{DATA_TAG}": run.tags[DATA_TAG]} if run.tags.get(DATA_TAG) else {})
+
+
 def differing_keys(runs: list[TrialRun], allowed: set[str]) -> dict[str, list[str]]:
     """{key: distinct values} for every config key (outside ``allowed``) on which the runs disagree."""
-    keys = set().union(*(r.params for r in runs)) - allowed
-    values = {key: sorted({r.params.get(key, "<missing>") for r in runs}) for key in sorted(keys)}
-    return {key: vals for key, vals in values.items() if len(vals) > 1}
+    configs = [_config(r) for r in runs]
+    keys = set().union(*configs) - allowed
+    values = {key: {_comparable(c[key]) if key in c else "<missing>": c.get(key, "<missing>") for c in configs}
+              for key in sorted(keys)}
+    return {key: sorted(vals.values()) for key, vals in values.items() if len(vals) > 1}
 
 
 def refuse_incomparable(runs: list[TrialRun], by: tuple[str, ...], ignore: tuple[str, ...]) -> None:
@@ -87,6 +107,13 @@ def refuse_incomparable(runs: list[TrialRun], by: tuple[str, ...], ignore: tuple
                             f"sweep with --sweep-run")
 
 
+def _cell(runs: list[TrialRun], column: str) -> tuple[stats.Summary | None, int]:
+    """The column's summary over ``runs`` and how many non-finite values were left out."""
+    values = [r.metrics[specs.METRICS[column]] for r in runs if specs.METRICS[column] in r.metrics]
+    finite = [v for v in values if math.isfinite(v)]
+    return (stats.summarize(finite) if finite else None), len(values) - len(finite)
+
+
 def _row(key: tuple, runs: list[TrialRun], columns: list[str]) -> Row:
     newest_per_seed: dict[str, TrialRun] = {}
     excluded, ids = Counter(), {}
@@ -98,11 +125,10 @@ def _row(key: tuple, runs: list[TrialRun], columns: list[str]) -> Row:
         excluded[reason] += 1
         ids.setdefault(reason, []).append(run.run_id)
     kept = sorted(newest_per_seed.values(), key=lambda r: parse_value(r.seed))
-    cells = {}
+    row = Row(key, [r.seed for r in kept], {}, excluded, ids)
     for column in columns:
-        values = [r.metrics[specs.METRICS[column]] for r in kept if specs.METRICS[column] in r.metrics]
-        cells[column] = stats.summarize(values) if values else None
-    return Row(key, [r.seed for r in kept], cells, excluded, ids)
+        row.cells[column], row.dropped[column] = _cell(kept, column)
+    return row
 
 
 def _order(spec: specs.TableSpec, keys: list[tuple]) -> list[tuple]:
@@ -116,25 +142,45 @@ def _order(spec: specs.TableSpec, keys: list[tuple]) -> list[tuple]:
     return sorted(ordered, key=lambda k: position[k])
 
 
+def _group(runs: list[TrialRun], spec: specs.TableSpec) -> dict[tuple, list[TrialRun]]:
+    groups: dict[tuple, list[TrialRun]] = {}
+    for run in runs:
+        key = tuple(parse_value(run.params[k]) for k in spec.by)
+        if spec.check_marks and any(isinstance(v, str) for v in key):
+            raise AblationError(f"{', '.join(spec.by)}: expected numbers (loss weights), run {run.run_id} has "
+                                f"{', '.join(run.params[k] for k in spec.by)}")
+        groups.setdefault(key, []).append(run)
+    return groups
+
+
+def _attach_paper(rows: list[Row], spec: specs.TableSpec, setting: dict[str, str]) -> None:
+    """The paper's value under each matching row, only when the runs use the paper's dataset."""
+    dataset = specs.paper_dataset(spec.paper_table)
+    if dataset and setting.get("data.name") != dataset:
+        return
+    paper = specs.paper_rows(spec.paper_table)
+    for row in rows:
+        row.paper = paper.get(spec.paper_key(row.key))
+
+
 def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_paper: bool = False,
                 ignore: tuple[str, ...] = ()) -> Table:
     """Group ``runs`` into the rows of ``spec``; raise AblationError for input that cannot make a table."""
-    check_keys_exist(runs, spec.by)
     finished = [r for r in runs if r.status == "finished"]
     if not finished:
         counts = Counter(r.status for r in runs)
         found = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs at all"
         raise AblationError(f"no finished runs in {source} ({found})")
+    check_keys_exist(runs, spec.by)
     placed = [r for r in runs if all(k in r.params for k in spec.by)]
     refuse_incomparable(placed, spec.by, ignore)
-    groups: dict[tuple, list[TrialRun]] = {}
-    for run in placed:
-        groups.setdefault(tuple(parse_value(run.params[k]) for k in spec.by), []).append(run)
+    groups = _group(placed, spec)
     columns = [c for c, metric in specs.METRICS.items() if any(metric in r.metrics for r in finished)]
     rows = [_row(key, groups[key], columns) for key in _order(spec, list(groups))]
+    averaged = [r for r in finished if all(k in r.params for k in spec.by)]
+    setting = {k: averaged[0].params[k] for k in SETTING_KEYS if averaged and k in averaged[0].params}
     if with_paper and spec.paper_table:
-        paper = specs.paper_rows(spec.paper_table)
-        for row in rows:
-            row.paper = paper.get(spec.paper_key(row.key))
+        _attach_paper(rows, spec, setting)
     best = {c: stats.best_beyond_intervals([row.cells[c] for row in rows]) for c in columns}
-    return Table(spec, rows, columns, best, source, unplaced=len(runs) - len(placed))
+    commits = sorted({r.tags.get("git_commit", "")[:10] for r in averaged} - {""})
+    return Table(spec, rows, columns, best, source, len(runs) - len(placed), setting, commits)

@@ -37,6 +37,8 @@ def find_or_create_run(client: MlflowClient, experiment_id: str, key_tags: dict[
     if run_id is None:
         return client.create_run(experiment_id, run_name=run_name, tags=key_tags | (tags or {})).info.run_id
     client.update_run(run_id, status="RUNNING")
+    if "stopped_early" in client.get_run(run_id).data.tags:  # continued after all: no longer stopped early
+        client.delete_tag(run_id, "stopped_early")
     for key, value in (tags or {}).items():
         client.set_tag(run_id, key, value)
     return run_id

@@ -159,8 +159,9 @@ def run_sweep(plan: SweepPlan) -> Table | None:
     except BaseException:
         client.set_terminated(parent, status="KILLED")
         raise
-    _close_trial_runs(results, client, experiment_id)
-    if results.num_terminated + results.num_errors < len(results):  # interrupted: state saved by Tune
+    interrupted = results.num_terminated + results.num_errors < len(results)  # state saved by Tune
+    _close_trial_runs(results, client, experiment_id, interrupted)
+    if interrupted:
         client.set_terminated(parent, status="KILLED")
         raise SweepError(f"interrupted: {results.num_terminated} of {len(results)} trials finished; "
                          f"continue with --resume --name {plan.name}")
@@ -169,9 +170,10 @@ def run_sweep(plan: SweepPlan) -> Table | None:
     return table
 
 
-def _close_trial_runs(results, client: MlflowClient, experiment_id: str) -> None:
-    """No trial run is left RUNNING: an errored trial's run is FAILED; one a scheduler stopped (ASHA) before
-    its evaluation is KILLED with tag ``stopped_early=true``, so tables count it instead of averaging it."""
+def _close_trial_runs(results, client: MlflowClient, experiment_id: str, interrupted: bool) -> None:
+    """An errored trial's run is FAILED; in a sweep that ran to its end, a trial a scheduler (ASHA) stopped
+    before its evaluation is KILLED with tag ``stopped_early=true``, so tables count it instead of averaging
+    it. An interrupted sweep leaves its unfinished trials RUNNING for ``--resume`` to continue."""
     for result in results:
         trial_id = (result.metrics or {}).get("trial_id")
         finished = result.error is None and "encoder/final/total" in (result.metrics or {})
@@ -180,7 +182,7 @@ def _close_trial_runs(results, client: MlflowClient, experiment_id: str) -> None
             continue
         if result.error is not None:
             mark_failed_if_running(client, run_id)
-        elif client.get_run(run_id).info.status == "RUNNING":
+        elif not interrupted and client.get_run(run_id).info.status == "RUNNING":
             client.set_tag(run_id, "stopped_early", "true")
             client.set_terminated(run_id, status="KILLED")
 

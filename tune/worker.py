@@ -66,9 +66,9 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
     try:
         sinks = MultiLogger(StdoutLogger(), logger) if logger else NullLogger()
         summary = train(cfg, out_dir, runtime=runtime, logger=sinks, resume=resumed)
-    except SystemExit:  # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) in report(): no failure
+    except SystemExit as stop:  # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) in report()
         if logger:
-            logger.stopped_early()
+            logger.stopped_early() if stop.code in (0, None) else logger.finish("FAILED")
         raise
     except BaseException:
         if logger:

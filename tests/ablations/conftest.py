@@ -5,7 +5,8 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-BASE = {"encoder.queue_size": "128", "encoder.temperature": "0.07", "loss.rec": "1.0", "loss.sup": "1.0",
+BASE = {"data.name": "shapes3d", "data.size": "2048", "encoder.queue_size": "128", "encoder.temperature": "0.07",
+        "loss.rec": "1.0", "loss.sup": "1.0",
         "loss.con": "1.0", "loss.res": "1.0", "run.latent_cache": "/somewhere/latent_cache"}
 
 
@@ -25,7 +26,8 @@ class Store:
     def trial(self, experiment: str, params: dict, metrics: dict, seed: int, status: str = "FINISHED",
               parent: str = "", tags: dict | None = None) -> str:
         """One trial run: BASE config overridden by ``params``, final metric values, a status."""
-        all_tags = {"role": "trial", "seed": str(seed)} | ({"mlflow.parentRunId": parent} if parent else {})
+        all_tags = {"role": "trial", "seed": str(seed), "git_commit": "0123456789abcdef",
+                    "data_fingerprint": "f00d"} | ({"mlflow.parentRunId": parent} if parent else {})
         run = self.client.create_run(self.experiment(experiment), tags=all_tags | (tags or {}),
                                      start_time=int(time.time() * 1000) + len(self.client.search_runs(
                                          [self.experiment(experiment)])))

@@ -100,6 +100,7 @@ def test_table__one_line_errors(store):
     with pytest.raises(AblationError, match=r"^no finished runs in experiment contralord-negatives "
                                             r"\(1 failed, 1 unfinished\)$"):
         _table(store)
+    store.trial(EXP, {}, {"disentanglement": 0.1}, 2)
     with pytest.raises(AblationError, match=r"--by: no run has the config key 'encoder.queue_sise'; "
                                             r"did you mean encoder.queue_size"):
         _table(store, spec=specs.spec_for_keys(("encoder.queue_sise",)))
@@ -171,7 +172,64 @@ def test_plot__png_written(store, tmp_path):
 
 def test_plot__numeric_knob_on_a_log2_axis(store, tmp_path):
     _two_clear_rows(store)
+    assert _positions(_table(store)) == ([128.0, 256.0], True, False)  # a factor of 2: linear axis
+    store.trial(EXP, {"encoder.queue_size": "1024"}, {"disentanglement": 0.5}, 0)
     table = _table(store)
-    assert _positions(table) == ([128.0, 256.0], True, False)  # two values: linear axis
+    assert _positions(table) == ([128.0, 256.0, 1024.0], True, True)  # a factor of 8: log2 axis
     path = plot_table(table, tmp_path / "table6.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table__other_data_is_refused_and_code_versions_are_named(store):
+    store.trial(EXP, {}, {"disentanglement": 0.1}, 0)
+    store.trial(EXP, {}, {"disentanglement": 0.2}, 1, tags={"git_commit": "fedcba9876543210"})
+    markdown = render.to_markdown(_table(store))
+    assert "code: runs from 2 git commits: 0123456789, fedcba9876" in markdown
+    assert "setting: data.name=shapes3d, data.size=2048" in markdown
+    store.trial(EXP, {}, {"disentanglement": 0.3}, 2, tags={"data_fingerprint": "beef"})
+    with pytest.raises(AblationError, match=r"tag:data_fingerprint \(beef, f00d\)"):
+        _table(store)
+
+
+def test_table__same_number_spelled_twice_is_one_value(store):
+    store.trial(EXP, {"encoder.temperature": "0.070"}, {"disentanglement": 0.1}, 0)
+    store.trial(EXP, {"encoder.queue_size": "128.0"}, {"disentanglement": 0.3}, 1)
+    table = _table(store)
+    assert len(table.rows) == 1 and table.rows[0].n == 2
+
+
+def test_table__non_finite_values_are_left_out_and_counted(store):
+    store.trial(EXP, {}, {"disentanglement": 0.1, "mig": float("nan")}, 0)
+    store.trial(EXP, {}, {"disentanglement": 0.3, "mig": 0.2}, 1)
+    table = _table(store)
+    assert table.rows[0].cells["MIG"].n == 1 and table.rows[0].cells["D"].n == 2
+    assert "encoder.queue_size=128: 1 non-finite MIG value(s) left out" in render.to_markdown(table)
+    assert "nan" not in render.to_markdown(table).split("- ")[0]
+
+
+def test_table__runs_without_the_grouping_key_are_counted(store):
+    store.trial(EXP, {}, {"disentanglement": 0.1}, 0)
+    run_id = store.client.create_run(store.experiment(EXP), tags={"role": "trial"}).info.run_id
+    store.client.set_terminated(run_id, status="FAILED")  # failed before logging its config
+    table = _table(store)
+    assert table.unplaced == 1 and "1 run(s) without the grouping keys" in render.to_markdown(table)
+
+
+def test_table4__paper_values_only_on_the_papers_dataset(store):
+    for seed in (0, 1):
+        store.trial(EXP, {"data.name": "dsprites"}, {"disentanglement": 0.1 + seed}, seed)
+    table = _table(store, spec=specs.SPECS["table4"], with_paper=True)
+    assert not table.has_paper and "| paper |" not in render.to_markdown(table)
+
+
+def test_table4__loss_weights_must_be_numbers(store):
+    store.trial(EXP, {"loss.sup": "on"}, {"disentanglement": 0.1}, 0)
+    with pytest.raises(AblationError, match="expected numbers .* has 1.0, on, 1.0, 1.0"):
+        _table(store, spec=specs.SPECS["table4"])
+
+
+def test_markdown_and_latex__special_characters_are_escaped(store):
+    store.trial(EXP, {"data.factor_filter": "a|b_$"}, {"disentanglement": 0.1}, 0)
+    table = _table(store, spec=specs.spec_for_keys(("data.factor_filter",)))
+    assert "| a\\|b_$ | 1 |" in render.to_markdown(table)
+    assert r"a|b\_\$ & 1 &" in render.to_latex(table)

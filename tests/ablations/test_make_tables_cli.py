@@ -64,6 +64,28 @@ def test_cli__one_line_errors(store, tmp_path, capsys):
     assert "no run has the config key 'encoder.nope'" in _errors(
         capsys, ["--tracking-uri", store.uri, "--experiment", "contralord-negatives", "--by", "encoder.nope"])
     assert "--sweep-run: no run 'feedbeef'" in _errors(capsys, ["--tracking-uri", store.uri, "--sweep-run", "feedbeef"])
+    trial = store.client.search_runs([store.experiment("contralord-negatives")])[0].info.run_id
+    assert "has no nested trial runs" in _errors(capsys, ["--tracking-uri", store.uri, "--sweep-run", trial])
+    (tmp_path / "file").write_text("x")
+    assert "--out: cannot write there" in _errors(
+        capsys, ["--tracking-uri", store.uri, "--spec", "table6", "--out", str(tmp_path / "file")])
+
+
+@pytest.mark.parametrize("content", [b"", b"not a database at all, just text"])
+def test_cli__a_file_that_is_not_a_store_is_refused_and_left_alone(tmp_path, capsys, content):
+    path = tmp_path / "mlflow.db"
+    path.write_bytes(content)
+    assert "is not an SQLite database" in _errors(capsys, ["--tracking-uri", f"sqlite:///{path}", "--spec", "table6"])
+    assert path.read_bytes() == content
+
+
+def test_cli__ignore_key_lets_a_known_inert_key_differ(store, capsys):
+    _sweep(store, seeds=(0,))
+    store.trial("contralord-negatives", {"encoder.queue_size": "128", "run.threads": "4"}, {"disentanglement": 0.3}, 1)
+    argv = ["--tracking-uri", store.uri, "--spec", "table6"]
+    assert "run.threads (4, <missing>)" in _errors(capsys, argv)
+    assert main(argv + ["--ignore-key", "run.threads"]) == 0
+    assert "| 128 | 2 | 0.200 ± 0.141 |" in capsys.readouterr().out
 
 
 def test_cli__one_seed_prints_n_equals_1(store, capsys):

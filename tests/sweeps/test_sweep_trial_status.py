@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 import pytest
 from mlflow import MlflowClient
 
-from ablations.runs import from_experiment
+from ablations.runs import classify, from_experiment
 from tune import worker
 from tune.context import SweepContext
-from tune.mlflow_logger import get_experiment_id
+from tune.mlflow_logger import find_or_create_run, get_experiment_id
 from tune.sweep import _close_trial_runs
 
 
@@ -31,9 +31,12 @@ def test_close_trial_runs__stopped_failed_and_finished(tmp_path):
     experiment_id = get_experiment_id(client, "contralord-optuna")
     stopped, errored, done = (_run(client, experiment_id, t) for t in ("t1", "t2", "t3"))
     client.set_terminated(done, status="FINISHED")
-    _close_trial_runs([FakeResult({"trial_id": "t1", "encoder/train/total": 1.0}),
-                       FakeResult({"trial_id": "t2"}, error=RuntimeError("lost")),
-                       FakeResult({"trial_id": "t3", "encoder/final/total": 1.0})], client, experiment_id)
+    results = [FakeResult({"trial_id": "t1", "encoder/train/total": 1.0}),
+               FakeResult({"trial_id": "t2"}, error=RuntimeError("lost")),
+               FakeResult({"trial_id": "t3", "encoder/final/total": 1.0})]
+    _close_trial_runs(results, client, experiment_id, interrupted=True)  # unfinished trials stay for --resume
+    assert client.get_run(stopped).info.status == "RUNNING" and client.get_run(errored).info.status == "FAILED"
+    _close_trial_runs(results, client, experiment_id, interrupted=False)
     assert client.get_run(stopped).info.status == "KILLED"
     assert client.get_run(stopped).data.tags["stopped_early"] == "true"
     assert client.get_run(errored).info.status == "FAILED" and "stopped_early" not in client.get_run(errored).data.tags
@@ -43,6 +46,7 @@ def test_close_trial_runs__stopped_failed_and_finished(tmp_path):
 
 
 @pytest.mark.parametrize("error, status, early", [(SystemExit(0), "KILLED", "true"),
+                                                  (SystemExit(1), "FAILED", None),
                                                   (RuntimeError("boom"), "FAILED", None)])
 def test_run_trial__tune_stop_is_not_a_failure(tmp_path, monkeypatch, error, status, early):
     """Tune ends a stopped trial with sys.exit(0) inside report(); any other exception is a failure."""
@@ -60,3 +64,21 @@ def test_run_trial__tune_stop_is_not_a_failure(tmp_path, monkeypatch, error, sta
         worker.run_trial(ctx, {}, "t9", "trial_9", None, runtime=None, is_main=True)
     run = client.search_runs([experiment_id])[0]
     assert run.info.status == status and run.data.tags.get("stopped_early") == early
+
+
+def test_resumed_trial__is_no_longer_stopped_early(tmp_path):
+    """A KILLED + stopped_early run that a resumed sweep continues loses the tag (and finishes)."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = get_experiment_id(client, "contralord-negatives")
+    run_id = _run(client, experiment_id, "t1", status="KILLED")
+    client.set_tag(run_id, "stopped_early", "true")
+    assert find_or_create_run(client, experiment_id, {"ray_trial_id": "t1"}, "trial") == run_id
+    client.set_terminated(run_id, status="FINISHED")
+    assert [r.status for r in from_experiment(client, "contralord-negatives").runs] == ["finished"]
+    assert "stopped_early" not in client.get_run(run_id).data.tags
+
+
+def test_classify__the_tag_alone_does_not_make_a_run_early_stopped():
+    assert classify("KILLED", {"stopped_early": "true"}) == "early_stopped"
+    assert classify("FINISHED", {"stopped_early": "true"}) == "finished"
+    assert classify("KILLED", {}) == "unfinished"
