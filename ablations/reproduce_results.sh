@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-3}
+STAMP=$(date +%Y%m%d-%H%M%S)  # a new sweep name per call: reruns never collide with earlier sweeps
 for kind in negatives losses batch_size; do
-  "$PY" tune/sweep_$kind.py --preset cpu --seeds "$SEEDS"
+  "$PY" tune/sweep_$kind.py --preset cpu --seeds "$SEEDS" --name "results-$kind-$STAMP"
 done
 for table in table4 table5 table6; do
   "$PY" ablations/make_tables.py --tracking-uri "sqlite:///$PWD/mlflow.db" --spec $table --sweep-run latest \

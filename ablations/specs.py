@@ -31,11 +31,16 @@ class TableSpec:
         """The cells that name a row: one per grouping key."""
         if self.check_marks:
             return ["✓" if float(v) == 1.0 else (f"✓ ({v})" if float(v) > 0 else "") for v in key]
-        return [str(v) for v in key]
+        return [show_value(v) for v in key]
 
     def paper_key(self, key: tuple) -> tuple:
         """The key of the paper's row for one of ours (check-mark tables compare on/off)."""
         return tuple(int(float(v) > 0) for v in key) if self.check_marks else tuple(key)
+
+
+def show_value(value) -> str:
+    """A key value as a table shows it: floats to 4 significant digits (Optuna samples 0.7035737028722149)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 SPECS = {

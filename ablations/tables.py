@@ -91,8 +91,9 @@ def differing_keys(runs: list[TrialRun], allowed: set[str]) -> dict[str, list[st
     """{key: distinct values} for every config key (outside ``allowed``) on which the runs disagree."""
     configs = [_config(r) for r in runs]
     keys = set().union(*configs) - allowed
-    values = {key: {_comparable(c[key]) if key in c else "<missing>": c.get(key, "<missing>") for c in configs}
-              for key in sorted(keys)}
+    # a run without the data tag (stopped before the trainer set it) is unknown there, not different
+    values = {key: {_comparable(c[key]) if key in c else "<missing>": c.get(key, "<missing>") for c in configs
+                    if key in c or not key.startswith("tag:")} for key in sorted(keys)}
     return {key: sorted(vals.values()) for key, vals in values.items() if len(vals) > 1}
 
 

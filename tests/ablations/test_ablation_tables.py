@@ -186,6 +186,9 @@ def test_table__other_data_is_refused_and_code_versions_are_named(store):
     markdown = render.to_markdown(_table(store))
     assert "code: runs from 2 git commits: 0123456789, fedcba9876" in markdown
     assert "setting: data.name=shapes3d, data.size=2048" in markdown
+    early = store.trial(EXP, {}, {}, 3, status="KILLED", tags={"stopped_early": "true"})
+    store.client.delete_tag(early, "data_fingerprint")  # a trial stopped before the trainer tagged its data
+    assert _table(store).rows[0].excluded["early_stopped"] == 1
     store.trial(EXP, {}, {"disentanglement": 0.3}, 2, tags={"data_fingerprint": "beef"})
     with pytest.raises(AblationError, match=r"tag:data_fingerprint \(beef, f00d\)"):
         _table(store)

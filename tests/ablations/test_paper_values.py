@@ -33,3 +33,8 @@ def test_spec__table4_paper_key_is_the_on_off_pattern():
     spec = specs.SPECS["table4"]
     assert spec.paper_key((1.0, 2.5, 0.0, 0.5)) == (1, 1, 0, 1)
     assert spec.row_label((1.0, 2.5, 0.0, 0.5)) == ["✓", "✓ (2.5)", "", "✓ (0.5)"]
+
+
+def test_spec__sampled_floats_are_shown_short():
+    spec = specs.spec_for_keys(("loss.sup", "encoder.batch_size"))
+    assert spec.row_label((0.7035737028722149, 64)) == ["0.7036", "64"]
