@@ -2,11 +2,11 @@
 seeds per metric, the best row per column marked only beyond the intervals (``ablations/stats.py``).
 
 Runs are averaged only when they share every config key except the grouping keys and ``run.seed``
-(bookkeeping keys that change no number, ``IGNORED_KEYS``, are exempt), and the same data (tag
-``data_fingerprint``); otherwise the table is refused and the differing keys are listed. Failed, unfinished
-and early-stopped runs are counted per row, never averaged. Two finished runs of the same row and seed are
-one sample: the newest is used, the other counted. Non-finite metric values are dropped and counted.
-"""
+(bookkeeping keys that change no number, ``IGNORED_KEYS``, are exempt) and, seed by seed, the same data
+(tag ``data_fingerprint``: a seed picks the data subset). Otherwise the table is refused and the
+differing keys are listed. Failed, unfinished and early-stopped runs are counted per row, never averaged.
+Two finished runs of the same row and seed are one sample: the newest is used, the other counted.
+Non-finite metric values are dropped and counted."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ablations.runs import AblationError, TrialRun
 # where files go and how often checkpoints are written: neither changes a result (resume is bit-exact)
 IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every")
 SEED_KEY = "run.seed"
-DATA_TAG = "data_fingerprint"  # compared like a config key: the same config on other data is not comparable
+DATA_TAG = "data_fingerprint"  # the same config and seed on other data is not comparable
 EXCLUDED = ("failed", "unfinished", "early_stopped", "duplicate")
 SETTING_KEYS = ("data.name", "data.image_size", "data.size", "latent.epochs", "encoder.epochs", "eval.protocol")
 
@@ -83,18 +83,26 @@ def check_keys_exist(runs: list[TrialRun], keys: tuple[str, ...]) -> None:
             raise AblationError(f"--by: no run has the config key {key!r}{hint}")
 
 
-def _config(run: TrialRun) -> dict[str, str]:
-    return run.params | ({f"tag:{DATA_TAG}": run.tags[DATA_TAG]} if run.tags.get(DATA_TAG) else {})
-
-
 def differing_keys(runs: list[TrialRun], allowed: set[str]) -> dict[str, list[str]]:
     """{key: distinct values} for every config key (outside ``allowed``) on which the runs disagree."""
-    configs = [_config(r) for r in runs]
-    keys = set().union(*configs) - allowed
-    # a run without the data tag (stopped before the trainer set it) is unknown there, not different
-    values = {key: {_comparable(c[key]) if key in c else "<missing>": c.get(key, "<missing>") for c in configs
-                    if key in c or not key.startswith("tag:")} for key in sorted(keys)}
+    keys = set().union(*(r.params for r in runs)) - allowed
+    values = {key: {_comparable(r.params[key]) if key in r.params else "<missing>": r.params.get(key, "<missing>")
+                    for r in runs} for key in sorted(keys)}
     return {key: sorted(vals.values()) for key, vals in values.items() if len(vals) > 1}
+
+
+def refuse_other_data(runs: list[TrialRun]) -> None:
+    """Runs of one seed must have seen the same images (a seed picks the data subset, so seeds may differ).
+    A run without the tag (stopped before the trainer set it) is unknown there, not different."""
+    per_seed: dict[str, set[str]] = {}
+    for run in runs:
+        if run.tags.get(DATA_TAG):
+            per_seed.setdefault(run.seed, set()).add(run.tags[DATA_TAG])
+    for seed, prints in sorted(per_seed.items()):
+        if len(prints) > 1:
+            shown = ", ".join(p[:12] for p in sorted(prints))
+            raise AblationError(f"refusing to average runs of seed {seed} trained on different data (tag "
+                                f"{DATA_TAG}: {shown}); select one sweep with --sweep-run")
 
 
 def refuse_incomparable(runs: list[TrialRun], by: tuple[str, ...], ignore: tuple[str, ...]) -> None:
@@ -175,6 +183,7 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     check_keys_exist(runs, spec.by)
     placed = [r for r in runs if all(k in r.params for k in spec.by)]
     refuse_incomparable(placed, spec.by, ignore)
+    refuse_other_data(placed)
     groups = _group(placed, spec)
     columns = [c for c, metric in specs.METRICS.items() if any(metric in r.metrics for r in finished)]
     rows = [_row(key, groups[key], columns) for key in _order(spec, list(groups))]
