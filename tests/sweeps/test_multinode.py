@@ -39,18 +39,34 @@ def _wait_http(url, timeout=120):
     raise AssertionError(f"{url} never answered")
 
 
+def _stop_own_cluster(temp_dir: str, ray_port: int) -> None:
+    """Kill the processes of this cluster only (matched by its temp dir and GCS port). ``ray stop`` would
+    kill every Ray on the machine, such as a sweep the user is running while the tests run."""
+    patterns = [temp_dir, f"127.0.0.1:{ray_port}", f"gcs_server_port={ray_port}"]
+    for pattern in patterns:
+        subprocess.run(["pkill", "-9", "-f", pattern], capture_output=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(
+            subprocess.run(["pgrep", "-f", p], capture_output=True).returncode == 0 for p in patterns):
+        time.sleep(0.5)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 @pytest.fixture
 def cluster(tmp_path):
+    import tempfile
+
     env = os.environ | {"RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO)}
     ray_port, dash_port, ml_port = _port(), _port(), _port()
     ray = str(BIN / "ray")
-    subprocess.run([ray, "start", "--head", "--port", str(ray_port), "--num-cpus", "1", "--dashboard-port",
-                    str(dash_port), "--resources", '{"head": 1}', "--disable-usage-stats"], env=env, check=True,
-                   capture_output=True)
+    temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    node = ["--num-cpus", "1", "--temp-dir", temp_dir, "--disable-usage-stats"]
+    subprocess.run([ray, "start", "--head", "--port", str(ray_port), "--dashboard-port", str(dash_port),
+                    "--resources", '{"head": 1}', *node], env=env, check=True, capture_output=True)
     mlflow_server = None
     try:
-        subprocess.run([ray, "start", "--address", f"127.0.0.1:{ray_port}", "--num-cpus", "1", "--resources",
-                        '{"worker_node": 1}', "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        subprocess.run([ray, "start", "--address", f"127.0.0.1:{ray_port}", "--resources", '{"worker_node": 1}',
+                        *node], env=env, check=True, capture_output=True)
         mlflow_server = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(ml_port),
                                           "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
                                           "--artifacts-destination", str(tmp_path / "artifacts")],
@@ -60,7 +76,7 @@ def cluster(tmp_path):
     finally:
         if mlflow_server:
             mlflow_server.terminate()
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+        _stop_own_cluster(temp_dir, ray_port)
 
 
 @pytest.mark.slow

@@ -93,4 +93,4 @@ def test_interrupted_sweep__resume_does_not_rerun_finished_trials(tmp_path):
         again = next(r for r in after if r.info.run_id == run_id)
         assert again.info.end_time == run.info.end_time
         assert len(client.get_metric_history(run_id, "encoder/train/total")) == 3
-    assert "| K=128 | 1 |" in resumed.stdout and "| K=256 | 1 |" in resumed.stdout
+    assert "| 128 | 1 |" in resumed.stdout and "| 256 | 1 |" in resumed.stdout
