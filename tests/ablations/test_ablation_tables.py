@@ -6,6 +6,7 @@ import io
 import math
 
 import pytest
+from fabricated_runs import mlflow_store  # noqa: F401  (the `store` fixture)
 from mlflow import MlflowClient
 
 from ablations import render, specs

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fabricated_runs import mlflow_store  # noqa: F401  (the `store` fixture)
 
 from ablations.make_tables import main
 

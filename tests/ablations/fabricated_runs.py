@@ -1,4 +1,5 @@
-"""A temporary MLflow store with fabricated trial runs whose metrics are known exactly."""
+"""A temporary MLflow store with fabricated trial runs whose metrics are known exactly. (Not a conftest.py:
+a second conftest module would shadow ``from conftest import ...`` in tests/.)"""
 
 import time
 
@@ -40,6 +41,6 @@ class Store:
         return run_id
 
 
-@pytest.fixture
-def store(tmp_path):
+@pytest.fixture(name="store")
+def mlflow_store(tmp_path):
     return Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
