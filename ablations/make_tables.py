@@ -18,6 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import ablations`
 
 from ablations import render, specs  # noqa: E402
@@ -65,9 +68,6 @@ def resolve_spec(args: argparse.Namespace, sweep_kind: str) -> specs.TableSpec:
 
 
 def load_source(args: argparse.Namespace) -> RunSource:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     if not (args.sweep_run or args.experiment or args.spec):
         raise AblationError("give --sweep-run RUN_ID, --experiment NAME, or --spec (which implies its experiment)")
     if args.sweep_run not in (None, "latest") and args.experiment:
@@ -90,22 +90,10 @@ def load_source(args: argparse.Namespace) -> RunSource:
 
 def write_outputs(table: Table, formats: list[str], out: str | None) -> list[Path]:
     """Print each format; with ``out``, also write it and the plot there. Returns the files written."""
-    from ablations.plot import plot_table
-
-    written = []
-    folder = Path(out) if out else None
-    if folder:
-        folder.mkdir(parents=True, exist_ok=True)
-    for name in formats:
-        render_fn, extension = render.FORMATS[name]
-        text = render_fn(table)
+    texts = render.render_all(table, formats)
+    for text in texts.values():
         print(text)
-        if folder:
-            written.append(folder / f"{table.spec.name}.{extension}")
-            written[-1].write_text(text)
-    if folder:
-        written.append(plot_table(table, folder / f"{table.spec.name}.png"))
-    return written
+    return render.save(table, texts, Path(out), table.spec.name) if out else []
 
 
 def main(argv: list[str] | None = None) -> int:

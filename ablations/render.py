@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from pathlib import Path
 
 from ablations import specs, stats
 from ablations.tables import EXCLUDED, Table
@@ -105,7 +106,7 @@ def to_latex(table: Table) -> str:
 
 
 def _float(value: float) -> str:
-    return "" if value is None or math.isnan(value) else f"{value:.6g}"
+    return "" if math.isnan(value) else f"{value:.6g}"
 
 
 def to_csv(table: Table) -> str:
@@ -126,3 +127,20 @@ def to_csv(table: Table) -> str:
 
 
 FORMATS = {"markdown": (to_markdown, "md"), "latex": (to_latex, "tex"), "csv": (to_csv, "csv")}
+
+
+def render_all(table: Table, formats: list[str]) -> dict[str, str]:
+    """{file extension: text} for each of ``formats`` (names of FORMATS)."""
+    return {FORMATS[name][1]: FORMATS[name][0](table) for name in formats}
+
+
+def save(table: Table, texts: dict[str, str], folder: Path, stem: str) -> list[Path]:
+    """Write ``<stem>.<ext>`` for each rendered text and ``<stem>.png``; return the paths."""
+    from ablations.plot import plot_table
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for extension, text in texts.items():
+        paths.append(folder / f"{stem}.{extension}")
+        paths[-1].write_text(text)
+    return paths + [plot_table(table, folder / f"{stem}.png")]

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
 PARENT_TAG = "mlflow.parentRunId"
+STOPPED_EARLY = "stopped_early"  # tag of a trial a scheduler (ASHA) stopped before its evaluation
 
 
 def get_experiment_id(client: MlflowClient, name: str) -> str:
@@ -37,8 +38,8 @@ def find_or_create_run(client: MlflowClient, experiment_id: str, key_tags: dict[
     if run_id is None:
         return client.create_run(experiment_id, run_name=run_name, tags=key_tags | (tags or {})).info.run_id
     client.update_run(run_id, status="RUNNING")
-    if "stopped_early" in client.get_run(run_id).data.tags:  # continued after all: no longer stopped early
-        client.delete_tag(run_id, "stopped_early")
+    if STOPPED_EARLY in client.get_run(run_id).data.tags:  # continued after all: no longer stopped early
+        client.delete_tag(run_id, STOPPED_EARLY)
     for key, value in (tags or {}).items():
         client.set_tag(run_id, key, value)
     return run_id
@@ -82,9 +83,13 @@ class MlflowLogger:
         self.client.set_terminated(self.run_id, status=status)
 
     def stopped_early(self) -> None:
-        """A scheduler stopped the trial before its evaluation: KILLED, tagged so tables count it apart."""
-        self.client.set_tag(self.run_id, "stopped_early", "true")
-        self.finish("KILLED")
+        mark_stopped_early(self.client, self.run_id)
+
+
+def mark_stopped_early(client: MlflowClient, run_id: str) -> None:
+    """A scheduler stopped the trial before its evaluation: KILLED, tagged so tables count it apart."""
+    client.set_tag(run_id, STOPPED_EARLY, "true")
+    client.set_terminated(run_id, status="KILLED")
 
 
 def mark_failed_if_running(client: MlflowClient, run_id: str) -> None:

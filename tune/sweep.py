@@ -13,13 +13,12 @@ from mlflow import MlflowClient
 from ray import tune
 
 from ablations import render, specs
-from ablations.plot import plot_table
 from ablations.runs import AblationError, from_sweep_run
 from ablations.tables import Table, build_table
 from tune import spaces
 from tune.checks import SweepError, check_storage_shared, is_uri
 from tune.context import SweepContext
-from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running
+from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running, mark_stopped_early
 from tune.run import REPO, SweepPlan, git_commit, local_work_dir
 from tune.stage1 import ensure_stage1
 from tune.worker import run_in_tune_trial, train_fn_per_worker
@@ -183,8 +182,7 @@ def _close_trial_runs(results, client: MlflowClient, experiment_id: str, interru
         if result.error is not None:
             mark_failed_if_running(client, run_id)
         elif not interrupted and client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "stopped_early", "true")
-            client.set_terminated(run_id, status="KILLED")
+            mark_stopped_early(client, run_id)
 
 
 def _publish(plan: SweepPlan, client: MlflowClient, parent: str) -> Table | None:
@@ -196,13 +194,9 @@ def _publish(plan: SweepPlan, client: MlflowClient, parent: str) -> Table | None
     except AblationError as error:
         print(f"\n{plan.name}: no table ({error})", flush=True)
         return None
+    texts = render.render_all(table, list(render.FORMATS))
     with tempfile.TemporaryDirectory() as folder:
-        for name in ("markdown", "csv", "latex"):
-            render_fn, extension = render.FORMATS[name]
-            (Path(folder) / f"table.{extension}").write_text(render_fn(table))
-        plot_table(table, Path(folder) / "table.png")
-        for path in sorted(Path(folder).iterdir()):
+        for path in render.save(table, texts, Path(folder), "table"):
             client.log_artifact(parent, str(path))
-    print(f"\n{plan.name} ({len(source.runs)} trials, tracking {plan.tracking_uri}):\n{render.to_markdown(table)}",
-          flush=True)
+    print(f"\n{plan.name} ({len(source.runs)} trials, tracking {plan.tracking_uri}):\n{texts['md']}", flush=True)
     return table
