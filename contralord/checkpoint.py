@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,40 @@ def write_json_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by ``save_atomic`` onto the CPU."""
+class CheckpointError(ValueError):
+    """A checkpoint or stage-1 artifact that cannot be trusted or read; the message names the file."""
+
+
+def load(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a checkpoint written by ``save_atomic`` onto the CPU, refusing anything but plain data.
+
+    Everything we save is tensors, dicts, lists and plain values, so the file is read with
+    ``weights_only=True``: a pickled object (which could run code while loading) is refused before
+    it is built. ``required`` names the top-level keys the caller needs.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no such file")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        found = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), type(error).__name__)
+        if "GLOBAL" in found:
+            raise CheckpointError(f"checkpoint {path}: refused, it holds Python objects other than tensors and "
+                                  f"plain values, and loading it could run code (nothing was run): {found}") from None
+        raise CheckpointError(f"checkpoint {path}: not a torch checkpoint ({found[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as error:
+        found = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"checkpoint {path}: unreadable, truncated or not a torch checkpoint "
+                              f"({found[:160]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path}: expected a dict of saved state, found {type(state).__name__}")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: missing keys {missing} (expected {list(required)}); "
+                              "not a checkpoint of this stage")
+    return state
 
 
 def rng_state() -> dict[str, Any]:

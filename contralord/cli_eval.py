@@ -90,7 +90,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     folder = Path(args.checkpoint)
     try:
         cfg = _run_config(folder, args)
-        saved = checkpoint.load(folder / "checkpoints" / CHECKPOINT)
+        saved = checkpoint.load(folder / "checkpoints" / CHECKPOINT, required=("online",))
         data = build_data(cfg)
     except (ValueError, FileNotFoundError) as error:
         return _fail(str(error))

@@ -28,6 +28,7 @@ from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
 
 CHECKPOINT = "encoder.pt"
+RESUME_KEYS = ("online", "momentum", "optimizer", "scheduler", "step", "rng", "config")
 RESUME_IGNORED = ("run.checkpoint_every", "run.threads", "run.device", "run.eval_size", "run.latent_cache", "eval.")
 
 
@@ -135,7 +136,7 @@ class EncoderTrainer:
         """Load ``path`` if it exists (refusing another config's checkpoint); return the start step."""
         if not path.is_file():
             return 0
-        saved = checkpoint.load(path)
+        saved = checkpoint.load(path, required=RESUME_KEYS)
         checkpoint.check_compatible(saved["config"], self.cfg.to_flat_dict(), path, ignore=RESUME_IGNORED)
         self.online.load_state_dict(saved["online"])
         self.momentum.load_state_dict(saved["momentum"])

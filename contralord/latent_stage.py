@@ -29,6 +29,7 @@ from contralord.tracking import MetricsLogger, NullLogger
 
 ARTIFACT = "latent.pt"
 CHECKPOINT = "checkpoint.pt"
+ARTIFACT_KEYS = ("key", "content", "residual", "class_codes", "generator", "metrics")
 
 
 @dataclass
@@ -101,7 +102,11 @@ def train_latent(cfg: ContraLordConfig, data: ImageFactorData, cache_dir: str | 
 
 def load_latent(path: str | Path, reused: bool = True) -> LatentResult:
     """Read a stage-1 artifact written by ``train_latent``."""
-    saved = checkpoint.load(path)
+    try:
+        saved = checkpoint.load(path, required=ARTIFACT_KEYS)
+    except checkpoint.CheckpointError as error:
+        raise checkpoint.CheckpointError(f"stage-1 artifact: {error}; remove {Path(path).parent} to retrain "
+                                         "stage 1 for this config") from None
     return LatentResult(key=saved["key"], path=Path(path), content=saved["content"], residual=saved["residual"],
                         class_codes=saved["class_codes"], generator_state=saved["generator"],
                         metrics=saved["metrics"], reused=reused)
@@ -166,7 +171,7 @@ class _LatentTrainer:
         """Load ``path`` if it exists; return the global step to continue from (0 when fresh)."""
         if not path.is_file():
             return 0
-        saved = checkpoint.load(path)
+        saved = checkpoint.load(path, required=("state", "optimizer", "scheduler", "step", "rng"))
         self.state.load_state_dict(saved["state"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])

@@ -67,7 +67,8 @@ def check_resume(cfg: ContraLordConfig, out_dir: Path, resume: bool) -> None:
         return
     if not resume:
         raise FileExistsError(f"{path}: a run already exists here (pass --resume to continue it, or another --out)")
-    checkpoint.check_compatible(checkpoint.load(path)["config"], cfg.to_flat_dict(), path, ignore=RESUME_IGNORED)
+    saved = checkpoint.load(path, required=("config",))["config"]
+    checkpoint.check_compatible(saved, cfg.to_flat_dict(), path, ignore=RESUME_IGNORED)
 
 
 def check_files(cfg: ContraLordConfig) -> None:
