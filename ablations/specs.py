@@ -26,16 +26,20 @@ class TableSpec:
     experiment: str  # where the sweep of this table logs
     paper_table: str = ""  # key in paper_values.json ("" = no paper column)
     check_marks: bool = False  # label rows with a check mark per key (on when the value is > 0), as Table 4
+    implied: tuple[str, ...] = ()  # keys a row's preset sets (they may differ between rows, not within one)
+    names: tuple[tuple[str, str], ...] = ()  # (key value, the paper's name for it) where the paper names rows
 
     def row_label(self, key: tuple) -> list[str]:
         """The cells that name a row: one per grouping key."""
         if self.check_marks:
             return ["✓" if float(v) == 1.0 else (f"✓ ({v})" if float(v) > 0 else "") for v in key]
-        return [show_value(v) for v in key]
+        return [dict(self.names).get(v, show_value(v)) for v in key]
 
     def paper_key(self, key: tuple) -> tuple:
         """The key of the paper's row for one of ours (check-mark tables compare on/off)."""
-        return tuple(int(float(v) > 0) for v in key) if self.check_marks else tuple(key)
+        if self.check_marks:
+            return tuple(int(float(v) > 0) for v in key)
+        return tuple(dict(self.names).get(v, v) for v in key)
 
 
 def show_value(value) -> str:
@@ -43,7 +47,15 @@ def show_value(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+# what Table 2's method presets set (contralord/presets.py): the row, not a difference between runs
+METHOD_KEYS = ("loss.rec", "loss.sup", "loss.con", "loss.res", "loss.kl", "loss.label", "latent.structure",
+               "encoder.model", "encoder.positive")
+METHOD_NAMES = (("contralord", "ContraLORD"), ("lord", "LORD"), ("gabbay", "Gabbay et al."),
+                ("locatello", "Locatello et al."))
+
 SPECS = {
+    "table2": TableSpec("table2", "Table 2: methods under partial labels", ("data.name", "run.method"),
+                        "contralord-methods", "table2", implied=METHOD_KEYS, names=METHOD_NAMES),
     "table4": TableSpec("table4", "Table 4: each loss", ("loss.rec", "loss.sup", "loss.con", "loss.res"),
                         "contralord-losses", "table4", check_marks=True),
     "table5": TableSpec("table5", "Table 5: batch size", ("encoder.batch_size",), "contralord-batch_size", "table5"),
@@ -51,7 +63,7 @@ SPECS = {
                         "table6"),
 }
 # what a sweep kind groups by (tune/spaces.py sweeps these keys)
-SWEEP_KIND_SPEC = {"losses": "table4", "batch_size": "table5", "negatives": "table6"}
+SWEEP_KIND_SPEC = {"methods": "table2", "losses": "table4", "batch_size": "table5", "negatives": "table6"}
 SWEEP_KIND_KEYS = {
     "temperature": ("encoder.temperature", "encoder.momentum"),
     "optuna": ("encoder.batch_size", "encoder.queue_size", "loss.sup", "loss.con", "loss.res", "encoder.temperature"),

@@ -182,7 +182,7 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
         raise AblationError(f"no finished runs in {source} ({found})")
     check_keys_exist(runs, spec.by)
     placed = [r for r in runs if all(k in r.params for k in spec.by)]
-    refuse_incomparable(placed, spec.by, ignore)
+    refuse_incomparable(placed, spec.by + spec.implied, ignore)
     refuse_other_data(placed)
     groups = _group(placed, spec)
     columns = [c for c, metric in specs.METRICS.items() if any(metric in r.metrics for r in finished)]

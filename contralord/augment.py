@@ -33,6 +33,26 @@ class AugmentParams:
         return AugmentParams(*(getattr(self, f)[start:stop] for f in self.__dataclass_fields__))
 
 
+COLOUR_WORDS = ("hue", "color", "colour", "lighting")  # factors colour jitter / grayscale would change
+GEOMETRY_WORDS = ("scale", "pos", "azimuth", "elevation", "orientation")  # factors crops / flips would change
+
+
+def preserving(crop_scale_min: float, flip: bool, color_jitter: float,
+               labelled: tuple[str, ...]) -> tuple[float, bool, float]:
+    """(crop_scale_min, flip, color_jitter) with every augmentation that changes a labelled factor off.
+
+    A positive pair must share the labelled factors, or InfoNCE would teach the factor codes to ignore
+    them: no colour jitter when a hue (or lighting) is labelled, no crop or flip when a scale, position
+    or viewing angle is. Decided from the factor names (``COLOUR_WORDS``, ``GEOMETRY_WORDS``).
+    """
+    lowered = [name.lower() for name in labelled]
+    if any(word in name for name in lowered for word in COLOUR_WORDS):
+        color_jitter = 0.0
+    if any(word in name for name in lowered for word in GEOMETRY_WORDS):
+        crop_scale_min, flip = 1.0, False
+    return crop_scale_min, flip, color_jitter
+
+
 def draw_params(batch: int, generator: torch.Generator, crop_scale_min: float, flip: bool,
                 color_jitter: float) -> AugmentParams:
     """Draw every random choice of one global batch from ``generator`` (CPU)."""

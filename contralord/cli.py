@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     evaluate = sub.add_parser("evaluate", help="metrics.json and image grids for a trained run")
     evaluate.add_argument("--checkpoint", required=True, metavar="DIR", help="a run folder written by train")
-    evaluate.add_argument("--protocol", choices=("standard", "few-labels"), help="override eval.protocol")
+    evaluate.add_argument("--protocol", choices=("partial-labels", "all-factors"), help="override eval.protocol")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override eval.* keys")
     metrics = sub.add_parser("metrics", help="DCI/SAP/MIG or smoothness of codes saved as .npy")
     metrics.add_argument("--codes", help="(N, D) float codes")

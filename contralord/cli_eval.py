@@ -1,6 +1,6 @@
 """``contralord evaluate`` and ``contralord metrics``: evaluation from the command line.
 
-    contralord evaluate --checkpoint runs/cpu [--protocol few-labels] [--set eval.num_train=2000]
+    contralord evaluate --checkpoint runs/cpu [--protocol all-factors] [--set eval.num_train=2000]
     contralord metrics --codes C.npy --factors F.npy [--test-codes C2.npy --test-factors F2.npy] [--seed S]
     contralord metrics --content A.npy --residual B.npy
 
@@ -112,4 +112,4 @@ def _run_config(folder: Path, args: argparse.Namespace) -> ContraLordConfig:
         raise ValueError(f"--set {bad[0]}: evaluate only takes eval.*, run.device and run.threads")
     if args.protocol:
         overrides["eval.protocol"] = args.protocol
-    return ContraLordConfig.from_overrides(json.loads(path.read_text()) | overrides)
+    return ContraLordConfig.from_saved(json.loads(path.read_text()), overrides)

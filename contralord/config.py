@@ -41,9 +41,12 @@ class DataConfig:
     class_factor: str = ""  # factors_file / smallnorb: which factor is the class ("" = dataset default)
     factor_filter: str = ""  # "shape:0,1;scale:0,1,2" keeps only those factor-value indices
     split: str = "train"  # train | test (formats that ship both)
+    labelled_factors: str = ""  # partial-labels: comma-separated factor names ("" = the dataset's zerodim set)
+    num_labels: int = 100  # partial-labels: images whose labelled factors are known (paper: 100; zerodim: 1000)
 
     def __post_init__(self):
         _check(self.image_size > 0, "data.image_size", "a positive int", self.image_size)
+        _check(self.num_labels > 0, "data.num_labels", "a positive int", self.num_labels)
         _check(self.size >= 0, "data.size", "an int >= 0 (0 = all)", self.size)
         _choice(self.split, "data.split", ("train", "test"))
         parse_factor_filter(self.factor_filter)
@@ -66,6 +69,13 @@ class LatentConfig:
     batch_size: int = 128
     lr: float = 1e-4  # generator learning rate (Adam, betas 0.5/0.999, cosine decay)
     lr_codes: float = 1e-3  # code tables: 10x the generator, as LORD
+    structure: str = "auto"  # factors (a code per labelled factor) | class (LORD: d per class) | auto
+    factor_dim: int = 1  # factors: dims of each labelled factor's code (zerodim: 1)
+    classifier_width: int = 16  # factors: first conv width of the classifier for unlabelled images
+    lr_classifier: float = 1e-3  # factors: classifier learning rate (zerodim 1e-4; 1e-3 at our scale)
+    labelled_weight: float = 10.0  # factors: weight of the labelled batch's loss (zerodim: 10)
+    label_ce: float = 0.001  # factors: cross-entropy weight of the classifier on labelled images
+    entropy: float = 0.001  # factors: entropy weight of the classifier on unlabelled images
 
     def __post_init__(self):
         for key in ("class_dim", "content_dim", "residual_dim", "generator_width", "epochs", "batch_size"):
@@ -75,6 +85,11 @@ class LatentConfig:
         _check(self.init_scale >= 0, "latent.init_scale", "a float >= 0", self.init_scale)
         _check(self.lr > 0 and self.lr_codes > 0, "latent.lr", "positive learning rates", (self.lr, self.lr_codes))
         _choice(self.recon_loss, "latent.recon_loss", ("mse", "perceptual"))
+        _choice(self.structure, "latent.structure", ("auto", "factors", "class"))
+        for key in ("factor_dim", "classifier_width"):
+            _check(getattr(self, key) > 0, f"latent.{key}", "a positive int", getattr(self, key))
+        for key in ("lr_classifier", "labelled_weight", "label_ce", "entropy"):
+            _check(getattr(self, key) >= 0, f"latent.{key}", "a float >= 0", getattr(self, key))
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,11 @@ class EncoderConfig:
     batch_size: int = 256
     lr: float = 1e-3  # Adam, cosine decay
     weight_decay: float = 0.0
+    positive: str = "online"  # who encodes the query view g_q: online f (Algorithm 1 line 12) | momentum f_m
+    anchor: str = "online"  # g_i of Eq. 4/5: online output on the original x_i | stage1 code g~_i
+    projection_dim: int = 64  # InfoNCE on an MLP projection of h_c / h_r (0 = on the codes themselves)
+    preserve_labelled: bool = True  # factors: no augmentation that changes a labelled factor (see augment.py)
+    model: str = "contralord"  # contralord (Eq. 2-6) | vae (Locatello et al. 2020's semi-supervised beta-VAE)
 
     def __post_init__(self):
         for key in ("backbone_width", "epochs", "batch_size"):
@@ -114,6 +134,10 @@ class EncoderConfig:
         _check(self.weight_decay >= 0, "encoder.weight_decay", "a float >= 0", self.weight_decay)
         _choice(self.backbone, "encoder.backbone", ("lord", "resnet18", "resnet50"))
         _choice(self.negatives, "encoder.negatives", ("queue", "batch"))
+        _choice(self.positive, "encoder.positive", ("online", "momentum"))
+        _choice(self.anchor, "encoder.anchor", ("online", "stage1"))
+        _check(self.projection_dim >= 0, "encoder.projection_dim", "an int >= 0", self.projection_dim)
+        _choice(self.model, "encoder.model", ("contralord", "vae"))
 
 
 @dataclass(frozen=True)
@@ -125,11 +149,15 @@ class LossConfig:
     sup: float = 1.0  # lambda_sup (the paper's "(L_rec + .L_sup)" lost this weight)
     con: float = 1.0  # lambda_con
     res: float = 1.0  # lambda_res
+    sup_reduction: str = "mean"  # L_sup per image: mean over code dims (LORD) | sum (Eq. 3 as printed)
+    kl: float = 1.0  # encoder.model=vae: beta of the KL term
+    label: float = 1.0  # encoder.model=vae: gamma of the supervised loss on the labelled latents
 
     def __post_init__(self):
-        for key in ("rec", "sup", "con", "res"):
+        for key in ("rec", "sup", "con", "res", "kl", "label"):
             _check(getattr(self, key) >= 0, f"loss.{key}", "a weight >= 0", getattr(self, key))
         _check(any(getattr(self, k) > 0 for k in ("rec", "sup", "con", "res")), "loss", "at least one weight > 0", 0)
+        _choice(self.sup_reduction, "loss.sup_reduction", ("mean", "sum"))
 
 
 @dataclass(frozen=True)
@@ -137,18 +165,17 @@ class EvalConfig:
     """The evaluation at the end of stage 2 (``contralord.evaluation``)."""
 
     enabled: bool = True  # run it at the end of training
-    protocol: str = "standard"  # standard | few-labels (predictors see 100 labelled samples, Table 2)
-    num_train: int = 10000  # held-out codes the metric predictors are fitted on (disentanglement_lib)
-    num_test: int = 5000  # held-out codes they are scored on
-    few_labels: int = 100  # labelled samples under protocol=few-labels
+    protocol: str = "partial-labels"  # partial-labels (the paper's, after zerodim) | all-factors (see evaluation)
+    num_train: int = 10000  # all-factors: held-out codes the metric predictors are fitted on (disentanglement_lib)
+    num_test: int = 5000  # all-factors: held-out codes they are scored on (partial-labels: an 80/20 split)
     dci_jobs: int = 0  # parallel DCI fits (0 = one per factor, capped by the cores)
     grid_size: int = 8  # images per side of the reconstruction and translation grids
     inception_weights: str = ""  # Inception-v3 weights for FID (user-supplied; FID skipped if empty)
     lpips_weights: str = ""  # AlexNet weights for LPIPS's backbone (user-supplied; skipped if empty)
 
     def __post_init__(self):
-        _choice(self.protocol, "eval.protocol", ("standard", "few-labels"))
-        for key in ("num_train", "num_test", "few_labels", "grid_size"):
+        _choice(self.protocol, "eval.protocol", ("partial-labels", "all-factors"))
+        for key in ("num_train", "num_test", "grid_size"):
             _check(getattr(self, key) > 0, f"eval.{key}", "a positive int", getattr(self, key))
         _check(self.dci_jobs >= 0, "eval.dci_jobs", "an int >= 0", self.dci_jobs)
 
@@ -161,6 +188,7 @@ class RunConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps (0 = at epoch ends only)
     latent_cache: str = ""  # folder of stage-1 artifacts keyed by hash ("" = <out>/latent_cache)
     eval_size: int = 2000  # training images encoded for the end-of-run summary
+    method: str = "contralord"  # the row name of Table 2 (set by the method presets; changes no number)
 
     def __post_init__(self):
         _check(self.seed >= 0, "run.seed", "an int >= 0", self.seed)
@@ -170,6 +198,14 @@ class RunConfig:
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "run.device",
                "auto, cpu, cuda or cuda:N", self.device)
 
+
+# The keys added with the paper's evaluation protocol, at the values that reproduce the runs (and the
+# numbers) of the earlier protocol: the ``all-factors`` preset, and how old config.json files are read.
+PRE_PROTOCOL_VALUES: dict[str, Any] = {
+    "eval.protocol": "all-factors", "latent.structure": "class", "encoder.positive": "momentum",
+    "encoder.anchor": "online", "encoder.projection_dim": 0, "encoder.preserve_labelled": False,
+    "loss.sup_reduction": "sum",
+}
 
 SECTIONS = {"data": DataConfig, "latent": LatentConfig, "encoder": EncoderConfig, "loss": LossConfig,
             "eval": EvalConfig, "run": RunConfig}
@@ -198,6 +234,16 @@ class ContraLordConfig:
                 raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(all_keys()))})")
             grouped[section][name] = _coerce(key, value, known[name].type)
         return cls(**{name: SECTIONS[name](**values) for name, values in grouped.items()})
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any], overrides: dict[str, Any] | None = None) -> ContraLordConfig:
+        """A run's saved ``config.json`` (plus ``overrides``), upgrading runs written before the paper's
+        protocol existed: their missing keys take the values those runs were trained with."""
+        saved = dict(saved)
+        if "eval.few_labels" in saved or saved.get("eval.protocol") in ("standard", "few-labels"):
+            saved.pop("eval.few_labels", None)
+            saved = PRE_PROTOCOL_VALUES | saved | {"eval.protocol": "all-factors"}
+        return cls.from_overrides(saved | dict(overrides or {}))
 
     def to_flat_dict(self) -> dict[str, Any]:
         """The whole config as ``{"section.key": value}`` (what MLflow logs as params)."""

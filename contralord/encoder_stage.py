@@ -15,37 +15,55 @@ from pathlib import Path
 
 import torch
 
-from contralord import augment, checkpoint, distributed, sampling
+from contralord import augment, checkpoint, distributed, labels, sampling
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.latent_stage import LatentResult, build_generator, build_recon_loss
 from contralord.loop import LoopSpec, run_loop
 from contralord.losses import info_nce_loss, nt_xent_loss, supervision_loss
-from contralord.models.contralord import MomentumEncoders, OnlineEncoder
+from contralord.models.contralord import EncoderOutput, MomentumEncoders, OnlineEncoder, Projectors
 from contralord.models.encoders import build_backbone
 from contralord.models.heads import EncoderHeads
 from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
+from contralord.vae_baseline import SemiSupervisedVAE, vae_terms
 
 CHECKPOINT = "encoder.pt"
 RESUME_KEYS = ("online", "momentum", "optimizer", "scheduler", "step", "rng", "config")
 RESUME_IGNORED = ("run.checkpoint_every", "run.threads", "run.device", "run.eval_size", "run.latent_cache", "eval.")
 
 
+def uses_contrastive(cfg: ContraLordConfig) -> bool:
+    return cfg.loss.con > 0 or cfg.loss.res > 0
+
+
+def key_dims(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[int, int]:
+    """Sizes of the InfoNCE embeddings (the queues' keys): the projection, or the codes themselves."""
+    _, content_dim, residual_dim = labels.code_dims(cfg, data)
+    projection = cfg.encoder.projection_dim if uses_contrastive(cfg) else 0
+    return (projection, projection) if projection else (content_dim, residual_dim)
+
+
 def build_online(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None) -> OnlineEncoder:
-    """f + (h_d, h_c, h_r), and the stage-1 generator when L_rec is on (frozen unless fine-tuned)."""
+    """f + (h_d, h_c, h_r), the InfoNCE projections, and the stage-1 generator when L_rec is on
+    (frozen unless fine-tuned)."""
     torch.manual_seed(cfg.run.seed)
-    enc, lat = cfg.encoder, cfg.latent
+    enc = cfg.encoder
+    class_dim, content_dim, residual_dim = labels.code_dims(cfg, data)
     backbone, feat_dim = build_backbone(enc.backbone, data.channels, cfg.data.image_size,
                                         enc.pretrained_path or None, width=enc.backbone_width)
-    heads = EncoderHeads(feat_dim, lat.class_dim, lat.content_dim, lat.residual_dim, hidden_dim=enc.head_hidden)
+    heads = EncoderHeads(feat_dim, class_dim, content_dim, residual_dim, hidden_dim=enc.head_hidden)
+    if enc.model == "vae":  # Locatello et al.: a decoder trained from scratch, log-variance heads
+        log_variance = EncoderHeads(feat_dim, class_dim, content_dim, residual_dim, hidden_dim=enc.head_hidden)
+        return SemiSupervisedVAE(backbone, heads, build_generator(cfg, data), log_variance)
     generator = None
     if cfg.loss.rec > 0:
-        generator = build_generator(cfg, data.channels)
+        generator = build_generator(cfg, data)
         if latent is not None:
             generator.load_state_dict(latent.generator_state)
         generator.requires_grad_(enc.finetune_generator)
-    return OnlineEncoder(backbone, heads, generator)
+    projection = enc.projection_dim if uses_contrastive(cfg) else 0
+    return OnlineEncoder(backbone, heads, generator, Projectors(content_dim, residual_dim, projection))
 
 
 class EncoderTrainer:
@@ -54,29 +72,32 @@ class EncoderTrainer:
     def __init__(self, cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None,
                  runtime: LocalRuntime):
         self.cfg, self.data, self.latent, self.device = cfg, data, latent, runtime.device
+        self.vae = cfg.encoder.model == "vae"
+        self.labelled = labels.resolve(cfg, data) if self.vae else None
         self.online = build_online(cfg, data, latent).to(self.device)
         self.model = runtime.wrap_model(self.online)
-        self.use_queue = cfg.encoder.negatives == "queue" and (cfg.loss.con > 0 or cfg.loss.res > 0)
+        self.use_queue = cfg.encoder.negatives == "queue" and uses_contrastive(cfg)
         rng = torch.Generator().manual_seed(cfg.run.seed + 1)
-        dims = (cfg.latent.content_dim, cfg.latent.residual_dim)
-        self.momentum = MomentumEncoders(self.online, cfg.encoder.queue_size, dims,
+        self.momentum = MomentumEncoders(self.online, cfg.encoder.queue_size, key_dims(cfg, data),
                                          cfg.encoder.shared_momentum_backbone, rng).to(self.device)
         params = [p for p in self.online.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.encoder.lr, weight_decay=cfg.encoder.weight_decay)
         total = cfg.encoder.epochs * sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
         self.recon = build_recon_loss(cfg, self.device) if cfg.loss.rec > 0 else None
-        self.targets = _stage1_targets(data, latent) if cfg.loss.sup > 0 else None
+        needs_targets = cfg.loss.sup > 0 or (uses_contrastive(cfg) and cfg.encoder.anchor == "stage1")
+        self.targets = _stage1_targets(data, latent) if needs_targets else None
+        self.augmentation = _augmentation(cfg, data)
 
     def views(self, index: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(original x, anchor view, query view or None) for this rank's slice, each (B, C, H, W)."""
-        enc, batch = self.cfg.encoder, self.cfg.encoder.batch_size
+        batch = self.cfg.encoder.batch_size
         x = self.data.images[index].to(self.device).float().div_(255)
         rng, part = sampling.step_generator(self.cfg.run.seed, "encoder", step), sampling.rank_slice(batch)
-        needs_query = self.cfg.loss.con > 0 or self.cfg.loss.res > 0
-        draw = lambda: augment.draw_params(batch, rng, enc.crop_scale_min, enc.flip, enc.color_jitter)  # noqa: E731
+        needs_query = uses_contrastive(self.cfg)
+        draw = lambda: augment.draw_params(batch, rng, *self.augmentation)  # noqa: E731
         query = augment.augment(x, draw().slice(part.start, part.stop)) if needs_query else None
-        anchor = augment.augment(x, draw().slice(part.start, part.stop)) if enc.augment_anchor else x
+        anchor = augment.augment(x, draw().slice(part.start, part.stop)) if self.cfg.encoder.augment_anchor else x
         return x, anchor, query
 
     def step(self, epoch: int, step_in_epoch: int, step: int) -> dict[str, float]:
@@ -84,11 +105,9 @@ class EncoderTrainer:
         order = sampling.epoch_order(len(self.data), cfg.run.seed, "encoder", epoch)
         index = sampling.global_batch(order, step_in_epoch, cfg.encoder.batch_size)[
             sampling.rank_slice(cfg.encoder.batch_size)]  # (B_local,)
-        x, anchor, query = self.views(index, step)
-        keys = self._keys(query)
-        out, x_hat = self.model(anchor, decode=w.rec > 0)
-        terms = self._terms(index, x, out, x_hat, keys, query)
+        keys, terms = self._vae_terms(index, step) if self.vae else self._method_terms(index, step)
         total = sum(getattr(w, name) * value for name, value in terms.items())
+        grads = self._grad_norms(terms) if step_in_epoch == 0 and distributed.world_size() == 1 else {}
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -98,8 +117,42 @@ class EncoderTrainer:
             for queue, k in ((self.momentum.content_queue, keys[0]), (self.momentum.residual_queue, keys[1])):
                 if k is not None:
                     queue.enqueue(k)
-        names = {"rec": "rec", "sup": "sup", "con": "nce_content", "res": "nce_residual"}
-        return {"total": total.item(), "lr": lr} | {names[k]: v.item() for k, v in terms.items()}
+        names = {"con": "nce_content", "res": "nce_residual"}
+        return {"total": total.item(), "lr": lr} | {names.get(k, k): v.item() for k, v in terms.items()} | grads
+
+    def _method_terms(self, index: torch.Tensor, step: int) -> tuple[tuple, dict[str, torch.Tensor]]:
+        """(momentum keys to enqueue, Eq. 2-5 terms) of this rank's batch ``index``."""
+        x, anchor, query = self.views(index, step)
+        keys = self._keys(query)
+        online_query = self.use_queue and self.cfg.encoder.positive == "online"  # one forward for both views
+        out, x_hat = self.model(torch.cat([anchor, query]) if online_query else anchor, decode=self.cfg.loss.rec > 0,
+                                num_decoded=len(anchor))
+        query_out = None
+        if online_query:
+            query_out = EncoderOutput(*(t[len(anchor):] for t in out))
+            out = EncoderOutput(*(t[:len(anchor)] for t in out))
+        return keys, self._terms(index, x, out, x_hat, keys, query, query_out)
+
+    def _vae_terms(self, index: torch.Tensor, step: int) -> tuple[tuple, dict[str, torch.Tensor]]:
+        """The semi-supervised beta-VAE's terms (``vae_baseline``), noise drawn for the global batch."""
+        batch, (_, content_dim, residual_dim) = self.cfg.encoder.batch_size, labels.code_dims(self.cfg, self.data)
+        rng, part = sampling.step_generator(self.cfg.run.seed, "encoder", step), sampling.rank_slice(batch)
+        noise = tuple(torch.randn(batch, d, generator=rng)[part].to(self.device) for d in (content_dim, residual_dim))
+        x = self.data.images[index].to(self.device).float().div_(255)
+        found = self.labelled
+        return (None, None), vae_terms(self.model, x, found.known[index].to(self.device), noise, found.sizes,
+                                       self.cfg.latent.factor_dim)
+
+    def _grad_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """||d(weight * term)/d backbone|| per term: the loss balance (logged once per epoch as
+        ``encoder/train/grad/<term>``). Read-only: the step's update is unchanged."""
+        params = [p for p in self.online.backbone.parameters() if p.requires_grad]
+        norms = {}
+        for name, value in terms.items():
+            grads = torch.autograd.grad(getattr(self.cfg.loss, name) * value, params, retain_graph=True,
+                                        allow_unused=True)
+            norms[f"grad/{name}"] = float(sum(g.pow(2).sum() for g in grads if g is not None) ** 0.5)
+        return norms
 
     def _keys(self, query: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.use_queue:
@@ -107,24 +160,46 @@ class EncoderTrainer:
         self.momentum.update(self.online, self.cfg.encoder.momentum)  # before the keys, as MoCo
         return self.momentum.keys(query, content=self.cfg.loss.con > 0, residual=self.cfg.loss.res > 0)
 
-    def _terms(self, index, x, out, x_hat, keys, query) -> dict[str, torch.Tensor]:
+    def _terms(self, index, x, out, x_hat, keys, query, query_out) -> dict[str, torch.Tensor]:
         w, tau, terms = self.cfg.loss, self.cfg.encoder.temperature, {}
+        proj = self.online.projectors
         if w.rec > 0:
             terms["rec"] = self.recon(x_hat, x)  # Eq. 2
         if w.sup > 0:
-            terms["sup"] = supervision_loss(tuple(out), tuple(t[index].to(self.device) for t in self.targets))  # Eq. 3
+            targets = tuple(t[index].to(self.device) for t in self.targets)
+            terms["sup"] = supervision_loss(tuple(out), targets, self.cfg.loss.sup_reduction)  # Eq. 3
         if self.use_queue:
             if w.con > 0:
-                terms["con"] = info_nce_loss(out.content, keys[0], self.momentum.content_queue.negatives(), tau)
+                terms["con"] = self._nce("content", index, out, keys[0], query_out)  # Eq. 4
             if w.res > 0:
-                terms["res"] = info_nce_loss(out.residual, keys[1], self.momentum.residual_queue.negatives(), tau)
+                terms["res"] = self._nce("residual", index, out, keys[1], query_out)  # Eq. 5
         elif w.con > 0 or w.res > 0:  # SimCLR baseline: in-batch negatives, keys with gradient
             q, _ = self.model(query)
             if w.con > 0:
-                terms["con"] = nt_xent_loss(out.content, q.content, tau)
+                terms["con"] = nt_xent_loss(proj.content(out.content), proj.content(q.content), tau)
             if w.res > 0:
-                terms["res"] = nt_xent_loss(out.residual, q.residual, tau)
+                terms["res"] = nt_xent_loss(proj.residual(out.residual), proj.residual(q.residual), tau)
         return terms
+
+    def _nce(self, branch: str, index: torch.Tensor, out: EncoderOutput, key: torch.Tensor,
+             query_out: EncoderOutput | None) -> torch.Tensor:
+        """Eq. 4 (branch content) or Eq. 5 (residual) under the configured readings.
+
+        Anchor g_i: the online code of the original x_i (``encoder.anchor=online``) or the stage-1 code
+        g~_i (``stage1``, a contrastive L_sup). Positive g_q: the online encoding of the query view with
+        gradient (``encoder.positive=online``, Algorithm 1 line 12: "Apply f, f_m^c to encode g^c_q,
+        g^c_k") or the momentum key (``momentum``, MoCo). Both go through the branch's projection.
+        """
+        part = 1 if branch == "content" else 2  # position in EncoderOutput and in the stage-1 targets
+        project = getattr(self.online.projectors, branch)
+        if self.cfg.encoder.anchor == "stage1":
+            anchor = project(self.targets[part][index].to(self.device))
+        else:
+            anchor = project(out[part])
+        positive = project(query_out[part]) if query_out is not None else key
+        negatives = getattr(self.momentum, f"{branch}_queue").negatives()
+        return info_nce_loss(anchor, positive, negatives, self.cfg.encoder.temperature,
+                             positive_grad=query_out is not None)
 
     def state_dict(self, step: int) -> dict:
         return {"online": self.online.state_dict(), "momentum": self.momentum.state_dict(),
@@ -144,6 +219,16 @@ class EncoderTrainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(saved["rng"])
         return int(saved["step"])
+
+
+def _augmentation(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[float, bool, float]:
+    """(crop_scale_min, flip, color_jitter) of the query view; under partial labels with
+    ``encoder.preserve_labelled``, nothing that changes a labelled factor (``augment.preserving``)."""
+    enc = cfg.encoder
+    params = (enc.crop_scale_min, enc.flip, enc.color_jitter)
+    if enc.preserve_labelled and cfg.eval.protocol == "partial-labels" and data.factors is not None:
+        return augment.preserving(*params, labels.labelled_names(cfg, data))
+    return params
 
 
 def _stage1_targets(data: ImageFactorData, latent: LatentResult | None) -> tuple[torch.Tensor, ...]:

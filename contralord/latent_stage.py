@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from contralord import checkpoint, distributed, sampling
+from contralord import checkpoint, distributed, labels, sampling
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
+from contralord.latent_factors import FactorTrainer
 from contralord.loop import LoopSpec, run_loop
 from contralord.losses import code_penalty_loss, reconstruction_loss
 from contralord.models.generator import Generator
@@ -47,15 +48,17 @@ class LatentResult:
 
 
 def latent_key(cfg: ContraLordConfig, data: ImageFactorData) -> str:
-    """Hash of everything stage 1 depends on: data + latent sections, the seed, the data content."""
-    text = f"{cfg.section_hash('data', 'latent')}/{cfg.run.seed}/{data.fingerprint}"
+    """Hash of everything stage 1 depends on: data + latent sections, the seed, the data content and
+    the code structure (``latent.structure=auto`` resolves through ``eval.protocol``)."""
+    text = f"{labels.resolved(cfg, data).section_hash('data', 'latent')}/{cfg.run.seed}/{data.fingerprint}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build_generator(cfg: ContraLordConfig, channels: int) -> Generator:
-    lat = cfg.latent
-    return Generator(lat.class_dim, lat.content_dim, lat.residual_dim, channels, cfg.data.image_size,
-                     width=lat.generator_width)
+def build_generator(cfg: ContraLordConfig, data: ImageFactorData) -> Generator:
+    """G for this config and data: the code sizes and style input follow ``labels.code_dims``."""
+    class_dim, content_dim, residual_dim = labels.code_dims(cfg, data)
+    return Generator(class_dim, content_dim, residual_dim, data.channels, cfg.data.image_size,
+                     width=cfg.latent.generator_width, style_from_codes=class_dim == 0)
 
 
 def build_recon_loss(cfg: ContraLordConfig, device: torch.device):
@@ -74,7 +77,7 @@ class _LatentState(nn.Module):
         lat, rng = cfg.latent, torch.Generator().manual_seed(cfg.run.seed)
         self.codes = ImageCodes(len(data), lat.content_dim, lat.residual_dim, lat.init_scale, rng)
         self.decoder = LatentDecoder(data.num_classes, lat.class_dim, lat.init_scale,
-                                     build_generator(cfg, data.channels), rng)
+                                     build_generator(cfg, data), rng)
 
 
 def train_latent(cfg: ContraLordConfig, data: ImageFactorData, cache_dir: str | Path,
@@ -88,7 +91,7 @@ def train_latent(cfg: ContraLordConfig, data: ImageFactorData, cache_dir: str | 
     folder = Path(cache_dir) / key
     if (folder / ARTIFACT).is_file():
         return load_latent(folder / ARTIFACT, reused=True)
-    trainer = _LatentTrainer(cfg, data, runtime)
+    trainer = build_trainer(cfg, data, runtime)
     start = trainer.resume(folder / CHECKPOINT)
     spe = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
     spec = LoopSpec("latent", cfg.latent.epochs, spe, cfg.latent.batch_size, cfg.run.checkpoint_every)
@@ -98,6 +101,14 @@ def train_latent(cfg: ContraLordConfig, data: ImageFactorData, cache_dir: str | 
     checkpoint.save_atomic(trainer.artifact(key, metrics), folder / ARTIFACT)
     distributed.barrier()
     return load_latent(folder / ARTIFACT, reused=False)
+
+
+def build_trainer(cfg: ContraLordConfig, data: ImageFactorData, runtime: LocalRuntime):
+    """Stage 1's trainer for the config's code structure (``labels.structure``)."""
+    if labels.structure(cfg, data) == "class":
+        return _LatentTrainer(cfg, data, runtime)
+    torch.manual_seed(cfg.run.seed)  # the generator's layers draw from the global RNG
+    return FactorTrainer(cfg, data, runtime, build_generator(cfg, data), build_recon_loss(cfg, runtime.device))
 
 
 def load_latent(path: str | Path, reused: bool = True) -> LatentResult:

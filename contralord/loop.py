@@ -33,18 +33,19 @@ def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int],
     total = spec.epochs * spec.steps_per_epoch
     step = start_step
     while step < total:
-        epoch, sums, count, started = step // spec.steps_per_epoch, {}, 0, time.perf_counter()
+        epoch, sums, counts, count = step // spec.steps_per_epoch, {}, {}, 0
+        started = time.perf_counter()
         epoch_end = (epoch + 1) * spec.steps_per_epoch
         while step < epoch_end:
             spec.last_step = step_fn(epoch, step % spec.steps_per_epoch, step)
-            for name, value in spec.last_step.items():
-                sums[name] = sums.get(name, 0.0) + value
+            for name, value in spec.last_step.items():  # a key a step may omit (grad norms) averages its own
+                sums[name], counts[name] = sums.get(name, 0.0) + value, counts.get(name, 0) + 1
             step, count = step + 1, count + 1
             _progress(spec, step, epoch_end, sums, count)
             if spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < epoch_end:
                 save_fn(step)
         seconds = time.perf_counter() - started
-        metrics = {f"{spec.stage}/train/{k}": v / count for k, v in sums.items()}
+        metrics = {f"{spec.stage}/train/{k}": v / counts[k] for k, v in sums.items()}
         metrics[f"{spec.stage}/train/images_per_s"] = count * spec.images_per_step / max(seconds, 1e-9)
         metrics[f"{spec.stage}/train/epoch"] = float(epoch + 1)
         path = save_fn(step)

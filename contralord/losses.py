@@ -21,30 +21,42 @@ def code_penalty_loss(content: torch.Tensor, residual: torch.Tensor) -> torch.Te
     return content.pow(2).sum(dim=1).mean() + residual.pow(2).sum(dim=1).mean()
 
 
-def supervision_loss(predicted: tuple[torch.Tensor, ...], targets: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def supervision_loss(predicted: tuple[torch.Tensor, ...], targets: tuple[torch.Tensor, ...],
+                     reduction: str = "mean") -> torch.Tensor:
     """L_sup (Eq. 3): sum over the heads of ||h(f(x_i)) - stage-1 code_i||^2, mean over the batch.
+
+    ``reduction="mean"`` divides each head's squared error by its code size (LORD's convention, and
+    what keeps L_sup on the scale of the per-pixel L_rec); ``"sum"`` is Eq. 3 as printed. A head of
+    size 0 (no class code) adds nothing.
 
     Args:
         predicted: (d, g^c, g^r) head outputs, each (B, D_head).
         targets: the stage-1 codes of the same images, same shapes (no gradient).
+        reduction: "mean" or "sum" over the code dimension.
     """
-    return sum((p - t.detach()).pow(2).sum(dim=1).mean() for p, t in zip(predicted, targets, strict=True))
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"loss.sup_reduction: expected mean or sum, got {reduction!r}")
+    terms = [(p - t.detach()).pow(2).sum(dim=1).mean() / (p.shape[1] if reduction == "mean" else 1)
+             for p, t in zip(predicted, targets, strict=True) if p.shape[1]]
+    return sum(terms) if terms else predicted[0].new_zeros(())
 
 
 def info_nce_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
-                  temperature: float) -> torch.Tensor:
+                  temperature: float, positive_grad: bool = False) -> torch.Tensor:
     """InfoNCE of Eq. 4/5 with a queue of negatives.
 
     -log exp(a.p/tau) / (exp(a.p/tau) + sum_k exp(a.n_k/tau)), all vectors L2-normalised.
 
     Args:
         anchor: (B, D) online embeddings g_i (gradient flows here).
-        positive: (B, D) momentum embeddings g_q of the query view (no gradient).
+        positive: (B, D) embeddings g_q of the query view; no gradient (momentum keys) unless
+            ``positive_grad`` (Algorithm 1 line 12's reading: the online f encodes the query).
         negatives: (K, D) queue keys g_k (no gradient).
         temperature: tau > 0.
+        positive_grad: let the gradient flow into ``positive``.
     """
     a = F.normalize(anchor, dim=1)  # (B, D)
-    p = F.normalize(positive.detach(), dim=1)  # (B, D)
+    p = F.normalize(positive if positive_grad else positive.detach(), dim=1)  # (B, D)
     n = F.normalize(negatives.detach(), dim=1)  # (K, D)
     l_pos = (a * p).sum(dim=1, keepdim=True)  # (B, 1)
     l_neg = a @ n.T  # (B, K)

@@ -2,16 +2,24 @@
 
 Scale presets (one of): ``smoke`` (the whole pipeline in seconds), ``cpu`` (the quickstart scale on 2
 cores), ``paper`` (Sec. 4.1: ResNet-50, 64x64, batch 256, K=12800, 200 epochs, d=256, g=128).
-Method presets (any, after a scale preset): ``contralord`` (Eq. 6, all four losses; the default),
-``lord`` (LORD's amortisation, L_rec + L_sup), ``moco`` (instance contrastive only: a queue, two
-augmented views), ``simclr`` (in-batch NT-Xent, no queue, no momentum encoder).
+Method presets (any, after a scale preset), the rows of Table 2 on the same service:
+``contralord`` (Eq. 6, all four losses; the default), ``lord`` (LORD: per-class codes d from the class
+labels of every image, then amortisation with L_rec + L_sup), ``gabbay`` (Gabbay, Cohen & Hoshen 2021,
+zerodim: the labelled-factor stage 1, then amortisation with L_rec + L_sup, no contrastive term),
+``locatello`` (Locatello et al. 2020: a semi-supervised beta-VAE whose labelled latents are supervised
+by the same few labels; ``contralord.vae_baseline``),
+``moco`` (instance contrastive only: a queue, two augmented views), ``simclr`` (in-batch NT-Xent, no
+queue, no momentum encoder).
+Protocol preset: ``all-factors`` restores the first protocol and every reading it used (LORD class
+codes, momentum-encoded positives, no projection, L_sup summed over dims): runs before the paper's
+protocol existed are reproduced bit for bit by ``--preset cpu --preset all-factors``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from contralord.config import ConfigError
+from contralord.config import PRE_PROTOCOL_VALUES, ConfigError
 
 SCALE_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -40,15 +48,23 @@ SCALE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "contralord": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 1.0, "loss.res": 1.0},
-    "lord": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 0.0, "loss.res": 0.0},
+    "contralord": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 1.0, "loss.res": 1.0, "run.method": "contralord"},
+    "lord": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 0.0, "loss.res": 0.0, "latent.structure": "class",
+             "run.method": "lord"},
+    "gabbay": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 0.0, "loss.res": 0.0, "latent.structure": "factors",
+               "run.method": "gabbay"},
+    "locatello": {"encoder.model": "vae", "latent.structure": "factors", "loss.rec": 1.0, "loss.sup": 0.0,
+                  "loss.con": 0.0, "loss.res": 0.0, "loss.kl": 1.0, "loss.label": 1.0, "run.method": "locatello"},
     "moco": {"loss.rec": 0.0, "loss.sup": 0.0, "loss.con": 1.0, "loss.res": 0.0,
-             "encoder.augment_anchor": True, "encoder.negatives": "queue"},
+             "encoder.augment_anchor": True, "encoder.negatives": "queue", "encoder.positive": "momentum",
+             "run.method": "moco"},
     "simclr": {"loss.rec": 0.0, "loss.sup": 0.0, "loss.con": 1.0, "loss.res": 0.0,
-               "encoder.augment_anchor": True, "encoder.negatives": "batch"},
+               "encoder.augment_anchor": True, "encoder.negatives": "batch", "run.method": "simclr"},
 }
 
-PRESETS = SCALE_PRESETS | METHOD_PRESETS
+PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {"all-factors": dict(PRE_PROTOCOL_VALUES)}
+
+PRESETS = SCALE_PRESETS | METHOD_PRESETS | PROTOCOL_PRESETS
 
 
 def resolve_presets(names: list[str], overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from contralord import checkpoint, distributed
+from contralord import checkpoint, distributed, labels
 from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import ImageFactorData, build_dataset
 from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, EncoderTrainer, train_encoders
@@ -27,7 +27,10 @@ from contralord.tracking import MetricsLogger, NullLogger
 
 def needs_latent(cfg: ContraLordConfig) -> bool:
     """Stage 1 is needed when stage 2 reconstructs through G or regresses the stage-1 codes."""
-    return cfg.loss.rec > 0 or cfg.loss.sup > 0
+    if cfg.encoder.model == "vae":  # Locatello et al.'s baseline trains its own decoder
+        return False
+    contrastive_on_codes = (cfg.loss.con > 0 or cfg.loss.res > 0) and cfg.encoder.anchor == "stage1"
+    return cfg.loss.rec > 0 or cfg.loss.sup > 0 or contrastive_on_codes
 
 
 def build_data(cfg: ContraLordConfig) -> ImageFactorData:
@@ -84,6 +87,19 @@ def check_files(cfg: ContraLordConfig) -> None:
         raise ConfigError("latent.vgg_weights: recon_loss=perceptual needs a torchvision vgg16 weights file")
 
 
+def check_vae(cfg: ContraLordConfig, data: ImageFactorData) -> None:
+    """encoder.model=vae (Locatello et al.) needs the labelled-factor codes and only its own losses."""
+    if cfg.encoder.model != "vae":
+        return
+    if labels.structure(cfg, data) != "factors":
+        raise ConfigError("encoder.model: vae needs latent.structure=factors (labelled factors), got "
+                          f"{labels.structure(cfg, data)}")
+    on = [k for k in ("sup", "con", "res") if getattr(cfg.loss, k) > 0]
+    if on or cfg.loss.rec <= 0:
+        raise ConfigError(f"encoder.model: vae trains with loss.rec > 0, loss.kl and loss.label only; "
+                          f"set {', '.join(f'loss.{k}=0' for k in on) or 'loss.rec > 0'}")
+
+
 def check_backbone(cfg: ContraLordConfig, data: ImageFactorData) -> None:
     """The backbone accepts this image size and channel count (a dry build, no weights loaded)."""
     enc = cfg.encoder
@@ -95,8 +111,11 @@ def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) ->
     check_files(cfg)
     data = build_data(cfg)
     validate_against_data(cfg, len(data))
+    if labels.structure(cfg, data) == "factors" or (cfg.eval.protocol == "partial-labels" and data.factors is not None):
+        labels.resolve(cfg, data)  # labelled factor names and data.num_labels, checked against the data
+    check_vae(cfg, data)
     check_backbone(cfg, data)
-    check_resume(cfg, Path(out_dir), resume)
+    check_resume(labels.resolved(cfg, data), Path(out_dir), resume)
     return data
 
 
@@ -108,6 +127,7 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     data = data if data is not None else prepare(cfg, out_dir, resume)
+    cfg = labels.resolved(cfg, data)
     checkpoint.write_json_atomic(cfg.to_flat_dict(), out_dir / "config.json")
     logger.log_params(cfg.to_flat_dict())
     latent = None
@@ -148,8 +168,10 @@ def _head_agreement(cfg, data, latent, trainer) -> dict[str, float]:
     outs = [trainer.online(data.images[i].to(trainer.device).float().div(255))[0] for i in index.split(256)]
     trainer.online.train()
     d, gc, gr = (torch.cat([o[j] for o in outs]).cpu() for j in range(3))
-    nearest = torch.cdist(d, latent.class_codes).argmin(dim=1)  # (n,) class whose stage-1 code is closest
     r2 = lambda pred, target: float(1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum())  # noqa: E731
-    return {"encoder/eval/class_acc": float((nearest == data.classes[index]).float().mean()),
-            "encoder/eval/content_r2": r2(gc, latent.content[index]),
-            "encoder/eval/residual_r2": r2(gr, latent.residual[index])}
+    agreement = {}
+    if latent.class_codes.shape[1]:  # no class code under the labelled-factor structure
+        nearest = torch.cdist(d, latent.class_codes).argmin(dim=1)  # (n,) class whose stage-1 code is closest
+        agreement["encoder/eval/class_acc"] = float((nearest == data.classes[index]).float().mean())
+    return agreement | {"encoder/eval/content_r2": r2(gc, latent.content[index]),
+                        "encoder/eval/residual_r2": r2(gr, latent.residual[index])}

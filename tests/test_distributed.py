@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from contralord import distributed
-from contralord.config import ContraLordConfig
+from contralord.config import PRE_PROTOCOL_VALUES, ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer
 from contralord.latent_stage import train_latent
 from contralord.models.latent import ImageCodes
@@ -26,7 +26,8 @@ STEPS = 3
 
 
 def _cfg(tiny):
-    return ContraLordConfig.from_overrides(tiny | {"encoder.epochs": 2, "encoder.momentum": 0.9})
+    # the LORD class structure: the labelled-factor stage 1 draws its residual noise per rank
+    return ContraLordConfig.from_overrides(tiny | PRE_PROTOCOL_VALUES | {"encoder.epochs": 2, "encoder.momentum": 0.9})
 
 
 def _run_steps(cfg, cache, runtime):

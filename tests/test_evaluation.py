@@ -47,7 +47,8 @@ def test_train__writes_metrics_and_grids(trained_run):
     for key in ("mig", "sap", "disentanglement", "completeness", "informativeness_test", "smoothness",
                 "smoothness_content", "smoothness_residual", "probe_top1", "probe_top5", "recon_mse"):
         assert key in scores and np.isfinite(scores[key]), key
-    assert scores["heldout"] is True and "shape" not in scores["factors"]
+    assert scores["protocol"] == "partial-labels" and scores["heldout"] is False  # training images, as zerodim
+    assert scores["factors"] == ["floor_hue", "wall_hue", "object_hue"]
     assert summary["encoder/eval/mig"] == scores["mig"]
     for name in ("reconstructions.png", "translation.png"):
         assert (out / name).stat().st_size > 0
@@ -55,11 +56,12 @@ def test_train__writes_metrics_and_grids(trained_run):
 
 def test_evaluate_cli__recomputes_with_another_protocol(trained_run):
     out, _ = trained_run
-    cmd = [sys.executable, "-m", "contralord.cli", "evaluate", "--checkpoint", str(out), "--protocol", "few-labels",
-           "--set", "eval.few_labels=40"]
+    cmd = [sys.executable, "-m", "contralord.cli", "evaluate", "--checkpoint", str(out), "--protocol", "all-factors",
+           "--set", "eval.num_test=20"]
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     scores = json.loads(result.stdout)
-    assert scores["protocol"] == "few-labels" and scores["num_metric_train"] == 40.0
+    assert scores["protocol"] == "all-factors" and scores["num_metric_test"] == 20.0
+    assert scores["heldout"] is True and "shape" not in scores["factors"] and "object_hue" in scores["factors"]
 
 
 def test_evaluate_cli__bad_folder_one_line(tmp_path):

@@ -84,8 +84,13 @@ def test_nt_xent__equals_reference(batch, tau):
 def test_supervision_loss__closed_form():
     pred = (torch.ones(2, 3), torch.zeros(2, 2), torch.full((2, 1), 2.0))
     target = (torch.zeros(2, 3), torch.ones(2, 2), torch.zeros(2, 1))
-    # per image: 3*1 + 2*1 + 1*4 = 9
-    assert float(supervision_loss(pred, target)) == pytest.approx(9.0)
+    # per image, summed over dims (Eq. 3 as printed): 3*1 + 2*1 + 1*4 = 9
+    assert float(supervision_loss(pred, target, "sum")) == pytest.approx(9.0)
+    # mean over each head's dims (LORD's convention, the default): 1 + 1 + 4 = 6
+    assert float(supervision_loss(pred, target)) == pytest.approx(6.0)
+    # an absent head (no class code) adds nothing
+    empty = (torch.zeros(2, 0), *pred[1:]), (torch.zeros(2, 0), *target[1:])
+    assert float(supervision_loss(*empty, "sum")) == pytest.approx(6.0)
 
 
 def test_code_penalty__closed_form():

@@ -1,12 +1,16 @@
 """Named sweeps as data: each is a list of (variant name, flat overrides) per preset scale.
 
-Every knob swept here belongs to stage 2, so one stage 1 per seed serves every trial of a sweep.
+Every knob swept here belongs to stage 2, so one stage 1 per seed serves every trial of a sweep; the
+exception is Table 2's methods, whose LORD row has its own (class-code) stage 1 and whose Locatello row
+has none: a trial whose stage 1 is not in the cache trains it itself.
 The ``cpu`` grids are scaled to the cpu preset's 2048 images (K must stay below N).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from contralord.presets import METHOD_PRESETS
 
 Variant = tuple[str, dict[str, Any]]
 
@@ -31,6 +35,8 @@ LOSS_SETS = {
 }
 TEMPERATURES = {"smoke": [0.1, 0.2], "cpu": [0.05, 0.1, 0.2, 0.5], "paper": [0.05, 0.07, 0.1, 0.2, 0.5]}
 MOMENTA = {"smoke": [0.99], "cpu": [0.99, 0.999], "paper": [0.99, 0.999]}
+# Table 2: the methods the paper compares, each a preset of the same trainer (contralord/presets.py)
+METHODS = ("locatello", "lord", "gabbay", "contralord")
 
 
 def variants(kind: str, preset: str) -> tuple[str, list[Variant]]:
@@ -42,6 +48,9 @@ def variants(kind: str, preset: str) -> tuple[str, list[Variant]]:
     if kind == "losses":
         names = ("rec+sup", "rec+sup+con+res") if preset == "smoke" else tuple(LOSS_SETS)
         return "losses", [(name, LOSS_SETS[name]) for name in names]
+    if kind == "methods":
+        names = ("gabbay", "contralord") if preset == "smoke" else METHODS
+        return "run.method", [(name, METHOD_PRESETS[name]) for name in names]
     if kind == "temperature":
         return "encoder.temperature", [(f"tau={t},m={m}", {"encoder.temperature": t, "encoder.momentum": m})
                                        for t in TEMPERATURES[preset] for m in MOMENTA[preset]]

@@ -24,17 +24,38 @@ class EncoderOutput(NamedTuple):
     residual: torch.Tensor  # (B, Dr) h_r(f(x))
 
 
+class Projectors(nn.Module):
+    """The InfoNCE projections of h_c and h_r (``encoder.projection_dim``; Identity when 0).
+
+    Normalising a low-dimensional code onto the sphere couples its axes (a 3-dim labelled-factor
+    code would have to trade one factor against another to move on S^2), so the contrastive losses
+    act on an MLP projection of the code (SimCLR / MoCo v2), and the code itself stays free.
+    """
+
+    def __init__(self, content_dim: int, residual_dim: int, projection_dim: int, hidden: int = 128):
+        super().__init__()
+        build = lambda d: nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, projection_dim))  # noqa: E731
+        self.content = build(content_dim) if projection_dim else nn.Identity()
+        self.residual = build(residual_dim) if projection_dim else nn.Identity()
+
+
 class OnlineEncoder(nn.Module):
     """f followed by h_d, h_c, h_r; optionally decodes through the stage-1 generator for L_rec."""
 
-    def __init__(self, backbone: nn.Module, heads: nn.Module, generator: nn.Module | None = None):
+    def __init__(self, backbone: nn.Module, heads: nn.Module, generator: nn.Module | None = None,
+                 projectors: Projectors | None = None):
         super().__init__()
         self.backbone, self.heads, self.generator = backbone, heads, generator
+        self.projectors = projectors or Projectors(0, 0, 0)
 
-    def forward(self, x: torch.Tensor, decode: bool = False) -> tuple[EncoderOutput, torch.Tensor | None]:
-        """x (B, C, H, W) -> (EncoderOutput, reconstruction (B, C, H, W) or None)."""
+    def forward(self, x: torch.Tensor, decode: bool = False,
+                num_decoded: int | None = None) -> tuple[EncoderOutput, torch.Tensor | None]:
+        """x (B, C, H, W) -> (EncoderOutput, reconstruction of the first ``num_decoded`` (default all)
+        images (n, C, H, W) or None)."""
         out = EncoderOutput(*self.heads(self.backbone(x)))
-        x_hat = self.generator(*out) if decode else None  # G(h_d, h_c, h_r), Eq. 2
+        whole = num_decoded is None or num_decoded == len(x)  # no slice: a slice would reorder gradient sums
+        first = out if whole else EncoderOutput(*(t[:num_decoded] for t in out))
+        x_hat = self.generator(*first) if decode else None  # G(h_d, h_c, h_r), Eq. 2
         return out, x_hat
 
 
@@ -45,6 +66,14 @@ class _Branch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+
+def _key_heads(online: OnlineEncoder) -> tuple[nn.Module, nn.Module]:
+    """The content and residual key heads: h_c then its projection, h_r then its projection."""
+    heads, proj = online.heads, online.projectors
+    if isinstance(proj.content, nn.Identity):  # no projection: the heads themselves (parameter names kept)
+        return heads.content_head, heads.residual_head
+    return nn.Sequential(heads.content_head, proj.content), nn.Sequential(heads.residual_head, proj.residual)
 
 
 class MomentumEncoders(nn.Module):
@@ -62,25 +91,25 @@ class MomentumEncoders(nn.Module):
                  rng: torch.Generator):
         super().__init__()
         self.shared_backbone = shared_backbone
-        heads = online.heads
+        content_head, residual_head = _key_heads(online)
         if shared_backbone:
             self.backbone_momentum = init_momentum(online.backbone)
-            self.content_head_momentum = init_momentum(heads.content_head)
-            self.residual_head_momentum = init_momentum(heads.residual_head)
+            self.content_head_momentum = init_momentum(content_head)
+            self.residual_head_momentum = init_momentum(residual_head)
         else:
-            self.content_encoder_momentum = init_momentum(_Branch(online.backbone, heads.content_head))
-            self.residual_encoder_momentum = init_momentum(_Branch(online.backbone, heads.residual_head))
+            self.content_encoder_momentum = init_momentum(_Branch(online.backbone, content_head))
+            self.residual_encoder_momentum = init_momentum(_Branch(online.backbone, residual_head))
         self.content_queue = FeatureQueue(queue_size, dims[0], generator=rng)
         self.residual_queue = FeatureQueue(queue_size, dims[1], generator=rng)
 
     def momentum_pairs(self, online: OnlineEncoder) -> list[tuple[nn.Module, nn.Module]]:
         """(online, momentum) module pairs that the EMA update walks."""
-        heads = online.heads
+        content_head, residual_head = _key_heads(online)
         if self.shared_backbone:
-            return [(online.backbone, self.backbone_momentum), (heads.content_head, self.content_head_momentum),
-                    (heads.residual_head, self.residual_head_momentum)]
-        return [(_Branch(online.backbone, heads.content_head), self.content_encoder_momentum),
-                (_Branch(online.backbone, heads.residual_head), self.residual_encoder_momentum)]
+            return [(online.backbone, self.backbone_momentum), (content_head, self.content_head_momentum),
+                    (residual_head, self.residual_head_momentum)]
+        return [(_Branch(online.backbone, content_head), self.content_encoder_momentum),
+                (_Branch(online.backbone, residual_head), self.residual_encoder_momentum)]
 
     @torch.no_grad()
     def update(self, online: OnlineEncoder, m: float) -> None:

@@ -99,6 +99,10 @@ class Generator(nn.Module):
         image_size: output height and width; 32 (three blocks) or 64 (four blocks, LORD's setting).
         width: channels of every AdaIN block (LORD's ``adain_dim``, 256); narrow values such as 64
             make CPU tests and presets cheap.
+        style_from_codes: AdaIN is driven by [g^c, g^r] instead of d, and ``class_dim`` must be 0. This
+            is the labelled-factor structure (``contralord.labels``): there is no class code, and the
+            factor codes must reach the per-channel statistics that instance normalisation would
+            otherwise erase from the spatial path (zerodim modulates with all codes, as StyleGAN).
 
     Raises:
         ValueError: if ``image_size`` is not supported or a dimension is not positive.
@@ -112,6 +116,7 @@ class Generator(nn.Module):
         channels: int,
         image_size: int,
         width: int = 256,
+        style_from_codes: bool = False,
     ) -> None:
         super().__init__()
         if image_size not in SUPPORTED_IMAGE_SIZES:
@@ -119,13 +124,17 @@ class Generator(nn.Module):
                 f"data.image_size={image_size} is not supported by the generator; "
                 f"supported sizes: {sorted(SUPPORTED_IMAGE_SIZES)}"
             )
-        _check_positive(**{"latent.class_dim": class_dim, "latent.content_dim": content_dim,
-                           "latent.residual_dim": residual_dim, "channels": channels, "width": width})
+        _check_positive(**{"latent.content_dim": content_dim, "latent.residual_dim": residual_dim,
+                           "channels": channels, "width": width})
+        if (class_dim == 0) != style_from_codes or class_dim < 0:
+            raise ValueError(f"latent.class_dim must be 0 exactly when the style comes from the codes, got {class_dim}")
         self.class_dim, self.content_dim, self.residual_dim = class_dim, content_dim, residual_dim
         self.channels, self.image_size, self.width = channels, image_size, width
+        self.style_from_codes = style_from_codes
         self.fc = self._build_fc(content_dim + residual_dim, width)
         num_blocks = SUPPORTED_IMAGE_SIZES[image_size]
-        self.blocks = nn.ModuleList(_UpBlock(class_dim, width) for _ in range(num_blocks))
+        style_dim = content_dim + residual_dim if style_from_codes else class_dim
+        self.blocks = nn.ModuleList(_UpBlock(style_dim, width) for _ in range(num_blocks))
         mid = max(width // 4, 8)  # LORD: 64 channels at width 256; narrow CPU generators scale it down
         self.conv_mid = nn.Conv2d(width, mid, kernel_size=5, padding=2)
         self.conv_out = nn.Conv2d(mid, channels, kernel_size=7, padding=3)
@@ -152,9 +161,10 @@ class Generator(nn.Module):
             Images in [0, 1], shape (B, channels, image_size, image_size).
         """
         g = torch.cat([content_code, residual_code], dim=1)  # (B, Dc + Dr)
+        style = g if self.style_from_codes else class_code  # (B, Dc + Dr) or (B, Dd)
         x = self.fc(g)  # (B, 16 * W)
         x = x.view(-1, self.width, INITIAL_SIZE, INITIAL_SIZE)  # (B, W, 4, 4)
         for block in self.blocks:
-            x = block(x, class_code)  # (B, W, 2S, 2S); ends at (B, W, image_size, image_size)
+            x = block(x, style)  # (B, W, 2S, 2S); ends at (B, W, image_size, image_size)
         x = F.leaky_relu(self.conv_mid(x), NEGATIVE_SLOPE)  # (B, width // 4, image_size, image_size)
         return torch.sigmoid(self.conv_out(x))  # (B, channels, image_size, image_size)

@@ -24,13 +24,18 @@ class ProjectionHead(nn.Module):
         super().__init__()
         if hidden_dim < 0:
             raise ValueError(f"encoder.head_hidden_dim must be >= 0, got {hidden_dim}")
-        if hidden_dim == 0:
+        self.out_dim = out_dim
+        if out_dim == 0:  # an absent code (no class code under the labelled-factor structure)
+            self.net = nn.Sequential()
+        elif hidden_dim == 0:
             self.net = nn.Sequential(nn.Linear(in_dim, out_dim))
         else:
             self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
 
     def forward(self, x: Tensor) -> Tensor:
         """Map features (B, F) to (B, D)."""
+        if self.out_dim == 0:
+            return x.new_zeros(x.shape[0], 0)  # (B, 0)
         return self.net(x)  # (B, D)
 
 

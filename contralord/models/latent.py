@@ -65,3 +65,43 @@ class LatentDecoder(nn.Module):
     def forward(self, class_id: torch.Tensor, content: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """class_id (B,), content (B, Dc), residual (B, Dr) -> image (B, C, H, W) in [0, 1]."""
         return self.generator(self.class_codes[class_id], content, residual)
+
+
+class FactorCodes(nn.Module):
+    """Labelled-factor codes of stage 1 (``latent.structure=factors``; after zerodim).
+
+    Each labelled factor j owns a table E_j of one ``factor_dim`` code per value (uniform in
+    [0, init_scale), zerodim's init). A labelled image takes the row of its label; any other image
+    takes softmax(C_j(x)) @ E_j, where C_j is a linear head on one small CNN shared by the factors
+    (zerodim trains one CNN per factor; sharing the trunk is our saving on 2 CPU cores).
+
+    Args:
+        sizes: values of each labelled factor.
+        factor_dim: code size per factor.
+        trunk: CNN mapping images (B, C, H, W) to features (B, F).
+        feat_dim: F.
+        init_scale: table init range.
+        rng: generator of the tables' init.
+    """
+
+    def __init__(self, sizes: tuple[int, ...], factor_dim: int, trunk: nn.Module, feat_dim: int,
+                 init_scale: float, rng: torch.Generator):
+        super().__init__()
+        self.tables = nn.ParameterList(nn.Parameter(torch.rand(n, factor_dim, generator=rng) * init_scale)
+                                       for n in sizes)
+        self.trunk = trunk
+        self.classifiers = nn.ModuleList(nn.Linear(feat_dim, n) for n in sizes)
+
+    def logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x (B, C, H, W) -> one (B, n_j) logit tensor per labelled factor."""
+        features = self.trunk(x)  # (B, F)
+        return [head(features) for head in self.classifiers]
+
+    def forward(self, x: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x (B, C, H, W), known (B, F_l) labels or -1 -> codes (B, F_l * factor_dim), logits."""
+        logits, codes = self.logits(x), []
+        for j, (table, logit) in enumerate(zip(self.tables, logits, strict=True)):
+            soft = logit.softmax(dim=1) @ table  # (B, Df) expected code under the classifier
+            hard = table[known[:, j].clamp(min=0)]  # (B, Df) the label's code
+            codes.append(torch.where(known[:, j:j + 1] >= 0, hard, soft))
+        return torch.cat(codes, dim=1), logits

@@ -240,3 +240,27 @@ def test_markdown_and_latex__special_characters_are_escaped(store):
     table = _table(store, spec=specs.spec_for_keys(("data.factor_filter",)))
     assert "| a\\|b_$ | 1 |" in render.to_markdown(table)
     assert r"a|b\_\$ & 1 &" in render.to_latex(table)
+
+
+def test_table2__methods_rows_with_the_papers_names_and_values(store):
+    exp = "contralord-methods"
+    presets = {"lord": {"loss.con": "0.0", "loss.res": "0.0", "latent.structure": "class"},
+               "contralord": {"latent.structure": "factors"},
+               "locatello": {"loss.sup": "0.0", "loss.con": "0.0", "loss.res": "0.0", "encoder.model": "vae",
+                             "latent.structure": "factors"}}
+    for seed in range(2):
+        for method, params in presets.items():
+            store.trial(exp, params | {"run.method": method}, {"disentanglement": 0.1 * seed + len(method) / 10}, seed)
+    source = from_experiment(MlflowClient(store.uri), exp)
+    table = build_table(source.runs, specs.SPECS["table2"], source.description, with_paper=True)
+    assert {row.key for row in table.rows} == {("shapes3d", m) for m in presets}
+    by_method = {row.key[1]: row for row in table.rows}
+    assert by_method["contralord"].paper["D"] == 1.0 and by_method["lord"].paper["D"] == 0.54
+    assert by_method["locatello"].paper["MIG"] == 0.02
+    assert "| shapes3d | Gabbay et al." not in render.to_markdown(table)
+    assert "| shapes3d | LORD | 2 |" in render.to_markdown(table)
+    # a key the method presets do not set must still agree between rows
+    store.trial(exp, presets["lord"] | {"run.method": "lord", "encoder.queue_size": "999"}, {"disentanglement": 0.5}, 5)
+    source = from_experiment(MlflowClient(store.uri), exp)
+    with pytest.raises(AblationError, match="encoder.queue_size"):
+        build_table(source.runs, specs.SPECS["table2"], source.description)

@@ -1,0 +1,124 @@
+"""Labelled factors: the paper's partial-labels protocol (ContraLORD Sec. 4.3, "with 100 labels").
+
+The paper evaluates "following Gabbay & Hoshen (2020; 2021) ... with 100 labels", and its Table 2 rows
+"Locatello et al." and "Gabbay et al." come from Gabbay, Cohen & Hoshen (NeurIPS 2021, avivga/zerodim).
+There a subset of the ground-truth factors is *labelled for a few images*, and those labels supervise
+training: each labelled factor gets its own code, and the disentanglement metrics score those codes
+against the labelled factors only. This module decides which factors are labelled, which images carry
+the labels, and the code sizes that follow.
+
+Choices (each a config key):
+- ``data.labelled_factors``: comma-separated names; "" takes zerodim's set for the dataset
+  (``DEFAULT_LABELLED``). A generic factors file has no default and must name them.
+- ``data.num_labels``: one seeded subset of that many training images carries labels for *every*
+  labelled factor; training never reads another label (``LabelledFactors.known`` is -1 elsewhere).
+- ``latent.structure``: ``factors`` gives each labelled factor a ``latent.factor_dim`` code and no
+  class code d (in zerodim's defaults the class factor is never labelled, so a per-class code would
+  use labels the protocol does not give); ``class`` is LORD's per-class d; ``auto`` is ``factors``
+  under ``eval.protocol=partial-labels`` on a dataset with factors, else ``class``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from contralord.config import ConfigError, ContraLordConfig
+from contralord.data import ImageFactorData
+
+# zerodim's labelled factors per dataset (its configs); the rest are residual factors, never labelled.
+DEFAULT_LABELLED: dict[str, tuple[str, ...]] = {
+    "shapes3d": ("floor_hue", "wall_hue", "object_hue"),
+    "shapes3d_h5": ("floor_hue", "wall_hue", "object_hue"),
+    "dsprites": ("scale", "posX", "posY"),
+    "dsprites_npz": ("scale", "posX", "posY"),
+    "cars3d": ("elevation", "azimuth"),
+    "smallnorb": ("elevation", "azimuth", "lighting"),
+}
+LABEL_SEED_SALT = 7  # the labelled subset is drawn from default_rng([run.seed, LABEL_SEED_SALT])
+
+
+@dataclass(frozen=True)
+class LabelledFactors:
+    """The labelled factors of a training set and the images that carry their labels.
+
+    Attributes:
+        names: labelled factor names, in ``data.labelled_factors`` order.
+        columns: their columns in ``data.factors``.
+        sizes: number of values of each (the rows of its code table).
+        labelled: (M,) int64 sorted dataset positions whose labels training may use.
+        known: (N, F_l) int64 factor values of the labelled images, -1 for every other image.
+    """
+
+    names: tuple[str, ...]
+    columns: tuple[int, ...]
+    sizes: tuple[int, ...]
+    labelled: torch.Tensor
+    known: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(N,) bool: the image carries labels."""
+        return self.known[:, 0] >= 0
+
+
+def structure(cfg: ContraLordConfig, data: ImageFactorData) -> str:
+    """``factors`` or ``class``: the stage-1 code structure this config uses on this data."""
+    if cfg.latent.structure != "auto":
+        return cfg.latent.structure
+    return "factors" if cfg.eval.protocol == "partial-labels" and data.factors is not None else "class"
+
+
+def resolved(cfg: ContraLordConfig, data: ImageFactorData) -> ContraLordConfig:
+    """``cfg`` with ``latent.structure=auto`` replaced by what it means on ``data``: what a run records
+    in config.json, so that evaluating it later under the other protocol rebuilds the same model."""
+    if cfg.latent.structure != "auto":
+        return cfg
+    return dataclasses.replace(cfg, latent=dataclasses.replace(cfg.latent, structure=structure(cfg, data)))
+
+
+def labelled_names(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[str, ...]:
+    """The labelled factor names, checked against the data; ConfigError names the key."""
+    key = "data.labelled_factors"
+    if data.factors is None:
+        raise ConfigError(f"{key}: dataset {data.name!r} has no ground-truth factors "
+                          "(use eval.protocol=all-factors and latent.structure=class)")
+    text = cfg.data.labelled_factors
+    names = tuple(n.strip() for n in text.split(",") if n.strip()) if text else DEFAULT_LABELLED.get(data.name, ())
+    if not names:
+        raise ConfigError(f"{key}: dataset {data.name!r} has no default labelled factors; name some of "
+                          f"{', '.join(data.factor_names)}")
+    unknown = [n for n in names if n not in data.factor_names]
+    if unknown or len(set(names)) != len(names) or len(names) < 2:
+        raise ConfigError(f"{key}: expected at least 2 distinct names among {', '.join(data.factor_names)} "
+                          f"(DCI needs two factors), got {text or ','.join(names)!r}")
+    return names
+
+
+def resolve(cfg: ContraLordConfig, data: ImageFactorData) -> LabelledFactors:
+    """Which factors are labelled and which ``data.num_labels`` images carry the labels."""
+    names = labelled_names(cfg, data)
+    n, m = len(data), cfg.data.num_labels
+    if m > n:
+        raise ConfigError(f"data.num_labels: expected at most the {n} training images, got {m}")
+    columns = tuple(data.factor_names.index(name) for name in names)
+    labelled = np.sort(np.random.default_rng([cfg.run.seed, LABEL_SEED_SALT]).choice(n, m, replace=False))
+    labelled = torch.from_numpy(labelled.astype(np.int64))
+    known = torch.full((n, len(columns)), -1, dtype=torch.int64)
+    known[labelled] = data.factors[labelled][:, list(columns)]
+    sizes = tuple(int(data.factor_sizes[c]) for c in columns)
+    return LabelledFactors(names=names, columns=columns, sizes=sizes, labelled=labelled, known=known)
+
+
+def code_dims(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[int, int, int]:
+    """(Dd, Dc, Dr): class, content and residual code sizes of stage 1 and of the stage-2 heads.
+
+    ``factors``: no class code, g^c = one ``factor_dim`` code per labelled factor, g^r as configured.
+    """
+    lat = cfg.latent
+    if structure(cfg, data) == "factors":
+        return 0, len(labelled_names(cfg, data)) * lat.factor_dim, lat.residual_dim
+    return lat.class_dim, lat.content_dim, lat.residual_dim

@@ -1,0 +1,190 @@
+"""Stage 1 with labelled factors (``latent.structure=factors``): Eq. 1 under the paper's partial labels.
+
+The paper evaluates "with 100 labels", following Gabbay, Cohen & Hoshen (2021, zerodim): a few images
+carry labels of some factors, and those labels supervise stage 1. Here (see ``contralord.labels``):
+- g^c_i is the concatenation of one code per labelled factor (``models.latent.FactorCodes``): the
+  label's row of the factor's table for a labelled image, the classifier's expected row otherwise.
+- g^r_i is a per-image residual code with Eq. 1's Gaussian noise and penalty lambda. The factor codes
+  get neither: the tables already bound their information (zerodim adds noise to the residual only).
+- There is no class code d (the class factor is not labelled in zerodim's defaults); the generator's
+  AdaIN is driven by [g^c, g^r + z] (``Generator(style_from_codes=True)``).
+
+One step (zerodim's losses, our batching): an epoch-order batch of all images with
+L_u = l(G(g^c, g^r + z), x) + lambda ||g^r||^2 + entropy * H(classifier), then a batch drawn from the
+labelled images with L_l = l(...) + lambda ||g^r||^2 + label_ce * CE(classifier, label), and
+L = L_u + labelled_weight * L_l. The artifact stores every image's final g^c, so stage 2 and its L_sup
+are the same code for both structures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from contralord import checkpoint, distributed, labels, sampling
+from contralord.config import ContraLordConfig
+from contralord.data import ImageFactorData
+from contralord.models.encoders import build_backbone
+from contralord.models.generator import Generator
+from contralord.models.latent import FactorCodes, ImageCodes
+from contralord.runtime import LocalRuntime
+
+LABEL_DRAW = 20_000_000  # step-generator counter offset of the labelled batch's draw
+
+
+class FactorDecoder(nn.Module):
+    """Factor codes (tables + classifier) and the generator: what every rank shares (DDP-wrapped)."""
+
+    def __init__(self, factor_codes: FactorCodes, generator: Generator):
+        super().__init__()
+        self.factor_codes, self.generator = factor_codes, generator
+
+    def forward(self, x: torch.Tensor, known: torch.Tensor, residual: torch.Tensor):
+        """x (B, C, H, W), known (B, F_l), residual (B, Dr) incl. noise -> (x_hat, g^c, logits)."""
+        content, logits = self.factor_codes(x, known)  # (B, Dc), F_l x (B, n_j)
+        empty = content.new_zeros(len(content), 0)  # no class code
+        return self.generator(empty, content, residual), content, logits
+
+
+class _FactorState(nn.Module):
+    def __init__(self, cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.LabelledFactors,
+                 generator: Generator):
+        super().__init__()
+        torch.manual_seed(cfg.run.seed)
+        lat, rng = cfg.latent, torch.Generator().manual_seed(cfg.run.seed)
+        self.codes = ImageCodes(len(data), 0, lat.residual_dim, lat.init_scale, rng)
+        trunk, feat_dim = build_backbone("lord", data.channels, cfg.data.image_size, None, width=lat.classifier_width)
+        factor_codes = FactorCodes(labelled.sizes, lat.factor_dim, trunk, feat_dim, lat.init_scale, rng)
+        self.decoder = FactorDecoder(factor_codes, generator)
+
+
+def _entropy(logits: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    """Mean over factors of the classifier's entropy on the ``rows`` (B,) bool images."""
+    if not bool(rows.any()):
+        return logits[0].new_zeros(())
+    return sum(-(lg[rows].softmax(1) * lg[rows].log_softmax(1)).sum(1).mean() for lg in logits) / len(logits)
+
+
+def _cross_entropy(logits: list[torch.Tensor], known: torch.Tensor) -> torch.Tensor:
+    """Mean over factors of CE(classifier, label) on labelled images; known (B, F_l)."""
+    return sum(F.cross_entropy(lg, known[:, j]) for j, lg in enumerate(logits)) / len(logits)
+
+
+class FactorTrainer:
+    """Stage 1 under ``latent.structure=factors``: the interface of ``latent_stage._LatentTrainer``."""
+
+    def __init__(self, cfg: ContraLordConfig, data: ImageFactorData, runtime: LocalRuntime, generator: Generator,
+                 recon):
+        self.cfg, self.data, self.device, self.recon = cfg, data, runtime.device, recon
+        self.labelled = labels.resolve(cfg, data)
+        self.known = self.labelled.known.to(self.device)  # (N, F_l), -1 where unlabelled
+        self.state = _FactorState(cfg, data, self.labelled, generator).to(self.device)
+        self.decoder = runtime.wrap_model(self.state.decoder)
+        lat, fc = cfg.latent, self.state.decoder.factor_codes
+        self.optimizer = torch.optim.Adam([
+            {"params": self.state.decoder.generator.parameters(), "lr": lat.lr},
+            {"params": [*fc.tables, self.state.codes.residual], "lr": lat.lr_codes},
+            {"params": [*fc.trunk.parameters(), *fc.classifiers.parameters()], "lr": lat.lr_classifier},
+        ], betas=(0.5, 0.999))
+        total = lat.epochs * sampling.steps_per_epoch(len(data), lat.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
+
+    def _batch_loss(self, index: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """(recon, penalty, logits, known) of images ``index`` (B,) with fresh noise on g^r."""
+        x = self.data.images[index].to(self.device).float().div_(255)  # (B, C, H, W)
+        _, residual = self.state.codes(index.to(self.device))  # (B, Dr)
+        z = torch.randn(residual.shape, generator=rng).to(self.device)  # (B, Dr)
+        known = self.known[index.to(self.device)]  # (B, F_l)
+        x_hat, _, logits = self.decoder(x, known, residual + self.cfg.latent.noise_std * z)
+        return self.recon(x_hat, x), residual.pow(2).sum(dim=1).mean(), logits, known
+
+    def step(self, epoch: int, step_in_epoch: int, step: int) -> dict[str, float]:
+        lat, world = self.cfg.latent, distributed.world_size()
+        local = lat.batch_size // world
+        order = sampling.owned_order(len(self.data), self.cfg.run.seed, "latent", epoch)
+        index = order[step_in_epoch * local:(step_in_epoch + 1) * local]  # (B_local,) this rank's images
+        rng = sampling.step_generator(self.cfg.run.seed, "latent", step)
+        rec, penalty, logits, known = self._batch_loss(index, rng)
+        entropy = _entropy(logits, known[:, 0] < 0)
+        labelled = self._labelled_batch(step)
+        rec_l, penalty_l, logits_l, known_l = self._batch_loss(labelled, rng)
+        ce = _cross_entropy(logits_l, known_l)
+        total = (rec + lat.code_penalty * penalty + lat.entropy * entropy
+                 + lat.labelled_weight * (rec_l + lat.code_penalty * penalty_l + lat.label_ce * ce))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if world > 1:  # the residual table is not DDP-averaged: match the global-batch mean's gradient
+            self.state.codes.residual.grad.div_(world)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"total": total.item(), "recon": rec.item(), "code_penalty": penalty.item(),
+                "recon_labelled": rec_l.item(), "label_ce": ce.item(), "entropy": entropy.item(), "lr": lr}
+
+    def _labelled_batch(self, step: int) -> torch.Tensor:
+        """This rank's slice of a batch of labelled images (at most ``latent.batch_size``), drawn per step."""
+        pool = self.labelled.labelled
+        size = min(self.cfg.latent.batch_size, len(pool)) // distributed.world_size() * distributed.world_size()
+        draw = torch.randperm(len(pool), generator=sampling.step_generator(self.cfg.run.seed, "latent",
+                                                                            LABEL_DRAW + step))
+        return pool[draw[:size]][sampling.rank_slice(size)]
+
+    def merge(self) -> None:
+        table = self.state.codes.residual
+        moments = [self.optimizer.state[table][k] for k in ("exp_avg", "exp_avg_sq") if table in self.optimizer.state]
+        self.state.codes.merge_across_ranks(moments)
+
+    def save(self, path: Path, step: int) -> str:
+        self.merge()
+        checkpoint.save_atomic({
+            "state": self.state.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "step": step, "rng": checkpoint.rng_state(),
+            "config": self.cfg.to_flat_dict(),
+        }, path)
+        return str(path)
+
+    def resume(self, path: Path) -> int:
+        if not path.is_file():
+            return 0
+        saved = checkpoint.load(path, required=("state", "optimizer", "scheduler", "step", "rng"))
+        self.state.load_state_dict(saved["state"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        checkpoint.set_rng_state(saved["rng"])
+        owned = torch.arange(len(self.data), device=self.device) % distributed.world_size() == distributed.rank()
+        self.state.codes.touched.copy_(self.state.codes.touched & owned)
+        return int(saved["step"])
+
+    @torch.no_grad()
+    def final_content(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """g^c of every training image (N, Dc) in eval mode, and the classifier's accuracy per labelled
+        factor on the unlabelled images (a diagnostic against the ground truth, never a training signal)."""
+        fc = self.state.decoder.factor_codes
+        fc.eval()
+        codes, hits = [], torch.zeros(len(self.labelled.names))
+        unlabelled = ~self.labelled.mask
+        for chunk in torch.arange(len(self.data)).split(256):
+            x = self.data.images[chunk].to(self.device).float().div_(255)
+            content, logits = fc(x, self.known[chunk.to(self.device)])
+            codes.append(content.cpu())
+            truth = self.data.factors[chunk][:, list(self.labelled.columns)]  # (B, F_l)
+            for j, lg in enumerate(logits):
+                hits[j] += float(((lg.argmax(1).cpu() == truth[:, j]) & unlabelled[chunk]).sum())
+        fc.train()
+        count = max(int(unlabelled.sum()), 1)
+        names = self.labelled.names
+        accuracy = {f"latent/final/classifier_acc/{n}": float(hits[j] / count) for j, n in enumerate(names)}
+        return torch.cat(codes), accuracy
+
+    def artifact(self, key: str, metrics: dict[str, float]) -> dict[str, Any]:
+        content, accuracy = self.final_content()
+        generator = self.state.decoder.generator
+        return {"key": key, "content": content, "residual": self.state.codes.residual.detach().cpu(),
+                "class_codes": torch.zeros(self.data.num_classes, 0),
+                "generator": {k: v.cpu() for k, v in generator.state_dict().items()},
+                "metrics": metrics | accuracy, "config": self.cfg.to_flat_dict(),
+                "data_fingerprint": self.data.fingerprint, "labelled": self.labelled.labelled}
