@@ -18,16 +18,16 @@ are the same code for both structures.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contralord import checkpoint, distributed, labels, sampling
+from contralord import distributed, labels, sampling
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
+from contralord.latent_base import CodeTableTrainer
 from contralord.models.encoders import build_backbone
 from contralord.models.generator import Generator
 from contralord.models.latent import FactorCodes, ImageCodes
@@ -74,7 +74,7 @@ def _cross_entropy(logits: list[torch.Tensor], known: torch.Tensor) -> torch.Ten
     return sum(F.cross_entropy(lg, known[:, j]) for j, lg in enumerate(logits)) / len(logits)
 
 
-class FactorTrainer:
+class FactorTrainer(CodeTableTrainer):
     """Stage 1 under ``latent.structure=factors``: the interface of ``latent_stage._LatentTrainer``."""
 
     def __init__(self, cfg: ContraLordConfig, data: ImageFactorData, runtime: LocalRuntime, generator: Generator,
@@ -93,11 +93,14 @@ class FactorTrainer:
         total = lat.epochs * sampling.steps_per_epoch(len(data), lat.batch_size)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
 
-    def _batch_loss(self, index: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, ...]:
-        """(recon, penalty, logits, known) of images ``index`` (B,) with fresh noise on g^r."""
+    def _batch_loss(self, index: torch.Tensor, rng: torch.Generator, global_size: int) -> tuple[torch.Tensor, ...]:
+        """(recon, penalty, logits, known) of this rank's images ``index`` (B,) of a global batch of
+        ``global_size``, with fresh noise on g^r drawn for the global batch (so ranks draw what one
+        process draws)."""
         x = self.data.images[index].to(self.device).float().div_(255)  # (B, C, H, W)
         _, residual = self.state.codes(index.to(self.device))  # (B, Dr)
-        z = torch.randn(residual.shape, generator=rng).to(self.device)  # (B, Dr)
+        z = torch.randn(global_size, residual.shape[1], generator=rng)[sampling.rank_slice(global_size)]
+        z = z.to(self.device)  # (B, Dr)
         known = self.known[index.to(self.device)]  # (B, F_l)
         x_hat, _, logits = self.decoder(x, known, residual + self.cfg.latent.noise_std * z)
         return self.recon(x_hat, x), residual.pow(2).sum(dim=1).mean(), logits, known
@@ -108,10 +111,10 @@ class FactorTrainer:
         order = sampling.owned_order(len(self.data), self.cfg.run.seed, "latent", epoch)
         index = order[step_in_epoch * local:(step_in_epoch + 1) * local]  # (B_local,) this rank's images
         rng = sampling.step_generator(self.cfg.run.seed, "latent", step)
-        rec, penalty, logits, known = self._batch_loss(index, rng)
+        rec, penalty, logits, known = self._batch_loss(index, rng, lat.batch_size)
         entropy = _entropy(logits, known[:, 0] < 0)
-        labelled = self._labelled_batch(step)
-        rec_l, penalty_l, logits_l, known_l = self._batch_loss(labelled, rng)
+        labelled, size = self._labelled_batch(step)
+        rec_l, penalty_l, logits_l, known_l = self._batch_loss(labelled, rng, size)
         ce = _cross_entropy(logits_l, known_l)
         total = (rec + lat.code_penalty * penalty + lat.entropy * entropy
                  + lat.labelled_weight * (rec_l + lat.code_penalty * penalty_l + lat.label_ce * ce))
@@ -125,39 +128,16 @@ class FactorTrainer:
         return {"total": total.item(), "recon": rec.item(), "code_penalty": penalty.item(),
                 "recon_labelled": rec_l.item(), "label_ce": ce.item(), "entropy": entropy.item(), "lr": lr}
 
-    def _labelled_batch(self, step: int) -> torch.Tensor:
-        """This rank's slice of a batch of labelled images (at most ``latent.batch_size``), drawn per step."""
+    def _labelled_batch(self, step: int) -> tuple[torch.Tensor, int]:
+        """(this rank's slice, global size) of a batch of labelled images (at most ``latent.batch_size``)."""
         pool = self.labelled.labelled
         size = min(self.cfg.latent.batch_size, len(pool)) // distributed.world_size() * distributed.world_size()
         draw = torch.randperm(len(pool), generator=sampling.step_generator(self.cfg.run.seed, "latent",
                                                                             LABEL_DRAW + step))
-        return pool[draw[:size]][sampling.rank_slice(size)]
+        return pool[draw[:size]][sampling.rank_slice(size)], size
 
-    def merge(self) -> None:
-        table = self.state.codes.residual
-        moments = [self.optimizer.state[table][k] for k in ("exp_avg", "exp_avg_sq") if table in self.optimizer.state]
-        self.state.codes.merge_across_ranks(moments)
-
-    def save(self, path: Path, step: int) -> str:
-        self.merge()
-        checkpoint.save_atomic({
-            "state": self.state.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "step": step, "rng": checkpoint.rng_state(),
-            "config": self.cfg.to_flat_dict(),
-        }, path)
-        return str(path)
-
-    def resume(self, path: Path) -> int:
-        if not path.is_file():
-            return 0
-        saved = checkpoint.load(path, required=("state", "optimizer", "scheduler", "step", "rng"))
-        self.state.load_state_dict(saved["state"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        checkpoint.set_rng_state(saved["rng"])
-        owned = torch.arange(len(self.data), device=self.device) % distributed.world_size() == distributed.rank()
-        self.state.codes.touched.copy_(self.state.codes.touched & owned)
-        return int(saved["step"])
+    def code_tables(self) -> list[torch.nn.Parameter]:
+        return [self.state.codes.residual]
 
     @torch.no_grad()
     def final_content(self) -> tuple[torch.Tensor, dict[str, float]]:

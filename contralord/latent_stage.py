@@ -19,6 +19,7 @@ from torch import nn
 from contralord import checkpoint, distributed, labels, sampling
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
+from contralord.latent_base import CodeTableTrainer
 from contralord.latent_factors import FactorTrainer
 from contralord.loop import LoopSpec, run_loop
 from contralord.losses import code_penalty_loss, reconstruction_loss
@@ -123,7 +124,7 @@ def load_latent(path: str | Path, reused: bool = True) -> LatentResult:
                         metrics=saved["metrics"], reused=reused)
 
 
-class _LatentTrainer:
+class _LatentTrainer(CodeTableTrainer):
     """Holds stage 1's modules and optimiser; ``step`` is one iteration of Eq. 1."""
 
     def __init__(self, cfg: ContraLordConfig, data: ImageFactorData, runtime: LocalRuntime):
@@ -163,34 +164,8 @@ class _LatentTrainer:
         self.scheduler.step()
         return {"total": total.item(), "recon": rec.item(), "code_penalty": penalty.item(), "lr": lr}
 
-    def merge(self) -> None:
-        """Under DDP, give every rank every rank's code rows and their Adam moments."""
-        moments = [self.optimizer.state[t][k] for t in (self.state.codes.content, self.state.codes.residual)
-                   for k in ("exp_avg", "exp_avg_sq") if t in self.optimizer.state]
-        self.state.codes.merge_across_ranks(moments)
-
-    def save(self, path: Path, step: int) -> str:
-        self.merge()
-        checkpoint.save_atomic({
-            "state": self.state.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "step": step, "rng": checkpoint.rng_state(),
-            "config": self.cfg.to_flat_dict(),
-        }, path)
-        return str(path)
-
-    def resume(self, path: Path) -> int:
-        """Load ``path`` if it exists; return the global step to continue from (0 when fresh)."""
-        if not path.is_file():
-            return 0
-        saved = checkpoint.load(path, required=("state", "optimizer", "scheduler", "step", "rng"))
-        self.state.load_state_dict(saved["state"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        checkpoint.set_rng_state(saved["rng"])
-        # touched marks rows this rank trained; after a load only its own rows are its own again
-        owned = torch.arange(len(self.data), device=self.device) % distributed.world_size() == distributed.rank()
-        self.state.codes.touched.copy_(self.state.codes.touched & owned)
-        return int(saved["step"])
+    def code_tables(self) -> list[nn.Parameter]:
+        return [self.state.codes.content, self.state.codes.residual]
 
     def artifact(self, key: str, metrics: dict[str, float]) -> dict[str, Any]:
         codes, decoder = self.state.codes, self.state.decoder
