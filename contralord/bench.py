@@ -19,9 +19,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from contralord import labels
 from contralord.config import ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer
-from contralord.latent_stage import LatentResult, _LatentState, _LatentTrainer
+from contralord.latent_stage import LatentResult, build_trainer
 from contralord.runtime import LocalRuntime, resolve_device
 from contralord.trainer import build_data, validate_against_data
 
@@ -56,10 +57,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _random_latent(cfg: ContraLordConfig, data) -> LatentResult:
-    state = _LatentState(cfg, data)
-    return LatentResult("bench", None, state.codes.content.detach(), state.codes.residual.detach(),
-                        state.decoder.class_codes.detach(), state.decoder.generator.state_dict(), {}, False)
+def _random_latent(cfg: ContraLordConfig, data, stage1) -> LatentResult:
+    """A stage-1 result of the right shapes from an untrained stage-1 trainer (either structure)."""
+    state, (_, content_dim, _) = stage1.state, labels.code_dims(cfg, data)
+    content = state.codes.content.detach()
+    if content.shape[1] != content_dim:  # the labelled-factor codes come from tables, not a per-image table
+        content = torch.rand(len(data), content_dim, generator=torch.Generator().manual_seed(0)) * cfg.latent.init_scale
+    class_codes = getattr(state.decoder, "class_codes", torch.zeros(data.num_classes, 0)).detach()
+    return LatentResult("bench", None, content.cpu(), state.codes.residual.detach().cpu(), class_codes.cpu(),
+                        state.decoder.generator.state_dict(), {}, False)
 
 
 def _encoder_variant(cfg: ContraLordConfig, **changes) -> ContraLordConfig:
@@ -77,9 +83,9 @@ def measure(cfg: ContraLordConfig, steps: int) -> dict[str, float]:
     runtime = LocalRuntime(device=device)
     data = build_data(cfg)
     validate_against_data(cfg, len(data))
-    latent = _random_latent(cfg, data)
     spe1, spe2 = len(data) // cfg.latent.batch_size, len(data) // cfg.encoder.batch_size
-    stage1 = _LatentTrainer(cfg, data, runtime)
+    stage1 = build_trainer(cfg, data, runtime)
+    latent = _random_latent(cfg, data, stage1)
     fns = {"latent": lambda i: (stage1.step(0, i % spe1, i), _sync(device))}
     variants = {"contralord": cfg,
                 "lord": _encoder_variant(cfg, **{"loss.con": 0.0, "loss.res": 0.0}),
@@ -113,7 +119,7 @@ def run_bench(cfg: ContraLordConfig, steps: int = 10) -> dict[str, float]:
         f"device {resolve_device(cfg.run.device)}, torch threads {torch.get_num_threads()}, "
         f"median of {steps} round-robin steps",
         f"torch fp32 GEMM (1024^3):  {gemm / 1e9:8.1f} GFLOP/s",
-        f"stage 1 (latent):          {b1 / r['latent_s']:8.1f} images/s, "
+        f"stage 1 (latent, {labels.structure(cfg, build_data(cfg))}): {b1 / r['latent_s']:5.1f} images/s, "
         f"{_rate(r['latent_flops'], r['latent_s'], gemm)}",
         f"stage 2 (contralord):      {b2 / r['contralord_s']:8.1f} images/s, "
         f"{_rate(r['contralord_flops'], r['contralord_s'], gemm)}",

@@ -175,3 +175,12 @@ def test_save_atomic__failed_write_keeps_last_good_checkpoint(tmp_path):
         checkpoint.save_atomic({"step": 2, "bad": Unpicklable()}, path)
     assert checkpoint.load(path)["step"] == 1
     assert [p.name for p in Path(tmp_path).iterdir()] == ["ck.pt"]
+
+
+@pytest.mark.parametrize("structure", ["class", "factors"])
+def test_bench_measure__both_stage1_structures(tiny_overrides, structure):
+    from contralord.bench import measure
+
+    result = measure(_cfg(tiny_overrides, **{"latent.structure": structure}), steps=1)
+    for name in ("latent", "contralord", "lord", "separate_ema"):
+        assert result[f"{name}_s"] > 0 and result[f"{name}_flops"] > 0
