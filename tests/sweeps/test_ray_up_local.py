@@ -96,6 +96,12 @@ def _wait(what: str, probe, timeout: float, every: float = 3.0, detail=lambda: "
     raise AssertionError(f"{what}: not within {timeout:.0f} s\n{detail()}")
 
 
+def _head_logs(dir_: Path, lines: int = 25) -> str:
+    """The tail of the head's autoscaler log (the head's /tmp is DIR/head/tmp), for failure messages."""
+    logs = sorted((dir_ / "head" / "tmp" / "ray").glob("session_2*/logs/monitor.log"))
+    return "\n".join(logs[-1].read_text().splitlines()[-lines:]) if logs else "(no monitor.log on the head)"
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2):
@@ -166,7 +172,8 @@ def test_ray_up__exec_sweep__down_on_two_hosts(tmp_path, test_hosts):
         def two_nodes():
             status["out"] = _run([RAY, "exec", str(config), "ray status"], env, timeout=120, check=False).stdout
             return active_nodes(status["out"]) == 2
-        _wait("ray status showing 2 nodes", two_nodes, timeout=300, every=5, detail=lambda: status.get("out", ""))
+        _wait("ray status showing 2 nodes", two_nodes, timeout=300, every=5,
+              detail=lambda: f"{status.get('out', '')}\n{_head_logs(dir_)}")
         times["ray up (until 2 nodes)"] = time.monotonic() - started
         uri = f"http://{hosts['head']}:5000"
         _wait("MLflow server on the head", lambda: _http_ok(f"{uri}/health"), timeout=120)
