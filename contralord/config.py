@@ -189,6 +189,9 @@ class RunConfig:
     latent_cache: str = ""  # folder of stage-1 artifacts keyed by hash ("" = <out>/latent_cache)
     eval_size: int = 2000  # training images encoded for the end-of-run summary
     method: str = "contralord"  # the row name of Table 2 (set by the method presets; changes no number)
+    precision: str = "fp32"  # fp32 | bf16 (autocast for the forward passes; contralord/precision.py)
+    channels_last: bool = False  # NHWC convolutions and batches
+    compile: bool = False  # torch.compile the trained modules
 
     def __post_init__(self):
         _check(self.seed >= 0, "run.seed", "an int >= 0", self.seed)
@@ -197,6 +200,7 @@ class RunConfig:
         _check(self.eval_size >= 0, "run.eval_size", "an int >= 0", self.eval_size)
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "run.device",
                "auto, cpu, cuda or cuda:N", self.device)
+        _choice(self.precision, "run.precision", ("fp32", "bf16"))
 
 
 # The keys added with the paper's evaluation protocol, at the values that reproduce the runs (and the

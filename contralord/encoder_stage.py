@@ -24,6 +24,7 @@ from contralord.losses import info_nce_loss, nt_xent_loss, supervision_loss
 from contralord.models.contralord import EncoderOutput, MomentumEncoders, OnlineEncoder, Projectors
 from contralord.models.encoders import build_backbone
 from contralord.models.heads import EncoderHeads
+from contralord.precision import autocast, fast_images, fast_module
 from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
 from contralord.vae_baseline import SemiSupervisedVAE, vae_terms
@@ -75,7 +76,7 @@ class EncoderTrainer:
         self.vae = cfg.encoder.model == "vae"
         self.labelled = labels.resolve(cfg, data) if self.vae else None
         self.online = build_online(cfg, data, latent).to(self.device)
-        self.model = runtime.wrap_model(self.online)
+        self.model = fast_module(runtime.wrap_model(self.online), cfg.run)
         self.use_queue = cfg.encoder.negatives == "queue" and uses_contrastive(cfg)
         rng = torch.Generator().manual_seed(cfg.run.seed + 1)
         self.momentum = MomentumEncoders(self.online, cfg.encoder.queue_size, key_dims(cfg, data),
@@ -92,7 +93,7 @@ class EncoderTrainer:
     def views(self, index: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(original x, anchor view, query view or None) for this rank's slice, each (B, C, H, W)."""
         batch = self.cfg.encoder.batch_size
-        x = self.data.images[index].to(self.device).float().div_(255)
+        x = fast_images(self.data.images[index].to(self.device).float().div_(255), self.cfg.run)
         rng, part = sampling.step_generator(self.cfg.run.seed, "encoder", step), sampling.rank_slice(batch)
         needs_query = uses_contrastive(self.cfg)
         draw = lambda: augment.draw_params(batch, rng, *self.augmentation)  # noqa: E731
@@ -105,8 +106,10 @@ class EncoderTrainer:
         order = sampling.epoch_order(len(self.data), cfg.run.seed, "encoder", epoch)
         index = sampling.global_batch(order, step_in_epoch, cfg.encoder.batch_size)[
             sampling.rank_slice(cfg.encoder.batch_size)]  # (B_local,)
-        keys, terms = self._vae_terms(index, step) if self.vae else self._method_terms(index, step)
-        total = sum(getattr(w, name) * value for name, value in terms.items())
+        with autocast(cfg.run, self.device):
+            keys, terms = self._vae_terms(index, step) if self.vae else self._method_terms(index, step)
+            terms = {name: value.float() for name, value in terms.items()}
+            total = sum(getattr(w, name) * value for name, value in terms.items())
         grads = self._grad_norms(terms) if step_in_epoch == 0 and distributed.world_size() == 1 else {}
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.zero_grad(set_to_none=True)

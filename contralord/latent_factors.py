@@ -31,6 +31,7 @@ from contralord.latent_base import CodeTableTrainer
 from contralord.models.encoders import build_backbone
 from contralord.models.generator import Generator
 from contralord.models.latent import FactorCodes, ImageCodes
+from contralord.precision import autocast, fast_images, fast_module
 from contralord.runtime import LocalRuntime
 
 LABEL_DRAW = 20_000_000  # step-generator counter offset of the labelled batch's draw
@@ -83,7 +84,7 @@ class FactorTrainer(CodeTableTrainer):
         self.labelled = labels.resolve(cfg, data)
         self.known = self.labelled.known.to(self.device)  # (N, F_l), -1 where unlabelled
         self.state = _FactorState(cfg, data, self.labelled, generator).to(self.device)
-        self.decoder = runtime.wrap_model(self.state.decoder)
+        self.decoder = fast_module(runtime.wrap_model(self.state.decoder), cfg.run)
         lat, fc = cfg.latent, self.state.decoder.factor_codes
         self.optimizer = torch.optim.Adam([
             {"params": self.state.decoder.generator.parameters(), "lr": lat.lr},
@@ -97,13 +98,14 @@ class FactorTrainer(CodeTableTrainer):
         """(recon, penalty, logits, known) of this rank's images ``index`` (B,) of a global batch of
         ``global_size``, with fresh noise on g^r drawn for the global batch (so ranks draw what one
         process draws)."""
-        x = self.data.images[index].to(self.device).float().div_(255)  # (B, C, H, W)
+        x = fast_images(self.data.images[index].to(self.device).float().div_(255), self.cfg.run)  # (B, C, H, W)
         _, residual = self.state.codes(index.to(self.device))  # (B, Dr)
         z = torch.randn(global_size, residual.shape[1], generator=rng)[sampling.rank_slice(global_size)]
         z = z.to(self.device)  # (B, Dr)
         known = self.known[index.to(self.device)]  # (B, F_l)
-        x_hat, _, logits = self.decoder(x, known, residual + self.cfg.latent.noise_std * z)
-        return self.recon(x_hat, x), residual.pow(2).sum(dim=1).mean(), logits, known
+        with autocast(self.cfg.run, self.device):
+            x_hat, _, logits = self.decoder(x, known, residual + self.cfg.latent.noise_std * z)
+            return self.recon(x_hat, x), residual.pow(2).sum(dim=1).mean(), logits, known
 
     def step(self, epoch: int, step_in_epoch: int, step: int) -> dict[str, float]:
         lat, world = self.cfg.latent, distributed.world_size()
@@ -112,10 +114,10 @@ class FactorTrainer(CodeTableTrainer):
         index = order[step_in_epoch * local:(step_in_epoch + 1) * local]  # (B_local,) this rank's images
         rng = sampling.step_generator(self.cfg.run.seed, "latent", step)
         rec, penalty, logits, known = self._batch_loss(index, rng, lat.batch_size)
-        entropy = _entropy(logits, known[:, 0] < 0)
+        entropy = _entropy([lg.float() for lg in logits], known[:, 0] < 0)
         labelled, size = self._labelled_batch(step)
         rec_l, penalty_l, logits_l, known_l = self._batch_loss(labelled, rng, size)
-        ce = _cross_entropy(logits_l, known_l)
+        ce = _cross_entropy([lg.float() for lg in logits_l], known_l)
         total = (rec + lat.code_penalty * penalty + lat.entropy * entropy
                  + lat.labelled_weight * (rec_l + lat.code_penalty * penalty_l + lat.label_ce * ce))
         lr = self.scheduler.get_last_lr()[0]

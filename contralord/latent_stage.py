@@ -26,6 +26,7 @@ from contralord.losses import code_penalty_loss, reconstruction_loss
 from contralord.models.generator import Generator
 from contralord.models.latent import ImageCodes, LatentDecoder
 from contralord.models.perceptual import VGGPerceptualLoss
+from contralord.precision import autocast, fast_images, fast_module
 from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
 
@@ -130,7 +131,7 @@ class _LatentTrainer(CodeTableTrainer):
     def __init__(self, cfg: ContraLordConfig, data: ImageFactorData, runtime: LocalRuntime):
         self.cfg, self.data, self.device = cfg, data, runtime.device
         self.state = _LatentState(cfg, data).to(self.device)
-        self.decoder = runtime.wrap_model(self.state.decoder)
+        self.decoder = fast_module(runtime.wrap_model(self.state.decoder), cfg.run)
         codes = [self.state.decoder.class_codes, self.state.codes.content, self.state.codes.residual]
         self.optimizer = torch.optim.Adam([
             {"params": self.state.decoder.generator.parameters(), "lr": cfg.latent.lr},
@@ -145,15 +146,16 @@ class _LatentTrainer(CodeTableTrainer):
         local = lat.batch_size // world
         order = sampling.owned_order(len(self.data), self.cfg.run.seed, "latent", epoch)
         index = order[step_in_epoch * local:(step_in_epoch + 1) * local]  # (B_local,) this rank's images
-        x = self.data.images[index].to(self.device).float().div_(255)  # (B, C, H, W)
+        x = fast_images(self.data.images[index].to(self.device).float().div_(255), self.cfg.run)  # (B, C, H, W)
         rng = sampling.step_generator(self.cfg.run.seed, "latent", step)
         z = torch.randn(lat.batch_size, lat.content_dim + lat.residual_dim, generator=rng)  # (B_global, Dc+Dr)
         zc, zr = z[sampling.rank_slice(lat.batch_size)].to(self.device).split([lat.content_dim, lat.residual_dim], 1)
         content, residual = self.state.codes(index.to(self.device))  # (B, Dc), (B, Dr)
         classes = self.data.classes[index].to(self.device)  # (B,)
-        x_hat = self.decoder(classes, content + lat.noise_std * zc, residual + lat.noise_std * zr)  # (B, C, H, W)
-        rec, penalty = self.recon(x_hat, x), code_penalty_loss(content, residual)
-        total = rec + lat.code_penalty * penalty
+        with autocast(self.cfg.run, self.device):
+            x_hat = self.decoder(classes, content + lat.noise_std * zc, residual + lat.noise_std * zr)  # (B, C, H, W)
+            rec, penalty = self.recon(x_hat, x), code_penalty_loss(content, residual)
+            total = rec + lat.code_penalty * penalty
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

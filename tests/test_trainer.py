@@ -182,5 +182,5 @@ def test_bench_measure__both_stage1_structures(tiny_overrides, structure):
     from contralord.bench import measure
 
     result = measure(_cfg(tiny_overrides, **{"latent.structure": structure}), steps=1)
-    for name in ("latent", "contralord", "lord", "separate_ema"):
+    for name in ("latent", "contralord", "lord", "separate_ema", "fast"):
         assert result[f"{name}_s"] > 0 and result[f"{name}_flops"] > 0
