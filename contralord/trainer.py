@@ -7,6 +7,8 @@ can fail on the user's input runs before the first training step.
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,8 @@ def build_data(cfg: ContraLordConfig) -> ImageFactorData:
     d = cfg.data
     return build_dataset(d.name, d.path or None, d.image_size, d.size, cfg.run.seed,
                          class_factor=d.class_factor or None,
-                         factor_filter=parse_factor_filter(d.factor_filter) or None, split=d.split)
+                         factor_filter=parse_factor_filter(d.factor_filter) or None, split=d.split,
+                         max_array_bytes=int(d.max_array_gib * 2**30))
 
 
 def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
@@ -60,10 +63,52 @@ def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
         raise ConfigError("encoder.finetune_generator: needs loss.rec > 0 (only L_rec trains the generator)")
 
 
+def check_class_table(cfg: ContraLordConfig, data: ImageFactorData) -> None:
+    """The stage-1 class codes (num_classes x d, with Adam's two moments and a gradient) fit the cap."""
+    nbytes = 4 * 4 * data.num_classes * cfg.latent.class_dim
+    if needs_latent(cfg) and nbytes > cfg.data.max_array_gib * 2**30:
+        raise ConfigError(f"data.class_factor: the class factor has {data.num_classes} values (largest + 1), so the "
+                          f"class codes need {nbytes / 2**30:.3g} GiB, over data.max_array_gib="
+                          f"{cfg.data.max_array_gib:g}; factor values must be indices 0..C-1")
+
+
+def check_out(out_dir: str | Path, resume: bool) -> Path:
+    """``--out`` is a folder (new, or holding a run only with --resume) that we can write in."""
+    if not str(out_dir).strip():
+        raise ConfigError("--out: expected a folder path, got ''")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file, expected a folder (new, or a run's folder with --resume)")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out: {existing} is a file, so the folder {out} cannot be created in it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out: cannot write in {existing} (permission denied for this user)")
+    if (out / "config.json").is_file() and not resume:
+        raise FileExistsError(f"--out: {out} already holds a run (config.json); pass --resume to continue it, "
+                              f"or another --out (nothing was changed)")
+    return out
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """A run's config.json as flat keys, or a ConfigError naming the file."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: expected a JSON object written by contralord train, cannot read it "
+                          f"({type(error).__name__})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: expected a JSON object written by contralord train, found {type(saved).__name__}")
+    return saved
+
+
 def check_resume(cfg: ContraLordConfig, out_dir: Path, resume: bool) -> None:
     """Refuse to overwrite a run by accident, and to resume a run of another config."""
     path = out_dir / "checkpoints" / CHECKPOINT
     if not path.is_file():
+        if resume and (out_dir / "config.json").is_file():  # interrupted before the first stage-2 checkpoint
+            checkpoint.check_compatible(read_run_config(out_dir / "config.json"), cfg.to_flat_dict(),
+                                        out_dir / "config.json", ignore=RESUME_IGNORED)
         return
     if not resume:
         raise FileExistsError(f"{path}: a run already exists here (pass --resume to continue it, or another --out)")
@@ -91,12 +136,15 @@ def check_backbone(cfg: ContraLordConfig, data: ImageFactorData) -> None:
 
 
 def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) -> ImageFactorData:
-    """Every check on the user's input, before any training: returns the dataset."""
+    """Every check on the user's input, before any training: returns the dataset. (The CLI also runs
+    ``check_out`` first; a sweep trial's folder is the sweep's, so it may hold an earlier attempt.)"""
+    out_dir = Path(out_dir)
     check_files(cfg)
     data = build_data(cfg)
     validate_against_data(cfg, len(data))
+    check_class_table(cfg, data)
     check_backbone(cfg, data)
-    check_resume(cfg, Path(out_dir), resume)
+    check_resume(cfg, out_dir, resume)
     return data
 
 
