@@ -3,9 +3,12 @@ is one ``SweepError`` line naming the flag."""
 
 from __future__ import annotations
 
+import math
+import os
 import socket
 import urllib.error
 import urllib.request
+from argparse import Namespace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -34,6 +37,43 @@ def check_tracking_uri(uri: str) -> None:
     elif scheme.split("+")[0] not in DB_SCHEMES:
         raise SweepError(f"--tracking-uri: expected sqlite:////abs.db, http(s)://host:port or a database URI, "
                          f"got {uri!r}")
+    else:
+        problem = probe_database(uri)
+        if problem:
+            raise SweepError(f"--tracking-uri: {problem}")
+
+
+def probe_database(uri: str) -> str:
+    """Open (and close) one connection to a database URI: '' when it answers, else why not, in one line.
+
+    Nothing is created or written; the password, if any, is left out of the message.
+    """
+    import sqlalchemy
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    shown = _without_password(uri)
+    timeout = {"postgresql": {"connect_timeout": 5}, "mysql": {"connect_timeout": 5}}
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=timeout.get(urlparse(uri).scheme.split("+")[0], {}))
+    except (ImportError, NoSuchModuleError, ArgumentError) as error:
+        missing = getattr(error, "name", None) or str(error).splitlines()[0]
+        return f"the database driver for {shown} is not installed ({missing}); pip install it or use sqlite:////abs.db"
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as error:
+        first = (str(getattr(error, "orig", error)).strip().splitlines() or [type(error).__name__])[0]
+        return f"database {shown} does not answer ({first[:160]})"
+    finally:
+        engine.dispose()
+    return ""
+
+
+def _without_password(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.password is None:
+        return uri
+    return uri.replace(f":{parsed.password}@", ":***@", 1)
 
 
 def check_address(address: str | None) -> None:
@@ -43,6 +83,8 @@ def check_address(address: str | None) -> None:
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         raise SweepError(f"--address: expected host:port (or auto), got {address!r}")
+    if not 1 <= int(port) <= 65535:
+        raise SweepError(f"--address: invalid port {port} in {address!r}, expected 1-65535")
     try:
         socket.create_connection((host, int(port)), timeout=3).close()
     except OSError as error:
@@ -60,6 +102,48 @@ def check_storage(storage: str) -> str:
     if not Path(storage).is_absolute():
         raise SweepError(f"--storage: expected an absolute path or s3://... URI, got {storage!r}")
     return str(Path(storage))
+
+
+def check_bucket(storage: str) -> None:
+    """An s3:// --storage must name a bucket that exists and that these credentials reach."""
+    if urlparse(storage).scheme != "s3":
+        return
+    from pyarrow import fs
+
+    bucket = urlparse(storage).netloc
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    try:
+        s3 = fs.S3FileSystem(endpoint_override=endpoint, connect_timeout=5, request_timeout=5,
+                             retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=1))
+        found = s3.get_file_info(bucket).type
+    except OSError as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SweepError(f"--storage: cannot reach bucket {bucket!r} ({first[:160]})") from None
+    if found == fs.FileType.NotFound:
+        raise SweepError(f"--storage: bucket {bucket!r} does not exist (or these credentials cannot see it)")
+
+
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-=+")
+
+
+def check_name(name: str) -> None:
+    """--name is one folder under --storage: a single path component, not '.' or '..'."""
+    if not name or name in (".", "..") or not set(name) <= NAME_CHARS:
+        raise SweepError(f"--name: expected one folder name of letters, digits and ._-=+ (no '/'), got {name!r}")
+
+
+def check_counts(args: Namespace) -> None:
+    """The numeric flags of a sweep: the first one out of range raises, naming it."""
+    rules = (("seeds", 1, "an int >= 1"), ("workers_per_trial", 1, "an int >= 1"),
+             ("max_concurrent", 0, "an int >= 0 (0 = as resources allow)"),
+             ("max_failures", -1, "an int >= 0 (or -1 = retry forever)"), ("num_samples", 1, "an int >= 1"),
+             ("gpus_per_worker", 0, "a number >= 0"))
+    for name, low, expected in rules:
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < low:
+            raise SweepError(f"--{name.replace('_', '-')}: expected {expected}, got {value}")
+    if not math.isfinite(args.cpus_per_worker) or args.cpus_per_worker <= 0:
+        raise SweepError(f"--cpus-per-worker: expected a number > 0, got {args.cpus_per_worker}")
 
 
 def check_storage_shared(storage: str, alive_nodes: int, shared_fs: bool) -> None:

@@ -1,0 +1,97 @@
+"""Sweep flags that used to pass validation and start Ray (and stage 1) are refused first: one line,
+exit 2, and Ray is never initialised in this process (the refusal returns before ``ray.init``)."""
+
+import http.server
+import os
+import threading
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from tune.run import main  # noqa: E402
+
+
+def _refused(capsys, tmp_path, *args, kind="negatives") -> str:
+    base = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(kind, base + list(args)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sweep: error: ") and "Traceback" not in err[0], err
+    assert not ray.is_initialized()  # refused before Ray, so before stage 1 and any trial
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing created (no m.db, no ray/)
+    return err[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--max-concurrent", "-1"], "--max-concurrent: expected an int >= 0 (0 = as resources allow), got -1"),
+    (["--cpus-per-worker", "0"], "--cpus-per-worker: expected a number > 0, got 0.0"),
+    (["--cpus-per-worker", "nan"], "--cpus-per-worker: expected a number > 0, got nan"),
+    (["--gpus-per-worker", "-1"], "--gpus-per-worker: expected a number >= 0, got -1.0"),
+    (["--max-failures", "-7"], "--max-failures: expected an int >= 0 (or -1 = retry forever), got -7"),
+    (["--workers-per-trial", "0"], "--workers-per-trial: expected an int >= 1, got 0"),
+    (["--name", "../../.."], "--name: expected one folder name"),
+    (["--name", "a/b"], "--name: expected one folder name"),
+    (["--name", ""], "--name: expected one folder name"),
+    (["--address", "127.0.0.1:99999"], "--address: invalid port 99999"),
+    (["--method", "nosuch"], "--method: expected one of"),
+    (["--resume"], "--resume: no sweep named 'sweep-negatives-smoke' ran under"),
+    (["--set", "encoder.lr=inf"], "encoder.lr: expected a finite float"),
+    (["--set", "encoder.queue_sise=4"], "did you mean encoder.queue_size"),
+])
+def test_sweep__bad_flag_refused_before_ray(capsys, tmp_path, args, needle):
+    assert needle in _refused(capsys, tmp_path, *args)
+
+
+def test_sweep__optuna_needs_samples(capsys, tmp_path):
+    assert "--num-samples: expected an int >= 1, got 0" in _refused(capsys, tmp_path, "--num-samples", "0",
+                                                                    kind="optuna")
+
+
+def test_sweep__database_uri_without_driver_is_one_line(capsys, tmp_path):
+    line = _refused(capsys, tmp_path, "--tracking-uri", "postgresql://me:secret@127.0.0.1:1/mlflow")
+    assert "--tracking-uri:" in line and ("not installed" in line or "does not answer" in line)
+    assert "secret" not in line
+
+
+class _NoBuckets(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint where no bucket exists (HeadBucket answers 404)."""
+
+    def do_HEAD(self):
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_s3(monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoBuckets)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+                       "AWS_EC2_METADATA_DISABLED": "true",
+                       "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{server.server_port}"}.items():
+        monkeypatch.setenv(key, value)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_sweep__nonexistent_bucket_refused_before_ray(capsys, tmp_path, fake_s3):
+    base = ["--preset", "smoke", "--storage", "s3://no-such-bucket/contralord", "--tracking-uri",
+            f"sqlite:///{tmp_path}/m.db"]
+    assert main("negatives", base) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "sweep: error: --storage: bucket 'no-such-bucket' does not exist (or these credentials cannot see it)"
+    assert not ray.is_initialized() and not os.listdir(tmp_path)
+
+
+def test_sweep__unreachable_bucket_endpoint_refused(capsys, tmp_path, fake_s3, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    base = ["--preset", "smoke", "--storage", "s3://b/c", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    assert main("negatives", base) == 2
+    assert "--storage: cannot reach bucket 'b'" in capsys.readouterr().err
