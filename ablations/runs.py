@@ -7,6 +7,7 @@ Each run is classified once: ``finished`` (FINISHED, not stopped early), ``faile
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -53,6 +54,7 @@ def check_readable(uri: str) -> None:
         with open(path, "rb") as f:
             if f.read(16) != SQLITE_HEADER:  # MLflow would write its schema into an empty or foreign file
                 raise AblationError(f"--tracking-uri: {path} is not an SQLite database")
+        _check_mlflow_tables(path)
     elif scheme in ("", "file"):
         path = Path(urlparse(uri).path if scheme else uri)
         if not path.is_dir():
@@ -64,6 +66,28 @@ def check_readable(uri: str) -> None:
             check_tracking_uri(uri)
         except ValueError as error:
             raise AblationError(str(error)) from None
+    else:
+        from tune.checks import probe_database
+
+        problem = probe_database(uri)
+        if problem:
+            raise AblationError(f"--tracking-uri: {problem}")
+
+
+MLFLOW_TABLES = {"experiments", "runs", "alembic_version"}
+
+
+def _check_mlflow_tables(path: Path) -> None:
+    """An SQLite file that is not an MLflow store: refused, read-only, before MLflow writes its schema into it."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as error:
+        raise AblationError(f"--tracking-uri: cannot read the SQLite database {path} ({error})") from None
+    if not MLFLOW_TABLES <= tables:
+        found = ", ".join(sorted(tables)[:5]) or "no tables"
+        raise AblationError(f"--tracking-uri: {path} is an SQLite database but not an MLflow store (expected tables "
+                            f"{', '.join(sorted(MLFLOW_TABLES))}; found {found}); left untouched")
 
 
 def classify(status: str, tags: dict[str, str]) -> str:
