@@ -3,6 +3,7 @@ is one ``SweepError`` line naming the flag."""
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import socket
@@ -34,6 +35,7 @@ def check_tracking_uri(uri: str) -> None:
                 response.read()
         except (urllib.error.URLError, OSError) as error:
             raise SweepError(f"--tracking-uri: MLflow server {uri} is not reachable ({error})") from None
+        check_login(uri)
     elif scheme.split("+")[0] not in DB_SCHEMES:
         raise SweepError(f"--tracking-uri: expected sqlite:////abs.db, http(s)://host:port or a database URI, "
                          f"got {uri!r}")
@@ -41,6 +43,24 @@ def check_tracking_uri(uri: str) -> None:
         problem = probe_database(uri)
         if problem:
             raise SweepError(f"--tracking-uri: {problem}")
+
+
+def check_login(uri: str) -> None:
+    """A server behind MLflow's basic-auth app must accept the login in MLFLOW_TRACKING_USERNAME/PASSWORD."""
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    user, secret = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and secret:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            who = f"user {user!r}" if user and secret else "no login (MLFLOW_TRACKING_USERNAME/PASSWORD unset)"
+            raise SweepError(f"--tracking-uri: MLflow server {uri} refuses {who} (HTTP {error.code}); "
+                             f"source your mlflow.env (docs/SECURITY.md)") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise SweepError(f"--tracking-uri: MLflow server {uri} is not reachable ({error})") from None
 
 
 def probe_database(uri: str) -> str:

@@ -1,6 +1,7 @@
 """Sweep flags that used to pass validation and start Ray (and stage 1) are refused first: one line,
 exit 2, and Ray is never initialised in this process (the refusal returns before ``ray.init``)."""
 
+import base64
 import http.server
 import os
 import threading
@@ -95,3 +96,41 @@ def test_sweep__unreachable_bucket_endpoint_refused(capsys, tmp_path, fake_s3, m
     base = ["--preset", "smoke", "--storage", "s3://b/c", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
     assert main("negatives", base) == 2
     assert "--storage: cannot reach bucket 'b'" in capsys.readouterr().err
+
+
+class _AuthServer(http.server.BaseHTTPRequestHandler):
+    """An MLflow behind basic auth: /health is open, the API wants admin:right."""
+
+    def do_GET(self):
+        wanted = "Basic " + base64.b64encode(b"admin:right").decode()
+        ok = self.path.startswith("/health") or self.headers.get("Authorization") == wanted
+        self.send_response(200 if ok else 401)
+        body = b'{"experiments": []}' if ok else b""
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("login, needle", [(None, "refuses no login"), (("admin", "wrong"), "refuses user 'admin'"),
+                                           (("admin", "right"), None)])
+def test_sweep__mlflow_login_checked_before_ray(capsys, tmp_path, monkeypatch, login, needle):
+    from tune.checks import SweepError, check_tracking_uri
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AuthServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name, value in zip(("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"), login or ("", ""), strict=True):
+        monkeypatch.setenv(name, value)
+    uri = f"http://127.0.0.1:{server.server_port}"
+    try:
+        if needle is None:
+            check_tracking_uri(uri)
+        else:
+            with pytest.raises(SweepError, match=needle) as error:
+                check_tracking_uri(uri)
+            assert "HTTP 401" in str(error.value) and "right" not in str(error.value)
+    finally:
+        server.shutdown()
+        server.server_close()
