@@ -20,6 +20,7 @@ from typing import Any
 
 from contralord.config import ConfigError, ContraLordConfig, parse_set_args
 from contralord.data import DataError
+from contralord.loop import NonFiniteLossError
 from contralord.presets import PRESETS, SCALE_PRESETS, resolve_presets
 from contralord.trainer import build_data, check_backbone, check_class_table, validate_against_data
 from tune import spaces
@@ -138,6 +139,12 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     except SweepError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a Ray task's error (RayTaskError) carries ours in .cause
+        cause = getattr(error, "cause", error)
+        if not isinstance(cause, NonFiniteLossError):
+            raise
+        print(f"sweep: error: stage 1 stopped (its MLflow run is FAILED): {cause.args[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
