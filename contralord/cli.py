@@ -64,7 +64,14 @@ def config_from_args(args: argparse.Namespace) -> ContraLordConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _main(build_parser().parse_args(argv))
+    except KeyboardInterrupt:  # before training (training itself says how to resume)
+        print("\ncontralord: interrupted before any training; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
     bad = _bad_counts(args)
     if bad:
         print(f"contralord: error: {bad}", file=sys.stderr)
@@ -82,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         if args.command == "bench":
             from contralord.bench import run_bench
+            from contralord.preflight import check_device
+
+            check_device(cfg)
 
             run_bench(cfg, steps=args.steps)
             return 0
-        from contralord.trainer import check_out, prepare
+        from contralord.preflight import check_out
+        from contralord.trainer import prepare
 
         check_out(args.out, args.resume)
         data = prepare(cfg, args.out, resume=args.resume)
@@ -106,12 +117,14 @@ def _bad_counts(args: argparse.Namespace) -> str:
 
 def _train(cfg: ContraLordConfig, args: argparse.Namespace, data) -> int:
     from contralord.loop import NonFiniteLossError
+    from contralord.runtime import LocalRuntime, resolve_device
     from contralord.tracking import StdoutLogger
     from contralord.trainer import train
 
     started = time.perf_counter()
+    runtime = LocalRuntime(device=resolve_device(cfg.run.device))  # checked by prepare
     try:
-        summary = train(cfg, args.out, logger=StdoutLogger(), resume=args.resume, data=data)
+        summary = train(cfg, args.out, runtime=runtime, logger=StdoutLogger(), resume=args.resume, data=data)
     except KeyboardInterrupt:  # the folder is consistent: checkpoints are written atomically
         print(f"\ncontralord: interrupted; continue with: {_resume_command(args)}", file=sys.stderr)
         return 130

@@ -118,6 +118,7 @@ def _disentanglement(arrays: dict, seed: int) -> dict:
 def run_evaluate(args: argparse.Namespace) -> int:
     from contralord import checkpoint
     from contralord.encoder_stage import CHECKPOINT
+    from contralord.preflight import check_creatable, check_device
     from contralord.trainer import build_data
 
     folder = Path(args.checkpoint)
@@ -127,6 +128,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if (out / "metrics.json").exists() and not args.overwrite:
             raise FileExistsError(f"--checkpoint: {out / 'metrics.json'} exists (an earlier evaluate); pass "
                                   f"--overwrite to replace it (the training run's own metrics.json is never touched)")
+        check_device(cfg)
+        check_creatable(out, "--checkpoint")
         saved = checkpoint.load(folder / "checkpoints" / CHECKPOINT, required=("online",))
         data = build_data(cfg)
         online = _restore_online(cfg, data, saved["online"], folder)
@@ -165,7 +168,7 @@ def _evaluate_into(cfg: ContraLordConfig, online, data, out: Path) -> int:
 
 
 def _run_config(folder: Path, args: argparse.Namespace) -> ContraLordConfig:
-    from contralord.trainer import read_run_config
+    from contralord.preflight import read_run_config
 
     path = folder / "config.json"
     if not path.is_file():

@@ -7,8 +7,6 @@ can fail on the user's input runs before the first training step.
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from contralord.evaluation import evaluate
 from contralord.latent_stage import LatentResult, train_latent
 from contralord.models.encoders import build_backbone
 from contralord.models.generator import SUPPORTED_IMAGE_SIZES
+from contralord.preflight import check_creatable, check_device, check_sizes, check_weight_file, read_run_config
 from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
 
@@ -63,45 +62,6 @@ def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
         raise ConfigError("encoder.finetune_generator: needs loss.rec > 0 (only L_rec trains the generator)")
 
 
-def check_class_table(cfg: ContraLordConfig, data: ImageFactorData) -> None:
-    """The stage-1 class codes (num_classes x d, with Adam's two moments and a gradient) fit the cap."""
-    nbytes = 4 * 4 * data.num_classes * cfg.latent.class_dim
-    if needs_latent(cfg) and nbytes > cfg.data.max_array_gib * 2**30:
-        raise ConfigError(f"data.class_factor: the class factor has {data.num_classes} values (largest + 1), so the "
-                          f"class codes need {nbytes / 2**30:.3g} GiB, over data.max_array_gib="
-                          f"{cfg.data.max_array_gib:g}; factor values must be indices 0..C-1")
-
-
-def check_out(out_dir: str | Path, resume: bool) -> Path:
-    """``--out`` is a folder (new, or holding a run only with --resume) that we can write in."""
-    if not str(out_dir).strip():
-        raise ConfigError("--out: expected a folder path, got ''")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} is a file, expected a folder (new, or a run's folder with --resume)")
-    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"--out: {existing} is a file, so the folder {out} cannot be created in it")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out: cannot write in {existing} (permission denied for this user)")
-    if (out / "config.json").is_file() and not resume:
-        raise FileExistsError(f"--out: {out} already holds a run (config.json); pass --resume to continue it, "
-                              f"or another --out (nothing was changed)")
-    return out
-
-
-def read_run_config(path: Path) -> dict[str, Any]:
-    """A run's config.json as flat keys, or a ConfigError naming the file."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{path}: expected a JSON object written by contralord train, cannot read it "
-                          f"({type(error).__name__})") from None
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{path}: expected a JSON object written by contralord train, found {type(saved).__name__}")
-    return saved
-
-
 def check_resume(cfg: ContraLordConfig, out_dir: Path, resume: bool) -> None:
     """Refuse to overwrite a run by accident, and to resume a run of another config."""
     path = out_dir / "checkpoints" / CHECKPOINT
@@ -123,10 +83,12 @@ def check_files(cfg: ContraLordConfig) -> None:
                   ("eval.inception_weights", cfg.eval.inception_weights),
                   ("eval.lpips_weights", cfg.eval.lpips_weights))
     for key, path in user_files:
-        if path and not Path(path).is_file():
-            raise ConfigError(f"{key}: file {path!r} does not exist")
+        if path:
+            check_weight_file(key, path)
     if cfg.latent.recon_loss == "perceptual" and not cfg.latent.vgg_weights:
         raise ConfigError("latent.vgg_weights: recon_loss=perceptual needs a torchvision vgg16 weights file")
+    if cfg.run.latent_cache:
+        check_creatable(Path(cfg.run.latent_cache), "run.latent_cache")
 
 
 def check_backbone(cfg: ContraLordConfig, data: ImageFactorData) -> None:
@@ -139,10 +101,11 @@ def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) ->
     """Every check on the user's input, before any training: returns the dataset. (The CLI also runs
     ``check_out`` first; a sweep trial's folder is the sweep's, so it may hold an earlier attempt.)"""
     out_dir = Path(out_dir)
+    check_device(cfg)
     check_files(cfg)
     data = build_data(cfg)
     validate_against_data(cfg, len(data))
-    check_class_table(cfg, data)
+    check_sizes(cfg, data, needs_latent(cfg))
     check_backbone(cfg, data)
     check_resume(cfg, out_dir, resume)
     return data

@@ -145,8 +145,28 @@ def test_data__huge_class_factor_refused_before_config_json(tmp_path, tiny_overr
     classes[0] = 10**11  # a cardinality of 1e11: a 6.4 TB class-code table
     path = _factors_file(tmp_path / "f.npz", n=100, classes=classes)
     line = refused(capsys, _train_args(tmp_path / "o", path, tiny_overrides))
-    assert "data.class_factor" in line and "100000000001 values" in line
+    assert "data.class_factor: 100000000001 values of the class factor" in line and "GiB" in line
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("settings, needle", [
+    ({"run.device": "cuda:999"}, "run.device: "),  # no CUDA here, or not 1000 GPUs
+    ({"run.threads": 10**8}, "run.threads: expected at most"),
+    ({"run.latent_cache": "{tmp}/notes.txt"}, "run.latent_cache: "),
+    ({"encoder.pretrained_path": "{tmp}/notes.txt"}, "is not a torch weights file"),
+    ({"latent.recon_loss": "perceptual", "latent.vgg_weights": "{tmp}/notes.txt"}, "latent.vgg_weights: "),
+    ({"encoder.queue_size": 10**11, "encoder.allow_large_queue": "true"}, "encoder.queue_size: two queues of K="),
+    ({"latent.content_dim": 10**10}, "latent.content_dim: 96 images x content_dim + residual_dim"),
+])
+def test_train__impossible_run_refused_before_config_json(tmp_path, tiny_overrides, capsys, settings, needle):
+    (tmp_path / "notes.txt").write_text("not weights")
+    before = hashes(tmp_path)
+    settings = {k: str(v).replace("{tmp}", str(tmp_path)) for k, v in settings.items()}
+    assert main(["train", *_sets(tiny_overrides | settings), "--out", str(tmp_path / "o")]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "UserWarning" not in line
+           and not line.startswith("  ")]  # allow_large_queue=true warns, as documented
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in err[0], err
+    assert hashes(tmp_path) == before and not (tmp_path / "o").exists()
 
 
 class _Payload:

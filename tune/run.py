@@ -21,8 +21,9 @@ from typing import Any
 from contralord.config import ConfigError, ContraLordConfig, parse_set_args
 from contralord.data import DataError
 from contralord.loop import NonFiniteLossError
+from contralord.preflight import check_sizes
 from contralord.presets import PRESETS, SCALE_PRESETS, resolve_presets
-from contralord.trainer import build_data, check_backbone, check_class_table, validate_against_data
+from contralord.trainer import build_data, check_backbone, needs_latent, validate_against_data
 from tune import spaces
 from tune.checks import (
     SweepError,
@@ -97,7 +98,7 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     data = build_data(configs[0])
     for cfg in configs:
         validate_against_data(cfg, len(data))
-        check_class_table(cfg, data)
+        check_sizes(cfg, data, needs_latent(cfg))
     check_backbone(configs[0], data)
     return SweepPlan(kind, args, knob, variants, base, seeds, storage, tracking_uri, name)
 
@@ -132,6 +133,10 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     except (SweepError, ConfigError, DataError, ValueError, OSError) as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nsweep: interrupted while checking the sweep; Ray was not started, nothing was written",
+              file=sys.stderr)
+        return 130
     from tune.sweep import run_sweep
 
     try:
