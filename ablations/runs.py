@@ -7,7 +7,6 @@ Each run is classified once: ``finished`` (FINISHED, not stopped early), ``faile
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,9 +14,10 @@ from urllib.parse import urlparse
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tune.checks import sqlite_store_problem
+
 PARENT_TAG = "mlflow.parentRunId"
 NOT_TRIALS = ("sweep", "stage1")  # values of the ``role`` tag that are not trials
-SQLITE_HEADER = b"SQLite format 3\x00"
 STATUS_OF = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "unfinished", "SCHEDULED": "unfinished",
              "KILLED": "unfinished"}
 
@@ -51,10 +51,9 @@ def check_readable(uri: str) -> None:
         path = Path(uri[len("sqlite:///"):])
         if not path.is_file():
             raise AblationError(f"--tracking-uri: no MLflow database at {path} (from {uri})")
-        with open(path, "rb") as f:
-            if f.read(16) != SQLITE_HEADER:  # MLflow would write its schema into an empty or foreign file
-                raise AblationError(f"--tracking-uri: {path} is not an SQLite database")
-        _check_mlflow_tables(path)
+        problem = sqlite_store_problem(path)  # MLflow would write its schema into an empty or foreign file
+        if problem:
+            raise AblationError(f"--tracking-uri: {problem}")
     elif scheme in ("", "file"):
         path = Path(urlparse(uri).path if scheme else uri)
         if not path.is_dir():
@@ -67,27 +66,14 @@ def check_readable(uri: str) -> None:
         except ValueError as error:
             raise AblationError(str(error)) from None
     else:
-        from tune.checks import probe_database
+        from tune.checks import DB_SCHEMES, probe_database
 
+        if scheme.split("+")[0] not in DB_SCHEMES:
+            raise AblationError(f"--tracking-uri: expected sqlite:///path.db, a folder, http(s)://host:port or a "
+                                f"database URI ({', '.join(DB_SCHEMES)}), got {uri!r}")
         problem = probe_database(uri)
         if problem:
             raise AblationError(f"--tracking-uri: {problem}")
-
-
-MLFLOW_TABLES = {"experiments", "runs", "alembic_version"}
-
-
-def _check_mlflow_tables(path: Path) -> None:
-    """An SQLite file that is not an MLflow store: refused, read-only, before MLflow writes its schema into it."""
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.Error as error:
-        raise AblationError(f"--tracking-uri: cannot read the SQLite database {path} ({error})") from None
-    if not MLFLOW_TABLES <= tables:
-        found = ", ".join(sorted(tables)[:5]) or "no tables"
-        raise AblationError(f"--tracking-uri: {path} is an SQLite database but not an MLflow store (expected tables "
-                            f"{', '.join(sorted(MLFLOW_TABLES))}; found {found}); left untouched")
 
 
 def classify(status: str, tags: dict[str, str]) -> str:

@@ -7,6 +7,7 @@ import base64
 import math
 import os
 import socket
+import sqlite3
 import urllib.error
 import urllib.request
 from argparse import Namespace
@@ -29,6 +30,9 @@ def check_tracking_uri(uri: str) -> None:
         path = uri[len("sqlite:///"):]
         if not uri.startswith("sqlite:////") or not Path(path).parent.is_dir():
             raise SweepError(f"--tracking-uri: expected sqlite:////ABSOLUTE/path.db in an existing folder, got {uri!r}")
+        problem = sqlite_store_problem(Path(path), new_ok=True) if Path(path).exists() else ""
+        if problem:
+            raise SweepError(f"--tracking-uri: {problem}")
     elif scheme in ("http", "https"):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
@@ -43,6 +47,30 @@ def check_tracking_uri(uri: str) -> None:
         problem = probe_database(uri)
         if problem:
             raise SweepError(f"--tracking-uri: {problem}")
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+MLFLOW_TABLES = {"experiments", "runs", "alembic_version"}
+
+
+def sqlite_store_problem(path: Path, new_ok: bool = False) -> str:
+    """'' when ``path`` is an MLflow SQLite store (or, with ``new_ok``, an empty file or database that MLflow
+    may initialise), else why not. Opened read-only: MLflow would otherwise write its schema into the file."""
+    if new_ok and path.stat().st_size == 0:
+        return ""
+    with open(path, "rb") as f:
+        if f.read(16) != SQLITE_HEADER:
+            return f"{path} is not an SQLite database (left untouched)"
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as error:
+        return f"cannot read the SQLite database {path} ({error})"
+    if MLFLOW_TABLES <= tables or (new_ok and not tables):
+        return ""
+    found = ", ".join(sorted(tables)[:5]) or "no tables"
+    return (f"{path} is an SQLite database but not an MLflow store (expected tables "
+            f"{', '.join(sorted(MLFLOW_TABLES))}; found {found}); left untouched")
 
 
 def check_login(uri: str) -> None:
@@ -121,6 +149,11 @@ def check_storage(storage: str) -> str:
         return storage.rstrip("/")
     if not Path(storage).is_absolute():
         raise SweepError(f"--storage: expected an absolute path or s3://... URI, got {storage!r}")
+    existing = next(p for p in (Path(storage), *Path(storage).parents) if p.exists())
+    if not existing.is_dir():
+        raise SweepError(f"--storage: {existing} is a file, expected a folder (or a path that can be created)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SweepError(f"--storage: cannot write in {existing} (permission denied for this user)")
     return str(Path(storage))
 
 

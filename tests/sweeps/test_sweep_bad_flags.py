@@ -134,3 +134,26 @@ def test_sweep__mlflow_login_checked_before_ray(capsys, tmp_path, monkeypatch, l
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_sweep__foreign_sqlite_tracking_file_refused_and_unchanged(capsys, tmp_path):
+    import hashlib
+    import sqlite3
+
+    path = tmp_path / "inventory.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE parts (id INTEGER)")
+    db.close()
+    (tmp_path / "notes.txt").write_text("mine")
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()}
+    for uri in (f"sqlite:///{path}", f"sqlite:///{tmp_path / 'notes.txt'}"):
+        assert main("negatives", ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", uri]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("sweep: error: --tracking-uri: ") and "left untouched" in err and "\n" not in err
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()} == before
+    assert not ray.is_initialized()
+
+
+def test_sweep__storage_that_is_a_file_refused(capsys, tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert "--storage: " in _refused(capsys, tmp_path, "--storage", str(tmp_path / "file" / "ray"))
