@@ -125,9 +125,13 @@ def _without_password(uri: str) -> str:
 
 
 def check_address(address: str | None) -> None:
-    """``host:port`` of a running Ray head must accept a TCP connection (``auto``/None pass)."""
-    if address in (None, "", "auto", "local"):
+    """``host:port`` of a running Ray head (or what ``auto`` finds) must accept a TCP connection."""
+    if address in (None, "", "local"):
         return
+    if address == "auto":
+        address = _auto_address()
+        if address == "auto":
+            return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         raise SweepError(f"--address: expected host:port (or auto), got {address!r}")
@@ -137,6 +141,19 @@ def check_address(address: str | None) -> None:
         socket.create_connection((host, int(port)), timeout=3).close()
     except OSError as error:
         raise SweepError(f"--address: no Ray head answers at {address} ({error})") from None
+
+
+def _auto_address() -> str:
+    """What ``ray.init(address="auto")`` would join (RAY_ADDRESS or this machine's latest cluster)."""
+    try:
+        from ray._private.services import get_ray_address_from_environment  # Ray 2.60 (private)
+    except ImportError:
+        return "auto"
+    try:
+        return get_ray_address_from_environment("auto", None)
+    except ConnectionError:
+        raise SweepError("--address: auto found no running Ray cluster on this machine (start one with "
+                         "`ray start --head`, or give host:port)") from None
 
 
 def is_uri(path: str) -> bool:

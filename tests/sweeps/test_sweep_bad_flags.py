@@ -157,3 +157,13 @@ def test_sweep__foreign_sqlite_tracking_file_refused_and_unchanged(capsys, tmp_p
 def test_sweep__storage_that_is_a_file_refused(capsys, tmp_path):
     (tmp_path / "file").write_text("x")
     assert "--storage: " in _refused(capsys, tmp_path, "--storage", str(tmp_path / "file" / "ray"))
+
+
+def test_sweep__address_auto_is_resolved_and_checked_before_ray(capsys, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # what `auto` joins; nothing listens there
+    assert f"--address: no Ray head answers at 127.0.0.1:{port}" in _refused(capsys, tmp_path, "--address", "auto")
