@@ -76,9 +76,9 @@ def load_source(args: argparse.Namespace) -> RunSource:
     if args.sweep_run not in (None, "latest") and args.experiment:
         raise AblationError("--sweep-run and --experiment: give one (or --sweep-run latest with --experiment)")
     check_readable(args.tracking_uri)
-    client = MlflowClient(args.tracking_uri)
     experiment = args.experiment or (specs.SPECS[args.spec].experiment if args.spec else None)
     try:
+        client = MlflowClient(args.tracking_uri)  # MLflow 3 refuses a file store here unless allowed
         if args.sweep_run == "latest":
             if experiment is None:
                 raise AblationError("--sweep-run latest: also give --experiment NAME or --spec")
@@ -88,7 +88,7 @@ def load_source(args: argparse.Namespace) -> RunSource:
         return from_experiment(client, experiment)
     except MlflowException as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AblationError(f"--tracking-uri: cannot read {args.tracking_uri} ({first_line})") from None
+        raise AblationError(f"--tracking-uri: cannot read {args.tracking_uri} ({first_line[:200]})") from None
 
 
 def existing_outputs(out: str | None, stem: str) -> list[Path]:

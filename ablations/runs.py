@@ -58,6 +58,9 @@ def check_readable(uri: str) -> None:
         path = Path(urlparse(uri).path if scheme else uri)
         if not path.is_dir():
             raise AblationError(f"--tracking-uri: no MLflow file store at {path}")
+        if not any(path.glob("*/meta.yaml")):  # MLflow would create its layout in any other folder
+            raise AblationError(f"--tracking-uri: {path} is not an MLflow file store (no <experiment>/meta.yaml); "
+                                f"left untouched")
     elif scheme in ("http", "https"):
         from tune.checks import check_tracking_uri
 

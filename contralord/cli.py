@@ -112,6 +112,13 @@ def _bad_counts(args: argparse.Namespace) -> str:
     for name in flags:
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}"
+    if args.command == "bench-metrics":
+        from contralord.data.arrays import DEFAULT_MAX_ARRAY_BYTES
+
+        nbytes = 8 * (args.n_train + args.n_test) * (args.dims + args.factors)
+        if nbytes > DEFAULT_MAX_ARRAY_BYTES:
+            return (f"--n-train/--n-test/--dims/--factors: the synthetic codes would take {nbytes / 2**30:.3g} GiB, "
+                    f"expected at most {DEFAULT_MAX_ARRAY_BYTES / 2**30:g}")
     return ""
 
 

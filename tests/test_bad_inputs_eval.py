@@ -92,6 +92,10 @@ def test_bench_metrics__counts_must_be_positive(capsys, flag):
     assert f"{flag}: expected an int >= 1, got -5" in refused(capsys, ["bench-metrics", flag, "-5"])
 
 
+def test_bench_metrics__sizes_must_fit_memory(capsys):
+    assert "would take 1.12e+05 GiB, expected at most 16" in refused(capsys, ["bench-metrics", "--n-train", str(10**12)])
+
+
 def test_train__ctrl_c_is_one_line_that_says_how_to_resume(tmp_path, tiny_overrides):
     sets = [a for k, v in (tiny_overrides | {"latent.epochs": 400}).items() for a in ("--set", f"{k}={v}")]
     cmd = [sys.executable, "-m", "contralord.cli", "train", *sets, "--out", str(tmp_path / "run")]

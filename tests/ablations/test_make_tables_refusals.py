@@ -61,3 +61,20 @@ def test_database_uri_without_its_driver__one_line(capsys):
     line = _errors(capsys, ["--tracking-uri", "postgresql://user:secret@127.0.0.1:1/mlflow", "--spec", "table6"])
     assert "--tracking-uri:" in line and ("not installed" in line or "does not answer" in line)
     assert "secret" not in line
+
+
+def test_folder_that_is_not_a_file_store__refused_and_untouched(tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    line = _errors(capsys, ["--tracking-uri", str(folder), "--spec", "table6"])
+    assert "is not an MLflow file store" in line and "left untouched" in line
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+def test_mlflow_file_store__one_line_not_a_traceback(tmp_path, capsys):
+    store = tmp_path / "mlruns"
+    (store / "0").mkdir(parents=True)
+    (store / "0" / "meta.yaml").write_text("experiment_id: '0'\nname: Default\n")
+    line = _errors(capsys, ["--tracking-uri", str(store), "--spec", "table6"])
+    assert line.startswith("error: --tracking-uri: ") and len(line) < 320
