@@ -200,3 +200,20 @@ def test_train__nan_stage1_is_one_line_and_caches_nothing(tmp_path, tiny_overrid
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "latent/train/" in err[0] and "Traceback" not in err[0], err
     assert not list(tmp_path.rglob("latent.pt"))  # no cached stage-1 artifact for a later run to reuse
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("side, needle", [
+    (9000, r"b\.png: key 'image' declares shape \(9000, 9000, 3\) of uint8 = 0.226 GiB, over the cap"),
+    (20000, r"b\.png: not a readable image \(DecompressionBombError"),  # past PIL's own limit
+])
+def test_data__image_bomb_refused_from_its_header(tmp_path, side, needle):
+    from PIL import Image
+
+    folder = tmp_path / "imgs" / "cat"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    Image.new("1", (side, side)).save(folder / "b.png")  # 1-bit zeros: tiny on disk, huge as RGB
+    assert (folder / "b.png").stat().st_size < 2**20
+    with pytest.raises(DataError, match=needle):
+        build_dataset("image_folder", str(tmp_path / "imgs"), 32, 0, 0, max_array_bytes=2**27)

@@ -93,7 +93,8 @@ def test_bench_metrics__counts_must_be_positive(capsys, flag):
 
 
 def test_bench_metrics__sizes_must_fit_memory(capsys):
-    assert "would take 1.12e+05 GiB, expected at most 16" in refused(capsys, ["bench-metrics", "--n-train", str(10**12)])
+    line = refused(capsys, ["bench-metrics", "--n-train", str(10**12)])
+    assert "would take 1.12e+05 GiB, expected at most 16" in line
 
 
 def test_train__ctrl_c_is_one_line_that_says_how_to_resume(tmp_path, tiny_overrides):
