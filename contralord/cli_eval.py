@@ -159,7 +159,7 @@ def _evaluate_into(cfg: ContraLordConfig, online, data, out: Path) -> int:
     try:
         result = evaluate(cfg, online.to(device), data, out, device)
     except KeyboardInterrupt:
-        print("\ncontralord: interrupted; nothing of this evaluation was written over", file=sys.stderr)
+        print(f"\ncontralord: interrupted; the training run is unchanged, {out} may be incomplete", file=sys.stderr)
         return 130
     print(json.dumps(result, indent=2, sort_keys=True))
     print(f"wrote {out / 'metrics.json'} (beside the training run; its own metrics.json is unchanged)",

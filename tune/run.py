@@ -89,8 +89,7 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     check_tracking_uri(tracking_uri)
     check_address(args.address)
     check_bucket(storage)
-    if args.resume:
-        _check_resumable(storage, name, tracking_uri)
+    _check_resumable(storage, name, tracking_uri, args.resume)
     base = resolve_presets([args.preset, *args.method], parse_set_args(args.set))
     knob, variants = (("optuna", [("optuna", {})]) if kind == "optuna" else spaces.variants(kind, args.preset))
     seeds = list(range(args.seeds))
@@ -115,11 +114,18 @@ def _check_flags(kind: str, args: argparse.Namespace) -> None:
     check_counts(args)
 
 
-def _check_resumable(storage: str, name: str, tracking_uri: str) -> None:
-    """--resume needs the Tuner's saved state and the MLflow store of the sweep (read, never created)."""
+def _check_resumable(storage: str, name: str, tracking_uri: str, resume: bool) -> None:
+    """--resume needs the Tuner's saved state and the MLflow store of the sweep (read, never created);
+    without --resume, a sweep of that name must not exist (its state would be mixed with the new one)."""
     from ray import tune  # reads files only; starts no Ray
 
-    if not tune.Tuner.can_restore(f"{storage}/{name}"):
+    exists = tune.Tuner.can_restore(f"{storage}/{name}")
+    if not resume:
+        if exists:
+            raise SweepError(f"--name: sweep {name!r} already exists under {storage} (pass --resume to continue "
+                             f"it, or another --name); nothing was changed")
+        return
+    if not exists:
         raise SweepError(f"--resume: no sweep named {name!r} ran under {storage} (nothing to resume; drop --resume "
                          f"to start it)")
     if tracking_uri.startswith("sqlite:") and not Path(tracking_uri[len("sqlite:///"):]).is_file():

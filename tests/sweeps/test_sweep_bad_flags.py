@@ -167,3 +167,12 @@ def test_sweep__address_auto_is_resolved_and_checked_before_ray(capsys, tmp_path
         port = s.getsockname()[1]
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # what `auto` joins; nothing listens there
     assert f"--address: no Ray head answers at 127.0.0.1:{port}" in _refused(capsys, tmp_path, "--address", "auto")
+
+
+def test_sweep__existing_name_without_resume_refused_before_ray(capsys, tmp_path):
+    state = tmp_path / "ray" / "sweep-negatives-smoke"
+    state.mkdir(parents=True)
+    (state / "tuner.pkl").write_bytes(b"an earlier sweep's state")
+    line = _refused(capsys, tmp_path)
+    assert "--name: sweep 'sweep-negatives-smoke' already exists" in line and "--resume" in line
+    assert (state / "tuner.pkl").read_bytes() == b"an earlier sweep's state"
