@@ -181,6 +181,8 @@ def check_bucket(storage: str) -> None:
     from pyarrow import fs
 
     bucket = urlparse(storage).netloc
+    if not bucket:
+        raise SweepError(f"--storage: expected s3://BUCKET/prefix, got {storage!r}")
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     try:
         s3 = fs.S3FileSystem(endpoint_override=endpoint, connect_timeout=5, request_timeout=5,

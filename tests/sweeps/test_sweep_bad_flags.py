@@ -39,6 +39,7 @@ def _refused(capsys, tmp_path, *args, kind="negatives") -> str:
     (["--resume"], "--resume: no sweep named 'sweep-negatives-smoke' ran under"),
     (["--set", "encoder.lr=inf"], "encoder.lr: expected a finite float"),
     (["--set", "encoder.queue_sise=4"], "did you mean encoder.queue_size"),
+    (["--storage", "s3:///prefix"], "--storage: expected s3://BUCKET/prefix"),
 ])
 def test_sweep__bad_flag_refused_before_ray(capsys, tmp_path, args, needle):
     assert needle in _refused(capsys, tmp_path, *args)
