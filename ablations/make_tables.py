@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--by", help="config key(s) that make a row, comma-separated (e.g. encoder.queue_size)")
     parser.add_argument("--format", action="append", choices=sorted(render.FORMATS),
                         help="output format; repeat for several (default markdown)")
-    parser.add_argument("--out", help="folder for <table>.<md|tex|csv> and <table>.png (default: print only)")
+    parser.add_argument("--out", help="folder for <table>.<md|tex|csv> and <table>.png (default: print only); "
+                        "an existing table there is kept unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace <table>.* in --out, and remove the "
+                        "formats of it not written this time (so no stale table stays beside the new one)")
     parser.add_argument("--paper", action="store_true", help="add the paper's values under each matching row")
     parser.add_argument("--ignore-key", action="append", default=[], metavar="KEY",
                         help="a config key allowed to differ between averaged runs (named in no table: use sparingly)")
@@ -73,9 +76,9 @@ def load_source(args: argparse.Namespace) -> RunSource:
     if args.sweep_run not in (None, "latest") and args.experiment:
         raise AblationError("--sweep-run and --experiment: give one (or --sweep-run latest with --experiment)")
     check_readable(args.tracking_uri)
-    client = MlflowClient(args.tracking_uri)
     experiment = args.experiment or (specs.SPECS[args.spec].experiment if args.spec else None)
     try:
+        client = MlflowClient(args.tracking_uri)  # MLflow 3 refuses a file store here unless allowed
         if args.sweep_run == "latest":
             if experiment is None:
                 raise AblationError("--sweep-run latest: also give --experiment NAME or --spec")
@@ -85,15 +88,30 @@ def load_source(args: argparse.Namespace) -> RunSource:
         return from_experiment(client, experiment)
     except MlflowException as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AblationError(f"--tracking-uri: cannot read {args.tracking_uri} ({first_line})") from None
+        raise AblationError(f"--tracking-uri: cannot read {args.tracking_uri} ({first_line[:200]})") from None
 
 
-def write_outputs(table: Table, formats: list[str], out: str | None) -> list[Path]:
-    """Print each format; with ``out``, also write it and the plot there. Returns the files written."""
+def existing_outputs(out: str | None, stem: str) -> list[Path]:
+    """The files of this table already in ``out`` (every format and the plot), or a one-line error."""
+    if not out:
+        return []
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise AblationError(f"--out: cannot write there ({folder} is a file, expected a folder)")
+    extensions = [ext for _, ext in render.FORMATS.values()] + ["png"]
+    return [folder / f"{stem}.{ext}" for ext in extensions if (folder / f"{stem}.{ext}").exists()]
+
+
+def write_outputs(table: Table, formats: list[str], out: str | None, replace: list[Path] = ()) -> list[Path]:
+    """Print each format; with ``out``, also write it and the plot there, then remove the files of
+    ``replace`` (the table's earlier files) that were not rewritten. Returns the files written."""
     texts = render.render_all(table, formats)
     for text in texts.values():
         print(text)
-    return render.save(table, texts, Path(out), table.spec.name) if out else []
+    written = render.save(table, texts, Path(out), table.spec.name) if out else []
+    for path in set(replace) - set(written):
+        path.unlink()
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,11 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         source = load_source(args)
         spec = resolve_spec(args, source.sweep_kind)
         table = build_table(source.runs, spec, source.description, args.paper, tuple(args.ignore_key))
+        earlier = existing_outputs(args.out, table.spec.name)
+        if earlier and not args.overwrite:
+            raise AblationError(f"--out: {earlier[0]} exists ({len(earlier)} file(s) of table {table.spec.name} "
+                                f"there); pass --overwrite to replace them all, or another --out; nothing written")
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        written = write_outputs(table, args.format or ["markdown"], args.out)
+        written = write_outputs(table, args.format or ["markdown"], args.out, earlier)
     except OSError as error:
         print(f"error: --out: cannot write there ({error})", file=sys.stderr)
         return 2

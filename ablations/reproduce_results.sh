@@ -13,5 +13,5 @@ for kind in negatives losses batch_size; do
 done
 for table in table4 table5 table6; do
   "$PY" ablations/make_tables.py --tracking-uri "sqlite:///$PWD/mlflow.db" --spec $table --sweep-run latest \
-    --paper --format markdown --format csv --out results/
+    --paper --format markdown --format csv --out results/ --overwrite  # regenerates: replace the tables
 done

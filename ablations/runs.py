@@ -14,9 +14,10 @@ from urllib.parse import urlparse
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tune.checks import sqlite_store_problem
+
 PARENT_TAG = "mlflow.parentRunId"
 NOT_TRIALS = ("sweep", "stage1")  # values of the ``role`` tag that are not trials
-SQLITE_HEADER = b"SQLite format 3\x00"
 STATUS_OF = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "unfinished", "SCHEDULED": "unfinished",
              "KILLED": "unfinished"}
 
@@ -50,13 +51,16 @@ def check_readable(uri: str) -> None:
         path = Path(uri[len("sqlite:///"):])
         if not path.is_file():
             raise AblationError(f"--tracking-uri: no MLflow database at {path} (from {uri})")
-        with open(path, "rb") as f:
-            if f.read(16) != SQLITE_HEADER:  # MLflow would write its schema into an empty or foreign file
-                raise AblationError(f"--tracking-uri: {path} is not an SQLite database")
+        problem = sqlite_store_problem(path)  # MLflow would write its schema into an empty or foreign file
+        if problem:
+            raise AblationError(f"--tracking-uri: {problem}")
     elif scheme in ("", "file"):
         path = Path(urlparse(uri).path if scheme else uri)
         if not path.is_dir():
             raise AblationError(f"--tracking-uri: no MLflow file store at {path}")
+        if not any(path.glob("*/meta.yaml")):  # MLflow would create its layout in any other folder
+            raise AblationError(f"--tracking-uri: {path} is not an MLflow file store (no <experiment>/meta.yaml); "
+                                f"left untouched")
     elif scheme in ("http", "https"):
         from tune.checks import check_tracking_uri
 
@@ -64,6 +68,15 @@ def check_readable(uri: str) -> None:
             check_tracking_uri(uri)
         except ValueError as error:
             raise AblationError(str(error)) from None
+    else:
+        from tune.checks import DB_SCHEMES, probe_database
+
+        if scheme.split("+")[0] not in DB_SCHEMES:
+            raise AblationError(f"--tracking-uri: expected sqlite:///path.db, a folder, http(s)://host:port or a "
+                                f"database URI ({', '.join(DB_SCHEMES)}), got {uri!r}")
+        problem = probe_database(uri)
+        if problem:
+            raise AblationError(f"--tracking-uri: {problem}")
 
 
 def classify(status: str, tags: dict[str, str]) -> str:

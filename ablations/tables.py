@@ -19,7 +19,7 @@ from ablations import specs, stats
 from ablations.runs import AblationError, TrialRun
 
 # where files go and how often checkpoints are written: neither changes a result (resume is bit-exact)
-IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every")
+IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every", "data.max_array_gib")
 SEED_KEY = "run.seed"
 DATA_TAG = "data_fingerprint"  # the same config and seed on other data is not comparable
 EXCLUDED = ("failed", "unfinished", "early_stopped", "duplicate")

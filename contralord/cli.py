@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     evaluate = sub.add_parser("evaluate", help="metrics.json and image grids for a trained run")
     evaluate.add_argument("--checkpoint", required=True, metavar="DIR", help="a run folder written by train")
-    evaluate.add_argument("--protocol", choices=("partial-labels", "all-factors"), help="override eval.protocol")
+    evaluate.add_argument("--protocol", help="override eval.protocol (checked like --set eval.protocol=...)")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="replace an earlier <run>/evaluate-<protocol>/metrics.json")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override eval.* keys")
     metrics = sub.add_parser("metrics", help="DCI/SAP/MIG or smoothness of codes saved as .npy")
     metrics.add_argument("--codes", help="(N, D) float codes")
@@ -61,7 +64,18 @@ def config_from_args(args: argparse.Namespace) -> ContraLordConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _main(build_parser().parse_args(argv))
+    except KeyboardInterrupt:  # before training (training itself says how to resume)
+        print("\ncontralord: interrupted before any training; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
+    bad = _bad_counts(args)
+    if bad:
+        print(f"contralord: error: {bad}", file=sys.stderr)
+        return 2
     if args.command == "bench-metrics":
         from contralord.metrics.bench import run_metrics_bench
 
@@ -75,27 +89,64 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         if args.command == "bench":
             from contralord.bench import run_bench
+            from contralord.preflight import check_device
+
+            check_device(cfg)
 
             run_bench(cfg, steps=args.steps)
             return 0
+        from contralord.preflight import check_out
         from contralord.trainer import prepare
 
+        check_out(args.out, args.resume)
         data = prepare(cfg, args.out, resume=args.resume)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:  # bad input: one line, before training
+    except (ValueError, OSError) as error:  # bad input: one line, before training
         print(f"contralord: error: {error}", file=sys.stderr)
         return 2
     return _train(cfg, args, data)
 
 
+def _bad_counts(args: argparse.Namespace) -> str:
+    """Counts and sizes must be positive: the first offending flag, or ''."""
+    flags = {"bench-metrics": ("n_train", "n_test", "dims", "factors"), "bench": ("steps",)}.get(args.command, ())
+    for name in flags:
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')}: expected an int >= 1, got {getattr(args, name)}"
+    if args.command == "bench-metrics":
+        from contralord.data.arrays import DEFAULT_MAX_ARRAY_BYTES
+
+        nbytes = 8 * (args.n_train + args.n_test) * (args.dims + args.factors)
+        if nbytes > DEFAULT_MAX_ARRAY_BYTES:
+            return (f"--n-train/--n-test/--dims/--factors: the synthetic codes would take {nbytes / 2**30:.3g} GiB, "
+                    f"expected at most {DEFAULT_MAX_ARRAY_BYTES / 2**30:g}")
+    return ""
+
+
 def _train(cfg: ContraLordConfig, args: argparse.Namespace, data) -> int:
+    from contralord.loop import NonFiniteLossError
+    from contralord.runtime import LocalRuntime, resolve_device
     from contralord.tracking import StdoutLogger
     from contralord.trainer import train
 
     started = time.perf_counter()
-    summary = train(cfg, args.out, logger=StdoutLogger(), resume=args.resume, data=data)
+    runtime = LocalRuntime(device=resolve_device(cfg.run.device))  # checked by prepare
+    try:
+        summary = train(cfg, args.out, runtime=runtime, logger=StdoutLogger(), resume=args.resume, data=data)
+    except KeyboardInterrupt:  # the folder is consistent: checkpoints are written atomically
+        print(f"\ncontralord: interrupted; continue with: {_resume_command(args)}", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as error:
+        print(f"\ncontralord: error: {error}", file=sys.stderr)
+        return 1
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     print("summary:", json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    presets = [a for name in args.preset for a in ("--preset", name)]
+    sets = [a for item in args.set for a in ("--set", item)]
+    return shlex.join(["contralord", "train", "--out", args.out, *presets, *sets, "--resume"])
 
 
 if __name__ == "__main__":

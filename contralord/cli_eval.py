@@ -1,11 +1,15 @@
 """``contralord evaluate`` and ``contralord metrics``: evaluation from the command line.
 
-    contralord evaluate --checkpoint runs/cpu [--protocol all-factors] [--set eval.num_train=2000]
+    contralord evaluate --checkpoint runs/cpu [--protocol all-factors] [--set eval.num_train=2000] [--overwrite]
     contralord metrics --codes C.npy --factors F.npy [--test-codes C2.npy --test-factors F2.npy] [--seed S]
     contralord metrics --content A.npy --residual B.npy
 
 ``metrics`` prints one JSON object. Without ``--test-codes`` the codes are split in order: the first
 two thirds fit the predictors, the last third scores them (the output says so).
+
+``evaluate`` writes beside the training run, into ``<run>/evaluate-<protocol>/``, so the run's own
+``metrics.json`` (which its ``summary.json`` agrees with) is never replaced; an existing
+``evaluate-<protocol>/metrics.json`` is kept unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -25,15 +29,43 @@ def _fail(message: str) -> int:
     return 2
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_npy(path: str | None, flag: str) -> np.ndarray | None:
+    """A plain numeric .npy array; its header is checked against the file before anything is allocated."""
     if path is None:
         return None
     if not Path(path).is_file():
         raise FileNotFoundError(f"{flag}: file {path!r} does not exist")
+    size = Path(path).stat().st_size
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) != NPY_MAGIC:
+                raise ValueError(f"{flag}: {path!r} is not a .npy array (expected a file starting "
+                                 f"\\x93NUMPY as np.save writes, found {size} bytes of something else)")
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            offset = f.tell()
+    except (OSError, EOFError, ValueError) as error:
+        raise ValueError(str(error) if str(error).startswith(flag) else
+                         f"{flag}: {path!r} has a damaged .npy header ({type(error).__name__}: {error})") from None
+    return _read_npy(path, flag, shape, dtype, size - offset)
+
+
+def _read_npy(path: str, flag: str, shape: tuple, dtype: np.dtype, available: int) -> np.ndarray:
+    if dtype.hasobject or dtype.kind not in "biuf":
+        raise ValueError(f"{flag}: {path!r} holds {dtype} values, expected numbers (objects are never unpickled)")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > available:
+        raise ValueError(f"{flag}: {path!r} declares shape {shape} ({declared} bytes) but holds {available} "
+                         f"bytes of data (truncated or forged header)")
     try:
         return np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise ValueError(f"{flag}: {path!r} is not a .npy array ({error})") from None
+    except (OSError, EOFError, ValueError) as error:
+        raise ValueError(f"{flag}: {path!r} is not a readable .npy array ({type(error).__name__})") from None
 
 
 def run_metrics(args: argparse.Namespace) -> int:
@@ -46,6 +78,9 @@ def run_metrics(args: argparse.Namespace) -> int:
         if arrays["content"] is not None or arrays["residual"] is not None:
             if arrays["content"] is None or arrays["residual"] is None:
                 return _fail("--content and --residual go together")
+            if len(arrays["content"]) != len(arrays["residual"]):
+                return _fail(f"--content has {len(arrays['content'])} rows but --residual has "
+                             f"{len(arrays['residual'])}: expected one row per image in both")
             result |= metrics.compute_smoothness(arrays["content"], arrays["residual"])
         if arrays["codes"] is not None or arrays["factors"] is not None:
             result |= _disentanglement(arrays, args.seed)
@@ -82,27 +117,59 @@ def _disentanglement(arrays: dict, seed: int) -> dict:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from contralord import checkpoint
-    from contralord.encoder_stage import CHECKPOINT, build_online
-    from contralord.evaluation import evaluate
-    from contralord.runtime import resolve_device
+    from contralord.encoder_stage import CHECKPOINT
+    from contralord.preflight import check_creatable, check_device
     from contralord.trainer import build_data
 
     folder = Path(args.checkpoint)
     try:
         cfg = _run_config(folder, args)
+        out = folder / f"evaluate-{cfg.eval.protocol}"
+        if (out / "metrics.json").exists() and not args.overwrite:
+            raise FileExistsError(f"--checkpoint: {out / 'metrics.json'} exists (an earlier evaluate); pass "
+                                  f"--overwrite to replace it (the training run's own metrics.json is never touched)")
+        check_device(cfg)
+        check_creatable(out, "--checkpoint")
         saved = checkpoint.load(folder / "checkpoints" / CHECKPOINT, required=("online",))
         data = build_data(cfg)
-    except (ValueError, FileNotFoundError) as error:
+        online = _restore_online(cfg, data, saved["online"], folder)
+    except (ValueError, OSError) as error:
         return _fail(str(error))
-    device = resolve_device(cfg.run.device)
+    return _evaluate_into(cfg, online, data, out)
+
+
+def _restore_online(cfg: ContraLordConfig, data, state: dict, folder: Path):
+    from contralord.encoder_stage import build_online
+
     online = build_online(cfg, data, latent=None)
-    online.load_state_dict(saved["online"])
-    result = evaluate(cfg, online.to(device), data, folder, device)
+    try:
+        online.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"--checkpoint: {folder} holds weights of another architecture than its config.json "
+                         f"({first[:160]})") from None
+    return online
+
+
+def _evaluate_into(cfg: ContraLordConfig, online, data, out: Path) -> int:
+    from contralord.evaluation import evaluate
+    from contralord.runtime import resolve_device
+
+    device = resolve_device(cfg.run.device)
+    try:
+        result = evaluate(cfg, online.to(device), data, out, device)
+    except KeyboardInterrupt:
+        print(f"\ncontralord: interrupted; the training run is unchanged, {out} may be incomplete", file=sys.stderr)
+        return 130
     print(json.dumps(result, indent=2, sort_keys=True))
+    print(f"wrote {out / 'metrics.json'} (beside the training run; its own metrics.json is unchanged)",
+          file=sys.stderr)
     return 0
 
 
 def _run_config(folder: Path, args: argparse.Namespace) -> ContraLordConfig:
+    from contralord.preflight import read_run_config
+
     path = folder / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"--checkpoint: {path} does not exist (not a folder written by contralord train)")
@@ -112,4 +179,4 @@ def _run_config(folder: Path, args: argparse.Namespace) -> ContraLordConfig:
         raise ValueError(f"--set {bad[0]}: evaluate only takes eval.*, run.device and run.threads")
     if args.protocol:
         overrides["eval.protocol"] = args.protocol
-    return ContraLordConfig.from_saved(json.loads(path.read_text()), overrides)
+    return ContraLordConfig.from_saved(read_run_config(path), overrides)

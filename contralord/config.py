@@ -13,8 +13,10 @@ one vocabulary. Unknown keys, wrong types and invalid values raise ``ConfigError
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +45,12 @@ class DataConfig:
     split: str = "train"  # train | test (formats that ship both)
     labelled_factors: str = ""  # partial-labels: comma-separated factor names ("" = the dataset's zerodim set)
     num_labels: int = 100  # partial-labels: images whose labelled factors are known (paper: 100; zerodim: 1000)
+    max_array_gib: float = 16.0  # refuse any array a data file declares larger than this, before reading it
 
     def __post_init__(self):
         _check(self.image_size > 0, "data.image_size", "a positive int", self.image_size)
         _check(self.num_labels > 0, "data.num_labels", "a positive int", self.num_labels)
+        _check(self.max_array_gib > 0, "data.max_array_gib", "a positive size in GiB", self.max_array_gib)
         _check(self.size >= 0, "data.size", "an int >= 0 (0 = all)", self.size)
         _choice(self.split, "data.split", ("train", "test"))
         parse_factor_filter(self.factor_filter)
@@ -211,6 +215,8 @@ PRE_PROTOCOL_VALUES: dict[str, Any] = {
     "loss.sup_reduction": "sum",
 }
 
+HASH_IGNORED = ("data.max_array_gib",)  # a safety cap: changes what is refused, never a number
+
 SECTIONS = {"data": DataConfig, "latent": LatentConfig, "encoder": EncoderConfig, "loss": LossConfig,
             "eval": EvalConfig, "run": RunConfig}
 
@@ -235,7 +241,7 @@ class ContraLordConfig:
             section, _, name = key.partition(".")
             known = {f.name: f for f in dataclasses.fields(SECTIONS[section])} if section in SECTIONS else {}
             if name not in known:
-                raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(all_keys()))})")
+                raise ConfigError(f"{key}: unknown config key{_did_you_mean(key)}")
             grouped[section][name] = _coerce(key, value, known[name].type)
         return cls(**{name: SECTIONS[name](**values) for name, values in grouped.items()})
 
@@ -254,13 +260,25 @@ class ContraLordConfig:
         return {f"{s}.{k}": v for s in SECTIONS for k, v in dataclasses.asdict(getattr(self, s)).items()}
 
     def section_hash(self, *sections: str) -> str:
-        """sha256 (16 hex) of the named sections' flat values: a cache key for stage-1 artifacts."""
-        flat = {k: v for k, v in self.to_flat_dict().items() if k.split(".")[0] in sections}
+        """sha256 (16 hex) of the named sections' flat values (less ``HASH_IGNORED``, which change no
+        number): a cache key for stage-1 artifacts."""
+        flat = {k: v for k, v in self.to_flat_dict().items() if k.split(".")[0] in sections and k not in HASH_IGNORED}
         return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def all_keys() -> list[str]:
     return [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
+
+
+def _did_you_mean(key: str) -> str:
+    """' (did you mean a.b?)' for the nearest known keys, else where to find them all."""
+    close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.6)
+    section = key.partition(".")[0]
+    if not close and section in SECTIONS:
+        return f" (keys of {section}: {', '.join(f.name for f in dataclasses.fields(SECTIONS[section]))})"
+    if not close:
+        return f" (sections: {', '.join(SECTIONS)}; every key is in contralord/config.py)"
+    return f" (did you mean {' or '.join(close)}?)"
 
 
 _TYPES = {"int": int, "float": float, "bool": bool, "str": str}
@@ -272,9 +290,11 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
     if isinstance(value, str) and kind is not str:
         return _parse_string(key, value, kind)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if type(value) is not kind:
         raise ConfigError(f"{key}: expected {type_name}, got {value!r} ({type(value).__name__})")
+    if kind is float and not math.isfinite(value):  # inf/nan pass every range check and train NaNs
+        raise ConfigError(f"{key}: expected a finite float, got {value!r}")
     return value
 
 
@@ -285,9 +305,12 @@ def _parse_string(key: str, text: str, kind: type) -> Any:
             raise ConfigError(f"{key}: expected bool (true/false), got {text!r}")
         return lowered in ("true", "1")
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise ConfigError(f"{key}: expected {kind.__name__}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):  # inf/nan pass every range check and train NaNs
+        raise ConfigError(f"{key}: expected a finite float, got {text!r}")
+    return value
 
 
 def parse_factor_filter(text: str) -> dict[str, list[int]]:

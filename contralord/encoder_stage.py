@@ -31,7 +31,8 @@ from contralord.vae_baseline import SemiSupervisedVAE, vae_terms
 
 CHECKPOINT = "encoder.pt"
 RESUME_KEYS = ("online", "momentum", "optimizer", "scheduler", "step", "rng", "config")
-RESUME_IGNORED = ("run.checkpoint_every", "run.threads", "run.device", "run.eval_size", "run.latent_cache", "eval.")
+RESUME_IGNORED = ("run.checkpoint_every", "run.threads", "run.device", "run.eval_size", "run.latent_cache", "eval.",
+                  "data.max_array_gib")
 
 
 def uses_contrastive(cfg: ContraLordConfig) -> bool:

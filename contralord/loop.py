@@ -6,6 +6,7 @@ A stage supplies ``step_fn(epoch, step_in_epoch, global_step) -> {name: float}``
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,10 @@ from dataclasses import dataclass, field
 
 from contralord import distributed
 from contralord.tracking import MetricsLogger
+
+
+class NonFiniteLossError(RuntimeError):
+    """A step returned a NaN or infinite value: the run stops before anything of it is saved."""
 
 
 @dataclass
@@ -38,6 +43,7 @@ def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int],
         epoch_end = (epoch + 1) * spec.steps_per_epoch
         while step < epoch_end:
             spec.last_step = step_fn(epoch, step % spec.steps_per_epoch, step)
+            _check_finite(spec, spec.last_step, step)
             for name, value in spec.last_step.items():  # a key a step may omit (grad norms) averages its own
                 sums[name], counts[name] = sums.get(name, 0.0) + value, counts.get(name, 0) + 1
             step, count = step + 1, count + 1
@@ -53,6 +59,15 @@ def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int],
         logger.log_metrics(metrics, step)
         report(metrics, path)
     return spec
+
+
+def _check_finite(spec: LoopSpec, values: dict[str, float], step: int) -> None:
+    """Stop at once on a NaN/inf: every later step, checkpoint and cached artifact would be NaN too."""
+    bad = next((name for name, value in values.items() if not math.isfinite(value)), None)
+    if bad is not None:
+        raise NonFiniteLossError(f"{spec.stage}/train/{bad}: {values[bad]} at step {step + 1} (epoch "
+                                 f"{step // spec.steps_per_epoch + 1}); the run stopped and saved nothing from this "
+                                 f"step on (lower {spec.stage}.lr, or check the data)")
 
 
 def _progress(spec: LoopSpec, step: int, epoch_end: int, sums: dict[str, float], count: int) -> None:

@@ -21,6 +21,7 @@ from contralord.evaluation import evaluate
 from contralord.latent_stage import LatentResult, train_latent
 from contralord.models.encoders import build_backbone
 from contralord.models.generator import SUPPORTED_IMAGE_SIZES
+from contralord.preflight import check_creatable, check_device, check_sizes, check_weight_file, read_run_config
 from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
 
@@ -37,7 +38,8 @@ def build_data(cfg: ContraLordConfig) -> ImageFactorData:
     d = cfg.data
     return build_dataset(d.name, d.path or None, d.image_size, d.size, cfg.run.seed,
                          class_factor=d.class_factor or None,
-                         factor_filter=parse_factor_filter(d.factor_filter) or None, split=d.split)
+                         factor_filter=parse_factor_filter(d.factor_filter) or None, split=d.split,
+                         max_array_bytes=int(d.max_array_gib * 2**30))
 
 
 def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
@@ -67,6 +69,9 @@ def check_resume(cfg: ContraLordConfig, out_dir: Path, resume: bool) -> None:
     """Refuse to overwrite a run by accident, and to resume a run of another config."""
     path = out_dir / "checkpoints" / CHECKPOINT
     if not path.is_file():
+        if resume and (out_dir / "config.json").is_file():  # interrupted before the first stage-2 checkpoint
+            checkpoint.check_compatible(read_run_config(out_dir / "config.json"), cfg.to_flat_dict(),
+                                        out_dir / "config.json", ignore=RESUME_IGNORED)
         return
     if not resume:
         raise FileExistsError(f"{path}: a run already exists here (pass --resume to continue it, or another --out)")
@@ -81,10 +86,12 @@ def check_files(cfg: ContraLordConfig) -> None:
                   ("eval.inception_weights", cfg.eval.inception_weights),
                   ("eval.lpips_weights", cfg.eval.lpips_weights))
     for key, path in user_files:
-        if path and not Path(path).is_file():
-            raise ConfigError(f"{key}: file {path!r} does not exist")
+        if path:
+            check_weight_file(key, path)
     if cfg.latent.recon_loss == "perceptual" and not cfg.latent.vgg_weights:
         raise ConfigError("latent.vgg_weights: recon_loss=perceptual needs a torchvision vgg16 weights file")
+    if cfg.run.latent_cache:
+        check_creatable(Path(cfg.run.latent_cache), "run.latent_cache")
 
 
 def check_vae(cfg: ContraLordConfig, data: ImageFactorData) -> None:
@@ -107,15 +114,19 @@ def check_backbone(cfg: ContraLordConfig, data: ImageFactorData) -> None:
 
 
 def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) -> ImageFactorData:
-    """Every check on the user's input, before any training: returns the dataset."""
+    """Every check on the user's input, before any training: returns the dataset. (The CLI also runs
+    ``check_out`` first; a sweep trial's folder is the sweep's, so it may hold an earlier attempt.)"""
+    out_dir = Path(out_dir)
+    check_device(cfg)
     check_files(cfg)
     data = build_data(cfg)
     validate_against_data(cfg, len(data))
     if labels.structure(cfg, data) == "factors" or (cfg.eval.protocol == "partial-labels" and data.factors is not None):
         labels.resolve(cfg, data)  # labelled factor names and data.num_labels, checked against the data
     check_vae(cfg, data)
+    check_sizes(cfg, data, needs_latent(cfg))
     check_backbone(cfg, data)
-    check_resume(labels.resolved(cfg, data), Path(out_dir), resume)
+    check_resume(labels.resolved(cfg, data), out_dir, resume)
     return data
 
 

@@ -20,10 +20,21 @@ from typing import Any
 
 from contralord.config import ConfigError, ContraLordConfig, parse_set_args
 from contralord.data import DataError
-from contralord.presets import SCALE_PRESETS, resolve_presets
-from contralord.trainer import build_data, check_backbone, validate_against_data
+from contralord.loop import NonFiniteLossError
+from contralord.preflight import check_sizes
+from contralord.presets import PRESETS, SCALE_PRESETS, resolve_presets
+from contralord.trainer import build_data, check_backbone, needs_latent, validate_against_data
 from tune import spaces
-from tune.checks import SweepError, check_address, check_storage, check_tracking_uri, is_uri
+from tune.checks import (
+    SweepError,
+    check_address,
+    check_bucket,
+    check_counts,
+    check_name,
+    check_storage,
+    check_tracking_uri,
+    is_uri,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE1_KEYS = ("data.", "latent.")
@@ -69,14 +80,16 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
 
 
 def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
-    """Validate the whole sweep (every trial's config, the data, URIs, paths) without starting Ray."""
-    if args.preset not in SCALE_PRESETS:
-        raise SweepError(f"--preset: expected one of {', '.join(SCALE_PRESETS)}, got {args.preset!r}")
-    if kind == "optuna" and not args.metric.startswith("encoder/train/"):
-        raise SweepError(f"--metric: Optuna and ASHA read the metric at every epoch, so it must be a per-epoch "
-                         f"encoder/train/... metric; {args.metric!r} is not reported per epoch")
-    if args.seeds < 1 or args.workers_per_trial < 1:
-        raise SweepError("--seeds and --workers-per-trial: expected integers >= 1")
+    """Validate the whole sweep (flags, URIs, paths, every trial's config, the data) without starting Ray."""
+    _check_flags(kind, args)
+    name = args.name if args.name is not None else f"sweep-{kind}-{args.preset}"
+    check_name(name)
+    storage = check_storage(args.storage or str(Path.cwd() / "ray_results"))
+    tracking_uri = args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    check_tracking_uri(tracking_uri)
+    check_address(args.address)
+    check_bucket(storage)
+    _check_resumable(storage, name, tracking_uri, args.resume)
     base = resolve_presets([args.preset, *args.method], parse_set_args(args.set))
     knob, variants = (("optuna", [("optuna", {})]) if kind == "optuna" else spaces.variants(kind, args.preset))
     seeds = list(range(args.seeds))
@@ -84,22 +97,52 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     data = build_data(configs[0])
     for cfg in configs:
         validate_against_data(cfg, len(data))
+        check_sizes(cfg, data, needs_latent(cfg))
     check_backbone(configs[0], data)
-    storage = check_storage(args.storage or str(Path.cwd() / "ray_results"))
-    tracking_uri = args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    check_tracking_uri(tracking_uri)
-    check_address(args.address)
-    name = args.name or f"sweep-{kind}-{args.preset}"
     return SweepPlan(kind, args, knob, variants, base, seeds, storage, tracking_uri, name)
+
+
+def _check_flags(kind: str, args: argparse.Namespace) -> None:
+    if args.preset not in SCALE_PRESETS:
+        raise SweepError(f"--preset: expected one of {', '.join(SCALE_PRESETS)}, got {args.preset!r}")
+    unknown = [m for m in args.method if m not in PRESETS]
+    if unknown:
+        raise SweepError(f"--method: expected one of {', '.join(PRESETS)}, got {unknown[0]!r}")
+    if kind == "optuna" and not args.metric.startswith("encoder/train/"):
+        raise SweepError(f"--metric: Optuna and ASHA read the metric at every epoch, so it must be a per-epoch "
+                         f"encoder/train/... metric; {args.metric!r} is not reported per epoch")
+    check_counts(args)
+
+
+def _check_resumable(storage: str, name: str, tracking_uri: str, resume: bool) -> None:
+    """--resume needs the Tuner's saved state and the MLflow store of the sweep (read, never created);
+    without --resume, a sweep of that name must not exist (its state would be mixed with the new one)."""
+    from ray import tune  # reads files only; starts no Ray
+
+    exists = tune.Tuner.can_restore(f"{storage}/{name}")
+    if not resume:
+        if exists:
+            raise SweepError(f"--name: sweep {name!r} already exists under {storage} (pass --resume to continue "
+                             f"it, or another --name); nothing was changed")
+        return
+    if not exists:
+        raise SweepError(f"--resume: no sweep named {name!r} ran under {storage} (nothing to resume; drop --resume "
+                         f"to start it)")
+    if tracking_uri.startswith("sqlite:") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+        raise SweepError(f"--resume: the sweep's MLflow database {tracking_uri[len('sqlite:///'):]} does not exist")
 
 
 def main(kind: str, argv: list[str] | None = None) -> int:
     args = build_parser(kind).parse_args(argv)
     try:
         plan = plan_sweep(kind, args)
-    except (SweepError, ConfigError, DataError, ValueError, FileNotFoundError) as error:
+    except (SweepError, ConfigError, DataError, ValueError, OSError) as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nsweep: interrupted while checking the sweep; Ray was not started, nothing was written",
+              file=sys.stderr)
+        return 130
     from tune.sweep import run_sweep
 
     try:
@@ -107,6 +150,12 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     except SweepError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a Ray task's error (RayTaskError) carries ours in .cause
+        cause = getattr(error, "cause", error)
+        if not isinstance(cause, NonFiniteLossError):
+            raise
+        print(f"sweep: error: stage 1 stopped (its MLflow run is FAILED): {cause.args[0]}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,6 +7,7 @@ key, so a wrong file fails at load time with one precise line instead of deep in
 
 from __future__ import annotations
 
+import contextvars
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,14 +19,50 @@ import numpy as np
 from contralord.data.core import DataError
 
 READ_BLOCK_BYTES = 64 * 2**20  # HDF5 images are read in blocks of about this size
+# The most bytes one array of a data file may declare (data.max_array_gib); checked on the header,
+# before anything is allocated, so a deflate bomb or a forged shape fails with the numbers.
+DEFAULT_MAX_ARRAY_BYTES = 16 * 2**30
+_max_array_bytes = contextvars.ContextVar("max_array_bytes", default=DEFAULT_MAX_ARRAY_BYTES)
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
+
+
+@contextmanager
+def array_cap(max_bytes: int) -> Iterator[None]:
+    """Within the block, arrays declaring more than ``max_bytes`` are refused (see check_declared)."""
+    token = _max_array_bytes.set(max_bytes)
+    try:
+        yield
+    finally:
+        _max_array_bytes.reset(token)
+
+
+def check_declared(shape: Sequence[int], dtype: Any, path: Path, key: str) -> None:
+    """Refuse an array whose declared shape x itemsize exceeds the cap, before it is allocated."""
+    cap = _max_array_bytes.get()
+    nbytes = int(np.prod([int(d) for d in shape], dtype=object)) * np.dtype(dtype).itemsize
+    if nbytes > cap:
+        raise DataError(f"{path}: key '{key}' declares shape {tuple(int(d) for d in shape)} of {np.dtype(dtype)} "
+                        f"= {nbytes / 2**30:.3g} GiB, over the cap data.max_array_gib={cap / 2**30:.3g} "
+                        f"(raise it if the file is genuine)")
+
+
+def _first_bytes(path: Path, n: int = 8) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
 
 
 def open_npz(path: Path) -> Any:
     """Opens an .npz archive (no pickles), or raises a DataError naming data.path."""
     try:
+        head = _first_bytes(path)
+        if not head.startswith(ZIP_MAGIC):
+            raise DataError(f"data.path: {path} is not a readable .npz archive: expected a zip file (starting "
+                            f"'PK'), found {path.stat().st_size} bytes starting {head!r}")
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"data.path: {path} is not a readable .npz archive ({e})") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"data.path: {path} is not a readable .npz archive ({type(e).__name__}: {e})") from None
 
 
 @contextmanager
@@ -41,16 +78,41 @@ def open_h5(path: Path) -> Iterator[Any]:
         yield f
 
 
-def get_key(container: Any, path: Path, key: str) -> Any:
-    """container[key] (an array or h5py dataset), or a DataError naming the file and key."""
+def get_key(container: Any, path: Path, key: str, by_rows: bool = False) -> Any:
+    """container[key] (an array or h5py dataset), or a DataError naming the file and key.
+
+    The declared size is checked against the cap first: an npz member is always read whole; an
+    HDF5 dataset is read whole unless ``by_rows`` (then ``read_rows`` checks what it reads).
+    """
     if key not in container:
         found = ", ".join(sorted(container.keys()))
         raise DataError(f"{path}: missing key '{key}' (found: {found or 'nothing'})")
+    if isinstance(container, np.lib.npyio.NpzFile):
+        _check_npz_member(container, path, key)
+    elif not by_rows and hasattr(container[key], "dtype"):
+        check_declared(container[key].shape, container[key].dtype, path, key)
     try:
         return container[key]
-    except ValueError as e:  # an object array in an npz would need pickle
-        raise DataError(f"{path}: key '{key}' cannot be read without pickle ({e}); store plain "
-                        f"numeric or fixed-width string arrays") from e
+    except ValueError:  # an object array in an npz would need pickle
+        raise DataError(f"{path}: key '{key}' holds Python objects, which are never unpickled; store plain "
+                        f"numeric or fixed-width string arrays") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: key '{key}' is damaged ({type(e).__name__}: {e})") from None
+
+
+def _check_npz_member(npz: Any, path: Path, key: str) -> None:
+    """Reads only the .npy header of member ``key``: its declared shape and dtype."""
+    try:
+        with npz.zip.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: key '{key}' is not a readable .npy member ({type(e).__name__}: {e})") from None
+    if dtype.hasobject:
+        raise DataError(f"{path}: key '{key}' holds Python objects, which are never unpickled; store plain "
+                        f"numeric or fixed-width string arrays")
+    check_declared(shape, dtype, path, key)
 
 
 def check_array(array: Any, path: Path, key: str, ndims: Sequence[int], kinds: str,
@@ -75,6 +137,8 @@ def check_array(array: Any, path: Path, key: str, ndims: Sequence[int], kinds: s
 def check_images(array: Any, path: Path, key: str) -> None:
     """uint8 (N, H, W) or channels-last (N, H, W, C) with H == W."""
     check_array(array, path, key, (3, 4), "u", "uint8")
+    if array.shape[0] == 0:
+        raise DataError(f"{path}: key '{key}' holds 0 images, expected at least 1 (shape {tuple(array.shape)})")
     if array.shape[1] != array.shape[2]:
         raise DataError(f"{path}: key '{key}' must hold square channels-last images (N, H, W[, C]) "
                         f"with H == W, found shape {tuple(array.shape)}")
@@ -86,16 +150,18 @@ def check_length(array: Any, n: int, path: Path, key: str, other: str) -> None:
         raise DataError(f"{path}: key '{key}' has {len(array)} rows but '{other}' has {n}")
 
 
-def read_rows(dataset: Any, positions: np.ndarray) -> np.ndarray:
+def read_rows(dataset: Any, positions: np.ndarray, path: Path = Path("data.path"), key: str = "images") -> np.ndarray:
     """dataset[positions] for sorted positions, read block by block (h5py-friendly, bounded memory).
 
     Args:
         dataset: an array-like supporting slicing (numpy array or h5py dataset) of shape (N, ...).
         positions: sorted (M,) int64 row indices.
+        path, key: where it came from, for the message when (M, ...) is over the cap.
 
     Returns:
         (M, ...) numpy array.
     """
+    check_declared((len(positions), *dataset.shape[1:]), dataset.dtype, path, key)
     out = np.empty((len(positions), *dataset.shape[1:]), dtype=dataset.dtype)
     row_bytes = max(1, int(np.prod(dataset.shape[1:])) * out.itemsize)
     block = max(1, READ_BLOCK_BYTES // row_bytes)

@@ -51,7 +51,7 @@ def _load_array(images: np.ndarray, image_size: int, positions: np.ndarray) -> t
 
 def _load_h5(path: Path, key: str, image_size: int, positions: np.ndarray) -> torch.Tensor:
     with open_h5(path) as f:
-        return resize_images(nhwc_to_tensor(read_rows(f[key], positions)), image_size)
+        return resize_images(nhwc_to_tensor(read_rows(f[key], positions, path, key)), image_size)
 
 
 def _load_binary(imgs: np.ndarray, path: Path, image_size: int, positions: np.ndarray) -> torch.Tensor:
@@ -103,7 +103,7 @@ def shapes3d_h5_source(path: str | None, image_size: int, split: str) -> Source:
     require_single_split("shapes3d_h5", split)
     p = require_path("shapes3d_h5", path, "file", "3dshapes.h5")
     with open_h5(p) as f:
-        images = get_key(f, p, "images")
+        images = get_key(f, p, "images", by_rows=True)
         check_array(images, p, "images", (4,), "u", "uint8")
         check_images(images, p, "images")
         labels = get_key(f, p, "labels")
@@ -134,7 +134,7 @@ def _factor_names(container: Any, path: Path, num_factors: int) -> tuple[str, ..
 
 def _factor_table(container: Any, path: Path) -> tuple[Any, np.ndarray, tuple[str, ...]]:
     """Validated (images, factors (N, F) int64, factor names) of a factors file."""
-    images = get_key(container, path, "images")
+    images = get_key(container, path, "images", by_rows=True)
     check_images(images, path, "images")
     factors = _check_factor_matrix(get_key(container, path, "factors"), path, "factors",
                                    ("images", len(images)), None)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contralord.data.arrays import check_declared
 from contralord.data.core import DataError, nhwc_to_tensor, resize_images
 from contralord.data.source import Source, require_path, require_train_or_test
 
@@ -55,10 +56,11 @@ def _decode(path: str, image_size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # reads the header only: the size is known before decoding
+            check_declared((im.size[1], im.size[0], 3), np.uint8, Path(path), "image")
             im = im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"{path}: not a readable image ({e})") from e
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     side = min(im.size)
     left, top = (im.size[0] - side) // 2, (im.size[1] - side) // 2
     im = im.crop((left, top, left + side, top + side))

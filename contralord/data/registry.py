@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 from contralord.data import builtin, formats, formats_3d, formats_photos
+from contralord.data.arrays import DEFAULT_MAX_ARRAY_BYTES, array_cap
 from contralord.data.core import DataError, ImageFactorData
 from contralord.data.source import Source, select
 
@@ -54,7 +55,8 @@ def _check_request(name: str, image_size: int, size: int, seed: int) -> None:
 def build_dataset(name: str, path: str | None, image_size: int, size: int, seed: int,
                   class_factor: str | None = None,
                   factor_filter: Mapping[str, Sequence[int]] | None = None,
-                  split: str = "train", exclude=None, at_most: bool = False) -> ImageFactorData:
+                  split: str = "train", exclude=None, at_most: bool = False,
+                  max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> ImageFactorData:
     """Builds a dataset as uint8 images (N, C, S, S), classes (N,) and optional factors (N, F).
 
     Args:
@@ -71,6 +73,7 @@ def build_dataset(name: str, path: str | None, image_size: int, size: int, seed:
         split: "train" or "test" (only CIFAR, SmallNORB and image folders have a test split).
         exclude: source positions to leave out (e.g. ``train.positions`` for a held-out set).
         at_most: when fewer than ``size`` images remain, keep them all instead of raising.
+        max_array_bytes: refuse any array a data file declares larger than this, before reading it.
 
     Returns:
         The kept dataset; `images` is a LazyImages only for large procedural subsets.
@@ -80,6 +83,7 @@ def build_dataset(name: str, path: str | None, image_size: int, size: int, seed:
             run.seed, data.split, data.class_factor, data.factor_filter) or the file and key.
     """
     _check_request(name, image_size, size, seed)
-    source = _LOADERS[name](path, image_size, split)
-    return select(source, name, image_size=image_size, size=size, seed=seed, split=split,
-                  class_factor=class_factor, factor_filter=factor_filter, exclude=exclude, at_most=at_most)
+    with array_cap(max_array_bytes):
+        source = _LOADERS[name](path, image_size, split)
+        return select(source, name, image_size=image_size, size=size, seed=seed, split=split,
+                      class_factor=class_factor, factor_filter=factor_filter, exclude=exclude, at_most=at_most)

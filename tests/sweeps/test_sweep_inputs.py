@@ -59,7 +59,6 @@ def test_check_address__unreachable_head():
         check_address(f"127.0.0.1:{_free_port()}")
     with pytest.raises(SweepError, match="host:port"):
         check_address("nonsense")
-    check_address("auto")
 
 
 def test_check_tracking_uri__unreachable_server():

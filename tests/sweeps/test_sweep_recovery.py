@@ -3,6 +3,7 @@ exactly where an uninterrupted run ends, with one gap-free MLflow history; an in
 driver finishes with --resume without rerunning finished trials."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -36,6 +37,41 @@ def _trial_runs(root):
     return client, [r for r in runs if r.data.tags.get("role") == "trial"]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` in the process tree (Linux /proc): only what this test started."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state, past the (comm)
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found.extend(kids)
+        todo.extend(kids)
+    return found
+
+
+def _kill_own_trials(driver_pid: int) -> list[int]:
+    """SIGKILL the Ray trial processes (``ray::ImplicitFunc``) of this test's own sweep driver, by PID;
+    other users' Ray clusters on the machine are not descendants of the driver and are never touched."""
+    killed = []
+    for pid in _descendants(driver_pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"ImplicitFunc" in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
+
+
 def _wait_for(predicate, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -53,8 +89,7 @@ def test_killed_trial__resumes_and_equals_uninterrupted_run(tmp_path):
     try:
         checkpoints = lambda: list((tmp_path / "ray").glob("sweep-negatives-smoke/*/checkpoint_*"))  # noqa: E731
         _wait_for(checkpoints, 400, "the first trial checkpoint")
-        killed = subprocess.run(["pkill", "-9", "-f", "ImplicitFunc"], check=False)  # the trial's process
-        assert killed.returncode == 0, "no trial process found to kill"
+        assert _kill_own_trials(driver.pid), "no trial process of this test's sweep found to kill"
         assert driver.wait(timeout=900) == 0
     finally:
         driver.kill()

@@ -1,0 +1,105 @@
+"""Checks on a run's inputs that need no model and no training: output folders, file headers, device,
+and the memory of the tables a config asks for. Each failure is one ``ConfigError`` line naming the key
+or flag, the expected and the found value (docs/BAD_INPUT.md); ``trainer.prepare`` runs them first."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from contralord.config import ConfigError, ContraLordConfig
+from contralord.data import ImageFactorData
+
+# torch.save writes a zip (PK..); the legacy format starts with a pickle protocol byte (0x80).
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def check_out(out_dir: str | Path, resume: bool) -> Path:
+    """``--out`` is a folder (new, or holding a run only with --resume) that we can write in."""
+    if not str(out_dir).strip():
+        raise ConfigError("--out: expected a folder path, got ''")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file, expected a folder (new, or a run's folder with --resume)")
+    check_creatable(out, "--out")
+    if (out / "config.json").is_file() and not resume:
+        raise FileExistsError(f"--out: {out} already holds a run (config.json); pass --resume to continue it, "
+                              f"or another --out (nothing was changed)")
+    return out
+
+
+def check_creatable(folder: Path, key: str) -> None:
+    """``folder`` exists as a folder, or can be created: its nearest existing ancestor is a writable folder."""
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if existing == folder and not folder.is_dir():
+        raise ConfigError(f"{key}: {folder} is a file, expected a folder")
+    if not existing.is_dir():
+        raise ConfigError(f"{key}: {existing} is a file, so the folder {folder} cannot be created in it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: cannot write in {existing} (permission denied for this user)")
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """A run's config.json as flat keys, or a ConfigError naming the file."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: expected a JSON object written by contralord train, cannot read it "
+                          f"({type(error).__name__})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: expected a JSON object written by contralord train, found {type(saved).__name__}")
+    return saved
+
+
+def check_weight_file(key: str, path: str) -> None:
+    """A user-supplied weights file exists and starts like a torch checkpoint (a cheap header check)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{key}: file {path!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(TORCH_MAGIC):
+        raise ConfigError(f"{key}: {path!r} is not a torch weights file (expected torch.save's zip format, "
+                          f"found {Path(path).stat().st_size} bytes starting {head!r})")
+
+
+def check_device(cfg: ContraLordConfig) -> None:
+    """``run.device`` names a device this machine has (never a silent fallback to the CPU), and
+    ``run.threads`` is at most 4 threads per core (torch crashes on absurd counts)."""
+    from contralord.runtime import resolve_device
+
+    cores = os.cpu_count() or 1
+    if cfg.run.threads > 4 * cores:
+        raise ConfigError(f"run.threads: expected at most {4 * cores} (4 per core, {cores} cores here), "
+                          f"got {cfg.run.threads}")
+    try:
+        device = resolve_device(cfg.run.device)
+    except (ValueError, RuntimeError) as error:
+        raise ConfigError(str(error) if str(error).startswith("run.device") else
+                          f"run.device: {cfg.run.device!r} is not a torch device ({error})") from None
+    if device.type == "cuda" and device.index is not None:
+        import torch
+
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(f"run.device: expected cuda:0 to cuda:{torch.cuda.device_count() - 1}, "
+                              f"got {cfg.run.device!r}")
+
+
+def check_sizes(cfg: ContraLordConfig, data: ImageFactorData, needs_latent: bool) -> None:
+    """The largest tables a config allocates fit ``data.max_array_gib``: stage 1's class and per-image
+    codes (with a gradient and Adam's two moments: 4 copies) and stage 2's two queues."""
+    cap, lat = cfg.data.max_array_gib * 2**30, cfg.latent
+    dims = lat.content_dim + lat.residual_dim
+    tables = [("encoder.queue_size", 4 * cfg.encoder.queue_size * dims,
+               f"two queues of K={cfg.encoder.queue_size} x {dims} dims")]
+    if needs_latent:
+        tables = [("data.class_factor", 16 * data.num_classes * lat.class_dim,
+                   f"{data.num_classes} values of the class factor (its largest value + 1; values must be indices "
+                   f"0..C-1) x latent.class_dim={lat.class_dim}"),
+                  ("latent.content_dim", 16 * len(data) * dims, f"{len(data)} images x content_dim + residual_dim "
+                                                               f"= {dims}"), *tables]
+    for key, nbytes, what in tables:
+        if nbytes > cap:
+            raise ConfigError(f"{key}: {what} needs {nbytes / 2**30:.3g} GiB, over data.max_array_gib="
+                              f"{cfg.data.max_array_gib:g} (raise it only if the machine has that memory)")
