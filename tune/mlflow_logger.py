@@ -157,6 +157,16 @@ class MlflowLogger:
         finally:
             monitor.finish()
 
+    def best_effort(self, what: str, fn, *args) -> None:
+        """Run ``fn(*args)``; if it fails, warn and tag ``<what>_error`` instead of failing the trained run
+        (a model that torch.export cannot trace, an image that cannot be rendered)."""
+        try:
+            fn(*args)
+        except Exception as error:  # reported as a warning and a tag, never silently
+            message = f"{type(error).__name__}: {error}"
+            warnings.warn(f"{what}: not logged to MLflow ({message})", stacklevel=2)
+            self.client.set_tag(self.run_id, f"{what}_error", message[:5000])
+
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 

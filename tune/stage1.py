@@ -41,7 +41,7 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
         logger.set_tags(machine.describe().tags())
         # also in MLflow's artifact store (S3 on a cluster): trials on other nodes fetch it from there
         logger.client.log_artifact(run_id, str(result.path))
-        _log_generator(logger, cfg, data, result)
+        logger.best_effort("generator_model", _log_generator, logger, cfg, data, result)
     except BaseException:
         logger.finish("FAILED")
         raise

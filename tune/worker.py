@@ -100,7 +100,11 @@ def _publish_trial(logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFacto
     logger.set_tags(tags)
     logger.log_artifacts(out_dir, ARTIFACTS)
     logger.log_images(out_dir, GRIDS, step=cfg.encoder.epochs)
-    online = export.load_online(cfg, data, out_dir / "checkpoints" / CHECKPOINT)
+    logger.best_effort("encoder_model", _log_encoder, logger, cfg, data, out_dir / "checkpoints" / CHECKPOINT)
+
+
+def _log_encoder(logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFactorData, path: Path) -> None:
+    online = export.load_online(cfg, data, path)
     logger.log_model(export.CodeEncoder(online), "encoder", export.example_images(data))
 
 
@@ -114,14 +118,16 @@ def _with_epoch_images(report: Callable, logger: MlflowLogger, cfg: ContraLordCo
 
     x = export.example_images(data, EPOCH_IMAGES)  # (n, C, H, W)
 
+    @torch.no_grad()
+    def render(path: str, epoch: int) -> None:
+        recon = export.load_online(cfg, data, path)(x, decode=True)[1].clamp(0, 1)  # (n, C, H, W)
+        grid = make_grid(torch.cat([x, recon]), nrow=len(x)).permute(1, 2, 0).numpy()  # (H', W', C)
+        logger.log_image(grid, "epoch_reconstructions", epoch)
+
     def hook(metrics: dict[str, float], path: str | None) -> None:
-        epoch = next((int(v) for k, v in metrics.items() if k == "encoder/train/epoch"), None)
+        epoch = metrics.get("encoder/train/epoch")
         if path and Path(path).name == CHECKPOINT and epoch is not None:
-            with torch.no_grad():
-                online = export.load_online(cfg, data, path)
-                recon = online(x, decode=True)[1].clamp(0, 1)  # (n, C, H, W)
-            grid = make_grid(torch.cat([x, recon]), nrow=len(x)).permute(1, 2, 0).numpy()  # (H', W', C)
-            logger.log_image(grid, "epoch_reconstructions", epoch)
+            logger.best_effort("epoch_reconstructions", render, path, int(epoch))
         report(metrics, path)
 
     return hook

@@ -147,3 +147,15 @@ def test_register_best__the_best_runs_encoder(store, tiny_cfg):
     assert register_best(client, runs, "encoder/eval/mig", "min", "contralord-test-encoder")[1] == 0.1
     with pytest.raises(ValueError, match="no finished trial has both"):
         register_best(client, runs, "encoder/eval/nope", "max", "contralord-test-encoder")
+
+
+def test_best_effort__a_failed_extra_is_a_warning_and_a_tag(store):
+    logger = _logger(store)
+
+    def untraceable():
+        raise RuntimeError("torch.export: data-dependent control flow")
+
+    with pytest.warns(UserWarning, match="encoder_model: not logged to MLflow"):
+        logger.best_effort("encoder_model", untraceable)
+    tags = logger.client.get_run(logger.run_id).data.tags
+    assert tags["encoder_model_error"] == "RuntimeError: torch.export: data-dependent control flow"
