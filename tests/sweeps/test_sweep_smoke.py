@@ -5,6 +5,11 @@ dataset input, source/git and machine tags, images, system metrics, a logged enc
 the best trial's encoder in the Model Registry (--register-best)."""
 
 import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -129,3 +134,55 @@ def test_sweep__what_the_mlflow_ui_reads(swept):
     assert stage1.data.tags["machine"] and stage1.inputs.dataset_inputs
     (generator,) = stage1.outputs.model_outputs
     assert swept.get_logged_model(generator.model_id).name == "generator"
+
+
+def _get(url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def rest_api(swept, tmp_path_factory):
+    """``mlflow server`` on the sweep's store, as a user opens it, on a free local port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", swept.tracking_uri,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield f"{base}/api/2.0/mlflow"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_sweep__the_rest_api_shows_the_ui_fields(rest_api):
+    """The issue's check, over HTTP as the UI reads it: kind tag, parent table, trial inputs/outputs/tags."""
+    experiment = _get(f"{rest_api}/experiments/get-by-name?experiment_name=contralord-negatives")["experiment"]
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+    runs = _get(f"{rest_api}/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    tags = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in runs]
+    (parent,) = [run for run, t in zip(runs, tags, strict=True) if t["role"] == "sweep"]
+    assert any(m["key"] == "MIG/K128" for m in parent["data"]["metrics"])
+    assert "**Table 6" in next(t["mlflow.note.content"] for t in tags if t["role"] == "sweep")
+    trials = [(run, t) for run, t in zip(runs, tags, strict=True) if t["role"] == "trial"]
+    assert len(trials) == 2
+    for run, t in trials:
+        assert run["inputs"]["dataset_inputs"][0]["dataset"]["digest"] == t["data_fingerprint"][:36]
+        assert run["outputs"]["model_outputs"] and t["mlflow.source.git.commit"] and t["machine.cpu"]
+        assert any(m["key"] == "system/cpu_utilization_percentage" for m in run["data"]["metrics"])
+        files = _get(f"{rest_api}/artifacts/list?run_id={run['info']['run_id']}&path=images")["files"]
+        assert any(f["path"].startswith("images/reconstructions+") for f in files)
