@@ -235,6 +235,16 @@ def log_sweep_table(client: MlflowClient, run_id: str, markdown: str, means: dic
         client.log_batch(run_id, metrics=batch[start:start + 1000])
 
 
+def ui_link(tracking_uri: str, experiment_id: str) -> str:
+    """Where an experiment's runs table is. MLflow 3.17's UI shows GenAI or model-training pages by a
+    per-browser toggle (GenAI by default) that the URL's ``workflowType`` overrides; older 3.x UIs read
+    the experiment kind tag instead."""
+    page = f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}, then http://127.0.0.1:5000/{page}"
+
+
 def source_tags(entry_point: str, commit: str, repo_url: str, branch: str) -> dict[str, str]:
     """MLflow's standard source and git tags (the UI's Source column)."""
     from mlflow.utils import mlflow_tags as t

@@ -199,6 +199,7 @@ def run_sweep(plan: SweepPlan) -> Table | None:
     if register:
         _register_best(plan, client, experiment_id, parent, *register)
     client.set_terminated(parent, status="FINISHED")
+    print(f"MLflow UI: {ml.ui_link(plan.tracking_uri, experiment_id)}", flush=True)
     return table
 
 

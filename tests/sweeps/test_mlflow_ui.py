@@ -23,6 +23,7 @@ from tune.mlflow_logger import (
     log_sweep_table,
     register_best,
     source_tags,
+    ui_link,
 )
 
 
@@ -159,3 +160,8 @@ def test_best_effort__a_failed_extra_is_a_warning_and_a_tag(store):
         logger.best_effort("encoder_model", untraceable)
     tags = logger.client.get_run(logger.run_id).data.tags
     assert tags["encoder_model_error"] == "RuntimeError: torch.export: data-dependent control flow"
+
+
+def test_ui_link__opens_the_model_training_pages():
+    assert ui_link("http://head:5000/", "7") == "http://head:5000/#/experiments/7?workflowType=machine_learning"
+    assert ui_link("sqlite:////x/mlflow.db", "7").startswith("mlflow ui --backend-store-uri sqlite:////x/mlflow.db")
