@@ -121,7 +121,7 @@ class MlflowLogger:
         """An image array (H, W, C) uint8 or float in [0, 1]."""
         self.client.log_image(self.run_id, image, key=key, step=step)
 
-    def log_model(self, module, name: str, example, extra_tags: dict[str, str] | None = None) -> str:
+    def log_model(self, module, name: str, example) -> str:
         """``module`` with MLflow's PyTorch flavour ("pt2": ``torch.export``, no pickled classes), its signature
         inferred from ``example`` (one input tensor -> one output tensor); returns the model URI."""
         import torch
@@ -135,7 +135,7 @@ class MlflowLogger:
             warnings.simplefilter("ignore")  # torch.export's notes on its own internals
             info = mlflow.pytorch.log_model(module, name=name, signature=signature, input_example=example.numpy(),
                                             pip_requirements=requirements, run_id=self.run_id,
-                                            serialization_format="pt2", tags=extra_tags)
+                                            serialization_format="pt2")
         return info.model_uri
 
     @contextlib.contextmanager

@@ -4,6 +4,8 @@ the experiment kind, a dataset input, images, system metrics, models that load w
 (The smoke sweep in test_sweep_smoke.py checks the same on real trials.)"""
 
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -79,6 +81,12 @@ def test_encoder_model__loads_and_matches(store, tiny_cfg):
     x = data.images[:5].float().div(255)  # another batch size than the example's
     torch.testing.assert_close(loaded(x), module(x))
     assert x.shape[0] == 5 and module(x).shape == (5, 8 + 4 + 4)
+    # pt2 holds a graph and weights, no pickled classes: it loads where this package cannot be imported
+    blocked = ("import sys; sys.modules.update(contralord=None, tune=None); import mlflow, torch; "
+               f"mlflow.set_tracking_uri({logger.client.tracking_uri!r}); "
+               f"print(tuple(mlflow.pytorch.load_model({uri!r})(torch.zeros(2, 3, 32, 32)).shape))")
+    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=300, cwd="/")
+    assert done.stdout.strip().splitlines()[-1] == "(2, 16)", done.stderr[-2000:]
 
 
 def test_generator_model__codes_to_images(store, tiny_cfg):
