@@ -46,12 +46,23 @@ def footnotes(table: Table) -> list[str]:
         several = len(table.commits) > 1
         notes.append(f"code: {'runs from ' + str(len(table.commits)) + ' git commits: ' if several else 'git '}"
                      f"{', '.join(table.commits)}")
+    notes += machine_notes(table)
     unmarked = [c for c in table.columns if table.best[c] is None]
     rule = "bold: best mean whose 95% CI lies above every other row's 95% CI (Student t over seeds)"
     notes.append(rule + (f"; no row is best beyond the intervals in {', '.join(unmarked)}" if unmarked else ""))
     if table.has_paper:
         notes.append("paper: the value the paper reports for the same row (one run, no variance given, at the "
                      "paper's own scale)")
+    return notes
+
+
+def machine_notes(table: Table) -> list[str]:
+    """Which machine(s) the averaged runs trained on (several only with --ignore-key machine)."""
+    named = [f"{key} = {text}" for key, text in sorted(table.machines.items())]
+    pooled = " (pooled with --ignore-key machine)" if len(named) > 1 else ""
+    notes = [f"machine{'s' if len(named) > 1 else ''}{pooled}: {'; '.join(named)}"] if named else []
+    if table.unknown_machine:
+        notes.append(f"machine: not recorded for {table.unknown_machine} run(s) (logged before machine tags)")
     return notes
 
 

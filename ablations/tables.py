@@ -4,7 +4,10 @@ seeds per metric, the best row per column marked only beyond the intervals (``ab
 Runs are averaged only when they share every config key except the grouping keys and ``run.seed``
 (bookkeeping keys that change no number, ``IGNORED_KEYS``, are exempt) and, seed by seed, the same data
 (tag ``data_fingerprint``: a seed picks the data subset). Otherwise the table is refused and the
-differing keys are listed. Failed, unfinished and early-stopped runs are counted per row, never averaged.
+differing keys are listed. Runs trained on different machines (tag ``machine``: CPU model, torch build,
+thread count, GPU; ``contralord/machine.py``) are refused too, unless ``--ignore-key machine``; a run
+without the tag (logged before machines were recorded) is unknown there, not different. Failed,
+unfinished and early-stopped runs are counted per row, never averaged.
 Two finished runs of the same row and seed are one sample: the newest is used, the other counted.
 Non-finite metric values are dropped and counted."""
 
@@ -22,6 +25,7 @@ from ablations.runs import AblationError, TrialRun
 IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every", "data.max_array_gib")
 SEED_KEY = "run.seed"
 DATA_TAG = "data_fingerprint"  # the same config and seed on other data is not comparable
+MACHINE_TAG = "machine"  # the machine's short id; machine.cpu, machine.torch, machine.threads, machine.gpu describe it
 EXCLUDED = ("failed", "unfinished", "early_stopped", "duplicate")
 SETTING_KEYS = ("data.name", "data.image_size", "data.size", "latent.epochs", "encoder.epochs", "eval.protocol")
 
@@ -51,6 +55,8 @@ class Table:
     unplaced: int = 0  # runs without the grouping keys (failed before logging their config)
     setting: dict[str, str] = field(default_factory=dict)  # the averaged runs' scale (SETTING_KEYS)
     commits: list[str] = field(default_factory=list)  # git commits of the averaged runs
+    machines: dict[str, str] = field(default_factory=dict)  # machine id -> description, of the averaged runs
+    unknown_machine: int = 0  # averaged runs without the machine tag
 
     @property
     def has_paper(self) -> bool:
@@ -103,6 +109,26 @@ def refuse_other_data(runs: list[TrialRun]) -> None:
             shown = ", ".join(p[:12] for p in sorted(prints))
             raise AblationError(f"refusing to average runs of seed {seed} trained on different data (tag "
                                 f"{DATA_TAG}: {shown}); select one sweep with --sweep-run")
+
+
+def describe_machine(tags: dict[str, str]) -> str:
+    """One machine as its tags describe it (``contralord.machine.Machine.__str__``)."""
+    cpu, torch, threads, gpu = (tags.get(f"{MACHINE_TAG}.{k}", "?") for k in ("cpu", "torch", "threads", "gpu"))
+    return f"{cpu}, torch {torch}, {threads} threads, {'no GPU' if gpu == 'none' else gpu}"
+
+
+def machines_of(runs: list[TrialRun]) -> dict[str, str]:
+    """{machine id: description} of the runs that carry the tag."""
+    return {r.tags[MACHINE_TAG]: describe_machine(r.tags) for r in runs if r.tags.get(MACHINE_TAG)}
+
+
+def refuse_other_machines(runs: list[TrialRun], ignore: tuple[str, ...]) -> None:
+    """Timings and last digits differ across machines: one table, one machine, unless told otherwise."""
+    machines = machines_of(runs)
+    if len(machines) > 1 and MACHINE_TAG not in ignore:
+        shown = "; ".join(f"{key} = {text}" for key, text in sorted(machines.items()))
+        raise AblationError(f"refusing to average runs from {len(machines)} machines ({shown}); select one "
+                            f"machine's runs, or pass --ignore-key {MACHINE_TAG} to pool them")
 
 
 def refuse_incomparable(runs: list[TrialRun], by: tuple[str, ...], ignore: tuple[str, ...]) -> None:
@@ -184,6 +210,7 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     placed = [r for r in runs if all(k in r.params for k in spec.by)]
     refuse_incomparable(placed, spec.by + spec.implied, ignore)
     refuse_other_data(placed)
+    refuse_other_machines(placed, ignore)
     groups = _group(placed, spec)
     columns = [c for c, metric in specs.METRICS.items() if any(metric in r.metrics for r in finished)]
     rows = [_row(key, groups[key], columns) for key in _order(spec, list(groups))]
@@ -193,4 +220,6 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
         _attach_paper(rows, spec, setting)
     best = {c: stats.best_beyond_intervals([row.cells[c] for row in rows]) for c in columns}
     commits = sorted({r.tags.get("git_commit", "")[:10] for r in averaged} - {""})
-    return Table(spec, rows, columns, best, source, len(runs) - len(placed), setting, commits)
+    unknown = sum(1 for r in averaged if not r.tags.get(MACHINE_TAG))
+    return Table(spec, rows, columns, best, source, len(runs) - len(placed), setting, commits,
+                 machines_of(averaged), unknown)

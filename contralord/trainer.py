@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from contralord import checkpoint, distributed, labels
+from contralord import checkpoint, distributed, labels, machine
 from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import ImageFactorData, build_dataset
 from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, EncoderTrainer, train_encoders
@@ -146,6 +146,7 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
         latent = train_latent(cfg, data, cfg.run.latent_cache or out_dir / "latent_cache", runtime, logger)
     trainer = train_encoders(cfg, data, latent, out_dir, runtime, logger)
     summary = summarize(cfg, data, latent, trainer)
+    summary["machine"] = machine.describe().as_dict()  # tables refuse to pool runs across machines
     if cfg.eval.enabled and distributed.is_main():
         scores = evaluate(cfg, trainer.online, data, out_dir, runtime.device)
         summary |= {f"encoder/eval/{k}": v for k, v in scores.items() if isinstance(v, float)}

@@ -24,6 +24,7 @@ class SweepContext:
     cpus_per_worker: float = 1.0
     max_failures: int = 2  # retries of a trial after a lost worker
     git_commit: str = ""
+    run_tags: dict[str, str] = field(default_factory=dict)  # on every run of the sweep: MLflow's source/git tags
 
     def trial_overrides(self, config: dict[str, Any]) -> dict[str, Any]:
         """The trial's flat config overrides: the sweep's base, the variant's, then sampled keys."""

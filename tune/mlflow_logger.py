@@ -2,25 +2,44 @@
 
 A trial's run is found again by its Ray trial id, so a restarted or resumed trial continues its own
 run instead of starting a duplicate. Params are the trial's full flat config (``to_flat_dict``).
+What the MLflow UI reads is filled in with MLflow's own APIs: the experiment kind (training, not GenAI),
+the source and git tags, the data as a dataset input, images, system metrics, and the trained modules
+as logged PyTorch models (``docs/MLFLOW.md``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import RunStatus
+from mlflow.entities import DatasetInput, InputTag, RunStatus
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 PARENT_TAG = "mlflow.parentRunId"
 STOPPED_EARLY = "stopped_early"  # tag of a trial a scheduler (ASHA) stopped before its evaluation
+# The MLflow UI opens an experiment without this tag on its GenAI pages (traces, judges)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# Seconds between system-metric samples: ~30 points for a 1-minute trial (MLflow's default, 10 s, gives 6;
+# MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it)
+SYSTEM_METRICS_INTERVAL = 2.0
 
 
 def get_experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created if missing (on the driver, once, to avoid races)."""
+    """The id of experiment ``name``, created if missing (on the driver, once, to avoid races), marked as
+    a model-training experiment (an older one gets the mark too)."""
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment is None:
+        return client.create_experiment(name, tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
@@ -79,6 +98,75 @@ class MlflowLogger:
             if (Path(folder) / name).is_file():
                 self.client.log_artifact(self.run_id, str(Path(folder) / name))
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_dataset(self, dataset: mlflow.data.dataset.Dataset, context: str = "train") -> None:
+        """The run's data as an MLflow dataset input (the UI's Dataset column)."""
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+
+    def log_images(self, folder: Path, names: tuple[str, ...], step: int) -> None:
+        """PNG files as MLflow images (key = file stem, one per step), which the UI compares across runs."""
+        from PIL import Image
+
+        for name in names:
+            path = Path(folder) / name
+            if path.is_file():
+                with Image.open(path) as image:
+                    self.client.log_image(self.run_id, image.convert("RGB"), key=path.stem, step=step)
+
+    def log_image(self, image, key: str, step: int) -> None:
+        """An image array (H, W, C) uint8 or float in [0, 1]."""
+        self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def log_model(self, module, name: str, example) -> str:
+        """``module`` with MLflow's PyTorch flavour ("pt2": ``torch.export``, no pickled classes), its signature
+        inferred from ``example`` (one input tensor -> one output tensor); returns the model URI."""
+        import torch
+        from mlflow.models import infer_signature
+
+        with torch.no_grad():
+            output = module(example)
+        signature = infer_signature(example.numpy(), output.numpy())
+        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
+        with _tracking_uri(self.client.tracking_uri), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.export's notes on its own internals
+            info = mlflow.pytorch.log_model(module, name=name, signature=signature, input_example=example.numpy(),
+                                            pip_requirements=requirements, run_id=self.run_id,
+                                            serialization_format="pt2")
+        return info.model_uri
+
+    @contextlib.contextmanager
+    def system_metrics(self) -> Iterator[None]:
+        """MLflow's system-metrics monitor (``system/...``: CPU, memory, disk, network, GPU with pynvml)
+        on this run while the block runs; without psutil, a warning and nothing else."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=SYSTEM_METRICS_INTERVAL,
+                                           resume_logging=True, tracking_uri=self.client.tracking_uri)
+        except ImportError as error:  # psutil (a dependency of this package) missing
+            warnings.warn(f"no system metrics: {error}", stacklevel=2)
+            yield
+            return
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
+    def best_effort(self, what: str, fn, *args) -> None:
+        """Run ``fn(*args)``; if it fails, warn and tag ``<what>_error`` instead of failing the trained run
+        (a model that torch.export cannot trace, an image that cannot be rendered)."""
+        try:
+            fn(*args)
+        except Exception as error:  # reported as a warning and a tag, never silently
+            message = f"{type(error).__name__}: {error}"
+            warnings.warn(f"{what}: not logged to MLflow ({message})", stacklevel=2)
+            self.client.set_tag(self.run_id, f"{what}_error", message[:5000])
+
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
 
@@ -95,3 +183,88 @@ def mark_stopped_early(client: MlflowClient, run_id: str) -> None:
 def mark_failed_if_running(client: MlflowClient, run_id: str) -> None:
     if client.get_run(run_id).info.status == RunStatus.to_string(RunStatus.RUNNING):
         client.set_terminated(run_id, status="FAILED")
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """Model logging reads the process-wide tracking URI: point it at ``uri`` for the block."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(uri):
+        yield
+
+
+def image_dataset(data, cfg) -> mlflow.data.dataset.Dataset:
+    """The training data as an MLflow dataset: name, digest = our data fingerprint (its first 36 hex digits,
+    MLflow's limit), source (the embedded generator or the file), schema = class and factor columns,
+    profile = size, image shape, factor names and sizes, the kept subset and the labelled subset."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    d, e = cfg.data, cfg.eval
+    source = {"dataset": d.name, "path": d.path or "embedded (procedural, contralord.data)", "split": d.split}
+    columns = [ColSpec("long", "class")] + [ColSpec("long", f"factor.{n}") for n in data.factor_names]
+    labelled = e.few_labels if e.protocol == "few-labels" else e.num_train
+    profile = {"num_images": len(data), "image_shape": list(data.images.shape[1:]), "num_classes": data.num_classes,
+               "factor_names": list(data.factor_names), "factor_sizes": list(data.factor_sizes),
+               "subset": {"data.size": d.size, "data.factor_filter": d.factor_filter, "data.class_factor":
+                          d.class_factor, "run.seed": cfg.run.seed},
+               "labelled": {"eval.protocol": e.protocol, "labelled_samples": labelled, "eval.num_test": e.num_test},
+               "fingerprint": data.fingerprint}
+
+    class _ImageFactorDataset(MetaDataset):
+        @property
+        def profile(self) -> str:
+            return json.dumps(profile)
+
+        def to_dict(self) -> dict[str, str]:
+            return super().to_dict() | {"profile": self.profile}
+
+    return _ImageFactorDataset(CodeDatasetSource(source), name=f"{d.name}-{d.image_size}px-{len(data)}",
+                               digest=data.fingerprint[:36], schema=Schema(columns))
+
+
+def log_sweep_table(client: MlflowClient, run_id: str, markdown: str, means: dict[str, float]) -> None:
+    """The sweep's table on its parent run: the Markdown as the run's description (the Overview tab) and
+    ``<column>/<variant>`` means as metrics (the chart view)."""
+    client.set_tag(run_id, "mlflow.note.content", markdown)
+    stamp = mlflow.utils.time.get_current_time_millis()
+    batch = [mlflow.entities.Metric(k, float(v), stamp, 0) for k, v in means.items()]
+    for start in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[start:start + 1000])
+
+
+def ui_link(tracking_uri: str, experiment_id: str) -> str:
+    """Where an experiment's runs table is. MLflow 3.17's UI shows GenAI or model-training pages by a
+    per-browser toggle (GenAI by default) that the URL's ``workflowType`` overrides; older 3.x UIs read
+    the experiment kind tag instead."""
+    page = f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {tracking_uri}, then http://127.0.0.1:5000/{page}"
+
+
+def source_tags(entry_point: str, commit: str, repo_url: str, branch: str) -> dict[str, str]:
+    """MLflow's standard source and git tags (the UI's Source column)."""
+    from mlflow.utils import mlflow_tags as t
+
+    tags = {t.MLFLOW_SOURCE_NAME: entry_point, t.MLFLOW_SOURCE_TYPE: "LOCAL", t.MLFLOW_PROJECT_ENTRY_POINT: entry_point,
+            t.MLFLOW_GIT_COMMIT: commit, t.MLFLOW_GIT_REPO_URL: repo_url, t.MLFLOW_GIT_BRANCH: branch}
+    return {k: v for k, v in tags.items() if v}
+
+
+def register_best(client: MlflowClient, runs: list, metric: str, mode: str, name: str) -> tuple[str, float, str]:
+    """Register the logged encoder of the run with the best ``metric`` as a new version of model ``name``;
+    return (run id, its value, the version)."""
+    scored = [r for r in runs if metric in r.data.metrics and r.outputs and r.outputs.model_outputs]
+    if not scored:
+        raise ValueError(f"--register-best: no finished trial has both the metric {metric!r} and a logged model")
+    best = (max if mode == "max" else min)(scored, key=lambda r: r.data.metrics[metric])
+    model_ids = [o.model_id for o in best.outputs.model_outputs]
+    encoder = next((m for m in model_ids if client.get_logged_model(m).name == "encoder"), model_ids[0])
+    with _tracking_uri(client.tracking_uri), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        version = mlflow.register_model(f"models:/{encoder}", name, tags={"metric": metric, "mode": mode})
+    client.set_registered_model_tag(name, "selected_by", f"{mode} {metric}")
+    return best.info.run_id, best.data.metrics[metric], version.version

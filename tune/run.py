@@ -76,6 +76,8 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--metric", default="encoder/train/rec", help="Optuna/ASHA: a per-epoch metric to optimise "
                         "(encoder/train/...; Optuna and ASHA read it at every epoch)")
     parser.add_argument("--mode", default="min", choices=("max", "min"))
+    parser.add_argument("--register-best", default="", metavar="METRIC[:max|min]", help="register the encoder of "
+                        "the trial with the best METRIC (default max) in the MLflow Model Registry")
     return parser
 
 

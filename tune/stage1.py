@@ -24,23 +24,43 @@ EXPERIMENT = "contralord-stage1"
 def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_id: str, threads: int) -> dict:
     import torch
 
+    from contralord import machine
     from contralord.latent_stage import train_latent
     from contralord.tracking import MultiLogger, StdoutLogger
-    from tune.mlflow_logger import MlflowLogger
+    from tune.mlflow_logger import MlflowLogger, image_dataset
 
     torch.set_num_threads(threads)
     cfg = ContraLordConfig.from_overrides(overrides)
     logger = MlflowLogger(tracking_uri, run_id)
     logger.log_params({k: v for k, v in cfg.to_flat_dict().items() if k.split(".")[0] in ("data", "latent", "run")})
     try:
-        result = train_latent(cfg, build_data(cfg), cache, logger=MultiLogger(StdoutLogger(), logger))
+        data = build_data(cfg)
+        logger.log_dataset(image_dataset(data, cfg))
+        with logger.system_metrics():
+            result = train_latent(cfg, data, cache, logger=MultiLogger(StdoutLogger(), logger))
+        logger.set_tags(machine.describe().tags())
         # also in MLflow's artifact store (S3 on a cluster): trials on other nodes fetch it from there
         logger.client.log_artifact(run_id, str(result.path))
+        logger.best_effort("generator_model", _log_generator, logger, cfg, data, result)
     except BaseException:
         logger.finish("FAILED")
         raise
     logger.finish()
     return result.metrics
+
+
+def _log_generator(logger, cfg: ContraLordConfig, data, result) -> None:
+    """The stage-1 generator G as an MLflow PyTorch model: codes [d, g^c, g^r] (B, Dd+Dc+Dr) -> images."""
+    import torch
+
+    from contralord.latent_stage import build_generator
+    from tune.export import CodeGenerator, code_dims
+
+    generator = build_generator(cfg, data.channels)
+    generator.load_state_dict(result.generator_state)
+    index = torch.arange(min(2, len(data)))
+    codes = torch.cat([result.class_codes[data.classes[index]], result.content[index], result.residual[index]], 1)
+    logger.log_model(CodeGenerator(generator.eval(), code_dims(cfg)), "generator", codes.float())
 
 
 def fetch_stage1(tracking_uri: str, run_id: str, cache: str) -> None:
@@ -54,8 +74,9 @@ def fetch_stage1(tracking_uri: str, run_id: str, cache: str) -> None:
 
 
 def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tracking_uri: str,
-                  resources: dict[str, float]) -> dict[str, str]:
-    """Train the missing stage-1 artifacts; return {seed: stage-1 MLflow run id}."""
+                  resources: dict[str, float], run_tags: dict[str, str] | None = None) -> dict[str, str]:
+    """Train the missing stage-1 artifacts; return {seed: stage-1 MLflow run id}. ``run_tags`` (MLflow's
+    source/git tags) go on the runs created here."""
     import ray
 
     client = MlflowClient(tracking_uri)
@@ -73,7 +94,7 @@ def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tra
         if run_id is None or not exists or client.get_run(run_id).info.status != "FINISHED":
             run_id = client.create_run(experiment_id, run_name=f"stage1-seed{seed}-{key}",
                                        tags=tags | {"data_fingerprint": data.fingerprint, "seed": str(seed),
-                                                    "role": "stage1"}).info.run_id
+                                                    "role": "stage1"} | (run_tags or {})).info.run_id
             task = ray.remote(**_task_resources(resources))(_train_stage1)
             pending.append(task.remote(overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1)))))
         runs[str(seed)] = run_id

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -14,7 +16,9 @@ from ray import tune
 
 from ablations import render, specs
 from ablations.runs import AblationError, from_sweep_run
-from ablations.tables import Table, build_table
+from ablations.tables import Table, build_table, parse_value
+from contralord.config import ContraLordConfig
+from tune import mlflow_logger as ml
 from tune import spaces
 from tune.checks import SweepError, check_storage_shared, is_uri
 from tune.context import SweepContext
@@ -55,7 +59,31 @@ def _stage1_resources(plan: SweepPlan) -> dict[str, float]:
     return res
 
 
-def _parent_run(plan: SweepPlan, client: MlflowClient, experiment_id: str) -> str:
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _source_tags(plan: SweepPlan) -> dict[str, str]:
+    """MLflow's source/git tags for every run of the sweep; the entry point is the sweep's script."""
+    repo = _git("remote", "get-url", "origin") or str(REPO)
+    return ml.source_tags(f"tune/sweep_{plan.kind}.py", git_commit(), repo, _git("rev-parse", "--abbrev-ref", "HEAD"))
+
+
+def _register_target(plan: SweepPlan) -> tuple[str, str] | None:
+    """``--register-best METRIC[:max|min]`` as (metric, mode); checked before Ray starts."""
+    spec = getattr(plan.args, "register_best", None)
+    if not spec:
+        return None
+    metric, _, mode = spec.partition(":")
+    if mode not in ("", "max", "min") or not metric:
+        raise SweepError(f"--register-best: expected METRIC or METRIC:max or METRIC:min, got {spec!r}")
+    return metric, mode or "max"
+
+
+def _parent_run(plan: SweepPlan, client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str:
     sweep_path = f"{plan.storage}/{plan.name}"
     key = {"sweep_path": sweep_path, "role": "sweep"}
     if plan.args.resume:
@@ -67,7 +95,8 @@ def _parent_run(plan: SweepPlan, client: MlflowClient, experiment_id: str) -> st
     if find_run(client, experiment_id, key) is not None and _tuner_exists(plan):
         raise SweepError(f"--name: sweep {plan.name!r} already exists under {plan.storage} (pass --resume, "
                          f"or another --name)")
-    run_id = client.create_run(experiment_id, run_name=plan.name, tags=key | {"git_commit": git_commit()}).info.run_id
+    run_id = client.create_run(experiment_id, run_name=plan.name,
+                               tags=key | {"git_commit": git_commit()} | tags).info.run_id
     params = {"sweep.kind": plan.kind, "sweep.preset": plan.args.preset, "sweep.seeds": len(plan.seeds),
               "sweep.knob": plan.knob, "sweep.variants": json.dumps([name for name, _ in plan.variants]),
               "sweep.workers_per_trial": plan.args.workers_per_trial} | {f"base.{k}": v for k, v in plan.base.items()}
@@ -140,19 +169,21 @@ def _search(plan: SweepPlan) -> tuple[tune.TuneConfig, dict]:
 
 def run_sweep(plan: SweepPlan) -> Table | None:
     """Run the sweep end to end; return its table (None when no trial finished)."""
+    register = _register_target(plan)
     start_ray(plan)
     client = MlflowClient(plan.tracking_uri)
     experiment_id = get_experiment_id(client, f"contralord-{plan.kind}")
-    parent = _parent_run(plan, client, experiment_id)
+    run_tags = _source_tags(plan)
+    parent = _parent_run(plan, client, experiment_id, run_tags)
     # local storage: one shared cache; cloud storage: a node-local cache filled from MLflow's artifact store
     cache = f"{plan.storage}/latent_cache" if not is_uri(plan.storage) else local_work_dir(plan.storage, "latent")
     per_seed = {s: plan.base | {"run.seed": s, "run.latent_cache": cache} for s in plan.seeds}
-    stage1_runs = ensure_stage1(per_seed, cache, plan.tracking_uri, _stage1_resources(plan))
+    stage1_runs = ensure_stage1(per_seed, cache, plan.tracking_uri, _stage1_resources(plan), run_tags)
     client.set_tag(parent, "stage1_run_ids", json.dumps(stage1_runs))
     ctx = SweepContext(plan.kind, plan.base, dict(plan.variants), plan.storage, cache,
                        local_work_dir(plan.storage, plan.name), plan.tracking_uri, experiment_id, parent,
                        stage1_runs, plan.args.workers_per_trial, plan.args.gpus_per_worker > 0,
-                       plan.args.cpus_per_worker, plan.args.max_failures, git_commit())
+                       plan.args.cpus_per_worker, plan.args.max_failures, git_commit(), run_tags)
     try:
         results = _tuner(plan, ctx).fit()
     except BaseException:
@@ -165,8 +196,26 @@ def run_sweep(plan: SweepPlan) -> Table | None:
         raise SweepError(f"interrupted: {results.num_terminated} of {len(results)} trials finished; "
                          f"continue with --resume --name {plan.name}")
     table = _publish(plan, client, parent)
+    if register:
+        _register_best(plan, client, experiment_id, parent, *register)
     client.set_terminated(parent, status="FINISHED")
+    print(f"MLflow UI: {ml.ui_link(plan.tracking_uri, experiment_id)}", flush=True)
     return table
+
+
+def _register_best(plan: SweepPlan, client: MlflowClient, experiment_id: str, parent: str, metric: str,
+                   mode: str) -> None:
+    trials = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' and "
+                                "attributes.status = 'FINISHED'", max_results=10000)
+    name = f"contralord-{plan.kind}-encoder"
+    try:
+        run_id, value, version = ml.register_best(client, trials, metric, mode, name)
+    except ValueError as error:
+        client.set_terminated(parent, status="FINISHED")
+        raise SweepError(str(error)) from None
+    client.set_tag(parent, "registered_model", f"{name}/{version}")
+    print(f"registered the encoder of run {run_id} ({mode} {metric} = {value:.4g}) as {name} version {version}",
+          flush=True)
 
 
 def _close_trial_runs(results, client: MlflowClient, experiment_id: str, interrupted: bool) -> None:
@@ -193,10 +242,26 @@ def _publish(plan: SweepPlan, client: MlflowClient, parent: str) -> Table | None
         table = build_table(source.runs, spec, source.description, with_paper=True)
     except AblationError as error:
         print(f"\n{plan.name}: no table ({error})", flush=True)
+        client.set_tag(parent, "mlflow.note.content", f"No table: {error}")
         return None
     texts = render.render_all(table, list(render.FORMATS))
+    ml.log_sweep_table(client, parent, texts["md"], _table_means(plan, table))
     with tempfile.TemporaryDirectory() as folder:
         for path in render.save(table, texts, Path(folder), "table"):
             client.log_artifact(parent, str(path))
     print(f"\n{plan.name} ({len(source.runs)} trials, tracking {plan.tracking_uri}):\n{texts['md']}", flush=True)
     return table
+
+
+def _table_means(plan: SweepPlan, table: Table) -> dict[str, float]:
+    """``<column>/<variant>``: each cell's mean, the row named by the sweep's variant ("MIG/K128")."""
+    names = {}
+    for name, overrides in plan.variants:
+        flat = ContraLordConfig.from_overrides(plan.base | overrides).to_flat_dict()
+        names[tuple(parse_value(str(flat.get(k, ""))) for k in table.spec.by)] = name
+    means = {}
+    for row in table.rows:
+        label = names.get(row.key) or " ".join(specs.show_value(v) for v in row.key)
+        label = re.sub(r"[^\w.\- ]", "_", label.replace("=", "").replace(",", " ").replace("+", "-"))
+        means |= {f"{column}/{label}": cell.mean for column, cell in row.cells.items() if cell is not None}
+    return means

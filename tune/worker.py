@@ -10,6 +10,8 @@ and an MLflow logger. One code path for both ways a trial runs:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -18,17 +20,21 @@ from typing import Any
 
 import torch
 
-from contralord import distributed
+from contralord import distributed, machine
 from contralord.config import ContraLordConfig
+from contralord.data import ImageFactorData
 from contralord.encoder_stage import CHECKPOINT
 from contralord.runtime import DDPRuntime, LocalRuntime
 from contralord.tracking import MultiLogger, NullLogger, StdoutLogger
-from contralord.trainer import train
+from contralord.trainer import prepare, train
+from tune import export
 from tune.context import SweepContext
-from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run
+from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run, image_dataset
 from tune.stage1 import fetch_stage1
 
-ARTIFACTS = ("metrics.json", "summary.json", "config.json", "reconstructions.png", "translation.png")
+GRIDS = ("reconstructions.png", "translation.png")  # written by the core's evaluation
+ARTIFACTS = ("metrics.json", "summary.json", "config.json", *GRIDS)
+EPOCH_IMAGES = 8  # training images reconstructed after every epoch (image key "epoch_reconstructions")
 
 
 def _restore(checkpoint, out_dir: Path) -> bool:
@@ -49,23 +55,28 @@ def _trial_logger(ctx: SweepContext, cfg: ContraLordConfig, trial_id: str, trial
     seed = str(cfg.run.seed)
     tags = {PARENT_TAG: ctx.parent_run_id, "role": "trial", "sweep_kind": ctx.kind, "seed": seed,
             "config_hash": cfg.section_hash("data", "latent", "encoder", "loss", "eval", "run"),
-            "stage1_run_id": ctx.stage1_runs.get(seed, ""), "git_commit": ctx.git_commit}
+            "stage1_run_id": ctx.stage1_runs.get(seed, ""), "git_commit": ctx.git_commit} | ctx.run_tags
     run_id = find_or_create_run(client, ctx.experiment_id, {"ray_trial_id": trial_id}, trial_name, tags)
     return MlflowLogger(ctx.tracking_uri, run_id)
 
 
 def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_name: str, checkpoint,
-              runtime: LocalRuntime, is_main: bool) -> dict[str, Any]:
+              runtime: LocalRuntime | None, is_main: bool) -> dict[str, Any]:
     """Train one trial; log to MLflow from the main rank; mark the run FAILED on any error."""
     cfg = ContraLordConfig.from_overrides(ctx.trial_overrides(config))
     out_dir = Path(ctx.work_dir) / trial_id
     if ctx.stage1_runs.get(str(cfg.run.seed)):
         fetch_stage1(ctx.tracking_uri, ctx.stage1_runs[str(cfg.run.seed)], ctx.latent_cache)
-    resumed = _restore(checkpoint, out_dir)
+    resumed, runtime = _restore(checkpoint, out_dir), runtime or LocalRuntime()
     logger = _trial_logger(ctx, cfg, trial_id, trial_name) if is_main else None
     try:
+        data = prepare(cfg, out_dir, resumed)
         sinks = MultiLogger(StdoutLogger(), logger) if logger else NullLogger()
-        summary = train(cfg, out_dir, runtime=runtime, logger=sinks, resume=resumed)
+        if logger:
+            logger.log_dataset(image_dataset(data, cfg))
+            runtime = dataclasses.replace(runtime, report=_with_epoch_images(runtime.report, logger, cfg, data))
+        with logger.system_metrics() if logger else contextlib.nullcontext():
+            summary = train(cfg, out_dir, runtime=runtime, logger=sinks, resume=resumed, data=data)
     except SystemExit as stop:  # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) in report()
         if logger:
             logger.stopped_early() if stop.code in (0, None) else logger.finish("FAILED")
@@ -75,11 +86,51 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
             logger.finish("FAILED")
         raise
     if logger:
-        logger.client.set_tag(logger.run_id, "data_fingerprint", summary["data_fingerprint"])
-        logger.client.set_tag(logger.run_id, "latent_key", summary.get("latent_key", ""))
-        logger.log_artifacts(out_dir, ARTIFACTS)
+        _publish_trial(logger, cfg, data, out_dir, summary)
         logger.finish()
     return summary
+
+
+def _publish_trial(logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFactorData, out_dir: Path,
+                   summary: dict[str, Any]) -> None:
+    """What a finished trial adds to its run: tags of its data and machine, files, images, the encoder."""
+    tags = {"data_fingerprint": summary["data_fingerprint"], "latent_key": summary.get("latent_key", "")}
+    if summary.get("machine"):  # what the trainer ran on (its thread count, not the driver's)
+        tags |= machine.Machine(**{k: v for k, v in summary["machine"].items() if k != "id"}).tags()
+    logger.set_tags(tags)
+    logger.log_artifacts(out_dir, ARTIFACTS)
+    logger.log_images(out_dir, GRIDS, step=cfg.encoder.epochs)
+    logger.best_effort("encoder_model", _log_encoder, logger, cfg, data, out_dir / "checkpoints" / CHECKPOINT)
+
+
+def _log_encoder(logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFactorData, path: Path) -> None:
+    online = export.load_online(cfg, data, path)
+    logger.log_model(export.CodeEncoder(online), "encoder", export.example_images(data))
+
+
+def _with_epoch_images(report: Callable, logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFactorData):
+    """The runtime's report hook, and after each stage-2 epoch (when L_rec gives a generator) the first
+    ``EPOCH_IMAGES`` training images over their reconstructions as the image ``epoch_reconstructions``, read
+    from the checkpoint the trainer just wrote (the core stays free of MLflow)."""
+    if cfg.loss.rec <= 0:
+        return report
+    from torchvision.utils import make_grid
+
+    x = export.example_images(data, EPOCH_IMAGES)  # (n, C, H, W)
+
+    @torch.no_grad()
+    def render(path: str, epoch: int) -> None:
+        recon = export.load_online(cfg, data, path)(x, decode=True)[1].clamp(0, 1)  # (n, C, H, W)
+        grid = make_grid(torch.cat([x, recon]), nrow=len(x)).permute(1, 2, 0).numpy()  # (H', W', C)
+        logger.log_image(grid, "epoch_reconstructions", epoch)
+
+    def hook(metrics: dict[str, float], path: str | None) -> None:
+        epoch = metrics.get("encoder/train/epoch")
+        if path and Path(path).name == CHECKPOINT and epoch is not None:
+            logger.best_effort("epoch_reconstructions", render, path, int(epoch))
+        report(metrics, path)
+
+    return hook
 
 
 def _reporter(report: Callable, checkpoint_cls) -> Callable[[dict[str, float], str | None], None]:

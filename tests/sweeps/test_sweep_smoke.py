@@ -1,10 +1,19 @@
 """A real sweep on a local Ray (2 CPUs) into a temporary MLflow store, read back with MlflowClient:
-params, metrics, artifacts, nesting, one stage-1 run, reused by a second sweep."""
+params, metrics, artifacts, nesting, one stage-1 run, reused by a second sweep; and what the MLflow UI
+reads (docs/MLFLOW.md): the experiment kind, the parent's table as description and metrics, each trial's
+dataset input, source/git and machine tags, images, system metrics, a logged encoder that loads, and
+the best trial's encoder in the Model Registry (--register-best)."""
 
 import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 from mlflow import MlflowClient  # noqa: E402
@@ -24,7 +33,7 @@ def swept(tmp_path_factory):
     common = ["--preset", "smoke", "--storage", str(root / "ray"), "--tracking-uri", uri, *FAST]
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     try:
-        assert main("negatives", common) == 0
+        assert main("negatives", [*common, "--register-best", "encoder/eval/mig"]) == 0
         assert main("losses", common) == 0  # same stage-1 config: must reuse stage 1
     finally:
         ray.shutdown()
@@ -89,3 +98,91 @@ def test_sweep__parent_table_is_what_make_tables_prints(swept, capsys):
     assert make_tables(["--tracking-uri", swept.tracking_uri, "--sweep-run", parent.info.run_id, "--paper"]) == 0
     printed = capsys.readouterr().out
     assert printed == open(swept.download_artifacts(parent.info.run_id, "table.md")).read() + "\n"
+
+
+@pytest.mark.slow
+def test_sweep__what_the_mlflow_ui_reads(swept):
+    import mlflow
+
+    for name in ("contralord-negatives", "contralord-losses", "contralord-stage1"):
+        assert swept.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = _experiment_runs(swept, "contralord-negatives")
+    parent = next(r for r in runs if r.data.tags.get("role") == "sweep")
+    table = open(swept.download_artifacts(parent.info.run_id, "table.md")).read()
+    assert parent.data.tags["mlflow.note.content"] == table
+    assert {"MIG/K128", "MIG/K256", "D/K128", "Smoothness/K256"} <= set(parent.data.metrics)
+    assert parent.data.tags["mlflow.source.name"] == "tune/sweep_negatives.py"
+    trials = [r for r in runs if r.data.tags.get("role") == "trial"]
+    for trial in trials:
+        tags = trial.data.tags
+        assert tags["mlflow.source.git.commit"] == tags["git_commit"] and tags["mlflow.source.git.repoURL"]
+        assert tags["mlflow.source.name"] == tags["mlflow.project.entryPoint"] == "tune/sweep_negatives.py"
+        assert tags["machine"] and tags["machine.threads"] == "1" and tags["machine.gpu"] == "none"
+        (data,) = trial.inputs.dataset_inputs
+        assert data.dataset.digest == tags["data_fingerprint"][:36] and "factor_names" in data.dataset.profile
+        images = {a.path.split("+")[0] for a in swept.list_artifacts(trial.info.run_id, "images")}
+        assert {"images/reconstructions", "images/translation", "images/epoch_reconstructions"} <= images
+        assert len(swept.get_metric_history(trial.info.run_id, "system/cpu_utilization_percentage")) >= 2
+        (model,) = trial.outputs.model_outputs
+        with mlflow.tracking._tracking_service.utils._use_tracking_uri(swept.tracking_uri):
+            encoder = mlflow.pytorch.load_model(f"models:/{model.model_id}")
+        assert encoder(torch.rand(3, 3, 32, 32)).shape == (3, 16 + 8 + 8)  # [h_d, h_c, h_r], smoke dims
+    best = max(trials, key=lambda r: r.data.metrics["encoder/eval/mig"])
+    (version,) = swept.search_model_versions("name = 'contralord-negatives-encoder'")
+    assert version.run_id == best.info.run_id
+    (stage1,) = _experiment_runs(swept, "contralord-stage1")
+    assert stage1.data.tags["machine"] and stage1.inputs.dataset_inputs
+    (generator,) = stage1.outputs.model_outputs
+    assert swept.get_logged_model(generator.model_id).name == "generator"
+
+
+def _get(url: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def rest_api(swept, tmp_path_factory):
+    """``mlflow server`` on the sweep's store, as a user opens it, on a free local port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", swept.tracking_uri,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield f"{base}/api/2.0/mlflow"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_sweep__the_rest_api_shows_the_ui_fields(rest_api):
+    """The issue's check, over HTTP as the UI reads it: kind tag, parent table, trial inputs/outputs/tags."""
+    experiment = _get(f"{rest_api}/experiments/get-by-name?experiment_name=contralord-negatives")["experiment"]
+    assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+    runs = _get(f"{rest_api}/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
+    tags = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in runs]
+    (parent,) = [run for run, t in zip(runs, tags, strict=True) if t["role"] == "sweep"]
+    assert any(m["key"] == "MIG/K128" for m in parent["data"]["metrics"])
+    assert "**Table 6" in next(t["mlflow.note.content"] for t in tags if t["role"] == "sweep")
+    trials = [(run, t) for run, t in zip(runs, tags, strict=True) if t["role"] == "trial"]
+    assert len(trials) == 2
+    for run, t in trials:
+        assert run["inputs"]["dataset_inputs"][0]["dataset"]["digest"] == t["data_fingerprint"][:36]
+        assert run["outputs"]["model_outputs"] and t["mlflow.source.git.commit"] and t["machine.cpu"]
+        assert any(m["key"] == "system/cpu_utilization_percentage" for m in run["data"]["metrics"])
+        files = _get(f"{rest_api}/artifacts/list?run_id={run['info']['run_id']}&path=images")["files"]
+        assert any(f["path"].startswith("images/reconstructions+") for f in files)

@@ -1,0 +1,175 @@
+"""What the MLflow UI reads, written by tune/mlflow_logger.py, checked through MlflowClient without Ray:
+the experiment kind, a dataset input, images, system metrics, models that load with
+``mlflow.pytorch.load_model``, the sweep table on the parent run, and --register-best.
+(The smoke sweep in test_sweep_smoke.py checks the same on real trials.)"""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from contralord.encoder_stage import build_online
+from contralord.latent_stage import build_generator
+from contralord.trainer import build_data
+from tune import export
+from tune.mlflow_logger import (
+    EXPERIMENT_KIND,
+    MlflowLogger,
+    get_experiment_id,
+    image_dataset,
+    log_sweep_table,
+    register_best,
+    source_tags,
+    ui_link,
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One store for the module (creating an MLflow database takes seconds); each test makes its own runs."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = get_experiment_id(client, "contralord-test")
+    return client, experiment
+
+
+def _logger(store) -> MlflowLogger:
+    client, experiment = store
+    return MlflowLogger(client.tracking_uri, client.create_run(experiment).info.run_id)
+
+
+def test_experiment__marked_as_model_training_new_and_old(store):
+    client, experiment = store
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("made-before")  # an experiment from before the mark
+    assert get_experiment_id(client, "made-before") == old
+    assert client.get_experiment(old).tags | EXPERIMENT_KIND == client.get_experiment(old).tags
+
+
+def test_dataset_input__name_digest_source_factors_subsets(store, tiny_cfg):
+    data = build_data(tiny_cfg)
+    logger = _logger(store)
+    logger.log_dataset(image_dataset(data, tiny_cfg))
+    (entry,) = logger.client.get_run(logger.run_id).inputs.dataset_inputs
+    assert entry.dataset.digest == data.fingerprint[:36] and entry.dataset.name == "shapes3d-32px-96"
+    assert json.loads(entry.dataset.source)["tags"]["dataset"] == "shapes3d"
+    profile = json.loads(entry.dataset.profile)
+    assert profile["factor_names"] == list(data.factor_names) and profile["num_images"] == 96
+    assert profile["subset"]["data.size"] == 96 and profile["labelled"]["labelled_samples"] == 64
+    schema = json.loads(entry.dataset.schema)["mlflow_colspec"]
+    assert [c["name"] for c in schema] == ["class", *(f"factor.{n}" for n in data.factor_names)]
+    assert [t.value for t in entry.tags] == ["train"]
+
+
+def test_encoder_model__loads_and_matches(store, tiny_cfg):
+    import mlflow
+
+    data = build_data(tiny_cfg)
+    module = export.CodeEncoder(build_online(tiny_cfg, data, None)).eval()
+    logger = _logger(store)
+    uri = logger.log_model(module, "encoder", export.example_images(data))
+    (output,) = logger.client.get_run(logger.run_id).outputs.model_outputs
+    assert uri == f"models:/{output.model_id}"
+    assert logger.client.get_logged_model(output.model_id).source_run_id == logger.run_id
+    with mlflow.tracking._tracking_service.utils._use_tracking_uri(logger.client.tracking_uri):
+        loaded = mlflow.pytorch.load_model(uri)
+    x = data.images[:5].float().div(255)  # another batch size than the example's
+    torch.testing.assert_close(loaded(x), module(x))
+    assert x.shape[0] == 5 and module(x).shape == (5, 8 + 4 + 4)
+    # pt2 holds a graph and weights, no pickled classes: it loads where this package cannot be imported
+    blocked = ("import sys; sys.modules.update(contralord=None, tune=None); import mlflow, torch; "
+               f"mlflow.set_tracking_uri({logger.client.tracking_uri!r}); "
+               f"print(tuple(mlflow.pytorch.load_model({uri!r})(torch.zeros(2, 3, 32, 32)).shape))")
+    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=300, cwd="/")
+    assert done.stdout.strip().splitlines()[-1] == "(2, 16)", done.stderr[-2000:]
+
+
+def test_generator_model__codes_to_images(store, tiny_cfg):
+    import mlflow
+
+    generator = build_generator(tiny_cfg, 3).eval()
+    module = export.CodeGenerator(generator, export.code_dims(tiny_cfg))
+    logger = _logger(store)
+    uri = logger.log_model(module, "generator", torch.randn(2, 16))
+    with mlflow.tracking._tracking_service.utils._use_tracking_uri(logger.client.tracking_uri):
+        loaded = mlflow.pytorch.load_model(uri)
+    codes = torch.randn(3, 16)
+    torch.testing.assert_close(loaded(codes), generator(*codes.split([8, 4, 4], dim=1)))
+
+
+def test_images__one_per_key_and_step(store, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "reconstructions.png")
+    logger = _logger(store)
+    logger.log_images(tmp_path, ("reconstructions.png", "missing.png"), step=3)
+    logger.log_image(np.ones((4, 4, 3), np.float32), "epoch_reconstructions", 1)
+    names = [a.path for a in logger.client.list_artifacts(logger.run_id, "images")]
+    assert sum(n.startswith("images/reconstructions+step+3+") and n.endswith(".png") for n in names) == 1
+    assert sum(n.startswith("images/epoch_reconstructions+step+1+") and n.endswith(".png") for n in names) == 1
+
+
+def test_system_metrics__sampled_while_the_block_runs(store, monkeypatch):
+    monkeypatch.setattr("tune.mlflow_logger.SYSTEM_METRICS_INTERVAL", 0.2)
+    logger = _logger(store)
+    with logger.system_metrics():
+        time.sleep(1.0)
+    history = logger.client.get_metric_history(logger.run_id, "system/cpu_utilization_percentage")
+    assert len(history) >= 2 and "system/system_memory_usage_megabytes" in logger.client.get_run(
+        logger.run_id).data.metrics
+
+
+def test_sweep_table__description_and_metrics(store):
+    logger = _logger(store)
+    log_sweep_table(logger.client, logger.run_id, "**Table 6**\n\n| K |\n", {"MIG/K128": 0.25, "D/K128": 0.5})
+    run = logger.client.get_run(logger.run_id)
+    assert run.data.tags["mlflow.note.content"].startswith("**Table 6**")
+    assert run.data.metrics == {"MIG/K128": 0.25, "D/K128": 0.5}
+
+
+def test_source_tags__standard_names_and_empty_left_out():
+    tags = source_tags("tune/sweep_negatives.py", "abc123", "git@example.org:contralord.git", "")
+    assert tags == {"mlflow.source.name": "tune/sweep_negatives.py", "mlflow.source.type": "LOCAL",
+                    "mlflow.project.entryPoint": "tune/sweep_negatives.py", "mlflow.source.git.commit": "abc123",
+                    "mlflow.source.git.repoURL": "git@example.org:contralord.git"}
+
+
+def test_register_best__the_best_runs_encoder(store, tiny_cfg):
+    data = build_data(tiny_cfg)
+    module = export.CodeEncoder(build_online(tiny_cfg, data, None)).eval()
+    client, experiment = store
+    for mig in (0.1, 0.3, 0.2):
+        logger = _logger(store)
+        logger.log_model(module, "encoder", export.example_images(data))
+        client.log_metric(logger.run_id, "encoder/eval/mig", mig)
+    runs = client.search_runs([experiment], "metrics.`encoder/eval/mig` > 0")
+    best = max(runs, key=lambda r: r.data.metrics["encoder/eval/mig"])
+    run_id, value, version = register_best(client, runs, "encoder/eval/mig", "max", "contralord-test-encoder")
+    assert (run_id, value, int(version)) == (best.info.run_id, 0.3, 1)
+    registered = client.get_model_version("contralord-test-encoder", "1")
+    assert registered.run_id == best.info.run_id
+    assert register_best(client, runs, "encoder/eval/mig", "min", "contralord-test-encoder")[1] == 0.1
+    with pytest.raises(ValueError, match="no finished trial has both"):
+        register_best(client, runs, "encoder/eval/nope", "max", "contralord-test-encoder")
+
+
+def test_best_effort__a_failed_extra_is_a_warning_and_a_tag(store):
+    logger = _logger(store)
+
+    def untraceable():
+        raise RuntimeError("torch.export: data-dependent control flow")
+
+    with pytest.warns(UserWarning, match="encoder_model: not logged to MLflow"):
+        logger.best_effort("encoder_model", untraceable)
+    tags = logger.client.get_run(logger.run_id).data.tags
+    assert tags["encoder_model_error"] == "RuntimeError: torch.export: data-dependent control flow"
+
+
+def test_ui_link__opens_the_model_training_pages():
+    assert ui_link("http://head:5000/", "7") == "http://head:5000/#/experiments/7?workflowType=machine_learning"
+    assert ui_link("sqlite:////x/mlflow.db", "7").startswith("mlflow ui --backend-store-uri sqlite:////x/mlflow.db")

@@ -1,0 +1,46 @@
+"""The machine description: stable within a process, its id follows every field, and train() records it."""
+
+import json
+from dataclasses import replace
+
+import torch
+
+from contralord import machine
+from contralord.config import ContraLordConfig
+from contralord.trainer import train
+
+
+def test_describe__stable_and_complete():
+    first, second = machine.describe(), machine.describe()
+    assert first == second and first.id == second.id and len(first.id) == 10
+    assert first.threads == str(torch.get_num_threads())
+    assert torch.__version__ in first.torch and "build" in first.torch
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    assert "CPUs)" in first.cpu and first.gpu == gpu
+    assert first.tags() == {"machine": first.id, "machine.cpu": first.cpu, "machine.torch": first.torch,
+                            "machine.threads": first.threads, "machine.gpu": first.gpu}
+
+
+def test_id__changes_with_every_field():
+    base = machine.describe()
+    others = [replace(base, cpu="other"), replace(base, torch="0.0"), replace(base, threads="64"),
+              replace(base, gpu="NVIDIA H100")]
+    assert len({base.id, *(m.id for m in others)}) == 5
+
+
+def test_id__follows_the_thread_count():
+    before = torch.get_num_threads()
+    one = machine.describe()
+    torch.set_num_threads(before + 1)
+    try:
+        assert machine.describe().id != one.id
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_train__writes_the_machine_into_the_summary(tmp_path, tiny_overrides):
+    cfg = ContraLordConfig.from_overrides(tiny_overrides | {"eval.enabled": False})
+    summary = train(cfg, tmp_path)
+    written = json.loads((tmp_path / "summary.json").read_text())["machine"]
+    assert written == summary["machine"] == machine.describe().as_dict()
+    assert written["threads"] == "1"  # run.threads=1 in the tiny config

@@ -1,0 +1,63 @@
+"""The trained modules as MLflow logs them: plain-tensor views, one tensor in and one out.
+
+MLflow 3's PyTorch flavour saves with ``torch.export`` ("pt2": a traced graph plus weights, no pickled
+classes), so a logged model loads with ``mlflow.pytorch.load_model`` where this package is not installed,
+and loading runs no code from the file. Export needs one input tensor and one output tensor, hence:
+
+- ``CodeEncoder``: images x (B, C, H, W) in [0, 1] -> codes (B, Dd + Dc + Dr) = [h_d, h_c, h_r] of f(x);
+- ``CodeGenerator``: codes (B, Dd + Dc + Dr) -> images (B, C, H, W), the stage-1 G(d, g^c, g^r).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from contralord import checkpoint
+from contralord.config import ContraLordConfig
+from contralord.data import ImageFactorData
+from contralord.encoder_stage import build_online
+from contralord.models.contralord import OnlineEncoder
+
+
+class CodeEncoder(nn.Module):
+    def __init__(self, online: OnlineEncoder):
+        super().__init__()
+        self.backbone, self.heads = online.backbone, online.heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) in [0, 1] -> (B, Dd + Dc + Dr)."""
+        return torch.cat(self.heads(self.backbone(x)), dim=1)
+
+
+class CodeGenerator(nn.Module):
+    def __init__(self, generator: nn.Module, dims: tuple[int, int, int]):
+        super().__init__()
+        self.generator, self.dims = generator, list(dims)  # (Dd, Dc, Dr)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, Dd + Dc + Dr) -> images (B, C, H, W)."""
+        d, gc, gr = codes.split(self.dims, dim=1)  # (B, Dd), (B, Dc), (B, Dr)
+        return self.generator(d, gc, gr)
+
+
+def code_dims(cfg: ContraLordConfig) -> tuple[int, int, int]:
+    return cfg.latent.class_dim, cfg.latent.content_dim, cfg.latent.residual_dim
+
+
+def load_online(cfg: ContraLordConfig, data: ImageFactorData, path: str | Path) -> OnlineEncoder:
+    """The online encoder (and generator, when L_rec is on) of a stage-2 checkpoint, on the CPU, in eval mode.
+
+    Building seeds the global RNG (``build_online``); ``fork_rng`` puts it back, so calling this between
+    epochs changes nothing in training."""
+    with torch.random.fork_rng(devices=[]):
+        online = build_online(cfg, data, None)
+    online.load_state_dict(checkpoint.load(path, required=("online",))["online"])
+    return online.eval()
+
+
+def example_images(data: ImageFactorData, n: int = 2) -> torch.Tensor:
+    """The first ``n`` images as the encoder takes them: float (n, C, H, W) in [0, 1]."""
+    return data.images[torch.arange(min(n, len(data)))].float().div(255)
