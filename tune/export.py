@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from contralord import checkpoint
+from contralord import checkpoint, labels
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.encoder_stage import build_online
@@ -43,8 +43,9 @@ class CodeGenerator(nn.Module):
         return self.generator(d, gc, gr)
 
 
-def code_dims(cfg: ContraLordConfig) -> tuple[int, int, int]:
-    return cfg.latent.class_dim, cfg.latent.content_dim, cfg.latent.residual_dim
+def code_dims(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[int, int, int]:
+    """(Dd, Dc, Dr) of this config on this data (no class code under the labelled-factor structure)."""
+    return labels.code_dims(cfg, data)
 
 
 def load_online(cfg: ContraLordConfig, data: ImageFactorData, path: str | Path) -> OnlineEncoder:

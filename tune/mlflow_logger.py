@@ -21,6 +21,8 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+from contralord import labels
+
 PARENT_TAG = "mlflow.parentRunId"
 STOPPED_EARLY = "stopped_early"  # tag of a trial a scheduler (ASHA) stopped before its evaluation
 # The MLflow UI opens an experiment without this tag on its GenAI pages (traces, judges)
@@ -205,12 +207,17 @@ def image_dataset(data, cfg) -> mlflow.data.dataset.Dataset:
     d, e = cfg.data, cfg.eval
     source = {"dataset": d.name, "path": d.path or "embedded (procedural, contralord.data)", "split": d.split}
     columns = [ColSpec("long", "class")] + [ColSpec("long", f"factor.{n}") for n in data.factor_names]
-    labelled = e.few_labels if e.protocol == "few-labels" else e.num_train
+    labelled: dict[str, object] = {"eval.protocol": e.protocol}
+    if e.protocol == "partial-labels" and data.factors is not None:  # the images whose labels training saw
+        found = labels.resolve(cfg, data)
+        where = data.positions[found.labelled] if data.positions is not None else found.labelled
+        labelled |= {"data.labelled_factors": list(found.names), "data.num_labels": len(found.labelled),
+                     "labelled_source_positions": where.tolist()}
     profile = {"num_images": len(data), "image_shape": list(data.images.shape[1:]), "num_classes": data.num_classes,
                "factor_names": list(data.factor_names), "factor_sizes": list(data.factor_sizes),
                "subset": {"data.size": d.size, "data.factor_filter": d.factor_filter, "data.class_factor":
                           d.class_factor, "run.seed": cfg.run.seed},
-               "labelled": {"eval.protocol": e.protocol, "labelled_samples": labelled, "eval.num_test": e.num_test},
+               "labelled": labelled,
                "fingerprint": data.fingerprint}
 
     class _ImageFactorDataset(MetaDataset):

@@ -60,7 +60,9 @@ def test_dataset_input__name_digest_source_factors_subsets(store, tiny_cfg):
     assert json.loads(entry.dataset.source)["tags"]["dataset"] == "shapes3d"
     profile = json.loads(entry.dataset.profile)
     assert profile["factor_names"] == list(data.factor_names) and profile["num_images"] == 96
-    assert profile["subset"]["data.size"] == 96 and profile["labelled"]["labelled_samples"] == 64
+    assert profile["subset"]["data.size"] == 96 and profile["labelled"]["data.num_labels"] == 24
+    assert profile["labelled"]["data.labelled_factors"] == ["floor_hue", "wall_hue", "object_hue"]
+    assert len(profile["labelled"]["labelled_source_positions"]) == 24
     schema = json.loads(entry.dataset.schema)["mlflow_colspec"]
     assert [c["name"] for c in schema] == ["class", *(f"factor.{n}" for n in data.factor_names)]
     assert [t.value for t in entry.tags] == ["train"]
@@ -80,26 +82,27 @@ def test_encoder_model__loads_and_matches(store, tiny_cfg):
         loaded = mlflow.pytorch.load_model(uri)
     x = data.images[:5].float().div(255)  # another batch size than the example's
     torch.testing.assert_close(loaded(x), module(x))
-    assert x.shape[0] == 5 and module(x).shape == (5, 8 + 4 + 4)
+    assert x.shape[0] == 5 and module(x).shape == (5, 0 + 3 + 4)  # no class code; 3 labelled hues; residual
     # pt2 holds a graph and weights, no pickled classes: it loads where this package cannot be imported
     blocked = ("import sys; sys.modules.update(contralord=None, tune=None); import mlflow, torch; "
                f"mlflow.set_tracking_uri({logger.client.tracking_uri!r}); "
                f"print(tuple(mlflow.pytorch.load_model({uri!r})(torch.zeros(2, 3, 32, 32)).shape))")
     done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=300, cwd="/")
-    assert done.stdout.strip().splitlines()[-1] == "(2, 16)", done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "(2, 7)", done.stderr[-2000:]
 
 
 def test_generator_model__codes_to_images(store, tiny_cfg):
     import mlflow
 
-    generator = build_generator(tiny_cfg, 3).eval()
-    module = export.CodeGenerator(generator, export.code_dims(tiny_cfg))
+    data = build_data(tiny_cfg)
+    generator = build_generator(tiny_cfg, data).eval()
+    module = export.CodeGenerator(generator, export.code_dims(tiny_cfg, data))
     logger = _logger(store)
-    uri = logger.log_model(module, "generator", torch.randn(2, 16))
+    uri = logger.log_model(module, "generator", torch.randn(2, 7))
     with mlflow.tracking._tracking_service.utils._use_tracking_uri(logger.client.tracking_uri):
         loaded = mlflow.pytorch.load_model(uri)
-    codes = torch.randn(3, 16)
-    torch.testing.assert_close(loaded(codes), generator(*codes.split([8, 4, 4], dim=1)))
+    codes = torch.randn(3, 7)
+    torch.testing.assert_close(loaded(codes), generator(*codes.split([0, 3, 4], dim=1)))
 
 
 def test_images__one_per_key_and_step(store, tmp_path):
