@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contralord.config import PRE_PROTOCOL_VALUES, ConfigError
+from contralord.config import PRE_PROTOCOL_VALUES, ConfigError, LossConfig
 
 SCALE_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
@@ -47,11 +47,13 @@ SCALE_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Eq. 6's weights at their defaults (config.LossConfig), which every method preset shares
+DEFAULT_WEIGHTS = {f"loss.{k}": getattr(LossConfig(), k) for k in ("rec", "sup", "con", "res")}
+
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
-    "contralord": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 1.0, "loss.res": 1.0, "run.method": "contralord"},
-    "lord": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 0.0, "loss.res": 0.0, "latent.structure": "class",
-             "run.method": "lord"},
-    "gabbay": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 0.0, "loss.res": 0.0, "latent.structure": "factors",
+    "contralord": {**DEFAULT_WEIGHTS, "run.method": "contralord"},
+    "lord": {**DEFAULT_WEIGHTS, "loss.con": 0.0, "loss.res": 0.0, "latent.structure": "class", "run.method": "lord"},
+    "gabbay": {**DEFAULT_WEIGHTS, "loss.con": 0.0, "loss.res": 0.0, "latent.structure": "factors",
                "run.method": "gabbay"},
     "locatello": {"encoder.model": "vae", "latent.structure": "factors", "loss.rec": 1.0, "loss.sup": 0.0,
                   "loss.con": 0.0, "loss.res": 0.0, "loss.kl": 1.0, "loss.label": 1.0, "run.method": "locatello"},
@@ -62,7 +64,10 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
                "encoder.augment_anchor": True, "encoder.negatives": "batch", "run.method": "simclr"},
 }
 
-PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {"all-factors": dict(PRE_PROTOCOL_VALUES)}
+# the first protocol also weighted every term 1 (apply a method preset after this one, not before)
+PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
+    "all-factors": PRE_PROTOCOL_VALUES | {"loss.sup": 1.0, "loss.con": 1.0, "loss.res": 1.0},
+}
 
 PRESETS = SCALE_PRESETS | METHOD_PRESETS | PROTOCOL_PRESETS
 

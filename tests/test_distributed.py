@@ -15,10 +15,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from contralord import distributed
-from contralord.config import PRE_PROTOCOL_VALUES, ContraLordConfig
+from contralord.config import ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer
 from contralord.latent_stage import train_latent
 from contralord.models.latent import ImageCodes
+from contralord.presets import PROTOCOL_PRESETS
 from contralord.runtime import DDPRuntime, LocalRuntime
 from contralord.trainer import build_data
 
@@ -27,7 +28,8 @@ STEPS = 3
 
 def _cfg(tiny):
     # the LORD class structure: the labelled-factor stage 1 draws its residual noise per rank
-    return ContraLordConfig.from_overrides(tiny | PRE_PROTOCOL_VALUES | {"encoder.epochs": 2, "encoder.momentum": 0.9})
+    return ContraLordConfig.from_overrides(tiny | PROTOCOL_PRESETS["all-factors"] | {"encoder.epochs": 2,
+                                                                                    "encoder.momentum": 0.9})
 
 
 def _run_steps(cfg, cache, runtime):

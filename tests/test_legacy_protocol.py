@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from contralord.config import PRE_PROTOCOL_VALUES
+from contralord.presets import PROTOCOL_PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 BEFORE_PROTOCOL = "c6a95ccc615c47eb945bf9e4a9d9961ab095c699"
@@ -46,7 +46,7 @@ def test_all_factors_preset__reproduces_the_first_protocol(tmp_path, tiny_overri
     old_code = _old_code(tmp_path)
     base = {k: v for k, v in tiny_overrides.items() if k != "data.num_labels"}
     before = _train(old_code, base, tmp_path / "before")
-    after = _train(ROOT, base | PRE_PROTOCOL_VALUES, tmp_path / "after")
+    after = _train(ROOT, base | PROTOCOL_PRESETS["all-factors"], tmp_path / "after")
     shared = sorted(k for k, v in before.items() if isinstance(v, float) and k in after and "images_per_s" not in k
                     and "wall" not in k)
     assert len(shared) > 20 and "disentanglement" in shared and "encoder/final/nce_content" in shared

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contralord.presets import METHOD_PRESETS
+from contralord.presets import DEFAULT_WEIGHTS, METHOD_PRESETS
 
 Variant = tuple[str, dict[str, Any]]
 
@@ -26,13 +26,10 @@ BATCH_SIZES = {  # Table 5
 }
 # Table 4. The paper's check marks were lost in its text; its prose fixes rows 1, 2, 4 and 5
 # (rec; rec+sup; rec+sup+con, "+0.37 D over the row before"; all four). Row 3 is read as rec+sup+res.
-LOSS_SETS = {
-    "rec": {"loss.rec": 1.0, "loss.sup": 0.0, "loss.con": 0.0, "loss.res": 0.0},
-    "rec+sup": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 0.0, "loss.res": 0.0},
-    "rec+sup+res": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 0.0, "loss.res": 1.0},
-    "rec+sup+con": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 1.0, "loss.res": 0.0},
-    "rec+sup+con+res": {"loss.rec": 1.0, "loss.sup": 1.0, "loss.con": 1.0, "loss.res": 1.0},
-}
+# A term that is on has its default weight (config.LossConfig); off is 0.
+LOSS_SETS = {name: {key: (weight if key.split(".")[1] in name.split("+") else 0.0)
+                    for key, weight in DEFAULT_WEIGHTS.items()}
+             for name in ("rec", "rec+sup", "rec+sup+res", "rec+sup+con", "rec+sup+con+res")}
 TEMPERATURES = {"smoke": [0.1, 0.2], "cpu": [0.05, 0.1, 0.2, 0.5], "paper": [0.05, 0.07, 0.1, 0.2, 0.5]}
 MOMENTA = {"smoke": [0.99], "cpu": [0.99, 0.999], "paper": [0.99, 0.999]}
 # Table 2: the methods the paper compares, each a preset of the same trainer (contralord/presets.py)
