@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
+from contralord.models.encoders import build_backbone
 
 # torch.save writes a zip (PK..); the legacy format starts with a pickle protocol byte (0x80).
 TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
@@ -86,6 +88,21 @@ def check_device(cfg: ContraLordConfig) -> None:
                               f"got {cfg.run.device!r}")
 
 
+def _code_table(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[str, int, str]:
+    """(key, bytes, what) of stage 1's per-value table: class codes, or the labelled factors' codes plus
+    their classifier's output layer (one row per value)."""
+    lat = cfg.latent
+    if labels.structure(cfg, data) == "class":
+        return ("data.class_factor", 16 * data.num_classes * lat.class_dim,
+                f"{data.num_classes} values of the class factor (its largest value + 1; values must be indices "
+                f"0..C-1) x latent.class_dim={lat.class_dim}")
+    values = sum(labels.resolve(cfg, data).sizes)
+    _, features = build_backbone("lord", data.channels, cfg.data.image_size, None, width=lat.classifier_width)
+    return ("data.labelled_factors", 16 * values * (lat.factor_dim + features),
+            f"{values} values of the labelled factors (largest value + 1 each) x (latent.factor_dim + "
+            f"{features} classifier features)")
+
+
 def check_sizes(cfg: ContraLordConfig, data: ImageFactorData, needs_latent: bool) -> None:
     """The largest tables a config allocates fit ``data.max_array_gib``: stage 1's class and per-image
     codes (with a gradient and Adam's two moments: 4 copies) and stage 2's two queues."""
@@ -94,11 +111,8 @@ def check_sizes(cfg: ContraLordConfig, data: ImageFactorData, needs_latent: bool
     tables = [("encoder.queue_size", 4 * cfg.encoder.queue_size * dims,
                f"two queues of K={cfg.encoder.queue_size} x {dims} dims")]
     if needs_latent:
-        tables = [("data.class_factor", 16 * data.num_classes * lat.class_dim,
-                   f"{data.num_classes} values of the class factor (its largest value + 1; values must be indices "
-                   f"0..C-1) x latent.class_dim={lat.class_dim}"),
-                  ("latent.content_dim", 16 * len(data) * dims, f"{len(data)} images x content_dim + residual_dim "
-                                                               f"= {dims}"), *tables]
+        tables = [_code_table(cfg, data), ("latent.content_dim", 16 * len(data) * dims,
+                                           f"{len(data)} images x content_dim + residual_dim = {dims}"), *tables]
     for key, nbytes, what in tables:
         if nbytes > cap:
             raise ConfigError(f"{key}: {what} needs {nbytes / 2**30:.3g} GiB, over data.max_array_gib="

@@ -126,7 +126,8 @@ def test_sweep__what_the_mlflow_ui_reads(swept):
         (model,) = trial.outputs.model_outputs
         with mlflow.tracking._tracking_service.utils._use_tracking_uri(swept.tracking_uri):
             encoder = mlflow.pytorch.load_model(f"models:/{model.model_id}")
-        assert encoder(torch.rand(3, 3, 32, 32)).shape == (3, 16 + 8 + 8)  # [h_d, h_c, h_r], smoke dims
+        # [h_d, h_c, h_r]: no class code, one code per labelled hue, the smoke preset's 8 residual dims
+        assert encoder(torch.rand(3, 3, 32, 32)).shape == (3, 0 + 3 + 8)
     best = max(trials, key=lambda r: r.data.metrics["encoder/eval/mig"])
     (version,) = swept.search_model_versions("name = 'contralord-negatives-encoder'")
     assert version.run_id == best.info.run_id

@@ -54,7 +54,7 @@ def test_run_trial__tune_stop_is_not_a_failure(tmp_path, monkeypatch, error, sta
     client = MlflowClient(uri)
     experiment_id = get_experiment_id(client, "contralord-optuna")
     valid = {"data.size": 64, "data.image_size": 32, "latent.batch_size": 32, "encoder.batch_size": 32,
-             "encoder.queue_size": 16}  # the worker checks the config against the data before train()
+             "encoder.queue_size": 16, "data.num_labels": 16}  # the worker checks the config against the data
     ctx = SweepContext("optuna", valid, {}, str(tmp_path), str(tmp_path / "cache"), str(tmp_path / "work"),
                        uri, experiment_id, parent_run_id="")
 
