@@ -125,17 +125,26 @@ class EncoderTrainer:
         return {"total": total.item(), "lr": lr} | {names.get(k, k): v.item() for k, v in terms.items()} | grads
 
     def _method_terms(self, index: torch.Tensor, step: int) -> tuple[tuple, dict[str, torch.Tensor]]:
-        """(momentum keys to enqueue, Eq. 2-5 terms) of this rank's batch ``index``."""
+        """(momentum keys to enqueue, Eq. 2-5 terms) of this rank's batch ``index``.
+
+        One forward of the DDP-wrapped model computes everything with gradient: the anchor view, the
+        query view when the online f encodes the positive (or for SimCLR's second view), and the
+        projections of both, plus of the stage-1 codes under ``encoder.anchor=stage1`` (a parameter
+        used outside the wrapped forward would break DDP's gradient hooks)."""
         x, anchor, query = self.views(index, step)
         keys = self._keys(query)
-        online_query = self.use_queue and self.cfg.encoder.positive == "online"  # one forward for both views
-        out, x_hat = self.model(torch.cat([anchor, query]) if online_query else anchor, decode=self.cfg.loss.rec > 0,
-                                num_decoded=len(anchor))
-        query_out = None
-        if online_query:
-            query_out = EncoderOutput(*(t[len(anchor):] for t in out))
+        enc, contrastive = self.cfg.encoder, uses_contrastive(self.cfg)
+        both_views = contrastive and (not self.use_queue or enc.positive == "online")
+        stage1 = None
+        if self.use_queue and enc.anchor == "stage1":
+            stage1 = tuple(t[index].to(self.device) for t in self.targets[1:])
+        out, x_hat, projected = self.model(torch.cat([anchor, query]) if both_views else anchor,
+                                           decode=self.cfg.loss.rec > 0, num_decoded=len(anchor),
+                                           project=contrastive, stage1=stage1)
+        if both_views:
             out = EncoderOutput(*(t[:len(anchor)] for t in out))
-        return keys, self._terms(index, x, out, x_hat, keys, query, query_out)
+        views = _ProjectedViews(projected, len(anchor), both_views, stage1 is not None) if contrastive else None
+        return keys, self._terms(index, x, out, x_hat, keys, views)
 
     def _vae_terms(self, index: torch.Tensor, step: int) -> tuple[tuple, dict[str, torch.Tensor]]:
         """The semi-supervised beta-VAE's terms (``vae_baseline``), noise drawn for the global batch."""
@@ -164,46 +173,24 @@ class EncoderTrainer:
         self.momentum.update(self.online, self.cfg.encoder.momentum)  # before the keys, as MoCo
         return self.momentum.keys(query, content=self.cfg.loss.con > 0, residual=self.cfg.loss.res > 0)
 
-    def _terms(self, index, x, out, x_hat, keys, query, query_out) -> dict[str, torch.Tensor]:
+    def _terms(self, index, x, out, x_hat, keys, views) -> dict[str, torch.Tensor]:
         w, tau, terms = self.cfg.loss, self.cfg.encoder.temperature, {}
-        proj = self.online.projectors
         if w.rec > 0:
             terms["rec"] = self.recon(x_hat, x)  # Eq. 2
         if w.sup > 0:
             targets = tuple(t[index].to(self.device) for t in self.targets)
             terms["sup"] = supervision_loss(tuple(out), targets, self.cfg.loss.sup_reduction)  # Eq. 3
-        if self.use_queue:
-            if w.con > 0:
-                terms["con"] = self._nce("content", index, out, keys[0], query_out)  # Eq. 4
-            if w.res > 0:
-                terms["res"] = self._nce("residual", index, out, keys[1], query_out)  # Eq. 5
-        elif w.con > 0 or w.res > 0:  # SimCLR baseline: in-batch negatives, keys with gradient
-            q, _ = self.model(query)
-            if w.con > 0:
-                terms["con"] = nt_xent_loss(proj.content(out.content), proj.content(q.content), tau)
-            if w.res > 0:
-                terms["res"] = nt_xent_loss(proj.residual(out.residual), proj.residual(q.residual), tau)
+        for name, branch, key in (("con", 0, keys[0]), ("res", 1, keys[1])):
+            if getattr(w, name) <= 0:
+                continue
+            if self.use_queue:  # Eq. 4 (content) and Eq. 5 (residual)
+                negatives = (self.momentum.content_queue, self.momentum.residual_queue)[branch].negatives()
+                positive = views.positive(branch) if views.online_positive else key
+                terms[name] = info_nce_loss(views.anchor(branch), positive, negatives, tau,
+                                            positive_grad=views.online_positive)
+            else:  # SimCLR baseline: in-batch negatives, both views with gradient
+                terms[name] = nt_xent_loss(views.anchor(branch), views.positive(branch), tau)
         return terms
-
-    def _nce(self, branch: str, index: torch.Tensor, out: EncoderOutput, key: torch.Tensor,
-             query_out: EncoderOutput | None) -> torch.Tensor:
-        """Eq. 4 (branch content) or Eq. 5 (residual) under the configured readings.
-
-        Anchor g_i: the online code of the original x_i (``encoder.anchor=online``) or the stage-1 code
-        g~_i (``stage1``, a contrastive L_sup). Positive g_q: the online encoding of the query view with
-        gradient (``encoder.positive=online``, Algorithm 1 line 12: "Apply f, f_m^c to encode g^c_q,
-        g^c_k") or the momentum key (``momentum``, MoCo). Both go through the branch's projection.
-        """
-        part = 1 if branch == "content" else 2  # position in EncoderOutput and in the stage-1 targets
-        project = getattr(self.online.projectors, branch)
-        if self.cfg.encoder.anchor == "stage1":
-            anchor = project(self.targets[part][index].to(self.device))
-        else:
-            anchor = project(out[part])
-        positive = project(query_out[part]) if query_out is not None else key
-        negatives = getattr(self.momentum, f"{branch}_queue").negatives()
-        return info_nce_loss(anchor, positive, negatives, self.cfg.encoder.temperature,
-                             positive_grad=query_out is not None)
 
     def state_dict(self, step: int) -> dict:
         return {"online": self.online.state_dict(), "momentum": self.momentum.state_dict(),
@@ -223,6 +210,32 @@ class EncoderTrainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(saved["rng"])
         return int(saved["step"])
+
+
+class _ProjectedViews:
+    """Rows of the projected embeddings of one forward: [anchor view (B); query view (B) when the online f
+    encodes it; stage-1 codes (B) under encoder.anchor=stage1], per branch (0 content, 1 residual).
+
+    Readings of Eq. 4/5 (each a config key, logged): the anchor g_i is the online code of the original
+    x_i (``encoder.anchor=online``) or the stage-1 code g~_i (``stage1``, a contrastive L_sup); the
+    positive g_q is the online encoding of the query view, with gradient (``encoder.positive=online``,
+    Algorithm 1 line 12: "Apply f, f_m^c to encode g^c_q, g^c_k") or the momentum key (``momentum``,
+    MoCo). Anchors and positives both go through the branch's projection.
+    """
+
+    def __init__(self, projected: tuple[torch.Tensor, torch.Tensor], batch: int, online_positive: bool,
+                 stage1_anchor: bool):
+        self.projected, self.batch = projected, batch
+        self.online_positive, self.stage1_anchor = online_positive, stage1_anchor
+
+    def anchor(self, branch: int) -> torch.Tensor:
+        rows = self.projected[branch]
+        if len(rows) == self.batch:  # the anchor view alone: no slice (a slice would reorder gradient sums)
+            return rows
+        return rows[-self.batch:] if self.stage1_anchor else rows[:self.batch]  # (B, P)
+
+    def positive(self, branch: int) -> torch.Tensor:
+        return self.projected[branch][self.batch:2 * self.batch]  # (B, P)
 
 
 def _augmentation(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[float, bool, float]:

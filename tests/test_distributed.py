@@ -26,10 +26,14 @@ from contralord.trainer import build_data
 STEPS = 3
 
 
-def _cfg(tiny):
-    # the LORD class structure: the labelled-factor stage 1 draws its residual noise per rank
-    return ContraLordConfig.from_overrides(tiny | PROTOCOL_PRESETS["all-factors"] | {"encoder.epochs": 2,
-                                                                                    "encoder.momentum": 0.9})
+# stage 2 under the first protocol's readings, the paper's (labelled-factor codes, online-encoded
+# positives with gradient, projections), and with the stage-1 code as the anchor
+VARIANTS = {"first-protocol": PROTOCOL_PRESETS["all-factors"], "paper-protocol": {},
+            "stage1-anchor": {"encoder.anchor": "stage1"}}
+
+
+def _cfg(tiny, variant):
+    return ContraLordConfig.from_overrides(tiny | VARIANTS[variant] | {"encoder.epochs": 2, "encoder.momentum": 0.9})
 
 
 def _run_steps(cfg, cache, runtime):
@@ -40,11 +44,11 @@ def _run_steps(cfg, cache, runtime):
     return trainer, totals
 
 
-def _worker(rank, world, init_file, tiny, cache, out):
+def _worker(rank, world, init_file, tiny, variant, cache, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        trainer, totals = _run_steps(_cfg(tiny), cache, DDPRuntime())
+        trainer, totals = _run_steps(_cfg(tiny, variant), cache, DDPRuntime())
         torch.save({"totals": totals, "online": trainer.online.state_dict(),
                     "queue_c": trainer.momentum.content_queue.features.clone(),
                     "queue_r": trainer.momentum.residual_queue.features.clone(),
@@ -53,11 +57,12 @@ def _worker(rank, world, init_file, tiny, cache, out):
         dist.destroy_process_group()
 
 
-def test_two_process_gloo__equals_one_process_full_batch(tmp_path, tiny_overrides):
-    cfg = _cfg(tiny_overrides)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_two_process_gloo__equals_one_process_full_batch(tmp_path, tiny_overrides, variant):
+    cfg = _cfg(tiny_overrides, variant)
     single, totals = _run_steps(cfg, tmp_path / "cache", LocalRuntime())  # also writes the stage-1 cache
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), tiny_overrides, str(tmp_path / "cache"), str(tmp_path)),
-             nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), tiny_overrides, variant, str(tmp_path / "cache"),
+                            str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for r in ranks:  # queues identical across ranks and equal to the single process's
         torch.testing.assert_close(r["queue_c"], single.momentum.content_queue.features, atol=1e-5, rtol=0)

@@ -48,15 +48,26 @@ class OnlineEncoder(nn.Module):
         self.backbone, self.heads, self.generator = backbone, heads, generator
         self.projectors = projectors or Projectors(0, 0, 0)
 
-    def forward(self, x: torch.Tensor, decode: bool = False,
-                num_decoded: int | None = None) -> tuple[EncoderOutput, torch.Tensor | None]:
-        """x (B, C, H, W) -> (EncoderOutput, reconstruction of the first ``num_decoded`` (default all)
-        images (n, C, H, W) or None)."""
+    def forward(self, x: torch.Tensor, decode: bool = False, num_decoded: int | None = None,
+                project: bool = False, stage1: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x (B, C, H, W) -> (EncoderOutput, reconstruction, projections).
+
+        The reconstruction G(h_d, h_c, h_r) covers the first ``num_decoded`` images (default all), or
+        is None without ``decode``. With ``project``, the projections are (content (B [+ n], P),
+        residual (B [+ n], P)) of h_c and h_r, followed by those of the stage-1 codes ``stage1``
+        ((n, Dc), (n, Dr)) when given; else None.
+        """
         out = EncoderOutput(*self.heads(self.backbone(x)))
         whole = num_decoded is None or num_decoded == len(x)  # no slice: a slice would reorder gradient sums
         first = out if whole else EncoderOutput(*(t[:num_decoded] for t in out))
         x_hat = self.generator(*first) if decode else None  # G(h_d, h_c, h_r), Eq. 2
-        return out, x_hat
+        projected = None
+        if project:
+            content, residual = out.content, out.residual
+            if stage1 is not None:
+                content, residual = torch.cat([content, stage1[0]]), torch.cat([residual, stage1[1]])
+            projected = (self.projectors.content(content), self.projectors.residual(residual))
+        return out, x_hat, projected
 
 
 class _Branch(nn.Module):
