@@ -55,14 +55,25 @@ def info_nce_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch
         temperature: tau > 0.
         positive_grad: let the gradient flow into ``positive``.
     """
-    a = F.normalize(anchor, dim=1)  # (B, D)
-    p = F.normalize(positive if positive_grad else positive.detach(), dim=1)  # (B, D)
-    n = F.normalize(negatives.detach(), dim=1)  # (K, D)
-    l_pos = (a * p).sum(dim=1, keepdim=True)  # (B, 1)
-    l_neg = a @ n.T  # (B, K)
-    logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (B, 1+K)
-    labels = torch.zeros(a.shape[0], dtype=torch.long, device=a.device)  # positive at index 0
-    return F.cross_entropy(logits, labels)
+    with _fp32(anchor):  # logits / tau amplify bf16 rounding: the similarities are computed in fp32
+        a = F.normalize(_wide(anchor), dim=1)  # (B, D)
+        p = F.normalize(_wide(positive if positive_grad else positive.detach()), dim=1)  # (B, D)
+        n = F.normalize(_wide(negatives.detach()), dim=1)  # (K, D)
+        l_pos = (a * p).sum(dim=1, keepdim=True)  # (B, 1)
+        l_neg = a @ n.T  # (B, K)
+        logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (B, 1+K)
+        labels = torch.zeros(a.shape[0], dtype=torch.long, device=a.device)  # positive at index 0
+        return F.cross_entropy(logits, labels)
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in at least fp32 (bf16 is widened; fp32 and fp64 stay as they are)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _fp32(x: torch.Tensor):
+    """No autocast inside (a run under ``run.precision=bf16`` computes its contrastive logits in fp32)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -73,9 +84,10 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torc
     Args:
         z1, z2: (B, D) embeddings of two views of the same B images (gradient flows through both).
     """
-    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)  # (2B, D)
-    sim = z @ z.T / temperature  # (2B, 2B)
-    sim = sim.masked_fill(torch.eye(sim.shape[0], dtype=torch.bool, device=z.device), float("-inf"))
-    b = z1.shape[0]
-    targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)  # (2B,) partner index
-    return F.cross_entropy(sim, targets)
+    with _fp32(z1):
+        z = F.normalize(_wide(torch.cat([z1, z2], dim=0)), dim=1)  # (2B, D)
+        sim = z @ z.T / temperature  # (2B, 2B)
+        sim = sim.masked_fill(torch.eye(sim.shape[0], dtype=torch.bool, device=z.device), float("-inf"))
+        b = z1.shape[0]
+        targets = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)  # (2B,) partner index
+        return F.cross_entropy(sim, targets)
