@@ -12,6 +12,7 @@ import re
 
 import pytest
 import yaml
+from test_cluster_yaml import _replace_in  # one command mutator for both cluster files' property checks
 
 ray_util = pytest.importorskip("ray.autoscaler._private.util")  # Ray 2.60.0 private API
 jsonschema = pytest.importorskip("jsonschema")
@@ -90,28 +91,21 @@ def test_local_yaml__meets_every_property():
     assert problems(_prepare(_raw())) == []
 
 
-def _replace(key: str, old: str, new: str):
-    def mutate(raw):
-        assert any(old in c for c in raw[key]), f"{old!r} not in {key}"
-        raw[key] = [c.replace(old, new) for c in raw[key]]
-    return mutate
-
-
 BREAKAGES = {
-    "dashboard_public": (_replace("head_start_ray_commands", "--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0"),
+    "dashboard_public": (_replace_in("head_start_ray_commands", "--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0"),
                          "0.0.0.0"),
     "defaults_inherited": (lambda raw: raw.pop("head_start_ray_commands"), "RAY_AUTH_MODE=token"),
-    "head_without_token": (_replace("head_start_ray_commands", "RAY_AUTH_MODE=token", "RAY_AUTH_MODE=disabled"),
+    "head_without_token": (_replace_in("head_start_ray_commands", "RAY_AUTH_MODE=token", "RAY_AUTH_MODE=disabled"),
                            "head_start_ray_commands: `ray start` without RAY_AUTH_MODE=token"),
-    "worker_without_token": (_replace("worker_start_ray_commands", "RAY_AUTH_MODE=token ", ""),
+    "worker_without_token": (_replace_in("worker_start_ray_commands", "RAY_AUTH_MODE=token ", ""),
                              "worker_start_ray_commands: `ray start` without RAY_AUTH_MODE=token"),
-    "autoscaler_v2": (_replace("head_start_ray_commands", " RAY_enable_autoscaler_v2=0", ""), "autoscaler v2"),
-    "mlflow_public": (_replace("head_start_ray_commands", "--host $NODE_IP", "--host 0.0.0.0"), "0.0.0.0"),
-    "mlflow_relative_store": (_replace("head_start_ray_commands", "sqlite:///$HOME/", "sqlite:///"), "mlflow"),
-    "worker_ip_guessed": (_replace("worker_start_ray_commands", " --node-ip-address=$NODE_IP", ""),
+    "autoscaler_v2": (_replace_in("head_start_ray_commands", " RAY_enable_autoscaler_v2=0", ""), "autoscaler v2"),
+    "mlflow_public": (_replace_in("head_start_ray_commands", "--host $NODE_IP", "--host 0.0.0.0"), "0.0.0.0"),
+    "mlflow_relative_store": (_replace_in("head_start_ray_commands", "sqlite:///$HOME/", "sqlite:///"), "mlflow"),
+    "worker_ip_guessed": (_replace_in("worker_start_ray_commands", " --node-ip-address=$NODE_IP", ""),
                           "--node-ip-address"),
-    "torch_unpinned": (_replace("setup_commands", '"torch==2.14.1"', "torch"), "torch"),
-    "repo_not_installed": (_replace("setup_commands", "pip install -q -e ~/contralord", "true"), "-e ~/contralord"),
+    "torch_unpinned": (_replace_in("setup_commands", '"torch==2.14.1"', "torch"), "torch"),
+    "repo_not_installed": (_replace_in("setup_commands", "pip install -q -e ~/contralord", "true"), "-e ~/contralord"),
     "token_from_elsewhere": (lambda raw: raw["file_mounts"].update({"~/ray_auth_token": "./token"}), "token"),
     "fewer_workers": (lambda raw: raw.update(min_workers=1), "not every worker IP"),
 }
