@@ -92,8 +92,8 @@ def test_local_yaml__meets_every_property():
 
 
 BREAKAGES = {
-    "dashboard_public": (_replace_in("head_start_ray_commands", "--dashboard-host=127.0.0.1", "--dashboard-host=0.0.0.0"),
-                         "0.0.0.0"),
+    "dashboard_public": (_replace_in("head_start_ray_commands", "--dashboard-host=127.0.0.1",
+                                     "--dashboard-host=0.0.0.0"), "0.0.0.0"),
     "defaults_inherited": (lambda raw: raw.pop("head_start_ray_commands"), "RAY_AUTH_MODE=token"),
     "head_without_token": (_replace_in("head_start_ray_commands", "RAY_AUTH_MODE=token", "RAY_AUTH_MODE=disabled"),
                            "head_start_ray_commands: `ray start` without RAY_AUTH_MODE=token"),
