@@ -11,7 +11,7 @@
 #                                               what was made, DIR/id_ed25519 logs in as this user
 #   scripts/test_hosts.sh down DIR              remove exactly what `up DIR` made (safe to repeat)
 #
-# $TEST_HOSTS_KEEP: folders under $HOME that the hosts still see (space-separated; for example the pyenv
+# $TEST_HOSTS_KEEP: folders under $HOME or /tmp that the hosts still see (space-separated; for example the pyenv
 # Python a venv points at), everything else in $HOME is the host's own (DIR/NAME/home).
 # Needs root, iproute2, util-linux unshare, openssh-server, rsync. Addresses: 10.213.NET.0/24 with NET
 # random among the /24s this machine does not route yet (or $TEST_HOSTS_NET); .1 is the bridge here,
@@ -110,12 +110,17 @@ init() {  # PID 1 of one host: private mounts, then sshd; exits (killing the hos
     home=$(getent passwd "$(id -un)" | cut -d: -f6)
     mount --make-rprivate /
     mount -t tmpfs -o mode=755 tmpfs /run  # sshd's privilege-separation dir, without touching the machine's /run
-    mkdir -p /run/sshd /run/stash
-    mount --bind "$dir" /run/stash         # DIR usually lives under /tmp: keep it visible at its path
+    mkdir -p /run/sshd
+    # DIR usually lives under /tmp, and so may a KEEP path (a CI clone and its venv): keep them visible at
+    # their paths across the host's private /tmp
+    local under_tmp=("$dir") path n=0
+    for path in ${TEST_HOSTS_KEEP:-}; do case "$path" in /tmp/?*) under_tmp+=("$path") ;; esac; done
+    for path in "${under_tmp[@]}"; do mkdir -p "/run/stash/$n"; mount --bind "$path" "/run/stash/$n"; n=$((n + 1)); done
     mount --bind "$dir/$host/tmp" /tmp
-    mkdir -p "$dir"
-    mount --bind /run/stash "$dir"
-    umount /run/stash
+    n=0
+    for path in "${under_tmp[@]}"; do
+        mkdir -p "$path"; mount --bind "/run/stash/$n" "$path"; umount "/run/stash/$n"; n=$((n + 1))
+    done
     mkdir -p /run/realhome
     mount --bind "$home" /run/realhome
     mount --bind "$dir/$host/home" "$home"

@@ -116,8 +116,10 @@ def test_hosts(tmp_path):
     dir_ = tmp_path / "hosts"
     started = time.monotonic()
     try:
-        # The hosts get their own $HOME; they keep the Python this test's venv is made from (pyenv: ~/.pyenv).
-        keep = os.environ | {"TEST_HOSTS_KEEP": str(Path(sys.base_prefix).resolve())}
+        # The hosts get their own $HOME and /tmp; they keep the Python this test's venv is made from (pyenv:
+        # ~/.pyenv), the venv itself and the repo its editable install points to (a CI clone may live in /tmp).
+        kept = (Path(sys.base_prefix), Path(sys.prefix), REPO)
+        keep = os.environ | {"TEST_HOSTS_KEEP": " ".join(str(p.resolve()) for p in kept)}
         up = subprocess.run(["bash", str(HOSTS_SH), "up", str(dir_), "head", "worker"], capture_output=True,
                             text=True, timeout=120, env=keep)
         assert up.returncode == 0, up.stdout + up.stderr

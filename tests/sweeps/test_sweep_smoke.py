@@ -61,7 +61,7 @@ def test_sweep__parent_and_nested_trial_runs(swept):
         assert trial.data.tags["mlflow.parentRunId"] == parent.info.run_id
         for tag in ("git_commit", "config_hash", "data_fingerprint", "seed", "stage1_run_id", "ray_trial_id"):
             assert trial.data.tags.get(tag), tag
-        assert trial.data.params["loss.con"] == "1.0" and len(trial.data.params) > 50  # the full flat config
+        assert trial.data.params["loss.con"] == "0.1" and len(trial.data.params) > 50  # the full flat config
         for key in ("encoder/train/total", "encoder/train/nce_content", "encoder/eval/mig", "encoder/eval/smoothness"):
             assert key in trial.data.metrics, key
         history = swept.get_metric_history(trial.info.run_id, "encoder/train/total")
@@ -86,7 +86,8 @@ def test_sweep__table_lists_every_variant(swept):
     parent = next(r for r in runs if r.data.tags.get("role") == "sweep")
     path = swept.download_artifacts(parent.info.run_id, "table.md")
     table = open(path).read()
-    assert "| ✓ | ✓ |  |  | 1 |" in table and "| ✓ | ✓ | ✓ | ✓ | 1 |" in table  # rec+sup; all four
+    # rec+sup; all four (a mark shows its weight where it is not 1: the defaults 0.1, 0.1, 0.2)
+    assert "| ✓ | ✓ (0.1) |  |  | 1 |" in table and "| ✓ | ✓ (0.1) | ✓ (0.1) | ✓ (0.2) | 1 |" in table
     assert json.loads(parent.data.params["sweep.variants"]) == ["rec+sup", "rec+sup+con+res"]
 
 
