@@ -81,7 +81,7 @@ def fast_path(device: torch.device) -> dict[str, object]:
     return {"run.precision": "bf16", "run.channels_last": True, "run.compile": device.type == "cuda"}
 
 
-def measure(cfg: ContraLordConfig, steps: int) -> dict[str, float]:
+def measure(cfg: ContraLordConfig, steps: int) -> dict[str, float | str]:
     """Seconds per step (median) and FLOPs per step for stage 1 and three stage-2 variants.
 
     The variants are timed round-robin (one step of each per round), so drift in the machine's speed
@@ -111,6 +111,7 @@ def measure(cfg: ContraLordConfig, steps: int) -> dict[str, float]:
             times[name].append(time.perf_counter() - started)
     results |= {f"{name}_s": statistics.median(t) for name, t in times.items()}
     results["gemm_flops_per_s"] = gemm_flops_per_s(device)
+    results["latent_structure"] = labels.structure(cfg, data)
     return results
 
 
@@ -118,7 +119,7 @@ def _rate(flops: float, seconds: float, gemm: float) -> str:
     return f"{flops / seconds / 1e9:6.1f} GFLOP/s = {flops / seconds / gemm:.2f} x GEMM"
 
 
-def run_bench(cfg: ContraLordConfig, steps: int = 10) -> dict[str, float]:
+def run_bench(cfg: ContraLordConfig, steps: int = 10) -> dict[str, float | str]:
     """Measure and print the report; return the raw numbers."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
@@ -128,7 +129,7 @@ def run_bench(cfg: ContraLordConfig, steps: int = 10) -> dict[str, float]:
         f"device {resolve_device(cfg.run.device)}, torch threads {torch.get_num_threads()}, "
         f"median of {steps} round-robin steps",
         f"torch fp32 GEMM (1024^3):  {gemm / 1e9:8.1f} GFLOP/s",
-        f"stage 1 (latent, {labels.structure(cfg, build_data(cfg))}): {b1 / r['latent_s']:5.1f} images/s, "
+        f"stage 1 (latent, {r['latent_structure']}): {b1 / r['latent_s']:5.1f} images/s, "
         f"{_rate(r['latent_flops'], r['latent_s'], gemm)}",
         f"stage 2 (contralord):      {b2 / r['contralord_s']:8.1f} images/s, "
         f"{_rate(r['contralord_flops'], r['contralord_s'], gemm)}",
