@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from tune.checks import sqlite_store_problem
 
 PARENT_TAG = "mlflow.parentRunId"
+REUSED_TAG = "reused_from"  # a trial a sweep did not run again: the id of the run whose numbers it copies
 NOT_TRIALS = ("sweep", "stage1")  # values of the ``role`` tag that are not trials
 STATUS_OF = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "unfinished", "SCHEDULED": "unfinished",
              "KILLED": "unfinished"}
@@ -135,9 +136,17 @@ def _experiment(client: MlflowClient, name: str):
     return experiment
 
 
+def drop_reused_copies(runs: list) -> list:
+    """Leave out a reused trial's copy (tag ``reused_from``, made by a sweep that reused a finished run) when
+    its original is among ``runs``: one trial, one sample. A copy whose original lives elsewhere stays."""
+    ids = {r.info.run_id for r in runs}
+    return [r for r in runs if r.data.tags.get(REUSED_TAG) not in ids]
+
+
 def from_experiment(client: MlflowClient, name: str) -> RunSource:
     """Every trial run of an experiment, across all the sweeps logged there."""
     experiment = _experiment(client, name)
     runs = [r for r in _search(client, experiment.experiment_id) if r.data.tags.get("role") not in NOT_TRIALS]
+    runs = drop_reused_copies(runs)
     kind = name.removeprefix("contralord-") if name.startswith("contralord-") else ""
     return RunSource([_trial(r) for r in runs], f"experiment {name}", kind)

@@ -51,6 +51,37 @@ def best_beyond_intervals(column: list[Summary | None]) -> int | None:
     if len(present) < 2 or not all(s.has_interval for _, s in present):
         return None
     best, top = max(present, key=lambda item: item[1].mean)
-    if all(top.ci_low > s.ci_high for i, s in present if i != best):
+    if all(_clears(top, s) for i, s in present if i != best):
         return best
     return None
+
+
+def _clears(top: Summary, other: Summary) -> bool:
+    """The best row's interval lies wholly above the other row's: the verdict between the two is decided."""
+    return top.ci_low > other.ci_high
+
+
+def open_rows(column: list[Summary | None]) -> dict[int, str]:
+    """{row index: why its verdict is open} under ``best_beyond_intervals``'s rule; rows not listed are decided.
+
+    A row is open when it has no value or no interval (n < 2), or when its interval and the best row's overlap
+    (the best row itself is then open too). A row whose interval lies below the best row's is decided; so is
+    the best row once every other row is. When the best row has no interval, no other row is decided.
+    Empty when ``best_beyond_intervals`` marks a row, or when there is at most one row with a value.
+    """
+    present = [(i, s) for i, s in enumerate(column) if s is not None]
+    why = {i: "no finished value" for i, s in enumerate(column) if s is None}
+    if len(present) < 2:
+        return why
+    best, top = max(present, key=lambda item: item[1].mean)
+    for i, s in present:
+        if not s.has_interval:
+            why[i] = f"n={s.n}: no interval"
+        elif i != best and not top.has_interval:
+            why[i] = f"the best mean (row {best}) has no interval yet"
+        elif i != best and not _clears(top, s):
+            why[i] = f"[{s.ci_low:.4g}, {s.ci_high:.4g}] overlaps the best's [{top.ci_low:.4g}, {top.ci_high:.4g}]"
+    others = [i for i, _ in present if i != best and i in why]
+    if others and best not in why:
+        why[best] = f"best mean, its interval overlaps {len(others)} other row(s)"
+    return why

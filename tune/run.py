@@ -24,7 +24,7 @@ from contralord.loop import NonFiniteLossError
 from contralord.preflight import check_sizes
 from contralord.presets import PRESETS, SCALE_PRESETS, resolve_presets
 from contralord.trainer import build_data, check_backbone, needs_latent, validate_against_data
-from tune import spaces
+from tune import rounds, spaces
 from tune.checks import (
     SweepError,
     check_address,
@@ -76,6 +76,13 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--metric", default="encoder/train/rec", help="Optuna/ASHA: a per-epoch metric to optimise "
                         "(encoder/train/...; Optuna and ASHA read it at every epoch)")
     parser.add_argument("--mode", default="min", choices=("max", "min"))
+    parser.add_argument("--no-reuse", action="store_true", help="run every trial, even one an earlier finished "
+                        "run with the same config, seed, data and code (and machine) stands for")
+    parser.add_argument("--until-decided", action="store_true", help="after --seeds, add one seed per round to the "
+                        "rows whose verdict (best row's 95%% interval against the others') is still open")
+    parser.add_argument("--max-seeds", type=int, default=0, help="--until-decided: at most this many seeds a row")
+    parser.add_argument("--decide-metric", default="", metavar="COLUMN[,COLUMN]", help="--until-decided: the "
+                        "table columns whose verdicts must be decided (default D)")
     parser.add_argument("--register-best", default="", metavar="METRIC[:max|min]", help="register the encoder of "
                         "the trial with the best METRIC (default max) in the MLflow Model Registry")
     return parser
@@ -114,6 +121,7 @@ def _check_flags(kind: str, args: argparse.Namespace) -> None:
         raise SweepError(f"--metric: Optuna and ASHA read the metric at every epoch, so it must be a per-epoch "
                          f"encoder/train/... metric; {args.metric!r} is not reported per epoch")
     check_counts(args)
+    rounds.check_flags(kind, args)
 
 
 def _check_resumable(storage: str, name: str, tracking_uri: str, resume: bool) -> None:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
-import re
 import subprocess
-import tempfile
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import ray
 from mlflow import MlflowClient
 from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from ablations import render, specs
-from ablations.runs import AblationError, from_sweep_run
-from ablations.tables import Table, build_table, parse_value
-from contralord.config import ContraLordConfig
+from ablations.runs import AblationError
+from ablations.tables import Table
 from tune import mlflow_logger as ml
-from tune import spaces
+from tune import publish, reuse, rounds, spaces
 from tune.checks import SweepError, check_storage_shared, is_uri
 from tune.context import SweepContext
 from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running, mark_stopped_early
@@ -70,17 +69,6 @@ def _source_tags(plan: SweepPlan) -> dict[str, str]:
     """MLflow's source/git tags for every run of the sweep; the entry point is the sweep's script."""
     repo = _git("remote", "get-url", "origin") or str(REPO)
     return ml.source_tags(f"tune/sweep_{plan.kind}.py", git_commit(), repo, _git("rev-parse", "--abbrev-ref", "HEAD"))
-
-
-def _register_target(plan: SweepPlan) -> tuple[str, str] | None:
-    """``--register-best METRIC[:max|min]`` as (metric, mode); checked before Ray starts."""
-    spec = getattr(plan.args, "register_best", None)
-    if not spec:
-        return None
-    metric, _, mode = spec.partition(":")
-    if mode not in ("", "max", "min") or not metric:
-        raise SweepError(f"--register-best: expected METRIC or METRIC:max or METRIC:min, got {spec!r}")
-    return metric, mode or "max"
 
 
 def _parent_run(plan: SweepPlan, client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str:
@@ -135,25 +123,29 @@ def train_driver_fn(config: dict, ctx: SweepContext, plan_storage: str) -> None:
     TorchTrainer(train_fn_per_worker, train_loop_config=loop, scaling_config=scaling, run_config=run_config).fit()
 
 
-def _tuner(plan: SweepPlan, ctx: SweepContext) -> tune.Tuner:
+def _tuner(plan: SweepPlan, ctx: SweepContext, name: str, k: int, pairs: list[tuple[str, int]] | None):
+    """Round ``k``'s Tuner (stored as ``name``) over ``pairs`` (None: the Optuna search), or the one a first
+    attempt left there (``--resume``)."""
     trainable = _trainable(plan, ctx)
-    path = f"{plan.storage}/{plan.name}"
-    if plan.args.resume:
-        if not tune.Tuner.can_restore(path):
-            raise SweepError(f"--resume: nothing to resume at {path}")
+    path = f"{plan.storage}/{name}"
+    if plan.args.resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    tune_config, space = _search(plan)
-    run_config = tune.RunConfig(name=plan.name, storage_path=plan.storage, verbose=1,
+    if plan.args.resume and k == 0:
+        raise SweepError(f"--resume: nothing to resume at {path}")
+    tune_config, space = _search(plan, pairs)
+    run_config = tune.RunConfig(name=name, storage_path=plan.storage, verbose=1,
                                 failure_config=tune.FailureConfig(max_failures=plan.args.max_failures))
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
-def _search(plan: SweepPlan) -> tuple[tune.TuneConfig, dict]:
+def _search(plan: SweepPlan, pairs: list[tuple[str, int]] | None) -> tuple[tune.TuneConfig, dict]:
     limit = plan.args.max_concurrent or 0
-    if plan.kind != "optuna":
-        space = {"variant": tune.grid_search([name for name, _ in plan.variants]),
-                 "run.seed": tune.grid_search(plan.seeds)}
-        return tune.TuneConfig(max_concurrent_trials=limit), space
+    if plan.kind != "optuna":  # exactly these (variant, seed) pairs: a grid would run their product
+        points = _configs(pairs)
+        space = {"variant": tune.choice(sorted({v for v, _ in pairs})),
+                 "run.seed": tune.choice(sorted({s for _, s in pairs}))}  # presets must lie in the space
+        generator = BasicVariantGenerator(points_to_evaluate=points)
+        return tune.TuneConfig(search_alg=generator, num_samples=len(points), max_concurrent_trials=limit), space
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
@@ -167,55 +159,164 @@ def _search(plan: SweepPlan) -> tuple[tune.TuneConfig, dict]:
     return config, {}
 
 
+@dataclass
+class _Sweep:
+    """A running sweep: what each round needs, and what the rounds have done so far."""
+
+    plan: SweepPlan
+    client: MlflowClient
+    ctx: SweepContext
+    code: str  # contralord/'s code version (tune/reuse.py)
+    local: Callable | None  # config -> the machine a trial would run on (None on a cluster)
+    seeds: dict[str, int] = field(default_factory=dict)  # variant -> seeds planned so far
+    trained: int = 0  # trials Tune ran
+    reused: int = 0  # trials linked to earlier runs
+
+    @property
+    def parent(self) -> str:
+        return self.ctx.parent_run_id
+
+
 def run_sweep(plan: SweepPlan) -> Table | None:
     """Run the sweep end to end; return its table (None when no trial finished)."""
-    register = _register_target(plan)
+    register = publish.register_target(plan)
     start_ray(plan)
+    sweep = _start(plan)
+    try:
+        _run_round(sweep, [(name, s) for name, _ in plan.variants for s in plan.seeds], 0)
+        if getattr(plan.args, "until_decided", False):
+            _until_decided(sweep)
+    except BaseException:
+        sweep.client.set_terminated(sweep.parent, status="KILLED")
+        raise
+    client, parent = sweep.client, sweep.parent
+    table = publish.publish(plan, client, parent)
+    if register:
+        publish.register_best(plan, client, sweep.ctx.experiment_id, parent, *register)
+    client.set_terminated(parent, status="FINISHED")
+    print(f"MLflow UI: {ml.ui_link(plan.tracking_uri, sweep.ctx.experiment_id)}", flush=True)
+    return table
+
+
+def _start(plan: SweepPlan) -> _Sweep:
+    """The parent run, the sweep's context (stage-1 runs come per round) and how trials are matched."""
     client = MlflowClient(plan.tracking_uri)
     experiment_id = get_experiment_id(client, f"contralord-{plan.kind}")
     run_tags = _source_tags(plan)
     parent = _parent_run(plan, client, experiment_id, run_tags)
     # local storage: one shared cache; cloud storage: a node-local cache filled from MLflow's artifact store
     cache = f"{plan.storage}/latent_cache" if not is_uri(plan.storage) else local_work_dir(plan.storage, "latent")
-    per_seed = {s: plan.base | {"run.seed": s, "run.latent_cache": cache} for s in plan.seeds}
-    stage1_runs = ensure_stage1(per_seed, cache, plan.tracking_uri, _stage1_resources(plan), run_tags)
-    client.set_tag(parent, "stage1_run_ids", json.dumps(stage1_runs))
     ctx = SweepContext(plan.kind, plan.base, dict(plan.variants), plan.storage, cache,
                        local_work_dir(plan.storage, plan.name), plan.tracking_uri, experiment_id, parent,
-                       stage1_runs, plan.args.workers_per_trial, plan.args.gpus_per_worker > 0,
+                       {}, plan.args.workers_per_trial, plan.args.gpus_per_worker > 0,
                        plan.args.cpus_per_worker, plan.args.max_failures, git_commit(), run_tags)
-    try:
-        results = _tuner(plan, ctx).fit()
-    except BaseException:
-        client.set_terminated(parent, status="KILLED")
-        raise
+    local = None
+    if plan.args.address in (None, "", "local"):
+        local = functools.partial(reuse.trial_machine, cpus_per_worker=plan.args.cpus_per_worker,
+                                  use_gpu=plan.args.gpus_per_worker > 0)
+    code = reuse.code_version()
+    client.set_tag(parent, reuse.CODE_TAG, code)
+    if not getattr(plan.args, "no_reuse", False) and plan.kind != "optuna":
+        where = ("runs of this machine only" if local else
+                 "runs of any machine (on a cluster the table's machine check decides whether they pool)")
+        print(f"reuse: finished trial runs with the same config, seed, data and code {code} ({where}); "
+              f"--no-reuse runs every trial", flush=True)
+    return _Sweep(plan, client, ctx, code, local)
+
+
+def _run_round(sweep: _Sweep, pairs: list[tuple[str, int]], k: int) -> None:
+    """Link the trials earlier runs stand for, train stage 1 for the rest, run them in one Tuner."""
+    plan = sweep.plan
+    name = plan.name if k == 0 else f"{plan.name}-round{k}"
+    restored = bool(plan.args.resume) and tune.Tuner.can_restore(f"{plan.storage}/{name}")
+    for variant, _ in pairs:
+        sweep.seeds[variant] = sweep.seeds.get(variant, 0) + 1
+    pending = _link_reused(sweep, pairs, restored) if plan.kind != "optuna" else None
+    if pending == [] and not restored:
+        print(f"{name}: every trial reused; Tune starts no trial", flush=True)
+        return
+    seeds = sorted({s for _, s in pending}) if pending is not None else plan.seeds
+    _ensure_stage1(sweep, seeds)
+    results = _fit(sweep, _tuner(plan, sweep.ctx, name, k, pending))
+    sweep.trained += len(results)
+    _tag_new_runs(sweep, results)
+
+
+def _link_reused(sweep: _Sweep, pairs: list[tuple[str, int]], restored: bool) -> list[tuple[str, int]]:
+    """Nested runs under the parent for the trials an earlier finished run stands for; return the others."""
+    client, parent = sweep.client, sweep.parent
+    if getattr(sweep.plan.args, "no_reuse", False):
+        return pairs
+    planned = reuse.plan_trials(_configs(pairs), sweep.ctx.trial_overrides, sweep.code, sweep.local)
+    linked = reuse.linked_keys(client, sweep.ctx.experiment_id, parent)  # by a first attempt (--resume)
+    sweep.reused += sum(1 for t in planned if t.key in linked)
+    rest = [t for t in planned if t.key not in linked]
+    if restored:  # the restored Tuner holds the trials the first attempt did not link
+        return [(t.variant, t.seed) for t in rest]
+    reused, pending = reuse.split_reused(client, rest)
+    for trial, earlier in reused:
+        reuse.link_earlier(client, sweep.ctx.experiment_id, parent, earlier)
+        print(f"reuse: {trial.variant} seed {trial.seed} = run {earlier.info.run_id} "
+              f"({earlier.data.tags.get('mlflow.runName', '')}); not run again", flush=True)
+    sweep.reused += len(reused)
+    return [(t.variant, t.seed) for t in pending]
+
+
+def _configs(pairs: list[tuple[str, int]]) -> list[dict]:
+    return [{"variant": variant, "run.seed": seed} for variant, seed in pairs]
+
+
+def _ensure_stage1(sweep: _Sweep, seeds: list[int]) -> None:
+    """Stage 1 of the seeds this round trains (a seed whose trials are all reused needs none)."""
+    plan = sweep.plan
+    per_seed = {s: plan.base | {"run.seed": s, "run.latent_cache": sweep.ctx.latent_cache} for s in seeds}
+    runs = ensure_stage1(per_seed, sweep.ctx.latent_cache, plan.tracking_uri, _stage1_resources(plan),
+                         sweep.ctx.run_tags)
+    sweep.ctx = dataclasses.replace(sweep.ctx, stage1_runs=sweep.ctx.stage1_runs | runs)
+    sweep.client.set_tag(sweep.parent, "stage1_run_ids", json.dumps(sweep.ctx.stage1_runs))
+
+
+def _fit(sweep: _Sweep, tuner: tune.Tuner):
+    """Run one Tuner; an interrupted one leaves its state for ``--resume``."""
+    results = tuner.fit()
     interrupted = results.num_terminated + results.num_errors < len(results)  # state saved by Tune
-    _close_trial_runs(results, client, experiment_id, interrupted)
+    _close_trial_runs(results, sweep.client, sweep.ctx.experiment_id, interrupted)
     if interrupted:
-        client.set_terminated(parent, status="KILLED")
         raise SweepError(f"interrupted: {results.num_terminated} of {len(results)} trials finished; "
-                         f"continue with --resume --name {plan.name}")
-    table = _publish(plan, client, parent)
-    if register:
-        _register_best(plan, client, experiment_id, parent, *register)
-    client.set_terminated(parent, status="FINISHED")
-    print(f"MLflow UI: {ml.ui_link(plan.tracking_uri, experiment_id)}", flush=True)
-    return table
+                         f"continue with --resume --name {sweep.plan.name}")
+    return results
 
 
-def _register_best(plan: SweepPlan, client: MlflowClient, experiment_id: str, parent: str, metric: str,
-                   mode: str) -> None:
-    trials = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' and "
-                                "attributes.status = 'FINISHED'", max_results=10000)
-    name = f"contralord-{plan.kind}-encoder"
-    try:
-        run_id, value, version = ml.register_best(client, trials, metric, mode, name)
-    except ValueError as error:
-        client.set_terminated(parent, status="FINISHED")
-        raise SweepError(str(error)) from None
-    client.set_tag(parent, "registered_model", f"{name}/{version}")
-    print(f"registered the encoder of run {run_id} ({mode} {metric} = {value:.4g}) as {name} version {version}",
-          flush=True)
+def _tag_new_runs(sweep: _Sweep, results) -> None:
+    """Tag each trial run with its reuse key and code version, so that later sweeps find it."""
+    configs = [r.config for r in results if (r.metrics or {}).get("trial_id")]
+    planned = reuse.plan_trials([dict(c) for c in configs], sweep.ctx.trial_overrides, sweep.code, None)
+    trial_ids = [r.metrics["trial_id"] for r in results if (r.metrics or {}).get("trial_id")]
+    for trial_id, trial in zip(trial_ids, planned, strict=True):
+        run_id = find_run(sweep.client, sweep.ctx.experiment_id, {"ray_trial_id": trial_id})
+        if run_id is not None:
+            reuse.tag_trial_run(sweep.client, run_id, trial, sweep.code)
+
+
+def _until_decided(sweep: _Sweep) -> None:
+    """Rounds of one more seed for the rows whose verdict is open (``tune/rounds.py``)."""
+    plan = sweep.plan
+
+    def table() -> Table | None:
+        try:
+            return publish.sweep_table(plan, sweep.client, sweep.parent)
+        except AblationError as error:
+            print(f"until-decided: no table ({error})", flush=True)
+            return None
+
+    def run(pairs: list[tuple[str, int]], k: int) -> tuple[int, int]:
+        before = (sweep.reused, sweep.trained)
+        _run_round(sweep, pairs, k)
+        return sweep.reused - before[0], sweep.trained - before[1]
+
+    rows = publish.variant_of_row(plan, publish.spec_of(plan))
+    rounds.until_decided(sweep.client, sweep.parent, plan.args, sweep.seeds, rows, table, run)
+    rounds.log_cost(sweep.client, sweep.parent, sweep.seeds, sweep.trained, sweep.reused, plan.args.max_seeds)
 
 
 def _close_trial_runs(results, client: MlflowClient, experiment_id: str, interrupted: bool) -> None:
@@ -232,36 +333,3 @@ def _close_trial_runs(results, client: MlflowClient, experiment_id: str, interru
             mark_failed_if_running(client, run_id)
         elif not interrupted and client.get_run(run_id).info.status == "RUNNING":
             mark_stopped_early(client, run_id)
-
-
-def _publish(plan: SweepPlan, client: MlflowClient, parent: str) -> Table | None:
-    """The sweep's table from its MLflow runs (ablations/, as make_tables.py builds it) onto the parent run."""
-    spec = specs.spec_for_sweep_kind(plan.kind) or specs.spec_for_keys((plan.knob,))
-    source = from_sweep_run(client, parent)
-    try:
-        table = build_table(source.runs, spec, source.description, with_paper=True)
-    except AblationError as error:
-        print(f"\n{plan.name}: no table ({error})", flush=True)
-        client.set_tag(parent, "mlflow.note.content", f"No table: {error}")
-        return None
-    texts = render.render_all(table, list(render.FORMATS))
-    ml.log_sweep_table(client, parent, texts["md"], _table_means(plan, table))
-    with tempfile.TemporaryDirectory() as folder:
-        for path in render.save(table, texts, Path(folder), "table"):
-            client.log_artifact(parent, str(path))
-    print(f"\n{plan.name} ({len(source.runs)} trials, tracking {plan.tracking_uri}):\n{texts['md']}", flush=True)
-    return table
-
-
-def _table_means(plan: SweepPlan, table: Table) -> dict[str, float]:
-    """``<column>/<variant>``: each cell's mean, the row named by the sweep's variant ("MIG/K128")."""
-    names = {}
-    for name, overrides in plan.variants:
-        flat = ContraLordConfig.from_overrides(plan.base | overrides).to_flat_dict()
-        names[tuple(parse_value(str(flat.get(k, ""))) for k in table.spec.by)] = name
-    means = {}
-    for row in table.rows:
-        label = names.get(row.key) or " ".join(specs.show_value(v) for v in row.key)
-        label = re.sub(r"[^\w.\- ]", "_", label.replace("=", "").replace(",", " ").replace("+", "-"))
-        means |= {f"{column}/{label}": cell.mean for column, cell in row.cells.items() if cell is not None}
-    return means

@@ -57,3 +57,45 @@ def test_best__identical_rows_tie_exactly():
     assert rows[0].std == 0.0 and best_beyond_intervals(rows) is None
     # a difference every seed agrees on is beyond the (zero-width) intervals
     assert best_beyond_intervals([summarize([0.05] * 3), summarize([0.06] * 3)]) == 1
+
+
+def _summary(mean, half, n=3):
+    """A summary with the given mean and interval half-width (n seeds)."""
+    from ablations.stats import Summary
+
+    return Summary(n, mean, half, mean - half, mean + half)
+
+
+def test_open_rows__a_row_clearly_below_the_best_is_decided_an_overlapping_one_is_not():
+    from ablations.stats import open_rows
+
+    column = [_summary(0.9, 0.05), _summary(0.5, 0.05), _summary(0.87, 0.05)]
+    why = open_rows(column)
+    assert set(why) == {0, 2} and "overlaps" in why[2] and "best mean" in why[0]
+
+
+def test_open_rows__one_seed_has_no_interval_so_every_row_is_open():
+    from ablations.stats import open_rows
+
+    why = open_rows([summarize([0.9]), _summary(0.1, 0.01)])
+    assert set(why) == {0, 1} and "no interval" in why[0]
+
+
+def test_open_rows__a_row_without_values_is_open_and_one_row_alone_is_decided():
+    from ablations.stats import open_rows
+
+    assert open_rows([_summary(0.9, 0.01), None]) == {1: "no finished value"}
+    assert open_rows([_summary(0.9, 0.01)]) == {}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_open_rows__empty_exactly_when_the_table_marks_a_best_row(seed):
+    """The rounds' rule is the table's: nothing open <=> best_beyond_intervals marks a row."""
+    import random
+
+    from ablations.stats import open_rows
+
+    rng = random.Random(seed)
+    column = [summarize([rng.gauss(rng.choice([0.2, 0.5, 0.52]), 0.03) for _ in range(rng.choice([1, 3, 3]))])
+              for _ in range(rng.randint(2, 4))]
+    assert (open_rows(column) == {}) == (best_beyond_intervals(column) is not None)

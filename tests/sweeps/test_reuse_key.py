@@ -1,0 +1,96 @@
+"""The reuse key (tune/reuse.py): it changes with every number-changing config key, the data and the code of
+contralord/, and not with where files go; finding and linking an earlier run in a fabricated MLflow store."""
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ablations"))
+from fabricated_runs import mlflow_store  # noqa: E402, F401
+
+from ablations.runs import drop_reused_copies, from_experiment  # noqa: E402
+from contralord.config import ContraLordConfig  # noqa: E402
+from tune import reuse  # noqa: E402
+
+BASE = {"data.name": "shapes3d", "encoder.queue_size": 128, "run.seed": 0}
+
+
+def _key(overrides=None, fingerprint="f00d", code="c0de"):
+    return reuse.reuse_key(ContraLordConfig.from_overrides(BASE | (overrides or {})), fingerprint, code)
+
+
+@pytest.mark.parametrize("change", [{"encoder.queue_size": 256}, {"run.seed": 1}, {"loss.rec": 0.5},
+                                   {"data.size": 999}, {"encoder.temperature": 0.2}, {"run.threads": 2},
+                                   {"eval.num_test": 33}])
+def test_reuse_key__changes_with_a_number_changing_key(change):
+    assert _key(change) != _key()
+
+
+@pytest.mark.parametrize("change", [{"run.latent_cache": "/elsewhere"}, {"run.checkpoint_every": 7},
+                                    {"data.max_array_gib": 1.5}])
+def test_reuse_key__ignores_keys_that_change_no_number(change):
+    assert _key(change) == _key()
+
+
+def test_reuse_key__changes_with_the_data_and_the_code():
+    assert _key(fingerprint="beef") != _key() and _key(code="other") != _key()
+
+
+def test_code_version__follows_every_source_file_of_the_package(tmp_path):
+    copy = tmp_path / "contralord"
+    shutil.copytree(reuse.CORE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert reuse.code_version(copy) == reuse.code_version() and len(reuse.code_version()) == 16
+    (copy / "notes.txt").write_text("not source")
+    assert reuse.code_version(copy) == reuse.code_version()
+    nested = sorted(copy.rglob("*/*.py"))[0]  # a file in a subpackage (data/, models/, ...)
+    nested.write_text(nested.read_text() + "\n# a comment\n")
+    edited = reuse.code_version(copy)
+    assert edited != reuse.code_version()
+    nested.rename(nested.with_name("renamed.py"))
+    assert reuse.code_version(copy) not in (edited, reuse.code_version())
+
+
+def test_trial_machine__threads_are_the_trials_own():
+    cfg = ContraLordConfig.from_overrides(BASE)
+    assert reuse.trial_machine(cfg, 1.0, False).threads == "1"
+    assert reuse.trial_machine(cfg, 2.0, False).threads == "2"
+    pinned = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, threads=3))
+    assert reuse.trial_machine(pinned, 2.0, False).threads == "3"
+    assert reuse.trial_machine(cfg, 1.0, False).gpu == "none"
+
+
+def test_find_and_link__only_finished_runs_of_the_machine_and_copies_point_at_the_original(store):
+    tags = {"reuse_key": "k1", "machine": "m1"}
+    original = store.trial("contralord-negatives", {}, {"disentanglement": 0.5}, 0, tags=tags)
+    store.trial("contralord-negatives", {}, {"disentanglement": 0.9}, 0, status="FAILED", tags=tags)
+    store.trial("contralord-negatives", {}, {"disentanglement": 0.9}, 0, status="KILLED",
+                tags=tags | {"stopped_early": "true"})
+    client = store.client
+    experiments = reuse.sweep_experiments(client)
+    assert reuse.find_earlier(client, experiments, "k1", "m2") is None
+    assert reuse.find_earlier(client, experiments, "k2", None) is None
+    earlier = reuse.find_earlier(client, experiments, "k1", "m1")
+    assert earlier.info.run_id == original
+    other = store.experiment("contralord-losses")
+    parent = store.parent("contralord-losses", "losses")
+    copy = reuse.link_earlier(client, other, parent, earlier)
+    run = client.get_run(copy)
+    assert run.info.status == "FINISHED" and run.data.tags["reused_from"] == original
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.metrics == earlier.data.metrics
+    assert run.data.params == earlier.data.params and "ray_trial_id" not in run.data.tags
+    assert reuse.find_earlier(client, reuse.sweep_experiments(client), "k1", "m1").info.run_id == original
+    assert reuse.linked_keys(client, other, parent) == {"k1"}
+
+
+def test_experiment_tables__leave_out_a_copy_whose_original_they_read(store):
+    original = store.trial("contralord-negatives", {}, {"disentanglement": 0.5}, 0, tags={"reuse_key": "k"})
+    parent = store.parent("contralord-negatives", "negatives")
+    earlier = store.client.get_run(original)
+    reuse.link_earlier(store.client, store.experiment("contralord-negatives"), parent, earlier)
+    assert [r.run_id for r in from_experiment(store.client, "contralord-negatives").runs] == [original]
+    elsewhere = reuse.link_earlier(store.client, store.experiment("contralord-losses"), parent, earlier)
+    assert [r.run_id for r in from_experiment(store.client, "contralord-losses").runs] == [elsewhere]
+    assert drop_reused_copies([]) == []

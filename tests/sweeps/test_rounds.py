@@ -1,0 +1,79 @@
+"""Seeds until decided (tune/rounds.py): which rows get a seed, the flags refused before Ray."""
+
+import argparse
+
+import pytest
+
+from ablations import stats
+from ablations.specs import SPECS
+from ablations.tables import Row, Table
+from tune import rounds
+from tune.checks import SweepError
+
+
+def _table(cells: dict[int, list[float]]) -> Table:
+    """A Table 6 with one row per queue size and its D values over seeds."""
+    rows = [Row((k,), [str(i) for i in range(len(v))], {"D": stats.summarize(v)}) for k, v in cells.items()]
+    return Table(SPECS["table6"], rows, ["D"], {}, "test")
+
+
+VARIANTS = {(128,): "K128", (256,): "K256", (512,): "K512"}
+
+
+def test_open_variants__only_rows_overlapping_the_best():
+    table = _table({128: [0.2, 0.21, 0.19], 256: [0.8, 0.82, 0.81], 512: [0.79, 0.83, 0.80]})
+    why = rounds.open_variants(table, VARIANTS, ["D"])
+    assert set(why) == {"K256", "K512"} and why["K512"].startswith("D: ")
+
+
+def test_open_variants__a_variant_missing_from_the_table_is_open():
+    table = _table({128: [0.2, 0.21, 0.19], 256: [0.8, 0.82, 0.81]})
+    assert rounds.open_variants(table, VARIANTS, ["D"]) == {"K512": "no row in the table"}
+
+
+def test_plan_round__next_seed_for_open_rows_below_max_seeds():
+    decisions = rounds.plan_round({"K256": "overlaps", "K512": "overlaps"}, {"K128": 3, "K256": 3, "K512": 5}, 5)
+    added = {d.variant: d.added_seed for d in decisions}
+    assert added == {"K128": None, "K256": 3, "K512": None}
+    assert [d.verdict.split(" ")[0] for d in decisions] == ["decided", "open", "open"]
+    assert "1 open row(s) get a seed (K256+seed3)" in rounds.describe_round(1, decisions)
+
+
+def test_cost_summary__trials_against_max_seeds_everywhere():
+    cost = rounds.cost_summary({"a": 3, "b": 5, "c": 3}, trained=8, max_seeds=5)
+    assert cost == {"until_decided/trials": 11, "until_decided/trials_trained": 8,
+                    "until_decided/trials_fixed_seeds": 15, "until_decided/trials_saved": 4}
+
+
+def _args(**kw):
+    return argparse.Namespace(**({"until_decided": True, "seeds": 3, "max_seeds": 5, "decide_metric": ""} | kw))
+
+
+@pytest.mark.parametrize("kind, kw, needle", [
+    ("negatives", {"max_seeds": 3}, "--until-decided: needs --max-seeds greater than --seeds (3), got 3"),
+    ("negatives", {"max_seeds": 0}, "needs --max-seeds greater than --seeds"),
+    ("optuna", {}, "--until-decided: an Optuna sweep has no fixed rows"),
+    ("negatives", {"decide_metric": "E"}, "--decide-metric: expected table columns among D, C"),
+    ("negatives", {"until_decided": False}, "--max-seeds/--decide-metric: only with --until-decided"),
+])
+def test_check_flags__refused_in_one_line(kind, kw, needle):
+    with pytest.raises(SweepError) as error:
+        rounds.check_flags(kind, _args(**kw))
+    assert needle in str(error.value) and "\n" not in str(error.value)
+
+
+def test_check_flags__accepts_several_columns():
+    rounds.check_flags("negatives", _args(decide_metric="D,MIG"))
+    assert rounds.decide_columns(_args(decide_metric="D, MIG")) == ["D", "MIG"]
+    assert rounds.decide_columns(_args()) == ["D"]
+
+
+def test_main__bad_round_flags_exit_2_before_ray(tmp_path, capsys):
+    ray = pytest.importorskip("ray")
+    from tune.run import main
+
+    base = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    assert main("negatives", [*base, "--until-decided", "--seeds", "2", "--max-seeds", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sweep: error: --until-decided: needs --max-seeds greater than --seeds (2), got 2"]
+    assert not ray.is_initialized() and not (tmp_path / "m.db").exists()

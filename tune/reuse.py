@@ -1,0 +1,161 @@
+"""Trial reuse: a planned trial whose numbers an earlier FINISHED trial run already holds is not run again.
+
+A trial's numbers follow from its config, its seed, its data and the core's code, and (in their last digits)
+from the machine. The **reuse key** hashes the first four: the full flat config less the keys that change no
+number (``NO_NUMBER_KEYS``), the data fingerprint (a seed picks the subset, and files on disk can change) and
+the **code version**, a hash of every ``.py`` file under ``contralord/`` (relative path and content; a git
+commit would miss uncommitted edits). Every trial run is tagged ``reuse_key`` and ``code_version``.
+
+Where the sweep runs on this machine (no ``--address``) only runs tagged with the machine the trial would run
+on are reused (``contralord/machine.py``: CPU model, torch build, the trial's thread count, GPU); on a
+cluster the trial's machine is not known before it runs, so the table's machine check decides.
+
+A reused trial becomes a nested run under the new sweep's parent, tagged ``reused_from=<the original's id>``,
+with the original's params, final metrics and tags: the sweep's table counts it once, and a table over a whole
+experiment drops a copy whose original it also reads (``ablations/runs.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+from ablations.runs import REUSED_TAG
+from ablations.tables import IGNORED_KEYS
+from contralord import machine
+from contralord.config import HASH_IGNORED, ContraLordConfig
+
+CORE = Path(__file__).resolve().parents[1] / "contralord"
+KEY_TAG = "reuse_key"
+CODE_TAG = "code_version"
+FROM_TAG = REUSED_TAG  # the id of the run whose numbers a copy holds
+PARENT_TAG = "mlflow.parentRunId"
+NO_NUMBER_KEYS = frozenset({*IGNORED_KEYS, *HASH_IGNORED})  # where files go, checkpoint cadence, a memory cap
+NOT_COPIED = ("mlflow.", "ray_trial_id")  # tag prefixes that belong to the original run only
+STAGE1_EXPERIMENT = "contralord-stage1"
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One trial of a sweep before it runs: the pair Tune gets and the key of its numbers."""
+
+    variant: str
+    seed: int
+    key: str
+    machine: str = ""  # the machine id a reused run must carry ("" on a cluster: the table's check decides)
+
+
+def code_version(root: Path = CORE) -> str:
+    """sha256 (16 hex) over every ``.py`` file under ``root``: its relative path and its bytes."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        name, body = path.relative_to(root).as_posix().encode(), path.read_bytes()
+        digest.update(len(name).to_bytes(8, "big") + name + len(body).to_bytes(8, "big") + body)
+    return digest.hexdigest()[:16]
+
+
+def reuse_key(cfg: ContraLordConfig, data_fingerprint: str, code: str) -> str:
+    """sha256 (20 hex) of the config's number-changing keys, the data fingerprint and the code version."""
+    flat = {k: v for k, v in cfg.to_flat_dict().items() if k not in NO_NUMBER_KEYS}
+    text = json.dumps({"config": flat, "data": data_fingerprint, "code": code}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def trial_machine(cfg: ContraLordConfig, cpus_per_worker: float, use_gpu: bool) -> machine.Machine:
+    """The machine a trial started here would run on: its thread count is ``run.threads``, else the worker's
+    CPUs (``tune/worker.py``); its GPU is this machine's first one when the trial asks for GPUs."""
+    import torch
+
+    threads = cfg.run.threads or max(1, int(cpus_per_worker))
+    gpu = torch.cuda.get_device_name(0) if use_gpu and torch.cuda.is_available() else "none"
+    return dataclasses.replace(machine.describe(), threads=str(threads), gpu=gpu)
+
+
+def plan_trials(configs: list[dict], overrides_of: Callable[[dict], dict], code: str,
+                local: Callable[[ContraLordConfig], machine.Machine] | None) -> list[Planned]:
+    """Each Tune config ({"variant", "run.seed", sampled keys}) with its reuse key, and its machine's id when
+    ``local`` says where it would run. The data is built once per (data section, seed) for its fingerprint."""
+    from contralord.trainer import build_data
+
+    prints: dict[tuple[str, int], str] = {}
+    planned = []
+    for config in configs:
+        cfg = ContraLordConfig.from_overrides(overrides_of(config))
+        data_id = (json.dumps(dataclasses.asdict(cfg.data), sort_keys=True, default=str), cfg.run.seed)
+        if data_id not in prints:
+            prints[data_id] = build_data(cfg).fingerprint
+        where = local(cfg).id if local else ""
+        planned.append(Planned(config.get("variant", ""), cfg.run.seed, reuse_key(cfg, prints[data_id], code),
+                               where))
+    return planned
+
+
+def split_reused(client: MlflowClient, planned: list[Planned]) -> tuple[list[tuple[Planned, object]], list[Planned]]:
+    """(trials an earlier finished run stands for, with that run; trials to run)."""
+    experiments = sweep_experiments(client)
+    reused, pending = [], []
+    for trial in planned:
+        earlier = find_earlier(client, experiments, trial.key, trial.machine or None)
+        if earlier is None:
+            pending.append(trial)
+        else:
+            reused.append((trial, earlier))
+    return reused, pending
+
+
+def tag_trial_run(client: MlflowClient, run_id: str, trial: Planned, code: str) -> None:
+    """What a later sweep finds the run by."""
+    client.set_tag(run_id, KEY_TAG, trial.key)
+    client.set_tag(run_id, CODE_TAG, code)
+
+
+def sweep_experiments(client: MlflowClient) -> list[str]:
+    """Ids of every experiment where contralord sweeps log trials (not the stage-1 one)."""
+    found = client.search_experiments(filter_string="name LIKE 'contralord-%'")
+    return [e.experiment_id for e in found if e.name != STAGE1_EXPERIMENT]
+
+
+def find_earlier(client: MlflowClient, experiment_ids: list[str], key: str, machine_id: str | None):
+    """The original of a finished trial run with ``key`` (on ``machine_id`` when given), or None. A run
+    stopped early by a scheduler is KILLED, so FINISHED excludes it; its tag is checked too."""
+    if not experiment_ids:
+        return None
+    query = f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED' and tags.role = 'trial'"
+    if machine_id:
+        query += f" and tags.machine = '{machine_id}'"
+    runs = client.search_runs(experiment_ids, query, max_results=50, order_by=["attributes.start_time ASC"])
+    runs = [r for r in runs if r.data.tags.get("stopped_early") != "true"]
+    originals = [r for r in runs if FROM_TAG not in r.data.tags]
+    if originals:
+        return originals[0]
+    return client.get_run(runs[0].data.tags[FROM_TAG]) if runs else None
+
+
+def link_earlier(client: MlflowClient, experiment_id: str, parent: str, earlier) -> str:
+    """A FINISHED nested run under ``parent`` standing for ``earlier``: its params, final metrics and tags,
+    tagged ``reused_from``. Return the new run's id."""
+    name = earlier.data.tags.get("mlflow.runName", earlier.info.run_id)
+    tags = {k: v for k, v in earlier.data.tags.items() if not k.startswith(NOT_COPIED)}
+    note = f"Reused: the numbers of run {earlier.info.run_id} (same config, seed, data, code version)."
+    tags |= {PARENT_TAG: parent, FROM_TAG: earlier.info.run_id, "mlflow.note.content": note}
+    run_id = client.create_run(experiment_id, run_name=f"{name}-reused", tags=tags).info.run_id
+    stamp = mlflow.utils.time.get_current_time_millis()
+    params = [mlflow.entities.Param(k, v) for k, v in earlier.data.params.items()]
+    metrics = [mlflow.entities.Metric(k, v, stamp, 0) for k, v in earlier.data.metrics.items()]
+    for start in range(0, max(len(params), len(metrics)), 100):
+        client.log_batch(run_id, params=params[start:start + 100], metrics=metrics[start:start + 100])
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def linked_keys(client: MlflowClient, experiment_id: str, parent: str) -> set[str]:
+    """Keys already reused under ``parent`` (a resumed sweep links each once)."""
+    runs = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'", max_results=10000)
+    return {r.data.tags.get(KEY_TAG, "") for r in runs if FROM_TAG in r.data.tags} - {""}

@@ -1,0 +1,132 @@
+"""Seeds until decided (``--until-decided --max-seeds N``): after the sweep's first ``--seeds``, each round
+adds one seed only to the rows whose verdict is still open under the table's own rule (``ablations/stats.py``:
+the best row's 95% interval against every other row's), per the metric columns named by ``--decide-metric``
+(default D). The sweep stops when every row is decided or has N seeds. Each round is one Tuner of the same
+parent sweep; the parent run records per round which rows got a seed and why (``rounds.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from ablations import specs, stats
+from ablations.tables import Table
+from tune.checks import SweepError
+
+DEFAULT_METRIC = "D"
+ARTIFACT = "rounds.json"
+
+
+@dataclass(frozen=True)
+class RowDecision:
+    variant: str
+    seeds: int  # seeds planned for the row before this round
+    verdict: str  # "decided", or why it is open
+    added_seed: int | None  # the seed this round runs for the row (None: decided, or at --max-seeds)
+
+
+def decide_columns(args: argparse.Namespace) -> list[str]:
+    """The table columns whose verdicts must be decided (``--decide-metric D,MIG``)."""
+    return [c.strip() for c in (args.decide_metric or DEFAULT_METRIC).split(",") if c.strip()]
+
+
+def check_flags(kind: str, args: argparse.Namespace) -> None:
+    """One-line errors for the round flags, before Ray starts."""
+    if not getattr(args, "until_decided", False):
+        if args.max_seeds or args.decide_metric:
+            raise SweepError("--max-seeds/--decide-metric: only with --until-decided")
+        return
+    if kind == "optuna":
+        raise SweepError("--until-decided: an Optuna sweep has no fixed rows to decide; use a grid sweep")
+    if args.max_seeds <= args.seeds:
+        raise SweepError(f"--until-decided: needs --max-seeds greater than --seeds ({args.seeds}), "
+                         f"got {args.max_seeds}")
+    unknown = [c for c in decide_columns(args) if c not in specs.METRICS]
+    if unknown or not decide_columns(args):
+        raise SweepError(f"--decide-metric: expected table columns among {', '.join(specs.METRICS)}, "
+                         f"got {args.decide_metric!r}")
+
+
+def open_variants(table: Table, variant_of_row: dict[tuple, str], columns: list[str]) -> dict[str, str]:
+    """{variant: why its verdict is open} over ``columns``; a variant without a row in the table is open."""
+    why: dict[str, list[str]] = {v: ["no row in the table"] for v in variant_of_row.values()}
+    for row in table.rows:
+        if row.key in variant_of_row:
+            why[variant_of_row[row.key]] = []
+    for column in columns:
+        summaries = [row.cells.get(column) for row in table.rows]
+        for index, reason in stats.open_rows(summaries).items():
+            variant = variant_of_row.get(table.rows[index].key)
+            if variant is not None:
+                why[variant].append(f"{column}: {reason}")
+    return {v: "; ".join(reasons) for v, reasons in why.items() if reasons}
+
+
+def plan_round(open_why: dict[str, str], seeds: dict[str, int], max_seeds: int) -> list[RowDecision]:
+    """One decision per variant: the next seed for an open row below ``max_seeds``, else nothing."""
+    decisions = []
+    for variant, count in seeds.items():
+        if variant not in open_why:
+            decisions.append(RowDecision(variant, count, "decided", None))
+        elif count >= max_seeds:
+            decisions.append(RowDecision(variant, count, f"open at --max-seeds ({open_why[variant]})", None))
+        else:
+            decisions.append(RowDecision(variant, count, f"open ({open_why[variant]})", count))
+    return decisions
+
+
+def describe_round(k: int, decisions: list[RowDecision]) -> str:
+    """The printed line of a round: which rows got a seed."""
+    added = [f"{d.variant}+seed{d.added_seed}" for d in decisions if d.added_seed is not None]
+    decided = sum(1 for d in decisions if d.verdict == "decided")
+    return (f"round {k}: {len(added)} open row(s) get a seed ({', '.join(added) or 'none'}); "
+            f"{decided} of {len(decisions)} decided")
+
+
+def record(k: int, decisions: list[RowDecision], reused: int, trained: int) -> dict:
+    """A round as it goes into ``rounds.json``."""
+    return {"round": k, "reused": reused, "trained": trained, "rows": [asdict(d) for d in decisions]}
+
+
+def until_decided(client, parent: str, args: argparse.Namespace, seeds: dict[str, int],
+                  variant_of_row: dict[tuple, str], table_of: Callable[[], Table | None],
+                  run_round: Callable[[list[tuple[str, int]], int], tuple[int, int]]) -> None:
+    """Round after round: decide on the sweep's table so far, run one more seed for every open row below
+    ``--max-seeds`` (``run_round`` returns (reused, trained)); record each round on the parent run."""
+    columns, log = decide_columns(args), []
+    for k in itertools.count(1):
+        table = table_of()
+        missing = [c for c in columns if table is None or c not in table.columns]
+        if missing:
+            print(f"until-decided: no column {', '.join(missing)} in the table; no more rounds", flush=True)
+            return
+        decisions = plan_round(open_variants(table, variant_of_row, columns), dict(seeds), args.max_seeds)
+        pairs = [(d.variant, d.added_seed) for d in decisions if d.added_seed is not None]
+        print(describe_round(k, decisions), flush=True)
+        reused, trained = run_round(pairs, k) if pairs else (0, 0)
+        log.append(record(k, decisions, reused, trained))
+        client.log_dict(parent, {"decide": columns, "max_seeds": args.max_seeds, "rounds": log}, ARTIFACT)
+        client.set_tag(parent, "until_decided.rounds", str(k if pairs else k - 1))
+        if not pairs:
+            return
+
+
+def log_cost(client, parent: str, seeds: dict[str, int], trained: int, reused: int, max_seeds: int) -> None:
+    """Print and log (parent metrics) the trials run against ``max_seeds`` seeds on every row."""
+    cost = cost_summary(seeds, trained, max_seeds)
+    for key, value in cost.items():
+        client.log_metric(parent, key, value)
+    print(f"until-decided: {cost['until_decided/trials']:.0f} trials ({trained} trained, {reused} reused) "
+          f"against {cost['until_decided/trials_fixed_seeds']:.0f} with --max-seeds {max_seeds} on every row",
+          flush=True)
+
+
+def cost_summary(seeds: dict[str, int], trained: int, max_seeds: int) -> dict[str, float]:
+    """Trials the sweep holds and trained, against ``max_seeds`` on every row."""
+    fixed = len(seeds) * max_seeds
+    total = sum(seeds.values())
+    return {"until_decided/trials": total, "until_decided/trials_trained": trained,
+            "until_decided/trials_fixed_seeds": fixed, "until_decided/trials_saved": fixed - total}
