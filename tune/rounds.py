@@ -82,8 +82,9 @@ def describe_round(k: int, decisions: list[RowDecision]) -> str:
     """The printed line of a round: which rows got a seed."""
     added = [f"{d.variant}+seed{d.added_seed}" for d in decisions if d.added_seed is not None]
     decided = sum(1 for d in decisions if d.verdict == "decided")
+    at_max = sum(1 for d in decisions if d.verdict.startswith("open at --max-seeds"))
     return (f"round {k}: {len(added)} open row(s) get a seed ({', '.join(added) or 'none'}); "
-            f"{decided} of {len(decisions)} decided")
+            f"{decided} of {len(decisions)} decided, {at_max} still open at --max-seeds")
 
 
 def record(k: int, decisions: list[RowDecision], reused: int, trained: int) -> dict:

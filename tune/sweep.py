@@ -190,6 +190,8 @@ def run_sweep(plan: SweepPlan) -> Table | None:
         sweep.client.set_terminated(sweep.parent, status="KILLED")
         raise
     client, parent = sweep.client, sweep.parent
+    client.set_tag(parent, "trials_trained", str(sweep.trained))
+    client.set_tag(parent, "trials_reused", str(sweep.reused))
     table = publish.publish(plan, client, parent)
     if register:
         publish.register_best(plan, client, sweep.ctx.experiment_id, parent, *register)
@@ -239,7 +241,6 @@ def _run_round(sweep: _Sweep, pairs: list[tuple[str, int]], k: int) -> None:
     _ensure_stage1(sweep, seeds)
     results = _fit(sweep, _tuner(plan, sweep.ctx, name, k, pending))
     sweep.trained += len(results)
-    _tag_new_runs(sweep, results)
 
 
 def _link_reused(sweep: _Sweep, pairs: list[tuple[str, int]], restored: bool) -> list[tuple[str, int]]:
@@ -281,6 +282,7 @@ def _fit(sweep: _Sweep, tuner: tune.Tuner):
     results = tuner.fit()
     interrupted = results.num_terminated + results.num_errors < len(results)  # state saved by Tune
     _close_trial_runs(results, sweep.client, sweep.ctx.experiment_id, interrupted)
+    _tag_new_runs(sweep, results)
     if interrupted:
         raise SweepError(f"interrupted: {results.num_terminated} of {len(results)} trials finished; "
                          f"continue with --resume --name {sweep.plan.name}")

@@ -36,7 +36,8 @@ def test_plan_round__next_seed_for_open_rows_below_max_seeds():
     added = {d.variant: d.added_seed for d in decisions}
     assert added == {"K128": None, "K256": 3, "K512": None}
     assert [d.verdict.split(" ")[0] for d in decisions] == ["decided", "open", "open"]
-    assert "1 open row(s) get a seed (K256+seed3)" in rounds.describe_round(1, decisions)
+    line = rounds.describe_round(1, decisions)
+    assert "1 open row(s) get a seed (K256+seed3); 1 of 3 decided, 1 still open at --max-seeds" in line
 
 
 def test_cost_summary__trials_against_max_seeds_everywhere():
