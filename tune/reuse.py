@@ -123,7 +123,7 @@ def sweep_experiments(client: MlflowClient) -> list[str]:
 
 
 def find_earlier(client: MlflowClient, experiment_ids: list[str], key: str, machine_id: str | None):
-    """The original of a finished trial run with ``key`` (on ``machine_id`` when given), or None. A run
+    """A finished trial run with ``key`` (on ``machine_id`` when given; an original, not a copy), or None. A run
     stopped early by a scheduler is KILLED, so FINISHED excludes it; its tag is checked too."""
     if not experiment_ids:
         return None
@@ -132,10 +132,8 @@ def find_earlier(client: MlflowClient, experiment_ids: list[str], key: str, mach
         query += f" and tags.machine = '{machine_id}'"
     runs = client.search_runs(experiment_ids, query, max_results=50, order_by=["attributes.start_time ASC"])
     runs = [r for r in runs if r.data.tags.get("stopped_early") != "true"]
-    originals = [r for r in runs if FROM_TAG not in r.data.tags]
-    if originals:
-        return originals[0]
-    return client.get_run(runs[0].data.tags[FROM_TAG]) if runs else None
+    originals = [r for r in runs if FROM_TAG not in r.data.tags]  # a copy only when its original was deleted
+    return (originals or runs or [None])[0]
 
 
 def link_earlier(client: MlflowClient, experiment_id: str, parent: str, earlier) -> str:

@@ -11,10 +11,13 @@ import argparse
 import itertools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from ablations import specs, stats
-from ablations.tables import Table
 from tune.checks import SweepError
+
+if TYPE_CHECKING:  # tune/run.py imports this module before Ray, and must not load MLflow
+    from ablations.tables import Table
 
 DEFAULT_METRIC = "D"
 ARTIFACT = "rounds.json"
