@@ -144,8 +144,9 @@ def _search(plan: SweepPlan, pairs: list[tuple[str, int]] | None) -> tuple[tune.
         points = _configs(pairs)
         space = {"variant": tune.choice(sorted({v for v, _ in pairs})),
                  "run.seed": tune.choice(sorted({s for _, s in pairs}))}  # presets must lie in the space
-        generator = BasicVariantGenerator(points_to_evaluate=points)
-        return tune.TuneConfig(search_alg=generator, num_samples=len(points), max_concurrent_trials=limit), space
+        # Tune limits a Searcher through max_concurrent_trials, but not this generator: it takes its own limit
+        generator = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=limit)
+        return tune.TuneConfig(search_alg=generator, num_samples=len(points)), space
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 

@@ -78,3 +78,19 @@ def test_main__bad_round_flags_exit_2_before_ray(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["sweep: error: --until-decided: needs --max-seeds greater than --seeds (2), got 2"]
     assert not ray.is_initialized() and not (tmp_path / "m.db").exists()
+
+
+def test_search__exactly_the_rounds_pairs_under_the_concurrency_limit():
+    """A round's Tuner gets its (variant, seed) pairs as points, not a grid (which would run their product),
+    and --max-concurrent reaches the generator (Tune's max_concurrent_trials limits only a Searcher)."""
+    pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    from tune.sweep import _search
+
+    plan = SimpleNamespace(kind="negatives", args=SimpleNamespace(max_concurrent=1))
+    config, space = _search(plan, [("K=128", 1), ("K=512", 2)])
+    generator = config.search_alg
+    assert config.num_samples == 2 and generator.max_concurrent == 1
+    assert generator._points_to_evaluate == [{"variant": "K=128", "run.seed": 1}, {"variant": "K=512", "run.seed": 2}]
+    assert set(space) == {"variant", "run.seed"}
