@@ -144,10 +144,13 @@ def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
     from tune.cost import estimate_sweep, reused_runs
 
     if plan.estimate is not None:
-        client.log_metric(parent, "actual/wall_s", time.time() - plan.started)
+        actual = time.time() - plan.started
+        client.log_metric(parent, "actual/wall_s", actual)
+        print(f"wall time: {actual:.0f} s, estimated {plan.estimate.wall_s:.0f} s", flush=True)
         return
     plan.estimate = est = estimate_sweep(plan, client, reused_runs(plan))
-    print(f"trainer path: {est.path} ({est.why})\nestimate: ~{est.wall_s:.0f} s wall", flush=True)
+    parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
+    print(f"trainer path: {est.path} ({est.why})\nestimate: ~{est.wall_s:.0f} s wall = {parts}", flush=True)
     client.set_tag(parent, "trainer_path", est.path)
     client.set_tag(parent, "trainer_why", est.why)
     if "sweep.trainer" not in client.get_run(parent).data.params:  # a resumed sweep keeps its params

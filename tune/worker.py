@@ -123,8 +123,9 @@ class TrialClock:
 
 def trial_started() -> float:
     """The wall time Tune began setting up this trial's actor (its session's start), else now. What comes
-    before it (scheduling the actor, a worker process's start) is not the trial's own: Ray reuses worker
-    processes across tasks and trials, so their start is not this trial's."""
+    before it (placing the actor, starting its process, importing torch) is not measured here: Ray reuses
+    worker processes across tasks and trials, so a process's start time is not this trial's. The sweep's
+    estimate times it separately (``tune/calibrate.py: launch_seconds``)."""
     from ray.train._internal import session  # Tune's function-trainable session (no public accessor)
 
     current = session.get_session()
