@@ -58,10 +58,14 @@ def stage1_threads(plan: SweepPlan) -> int:
     return cpus if single else max(1, int(plan.args.cpus_per_worker))
 
 
-def _stage1_costs(plan: SweepPlan, client) -> tuple[dict[int, float], list[int], object]:
-    """Seconds of every stage-1 run still needed (per seed), the seeds already cached, and an untrained
-    stage-1 trainer for the stage-2 calibration (None when no trial needs stage 1)."""
-    needed, cached, trainer = {}, [], None
+def _stage1_shape(cfg: ContraLordConfig, data) -> str:
+    return labels.resolved(cfg, data).section_hash("data", "latent")
+
+
+def _stage1_costs(plan: SweepPlan, client) -> tuple[dict[int, float], list[int], dict[str, object]]:
+    """Seconds of every stage-1 run still needed (per seed), the seeds already cached, and the untrained
+    stage-1 trainers the calibration built, by stage-1 shape (the stage-2 calibration reuses them)."""
+    needed, cached, trainers = {}, [], {}
     for seed in plan.seeds:
         cfg = _config(plan, None, seed)
         if not needs_latent(cfg):
@@ -74,12 +78,13 @@ def _stage1_costs(plan: SweepPlan, client) -> tuple[dict[int, float], list[int],
         # a stage-1 run logs its unresolved config (tune/stage1.py)
         past = history.stage1_seconds(client, cfg.to_flat_dict(), stage1_threads(plan)) if client else None
         if past is None:
-            past, trainer = calibrate.stage1_seconds(cfg, data, stage1_threads(plan), plan.args.gpus_per_worker > 0)
+            past, trainers[_stage1_shape(cfg, data)] = calibrate.stage1_seconds(cfg, data, stage1_threads(plan),
+                                                                                plan.args.gpus_per_worker > 0)
         needed[seed] = past
-    return needed, cached, trainer
+    return needed, cached, trainers
 
 
-def _trial_costs(plan: SweepPlan, client, stage1, reused: dict | None) -> list[TrialCost]:
+def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: dict | None) -> list[TrialCost]:
     """Every trial's seconds: from past runs on this machine when there are any, else calibrated (once per
     variant; the evaluation once per sweep: every variant evaluates the same images). Either way plus the
     launch of the trial's process, timed now (``time/total`` starts after it)."""
@@ -95,24 +100,39 @@ def _trial_costs(plan: SweepPlan, client, stage1, reused: dict | None) -> list[T
         data = build_data(cfg)
         found = history.trial_seconds(runs, labels.resolved(cfg, data).to_flat_dict())
         if found is None:
-            if stage1 is None and needs_latent(cfg):
-                _, stage1 = calibrate.stage1_seconds(cfg, data, threads, gpu)
-            parts = calibrate.trial_seconds(cfg, data, stage1, threads, eval_s is None, gpu)
+            own, trainer = _own_stage1(plan, cfg, data, trainers, threads, gpu)
+            parts = calibrate.trial_seconds(cfg, data, trainer, threads, eval_s is None, gpu)
             eval_s = parts["eval"] if eval_s is None else eval_s
             rest = calibrate.data_seconds(cfg) + calibrate.LOG_S
-            found = (parts["train"] + eval_s + rest, f"calibration: train {parts['train']:.0f} s + eval {eval_s:.0f} s "
-                     f"+ data, log {rest:.0f} s")
+            found = (parts["train"] + eval_s + rest + own, f"calibration: train {parts['train']:.0f} s + eval "
+                     f"{eval_s:.0f} s + data, log {rest:.0f} s" + (f" + its own stage 1 {own:.0f} s" if own else ""))
         per_variant[variant] = (found[0] + launch, f"{found[1]} + launch {launch:.0f} s")
     reused = reused or {}
     return [TrialCost(v, s, *per_variant[v], reused=reused.get((v, s), "")) for v, s in trial_list(plan)]
+
+
+def _own_stage1(plan: SweepPlan, cfg: ContraLordConfig, data, trainers: dict[str, object], threads: int,
+                gpu: bool) -> tuple[float, object]:
+    """(seconds of the stage 1 this trial trains itself, 0 when the sweep's serves it or it is cached; an
+    untrained stage-1 trainer of its shape for the calibration, None when it needs no stage 1). A variant
+    whose stage 1 differs from the sweep's (Table 2's LORD row) trains its own inside the trial."""
+    if not needs_latent(cfg):
+        return 0.0, None
+    shape = _stage1_shape(cfg, data)
+    own = shape != _stage1_shape(_config(plan, None, cfg.run.seed), data)
+    cached = (Path(latent_cache(plan)) / latent_key(cfg, data) / ARTIFACT).is_file()
+    if shape in trainers and not own:
+        return 0.0, trainers[shape]
+    seconds, trainers[shape] = calibrate.stage1_seconds(cfg, data, threads, gpu)
+    return (seconds if own and not cached else 0.0), trainers[shape]
 
 
 def estimate_sweep(plan: SweepPlan, client, reused: dict | None = None) -> SweepEstimate:
     """The sweep's estimate (``client``: a read-only view of its store, or None; ``reused``: from
     ``reused_runs``)."""
     started = time.perf_counter()
-    stage1, cached, trainer = _stage1_costs(plan, client)
-    trials = _trial_costs(plan, client, trainer, reused)
+    stage1, cached, trainers = _stage1_costs(plan, client)
+    trials = _trial_costs(plan, client, trainers, reused)
     cpus, gpus = _node()
     a = plan.args
     slots = concurrency(cpus, a.workers_per_trial * a.cpus_per_worker, gpus, a.workers_per_trial * a.gpus_per_worker,
