@@ -71,10 +71,10 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
     resumed, runtime = _restore(checkpoint, out_dir), runtime or LocalRuntime()
     logger = _trial_logger(ctx, cfg, trial_id, trial_name) if is_main else None
     clock.lap("time/start")
-    if ctx.stage1_runs.get(str(cfg.run.seed)):
-        fetch_stage1(ctx.tracking_uri, ctx.stage1_runs[str(cfg.run.seed)], ctx.latent_cache)
-    clock.lap("time/stage1_fetch")
     try:
+        if ctx.stage1_runs.get(str(cfg.run.seed)):
+            fetch_stage1(ctx.tracking_uri, ctx.stage1_runs[str(cfg.run.seed)], ctx.latent_cache)
+        clock.lap("time/stage1_fetch")
         data = prepare(cfg, out_dir, resumed)
         clock.lap("time/data")
         sinks = MultiLogger(StdoutLogger(), logger) if logger else NullLogger()
