@@ -160,7 +160,7 @@ def report(plan: SweepPlan, est: SweepEstimate, reused: dict | None) -> list[str
                  f"reuse: {sum(1 for t in est.trials if t.reused)} of {len(est.trials)} trial(s) reuse earlier runs")
     stage1 = ", ".join(f"seed {s} ~{v:.0f} s" for s, v in est.stage1.items()) or "none"
     lines.append(f"stage 1 to train: {len(est.stage1)} ({stage1}); already cached: {len(est.stage1_cached)}"
-                 + (f" (seeds {', '.join(map(str, est.stage1_cached))})" if est.stage1_cached else ""))
+                 + (f" (seed {', '.join(map(str, est.stage1_cached))})" if est.stage1_cached else ""))
     cpus, gpus = _node()
     where = "this machine" if plan.args.address in (None, "", "local") else "this machine (the cluster's are unknown)"
     lines.append(f"resources per trial: {resources(plan, est.path)}; {est.slots} trial(s) at once "
