@@ -223,3 +223,12 @@ def check_storage_shared(storage: str, alive_nodes: int, shared_fs: bool) -> Non
     if alive_nodes > 1 and not is_uri(storage) and not shared_fs:
         raise SweepError(f"--storage: {storage} is a local path but the cluster has {alive_nodes} nodes; "
                          f"use s3://... or pass --shared-fs if it is an NFS mount on every node")
+
+
+def check_trainer(trainer: str, workers: int) -> None:
+    """``--trainer auto|train|tune``; ``tune`` runs one worker inside the Tune trial."""
+    if trainer not in ("auto", "train", "tune"):
+        raise SweepError(f"--trainer: expected auto, train or tune, got {trainer!r}")
+    if trainer == "tune" and workers > 1:
+        raise SweepError(f"--trainer tune runs one worker inside the Tune trial, but --workers-per-trial is {workers} "
+                         f"(use --trainer train or auto)")

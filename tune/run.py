@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from tune.checks import (
     check_name,
     check_storage,
     check_tracking_uri,
+    check_trainer,
     is_uri,
 )
 
@@ -51,6 +53,8 @@ class SweepPlan:
     storage: str
     tracking_uri: str
     name: str
+    started: float = field(default_factory=time.time)  # validated: the sweep's work starts (its wall time's zero)
+    estimate: Any = None  # tune.estimate.SweepEstimate, once run_sweep has made it
 
 
 def build_parser(kind: str) -> argparse.ArgumentParser:
@@ -85,6 +89,10 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
                         "table columns whose verdicts must be decided (default D)")
     parser.add_argument("--register-best", default="", metavar="METRIC[:max|min]", help="register the encoder of "
                         "the trial with the best METRIC (default max) in the MLflow Model Registry")
+    parser.add_argument("--dry-run", action="store_true", help="print the trials, reuse, stage-1 runs, resources "
+                        "and a wall-time estimate, then exit without starting Ray")
+    parser.add_argument("--trainer", default="auto", help="auto | train (Ray Train TorchTrainer) | tune (in the "
+                        "Tune trial, 1 worker); auto: TorchTrainer when >1 worker or its start-up is <5%% of a trial")
     return parser
 
 
@@ -122,6 +130,7 @@ def _check_flags(kind: str, args: argparse.Namespace) -> None:
                          f"encoder/train/... metric; {args.metric!r} is not reported per epoch")
     check_counts(args)
     rounds.check_flags(kind, args)
+    check_trainer(getattr(args, "trainer", "auto"), args.workers_per_trial)
 
 
 def _check_resumable(storage: str, name: str, tracking_uri: str, resume: bool) -> None:
@@ -153,6 +162,10 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         print("\nsweep: interrupted while checking the sweep; Ray was not started, nothing was written",
               file=sys.stderr)
         return 130
+    if args.dry_run:
+        from tune.cost import dry_run
+
+        return dry_run(plan)
     from tune.sweep import run_sweep
 
     try:

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ from tune.context import SweepContext
 from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running, mark_stopped_early
 from tune.run import REPO, SweepPlan, git_commit, local_work_dir
 from tune.stage1 import ensure_stage1
-from tune.worker import run_in_tune_trial, train_fn_per_worker
+from tune.worker import run_in_tune_trial, train_fn_per_worker, trial_started
 
 
 def start_ray(plan: SweepPlan) -> None:
@@ -98,7 +99,8 @@ def _tuner_exists(plan: SweepPlan) -> bool:
 
 
 def _trainable(plan: SweepPlan, ctx: SweepContext):
-    if plan.args.workers_per_trial == 1:
+    path = plan.estimate.path if plan.estimate else ("tune" if plan.args.workers_per_trial == 1 else "train")
+    if path == "tune":
         return tune.with_resources(tune.with_parameters(run_in_tune_trial, ctx=ctx), _resources(plan))
     driver = tune.with_parameters(train_driver_fn, ctx=ctx, plan_storage=plan.storage)
     placement = {"CPU": 0.0, plan.args.driver_resource: 0.01} if plan.args.driver_resource else {"CPU": 0.01}
@@ -119,8 +121,31 @@ def train_driver_fn(config: dict, ctx: SweepContext, plan_storage: str) -> None:
                                      callbacks=[TuneReportCallback()],
                                      failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
                                      checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
-    loop = {"ctx": ctx, "config": config, "trial_id": trial_id, "trial_name": trial_name}
+    loop = {"ctx": ctx, "config": config, "trial_id": trial_id, "trial_name": trial_name,
+            "trial_started": trial_started()}
     TorchTrainer(train_fn_per_worker, train_loop_config=loop, scaling_config=scaling, run_config=run_config).fit()
+
+
+def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
+    """First call: estimate the sweep (before stage 1), choose the trainer path, say both and log them on the
+    parent run. Second call, at the end: the actual wall time beside the estimate (``actual/wall_s``)."""
+    from tune.cost import estimate_sweep, reused_runs
+
+    if plan.estimate is not None:
+        actual = time.time() - plan.started
+        client.log_metric(parent, "actual/wall_s", actual)
+        print(f"wall time: {actual:.0f} s, estimated {plan.estimate.wall_s:.0f} s", flush=True)
+        return
+    plan.estimate = est = estimate_sweep(plan, client, reused_runs(plan))
+    parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
+    print(f"trainer path: {est.path} ({est.why})\nestimate: ~{est.wall_s:.0f} s wall = {parts}", flush=True)
+    client.set_tag(parent, "trainer_path", est.path)
+    client.set_tag(parent, "trainer_why", est.why)
+    if "sweep.trainer" not in client.get_run(parent).data.params:  # a resumed sweep keeps its params
+        client.log_param(parent, "sweep.trainer", est.path)
+    seconds = {"estimate/wall_s": est.wall_s} | {f"estimate/{k}_s": v for k, v in est.parts.items()}
+    for name, value in seconds.items():
+        client.log_metric(parent, name, value)
 
 
 def _tuner(plan: SweepPlan, ctx: SweepContext, name: str, k: int, pairs: list[tuple[str, int]] | None):
@@ -196,6 +221,7 @@ def run_sweep(plan: SweepPlan) -> Table | None:
     table = publish.publish(plan, client, parent)
     if register:
         publish.register_best(plan, client, sweep.ctx.experiment_id, parent, *register)
+    _log_cost(plan, client, parent)
     client.set_terminated(parent, status="FINISHED")
     print(f"MLflow UI: {ml.ui_link(plan.tracking_uri, sweep.ctx.experiment_id)}", flush=True)
     return table
@@ -207,6 +233,7 @@ def _start(plan: SweepPlan) -> _Sweep:
     experiment_id = get_experiment_id(client, f"contralord-{plan.kind}")
     run_tags = _source_tags(plan)
     parent = _parent_run(plan, client, experiment_id, run_tags)
+    _log_cost(plan, client, parent)
     # local storage: one shared cache; cloud storage: a node-local cache filled from MLflow's artifact store
     cache = f"{plan.storage}/latent_cache" if not is_uri(plan.storage) else local_work_dir(plan.storage, "latent")
     ctx = SweepContext(plan.kind, plan.base, dict(plan.variants), plan.storage, cache,

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,22 +62,28 @@ def _trial_logger(ctx: SweepContext, cfg: ContraLordConfig, trial_id: str, trial
 
 
 def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_name: str, checkpoint,
-              runtime: LocalRuntime | None, is_main: bool) -> dict[str, Any]:
-    """Train one trial; log to MLflow from the main rank; mark the run FAILED on any error."""
+              runtime: LocalRuntime | None, is_main: bool, started: float | None = None) -> dict[str, Any]:
+    """Train one trial; log to MLflow from the main rank; mark the run FAILED on any error. ``started``: the
+    wall time the trial began (``trial_started``), the zero of its ``time/*`` breakdown."""
+    clock = TrialClock(started if started is not None else time.time())
     cfg = ContraLordConfig.from_overrides(ctx.trial_overrides(config))
     out_dir = Path(ctx.work_dir) / trial_id
-    if ctx.stage1_runs.get(str(cfg.run.seed)):
-        fetch_stage1(ctx.tracking_uri, ctx.stage1_runs[str(cfg.run.seed)], ctx.latent_cache)
     resumed, runtime = _restore(checkpoint, out_dir), runtime or LocalRuntime()
     logger = _trial_logger(ctx, cfg, trial_id, trial_name) if is_main else None
+    clock.lap("time/start")
     try:
+        if ctx.stage1_runs.get(str(cfg.run.seed)):
+            fetch_stage1(ctx.tracking_uri, ctx.stage1_runs[str(cfg.run.seed)], ctx.latent_cache)
+        clock.lap("time/stage1_fetch")
         data = prepare(cfg, out_dir, resumed)
+        clock.lap("time/data")
         sinks = MultiLogger(StdoutLogger(), logger) if logger else NullLogger()
         if logger:
             logger.log_dataset(image_dataset(data, cfg))
             runtime = dataclasses.replace(runtime, report=_with_epoch_images(runtime.report, logger, cfg, data))
         with logger.system_metrics() if logger else contextlib.nullcontext():
             summary = train(cfg, out_dir, runtime=runtime, logger=sinks, resume=resumed, data=data)
+        clock.lap("time/train_call")
     except SystemExit as stop:  # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) in report()
         if logger:
             logger.stopped_early() if stop.code in (0, None) else logger.finish("FAILED")
@@ -87,8 +94,42 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
         raise
     if logger:
         _publish_trial(logger, cfg, data, out_dir, summary)
+        clock.lap("time/log")
+        logger.log_metrics(clock.breakdown(summary), step=0)
         logger.finish()
     return summary
+
+
+class TrialClock:
+    """Wall seconds of a trial's parts, each from the end of the one before (``time.time()``: the trial's
+    start may have been taken in another process of the same node)."""
+
+    def __init__(self, started: float):
+        self.started, self.last, self.parts = started, started, {}
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.parts[name], self.last = max(0.0, now - self.last), now
+
+    def breakdown(self, summary: dict[str, Any]) -> dict[str, float]:
+        """``time/start, data, stage1_fetch, log, total``, and ``time/train`` when the core's summary has
+        no ``time/train``/``time/eval`` of its own (then it is the whole ``train`` call, evaluation included;
+        the core logs its own keys with the summary)."""
+        parts = {k: v for k, v in self.parts.items() if k != "time/train_call"}
+        if "time/train" not in summary:
+            parts["time/train"] = self.parts.get("time/train_call", 0.0)
+        return parts | {"time/total": self.last - self.started}
+
+
+def trial_started() -> float:
+    """The wall time Tune began setting up this trial's actor (its session's start), else now. What comes
+    before it (placing the actor, starting its process, importing torch) is not measured here: Ray reuses
+    worker processes across tasks and trials, so a process's start time is not this trial's. The sweep's
+    estimate times it separately (``tune/calibrate.py: launch_seconds``)."""
+    from ray.train._internal import session  # Tune's function-trainable session (no public accessor)
+
+    current = session.get_session()
+    return float(getattr(current, "last_report_time", 0.0) or time.time()) if current else time.time()
 
 
 def _publish_trial(logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFactorData, out_dir: Path,
@@ -154,12 +195,13 @@ def run_in_tune_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     """Tune function trainable: the whole trial in this process (1 worker)."""
     from ray import tune
 
+    started = trial_started()
     torch.set_num_threads(max(1, int(ctx.cpus_per_worker)))
     context = tune.get_context()
     device = torch.device("cuda" if ctx.use_gpu and torch.cuda.is_available() else "cpu")
     runtime = LocalRuntime(device=device, report=_reporter(tune.report, tune.Checkpoint))
     summary = run_trial(ctx, config, context.get_trial_id(), context.get_trial_name(), tune.get_checkpoint(),
-                        runtime, is_main=True)
+                        runtime, is_main=True, started=started)
     tune.report(_final_metrics(summary))
 
 
@@ -173,7 +215,8 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     runtime_cls = DDPRuntime if ray.train.get_context().get_world_size() > 1 else LocalRuntime
     runtime = runtime_cls(device=ray.train.torch.get_device(), report=_reporter(ray.train.report, ray.train.Checkpoint))
     is_main = ray.train.get_context().get_world_rank() == 0
-    summary = run_trial(ctx, config, trial_id, trial_name, ray.train.get_checkpoint(), runtime, is_main)
+    summary = run_trial(ctx, config, trial_id, trial_name, ray.train.get_checkpoint(), runtime, is_main,
+                        loop_config.get("trial_started"))
     ray.train.report(_final_metrics(summary))
 
 

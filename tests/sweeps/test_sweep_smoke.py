@@ -71,6 +71,23 @@ def test_sweep__parent_and_nested_trial_runs(swept):
 
 
 @pytest.mark.slow
+def test_sweep__time_breakdown_and_estimate_logged(swept):
+    """Issue 12 items 3, 4 and 6: each trial's time/* parts; the parent's estimate beside its actual wall
+    time, and the execution path it took (a smoke trial is far too short for a worker group: in-trial)."""
+    runs = _experiment_runs(swept, "contralord-negatives")
+    parent = next(r for r in runs if r.data.tags.get("role") == "sweep")
+    assert parent.data.metrics["estimate/wall_s"] > 0 and parent.data.metrics["actual/wall_s"] > 0
+    assert parent.data.tags["trainer_path"] == parent.data.params["sweep.trainer"] == "tune"
+    assert "auto: worker-group start-up 38 s" in parent.data.tags["trainer_why"]
+    for trial in (r for r in runs if r.data.tags.get("role") == "trial"):
+        times = {k: v for k, v in trial.data.metrics.items() if k.startswith("time/")}
+        assert {"time/start", "time/stage1_fetch", "time/data", "time/train", "time/log", "time/total"} <= set(times)
+        assert all(v >= 0 for v in times.values()) and times["time/train"] > 0
+        parts = sum(v for k, v in times.items() if k in ("time/start", "time/stage1_fetch", "time/data", "time/log"))
+        assert parts + times["time/train"] <= times["time/total"] + 1e-6
+
+
+@pytest.mark.slow
 def test_sweep__one_stage1_run_shared_by_both_sweeps(swept):
     stage1 = _experiment_runs(swept, "contralord-stage1")
     assert len(stage1) == 1 and stage1[0].info.status == "FINISHED"

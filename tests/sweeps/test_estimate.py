@@ -1,0 +1,57 @@
+"""The cost model of a sweep (tune/estimate.py): trials at once, the schedule of trials on slots, and the
+execution path ``--trainer auto`` takes for given predicted trial durations. Pure functions, no Ray."""
+
+import pytest
+
+from tune.checks import SweepError
+from tune.estimate import WORKER_GROUP_S, TrialCost, choose_trainer, combine, concurrency, schedule
+
+
+@pytest.mark.parametrize("mode, workers, predicted, gpu, path", [
+    ("auto", 1, 98.0, False, "tune"),  # a cpu-preset trial: start-up 39% of it
+    ("auto", 1, 20 * WORKER_GROUP_S + 1, False, "train"),  # start-up just under 5%
+    ("auto", 1, 20 * WORKER_GROUP_S - 1, False, "tune"),  # just over 5%
+    ("auto", 1, 36 * 3600.0, False, "train"),  # the paper preset
+    ("auto", 1, 4 * 3600.0, True, "train"),  # a GPU trial
+    ("auto", 2, 30.0, False, "train"),  # several workers: DDP needs Ray Train, however short
+    ("train", 1, 30.0, False, "train"),
+    ("tune", 1, 36 * 3600.0, False, "tune"),
+])
+def test_choose_trainer__path_for_predicted_duration(mode, workers, predicted, gpu, path):
+    chosen, why = choose_trainer(mode, workers, predicted, gpu)
+    assert chosen == path
+    assert f"{predicted:.0f} s" in why and "\n" not in why  # one line with the numbers
+
+
+@pytest.mark.parametrize("mode, workers, needle", [
+    ("bogus", 1, "--trainer: expected auto, train or tune, got 'bogus'"),
+    ("tune", 2, "--trainer tune runs one worker inside the Tune trial, but --workers-per-trial is 2"),
+])
+def test_choose_trainer__refuses_bad_modes(mode, workers, needle):
+    with pytest.raises(SweepError, match=needle):
+        choose_trainer(mode, workers, 100.0, False)
+
+
+@pytest.mark.parametrize("cpus, per_trial, gpus, gpus_per_trial, limit, slots", [
+    (2, 1.0, 0, 0.0, 0, 2), (2, 1.0, 0, 0.0, 1, 1), (2, 0.5, 0, 0.0, 0, 4), (16, 1.0, 1, 0.5, 0, 2),
+    (2, 4.0, 0, 0.0, 0, 1),  # a trial larger than the node still runs (Ray would wait; the estimate does not)
+])
+def test_concurrency__cpus_gpus_and_cap(cpus, per_trial, gpus, gpus_per_trial, limit, slots):
+    assert concurrency(cpus, per_trial, gpus, gpus_per_trial, limit) == slots
+
+
+@pytest.mark.parametrize("durations, slots, wall", [
+    ([10, 10, 10, 10], 2, 20), ([10, 10, 10], 2, 20), ([30, 10, 10, 10], 2, 30), ([5, 7], 1, 12), ([], 3, 0),
+])
+def test_schedule__trials_start_when_a_slot_frees(durations, slots, wall):
+    assert schedule(durations, slots) == wall
+
+
+def test_combine__stage1_first_reused_trials_free_and_path_cost():
+    trials = [TrialCost("a", 0, 100.0, "calibration"), TrialCost("b", 0, 100.0, "calibration"),
+              TrialCost("c", 0, 100.0, "calibration", reused="run123")]
+    est = combine(trials, {0: 300.0}, [], slots=1, mode="auto", workers=1, use_gpu=False)
+    assert est.path == "tune" and est.parts["stage1"] == 300 and est.parts["trials"] == 200
+    forced = combine(trials, {0: 300.0}, [], slots=1, mode="train", workers=1, use_gpu=False)
+    assert forced.parts["trials"] == 200 + 2 * WORKER_GROUP_S  # the worker group starts in every trial
+    assert est.wall_s == sum(est.parts.values()) > 0

@@ -1,0 +1,91 @@
+"""``--dry-run`` (issue 12 item 3): the trials, stage-1 runs, resources, path and a wall-time estimate are
+printed and the sweep exits 0 without starting Ray, creating the storage folder or writing to the MLflow
+store; the estimate comes from the store's past runs on this machine when it has any. ``--trainer`` is
+refused in one line (exit 2)."""
+
+import hashlib
+import os
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from mlflow import MlflowClient  # noqa: E402
+
+from contralord import labels, machine  # noqa: E402
+from contralord.config import ContraLordConfig, parse_set_args  # noqa: E402
+from contralord.presets import resolve_presets  # noqa: E402
+from contralord.trainer import build_data  # noqa: E402
+from tune.run import main  # noqa: E402
+
+FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.epochs=2",
+        "--set", "eval.num_train=64", "--set", "eval.num_test=32", "--set", "eval.grid_size=2"]
+
+
+def _args(tmp_path, *extra):
+    return ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db", *FAST, "--dry-run", *extra]
+
+
+def _machine_tags(threads: int) -> dict[str, str]:
+    here = machine.describe()
+    return {"machine.cpu": here.cpu, "machine.gpu": here.gpu, "machine.threads": str(threads)}
+
+
+def _past_store(path) -> None:
+    """A store holding one FINISHED smoke trial per K (time/total 50 s) and one stage-1 run (30 s)."""
+    client = MlflowClient(f"sqlite:///{path}")
+    trials = client.create_experiment("contralord-negatives")
+    base = resolve_presets(["smoke"]) | parse_set_args(FAST[1::2])
+    for k in (128, 256):
+        cfg = ContraLordConfig.from_overrides(base | {"encoder.queue_size": k, "run.seed": 0})
+        run = client.create_run(trials, tags={"role": "trial"} | _machine_tags(1)).info.run_id
+        for key, value in labels.resolved(cfg, build_data(cfg)).to_flat_dict().items():
+            client.log_param(run, key, str(value))
+        client.log_metric(run, "time/total", 50.0)
+        client.set_terminated(run, "FINISHED")
+    stage1 = client.create_experiment("contralord-stage1")
+    now = int(time.time() * 1000)
+    run = client.create_run(stage1, start_time=now - 30_000, tags={"role": "stage1"} | _machine_tags(os.cpu_count()))
+    for key, value in ContraLordConfig.from_overrides(base).to_flat_dict().items():
+        client.log_param(run.info.run_id, key, str(value))
+    client.set_terminated(run.info.run_id, "FINISHED", end_time=now)
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_dry_run__estimate_from_past_runs_and_nothing_written(tmp_path, capsys):
+    _past_store(tmp_path / "mlflow.db")
+    before = _digest(tmp_path / "mlflow.db")
+    assert main("negatives", _args(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "Ray not started" in out and out.count("history: 1 past run(s), same config") == 2
+    assert "stage 1 to train: 1 (seed 0 ~30 s)" in out and "2 trial(s) at once" in out
+    assert "trainer path: tune (auto:" in out and "reuse: " in out
+    wall = float(out.split("estimate: ~")[1].split(" s wall")[0])
+    assert wall > 30 + 50  # stage 1, then the two trials side by side (each 50 s and its launch)
+    assert not ray.is_initialized() and not (tmp_path / "ray").exists()
+    assert _digest(tmp_path / "mlflow.db") == before  # read, never written
+
+
+@pytest.mark.slow
+def test_dry_run__calibrates_without_a_store(tmp_path, capsys):
+    assert main("negatives", _args(tmp_path, "--trainer", "train")) == 0
+    out = capsys.readouterr().out
+    assert out.count("(calibration: train") == 2 and "stage 1 to train: 1" in out
+    assert "trainer path: train (--trainer train" in out and "+ a driver (CPU 0.01)" in out
+    assert float(out.split("estimate: ~")[1].split(" s wall")[0]) > 0
+    assert not ray.is_initialized() and sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no ray/
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--trainer", "ray"], "--trainer: expected auto, train or tune, got 'ray'"),
+    (["--trainer", "tune", "--workers-per-trial", "2"], "--trainer tune runs one worker inside the Tune trial"),
+])
+def test_trainer_flag__one_line_exit_2(tmp_path, capsys, extra, needle):
+    assert main("negatives", _args(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sweep: error: ") and needle in err[0], err
+    assert not ray.is_initialized() and not (tmp_path / "ray").exists()

@@ -1,0 +1,199 @@
+"""A planned sweep's cost before any work: the trials, the reuse of earlier runs, the stage-1 runs still
+needed, the resources per trial, the execution path and a wall-time estimate (``--dry-run`` prints it and
+exits without starting Ray; a real sweep logs it on its parent run beside the actual time).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+
+from contralord import labels
+from contralord.config import ContraLordConfig
+from contralord.latent_stage import ARTIFACT, latent_key
+from contralord.trainer import build_data, needs_latent
+from tune import calibrate, history, reuse
+from tune.checks import is_uri
+from tune.estimate import SweepEstimate, TrialCost, combine, concurrency
+from tune.run import SweepPlan, local_work_dir
+
+
+def latent_cache(plan: SweepPlan) -> str:
+    """The stage-1 cache ``run_sweep`` uses: shared under local storage, node-local under a URI."""
+    return f"{plan.storage}/latent_cache" if not is_uri(plan.storage) else local_work_dir(plan.storage, "latent")
+
+
+def trial_list(plan: SweepPlan) -> list[tuple[str, int]]:
+    """(variant, seed) of every trial, in Tune's grid order; Optuna: ``--num-samples`` trials of seed 0."""
+    if plan.kind == "optuna":
+        return [("optuna", int(plan.base.get("run.seed", 0)))] * plan.args.num_samples
+    return [(name, seed) for seed in plan.seeds for name, _ in plan.variants]
+
+
+def reused_runs(plan: SweepPlan) -> dict[tuple[str, int], str] | None:
+    """(variant, seed) -> the earlier FINISHED run that answers it, as ``run_sweep`` would link it
+    (``tune/reuse.py``: same config, seed, data, code and, on a local Ray, machine); None when reuse is off
+    (``--no-reuse``, Optuna). Reads the store only; a missing store has nothing to reuse."""
+    if getattr(plan.args, "no_reuse", False) or plan.kind == "optuna":
+        return None
+    client = history.open_store(plan.tracking_uri)
+    if client is None:
+        return {}
+    local = None
+    if plan.args.address in (None, "", "local"):
+        local = functools.partial(reuse.trial_machine, cpus_per_worker=plan.args.cpus_per_worker,
+                                  use_gpu=plan.args.gpus_per_worker > 0)
+    configs = [{"variant": variant, "run.seed": seed} for variant, seed in trial_list(plan)]
+    planned = reuse.plan_trials(configs, lambda c: _config(plan, c["variant"], c["run.seed"]).to_flat_dict(),
+                                reuse.code_version(), local)
+    reused, _ = reuse.split_reused(client, planned)
+    return {(trial.variant, trial.seed): run.info.run_id for trial, run in reused}
+
+
+def _config(plan: SweepPlan, variant: str | None, seed: int) -> ContraLordConfig:
+    """A trial's config, or (``variant=None``) the one ``run_sweep`` trains stage 1 with."""
+    overrides = dict(plan.variants).get(variant, {}) if variant else {}
+    return ContraLordConfig.from_overrides(plan.base | overrides | {"run.seed": seed,
+                                                                      "run.latent_cache": latent_cache(plan)})
+
+
+def _node() -> tuple[int, int]:
+    """CPUs and GPUs of this machine (a cluster's are not known before Ray starts)."""
+    import torch
+
+    return os.cpu_count() or 1, torch.cuda.device_count()
+
+
+def stage1_threads(plan: SweepPlan) -> int:
+    """Torch threads of a stage-1 run: every core of a one-node CPU sweep (``sweep._stage1_resources``)."""
+    cpus, _ = _node()
+    single = plan.args.address in (None, "", "local") and not plan.args.gpus_per_worker
+    return cpus if single else max(1, int(plan.args.cpus_per_worker))
+
+
+def _stage1_shape(cfg: ContraLordConfig, data) -> str:
+    return labels.resolved(cfg, data).section_hash("data", "latent")
+
+
+def _stage1_costs(plan: SweepPlan, client, reused: dict | None) -> tuple[dict[int, float], list[int],
+                                                                        dict[str, object]]:
+    """Seconds of every stage-1 run still needed (per seed; none for a seed whose trials are all reused), the
+    seeds already cached, and the untrained stage-1 trainers the calibration built, by stage-1 shape (the
+    stage-2 calibration reuses them)."""
+    needed, cached, trainers = {}, [], {}
+    pending = {seed for variant, seed in trial_list(plan) if (variant, seed) not in (reused or {})}
+    for seed in sorted(pending):
+        cfg = _config(plan, None, seed)
+        if not needs_latent(cfg):
+            continue
+        data = build_data(cfg)
+        key = latent_key(cfg, data)
+        if (Path(latent_cache(plan)) / key / ARTIFACT).is_file() and history.stage1_done(client, key):
+            cached.append(seed)
+            continue
+        # a stage-1 run logs its unresolved config (tune/stage1.py)
+        past = history.stage1_seconds(client, cfg.to_flat_dict(), stage1_threads(plan)) if client else None
+        if past is None:
+            past, trainers[_stage1_shape(cfg, data)] = calibrate.stage1_seconds(cfg, data, stage1_threads(plan),
+                                                                                plan.args.gpus_per_worker > 0)
+        needed[seed] = past
+    return needed, cached, trainers
+
+
+def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: dict | None) -> list[TrialCost]:
+    """Every trial's seconds: from past runs on this machine when there are any, else calibrated (once per
+    variant; the evaluation once per sweep: every variant evaluates the same images). Either way plus the
+    launch of the trial's process, timed now (``time/total`` starts after it)."""
+    threads, gpu = max(1, int(plan.args.cpus_per_worker)), plan.args.gpus_per_worker > 0
+    runs = history.past_trials(client, threads) if client else []
+    launch = calibrate.launch_seconds()
+    per_variant: dict[str, tuple[float, str]] = {}
+    eval_s = None
+    for variant, seed in dict.fromkeys(trial_list(plan)):
+        if variant in per_variant:
+            continue
+        cfg = _config(plan, variant, seed)
+        data = build_data(cfg)
+        found = history.trial_seconds(runs, labels.resolved(cfg, data).to_flat_dict())
+        if found is None:
+            own, trainer = _own_stage1(plan, cfg, data, trainers, threads, gpu)
+            parts = calibrate.trial_seconds(cfg, data, trainer, threads, eval_s is None, gpu)
+            eval_s = parts["eval"] if eval_s is None else eval_s
+            rest = calibrate.data_seconds(cfg) + calibrate.LOG_S
+            found = (parts["train"] + eval_s + rest + own, f"calibration: train {parts['train']:.0f} s + eval "
+                     f"{eval_s:.0f} s + data, log {rest:.0f} s" + (f" + its own stage 1 {own:.0f} s" if own else ""))
+        per_variant[variant] = (found[0] + launch, f"{found[1]} + launch {launch:.0f} s")
+    reused = reused or {}
+    return [TrialCost(v, s, *per_variant[v], reused=reused.get((v, s), "")) for v, s in trial_list(plan)]
+
+
+def _own_stage1(plan: SweepPlan, cfg: ContraLordConfig, data, trainers: dict[str, object], threads: int,
+                gpu: bool) -> tuple[float, object]:
+    """(seconds of the stage 1 this trial trains itself, 0 when the sweep's serves it or it is cached; an
+    untrained stage-1 trainer of its shape for the calibration, None when it needs no stage 1). A variant
+    whose stage 1 differs from the sweep's (Table 2's LORD row) trains its own inside the trial."""
+    if not needs_latent(cfg):
+        return 0.0, None
+    shape = _stage1_shape(cfg, data)
+    own = shape != _stage1_shape(_config(plan, None, cfg.run.seed), data)
+    cached = (Path(latent_cache(plan)) / latent_key(cfg, data) / ARTIFACT).is_file()
+    if shape in trainers and not own:
+        return 0.0, trainers[shape]
+    seconds, trainers[shape] = calibrate.stage1_seconds(cfg, data, threads, gpu)
+    return (seconds if own and not cached else 0.0), trainers[shape]
+
+
+def estimate_sweep(plan: SweepPlan, client, reused: dict | None = None) -> SweepEstimate:
+    """The sweep's estimate (``client``: a read-only view of its store, or None; ``reused``: from
+    ``reused_runs``)."""
+    started = time.perf_counter()
+    stage1, cached, trainers = _stage1_costs(plan, client, reused)
+    trials = _trial_costs(plan, client, trainers, reused)
+    cpus, gpus = _node()
+    a = plan.args
+    slots = concurrency(cpus, a.workers_per_trial * a.cpus_per_worker, gpus, a.workers_per_trial * a.gpus_per_worker,
+                        a.max_concurrent)
+    est = combine(trials, stage1, cached, slots, getattr(a, "trainer", "auto"), a.workers_per_trial,
+                  a.gpus_per_worker > 0)
+    est.parts["estimate"] = time.perf_counter() - started  # a real sweep spends it too
+    return est
+
+
+def resources(plan: SweepPlan, path: str) -> str:
+    a = plan.args
+    worker = f"CPU {a.cpus_per_worker:g}" + (f", GPU {a.gpus_per_worker:g}" if a.gpus_per_worker else "")
+    driver = " + a driver (CPU 0.01)" if path == "train" else ""
+    return f"{a.workers_per_trial} worker(s) x {{{worker}}}{driver}"
+
+
+def report(plan: SweepPlan, est: SweepEstimate, reused: dict | None) -> list[str]:
+    """The dry run's lines: trials, reuse, stage 1, resources, path, estimate."""
+    lines = [f"dry run of {plan.name} ({plan.kind}, preset {plan.args.preset}): {len(est.trials)} trial(s); "
+             f"Ray not started, nothing written"]
+    lines += [f"  {t.variant:<24} seed {t.seed}  ~{t.seconds:6.0f} s  ({t.reused and 'reuses ' + t.reused or t.source})"
+              for t in est.trials]
+    lines.append("reuse: off (--no-reuse or Optuna)" if reused is None else
+                 f"reuse: {sum(1 for t in est.trials if t.reused)} of {len(est.trials)} trial(s) reuse earlier runs")
+    stage1 = ", ".join(f"seed {s} ~{v:.0f} s" for s, v in est.stage1.items()) or "none"
+    lines.append(f"stage 1 to train: {len(est.stage1)} ({stage1}); already cached: {len(est.stage1_cached)}"
+                 + (f" (seed {', '.join(map(str, est.stage1_cached))})" if est.stage1_cached else ""))
+    cpus, gpus = _node()
+    where = "this machine" if plan.args.address in (None, "", "local") else "this machine (the cluster's are unknown)"
+    lines.append(f"resources per trial: {resources(plan, est.path)}; {est.slots} trial(s) at once "
+                 f"({cpus} CPU(s){f', {gpus} GPU(s)' if gpus else ''} of {where}, --max-concurrent "
+                 f"{plan.args.max_concurrent or 'unset'})")
+    lines.append(f"trainer path: {est.path} ({est.why})")
+    parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
+    early = " (an upper bound: ASHA stops trials early)" if plan.kind == "optuna" else ""
+    lines.append(f"estimate: ~{est.wall_s:.0f} s wall ({est.wall_s / 60:.1f} min) = {parts}{early}")
+    return lines
+
+
+def dry_run(plan: SweepPlan) -> int:
+    """Print the plan and its estimate; start no Ray, write nothing (the store is only read)."""
+    reused = reused_runs(plan)
+    est = estimate_sweep(plan, history.open_store(plan.tracking_uri), reused)
+    print("\n".join(report(plan, est, reused)), flush=True)
+    return 0

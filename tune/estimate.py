@@ -1,0 +1,97 @@
+"""What a sweep will cost before it runs (issue 12, item 3), and which path a trial takes (item 6).
+
+A sweep's wall time is modelled as Ray's start, then the stage-1 runs it still needs one after another
+(each takes every core of the node, ``sweep._stage1_resources``), then its trials on ``slots`` parallel
+slots in Tune's order (each trial starts when a slot frees), then the table. A trial's own seconds
+come from the store's past FINISHED runs of the same config on the same machine (``tune/history.py``)
+when there are any, else from a short calibration on this machine (``tune/calibrate.py``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from tune.checks import check_trainer
+
+# Measured on the 2-core box (RAY_MLFLOW.md §1.3; README, "Measured"); all are wall seconds.
+RAY_START_S = 20.0  # ray.init and the parent MLflow run (smoke sweep under load: 21 s)
+TABLE_S = 8.0  # the sweep's table, plots and artifacts onto the parent run
+WORKER_GROUP_S = 38.0  # a Ray Train TorchTrainer's worker-group start-up, per trial
+AUTO_SHARE = 0.05  # --trainer auto: TorchTrainer when its start-up is under this share of a trial
+
+
+@dataclass(frozen=True)
+class TrialCost:
+    variant: str
+    seed: int
+    seconds: float  # the trial's own wall time on the in-trial path (no worker-group start-up)
+    source: str  # "history: N runs" | "calibration"
+    reused: str = ""  # the earlier run that answers this trial (then it costs nothing)
+
+
+@dataclass(frozen=True)
+class SweepEstimate:
+    trials: list[TrialCost]
+    stage1: dict[int, float]  # seed -> seconds, the stage-1 runs still to train
+    stage1_cached: list[int]  # seeds whose stage 1 is in the cache and the store already
+    slots: int  # trials at once
+    path: str  # "train" (TorchTrainer) | "tune" (in the trial)
+    why: str  # one line with the numbers
+    parts: dict[str, float] = field(default_factory=dict)  # ray_start, stage1, trials, table
+
+    @property
+    def wall_s(self) -> float:
+        return sum(self.parts.values())
+
+
+def concurrency(cpus: float, cpus_per_trial: float, gpus: float = 0.0, gpus_per_trial: float = 0.0,
+                max_concurrent: int = 0) -> int:
+    """Trials at once: what the node's CPUs (and GPUs) allow, capped by ``--max-concurrent``."""
+    slots = math.floor(cpus / cpus_per_trial + 1e-9) if cpus_per_trial > 0 else 1
+    if gpus_per_trial > 0:
+        slots = min(slots, math.floor(gpus / gpus_per_trial + 1e-9))
+    if max_concurrent > 0:
+        slots = min(slots, max_concurrent)
+    return max(1, slots)
+
+
+def schedule(durations: list[float], slots: int) -> float:
+    """Wall seconds of ``durations`` run in order on ``slots`` slots, each starting when one frees."""
+    free = [0.0] * max(1, slots)  # min-heap of the times the slots free up
+    for seconds in durations:
+        heapq.heappush(free, heapq.heappop(free) + seconds)
+    return max(free)
+
+
+def choose_trainer(mode: str, workers: int, predicted_s: float, use_gpu: bool,
+                   startup_s: float = WORKER_GROUP_S) -> tuple[str, str]:
+    """(path, why): ``train`` (Ray Train's TorchTrainer) or ``tune`` (the trainer in the Tune trial).
+
+    ``auto`` takes TorchTrainer whenever a trial has more than one worker, or when the worker group's
+    start-up is under ``AUTO_SHARE`` of the trial's predicted duration (the paper preset, any GPU trial
+    worth the GPU); else the in-trial path. ``tune`` refuses more than one worker."""
+    check_trainer(mode, workers)
+    share = startup_s / predicted_s if predicted_s > 0 else math.inf
+    numbers = f"worker-group start-up {startup_s:.0f} s = {share:.1%} of a predicted {predicted_s:.0f} s trial"
+    if mode != "auto":
+        return mode, f"--trainer {mode} ({numbers}; {workers} worker(s) per trial)"
+    if workers > 1:
+        return "train", f"auto: {workers} workers per trial need Ray Train's TorchTrainer (DDP); {numbers}"
+    gpu = ", GPU trial" if use_gpu else ""
+    if share < AUTO_SHARE:
+        return "train", f"auto: {numbers} < {AUTO_SHARE:.0%}{gpu}: TorchTrainer"
+    return "tune", f"auto: {numbers} >= {AUTO_SHARE:.0%}{gpu}: in the Tune trial (1 worker)"
+
+
+def combine(trials: list[TrialCost], stage1: dict[int, float], cached: list[int], slots: int, mode: str,
+            workers: int, use_gpu: bool) -> SweepEstimate:
+    """The sweep's estimate from its parts; the path follows from the longest trial still to run."""
+    todo = [t.seconds for t in trials if not t.reused]
+    predicted = max(todo, default=0.0)
+    path, why = choose_trainer(mode, workers, predicted, use_gpu)
+    extra = WORKER_GROUP_S if path == "train" else 0.0
+    parts = {"ray_start": RAY_START_S, "stage1": sum(stage1.values()),
+             "trials": schedule([s + extra for s in todo], slots), "table": TABLE_S}
+    return SweepEstimate(trials, stage1, cached, slots, path, why, parts)

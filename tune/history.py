@@ -1,0 +1,97 @@
+"""Past runs as a cost model: how long FINISHED trials and stage-1 runs of the same config took on this
+machine, read from the sweep's MLflow store without writing to it (a dry run leaves the store as it was).
+
+A past trial matches a planned one when every logged param is equal except those that change no cost
+(the seed, the cache folder); failing that, when the cost-shaping keys are (``SHAPE``: data, stage-2
+schedule and size, evaluation, precision); in both cases on the same CPU model and GPU with the same
+torch thread count. Its seconds are ``time/total`` when logged, else its MLflow run's duration plus the
+part of the trial before the run existed (``RUN_START_S``); the launch of its process comes on top.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from contralord import machine
+from tune.checks import sqlite_store_problem
+
+IGNORED = ("run.seed", "run.latent_cache", "run.method")  # change no cost
+SHAPE = ("data.", "encoder.epochs", "encoder.batch_size", "encoder.backbone", "encoder.model",
+         "eval.", "run.eval_size", "run.precision", "run.channels_last", "run.compile", "run.device")
+RUN_START_S = 3.0  # from a trial's session start to its MLflow run (time/start, smoke sweep, loaded 2-core box)
+STAGE1_EXPERIMENT = "contralord-stage1"
+
+
+def open_store(uri: str):
+    """A read-only view of the store at ``uri``, or None when it has nothing to read: a missing or empty
+    sqlite file is never created or initialised (MLflow would write its schema into it)."""
+    from mlflow import MlflowClient
+
+    if uri.startswith("sqlite:"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file() or path.stat().st_size == 0 or sqlite_store_problem(path):
+            return None
+    return MlflowClient(uri)
+
+
+def machine_filter(threads: int) -> str:
+    """MLflow filter: runs tagged with this machine's CPU model and GPU and ``threads`` torch threads."""
+    here = machine.describe()
+    return (f"tags.`machine.cpu` = '{here.cpu}' and tags.`machine.gpu` = '{here.gpu}' "
+            f"and tags.`machine.threads` = '{threads}'")
+
+
+def _same(params: dict[str, str], flat: dict[str, Any], shape_only: bool) -> bool:
+    keys = [k for k in flat if k not in IGNORED and (not shape_only or k.startswith(SHAPE))]
+    return all(params.get(k) == str(flat[k]) for k in keys)
+
+
+def _trial_seconds(run) -> float:
+    if "time/total" in run.data.metrics:
+        return float(run.data.metrics["time/total"])
+    return (run.info.end_time - run.info.start_time) / 1000 + RUN_START_S
+
+
+def past_trials(client, threads: int) -> list:
+    """FINISHED trial runs of every ``contralord-*`` experiment on this machine at ``threads`` threads."""
+    ids = [e.experiment_id for e in client.search_experiments(filter_string="name LIKE 'contralord-%'")
+           if e.name != STAGE1_EXPERIMENT]
+    if not ids:
+        return []
+    query = f"tags.role = 'trial' and attributes.status = 'FINISHED' and {machine_filter(threads)}"
+    return client.search_runs(ids, query, max_results=5000)
+
+
+def trial_seconds(runs: list, flat: dict[str, Any]) -> tuple[float, str] | None:
+    """(median seconds, source) of the past trials matching ``flat`` (the trial's resolved flat config)."""
+    for shape_only, how in ((False, "same config"), (True, "same shape")):
+        seconds = [_trial_seconds(r) for r in runs if _same(r.data.params, flat, shape_only)]
+        if seconds:
+            return statistics.median(seconds), f"history: {len(seconds)} past run(s), {how}"
+    return None
+
+
+def stage1_seconds(client, flat: dict[str, Any], threads: int) -> float | None:
+    """Seconds of the quickest FINISHED stage-1 run of this data and stage-1 config on this machine (the
+    quickest: a sweep creates its stage-1 runs at once, so a later one's duration includes its wait)."""
+    experiment = client.get_experiment_by_name(STAGE1_EXPERIMENT)
+    if experiment is None:
+        return None
+    query = f"tags.role = 'stage1' and attributes.status = 'FINISHED' and {machine_filter(threads)}"
+    keys = {k: v for k, v in flat.items() if k.startswith(("data.", "latent."))}
+    seconds = [(r.info.end_time - r.info.start_time) / 1000
+               for r in client.search_runs([experiment.experiment_id], query, max_results=1000)
+               if _same(r.data.params, keys, shape_only=False)]
+    return min(seconds) if seconds else None
+
+
+def stage1_done(client, key: str) -> bool:
+    """The store holds a FINISHED stage-1 run of ``key`` (``ensure_stage1`` then reuses it if cached)."""
+    experiment = client.get_experiment_by_name(STAGE1_EXPERIMENT) if client else None
+    if experiment is None:
+        return False
+    runs = client.search_runs([experiment.experiment_id], f"tags.latent_key = '{key}'", max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    return bool(runs) and runs[0].info.status == "FINISHED"
