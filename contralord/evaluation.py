@@ -35,9 +35,9 @@ from torchvision.utils import save_image
 from contralord import checkpoint, labels, metrics
 from contralord.config import ContraLordConfig, parse_factor_filter
 from contralord.data import DataError, ImageFactorData, build_dataset
+from contralord.encoding import BATCH, CodeCache
 from contralord.models.contralord import OnlineEncoder
 
-BATCH = 256
 SPLIT_TEST, SPLIT_SEED = 0.2, 1337  # zerodim's train_test_split of the scored images
 
 
@@ -55,22 +55,6 @@ def heldout_dataset(cfg: ContraLordConfig, train: ImageFactorData, size: int) ->
                          factor_filter=parse_factor_filter(d.factor_filter) or None,
                          exclude=train.positions.numpy() if train.positions is not None else None, **common)
     return (rest, True) if len(rest) else (train, False)
-
-
-@torch.no_grad()
-def encode(online: OnlineEncoder, images, index: torch.Tensor, device: torch.device) -> dict[str, np.ndarray]:
-    """f(x), h_d, h_c, h_r of ``images[index]`` in eval mode: arrays (N, F), (N, Dd), (N, Dc), (N, Dr)."""
-    was_training = online.training
-    online.eval()
-    parts: dict[str, list[torch.Tensor]] = {"features": [], "class_code": [], "content": [], "residual": []}
-    for chunk in index.split(BATCH):
-        x = images[chunk].to(device).float().div_(255)  # (B, C, H, W)
-        features = online.backbone(x)  # (B, F)
-        heads = online.heads(features)  # 3 x (B, D_head)
-        for name, value in zip(parts, (features, *heads), strict=True):
-            parts[name].append(value.cpu())
-    online.train(was_training)
-    return {name: torch.cat(values).numpy().astype(np.float64) for name, values in parts.items()}
 
 
 def _disentanglement(cfg: ContraLordConfig, codes: np.ndarray, factors: np.ndarray) -> dict[str, float]:
@@ -92,10 +76,11 @@ def _informative_factors(data: ImageFactorData) -> tuple[np.ndarray, list[str]]:
     return factors[:, keep], [data.factor_names[j] for j in keep]
 
 
-def _linear_probe(cfg, online, train: ImageFactorData, test_features, test_classes, device) -> dict[str, float]:
+def _linear_probe(cfg, train: ImageFactorData, train_codes: CodeCache, test_features,
+                  test_classes) -> dict[str, float]:
     n = min(cfg.eval.num_train, len(train))
     index = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.run.seed))[:n]
-    train_features = encode(online, train.images, index, device)["features"]
+    train_features = train_codes(index)["features"]  # (n, F)
     probe = metrics.compute_linear_probe(train_features, train.classes[index].numpy(), test_features, test_classes)
     return {f"probe_{k}": v for k, v in probe.items()}
 
@@ -133,9 +118,14 @@ def _residual_leakage(residual: np.ndarray, values: np.ndarray, names: tuple[str
 
 
 def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorData, out_dir: str | Path,
-             device: torch.device | None = None) -> dict[str, Any]:
-    """Compute every metric the dataset allows, write ``metrics.json`` and the PNG grids."""
+             device: torch.device | None = None, train_codes: CodeCache | None = None) -> dict[str, Any]:
+    """Compute every metric the dataset allows, write ``metrics.json`` and the PNG grids.
+
+    ``train_codes``: the codes of ``train``'s images, shared with the caller (``trainer.train``'s summary
+    reads the same images); by default a fresh ``CodeCache``. Each image set is encoded once.
+    """
     out_dir, device = Path(out_dir), device or torch.device("cpu")
+    train_codes = train_codes or CodeCache(online, train.images, device)
     partial = cfg.eval.protocol == "partial-labels" and train.factors is not None
     if partial:  # the training images, as zerodim scores them
         data, heldout = train, False
@@ -144,15 +134,13 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
         data, heldout = heldout_dataset(cfg, train, cfg.eval.num_train + cfg.eval.num_test)
         size = len(data)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.run.seed + 2))[:size]
-    codes = encode(online, data.images, order, device)
+    codes = _codes_of(data, train, train_codes)(order)
     result: dict[str, Any] = {"protocol": cfg.eval.protocol, "heldout": heldout, "num_eval_images": size,
                               "structure": labels.structure(cfg, train)}
     result |= metrics.compute_smoothness(codes["content"], codes["residual"])
     if partial:
-        names = labels.labelled_names(cfg, train)
-        columns = [train.factor_names.index(n) for n in names]
-        values = train.factors[order][:, columns].numpy()
-        result |= _partial_labels(cfg, codes, values, names, result["structure"] == "factors")
+        result |= _partial_labels(cfg, codes, _labelled_values(cfg, train, order), labels.labelled_names(cfg, train),
+                                  result["structure"] == "factors")
     elif data.factors is not None:
         factors, names = _informative_factors(data)
         result["factors"] = names
@@ -161,14 +149,25 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
     if partial:  # the probe is scored on held-out images under both protocols
         data, _ = heldout_dataset(cfg, train, cfg.eval.num_test)
         order = torch.arange(len(data))
-        codes = encode(online, data.images, order, device)
+        codes = _codes_of(data, train, train_codes)(order)
     if len(np.unique(data.classes.numpy())) > 1:
-        result |= _linear_probe(cfg, online, train, codes["features"], data.classes[order].numpy(), device)
+        result |= _linear_probe(cfg, train, train_codes, codes["features"], data.classes[order].numpy())
     if online.generator is not None:
         result |= render_grids(cfg, online, data, order[:cfg.eval.grid_size], out_dir, device)
         result |= generative_scores(cfg, online, data, order[:cfg.eval.num_test], device)
     checkpoint.write_json_atomic(result, out_dir / "metrics.json")
     return result
+
+
+def _codes_of(data: ImageFactorData, train: ImageFactorData, train_codes: CodeCache) -> CodeCache:
+    """``train_codes`` when ``data`` is the training set, else a cache of ``data``'s images."""
+    return train_codes if data is train else CodeCache(train_codes.online, data.images, train_codes.device)
+
+
+def _labelled_values(cfg: ContraLordConfig, train: ImageFactorData, order: torch.Tensor) -> np.ndarray:
+    """(N, F_l) values of the labelled factors of ``train.images[order]``."""
+    columns = [train.factor_names.index(n) for n in labels.labelled_names(cfg, train)]
+    return train.factors[order][:, columns].numpy()
 
 
 @torch.no_grad()
