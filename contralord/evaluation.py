@@ -24,6 +24,7 @@ else the training images with ``heldout: false``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +58,19 @@ def heldout_dataset(cfg: ContraLordConfig, train: ImageFactorData, size: int) ->
     return (rest, True) if len(rest) else (train, False)
 
 
+def dci_jobs(cfg: ContraLordConfig, num_factors: int) -> int:
+    """``eval.dci_jobs``, or (0) one parallel DCI fit per factor and per CPU this process was given:
+    torch's intra-op threads (``run.threads``, a sweep's CPUs per trial), at most the cores. A 1-CPU
+    sweep trial then fits its factors in turn and starts no worker processes. Every ``n_jobs`` gives
+    the same numbers (``metrics.dci``)."""
+    return cfg.eval.dci_jobs or max(1, min(num_factors, torch.get_num_threads(), os.cpu_count() or 1))
+
+
 def _disentanglement(cfg: ContraLordConfig, codes: np.ndarray, factors: np.ndarray) -> dict[str, float]:
     """DCI, SAP, MIG of ``codes`` (N, D) against ``factors`` (N, F), split train/test as configured."""
     n_test = min(cfg.eval.num_test, len(codes) // 3)
     train_c, train_f, test_c, test_f = codes[n_test:], factors[n_test:], codes[:n_test], factors[:n_test]
-    jobs = cfg.eval.dci_jobs or None
+    jobs = dci_jobs(cfg, factors.shape[1])
     result = metrics.compute_mig(train_c, train_f)
     result |= metrics.compute_sap(train_c, train_f, test_c, test_f)
     result |= metrics.compute_dci(train_c, train_f, test_c, test_f, random_state=cfg.run.seed, n_jobs=jobs)
@@ -95,7 +104,7 @@ def _partial_labels(cfg: ContraLordConfig, codes: dict[str, np.ndarray], values:
     result |= metrics.compute_mig(scored[fit], values[fit])
     result |= metrics.compute_sap(scored[fit], values[fit], scored[test], values[test])
     result |= metrics.compute_dci(scored[fit], values[fit], scored[test], values[test], random_state=cfg.run.seed,
-                                  n_jobs=cfg.eval.dci_jobs or None)
+                                  n_jobs=dci_jobs(cfg, values.shape[1]))
     return result | _residual_leakage(codes["residual"], values, names, fit, test)
 
 
