@@ -4,10 +4,10 @@ run folder, for the current package and for an earlier commit, alternately, in t
     OMP_NUM_THREADS=1 python scripts/profile_eval.py RUN_DIR --latent-cache DIR --threads 1 --before 78214e1
 
 Each repeat runs the earlier code, then the current code, each in a fresh process (so DCI's joblib
-workers start in both), prints wall seconds per part (exclusive of the parts inside it) and CPU
-seconds of the process, and checks that both wrote the same metrics.json and head agreement. A sweep
-trial runs with OMP_NUM_THREADS=1 (Ray sets it to the trial's CPUs) and torch at cpus_per_worker
-threads: set both to profile that case.
+workers start in both). It prints wall and CPU seconds per part, exclusive of the parts inside it
+(CPU counts DCI's worker processes, which a loaded machine's wall clock hides), and checks that both
+wrote the same metrics.json and head agreement. A sweep trial runs with OMP_NUM_THREADS=1 (Ray sets
+it to the trial's CPUs) and torch at cpus_per_worker threads: set both to profile that case.
 """
 
 from __future__ import annotations
@@ -35,23 +35,26 @@ PARTS = {  # part -> (module, attribute): wrapped where the evaluation looks the
 }
 
 
-def _wrap_parts(seconds: dict[str, float]) -> None:
+def _wrap_parts(seconds: dict[str, list[float]]) -> None:
+    """Wrap each part so that ``seconds[part]`` sums its [wall, CPU] seconds, exclusive of nested parts."""
     import importlib
 
-    stack: list[float] = []  # time spent in nested parts, per open part
+    stack: list[list[float]] = []  # [wall, CPU] spent in nested parts, per open part
 
     def timed(name, fn):
         def wrapper(*args, **kwargs):
-            stack.append(0.0)
-            started = time.perf_counter()
+            stack.append([0.0, 0.0])
+            started = (time.perf_counter(), time.process_time())
             try:
                 return fn(*args, **kwargs)
             finally:
-                elapsed = time.perf_counter() - started
+                elapsed = (time.perf_counter() - started[0], time.process_time() - started[1])
                 inner = stack.pop()
-                seconds[name] = seconds.get(name, 0.0) + elapsed - inner
-                if stack:
-                    stack[-1] += elapsed
+                total = seconds.setdefault(name, [0.0, 0.0])
+                for i in (0, 1):
+                    total[i] += elapsed[i] - inner[i]
+                    if stack:
+                        stack[-1][i] += elapsed[i]
         return wrapper
 
     for name, places in PARTS.items():
@@ -85,7 +88,7 @@ def worker(run: Path, latent_cache: str, threads: int) -> dict:
         raise SystemExit(f"{latent_cache}: holds no stage 1 of this run (key {latent.key})")
     online = build_online(cfg, data, latent=None)
     online.load_state_dict(checkpoint.load(run / "checkpoints" / "encoder.pt", required=("online",))["online"])
-    seconds: dict[str, float] = {}
+    seconds: dict[str, list[float]] = {}
     _wrap_parts(seconds)
     cpu, started = time.process_time(), time.perf_counter()
     cpu_device = torch.device("cpu")
@@ -98,10 +101,11 @@ def worker(run: Path, latent_cache: str, threads: int) -> dict:
     agreement = trainer.summarize(cfg, data, latent, trained, *shared)
     with tempfile.TemporaryDirectory() as out:
         metrics = evaluate(cfg, online, data, out, cpu_device, *shared)
-    seconds["total"] = time.perf_counter() - started
-    seconds["other"] = seconds["total"] - sum(v for k, v in seconds.items() if k != "total")
-    return {"seconds": seconds, "cpu_s": time.process_time() - cpu + _worker_processes_cpu(), "metrics": metrics,
-            "agreement": agreement}
+    workers = _worker_processes_cpu()
+    seconds["total"] = [time.perf_counter() - started, time.process_time() - cpu + workers]
+    seconds.setdefault("dci", [0.0, 0.0])[1] += workers
+    seconds["other"] = [seconds["total"][i] - sum(v[i] for k, v in seconds.items() if k != "total") for i in (0, 1)]
+    return {"seconds": seconds, "metrics": metrics, "agreement": agreement}
 
 
 def _worker_processes_cpu() -> float:
@@ -131,14 +135,13 @@ def _run(code: Path, args) -> dict:
 
 
 def _table(results: dict[str, list[dict]]) -> str:
+    """Markdown: one row per part, one column per code, cells ``wall / CPU`` seconds per repeat."""
     names = list(PARTS) + ["other", "total"]
-    labels = list(results)
-    lines = ["| part | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    lines = ["| part | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for name in names:
-        cells = [" / ".join(f"{r['seconds'].get(name, 0.0):.2f}" for r in runs) for runs in results.values()]
+        cells = ["; ".join("{:.2f} / {:.2f}".format(*r["seconds"].get(name, [0.0, 0.0])) for r in runs)
+                 for runs in results.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    cells = [" / ".join(f"{r['cpu_s']:.2f}" for r in runs) for runs in results.values()]
-    lines.append("| CPU s (process + DCI workers) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -164,7 +167,7 @@ def main() -> None:
     same = all(b["metrics"] == a["metrics"] and b["agreement"] == a["agreement"]
                for b, a in zip(before, after, strict=True))
     print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads {args.threads}; "
-          f"wall seconds per repeat (exclusive of nested parts)")
+          f"wall / CPU seconds per repeat, exclusive of nested parts (DCI's CPU includes its worker processes)")
     print(_table(results))
     print(f"metrics.json and head agreement identical before/after: {same}")
 
