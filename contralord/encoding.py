@@ -68,6 +68,7 @@ class CodeCache:
         self._codes = {name: np.concatenate([self._codes[name], new[name]]) if self._codes else new[name]
                        for name in PARTS}
 
-    def __len__(self) -> int:
+    @property
+    def num_encoded(self) -> int:
         """How many distinct images have been encoded."""
         return int((self._row >= 0).sum())

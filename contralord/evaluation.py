@@ -134,7 +134,8 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
     reads the same images); by default a fresh ``CodeCache``. Each image set is encoded once.
     """
     out_dir, device = Path(out_dir), device or torch.device("cpu")
-    train_codes = train_codes or CodeCache(online, train.images, device)
+    if train_codes is None:
+        train_codes = CodeCache(online, train.images, device)
     partial = cfg.eval.protocol == "partial-labels" and train.factors is not None
     if partial:  # the training images, as zerodim scores them
         data, heldout = train, False

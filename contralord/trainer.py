@@ -178,7 +178,8 @@ def summarize(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult
     if getattr(trainer, "history", None):
         summary |= {k.replace("/train/", "/final/"): v for k, v in trainer.history[-1].items()}
     if latent is not None and cfg.run.eval_size:
-        train_codes = train_codes or CodeCache(trainer.online, data.images, trainer.device)
+        if train_codes is None:
+            train_codes = CodeCache(trainer.online, data.images, trainer.device)
         summary |= _head_agreement(cfg, data, latent, train_codes)
     return summary
 

@@ -8,7 +8,7 @@ from contralord import encoding
 from contralord.config import ContraLordConfig
 from contralord.encoder_stage import build_online
 from contralord.encoding import PARTS, CodeCache, encode
-from contralord.trainer import build_data
+from contralord.trainer import build_data, train
 
 SMALL_BATCH = 16  # 96 images make 6 batches, so that the cache's batches hold other images than encode's
 
@@ -47,4 +47,15 @@ def test_code_cache__encodes_each_image_once(tiny_overrides):
     cache = CodeCache(online, data.images, torch.device("cpu"))
     first = torch.arange(0, 60)
     cache(first), cache(first.flip(0)), cache(torch.arange(30, len(data)))
-    assert sum(seen) == len(data) == len(cache)  # 60, then nothing, then the 36 not yet seen
+    assert sum(seen) == len(data) == cache.num_encoded  # 60, then nothing, then the 36 not yet seen
+
+
+def test_train__encodes_each_training_image_once_at_the_end(tiny_overrides, tmp_path, monkeypatch):
+    cfg = ContraLordConfig.from_overrides(tiny_overrides)
+    data = build_data(cfg)
+    encoded = []  # positions of the training images, per encode call
+    counting = lambda online, images, index, device: (  # noqa: E731
+        encoded.extend(index.tolist()) if images is data.images else None, encode(online, images, index, device))[1]
+    monkeypatch.setattr(encoding, "encode", counting)
+    train(cfg, tmp_path, data=data)
+    assert sorted(encoded) == list(range(len(data)))  # summary, scored codes and probe: each image once
