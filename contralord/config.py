@@ -175,7 +175,7 @@ class EvalConfig:
     protocol: str = "partial-labels"  # partial-labels (the paper's, after zerodim) | all-factors (see evaluation)
     num_train: int = 10000  # all-factors: held-out codes the metric predictors are fitted on (disentanglement_lib)
     num_test: int = 5000  # all-factors: held-out codes they are scored on (partial-labels: an 80/20 split)
-    dci_jobs: int = 0  # parallel DCI fits (0 = one per factor, capped by the cores)
+    dci_jobs: int = 0  # parallel DCI fits (0 = one per factor, capped by torch's threads and the cores)
     grid_size: int = 8  # images per side of the reconstruction and translation grids
     inception_weights: str = ""  # Inception-v3 weights for FID (user-supplied; FID skipped if empty)
     lpips_weights: str = ""  # AlexNet weights for LPIPS's backbone (user-supplied; skipped if empty)

@@ -24,6 +24,7 @@ else the training images with ``heldout: false``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,9 @@ from torchvision.utils import save_image
 from contralord import checkpoint, labels, metrics
 from contralord.config import ContraLordConfig, parse_factor_filter
 from contralord.data import DataError, ImageFactorData, build_dataset
+from contralord.encoding import BATCH, CodeCache
 from contralord.models.contralord import OnlineEncoder
 
-BATCH = 256
 SPLIT_TEST, SPLIT_SEED = 0.2, 1337  # zerodim's train_test_split of the scored images
 
 
@@ -57,27 +58,19 @@ def heldout_dataset(cfg: ContraLordConfig, train: ImageFactorData, size: int) ->
     return (rest, True) if len(rest) else (train, False)
 
 
-@torch.no_grad()
-def encode(online: OnlineEncoder, images, index: torch.Tensor, device: torch.device) -> dict[str, np.ndarray]:
-    """f(x), h_d, h_c, h_r of ``images[index]`` in eval mode: arrays (N, F), (N, Dd), (N, Dc), (N, Dr)."""
-    was_training = online.training
-    online.eval()
-    parts: dict[str, list[torch.Tensor]] = {"features": [], "class_code": [], "content": [], "residual": []}
-    for chunk in index.split(BATCH):
-        x = images[chunk].to(device).float().div_(255)  # (B, C, H, W)
-        features = online.backbone(x)  # (B, F)
-        heads = online.heads(features)  # 3 x (B, D_head)
-        for name, value in zip(parts, (features, *heads), strict=True):
-            parts[name].append(value.cpu())
-    online.train(was_training)
-    return {name: torch.cat(values).numpy().astype(np.float64) for name, values in parts.items()}
+def dci_jobs(cfg: ContraLordConfig, num_factors: int) -> int:
+    """``eval.dci_jobs``, or (0) one parallel DCI fit per factor and per CPU this process was given:
+    torch's intra-op threads (``run.threads``, a sweep's CPUs per trial), at most the cores. A 1-CPU
+    sweep trial then fits its factors in turn and starts no worker processes. Every ``n_jobs`` gives
+    the same numbers (``metrics.dci``)."""
+    return cfg.eval.dci_jobs or max(1, min(num_factors, torch.get_num_threads(), os.cpu_count() or 1))
 
 
 def _disentanglement(cfg: ContraLordConfig, codes: np.ndarray, factors: np.ndarray) -> dict[str, float]:
     """DCI, SAP, MIG of ``codes`` (N, D) against ``factors`` (N, F), split train/test as configured."""
     n_test = min(cfg.eval.num_test, len(codes) // 3)
     train_c, train_f, test_c, test_f = codes[n_test:], factors[n_test:], codes[:n_test], factors[:n_test]
-    jobs = cfg.eval.dci_jobs or None
+    jobs = dci_jobs(cfg, factors.shape[1])
     result = metrics.compute_mig(train_c, train_f)
     result |= metrics.compute_sap(train_c, train_f, test_c, test_f)
     result |= metrics.compute_dci(train_c, train_f, test_c, test_f, random_state=cfg.run.seed, n_jobs=jobs)
@@ -92,10 +85,11 @@ def _informative_factors(data: ImageFactorData) -> tuple[np.ndarray, list[str]]:
     return factors[:, keep], [data.factor_names[j] for j in keep]
 
 
-def _linear_probe(cfg, online, train: ImageFactorData, test_features, test_classes, device) -> dict[str, float]:
+def _linear_probe(cfg, train: ImageFactorData, train_codes: CodeCache, test_features,
+                  test_classes) -> dict[str, float]:
     n = min(cfg.eval.num_train, len(train))
     index = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.run.seed))[:n]
-    train_features = encode(online, train.images, index, device)["features"]
+    train_features = train_codes(index)["features"]  # (n, F)
     probe = metrics.compute_linear_probe(train_features, train.classes[index].numpy(), test_features, test_classes)
     return {f"probe_{k}": v for k, v in probe.items()}
 
@@ -110,7 +104,7 @@ def _partial_labels(cfg: ContraLordConfig, codes: dict[str, np.ndarray], values:
     result |= metrics.compute_mig(scored[fit], values[fit])
     result |= metrics.compute_sap(scored[fit], values[fit], scored[test], values[test])
     result |= metrics.compute_dci(scored[fit], values[fit], scored[test], values[test], random_state=cfg.run.seed,
-                                  n_jobs=cfg.eval.dci_jobs or None)
+                                  n_jobs=dci_jobs(cfg, values.shape[1]))
     return result | _residual_leakage(codes["residual"], values, names, fit, test)
 
 
@@ -133,9 +127,15 @@ def _residual_leakage(residual: np.ndarray, values: np.ndarray, names: tuple[str
 
 
 def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorData, out_dir: str | Path,
-             device: torch.device | None = None) -> dict[str, Any]:
-    """Compute every metric the dataset allows, write ``metrics.json`` and the PNG grids."""
+             device: torch.device | None = None, train_codes: CodeCache | None = None) -> dict[str, Any]:
+    """Compute every metric the dataset allows, write ``metrics.json`` and the PNG grids.
+
+    ``train_codes``: the codes of ``train``'s images, shared with the caller (``trainer.train``'s summary
+    reads the same images); by default a fresh ``CodeCache``. Each image set is encoded once.
+    """
     out_dir, device = Path(out_dir), device or torch.device("cpu")
+    if train_codes is None:
+        train_codes = CodeCache(online, train.images, device)
     partial = cfg.eval.protocol == "partial-labels" and train.factors is not None
     if partial:  # the training images, as zerodim scores them
         data, heldout = train, False
@@ -144,15 +144,13 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
         data, heldout = heldout_dataset(cfg, train, cfg.eval.num_train + cfg.eval.num_test)
         size = len(data)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.run.seed + 2))[:size]
-    codes = encode(online, data.images, order, device)
+    codes = _codes_of(data, train, train_codes)(order)
     result: dict[str, Any] = {"protocol": cfg.eval.protocol, "heldout": heldout, "num_eval_images": size,
                               "structure": labels.structure(cfg, train)}
     result |= metrics.compute_smoothness(codes["content"], codes["residual"])
     if partial:
-        names = labels.labelled_names(cfg, train)
-        columns = [train.factor_names.index(n) for n in names]
-        values = train.factors[order][:, columns].numpy()
-        result |= _partial_labels(cfg, codes, values, names, result["structure"] == "factors")
+        result |= _partial_labels(cfg, codes, _labelled_values(cfg, train, order), labels.labelled_names(cfg, train),
+                                  result["structure"] == "factors")
     elif data.factors is not None:
         factors, names = _informative_factors(data)
         result["factors"] = names
@@ -161,14 +159,25 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
     if partial:  # the probe is scored on held-out images under both protocols
         data, _ = heldout_dataset(cfg, train, cfg.eval.num_test)
         order = torch.arange(len(data))
-        codes = encode(online, data.images, order, device)
+        codes = _codes_of(data, train, train_codes)(order)
     if len(np.unique(data.classes.numpy())) > 1:
-        result |= _linear_probe(cfg, online, train, codes["features"], data.classes[order].numpy(), device)
+        result |= _linear_probe(cfg, train, train_codes, codes["features"], data.classes[order].numpy())
     if online.generator is not None:
         result |= render_grids(cfg, online, data, order[:cfg.eval.grid_size], out_dir, device)
         result |= generative_scores(cfg, online, data, order[:cfg.eval.num_test], device)
     checkpoint.write_json_atomic(result, out_dir / "metrics.json")
     return result
+
+
+def _codes_of(data: ImageFactorData, train: ImageFactorData, train_codes: CodeCache) -> CodeCache:
+    """``train_codes`` when ``data`` is the training set, else a cache of ``data``'s images."""
+    return train_codes if data is train else CodeCache(train_codes.online, data.images, train_codes.device)
+
+
+def _labelled_values(cfg: ContraLordConfig, train: ImageFactorData, order: torch.Tensor) -> np.ndarray:
+    """(N, F_l) values of the labelled factors of ``train.images[order]``."""
+    columns = [train.factor_names.index(n) for n in labels.labelled_names(cfg, train)]
+    return train.factors[order][:, columns].numpy()
 
 
 @torch.no_grad()

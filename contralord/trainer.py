@@ -7,6 +7,7 @@ can fail on the user's input runs before the first training step.
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from contralord import checkpoint, distributed, labels, machine
 from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import ImageFactorData, build_dataset
 from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, EncoderTrainer, train_encoders
+from contralord.encoding import CodeCache
 from contralord.evaluation import evaluate
 from contralord.latent_stage import LatentResult, train_latent
 from contralord.models.encoders import build_backbone
@@ -141,15 +143,21 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
     cfg = labels.resolved(cfg, data)
     checkpoint.write_json_atomic(cfg.to_flat_dict(), out_dir / "config.json")
     logger.log_params(cfg.to_flat_dict())
+    started = time.perf_counter()
     latent = None
     if needs_latent(cfg):
         latent = train_latent(cfg, data, cfg.run.latent_cache or out_dir / "latent_cache", runtime, logger)
+    stage1_done = time.perf_counter()
     trainer = train_encoders(cfg, data, latent, out_dir, runtime, logger)
-    summary = summarize(cfg, data, latent, trainer)
+    train_done = time.perf_counter()
+    train_codes = CodeCache(trainer.online, data.images, trainer.device)  # read by the summary and evaluate
+    summary = summarize(cfg, data, latent, trainer, train_codes)
     summary["machine"] = machine.describe().as_dict()  # tables refuse to pool runs across machines
     if cfg.eval.enabled and distributed.is_main():
-        scores = evaluate(cfg, trainer.online, data, out_dir, runtime.device)
+        scores = evaluate(cfg, trainer.online, data, out_dir, runtime.device, train_codes)
         summary |= {f"encoder/eval/{k}": v for k, v in scores.items() if isinstance(v, float)}
+    summary |= {"time/stage1": stage1_done - started, "time/train": train_done - stage1_done,
+                "time/eval": time.perf_counter() - train_done}
     logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)}, step=0)
     checkpoint.write_json_atomic(summary, out_dir / "summary.json")
     return summary
@@ -157,11 +165,12 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
 
 @torch.no_grad()
 def summarize(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None,
-              trainer: EncoderTrainer) -> dict[str, Any]:
+              trainer: EncoderTrainer, train_codes: CodeCache | None = None) -> dict[str, Any]:
     """Final losses of both stages, plus how well the heads recover the stage-1 codes on
     ``run.eval_size`` training images: class accuracy of the nearest stage-1 class code to h_d(f(x)),
     and R^2 of h_c / h_r against the stage-1 content / residual codes. (Disentanglement metrics and
-    held-out evaluation belong to the evaluation pipeline.)"""
+    held-out evaluation belong to the evaluation pipeline.) ``train_codes``: the training images'
+    codes, shared with the evaluation; by default a fresh ``CodeCache``."""
     summary: dict[str, Any] = {"data_fingerprint": data.fingerprint, "num_images": len(data)}
     if latent is not None:
         summary |= {"latent_key": latent.key, "latent_reused": latent.reused}
@@ -169,17 +178,17 @@ def summarize(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult
     if getattr(trainer, "history", None):
         summary |= {k.replace("/train/", "/final/"): v for k, v in trainer.history[-1].items()}
     if latent is not None and cfg.run.eval_size:
-        summary |= _head_agreement(cfg, data, latent, trainer)
+        if train_codes is None:
+            train_codes = CodeCache(trainer.online, data.images, trainer.device)
+        summary |= _head_agreement(cfg, data, latent, train_codes)
     return summary
 
 
-def _head_agreement(cfg, data, latent, trainer) -> dict[str, float]:
+def _head_agreement(cfg, data, latent, train_codes: CodeCache) -> dict[str, float]:
     n = min(cfg.run.eval_size, len(data))
     index = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.run.seed))[:n]
-    trainer.online.eval()
-    outs = [trainer.online(data.images[i].to(trainer.device).float().div(255))[0] for i in index.split(256)]
-    trainer.online.train()
-    d, gc, gr = (torch.cat([o[j] for o in outs]).cpu() for j in range(3))
+    codes = train_codes(index)
+    d, gc, gr = (torch.from_numpy(codes[name]).float() for name in ("class_code", "content", "residual"))  # (n, D)
     r2 = lambda pred, target: float(1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum())  # noqa: E731
     agreement = {}
     if latent.class_codes.shape[1]:  # no class code under the labelled-factor structure

@@ -104,7 +104,7 @@ def test_metrics_cli__smoothness_and_errors(tmp_path):
 
 def test_encode__eval_mode_is_deterministic(trained_run, tiny_overrides):
     from contralord.encoder_stage import build_online
-    from contralord.evaluation import encode
+    from contralord.encoding import encode
 
     cfg = _cfg(tiny_overrides)
     data = build_data(cfg)

@@ -1,0 +1,74 @@
+"""Frozen-encoder codes of images for the evaluation (ContraLORD Sec. 4.2-4.3): f(x), h_d, h_c, h_r.
+
+The end of a run reads the codes of the same training images several times: the summary's head
+agreement, the scored codes of the partial-labels protocol and the linear probe's training features
+(at the cpu preset these are all the 2048 training images). ``CodeCache`` encodes each image once and
+hands out gathered copies, so every metric sees exactly the floats it saw when each caller encoded
+its own images: in eval mode a code depends on its image alone, not on which images share its batch
+(``tests/test_encoding.py`` checks this bit for bit against separate ``encode`` calls).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+BATCH = 256
+PARTS = ("features", "class_code", "content", "residual")
+
+
+@torch.inference_mode()
+def encode(online, images: torch.Tensor, index: torch.Tensor, device: torch.device) -> dict[str, np.ndarray]:
+    """f(x), h_d, h_c, h_r of ``images[index]`` in eval mode: arrays (N, F), (N, Dd), (N, Dc), (N, Dr).
+
+    Args:
+        online: an ``OnlineEncoder`` (anything with ``backbone`` and ``heads``).
+        images: (M, C, H, W) uint8 images.
+        index: (N,) int64 positions into ``images``.
+        device: where the forward passes run.
+    """
+    was_training = online.training
+    online.eval()
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in PARTS}
+    for chunk in index.split(BATCH):
+        x = images[chunk].to(device).float().div_(255)  # (B, C, H, W)
+        features = online.backbone(x)  # (B, F)
+        heads = online.heads(features)  # 3 x (B, D_head)
+        for name, value in zip(PARTS, (features, *heads), strict=True):
+            parts[name].append(value.cpu())
+    online.train(was_training)
+    return {name: torch.cat(values).numpy().astype(np.float64) for name, values in parts.items()}
+
+
+class CodeCache:
+    """``encode`` of one image set, each image encoded at most once.
+
+    Calling the cache with (N,) positions returns what ``encode(online, images, index, device)`` would:
+    float64 arrays (N, F), (N, Dd), (N, Dc), (N, Dr), rows in the order of ``index``. Positions not yet
+    encoded are encoded in ascending order. The encoder must not change while the cache is in use.
+    """
+
+    def __init__(self, online, images: torch.Tensor, device: torch.device):
+        self.online, self.images, self.device = online, images, device
+        self._row = torch.full((len(images),), -1, dtype=torch.int64)  # position -> row of ._codes, -1: not yet
+        self._codes: dict[str, np.ndarray] = {}
+
+    def __call__(self, index: torch.Tensor) -> dict[str, np.ndarray]:
+        index = torch.as_tensor(index, dtype=torch.int64)
+        missing = torch.unique(index[self._row[index] < 0])  # sorted, each position once
+        if len(missing):
+            self._add(missing)
+        rows = self._row[index].numpy()  # (N,)
+        return {name: codes[rows] for name, codes in self._codes.items()}
+
+    def _add(self, positions: torch.Tensor) -> None:
+        new = encode(self.online, self.images, positions, self.device)
+        stored = len(next(iter(self._codes.values()))) if self._codes else 0
+        self._row[positions] = torch.arange(stored, stored + len(positions))
+        self._codes = {name: np.concatenate([self._codes[name], new[name]]) if self._codes else new[name]
+                       for name in PARTS}
+
+    @property
+    def num_encoded(self) -> int:
+        """How many distinct images have been encoded."""
+        return int((self._row >= 0).sum())
