@@ -29,7 +29,7 @@ from contralord.runtime import LocalRuntime, resolve_device
 from contralord.trainer import build_data, validate_against_data
 
 
-def _time_steps(step_fn, steps: int) -> float:
+def time_steps(step_fn, steps: int) -> float:
     """Median seconds of ``step_fn(i)`` over ``steps`` calls, after one warm-up call."""
     step_fn(0)
     times = []
@@ -50,7 +50,7 @@ def _step_flops(step_fn) -> int:
 def gemm_flops_per_s(device: torch.device, n: int = 1024, repeats: int = 10) -> float:
     """torch's own fp32 (n x n) @ (n x n) throughput on this machine."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    seconds = _time_steps(lambda _: (a @ b, _sync(device)), repeats)
+    seconds = time_steps(lambda _: (a @ b, _sync(device)), repeats)
     return 2 * n**3 / seconds
 
 

@@ -10,16 +10,15 @@ loaded 2-core box, 0.25 of the images took 14.3 s and all of them 58.0 s (4.06x)
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 
 import torch
 
 from contralord import labels, sampling
+from contralord.bench import time_steps
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.runtime import LocalRuntime
@@ -28,16 +27,6 @@ STEPS = 5  # timed steps per stage (after one warm-up step)
 EVAL_FRACTION = 0.25  # of eval.num_train / eval.num_test timed (after a tiny warm-up), then scaled
 LOG_S = 6.0  # a finished trial's publishing (artifacts, images, the encoder model): time/log on the loaded 2-core box
 STAGE1_FIXED_S = 15.0  # per stage-1 run besides its steps: the task's start, MLflow logging, the generator model
-
-
-def _median_step(step: Callable[[int], object], steps: int = STEPS) -> float:
-    step(0)  # warm-up: lazy allocations, first-call dispatch
-    times = []
-    for i in range(1, steps + 1):
-        started = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def _threads(threads: int):
@@ -61,7 +50,7 @@ def stage1_seconds(cfg: ContraLordConfig, data: ImageFactorData, threads: int,
     try:
         trainer = build_trainer(cfg, data, _runtime(gpu))
         spe = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
-        per_step = _median_step(lambda i: trainer.step(0, i % spe, i))
+        per_step = time_steps(lambda i: trainer.step(0, i % spe, i), STEPS)
     finally:
         torch.set_num_threads(before)
     return STAGE1_FIXED_S + per_step * spe * cfg.latent.epochs, trainer
@@ -80,7 +69,7 @@ def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1, threads:
         runtime = _runtime(gpu)
         trainer = EncoderTrainer(cfg, data, latent, runtime)
         spe = sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
-        per_step = _median_step(lambda i: trainer.step(0, i % spe, i))
+        per_step = time_steps(lambda i: trainer.step(0, i % spe, i), STEPS)
         evaluation = eval_seconds(cfg, trainer.online, data, runtime.device) if with_eval and cfg.eval.enabled else 0.0
     finally:
         torch.set_num_threads(before)
