@@ -318,13 +318,14 @@ def _fit(sweep: _Sweep, tuner: tune.Tuner):
 
 
 def _tag_new_runs(sweep: _Sweep, results) -> None:
-    """Tag each trial run with its reuse key and code version, so that later sweeps find it."""
+    """Tag each trial run with its reuse key and code version, so that later sweeps find it (a trial that
+    finished tagged itself, from the code its node ran; this covers the others)."""
     configs = [r.config for r in results if (r.metrics or {}).get("trial_id")]
     planned = reuse.plan_trials([dict(c) for c in configs], sweep.ctx.trial_overrides, sweep.code, None)
     trial_ids = [r.metrics["trial_id"] for r in results if (r.metrics or {}).get("trial_id")]
     for trial_id, trial in zip(trial_ids, planned, strict=True):
         run_id = find_run(sweep.client, sweep.ctx.experiment_id, {"ray_trial_id": trial_id})
-        if run_id is not None:
+        if run_id is not None and reuse.KEY_TAG not in sweep.client.get_run(run_id).data.tags:
             reuse.tag_trial_run(sweep.client, run_id, trial, sweep.code)
 
 

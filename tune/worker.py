@@ -28,7 +28,7 @@ from contralord.encoder_stage import CHECKPOINT
 from contralord.runtime import DDPRuntime, LocalRuntime
 from contralord.tracking import MultiLogger, NullLogger, StdoutLogger
 from contralord.trainer import prepare, train
-from tune import export
+from tune import export, reuse
 from tune.context import SweepContext
 from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run, image_dataset
 from tune.stage1 import fetch_stage1
@@ -138,6 +138,8 @@ def _publish_trial(logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFacto
     tags = {"data_fingerprint": summary["data_fingerprint"], "latent_key": summary.get("latent_key", "")}
     if summary.get("machine"):  # what the trainer ran on (its thread count, not the driver's)
         tags |= machine.Machine(**{k: v for k, v in summary["machine"].items() if k != "id"}).tags()
+    code = reuse.code_version()  # the core this trial ran, on this node: later sweeps reuse the run by it
+    tags |= {reuse.KEY_TAG: reuse.reuse_key(cfg, summary["data_fingerprint"], code), reuse.CODE_TAG: code}
     logger.set_tags(tags)
     logger.log_artifacts(out_dir, ARTIFACTS)
     logger.log_images(out_dir, GRIDS, step=cfg.encoder.epochs)

@@ -88,6 +88,20 @@ def test_sweep__time_breakdown_and_estimate_logged(swept):
 
 
 @pytest.mark.slow
+def test_sweep__trials_tag_the_key_a_later_dry_run_finds(swept, tmp_path, capsys):
+    """Issue 12 item 1: each finished trial tags its own reuse key (tune/worker.py); a dry run of the same
+    sweep under another name plans the same keys, so it would link both trials and train nothing."""
+    trials = [r for r in _experiment_runs(swept, "contralord-negatives") if r.data.tags.get("role") == "trial"]
+    assert all(t.data.tags.get("reuse_key") and t.data.tags.get("code_version") for t in trials)
+    argv = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", swept.tracking_uri, *FAST,
+            "--name", "same-sweep-again", "--dry-run"]
+    assert main("negatives", argv) == 0
+    out = capsys.readouterr().out
+    assert "reuse: 2 of 2 trial(s) reuse earlier runs" in out and "stage 1 to train: 0" in out
+    assert all(f"reuses {t.info.run_id}" in out for t in trials)
+
+
+@pytest.mark.slow
 def test_sweep__one_stage1_run_shared_by_both_sweeps(swept):
     stage1 = _experiment_runs(swept, "contralord-stage1")
     assert len(stage1) == 1 and stage1[0].info.status == "FINISHED"
