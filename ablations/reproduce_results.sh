@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
-# Regenerates RESULTS.md's tables on this machine: the three table sweeps at the cpu preset with
-# SEEDS seeds (default 3) into ./mlflow.db, then Tables 4, 5 and 6 (each from the newest sweep of its
-# experiment) into results/.
-#   bash ablations/reproduce_results.sh            # ~1.5-2 h on 2 cores
+# Regenerates RESULTS.md's tables on this machine under the paper's protocol (eval.protocol=partial-labels,
+# the default): Table 2 on procedural Shapes3D and dSprites, then Tables 4, 5 and 6 on Shapes3D, each at
+# the cpu preset with SEEDS seeds (default 3; each seed retrains stage 1) into ./mlflow.db, and the tables
+# into results/. A trial already run with the same config, seed, data, code and machine is reused, not
+# rerun (tune/reuse.py), so a rerun after an interruption costs only what is missing.
+#   bash ablations/reproduce_results.sh            # several hours on 2 cores: run --dry-run first
+#   DRY=--dry-run bash ablations/reproduce_results.sh   # what each sweep would cost, nothing run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-3}
+DRY=${DRY:-}
 STAMP=$(date +%Y%m%d-%H%M%S)  # a new sweep name per call: reruns never collide with earlier sweeps
-for kind in negatives losses batch_size; do
-  "$PY" tune/sweep_$kind.py --preset cpu --seeds "$SEEDS" --name "results-$kind-$STAMP"
+for data in shapes3d dsprites; do
+  "$PY" tune/sweep_methods.py --preset cpu --seeds "$SEEDS" --set data.name=$data --name "results-methods-$data-$STAMP" $DRY
 done
+for kind in losses batch_size negatives; do
+  "$PY" tune/sweep_$kind.py --preset cpu --seeds "$SEEDS" --name "results-$kind-$STAMP" $DRY
+done
+[ -n "$DRY" ] && exit 0
+URI="sqlite:///$PWD/mlflow.db"
+# Table 2 reads both datasets' sweeps (every finished trial of the experiment; the tables refuse to pool
+# runs that differ in anything but the row keys and the seed, or that ran on different machines)
+"$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table2 --experiment contralord-methods \
+    --paper --format markdown --format csv --out results/ --overwrite
 for table in table4 table5 table6; do
-  "$PY" ablations/make_tables.py --tracking-uri "sqlite:///$PWD/mlflow.db" --spec $table --sweep-run latest \
+  "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec $table --sweep-run latest \
     --paper --format markdown --format csv --out results/ --overwrite  # regenerates: replace the tables
 done
