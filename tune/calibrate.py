@@ -102,20 +102,24 @@ def _env() -> dict[str, str]:
     return os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")]))}
 
 
-def _eval_sized(cfg: ContraLordConfig, fraction: float) -> ContraLordConfig:
+def _eval_sized(cfg: ContraLordConfig, fraction: float, data: ImageFactorData) -> ContraLordConfig:
+    """The evaluation at ``fraction`` of its sizes, never below what the metrics accept: every held-out
+    split (``all-factors``: num_test; ``partial-labels``: 20% of the scored images) holds at least as many
+    images as the largest factor has values (dSprites' positions: 32)."""
+    values = max(data.factor_sizes, default=1)
     return ContraLordConfig.from_overrides(cfg.to_flat_dict() | {
-        "eval.num_train": max(100, round(cfg.eval.num_train * fraction)),
-        "eval.num_test": max(50, round(cfg.eval.num_test * fraction))})
+        "eval.num_train": max(100, 4 * values, round(cfg.eval.num_train * fraction)),
+        "eval.num_test": max(50, 2 * values, round(cfg.eval.num_test * fraction))})
 
 
 def eval_seconds(cfg: ContraLordConfig, online, data: ImageFactorData, device: torch.device) -> float:
     """The evaluation at ``EVAL_FRACTION`` of its sizes, timed and scaled back to the full sizes."""
     from contralord.evaluation import evaluate
 
-    small = _eval_sized(cfg, EVAL_FRACTION)
+    small = _eval_sized(cfg, EVAL_FRACTION, data)
     scale = (cfg.eval.num_train + cfg.eval.num_test) / (small.eval.num_train + small.eval.num_test)
     with tempfile.TemporaryDirectory() as folder:
-        evaluate(_eval_sized(cfg, 0.0), online, data, folder, device)  # warm-up at the smallest sizes
+        evaluate(_eval_sized(cfg, 0.0, data), online, data, folder, device)  # warm-up at the smallest sizes
         started = time.perf_counter()
         evaluate(small, online, data, folder, device)
         return (time.perf_counter() - started) * scale

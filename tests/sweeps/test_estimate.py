@@ -55,3 +55,20 @@ def test_combine__stage1_first_reused_trials_free_and_path_cost():
     forced = combine(trials, {0: 300.0}, [], slots=1, mode="train", workers=1, use_gpu=False)
     assert forced.parts["trials"] == 200 + 2 * WORKER_GROUP_S  # the worker group starts in every trial
     assert est.wall_s == sum(est.parts.values()) > 0
+
+
+@pytest.mark.parametrize("name", ["dsprites", "shapes3d"])
+def test_eval_sized__every_held_out_split_holds_a_factors_values(name):
+    """The calibration's small evaluations must pass the metrics' own checks: dSprites' 32 positions need
+    32 held-out images under both protocols (a warm-up at 150 images once failed with 'found N=30')."""
+    from contralord.config import ContraLordConfig
+    from contralord.trainer import build_data
+    from tune.calibrate import _eval_sized
+
+    cfg = ContraLordConfig.from_overrides({"data.name": name, "data.size": 256})
+    data = build_data(cfg)
+    for fraction in (0.0, 0.25):
+        small = _eval_sized(cfg, fraction, data)
+        biggest = max(data.factor_sizes)
+        assert small.eval.num_test >= biggest
+        assert 0.2 * (small.eval.num_train + small.eval.num_test) >= biggest
