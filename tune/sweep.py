@@ -99,12 +99,18 @@ def _tuner_exists(plan: SweepPlan) -> bool:
 
 
 def _trainable(plan: SweepPlan, ctx: SweepContext):
-    path = plan.estimate.path if plan.estimate else ("tune" if plan.args.workers_per_trial == 1 else "train")
+    path = plan.estimate.path if plan.estimate else _path_without_estimate(plan)
     if path == "tune":
         return tune.with_resources(tune.with_parameters(run_in_tune_trial, ctx=ctx), _resources(plan))
     driver = tune.with_parameters(train_driver_fn, ctx=ctx, plan_storage=plan.storage)
     placement = {"CPU": 0.0, plan.args.driver_resource: 0.01} if plan.args.driver_resource else {"CPU": 0.01}
     return tune.with_resources(driver, placement)
+
+
+def _path_without_estimate(plan: SweepPlan) -> str:
+    """The trainer path when no estimate could be made: the one ``--trainer`` forces, else by worker count."""
+    forced = getattr(plan.args, "trainer", "auto")
+    return forced if forced in ("train", "tune") else ("tune" if plan.args.workers_per_trial == 1 else "train")
 
 
 def train_driver_fn(config: dict, ctx: SweepContext, plan_storage: str) -> None:
@@ -127,16 +133,17 @@ def train_driver_fn(config: dict, ctx: SweepContext, plan_storage: str) -> None:
 
 
 def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
-    """First call: estimate the sweep (before stage 1), choose the trainer path, say both and log them on the
-    parent run. Second call, at the end: the actual wall time beside the estimate (``actual/wall_s``)."""
+    """Estimate the sweep (before stage 1), choose the trainer path, say both and log them on the parent run."""
     from tune.cost import estimate_sweep, reused_runs
 
-    if plan.estimate is not None:
-        actual = time.time() - plan.started
-        client.log_metric(parent, "actual/wall_s", actual)
-        print(f"wall time: {actual:.0f} s, estimated {plan.estimate.wall_s:.0f} s", flush=True)
+    try:
+        plan.estimate = est = estimate_sweep(plan, client, reused_runs(plan))
+    except Exception as error:  # an estimate is advice: its failure must not cost the sweep itself
+        line = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+        print(f"estimate: not made ({line}); the sweep goes on, trainer path "
+              f"{_path_without_estimate(plan)}", flush=True)
+        client.set_tag(parent, "estimate_error", line)
         return
-    plan.estimate = est = estimate_sweep(plan, client, reused_runs(plan))
     parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
     print(f"trainer path: {est.path} ({est.why})\nestimate: ~{est.wall_s:.0f} s wall = {parts}", flush=True)
     client.set_tag(parent, "trainer_path", est.path)
@@ -146,6 +153,14 @@ def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
     seconds = {"estimate/wall_s": est.wall_s} | {f"estimate/{k}_s": v for k, v in est.parts.items()}
     for name, value in seconds.items():
         client.log_metric(parent, name, value)
+
+
+def _log_actual(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
+    """At the end: the actual wall time (``actual/wall_s``) beside the estimate."""
+    actual = time.time() - plan.started
+    client.log_metric(parent, "actual/wall_s", actual)
+    estimated = f"estimated {plan.estimate.wall_s:.0f} s" if plan.estimate else "no estimate"
+    print(f"wall time: {actual:.0f} s, {estimated}", flush=True)
 
 
 def _tuner(plan: SweepPlan, ctx: SweepContext, name: str, k: int, pairs: list[tuple[str, int]] | None):
@@ -221,7 +236,7 @@ def run_sweep(plan: SweepPlan) -> Table | None:
     table = publish.publish(plan, client, parent)
     if register:
         publish.register_best(plan, client, sweep.ctx.experiment_id, parent, *register)
-    _log_cost(plan, client, parent)
+    _log_actual(plan, client, parent)
     client.set_terminated(parent, status="FINISHED")
     print(f"MLflow UI: {ml.ui_link(plan.tracking_uri, sweep.ctx.experiment_id)}", flush=True)
     return table

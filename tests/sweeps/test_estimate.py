@@ -72,3 +72,30 @@ def test_eval_sized__every_held_out_split_holds_a_factors_values(name):
         biggest = max(data.factor_sizes)
         assert small.eval.num_test >= biggest
         assert 0.2 * (small.eval.num_train + small.eval.num_test) >= biggest
+
+
+def test_log_cost__a_failed_estimate_is_one_line_and_the_sweep_goes_on(monkeypatch, capsys, tmp_path):
+    """An estimate is advice: if it fails, the sweep says so in one line, tags the parent run and runs on
+    the path --trainer forces (or the worker count's), instead of dying after Ray started."""
+    import argparse
+    import types
+
+    from mlflow import MlflowClient
+
+    from tune import cost, sweep
+
+    def broken(*args, **kwargs):
+        raise ValueError("codes_test too small\nsecond line")
+
+    monkeypatch.setattr(cost, "estimate_sweep", broken)
+    monkeypatch.setattr(cost, "reused_runs", lambda plan: None)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent = client.create_run(client.create_experiment("x")).info.run_id
+    plan = types.SimpleNamespace(args=argparse.Namespace(trainer="train", workers_per_trial=1), estimate=None)
+    sweep._log_cost(plan, client, parent)
+    out = capsys.readouterr().out
+    assert "estimate: not made (ValueError: codes_test too small); the sweep goes on, trainer path train" in out
+    assert client.get_run(parent).data.tags["estimate_error"] == "ValueError: codes_test too small"
+    assert plan.estimate is None
+    plan.args.trainer = "auto"
+    assert sweep._path_without_estimate(plan) == "tune"
