@@ -5,7 +5,6 @@ exits without starting Ray; a real sweep logs it on its parent run beside the ac
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from contralord import labels
 from contralord.config import ContraLordConfig
 from contralord.latent_stage import ARTIFACT, latent_key
 from contralord.trainer import build_data, needs_latent
-from tune import calibrate, history, reuse
+from tune import calibrate, history, reuse, stage1
 from tune.checks import is_uri
 from tune.estimate import SweepEstimate, TrialCost, combine, concurrency
 from tune.run import SweepPlan, local_work_dir
@@ -41,10 +40,7 @@ def reused_runs(plan: SweepPlan) -> dict[tuple[str, int], str] | None:
     client = history.open_store(plan.tracking_uri)
     if client is None:
         return {}
-    local = None
-    if plan.args.address in (None, "", "local"):
-        local = functools.partial(reuse.trial_machine, cpus_per_worker=plan.args.cpus_per_worker,
-                                  use_gpu=plan.args.gpus_per_worker > 0)
+    local = reuse.local_machine(plan.args)
     configs = [{"variant": variant, "run.seed": seed} for variant, seed in trial_list(plan)]
     planned = reuse.plan_trials(configs, lambda c: _config(plan, c["variant"], c["run.seed"]).to_flat_dict(),
                                 reuse.code_version(), local)
@@ -90,7 +86,7 @@ def _stage1_costs(plan: SweepPlan, client, reused: dict | None) -> tuple[dict[in
             continue
         data = build_data(cfg)
         key = latent_key(cfg, data)
-        if (Path(latent_cache(plan)) / key / ARTIFACT).is_file() and history.stage1_done(client, key):
+        if client and stage1.cached_run(client, latent_cache(plan), key):
             cached.append(seed)
             continue
         # a stage-1 run logs its unresolved config (tune/stage1.py)

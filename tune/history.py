@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from contralord import machine
+from tune import reuse, stage1
 from tune.checks import sqlite_store_problem
 
 IGNORED = ("run.seed", "run.latent_cache", "run.method")  # change no cost
 SHAPE = ("data.", "encoder.epochs", "encoder.batch_size", "encoder.backbone", "encoder.model",
          "eval.", "run.eval_size", "run.precision", "run.channels_last", "run.compile", "run.device")
 RUN_START_S = 3.0  # from a trial's session start to its MLflow run (time/start, smoke sweep, loaded 2-core box)
-STAGE1_EXPERIMENT = "contralord-stage1"
 
 
 def open_store(uri: str):
@@ -56,8 +56,7 @@ def _trial_seconds(run) -> float:
 
 def past_trials(client, threads: int) -> list:
     """FINISHED trial runs of every ``contralord-*`` experiment on this machine at ``threads`` threads."""
-    ids = [e.experiment_id for e in client.search_experiments(filter_string="name LIKE 'contralord-%'")
-           if e.name != STAGE1_EXPERIMENT]
+    ids = reuse.sweep_experiments(client)
     if not ids:
         return []
     query = f"tags.role = 'trial' and attributes.status = 'FINISHED' and {machine_filter(threads)}"
@@ -76,7 +75,7 @@ def trial_seconds(runs: list, flat: dict[str, Any]) -> tuple[float, str] | None:
 def stage1_seconds(client, flat: dict[str, Any], threads: int) -> float | None:
     """Seconds of the quickest FINISHED stage-1 run of this data and stage-1 config on this machine (the
     quickest: a sweep creates its stage-1 runs at once, so a later one's duration includes its wait)."""
-    experiment = client.get_experiment_by_name(STAGE1_EXPERIMENT)
+    experiment = client.get_experiment_by_name(stage1.EXPERIMENT)
     if experiment is None:
         return None
     query = f"tags.role = 'stage1' and attributes.status = 'FINISHED' and {machine_filter(threads)}"
@@ -85,13 +84,3 @@ def stage1_seconds(client, flat: dict[str, Any], threads: int) -> float | None:
                for r in client.search_runs([experiment.experiment_id], query, max_results=1000)
                if _same(r.data.params, keys, shape_only=False)]
     return min(seconds) if seconds else None
-
-
-def stage1_done(client, key: str) -> bool:
-    """The store holds a FINISHED stage-1 run of ``key`` (``ensure_stage1`` then reuses it if cached)."""
-    experiment = client.get_experiment_by_name(STAGE1_EXPERIMENT) if client else None
-    if experiment is None:
-        return False
-    runs = client.search_runs([experiment.experiment_id], f"tags.latent_key = '{key}'", max_results=1,
-                              order_by=["attributes.start_time DESC"])
-    return bool(runs) and runs[0].info.status == "FINISHED"

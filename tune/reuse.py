@@ -4,7 +4,8 @@ A trial's numbers follow from its config, its seed, its data and the core's code
 from the machine. The **reuse key** hashes the first four: the full flat config less the keys that change no
 number (``NO_NUMBER_KEYS``), the data fingerprint (a seed picks the subset, and files on disk can change) and
 the **code version**, a hash of every ``.py`` file under ``contralord/`` (relative path and content; a git
-commit would miss uncommitted edits). Every trial run is tagged ``reuse_key`` and ``code_version``.
+commit would miss uncommitted edits). Every finished trial tags its run ``reuse_key`` and ``code_version``
+(``tune/worker.py``, from the code its node ran).
 
 Where the sweep runs on this machine (no ``--address``) only runs tagged with the machine the trial would run
 on are reused (``contralord/machine.py``: CPU model, torch build, the trial's thread count, GPU); on a
@@ -18,6 +19,7 @@ experiment drops a copy whose original it also reads (``ablations/runs.py``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from ablations.runs import REUSED_TAG
 from ablations.tables import IGNORED_KEYS
 from contralord import machine
 from contralord.config import HASH_IGNORED, ContraLordConfig
+from tune import stage1
 
 CORE = Path(__file__).resolve().parents[1] / "contralord"
 KEY_TAG = "reuse_key"
@@ -39,7 +42,6 @@ FROM_TAG = REUSED_TAG  # the id of the run whose numbers a copy holds
 PARENT_TAG = "mlflow.parentRunId"
 NO_NUMBER_KEYS = frozenset({*IGNORED_KEYS, *HASH_IGNORED})  # where files go, checkpoint cadence, a memory cap
 NOT_COPIED = ("mlflow.", "ray_trial_id")  # tag prefixes that belong to the original run only
-STAGE1_EXPERIMENT = "contralord-stage1"
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,14 @@ def trial_machine(cfg: ContraLordConfig, cpus_per_worker: float, use_gpu: bool) 
     return dataclasses.replace(machine.describe(), threads=str(threads), gpu=gpu)
 
 
+def local_machine(args) -> Callable[[ContraLordConfig], machine.Machine] | None:
+    """config -> the machine a trial of this sweep would run on, when Ray is local; None on a cluster
+    (``--address``), where a trial's node is not known before it is placed."""
+    if args.address not in (None, "", "local"):
+        return None
+    return functools.partial(trial_machine, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpus_per_worker > 0)
+
+
 def plan_trials(configs: list[dict], overrides_of: Callable[[dict], dict], code: str,
                 local: Callable[[ContraLordConfig], machine.Machine] | None) -> list[Planned]:
     """Each Tune config ({"variant", "run.seed", sampled keys}) with its reuse key, and its machine's id when
@@ -110,16 +120,10 @@ def split_reused(client: MlflowClient, planned: list[Planned]) -> tuple[list[tup
     return reused, pending
 
 
-def tag_trial_run(client: MlflowClient, run_id: str, trial: Planned, code: str) -> None:
-    """What a later sweep finds the run by."""
-    client.set_tag(run_id, KEY_TAG, trial.key)
-    client.set_tag(run_id, CODE_TAG, code)
-
-
 def sweep_experiments(client: MlflowClient) -> list[str]:
     """Ids of every experiment where contralord sweeps log trials (not the stage-1 one)."""
     found = client.search_experiments(filter_string="name LIKE 'contralord-%'")
-    return [e.experiment_id for e in found if e.name != STAGE1_EXPERIMENT]
+    return [e.experiment_id for e in found if e.name != stage1.EXPERIMENT]
 
 
 def find_earlier(client: MlflowClient, experiment_ids: list[str], key: str, machine_id: str | None):

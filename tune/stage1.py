@@ -73,6 +73,16 @@ def fetch_stage1(tracking_uri: str, run_id: str, cache: str) -> None:
         client.download_artifacts(run_id, ARTIFACT, str(target))
 
 
+def cached_run(client: MlflowClient, cache: str, key: str) -> str | None:
+    """The newest stage-1 run of ``key`` when it FINISHED and its artifact is in ``cache`` (a sweep then trains
+    no stage 1 for it), else None. Reads only: the experiment is not created."""
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    run_id = find_run(client, experiment.experiment_id, {"latent_key": key}) if experiment else None
+    if run_id is None or not (Path(cache) / key / ARTIFACT).is_file():
+        return None
+    return run_id if client.get_run(run_id).info.status == "FINISHED" else None
+
+
 def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tracking_uri: str,
                   resources: dict[str, float], run_tags: dict[str, str] | None = None) -> dict[str, str]:
     """Train the missing stage-1 artifacts; return {seed: stage-1 MLflow run id}. ``run_tags`` (MLflow's
@@ -89,9 +99,8 @@ def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tra
         data = build_data(cfg)
         key = latent_key(cfg, data)
         tags = {"latent_key": key}
-        run_id = find_run(client, experiment_id, tags)
-        exists = (Path(cache) / key / ARTIFACT).is_file()
-        if run_id is None or not exists or client.get_run(run_id).info.status != "FINISHED":
+        run_id = cached_run(client, cache, key)
+        if run_id is None:
             run_id = client.create_run(experiment_id, run_name=f"stage1-seed{seed}-{key}",
                                        tags=tags | {"data_fingerprint": data.fingerprint, "seed": str(seed),
                                                     "role": "stage1"} | (run_tags or {})).info.run_id

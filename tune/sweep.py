@@ -255,10 +255,7 @@ def _start(plan: SweepPlan) -> _Sweep:
                        local_work_dir(plan.storage, plan.name), plan.tracking_uri, experiment_id, parent,
                        {}, plan.args.workers_per_trial, plan.args.gpus_per_worker > 0,
                        plan.args.cpus_per_worker, plan.args.max_failures, git_commit(), run_tags)
-    local = None
-    if plan.args.address in (None, "", "local"):
-        local = functools.partial(reuse.trial_machine, cpus_per_worker=plan.args.cpus_per_worker,
-                                  use_gpu=plan.args.gpus_per_worker > 0)
+    local = reuse.local_machine(plan.args)
     code = reuse.code_version()
     client.set_tag(parent, reuse.CODE_TAG, code)
     if not getattr(plan.args, "no_reuse", False) and plan.kind != "optuna":
@@ -325,23 +322,10 @@ def _fit(sweep: _Sweep, tuner: tune.Tuner):
     results = tuner.fit()
     interrupted = results.num_terminated + results.num_errors < len(results)  # state saved by Tune
     _close_trial_runs(results, sweep.client, sweep.ctx.experiment_id, interrupted)
-    _tag_new_runs(sweep, results)
     if interrupted:
         raise SweepError(f"interrupted: {results.num_terminated} of {len(results)} trials finished; "
                          f"continue with --resume --name {sweep.plan.name}")
     return results
-
-
-def _tag_new_runs(sweep: _Sweep, results) -> None:
-    """Tag each trial run with its reuse key and code version, so that later sweeps find it (a trial that
-    finished tagged itself, from the code its node ran; this covers the others)."""
-    configs = [r.config for r in results if (r.metrics or {}).get("trial_id")]
-    planned = reuse.plan_trials([dict(c) for c in configs], sweep.ctx.trial_overrides, sweep.code, None)
-    trial_ids = [r.metrics["trial_id"] for r in results if (r.metrics or {}).get("trial_id")]
-    for trial_id, trial in zip(trial_ids, planned, strict=True):
-        run_id = find_run(sweep.client, sweep.ctx.experiment_id, {"ray_trial_id": trial_id})
-        if run_id is not None and reuse.KEY_TAG not in sweep.client.get_run(run_id).data.tags:
-            reuse.tag_trial_run(sweep.client, run_id, trial, sweep.code)
 
 
 def _until_decided(sweep: _Sweep) -> None:
