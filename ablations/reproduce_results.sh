@@ -2,7 +2,8 @@
 # Regenerates RESULTS.md's tables on this machine under the paper's protocol (eval.protocol=partial-labels,
 # the default): Table 2 on procedural Shapes3D and dSprites, then Tables 4, 5 and 6 on Shapes3D, each at
 # the cpu preset with SEEDS seeds (default 3; each seed retrains stage 1) into ./mlflow.db, and the tables
-# into results/. A trial already run with the same config, seed, data, code and machine is reused, not
+# into results/. Tables 4-6 then add one seed per round to the rows whose D verdict is still open, up to
+# MAX_SEEDS (default 5; --until-decided), and results/cost_to_verdict.md sets that cost beside fixed seeds. A trial already run with the same config, seed, data, code and machine is reused, not
 # rerun (tune/reuse.py), so a rerun after an interruption costs only what is missing.
 #   bash ablations/reproduce_results.sh            # several hours on 2 cores: run --dry-run first
 #   DRY=--dry-run bash ablations/reproduce_results.sh   # what each sweep would cost, nothing run
@@ -10,13 +11,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-3}
+MAX_SEEDS=${MAX_SEEDS:-5}
 DRY=${DRY:-}
 STAMP=$(date +%Y%m%d-%H%M%S)  # a new sweep name per call: reruns never collide with earlier sweeps
 for data in shapes3d dsprites; do
   "$PY" tune/sweep_methods.py --preset cpu --seeds "$SEEDS" --set data.name=$data --name "results-methods-$data-$STAMP" $DRY
 done
 for kind in losses batch_size negatives; do
-  "$PY" tune/sweep_$kind.py --preset cpu --seeds "$SEEDS" --name "results-$kind-$STAMP" $DRY
+  "$PY" tune/sweep_$kind.py --preset cpu --seeds "$SEEDS" --until-decided --max-seeds "$MAX_SEEDS" \
+      --name "results-$kind-$STAMP" $DRY
 done
 [ -n "$DRY" ] && exit 0
 URI="sqlite:///$PWD/mlflow.db"
@@ -28,3 +31,4 @@ for table in table4 table5 table6; do
   "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec $table --sweep-run latest \
     --paper --format markdown --format csv --out results/ --overwrite  # regenerates: replace the tables
 done
+"$PY" ablations/cost_report.py --tracking-uri "$URI" --spec table4 --spec table5 --spec table6 --out results/

@@ -114,7 +114,9 @@ def refuse_other_data(runs: list[TrialRun]) -> None:
 def describe_machine(tags: dict[str, str]) -> str:
     """One machine as its tags describe it (``contralord.machine.Machine.__str__``)."""
     cpu, torch, threads, gpu = (tags.get(f"{MACHINE_TAG}.{k}", "?") for k in ("cpu", "torch", "threads", "gpu"))
-    return f"{cpu}, torch {torch}, {threads} threads, {'no GPU' if gpu == 'none' else gpu}"
+    blas = tags.get(f"{MACHINE_TAG}.blas_threads", "")
+    blas = f" (BLAS {blas})" if blas not in ("", threads) else ""
+    return f"{cpu}, torch {torch}, {threads} threads{blas}, {'no GPU' if gpu == 'none' else gpu}"
 
 
 def machines_of(runs: list[TrialRun]) -> dict[str, str]:

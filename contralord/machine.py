@@ -1,6 +1,6 @@
 """The machine a run trained on, so that spread across runs can be trusted: the CPU model, the torch
-version and build, the intra-op thread count and the GPU. Two runs with the same config and seed can
-differ in their last digits across machines (other kernels, other reduction orders), so tables average
+version and build, the intra-op and BLAS thread counts and the GPU. Two runs with the same config and seed
+can differ in their last digits across machines (other kernels, other reduction orders), so tables average
 runs of one machine only (``ablations/tables.py``). No Ray, no MLflow: ``train`` writes the description
 into ``summary.json`` and the sweep service logs it as tags.
 """
@@ -25,22 +25,46 @@ class Machine:
     torch: str  # version and a digest of torch.__config__.show(), "2.14.1+cpu (build 1a2b3c4d)"
     threads: str  # torch.get_num_threads() when described
     gpu: str  # CUDA device name, or "none"
+    # the most threads a loaded BLAS (numpy's, scipy's) may use: the probe's logistic regression runs on it, and
+    # its iterates (so its accuracy's last digits) change with it; "" when not described
+    blas_threads: str = ""
 
     @property
     def id(self) -> str:
-        """10 hex digits naming the machine: equal exactly when every field is equal."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        """10 hex digits naming the machine: equal exactly when every field is equal. A BLAS thread count
+        equal to torch's (the usual case: Ray and OMP_NUM_THREADS set both) or not described leaves the id
+        as it was before the field existed, so earlier runs of the same machine still pool with new ones."""
+        fields = asdict(self)
+        if self.blas_threads in ("", self.threads):
+            del fields["blas_threads"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
     def as_dict(self) -> dict[str, str]:
         return {"id": self.id} | asdict(self)
 
     def tags(self) -> dict[str, str]:
-        """``machine`` (the id) and ``machine.cpu``, ``machine.torch``, ``machine.threads``, ``machine.gpu``."""
-        return {TAG: self.id} | {f"{TAG}.{k}": v for k, v in asdict(self).items()}
+        """``machine`` (the id) and ``machine.cpu``, ``machine.torch``, ``machine.threads``, ``machine.gpu``,
+        ``machine.blas_threads``."""
+        return {TAG: self.id} | {f"{TAG}.{k}": v for k, v in asdict(self).items() if v != ""}
 
     def __str__(self) -> str:
-        gpu = "no GPU" if self.gpu == "none" else self.gpu
-        return f"{self.cpu}, torch {self.torch}, {self.threads} threads, {gpu}"
+        return describe_fields(self.cpu, self.torch, self.threads, self.gpu, self.blas_threads)
+
+
+def describe_fields(cpu: str, torch_build: str, threads: str, gpu: str, blas_threads: str = "") -> str:
+    """One line for a machine; the BLAS thread count only where it differs from torch's."""
+    blas = f" (BLAS {blas_threads})" if blas_threads not in ("", threads) else ""
+    return f"{cpu}, torch {torch_build}, {threads} threads{blas}, {'no GPU' if gpu == 'none' else gpu}"
+
+
+def blas_threads() -> str:
+    """The most threads numpy's or scipy's BLAS may use now (threadpoolctl reads the loaded libraries; scipy's
+    is loaded first so that the answer does not depend on which module ran before)."""
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_info
+
+    counts = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "blas"]
+    return str(max(counts)) if counts else "none"
 
 
 def cpu_model() -> str:
@@ -58,4 +82,5 @@ def describe() -> Machine:
     """This process's machine, with the thread count torch uses now."""
     build = hashlib.sha256(torch.__config__.show().encode()).hexdigest()[:8]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return Machine(cpu_model(), f"{torch.__version__} (build {build})", str(torch.get_num_threads()), gpu)
+    return Machine(cpu_model(), f"{torch.__version__} (build {build})", str(torch.get_num_threads()), gpu,
+                   blas_threads())

@@ -1,5 +1,6 @@
 """The machine description: stable within a process, its id follows every field, and train() records it."""
 
+import hashlib
 import json
 from dataclasses import replace
 
@@ -17,8 +18,10 @@ def test_describe__stable_and_complete():
     assert torch.__version__ in first.torch and "build" in first.torch
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     assert "CPUs)" in first.cpu and first.gpu == gpu
+    assert first.blas_threads.isdigit() or first.blas_threads == "none"
     assert first.tags() == {"machine": first.id, "machine.cpu": first.cpu, "machine.torch": first.torch,
-                            "machine.threads": first.threads, "machine.gpu": first.gpu}
+                            "machine.threads": first.threads, "machine.gpu": first.gpu,
+                            "machine.blas_threads": first.blas_threads}
 
 
 def test_id__changes_with_every_field():
@@ -26,6 +29,24 @@ def test_id__changes_with_every_field():
     others = [replace(base, cpu="other"), replace(base, torch="0.0"), replace(base, threads="64"),
               replace(base, gpu="NVIDIA H100")]
     assert len({base.id, *(m.id for m in others)}) == 5
+
+
+def test_id__blas_threads_count_only_where_they_differ_from_torchs():
+    base = machine.Machine("AMD EPYC (2 CPUs)", "2.14.1 (build 1a2b3c4d)", "1", "none")
+    same = replace(base, blas_threads="1")
+    fields = {"cpu": base.cpu, "torch": base.torch, "threads": "1", "gpu": "none"}  # the id before the field
+    before = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+    assert same.id == base.id == before  # runs tagged before the field keep their id
+    other = replace(base, blas_threads="2")
+    assert other.id != base.id and "(BLAS 2)" in str(other) and "BLAS" not in str(same)
+    assert "machine.blas_threads" not in base.tags() and other.tags()["machine.blas_threads"] == "2"
+
+
+def test_blas_threads__follow_threadpoolctl_limits():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert machine.blas_threads() == "1"
 
 
 def test_id__follows_the_thread_count():

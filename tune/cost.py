@@ -5,7 +5,9 @@ exits without starting Ray; a real sweep logs it on its parent run beside the ac
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from contralord.latent_stage import ARTIFACT, latent_key
 from contralord.trainer import build_data, needs_latent
 from tune import calibrate, history, reuse, stage1
 from tune.checks import is_uri
-from tune.estimate import SweepEstimate, TrialCost, combine, concurrency
+from tune.estimate import WORKER_GROUP_S, SweepEstimate, TrialCost, combine, concurrency, later_rounds
 from tune.run import SweepPlan, local_work_dir
 
 
@@ -153,8 +155,37 @@ def estimate_sweep(plan: SweepPlan, client, reused: dict | None = None) -> Sweep
                         a.max_concurrent)
     est = combine(trials, stage1, cached, slots, getattr(a, "trainer", "auto"), a.workers_per_trial,
                   a.gpus_per_worker > 0)
+    if getattr(a, "until_decided", False):
+        extra = WORKER_GROUP_S if est.path == "train" else 0.0
+        est = dataclasses.replace(est, later=later_rounds(trials, _later_stage1(plan, client, stage1, trainers),
+                                                          slots, extra))
     est.parts["estimate"] = time.perf_counter() - started  # a real sweep spends it too
     return est
+
+
+def _later_stage1(plan: SweepPlan, client, first: dict[int, float], trainers: dict[str, object]) -> dict[int, float]:
+    """Stage-1 seconds of each seed ``--until-decided`` may add (a row's next seed is its seed count): 0 when
+    cached, else from the store's history, else the first round's stage-1 estimate, else one calibration."""
+    later = dataclasses.replace(plan, seeds=list(range(len(plan.seeds), plan.args.max_seeds)))
+    cached: list[int] = []
+    needed: dict[int, float] = {}
+    known = statistics.fmean(first.values()) if first else None
+    for seed in later.seeds:
+        cfg = _config(later, None, seed)
+        if not needs_latent(cfg):
+            needed[seed] = 0.0
+            continue
+        data = build_data(cfg)
+        if client and stage1.cached_run(client, latent_cache(plan), latent_key(cfg, data)):
+            cached.append(seed)
+            needed[seed] = 0.0
+            continue
+        past = history.stage1_seconds(client, cfg.to_flat_dict(), stage1_threads(plan)) if client else None
+        if past is None and known is None:
+            known, trainers[_stage1_shape(cfg, data)] = calibrate.stage1_seconds(
+                cfg, data, stage1_threads(plan), plan.args.gpus_per_worker > 0)
+        needed[seed] = past if past is not None else known
+    return needed
 
 
 def resources(plan: SweepPlan, path: str) -> str:
@@ -184,7 +215,18 @@ def report(plan: SweepPlan, est: SweepEstimate, reused: dict | None) -> list[str
     parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
     early = " (an upper bound: ASHA stops trials early)" if plan.kind == "optuna" else ""
     lines.append(f"estimate: ~{est.wall_s:.0f} s wall ({est.wall_s / 60:.1f} min) = {parts}{early}")
+    if est.later:
+        lines.append(describe_later(est.later))
     return lines
+
+
+def describe_later(later) -> str:
+    """The ``--until-decided`` bound as one line."""
+    if not later.seeds:
+        return "until-decided: no later round (--max-seeds is reached by --seeds)"
+    return (f"until-decided: then at most {len(later.seeds)} round(s) (seed {', '.join(map(str, later.seeds))}), "
+            f"{later.trials} trial(s) and stage 1 ~{later.stage1_s:.0f} s: at most ~{later.wall_s:.0f} s more wall "
+            f"({later.wall_s / 60:.1f} min) if no row is ever decided; each decided row stops adding seeds")
 
 
 def dry_run(plan: SweepPlan) -> int:

@@ -40,10 +40,29 @@ class SweepEstimate:
     path: str  # "train" (TorchTrainer) | "tune" (in the trial)
     why: str  # one line with the numbers
     parts: dict[str, float] = field(default_factory=dict)  # ray_start, stage1, trials, table
+    later: LaterRounds | None = None  # --until-decided: the rounds after the first, at their most
 
     @property
     def wall_s(self) -> float:
         return sum(self.parts.values())
+
+
+@dataclass(frozen=True)
+class LaterRounds:
+    """``--until-decided``: what the rounds after the first cost at most, every row staying open until
+    ``--max-seeds`` (the rounds stop sooner as rows are decided, and reuse can answer some trials)."""
+    seeds: list[int]  # one round per seed
+    trials: int
+    stage1_s: float  # stage-1 runs of the new seeds (0 for a seed already cached)
+    wall_s: float  # stage 1, the round's trials and its table, round after round
+
+
+def later_rounds(trials: list[TrialCost], stage1: dict[int, float], slots: int, extra_s: float) -> LaterRounds:
+    """The bound of ``LaterRounds`` from the first round's per-variant trial estimates and each new seed's
+    stage-1 seconds (``stage1``: seed -> seconds, one round per seed)."""
+    per_variant = {t.variant: t.seconds + extra_s for t in trials}
+    walls = [seconds + schedule(list(per_variant.values()), slots) + TABLE_S for seconds in stage1.values()]
+    return LaterRounds(sorted(stage1), len(per_variant) * len(stage1), sum(stage1.values()), sum(walls))
 
 
 def concurrency(cpus: float, cpus_per_trial: float, gpus: float = 0.0, gpus_per_trial: float = 0.0,

@@ -150,7 +150,13 @@ def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
     client.set_tag(parent, "trainer_why", est.why)
     if "sweep.trainer" not in client.get_run(parent).data.params:  # a resumed sweep keeps its params
         client.log_param(parent, "sweep.trainer", est.path)
+    if est.later:
+        from tune.cost import describe_later
+
+        print(describe_later(est.later), flush=True)
     seconds = {"estimate/wall_s": est.wall_s} | {f"estimate/{k}_s": v for k, v in est.parts.items()}
+    if est.later:  # the first round is what estimate/wall_s predicts; actual/first_round_s is its measure
+        seconds["estimate/until_decided_max_s"] = est.wall_s + est.later.wall_s
     for name, value in seconds.items():
         client.log_metric(parent, name, value)
 
@@ -226,6 +232,7 @@ def run_sweep(plan: SweepPlan) -> Table | None:
     try:
         _run_round(sweep, [(name, s) for name, _ in plan.variants for s in plan.seeds], 0)
         if getattr(plan.args, "until_decided", False):
+            sweep.client.log_metric(sweep.parent, "actual/first_round_s", time.time() - plan.started)
             _until_decided(sweep)
     except BaseException:
         sweep.client.set_terminated(sweep.parent, status="KILLED")

@@ -4,7 +4,16 @@ execution path ``--trainer auto`` takes for given predicted trial durations. Pur
 import pytest
 
 from tune.checks import SweepError
-from tune.estimate import WORKER_GROUP_S, TrialCost, choose_trainer, combine, concurrency, schedule
+from tune.estimate import (
+    TABLE_S,
+    WORKER_GROUP_S,
+    TrialCost,
+    choose_trainer,
+    combine,
+    concurrency,
+    later_rounds,
+    schedule,
+)
 
 
 @pytest.mark.parametrize("mode, workers, predicted, gpu, path", [
@@ -55,6 +64,17 @@ def test_combine__stage1_first_reused_trials_free_and_path_cost():
     forced = combine(trials, {0: 300.0}, [], slots=1, mode="train", workers=1, use_gpu=False)
     assert forced.parts["trials"] == 200 + 2 * WORKER_GROUP_S  # the worker group starts in every trial
     assert est.wall_s == sum(est.parts.values()) > 0
+
+
+def test_later_rounds__one_round_per_new_seed_every_row_open():
+    trials = [TrialCost(v, s, seconds, "history") for s in (0, 1) for v, seconds in (("a", 100.0), ("b", 60.0),
+                                                                                       ("c", 40.0))]
+    later = later_rounds(trials, {2: 500.0, 3: 0.0}, slots=2, extra_s=0.0)
+    assert later.seeds == [2, 3] and later.trials == 6 and later.stage1_s == 500
+    assert later.wall_s == (500 + 100 + TABLE_S) + (0 + 100 + TABLE_S)  # a | b then c on two slots: 100 s
+    path_cost = later_rounds(trials, {2: 0.0}, slots=3, extra_s=WORKER_GROUP_S)
+    assert path_cost.wall_s == 100 + WORKER_GROUP_S + TABLE_S
+    assert later_rounds(trials, {}, slots=1, extra_s=0.0).wall_s == 0
 
 
 @pytest.mark.parametrize("name", ["dsprites", "shapes3d"])

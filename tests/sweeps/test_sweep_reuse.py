@@ -104,3 +104,24 @@ def test_reuse__experiment_table_counts_each_trial_once(swept):
     assert all(row.n == 2 and not row.excluded for row in table.rows)
     plain = _children(client, _parent(client, "plain"))
     assert len(plain) == 2 and all(c.data.tags.get("reused_from") for c in plain)
+
+
+@pytest.mark.slow
+def test_cost_report__reads_the_rounds_and_counts_a_reused_sweep_at_its_originals_time(swept, capsys):
+    from ablations import cost_report
+
+    client, root, _ = swept
+    first, second = _parent(client, "first"), _parent(client, "second")
+    uri = f"sqlite:///{root}/mlflow.db"
+    assert cost_report.main(["--tracking-uri", uri, "--spec", "table6", "--sweep-run", first.info.run_id,
+                             "--out", str(root / "report")]) == 0
+    text = (root / "report" / cost_report.REPORT).read_text()
+    assert "| until decided, at most 2 seeds | 4 |" in text and "0 of 2 rows decided after 1 seeds" in text
+    seconds = sum(t.data.metrics["time/total"] for t in _children(client, first))
+    assert f"| {seconds / 60:.1f} |" in text
+    sweep = cost_report.read_sweep(client, SPECS["table6"], second.info.run_id)
+    assert {t.seconds for t in sweep.trials} == {t.data.metrics["time/total"] for t in _children(client, first)}
+    capsys.readouterr()
+    assert cost_report.main(["--tracking-uri", uri, "--spec", "table6", "--sweep-run",
+                             _parent(client, "plain").info.run_id]) == 2
+    assert "rounds.json" in capsys.readouterr().err

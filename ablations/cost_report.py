@@ -1,0 +1,260 @@
+"""Cost to a verdict: what tables swept with ``--until-decided`` cost, against a fixed number of seeds per row.
+
+    python ablations/cost_report.py --tracking-uri sqlite:///mlflow.db --spec table4 --spec table5 --spec table6 \
+        --out results/
+
+Each ``--spec`` reads the newest sweep of its experiment (or the ``--sweep-run`` given in the same order), which
+must have run with ``--until-decided`` (its parent holds ``rounds.json``). One report, the same verdict rule
+(``ablations/stats.py``) throughout, one line per way of reaching the tables:
+- fixed ``--seeds`` (measured: the sweeps' first round), with and without sharing a row that several tables
+  hold (trial reuse, ``tune/reuse.py``);
+- seeds until decided (measured: every round);
+- fixed ``--max-seeds`` on every row (projected: each row's measured mean trial time times the seeds; not run).
+Trial seconds are each trial's ``time/total`` (else its run's duration): machine time at the trial's resources
+(1 CPU a trial at the cpu preset). A trial linked from an earlier run counts once, with the seconds of the run
+that trained it. Stage 1 is counted per seed it needs, at the median measured stage-1 run of these sweeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import ablations`
+
+from ablations import specs  # noqa: E402
+from ablations.runs import (  # noqa: E402
+    PARENT_TAG,
+    REUSED_TAG,
+    AblationError,
+    check_readable,
+    latest_sweep_run,
+)
+from ablations.tables import parse_value  # noqa: E402
+
+ROUNDS_ARTIFACT = "rounds.json"  # tune/rounds.py writes it on the sweep's parent run
+REPORT = "cost_to_verdict.md"
+
+
+@dataclass(frozen=True)
+class Trial:
+    row: str  # the row's label in its table
+    seed: int
+    trained_by: str  # the run that trained it (itself, or the run a reused copy names)
+    seconds: float
+    stage1: str  # the stage-1 run id ("" when the method has no shared stage 1)
+
+
+@dataclass(frozen=True)
+class SweepCost:
+    table: str
+    sweep_run: str
+    initial_seeds: int
+    max_seeds: int
+    decided_first: int  # rows decided after the first round (the fixed-seed tables)
+    decided_last: int  # rows decided when the rounds stopped
+    rows: tuple[str, ...]
+    wall_s: float  # the sweep's measured wall time (nan when not logged)
+    trials: tuple[Trial, ...]
+
+
+@dataclass(frozen=True)
+class Way:
+    name: str
+    how: str  # measured | projected
+    trials: int
+    trial_s: float
+    stage1_runs: int
+    stage1_s: float
+    decided: str  # "k of n rows" or "not run"
+
+    @property
+    def total_s(self) -> float:
+        return self.trial_s + self.stage1_s
+
+
+def shared_rows(sweeps: Iterable[SweepCost]) -> list[set[tuple[str, str]]]:
+    """Rows of different tables that are one configuration: they share a trained run (one reused the other's)."""
+    groups: list[tuple[set[tuple[str, str]], set[str]]] = []
+    for sweep in sweeps:
+        for row in sweep.rows:
+            runs = {t.trained_by for t in sweep.trials if t.row == row}
+            members = {(sweep.table, row)}
+            for group in [g for g in groups if g[1] & runs]:
+                groups.remove(group)
+                members |= group[0]
+                runs |= group[1]
+            groups.append((members, runs))
+    return [members for members, _ in groups]
+
+
+def _unique(trials: Iterable[Trial]) -> dict[str, Trial]:
+    return {t.trained_by: t for t in trials}
+
+
+def _row_seconds(sweeps: list[SweepCost]) -> dict[tuple[str, str], float]:
+    """Mean measured seconds of each row's trials (over all its seeds)."""
+    return {(s.table, row): statistics.fmean(t.seconds for t in s.trials if t.row == row)
+            for s in sweeps for row in s.rows if any(t.row == row for t in s.trials)}
+
+
+def _decided(sweeps: list[SweepCost], attribute: str) -> str:
+    return f"{sum(getattr(s, attribute) for s in sweeps)} of {sum(len(s.rows) for s in sweeps)} rows"
+
+
+def ways(sweeps: list[SweepCost], stage1_s: float) -> list[Way]:
+    """The ways to the same tables, measured where the sweeps ran them and projected where not."""
+    first, most = sweeps[0].initial_seeds, sweeps[0].max_seeds
+    if any((s.initial_seeds, s.max_seeds) != (first, most) for s in sweeps):
+        raise AblationError("--spec: the sweeps ran with different --seeds/--max-seeds; report them one at a time")
+    every = [t for s in sweeps for t in s.trials]
+    opening = _unique(t for t in every if t.seed < first)
+    rounds = _unique(every)
+    seconds, groups = _row_seconds(sweeps), shared_rows(sweeps)
+    rows_alone = [key for s in sweeps for key in ((s.table, r) for r in s.rows)]
+    seeds_used = len({t.seed for t in rounds.values()})
+    decided_first = _decided(sweeps, "decided_first")
+    return [
+        Way(f"fixed {first} seeds, each table its own trials", "measured", sum(t.seed < first for t in every),
+            sum(t.seconds for t in every if t.seed < first), first, first * stage1_s, decided_first),
+        Way(f"fixed {first} seeds, shared rows reused", "measured", len(opening),
+            sum(t.seconds for t in opening.values()), first, first * stage1_s, decided_first),
+        Way(f"until decided, at most {most} seeds", "measured", len(rounds),
+            sum(t.seconds for t in rounds.values()), seeds_used, seeds_used * stage1_s,
+            _decided(sweeps, "decided_last")),
+        Way(f"fixed {most} seeds, shared rows reused", "projected", len(groups) * most,
+            sum(most * statistics.fmean(seconds[k] for k in g) for g in groups), most, most * stage1_s, "not run"),
+        Way(f"fixed {most} seeds, each table its own trials", "projected", len(rows_alone) * most,
+            sum(most * seconds[k] for k in rows_alone), most, most * stage1_s, "not run"),
+    ]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}"
+
+
+def render(sweeps: list[SweepCost], stage1_s: float, stage1_n: int) -> str:
+    """The report in markdown: the ways side by side, then each table's rows and seeds."""
+    lines = ["| way | trials | trial time (min) | stage-1 runs | total machine time (min) | rows decided | |",
+             "|---|---|---|---|---|---|---|"]
+    for way in ways(sweeps, stage1_s):
+        lines.append(f"| {way.name} | {way.trials} | {_minutes(way.trial_s)} | {way.stage1_runs} | "
+                     f"{_minutes(way.total_s)} | {way.decided} | {way.how} |")
+    lines += ["", f"Stage 1 counted at {stage1_s:.0f} s a seed (median of {stage1_n} measured stage-1 run(s) of these "
+              f"sweeps). Trial time: each trial's time/total at its resources (1 CPU a trial at the cpu preset); a "
+              f"trial that several tables hold counts once where rows are reused, and once per table where each "
+              f"table runs its own (at the measured time of the run that trained it). Projected ways multiply each "
+              f"row's measured mean trial time by the seeds; nobody ran them, so their verdicts are unknown.", ""]
+    for sweep in sweeps:
+        counts = {row: len({t.seed for t in sweep.trials if t.row == row}) for row in sweep.rows}
+        wall = "" if sweep.wall_s != sweep.wall_s else f", sweep wall {_minutes(sweep.wall_s)} min"
+        lines.append(f"- {sweep.table} (sweep run {sweep.sweep_run}{wall}): {sweep.decided_first} of "
+                     f"{len(sweep.rows)} rows decided after {sweep.initial_seeds} seeds, {sweep.decided_last} at the "
+                     f"end; seeds per row: " + ", ".join(f"{row} {n}" for row, n in counts.items()))
+    return "\n".join(lines) + "\n"
+
+
+# ---- reading the store ----
+
+def _rounds(client: MlflowClient, run_id: str) -> dict:
+    try:
+        path = client.download_artifacts(run_id, ROUNDS_ARTIFACT)
+    except (MlflowException, OSError):
+        raise AblationError(f"--sweep-run: run {run_id} has no {ROUNDS_ARTIFACT} (was it swept with "
+                            f"--until-decided?)") from None
+    return json.loads(Path(path).read_text())
+
+
+def _seconds(run) -> float:
+    if "time/total" in run.data.metrics:
+        return float(run.data.metrics["time/total"])
+    return (run.info.end_time - run.info.start_time) / 1000
+
+
+def _row_label(spec: specs.TableSpec, params: dict[str, str]) -> str:
+    """A row as text: its key values, or for a check-mark table the terms that are on (with a weight not 1)."""
+    key = tuple(parse_value(params[k]) for k in spec.by)
+    if not spec.check_marks:
+        return " ".join(spec.row_label(key))
+    on = [(k.split(".")[-1], float(v)) for k, v in zip(spec.by, key, strict=True) if float(v) > 0]
+    return "+".join(name if weight == 1.0 else f"{name}({weight:g})" for name, weight in on) or "none"
+
+
+def _trial(client: MlflowClient, spec: specs.TableSpec, run) -> Trial:
+    """A finished trial; a reused copy carries the seconds of the run that trained it."""
+    trained_by = run.data.tags.get(REUSED_TAG, run.info.run_id)
+    source = run if "time/total" in run.data.metrics or trained_by == run.info.run_id else client.get_run(trained_by)
+    return Trial(_row_label(spec, run.data.params), int(run.data.params["run.seed"]), trained_by, _seconds(source),
+                 run.data.tags.get("stage1_run_id", ""))
+
+
+def read_sweep(client: MlflowClient, spec: specs.TableSpec, run_id: str) -> SweepCost:
+    """One until-decided sweep: its rounds, its finished trials (a reused copy with its original's seconds)."""
+    try:
+        parent = client.get_run(run_id)
+    except MlflowException:
+        raise AblationError(f"--sweep-run: no run {run_id!r} in the tracking store") from None
+    log = _rounds(client, run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{run_id}' and "
+                                  "attributes.status = 'FINISHED'", max_results=10000)
+    trials = tuple(_trial(client, spec, r) for r in children)
+    first, last = log["rounds"][0]["rows"], log["rounds"][-1]["rows"]
+    rows = tuple(dict.fromkeys(t.row for t in sorted(trials, key=lambda t: t.seed)))
+    return SweepCost(spec.name, run_id, int(parent.data.params.get("sweep.seeds", 0)), int(log["max_seeds"]),
+                     sum(r["verdict"] == "decided" for r in first), sum(r["verdict"] == "decided" for r in last),
+                     rows, float(parent.data.metrics.get("actual/wall_s", float("nan"))), trials)
+
+
+def stage1_seconds(client: MlflowClient, sweeps: list[SweepCost]) -> tuple[float, int]:
+    """(median seconds, count) of the finished stage-1 runs these sweeps' trials used."""
+    ids = {t.stage1 for s in sweeps for t in s.trials} - {""}
+    seconds = []
+    for run_id in sorted(ids):
+        run = client.get_run(run_id)
+        if run.info.status == "FINISHED" and run.info.end_time:
+            seconds.append((run.info.end_time - run.info.start_time) / 1000)
+    return (statistics.median(seconds), len(seconds)) if seconds else (0.0, 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ablations/cost_report.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracking-uri", required=True, help="MLflow store: sqlite:///path.db, a folder, http(s)://")
+    parser.add_argument("--spec", action="append", required=True, choices=sorted(specs.SPECS),
+                        help="a table swept with --until-decided; repeat for several")
+    parser.add_argument("--sweep-run", action="append", default=[],
+                        help="the parent run of each --spec's sweep, in order (default: the newest sweep of each)")
+    parser.add_argument("--out", help=f"folder to write {REPORT} into (default: print only)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.sweep_run and len(args.sweep_run) != len(args.spec):
+            raise AblationError(f"--sweep-run: give one per --spec ({len(args.spec)}), got {len(args.sweep_run)}")
+        check_readable(args.tracking_uri)
+        client = MlflowClient(args.tracking_uri)
+        chosen = [specs.SPECS[name] for name in args.spec]
+        run_ids = args.sweep_run or [latest_sweep_run(client, spec.experiment) for spec in chosen]
+        sweeps = [read_sweep(client, spec, run_id) for spec, run_id in zip(chosen, run_ids, strict=True)]
+        text = render(sweeps, *stage1_seconds(client, sweeps))
+    except AblationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / REPORT).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
