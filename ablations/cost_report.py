@@ -141,18 +141,22 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f}"
 
 
-def render(sweeps: list[SweepCost], stage1_s: float, stage1_n: int) -> str:
-    """The report in markdown: the ways side by side, then each table's rows and seeds."""
+def render(sweeps: list[SweepCost], stage1: dict[str, float]) -> str:
+    """The report in markdown: the ways side by side, then each table's rows and seeds. ``stage1``: the
+    measured stage-1 runs, {seed: seconds}; each way counts its seeds at their median."""
+    stage1_s = statistics.median(stage1.values()) if stage1 else 0.0
+    measured = ", ".join(f"seed {seed} {seconds:.0f} s" for seed, seconds in sorted(stage1.items())) or "none"
     lines = ["| way | trials | trial time (min) | stage-1 runs | total machine time (min) | rows decided | |",
              "|---|---|---|---|---|---|---|"]
     for way in ways(sweeps, stage1_s):
         lines.append(f"| {way.name} | {way.trials} | {_minutes(way.trial_s)} | {way.stage1_runs} | "
                      f"{_minutes(way.total_s)} | {way.decided} | {way.how} |")
-    lines += ["", f"Stage 1 counted at {stage1_s:.0f} s a seed (median of {stage1_n} measured stage-1 run(s) of these "
-              f"sweeps). Trial time: each trial's time/total at its resources (1 CPU a trial at the cpu preset); a "
-              f"trial that several tables hold counts once where rows are reused, and once per table where each "
-              f"table runs its own (at the measured time of the run that trained it). Projected ways multiply each "
-              f"row's measured mean trial time by the seeds; nobody ran them, so their verdicts are unknown.", ""]
+    lines += ["", f"Stage 1 counted at {stage1_s:.0f} s a seed, the median of the stage-1 runs these sweeps used "
+              f"({measured}). Trial time: each trial's time/total at its resources (1 CPU a trial at the cpu "
+              f"preset); a trial that several tables hold counts once where rows are reused, and once per table "
+              f"where each table runs its own (at the measured time of the run that trained it). Projected ways "
+              f"multiply each row's measured mean trial time by the seeds; nobody ran them, so their verdicts are "
+              f"unknown.", ""]
     for sweep in sweeps:
         counts = {row: len({t.seed for t in sweep.trials if t.row == row}) for row in sweep.rows}
         wall = "" if sweep.wall_s != sweep.wall_s else f", sweep wall {_minutes(sweep.wall_s)} min"
@@ -213,15 +217,15 @@ def read_sweep(client: MlflowClient, spec: specs.TableSpec, run_id: str) -> Swee
                      rows, float(parent.data.metrics.get("actual/wall_s", float("nan"))), trials)
 
 
-def stage1_seconds(client: MlflowClient, sweeps: list[SweepCost]) -> tuple[float, int]:
-    """(median seconds, count) of the finished stage-1 runs these sweeps' trials used."""
+def stage1_seconds(client: MlflowClient, sweeps: list[SweepCost]) -> dict[str, float]:
+    """{seed: seconds} of the finished stage-1 runs these sweeps' trials used (start to end of each run)."""
     ids = {t.stage1 for s in sweeps for t in s.trials} - {""}
-    seconds = []
+    seconds = {}
     for run_id in sorted(ids):
         run = client.get_run(run_id)
         if run.info.status == "FINISHED" and run.info.end_time:
-            seconds.append((run.info.end_time - run.info.start_time) / 1000)
-    return (statistics.median(seconds), len(seconds)) if seconds else (0.0, 0)
+            seconds[run.data.tags.get("seed", run_id)] = (run.info.end_time - run.info.start_time) / 1000
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [specs.SPECS[name] for name in args.spec]
         run_ids = args.sweep_run or [latest_sweep_run(client, spec.experiment) for spec in chosen]
         sweeps = [read_sweep(client, spec, run_id) for spec, run_id in zip(chosen, run_ids, strict=True)]
-        text = render(sweeps, *stage1_seconds(client, sweeps))
+        text = render(sweeps, stage1_seconds(client, sweeps))
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

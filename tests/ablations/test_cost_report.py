@@ -44,8 +44,9 @@ def test_ways__refuses_sweeps_with_different_seed_settings():
 
 
 def test_render__one_line_per_way_and_seeds_per_row():
-    text = render(_sweeps(), 50.0, 3)
+    text = render(_sweeps(), {"0": 40.0, "1": 50.0, "2": 900.0})
     assert "| until decided, at most 4 seeds | 10 | 3.7 | 4 | 7.0 | 3 of 4 rows | measured |" in text
     assert "- A (sweep run ra, sweep wall 1.7 min): 1 of 2 rows decided after 2 seeds, 2 at the end; " \
            "seeds per row: a 2, d 4" in text
-    assert "- B (sweep run rb): 0 of 2 rows" in text and "median of 3 measured" in text
+    assert "- B (sweep run rb): 0 of 2 rows" in text and "50 s a seed" in text
+    assert "(seed 0 40 s, seed 1 50 s, seed 2 900 s)" in text
