@@ -10,9 +10,10 @@ must have run with ``--until-decided`` (its parent holds ``rounds.json``). One r
   hold (trial reuse, ``tune/reuse.py``);
 - seeds until decided (measured: every round);
 - fixed ``--max-seeds`` on every row (projected: each row's measured mean trial time times the seeds; not run).
-Trial seconds are each trial's ``time/total`` (else its run's duration): machine time at the trial's resources
-(1 CPU a trial at the cpu preset). A trial linked from an earlier run counts once, with the seconds of the run
-that trained it. Stage 1 is counted per seed it needs, at the median measured stage-1 run of these sweeps.
+Machine time is CPU time: a trial's ``time/total`` (else its run's duration) times its threads (tag
+``machine.threads``: 1 a trial at the cpu preset), a stage-1 run's duration times its threads (stage 1 takes
+every core of a one-node sweep). A trial linked from an earlier run counts once, with the time of the run that
+trained it. Stage 1 is counted per seed a way needs, at the median of the stage-1 runs these sweeps used.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Trial:
     row: str  # the row's label in its table
     seed: int
     trained_by: str  # the run that trained it (itself, or the run a reused copy names)
-    seconds: float
+    seconds: float  # CPU seconds: wall seconds times threads
     stage1: str  # the stage-1 run id ("" when the method has no shared stage 1)
 
 
@@ -64,6 +65,9 @@ class SweepCost:
     rows: tuple[str, ...]
     wall_s: float  # the sweep's measured wall time (nan when not logged)
     trials: tuple[Trial, ...]
+    excluded: int = 0  # trials not FINISHED (failed, killed, unfinished): not counted
+    variants: int = 0  # the sweep's rows as rounds.json names them (0: as many as ``rows``)
+    partial: bool = False  # the sweep did not finish: its last round is not the final state
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ def _row_seconds(sweeps: list[SweepCost]) -> dict[tuple[str, str], float]:
 
 
 def _decided(sweeps: list[SweepCost], attribute: str) -> str:
-    return f"{sum(getattr(s, attribute) for s in sweeps)} of {sum(len(s.rows) for s in sweeps)} rows"
+    return f"{sum(getattr(s, attribute) for s in sweeps)} of {sum(max(s.variants, len(s.rows)) for s in sweeps)} rows"
 
 
 def ways(sweeps: list[SweepCost], stage1_s: float) -> list[Way]:
@@ -141,46 +145,62 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f}"
 
 
-def render(sweeps: list[SweepCost], stage1: dict[str, float]) -> str:
+def render(sweeps: list[SweepCost], stage1: dict[str, tuple[str, float]]) -> str:
     """The report in markdown: the ways side by side, then each table's rows and seeds. ``stage1``: the
-    measured stage-1 runs, {seed: seconds}; each way counts its seeds at their median."""
-    stage1_s = statistics.median(stage1.values()) if stage1 else 0.0
-    measured = ", ".join(f"seed {seed} {seconds:.0f} s" for seed, seconds in sorted(stage1.items())) or "none"
-    lines = ["| way | trials | trial time (min) | stage-1 runs | total machine time (min) | rows decided | |",
+    measured stage-1 runs, {run id: (seed, CPU seconds)}; each way counts its seeds at their median."""
+    stage1_s = statistics.median(v for _, v in stage1.values()) if stage1 else 0.0
+    measured = ", ".join(f"seed {seed} {v / 60:.0f} min" for seed, v in sorted(stage1.values())) or "none"
+    lines = ["| way | trials | trial CPU time (min) | stage-1 runs | total CPU time (min) | rows decided | |",
              "|---|---|---|---|---|---|---|"]
     for way in ways(sweeps, stage1_s):
         lines.append(f"| {way.name} | {way.trials} | {_minutes(way.trial_s)} | {way.stage1_runs} | "
                      f"{_minutes(way.total_s)} | {way.decided} | {way.how} |")
-    lines += ["", f"Stage 1 counted at {stage1_s:.0f} s a seed, the median of the stage-1 runs these sweeps used "
-              f"({measured}). Trial time: each trial's time/total at its resources (1 CPU a trial at the cpu "
-              f"preset); a trial that several tables hold counts once where rows are reused, and once per table "
-              f"where each table runs its own (at the measured time of the run that trained it). Projected ways "
-              f"multiply each row's measured mean trial time by the seeds; nobody ran them, so their verdicts are "
-              f"unknown.", ""]
+    lines += ["", f"CPU time = wall time x threads. Stage 1 counted at {stage1_s / 60:.1f} CPU-min a seed, the median "
+              f"of the stage-1 runs these sweeps used ({measured}). A trial that several tables hold counts once "
+              f"where rows are reused, and once per table where each table runs its own (at the measured time of "
+              f"the run that trained it). Projected ways multiply each row's measured mean trial time by the "
+              f"seeds; nobody ran them, so their verdicts are unknown.", ""]
     for sweep in sweeps:
         counts = {row: len({t.seed for t in sweep.trials if t.row == row}) for row in sweep.rows}
         wall = "" if sweep.wall_s != sweep.wall_s else f", sweep wall {_minutes(sweep.wall_s)} min"
-        lines.append(f"- {sweep.table} (sweep run {sweep.sweep_run}{wall}): {sweep.decided_first} of "
-                     f"{len(sweep.rows)} rows decided after {sweep.initial_seeds} seeds, {sweep.decided_last} at the "
-                     f"end; seeds per row: " + ", ".join(f"{row} {n}" for row, n in counts.items()))
+        notes = ([f"{sweep.excluded} trial(s) not finished, not counted"] if sweep.excluded else []) + (
+            [f"{sweep.variants - len(sweep.rows)} row(s) without a finished trial"]
+            if sweep.variants > len(sweep.rows) else []) + (
+            ["the sweep did not finish: its last recorded round is shown"] if sweep.partial else [])
+        rows = max(sweep.variants, len(sweep.rows))
+        lines.append(f"- {sweep.table} (sweep run {sweep.sweep_run}{wall}): {sweep.decided_first} of {rows} rows "
+                     f"decided after {sweep.initial_seeds} seeds, {sweep.decided_last} at the end; seeds per row: "
+                     + ", ".join(f"{row} {n}" for row, n in counts.items())
+                     + "".join(f"; {note}" for note in notes))
     return "\n".join(lines) + "\n"
 
 
 # ---- reading the store ----
 
 def _rounds(client: MlflowClient, run_id: str) -> dict:
+    """The sweep's ``rounds.json``, checked for the fields read here."""
     try:
-        path = client.download_artifacts(run_id, ROUNDS_ARTIFACT)
+        log = json.loads(Path(client.download_artifacts(run_id, ROUNDS_ARTIFACT)).read_text())
     except (MlflowException, OSError):
         raise AblationError(f"--sweep-run: run {run_id} has no {ROUNDS_ARTIFACT} (was it swept with "
                             f"--until-decided?)") from None
-    return json.loads(Path(path).read_text())
+    except ValueError as error:
+        raise AblationError(f"--sweep-run: run {run_id}: {ROUNDS_ARTIFACT} is not JSON ({error})") from None
+    rounds = log.get("rounds") if isinstance(log, dict) else None
+    if not (rounds and isinstance(log.get("max_seeds"), int)
+            and all(isinstance(r, dict) and isinstance(r.get("rows"), list) and r["rows"] for r in rounds)
+            and all({"variant", "seeds", "verdict"} <= set(row) for r in rounds for row in r["rows"])):
+        raise AblationError(f"--sweep-run: run {run_id}: {ROUNDS_ARTIFACT} is not one tune/rounds.py writes "
+                            f"(expected max_seeds and rounds[].rows[].variant, seeds, verdict)")
+    return log
 
 
-def _seconds(run) -> float:
-    if "time/total" in run.data.metrics:
-        return float(run.data.metrics["time/total"])
-    return (run.info.end_time - run.info.start_time) / 1000
+def _cpu_seconds(run) -> float:
+    wall = run.data.metrics.get("time/total")
+    if wall is None:
+        wall = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
+    threads = run.data.tags.get("machine.threads", "1")
+    return float(wall) * (int(threads) if threads.isdigit() else 1)
 
 
 def _row_label(spec: specs.TableSpec, params: dict[str, str]) -> str:
@@ -193,38 +213,58 @@ def _row_label(spec: specs.TableSpec, params: dict[str, str]) -> str:
 
 
 def _trial(client: MlflowClient, spec: specs.TableSpec, run) -> Trial:
-    """A finished trial; a reused copy carries the seconds of the run that trained it."""
+    """A finished trial; a reused copy carries the time of the run that trained it."""
     trained_by = run.data.tags.get(REUSED_TAG, run.info.run_id)
-    source = run if "time/total" in run.data.metrics or trained_by == run.info.run_id else client.get_run(trained_by)
-    return Trial(_row_label(spec, run.data.params), int(run.data.params["run.seed"]), trained_by, _seconds(source),
-                 run.data.tags.get("stage1_run_id", ""))
+    source = run
+    if "time/total" not in run.data.metrics and trained_by != run.info.run_id:
+        try:
+            source = client.get_run(trained_by)
+        except MlflowException:
+            raise AblationError(f"--sweep-run: trial {run.info.run_id} reuses run {trained_by}, which is not in "
+                                f"the store, and carries no time/total") from None
+    missing = [k for k in (*spec.by, "run.seed") if k not in run.data.params]
+    if missing:
+        raise AblationError(f"--spec {spec.name}: trial {run.info.run_id} has no param {', '.join(missing)}")
+    return Trial(_row_label(spec, run.data.params), int(run.data.params["run.seed"]), trained_by,
+                 _cpu_seconds(source), run.data.tags.get("stage1_run_id", ""))
 
 
 def read_sweep(client: MlflowClient, spec: specs.TableSpec, run_id: str) -> SweepCost:
-    """One until-decided sweep: its rounds, its finished trials (a reused copy with its original's seconds)."""
+    """One until-decided sweep of ``spec``'s experiment: its rounds and its finished trials."""
     try:
         parent = client.get_run(run_id)
     except MlflowException:
         raise AblationError(f"--sweep-run: no run {run_id!r} in the tracking store") from None
+    experiment = client.get_experiment(parent.info.experiment_id).name
+    if experiment != spec.experiment:
+        raise AblationError(f"--sweep-run: run {run_id} is in experiment {experiment!r}; --spec {spec.name} is "
+                            f"swept into {spec.experiment!r}")
     log = _rounds(client, run_id)
-    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{run_id}' and "
-                                  "attributes.status = 'FINISHED'", max_results=10000)
-    trials = tuple(_trial(client, spec, r) for r in children)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{run_id}'",
+                                  max_results=10000)
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    trials = tuple(_trial(client, spec, r) for r in finished)
     first, last = log["rounds"][0]["rows"], log["rounds"][-1]["rows"]
     rows = tuple(dict.fromkeys(t.row for t in sorted(trials, key=lambda t: t.seed)))
-    return SweepCost(spec.name, run_id, int(parent.data.params.get("sweep.seeds", 0)), int(log["max_seeds"]),
+    return SweepCost(spec.name, run_id, min(int(r["seeds"]) for r in first), int(log["max_seeds"]),
                      sum(r["verdict"] == "decided" for r in first), sum(r["verdict"] == "decided" for r in last),
-                     rows, float(parent.data.metrics.get("actual/wall_s", float("nan"))), trials)
+                     rows, float(parent.data.metrics.get("actual/wall_s", float("nan"))), trials,
+                     excluded=len(children) - len(finished), variants=len(first),
+                     partial=parent.info.status != "FINISHED")
 
 
-def stage1_seconds(client: MlflowClient, sweeps: list[SweepCost]) -> dict[str, float]:
-    """{seed: seconds} of the finished stage-1 runs these sweeps' trials used (start to end of each run)."""
+def stage1_seconds(client: MlflowClient, sweeps: list[SweepCost]) -> dict[str, tuple[str, float]]:
+    """{run id: (seed, CPU seconds)} of the finished stage-1 runs these sweeps' trials used (start to end of
+    each run, times its threads); a stage-1 run no longer in the store is left out."""
     ids = {t.stage1 for s in sweeps for t in s.trials} - {""}
     seconds = {}
     for run_id in sorted(ids):
-        run = client.get_run(run_id)
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            continue
         if run.info.status == "FINISHED" and run.info.end_time:
-            seconds[run.data.tags.get("seed", run_id)] = (run.info.end_time - run.info.start_time) / 1000
+            seconds[run_id] = (run.data.tags.get("seed", "?"), _cpu_seconds(run))
     return seconds
 
 
@@ -244,12 +284,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.sweep_run and len(args.sweep_run) != len(args.spec):
             raise AblationError(f"--sweep-run: give one per --spec ({len(args.spec)}), got {len(args.sweep_run)}")
+        for flag, values in (("--spec", args.spec), ("--sweep-run", args.sweep_run)):
+            if len(set(values)) != len(values):
+                raise AblationError(f"{flag}: each at most once (a sweep counted twice would share rows with itself)")
         check_readable(args.tracking_uri)
         client = MlflowClient(args.tracking_uri)
         chosen = [specs.SPECS[name] for name in args.spec]
         run_ids = args.sweep_run or [latest_sweep_run(client, spec.experiment) for spec in chosen]
         sweeps = [read_sweep(client, spec, run_id) for spec, run_id in zip(chosen, run_ids, strict=True)]
         text = render(sweeps, stage1_seconds(client, sweeps))
+    except MlflowException as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: --tracking-uri: cannot read {args.tracking_uri} ({first_line[:200]})", file=sys.stderr)
+        return 2
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

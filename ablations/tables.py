@@ -25,7 +25,7 @@ from ablations.runs import AblationError, TrialRun
 IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every", "data.max_array_gib")
 SEED_KEY = "run.seed"
 DATA_TAG = "data_fingerprint"  # the same config and seed on other data is not comparable
-MACHINE_TAG = "machine"  # the machine's short id; machine.cpu, machine.torch, machine.threads, machine.gpu describe it
+MACHINE_TAG = "machine"  # the short id; machine.cpu, .torch, .threads, .gpu (and .blas_threads) describe it
 EXCLUDED = ("failed", "unfinished", "early_stopped", "duplicate")
 SETTING_KEYS = ("data.name", "data.image_size", "data.size", "latent.epochs", "encoder.epochs", "eval.protocol")
 

@@ -72,12 +72,15 @@ def reuse_key(cfg: ContraLordConfig, data_fingerprint: str, code: str) -> str:
 
 def trial_machine(cfg: ContraLordConfig, cpus_per_worker: float, use_gpu: bool) -> machine.Machine:
     """The machine a trial started here would run on: its thread count is ``run.threads``, else the worker's
-    CPUs (``tune/worker.py``); its GPU is this machine's first one when the trial asks for GPUs."""
+    CPUs (``tune/worker.py``); its BLAS threads are the worker's CPUs (Ray sets OMP_NUM_THREADS to them, and
+    BLAS reads it when it loads), not this driver's; its GPU is this machine's first one when the trial asks
+    for GPUs."""
     import torch
 
-    threads = cfg.run.threads or max(1, int(cpus_per_worker))
+    cpus = max(1, int(cpus_per_worker))
+    threads = cfg.run.threads or cpus
     gpu = torch.cuda.get_device_name(0) if use_gpu and torch.cuda.is_available() else "none"
-    return dataclasses.replace(machine.describe(), threads=str(threads), gpu=gpu)
+    return dataclasses.replace(machine.describe(), threads=str(threads), gpu=gpu, blas_threads=str(cpus))
 
 
 def local_machine(args) -> Callable[[ContraLordConfig], machine.Machine] | None:

@@ -44,9 +44,17 @@ def test_ways__refuses_sweeps_with_different_seed_settings():
 
 
 def test_render__one_line_per_way_and_seeds_per_row():
-    text = render(_sweeps(), {"0": 40.0, "1": 50.0, "2": 900.0})
-    assert "| until decided, at most 4 seeds | 10 | 3.7 | 4 | 7.0 | 3 of 4 rows | measured |" in text
+    text = render(_sweeps(), {"r0": ("0", 60.0), "r1": ("1", 120.0), "r2": ("2", 900.0)})
+    assert "| until decided, at most 4 seeds | 10 | 3.7 | 4 | 11.7 | 3 of 4 rows | measured |" in text
     assert "- A (sweep run ra, sweep wall 1.7 min): 1 of 2 rows decided after 2 seeds, 2 at the end; " \
            "seeds per row: a 2, d 4" in text
-    assert "- B (sweep run rb): 0 of 2 rows" in text and "50 s a seed" in text
-    assert "(seed 0 40 s, seed 1 50 s, seed 2 900 s)" in text
+    assert "- B (sweep run rb): 0 of 2 rows" in text and "not finished" not in text and "2.0 CPU-min a seed" in text
+    assert "(seed 0 1 min, seed 1 2 min, seed 2 15 min)" in text
+
+
+def test_render__says_what_it_left_out():
+    a, b = _sweeps()
+    text = render([a, SweepCost(**{**b.__dict__, "excluded": 2, "variants": 3, "partial": True})], {})
+    assert "- B (sweep run rb): 0 of 3 rows decided" in text and "2 trial(s) not finished, not counted" in text
+    assert "1 row(s) without a finished trial" in text and "the sweep did not finish" in text
+    assert "| 1 of 5 rows |" in text  # the row without a finished trial still counts as a row

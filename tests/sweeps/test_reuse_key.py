@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ablations"))
 from fabricated_runs import mlflow_store  # noqa: E402, F401
 
 from ablations.runs import drop_reused_copies, from_experiment  # noqa: E402
+from contralord import machine  # noqa: E402
 from contralord.config import ContraLordConfig  # noqa: E402
 from tune import reuse  # noqa: E402
 
@@ -60,6 +61,18 @@ def test_trial_machine__threads_are_the_trials_own():
     pinned = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, threads=3))
     assert reuse.trial_machine(pinned, 2.0, False).threads == "3"
     assert reuse.trial_machine(cfg, 1.0, False).gpu == "none"
+
+
+def test_trial_machine__id_is_the_one_a_trial_records_whatever_the_drivers_blas():
+    from threadpoolctl import threadpool_limits
+
+    cfg = ContraLordConfig.from_overrides(BASE)
+    here = machine.describe()
+    before_the_field = machine.Machine(here.cpu, here.torch, "1", "none")  # runs already in stores carry this id
+    with threadpool_limits(limits=2, user_api="blas"):  # the driver's BLAS may use every core
+        assert reuse.trial_machine(cfg, 1.0, False).id == before_the_field.id
+    pinned = ContraLordConfig.from_overrides(BASE | {"run.threads": 3})
+    assert reuse.trial_machine(pinned, 1.0, False).blas_threads == "1"  # Ray's OMP_NUM_THREADS, not run.threads
 
 
 def test_find_and_link__only_finished_runs_of_the_machine_and_copies_point_at_the_original(store):

@@ -74,8 +74,8 @@ def test_dry_run__until_decided_bounds_the_later_rounds(tmp_path, capsys):
     _past_store(tmp_path / "mlflow.db")
     assert main("negatives", _args(tmp_path, "--seeds", "1", "--until-decided", "--max-seeds", "3")) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("until-decided:"))
-    assert "at most 2 round(s) (seed 1, 2), 4 trial(s) and stage 1 ~60 s" in line, line  # the store's 30 s a seed
-    assert float(line.split("at most ~")[1].split(" s more")[0]) > 2 * (30 + 50)  # stage 1, then 2 trials at once
+    assert "at most 2 round(s) (seed 1, 2) and 4 trial(s); if every row stays open: stage 1 ~60 s" in line, line
+    assert float(line.split(" s, ~")[1].split(" s more")[0]) > 2 * (30 + 50)  # stage 1 (the store's 30 s), 2 trials
 
 
 @pytest.mark.slow
