@@ -13,13 +13,15 @@ must have run with ``--until-decided`` (its parent holds ``rounds.json``). One r
 Machine time is CPU time: a trial's ``time/total`` (else its run's duration) times its threads (tag
 ``machine.threads``: 1 a trial at the cpu preset), a stage-1 run's duration times its threads (stage 1 takes
 every core of a one-node sweep). A trial linked from an earlier run counts once, with the time of the run that
-trained it. Stage 1 is counted per seed a way needs, at the median of the stage-1 runs these sweeps used.
+trained it. Stage 1 is counted per seed a way needs, at the quickest of the stage-1 runs these sweeps used
+(stage-1 runs a sweep creates at once queue for the node, and each one's duration includes its wait).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from collections.abc import Iterable
@@ -147,19 +149,19 @@ def _minutes(seconds: float) -> str:
 
 def render(sweeps: list[SweepCost], stage1: dict[str, tuple[str, float]]) -> str:
     """The report in markdown: the ways side by side, then each table's rows and seeds. ``stage1``: the
-    measured stage-1 runs, {run id: (seed, CPU seconds)}; each way counts its seeds at their median."""
-    stage1_s = statistics.median(v for _, v in stage1.values()) if stage1 else 0.0
+    measured stage-1 runs, {run id: (seed, CPU seconds)}; each way counts its seeds at the quickest."""
+    stage1_s = min(v for _, v in stage1.values()) if stage1 else 0.0
     measured = ", ".join(f"seed {seed} {v / 60:.0f} min" for seed, v in sorted(stage1.values())) or "none"
     lines = ["| way | trials | trial CPU time (min) | stage-1 runs | total CPU time (min) | rows decided | |",
              "|---|---|---|---|---|---|---|"]
     for way in ways(sweeps, stage1_s):
         lines.append(f"| {way.name} | {way.trials} | {_minutes(way.trial_s)} | {way.stage1_runs} | "
                      f"{_minutes(way.total_s)} | {way.decided} | {way.how} |")
-    lines += ["", f"CPU time = wall time x threads. Stage 1 counted at {stage1_s / 60:.1f} CPU-min a seed, the median "
-              f"of the stage-1 runs these sweeps used ({measured}). A trial that several tables hold counts once "
-              f"where rows are reused, and once per table where each table runs its own (at the measured time of "
-              f"the run that trained it). Projected ways multiply each row's measured mean trial time by the "
-              f"seeds; nobody ran them, so their verdicts are unknown.", ""]
+    lines += ["", f"CPU time = wall time x threads. Stage 1 counted at {stage1_s / 60:.1f} CPU-min a seed, the "
+              f"quickest stage-1 run these sweeps used ({measured}; one created beside others includes its wait). "
+              f"A trial that several tables hold counts once where rows are reused, and once per table where each "
+              f"table runs its own (at the measured time of the run that trained it). Projected ways multiply each "
+              f"row's measured mean trial time by the seeds; nobody ran them, so their verdicts are unknown.", ""]
     for sweep in sweeps:
         counts = {row: len({t.seed for t in sweep.trials if t.row == row}) for row in sweep.rows}
         wall = "" if sweep.wall_s != sweep.wall_s else f", sweep wall {_minutes(sweep.wall_s)} min"
@@ -281,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # rounds.json: no bar on stderr
     try:
         if args.sweep_run and len(args.sweep_run) != len(args.spec):
             raise AblationError(f"--sweep-run: give one per --spec ({len(args.spec)}), got {len(args.sweep_run)}")

@@ -45,11 +45,11 @@ def test_ways__refuses_sweeps_with_different_seed_settings():
 
 def test_render__one_line_per_way_and_seeds_per_row():
     text = render(_sweeps(), {"r0": ("0", 60.0), "r1": ("1", 120.0), "r2": ("2", 900.0)})
-    assert "| until decided, at most 4 seeds | 10 | 3.7 | 4 | 11.7 | 3 of 4 rows | measured |" in text
+    assert "| until decided, at most 4 seeds | 10 | 3.7 | 4 | 7.7 | 3 of 4 rows | measured |" in text
     assert "- A (sweep run ra, sweep wall 1.7 min): 1 of 2 rows decided after 2 seeds, 2 at the end; " \
            "seeds per row: a 2, d 4" in text
-    assert "- B (sweep run rb): 0 of 2 rows" in text and "not finished" not in text and "2.0 CPU-min a seed" in text
-    assert "(seed 0 1 min, seed 1 2 min, seed 2 15 min)" in text
+    assert "- B (sweep run rb): 0 of 2 rows" in text and "not finished" not in text and "1.0 CPU-min a seed" in text
+    assert "(seed 0 1 min, seed 1 2 min, seed 2 15 min; one created" in text
 
 
 def test_render__says_what_it_left_out():
