@@ -97,17 +97,22 @@ def differing_keys(runs: list[TrialRun], allowed: set[str]) -> dict[str, list[st
     return {key: sorted(vals.values()) for key, vals in values.items() if len(vals) > 1}
 
 
-def refuse_other_data(runs: list[TrialRun]) -> None:
-    """Runs of one seed must have seen the same images (a seed picks the data subset, so seeds may differ).
-    A run without the tag (stopped before the trainer set it) is unknown there, not different."""
-    per_seed: dict[str, set[str]] = {}
+def refuse_other_data(runs: list[TrialRun], by: tuple[str, ...] = ()) -> None:
+    """Runs of one seed must have seen the same images (a seed picks the data subset, so seeds may differ),
+    within the rows of one dataset: where a grouping key names the data (Table 2's ``data.name``), each
+    dataset's rows are checked on their own. A run without the tag (stopped before the trainer set it) is
+    unknown there, not different."""
+    data_keys = [k for k in by if k.startswith("data.")]
+    per_seed: dict[tuple, set[str]] = {}
     for run in runs:
         if run.tags.get(DATA_TAG):
-            per_seed.setdefault(run.seed, set()).add(run.tags[DATA_TAG])
-    for seed, prints in sorted(per_seed.items()):
+            where = tuple(run.params.get(k, "") for k in data_keys)
+            per_seed.setdefault((where, run.seed), set()).add(run.tags[DATA_TAG])
+    for (where, seed), prints in sorted(per_seed.items()):
         if len(prints) > 1:
             shown = ", ".join(p[:12] for p in sorted(prints))
-            raise AblationError(f"refusing to average runs of seed {seed} trained on different data (tag "
+            data = "".join(f", {k}={v}" for k, v in zip(data_keys, where, strict=True))
+            raise AblationError(f"refusing to average runs of seed {seed}{data} trained on different data (tag "
                                 f"{DATA_TAG}: {shown}); select one sweep with --sweep-run")
 
 
@@ -211,7 +216,7 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     check_keys_exist(runs, spec.by)
     placed = [r for r in runs if all(k in r.params for k in spec.by)]
     refuse_incomparable(placed, spec.by + spec.implied, ignore)
-    refuse_other_data(placed)
+    refuse_other_data(placed, spec.by)
     refuse_other_machines(placed, ignore)
     groups = _group(placed, spec)
     columns = [c for c, metric in specs.METRICS.items() if any(metric in r.metrics for r in finished)]

@@ -264,3 +264,18 @@ def test_table2__methods_rows_with_the_papers_names_and_values(store):
     source = from_experiment(MlflowClient(store.uri), exp)
     with pytest.raises(AblationError, match="encoder.queue_size"):
         build_table(source.runs, specs.SPECS["table2"], source.description)
+
+
+def test_table2__each_dataset_checks_its_own_data_per_seed(store):
+    exp = "contralord-methods"
+    for name, fingerprint in (("shapes3d", "a1"), ("dsprites", "b2")):  # one seed, two datasets: two subsets
+        store.trial(exp, {"data.name": name, "run.method": "contralord"}, {"disentanglement": 0.5}, 0,
+                    tags={"data_fingerprint": fingerprint})
+    source = from_experiment(MlflowClient(store.uri), exp)
+    table = build_table(source.runs, specs.SPECS["table2"], source.description)
+    assert {row.key for row in table.rows} == {("shapes3d", "contralord"), ("dsprites", "contralord")}
+    store.trial(exp, {"data.name": "dsprites", "run.method": "gabbay"}, {"disentanglement": 0.4}, 0,
+                tags={"data_fingerprint": "c3"})  # another dSprites subset for the same seed
+    source = from_experiment(MlflowClient(store.uri), exp)
+    with pytest.raises(AblationError, match=r"seed 0, data.name=dsprites trained on different data .*b2, c3"):
+        build_table(source.runs, specs.SPECS["table2"], source.description)
