@@ -222,7 +222,8 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     columns = [c for c, metric in specs.METRICS.items() if any(metric in r.metrics for r in finished)]
     rows = [_row(key, groups[key], columns) for key in _order(spec, list(groups))]
     averaged = [r for r in finished if all(k in r.params for k in spec.by)]
-    setting = {k: averaged[0].params[k] for k in SETTING_KEYS if averaged and k in averaged[0].params}
+    values = {k: {r.params.get(k) for r in averaged} for k in SETTING_KEYS}
+    setting = {k: v.pop() for k, v in values.items() if len(v) == 1 and None not in v}  # one value: the setting
     if with_paper and spec.paper_table:
         _attach_paper(rows, spec, setting)
     best = {c: stats.best_beyond_intervals([row.cells[c] for row in rows]) for c in columns}

@@ -274,6 +274,7 @@ def test_table2__each_dataset_checks_its_own_data_per_seed(store):
     source = from_experiment(MlflowClient(store.uri), exp)
     table = build_table(source.runs, specs.SPECS["table2"], source.description)
     assert {row.key for row in table.rows} == {("shapes3d", "contralord"), ("dsprites", "contralord")}
+    assert "data.name" not in table.setting and table.setting["data.size"] == "2048"  # a row key, not the setting
     store.trial(exp, {"data.name": "dsprites", "run.method": "gabbay"}, {"disentanglement": 0.4}, 0,
                 tags={"data_fingerprint": "c3"})  # another dSprites subset for the same seed
     source = from_experiment(MlflowClient(store.uri), exp)
