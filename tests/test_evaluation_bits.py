@@ -30,6 +30,6 @@ def test_evaluate__bit_identical_to_encoding_per_metric(tmp_path, tiny_overrides
     same = {k for k in old_summary if "images_per_s" not in k and k != "machine"}  # throughput is wall clock too
     assert {k: new_summary[k] for k in same} == {k: old_summary[k] for k in same}
     # the machine record gained the BLAS thread count since (its id changes only where it differs from torch's)
-    machine_fields = set(old_summary["machine"]) - {"id"}
-    assert {k: new_summary["machine"][k] for k in machine_fields} == {k: old_summary["machine"][k] for k in machine_fields}
+    fields = set(old_summary["machine"]) - {"id"}
+    assert {k: new_summary["machine"][k] for k in fields} == {k: old_summary["machine"][k] for k in fields}
     assert "encoder/eval/content_r2" in same and "encoder/eval/probe_top1" in same
