@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ablations import specs, stats
 from ablations.runs import AblationError, TrialRun
+from contralord.machine import describe_fields
 
 # where files go and how often checkpoints are written: neither changes a result (resume is bit-exact)
 IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every", "data.max_array_gib")
@@ -117,11 +118,9 @@ def refuse_other_data(runs: list[TrialRun], by: tuple[str, ...] = ()) -> None:
 
 
 def describe_machine(tags: dict[str, str]) -> str:
-    """One machine as its tags describe it (``contralord.machine.Machine.__str__``)."""
+    """One machine as its tags describe it (the words of ``contralord.machine.Machine.__str__``)."""
     cpu, torch, threads, gpu = (tags.get(f"{MACHINE_TAG}.{k}", "?") for k in ("cpu", "torch", "threads", "gpu"))
-    blas = tags.get(f"{MACHINE_TAG}.blas_threads", "")
-    blas = f" (BLAS {blas})" if blas not in ("", threads) else ""
-    return f"{cpu}, torch {torch}, {threads} threads{blas}, {'no GPU' if gpu == 'none' else gpu}"
+    return describe_fields(cpu, torch, threads, gpu, tags.get(f"{MACHINE_TAG}.blas_threads", ""))
 
 
 def machines_of(runs: list[TrialRun]) -> dict[str, str]:

@@ -14,8 +14,6 @@ import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 TAG = "machine"  # the short id; the fields are tagged as machine.<field>
 
 
@@ -80,6 +78,8 @@ def cpu_model() -> str:
 
 def describe() -> Machine:
     """This process's machine, with the thread count torch uses now."""
+    import torch  # here, not at the top: ``describe_fields`` serves the tables, which load no torch
+
     build = hashlib.sha256(torch.__config__.show().encode()).hexdigest()[:8]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return Machine(cpu_model(), f"{torch.__version__} (build {build})", str(torch.get_num_threads()), gpu,
