@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -75,12 +74,15 @@ def _stage1_shape(cfg: ContraLordConfig, data) -> str:
     return labels.resolved(cfg, data).section_hash("data", "latent")
 
 
-def _stage1_costs(plan: SweepPlan, client, reused: dict | None) -> tuple[dict[int, float], list[int],
-                                                                        dict[str, object]]:
+def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
+                  calibrated: dict[str, tuple[float, object]] | None = None) -> tuple[dict[int, float], list[int],
+                                                                                      dict[str, object]]:
     """Seconds of every stage-1 run still needed (per seed; none for a seed whose trials are all reused), the
     seeds already cached, and the untrained stage-1 trainers the calibration built, by stage-1 shape (the
-    stage-2 calibration reuses them)."""
-    needed, cached, trainers = {}, [], {}
+    stage-2 calibration reuses them). ``calibrated`` (stage-1 shape -> (seconds, trainer)) is filled here and
+    may be passed again: a shape is calibrated once, whatever the seed (a seed picks images, not cost)."""
+    needed, cached = {}, []
+    calibrated = {} if calibrated is None else calibrated
     pending = {seed for variant, seed in trial_list(plan) if (variant, seed) not in (reused or {})}
     for seed in sorted(pending):
         cfg = _config(plan, None, seed)
@@ -94,10 +96,13 @@ def _stage1_costs(plan: SweepPlan, client, reused: dict | None) -> tuple[dict[in
         # a stage-1 run logs its unresolved config (tune/stage1.py)
         past = history.stage1_seconds(client, cfg.to_flat_dict(), stage1_threads(plan)) if client else None
         if past is None:
-            past, trainers[_stage1_shape(cfg, data)] = calibrate.stage1_seconds(cfg, data, stage1_threads(plan),
-                                                                                plan.args.gpus_per_worker > 0)
+            shape = _stage1_shape(cfg, data)
+            if shape not in calibrated:
+                calibrated[shape] = calibrate.stage1_seconds(cfg, data, stage1_threads(plan),
+                                                             plan.args.gpus_per_worker > 0)
+            past = calibrated[shape][0]
         needed[seed] = past
-    return needed, cached, trainers
+    return needed, cached, {shape: trainer for shape, (_, trainer) in calibrated.items()}
 
 
 def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: dict | None) -> list[TrialCost]:
@@ -147,7 +152,8 @@ def estimate_sweep(plan: SweepPlan, client, reused: dict | None = None) -> Sweep
     """The sweep's estimate (``client``: a read-only view of its store, or None; ``reused``: from
     ``reused_runs``)."""
     started = time.perf_counter()
-    stage1, cached, trainers = _stage1_costs(plan, client, reused)
+    calibrated: dict[str, tuple[float, object]] = {}
+    stage1, cached, trainers = _stage1_costs(plan, client, reused, calibrated)
     trials = _trial_costs(plan, client, trainers, reused)
     cpus, gpus = _node()
     a = plan.args
@@ -157,35 +163,13 @@ def estimate_sweep(plan: SweepPlan, client, reused: dict | None = None) -> Sweep
                   a.gpus_per_worker > 0)
     if getattr(a, "until_decided", False):
         extra = WORKER_GROUP_S if est.path == "train" else 0.0
-        est = dataclasses.replace(est, later=later_rounds(trials, _later_stage1(plan, client, stage1, trainers),
+        # a row's next seed is its seed count: the seeds --seeds did not run, up to --max-seeds
+        later = dataclasses.replace(plan, seeds=list(range(len(plan.seeds), a.max_seeds)))
+        more, _, _ = _stage1_costs(later, client, None, calibrated)  # 0 s where cached or no stage 1
+        est = dataclasses.replace(est, later=later_rounds(trials, {s: more.get(s, 0.0) for s in later.seeds},
                                                           slots, extra))
     est.parts["estimate"] = time.perf_counter() - started  # a real sweep spends it too
     return est
-
-
-def _later_stage1(plan: SweepPlan, client, first: dict[int, float], trainers: dict[str, object]) -> dict[int, float]:
-    """Stage-1 seconds of each seed ``--until-decided`` may add (a row's next seed is its seed count): 0 when
-    cached, else from the store's history, else the first round's stage-1 estimate, else one calibration."""
-    later = dataclasses.replace(plan, seeds=list(range(len(plan.seeds), plan.args.max_seeds)))
-    cached: list[int] = []
-    needed: dict[int, float] = {}
-    known = statistics.fmean(first.values()) if first else None
-    for seed in later.seeds:
-        cfg = _config(later, None, seed)
-        if not needs_latent(cfg):
-            needed[seed] = 0.0
-            continue
-        data = build_data(cfg)
-        if client and stage1.cached_run(client, latent_cache(plan), latent_key(cfg, data)):
-            cached.append(seed)
-            needed[seed] = 0.0
-            continue
-        past = history.stage1_seconds(client, cfg.to_flat_dict(), stage1_threads(plan)) if client else None
-        if past is None and known is None:
-            known, trainers[_stage1_shape(cfg, data)] = calibrate.stage1_seconds(
-                cfg, data, stage1_threads(plan), plan.args.gpus_per_worker > 0)
-        needed[seed] = past if past is not None else known
-    return needed
 
 
 def resources(plan: SweepPlan, path: str) -> str:
