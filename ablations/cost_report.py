@@ -42,8 +42,8 @@ from ablations.runs import (  # noqa: E402
     latest_sweep_run,
 )
 from ablations.tables import parse_value  # noqa: E402
+from tune.rounds import ARTIFACT as ROUNDS_ARTIFACT  # noqa: E402  (written on the sweep's parent run)
 
-ROUNDS_ARTIFACT = "rounds.json"  # tune/rounds.py writes it on the sweep's parent run
 REPORT = "cost_to_verdict.md"
 
 
@@ -70,6 +70,11 @@ class SweepCost:
     excluded: int = 0  # trials not FINISHED (failed, killed, unfinished): not counted
     variants: int = 0  # the sweep's rows as rounds.json names them (0: as many as ``rows``)
     partial: bool = False  # the sweep did not finish: its last round is not the final state
+
+    @property
+    def row_count(self) -> int:
+        """Rows of the table, a row without a finished trial included."""
+        return max(self.variants, len(self.rows))
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ def _row_seconds(sweeps: list[SweepCost]) -> dict[tuple[str, str], float]:
 
 
 def _decided(sweeps: list[SweepCost], attribute: str) -> str:
-    return f"{sum(getattr(s, attribute) for s in sweeps)} of {sum(max(s.variants, len(s.rows)) for s in sweeps)} rows"
+    return f"{sum(getattr(s, attribute) for s in sweeps)} of {sum(s.row_count for s in sweeps)} rows"
 
 
 def ways(sweeps: list[SweepCost], stage1_s: float) -> list[Way]:
@@ -166,11 +171,11 @@ def render(sweeps: list[SweepCost], stage1: dict[str, tuple[str, float]]) -> str
         counts = {row: len({t.seed for t in sweep.trials if t.row == row}) for row in sweep.rows}
         wall = "" if sweep.wall_s != sweep.wall_s else f", sweep wall {_minutes(sweep.wall_s)} min"
         notes = ([f"{sweep.excluded} trial(s) not finished, not counted"] if sweep.excluded else []) + (
-            [f"{sweep.variants - len(sweep.rows)} row(s) without a finished trial"]
-            if sweep.variants > len(sweep.rows) else []) + (
+            [f"{sweep.row_count - len(sweep.rows)} row(s) without a finished trial"]
+            if sweep.row_count > len(sweep.rows) else []) + (
             ["the sweep did not finish: its last recorded round is shown"] if sweep.partial else [])
-        rows = max(sweep.variants, len(sweep.rows))
-        lines.append(f"- {sweep.table} (sweep run {sweep.sweep_run}{wall}): {sweep.decided_first} of {rows} rows "
+        lines.append(f"- {sweep.table} (sweep run {sweep.sweep_run}{wall}): {sweep.decided_first} of "
+                     f"{sweep.row_count} rows "
                      f"decided after {sweep.initial_seeds} seeds, {sweep.decided_last} at the end; seeds per row: "
                      + ", ".join(f"{row} {n}" for row, n in counts.items())
                      + "".join(f"; {note}" for note in notes))
