@@ -98,7 +98,7 @@ def _main(args: argparse.Namespace) -> int:
         from contralord.preflight import check_out
         from contralord.trainer import prepare
 
-        check_out(args.out, args.resume)
+        args.out = str(check_out(args.out, args.resume))  # the real folder: symlinks resolved
         data = prepare(cfg, args.out, resume=args.resume)
     except (ValueError, OSError) as error:  # bad input: one line, before training
         print(f"contralord: error: {error}", file=sys.stderr)

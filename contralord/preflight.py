@@ -19,16 +19,24 @@ TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 def check_out(out_dir: str | Path, resume: bool) -> Path:
-    """``--out`` is a folder (new, or holding a run only with --resume) that we can write in."""
+    """``--out`` as the real folder the run will write (symlinks resolved first, so a link cannot point the
+    run at someone else's folder): new or empty, or holding one of our runs (``config.json``) with --resume.
+    A non-empty folder that is not a run of ours is refused: its files would be overwritten."""
     if not str(out_dir).strip():
         raise ConfigError("--out: expected a folder path, got ''")
-    out = Path(out_dir)
+    given = Path(out_dir)
+    out = given.resolve()
+    shown = f"{given} (-> {out})" if out != given.absolute() else str(given)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} is a file, expected a folder (new, or a run's folder with --resume)")
+        raise ConfigError(f"--out: {shown} is a file, expected a folder (new, or a run's folder with --resume)")
     check_creatable(out, "--out")
-    if (out / "config.json").is_file() and not resume:
-        raise FileExistsError(f"--out: {out} already holds a run (config.json); pass --resume to continue it, "
+    ours = (out / "config.json").is_file()
+    if ours and not resume:
+        raise FileExistsError(f"--out: {shown} already holds a run (config.json); pass --resume to continue it, "
                               f"or another --out (nothing was changed)")
+    if not ours and out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"--out: {shown} is a non-empty folder that holds no contralord run (no config.json); "
+                          f"expected a new or empty folder (nothing was changed)")
     return out
 
 
@@ -39,8 +47,23 @@ def check_creatable(folder: Path, key: str) -> None:
         raise ConfigError(f"{key}: {folder} is a file, expected a folder")
     if not existing.is_dir():
         raise ConfigError(f"{key}: {existing} is a file, so the folder {folder} cannot be created in it")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}: cannot write in {existing} (permission denied for this user)")
+    problem = unwritable_reason(existing)
+    if problem:
+        raise ConfigError(f"{key}: cannot write in {existing} ({problem})")
+
+
+def unwritable_reason(folder: Path) -> str:
+    """'' when ``folder`` may be written, else why not. ``os.access`` alone says yes to root everywhere, so a
+    folder on a read-only mount, or with no write bit at all (someone marked it read-only), is refused for
+    root too: root could write there, but the folder's owner said not to."""
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return "a read-only file system"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "permission denied for this user"
+    mode = folder.stat().st_mode
+    if os.geteuid() == 0 and not mode & 0o222:
+        return f"mode {mode & 0o777:04o}: no one may write there, and root is not let past that"
+    return ""
 
 
 def read_run_config(path: Path) -> dict[str, Any]:

@@ -169,8 +169,11 @@ def check_storage(storage: str) -> str:
     existing = next(p for p in (Path(storage), *Path(storage).parents) if p.exists())
     if not existing.is_dir():
         raise SweepError(f"--storage: {existing} is a file, expected a folder (or a path that can be created)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SweepError(f"--storage: cannot write in {existing} (permission denied for this user)")
+    from contralord.preflight import unwritable_reason  # lazily: it imports torch
+
+    problem = unwritable_reason(existing)
+    if problem:
+        raise SweepError(f"--storage: cannot write in {existing} ({problem})")
     return str(Path(storage))
 
 
