@@ -1,8 +1,10 @@
 """The trained modules as MLflow logs them: plain-tensor views, one tensor in and one out.
 
 MLflow 3's PyTorch flavour saves with ``torch.export`` ("pt2": a traced graph plus weights, no pickled
-classes), so a logged model loads with ``mlflow.pytorch.load_model`` where this package is not installed,
-and loading runs no code from the file. Export needs one input tensor and one output tensor, hence:
+classes). Load one with ``load_logged_model`` (``contralord.model_folder``), which checks the folder is that
+layout and that the archive holds no pickle before torch reads it: ``mlflow.pytorch.load_model`` would run
+a pickle-format folder, a ``code/`` module, or a pickle swapped into the archive. Export needs one input
+tensor and one output tensor, hence:
 
 - ``CodeEncoder``: images x (B, C, H, W) in [0, 1] -> codes (B, Dd + Dc + Dr) = [h_d, h_c, h_r] of f(x);
 - ``CodeGenerator``: codes (B, Dd + Dc + Dr) -> images (B, C, H, W), the stage-1 G(d, g^c, g^r).
@@ -62,3 +64,19 @@ def load_online(cfg: ContraLordConfig, data: ImageFactorData, path: str | Path) 
 def example_images(data: ImageFactorData, n: int = 2) -> torch.Tensor:
     """The first ``n`` images as the encoder takes them: float (n, C, H, W) in [0, 1]."""
     return data.images[torch.arange(min(n, len(data)))].float().div(255)
+
+
+def load_logged_model(tracking_uri: str, model_uri: str) -> nn.Module:
+    """A logged model (``models:/<id>`` or ``models:/<name>/<version>``) through ``contralord.model_folder``:
+    its files are downloaded (nothing runs), the folder must be our pt2 layout, and only the graph loads.
+    Use this instead of ``mlflow.pytorch.load_model``, which runs pickles and ``code/`` from the folder."""
+    import tempfile
+
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # models:/ resolves through it
+
+    from contralord.model_folder import load_model_folder
+
+    with tempfile.TemporaryDirectory(prefix="contralord-model-") as folder, _use_tracking_uri(tracking_uri):
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder)
+        return load_model_folder(local)

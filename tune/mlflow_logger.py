@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,18 +31,51 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # Seconds between system-metric samples: ~30 points for a 1-minute trial (MLflow's default, 10 s, gives 6;
 # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it)
 SYSTEM_METRICS_INTERVAL = 2.0
+ARTIFACT_FOLDER = "mlartifacts"  # beside a file-based store's database: every experiment's artifacts
 
 
 def get_experiment_id(client: MlflowClient, name: str) -> str:
     """The id of experiment ``name``, created if missing (on the driver, once, to avoid races), marked as
-    a model-training experiment (an older one gets the mark too)."""
+    a model-training experiment (an older one gets the mark too). In a file-based store a new experiment
+    keeps its artifacts beside the database (``experiment_artifacts``); an older one keeps its own place,
+    and says so."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, tags=EXPERIMENT_KIND)
+        location = experiment_artifacts(client.tracking_uri, name)
+        return client.create_experiment(name, artifact_location=location and str(location), tags=EXPERIMENT_KIND)
     for key, value in EXPERIMENT_KIND.items():
         if experiment.tags.get(key) != value:
             client.set_experiment_tag(experiment.experiment_id, key, value)
+    root = store_artifact_root(client.tracking_uri)
+    if root is not None and not _is_under(experiment.artifact_location, root):
+        print(f"mlflow: experiment {name!r} keeps its artifact location {experiment.artifact_location} (it was "
+              f"made before artifacts lived beside the database, in {root}; nothing is moved)", flush=True)
     return experiment.experiment_id
+
+
+def store_artifact_root(tracking_uri: str) -> Path | None:
+    """Where the artifacts of a file-based store (``sqlite:///<file>``) live: ``mlartifacts/`` beside the
+    database file, whatever folder the process runs in, so that the folder holds the whole store (to copy,
+    hand on or open from anywhere). None for a server (``http(s)://``: the server decides) or another
+    database (its artifacts stay where MLflow puts them; docs/MLFLOW.md)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    if database in ("", ":memory:"):
+        return None
+    return Path(database).resolve().parent / ARTIFACT_FOLDER
+
+
+def experiment_artifacts(tracking_uri: str, name: str) -> Path | None:
+    """The artifact location of a new experiment ``name`` (``store_artifact_root``/<name>), or None where
+    MLflow's own choice stands. The name, not the id: MLflow assigns the id only after the location."""
+    root = store_artifact_root(tracking_uri)
+    return None if root is None else root / re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def _is_under(location: str, root: Path) -> bool:
+    path = location[len("file://"):] if location.startswith("file://") else location
+    return "://" not in path and Path(path).resolve().is_relative_to(root)
 
 
 def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
@@ -133,12 +167,22 @@ class MlflowLogger:
             output = module(example)
         signature = infer_signature(example.numpy(), output.numpy())
         requirements = [f"torch=={torch.__version__.split('+')[0]}"]
+        model_id = self._new_logged_model(name)
         with _tracking_uri(self.client.tracking_uri), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.export's notes on its own internals
             info = mlflow.pytorch.log_model(module, name=name, signature=signature, input_example=example.numpy(),
-                                            pip_requirements=requirements, run_id=self.run_id,
+                                            pip_requirements=requirements, run_id=self.run_id, model_id=model_id,
                                             serialization_format="pt2")
         return info.model_uri
+
+    def _new_logged_model(self, name: str) -> str:
+        """A LoggedModel in the run's own experiment (its Models tab), with the run's params. Left to
+        ``log_model``, MLflow 3 puts it in the *active* experiment, which with ``run_id=`` and no active run
+        is Default (``mlflow.tracking.fluent._create_logged_model``)."""
+        run = self.client.get_run(self.run_id)
+        model = self.client.create_logged_model(run.info.experiment_id, name=name, source_run_id=self.run_id,
+                                                params=dict(run.data.params))
+        return model.model_id
 
     @contextlib.contextmanager
     def system_metrics(self) -> Iterator[None]:
@@ -263,15 +307,30 @@ def source_tags(entry_point: str, commit: str, repo_url: str, branch: str) -> di
 
 def register_best(client: MlflowClient, runs: list, metric: str, mode: str, name: str) -> tuple[str, float, str]:
     """Register the logged encoder of the run with the best ``metric`` as a new version of model ``name``;
-    return (run id, its value, the version)."""
+    return (run id, its value, the version). The encoder is first loaded the checked way (``check_logged_model``):
+    a worker wrote it, and the registry is where others will load it from."""
     scored = [r for r in runs if metric in r.data.metrics and r.outputs and r.outputs.model_outputs]
     if not scored:
         raise ValueError(f"--register-best: no finished trial has both the metric {metric!r} and a logged model")
     best = (max if mode == "max" else min)(scored, key=lambda r: r.data.metrics[metric])
     model_ids = [o.model_id for o in best.outputs.model_outputs]
     encoder = next((m for m in model_ids if client.get_logged_model(m).name == "encoder"), model_ids[0])
+    check_logged_model(client, f"models:/{encoder}", best.info.run_id)
     with _tracking_uri(client.tracking_uri), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         version = mlflow.register_model(f"models:/{encoder}", name, tags={"metric": metric, "mode": mode})
     client.set_registered_model_tag(name, "selected_by", f"{mode} {metric}")
     return best.info.run_id, best.data.metrics[metric], version.version
+
+
+def check_logged_model(client: MlflowClient, model_uri: str, run_id: str) -> None:
+    """The logged model is our pt2 layout and loads as a graph with no code run (``tune.export.load_logged_model``);
+    else a ValueError naming the run, so nothing is registered."""
+    from contralord.model_folder import ModelFolderError
+    from tune.export import load_logged_model
+
+    try:
+        load_logged_model(client.tracking_uri, model_uri)
+    except ModelFolderError as error:
+        raise ValueError(f"--register-best: the encoder of run {run_id} ({model_uri}) is refused, nothing was "
+                         f"registered: {error}") from None
