@@ -1,3 +1,12 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psutil
 import pytest
 import torch
 
@@ -11,6 +20,16 @@ TINY = {
     "encoder.backbone_width": 8, "encoder.epochs": 1, "encoder.batch_size": 32, "encoder.queue_size": 40,
     "run.eval_size": 64, "run.threads": 1, "eval.num_train": 64, "eval.num_test": 32, "eval.grid_size": 3,
 }
+
+
+SLOW_TIMEOUT_S = 900  # a slow test (a real sweep or two on 2 busy cores) that runs past this is hung
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests get a longer timeout than pyproject's, unless they set their own."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +46,107 @@ def tiny_overrides():
 @pytest.fixture
 def tiny_cfg():
     return ContraLordConfig.from_overrides(TINY)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} never answered")
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """The live processes of process group ``pgid`` (zombies are already dead)."""
+    members = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(process)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+def end_group(pgid: int, grace: float = 10) -> None:
+    """End process group ``pgid`` (one a test created with ``start_new_session``): SIGTERM, then SIGKILL
+    after ``grace`` seconds; return once none of its processes is left. Nothing outside it is touched."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            if not group_members(pgid):
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"process group {pgid} outlived SIGKILL: {group_members(pgid)}")
+
+
+class OwnProcesses:
+    """Processes a test starts, each the leader of a new session and process group, so that the test can end
+    them and everything they spawned (a server's workers, a local Ray) by that group, and nothing else."""
+
+    def __init__(self):
+        self.groups: list[int] = []
+
+    def start(self, command: list[str], **kwargs) -> subprocess.Popen:
+        process = subprocess.Popen(command, start_new_session=True, **kwargs)
+        self.groups.append(process.pid)
+        return process
+
+    def run(self, command: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+        """``subprocess.run`` in a group of its own; on timeout the whole group ends, then the test fails."""
+        process = self.start(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            end_group(process.pid)
+            out, err = process.communicate()
+            raise AssertionError(f"{command[:3]} ran past {timeout} s: {err[-3000:]}") from None
+        return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+    def end_all(self) -> None:
+        for pgid in reversed(self.groups):
+            end_group(pgid)
+
+
+@pytest.fixture
+def own_processes():
+    """``OwnProcesses`` whose groups all end when the test does."""
+    processes = OwnProcesses()
+    yield processes
+    processes.end_all()
+
+
+@pytest.fixture
+def mlflow_server(own_processes, tmp_path):
+    """Start ``mlflow server`` on a store, on 127.0.0.1 and a free port, in a folder of its own; return its URL."""
+
+    def start(store_uri: str, *options: str) -> str:
+        port = free_port()
+        folder = tmp_path / f"mlflow-server-{port}"
+        folder.mkdir()
+        log = open(folder / "server.log", "w")
+        own_processes.start(["mlflow", "server", "--backend-store-uri", store_uri, "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1", *options], cwd=folder, stdout=log,
+                            stderr=subprocess.STDOUT, env=os.environ | {"PATH": _venv_path()})
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/health")
+        return url
+
+    return start
+
+
+def _venv_path() -> str:
+    return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])

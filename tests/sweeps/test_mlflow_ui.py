@@ -20,6 +20,7 @@ from tune import export
 from tune.mlflow_logger import (
     EXPERIMENT_KIND,
     MlflowLogger,
+    experiment_artifacts,
     get_experiment_id,
     image_dataset,
     log_sweep_table,
@@ -49,6 +50,46 @@ def test_experiment__marked_as_model_training_new_and_old(store):
     old = client.create_experiment("made-before")  # an experiment from before the mark
     assert get_experiment_id(client, "made-before") == old
     assert client.get_experiment(old).tags | EXPERIMENT_KIND == client.get_experiment(old).tags
+
+
+def test_experiment__artifacts_beside_the_database_whatever_the_folder(tmp_path, monkeypatch, capsys):
+    """A new experiment of a file-based store keeps its artifacts in mlartifacts/ beside the database, also
+    when the process runs elsewhere (relative and absolute URIs); an older one keeps its place and says so."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "store")
+    client = MlflowClient("sqlite:///mlflow.db")  # relative: the database in the current folder
+    first = get_experiment_id(client, "contralord-negatives")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    second = get_experiment_id(client, "contralord-stage1")
+    assert client.get_experiment(first).artifact_location == str(tmp_path / "store/mlartifacts/contralord-negatives")
+    assert client.get_experiment(second).artifact_location == str(tmp_path / "store/mlartifacts/contralord-stage1")
+    assert capsys.readouterr().out == ""
+    old = client.create_experiment("made-before", artifact_location=str(tmp_path / "elsewhere" / "mlruns" / "7"))
+    assert get_experiment_id(client, "made-before") == old
+    assert client.get_experiment(old).artifact_location == str(tmp_path / "elsewhere/mlruns/7")  # not moved
+    assert "experiment 'made-before' keeps its artifact location" in capsys.readouterr().out
+    assert experiment_artifacts("http://127.0.0.1:5000", "x") is None  # a server decides its own
+    assert experiment_artifacts("sqlite:///:memory:", "x") is None
+
+
+def test_logged_model__in_the_runs_experiment_not_default(tmp_path, monkeypatch):
+    """MLflow 3 puts a model logged with ``run_id=`` (no active run) in Default; ours goes to the run's
+    experiment (its Models tab), with the run's params, its files under the database's folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "db").mkdir()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}")
+    experiment = get_experiment_id(client, "contralord-test")
+    logger = MlflowLogger(client.tracking_uri, client.create_run(experiment).info.run_id)
+    logger.log_params({"encoder.queue_size": 128})
+    uri = logger.log_model(torch.nn.Linear(3, 2).eval(), "encoder", torch.zeros(2, 3))
+    (model,) = client.search_logged_models(experiment_ids=[experiment])
+    assert uri == f"models:/{model.model_id}" and model.name == "encoder" and model.source_run_id == logger.run_id
+    assert model.params == {"encoder.queue_size": "128"}
+    assert client.search_logged_models(experiment_ids=["0"]) == []
+    assert model.artifact_location.startswith(str(tmp_path / "db" / "mlartifacts" / "contralord-test"))
+    assert not (tmp_path / "mlruns").exists()
 
 
 def test_dataset_input__name_digest_source_factors_subsets(store, tiny_cfg):
