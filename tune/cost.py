@@ -17,7 +17,7 @@ from contralord.trainer import build_data, needs_latent
 from tune import calibrate, history, reuse, stage1
 from tune.checks import is_uri
 from tune.estimate import WORKER_GROUP_S, SweepEstimate, TrialCost, combine, concurrency, later_rounds
-from tune.run import SweepPlan, local_work_dir
+from tune.plan import SweepPlan, local_work_dir
 
 
 def latent_cache(plan: SweepPlan) -> str:

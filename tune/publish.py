@@ -15,8 +15,8 @@ from ablations.tables import Table, build_table, parse_value
 from contralord.config import ContraLordConfig
 from tune import mlflow_logger as ml
 from tune.checks import SweepError
+from tune.plan import SweepPlan
 from tune.reuse import FROM_TAG
-from tune.run import SweepPlan
 
 
 def register_target(plan: SweepPlan) -> tuple[str, str] | None:

@@ -12,12 +12,8 @@ sweep with one nested run per trial, and the sweep's table and plots on the pare
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from contralord.config import ConfigError, ContraLordConfig, parse_set_args
 from contralord.data import DataError
@@ -35,26 +31,8 @@ from tune.checks import (
     check_storage,
     check_tracking_uri,
     check_trainer,
-    is_uri,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-STAGE1_KEYS = ("data.", "latent.")
-
-
-@dataclass
-class SweepPlan:
-    kind: str
-    args: argparse.Namespace
-    knob: str
-    variants: list[spaces.Variant]
-    base: dict[str, Any]
-    seeds: list[int]
-    storage: str
-    tracking_uri: str
-    name: str
-    started: float = field(default_factory=time.time)  # validated: the sweep's work starts (its wall time's zero)
-    estimate: Any = None  # tune.estimate.SweepEstimate, once run_sweep has made it
+from tune.plan import SweepPlan
 
 
 def build_parser(kind: str) -> argparse.ArgumentParser:
@@ -180,18 +158,4 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         print(f"sweep: error: stage 1 stopped (its MLflow run is FAILED): {cause.args[0]}", file=sys.stderr)
         return 1
     return 0
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def local_work_dir(storage: str, name: str) -> str:
-    """Node-local folder for trial working files (checkpoints travel through Ray's storage)."""
-    root = Path.home() / ".contralord" if is_uri(storage) else Path(storage)
-    return str(root / name / "work")
 

@@ -23,7 +23,7 @@ from tune import publish, reuse, rounds, spaces
 from tune.checks import SweepError, check_storage_shared, is_uri
 from tune.context import SweepContext
 from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running, mark_stopped_early
-from tune.run import REPO, SweepPlan, git_commit, local_work_dir
+from tune.plan import REPO, SweepPlan, git_commit, local_work_dir
 from tune.stage1 import ensure_stage1
 from tune.worker import run_in_tune_trial, train_fn_per_worker, trial_started
 

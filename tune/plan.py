@@ -1,0 +1,48 @@
+"""The sweep plan: what ``tune/run.py`` checked on the command line, handed to everything that runs the sweep.
+
+It sits below the command line (``run.py``), the dry run (``cost.py``), the sweep itself (``sweep.py``) and
+its table (``publish.py``), so that those import it and none of them imports the command line back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tune import spaces
+from tune.checks import is_uri
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class SweepPlan:
+    kind: str
+    args: argparse.Namespace
+    knob: str
+    variants: list[spaces.Variant]
+    base: dict[str, Any]
+    seeds: list[int]
+    storage: str
+    tracking_uri: str
+    name: str
+    started: float = field(default_factory=time.time)  # validated: the sweep's work starts (its wall time's zero)
+    estimate: Any = None  # tune.estimate.SweepEstimate, once run_sweep has made it
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def local_work_dir(storage: str, name: str) -> str:
+    """Node-local folder for trial working files (checkpoints travel through Ray's storage)."""
+    root = Path.home() / ".contralord" if is_uri(storage) else Path(storage)
+    return str(root / name / "work")
