@@ -1,28 +1,39 @@
 """The package as it was at an earlier commit, run beside the current one (tests that pin behaviour to
-history: numbers differ across CPU models, so they are compared on the same machine, never stored)."""
+history: numbers differ across CPU models, so they are compared on the same machine, never stored).
+
+The old ``contralord/`` trees are kept as archives in ``tests/history/`` (``git archive <commit> contralord``,
+gzipped), so these tests run the same in a shallow or rewritten clone: they never read this repository's
+own history. ``tests/test_history_snapshots.py`` checks each archive against its commit where that commit
+is present. To pin another commit: ``git archive --format=tar <commit> contralord | gzip -9n >
+tests/history/contralord-<first 12 hex digits>.tar.gz``.
+"""
 
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
+HISTORY = Path(__file__).resolve().parent / "history"
 RUN = "import json, sys; from contralord.cli import main; sys.exit(main(json.loads(sys.argv[1])))"
 
 
+def snapshot(commit: str) -> Path:
+    """The archive of ``contralord/`` as of ``commit``."""
+    path = HISTORY / f"contralord-{commit[:12]}.tar.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no snapshot of commit {commit[:12]} in {HISTORY} (see tests/old_code.py)")
+    return path
+
+
 def checkout(commit: str, tmp_path: Path) -> Path:
-    """A folder holding ``contralord/`` as of ``commit``; skips the test without that history."""
-    found = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True)
-    if found.returncode != 0:
-        pytest.skip(f"git history without commit {commit[:7]} (a shallow clone?)")
+    """A folder holding ``contralord/`` as of ``commit``, from its archive in ``tests/history/``."""
     old = tmp_path / f"code-{commit[:7]}"
     old.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "contralord"],
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    with tarfile.open(snapshot(commit)) as archive:
+        archive.extractall(old, filter="data")
     return old
 
 

@@ -2,7 +2,7 @@
 
 The package as of ``BEFORE_SHARED_CODES`` (the last commit before ``contralord.encoding.CodeCache``:
 every metric encoded its own images, the training images twice under partial-labels and a third time
-for the summary) is taken from git history and trains the same run beside the current code; every
+for the summary) is taken from its archive in tests/history/ and trains the same run beside the current code; every
 number of metrics.json and summary.json must be identical, bit for bit. The sizes make the encoding
 batches differ between the two (300 images: batches of 256 and 44; the probe's 200 and the summary's
 250 images sit in other batches than in the scored set), which is what the sharing could break.

@@ -1,6 +1,6 @@
 """``--preset all-factors`` reproduces the first protocol's numbers bit for bit.
 
-The code of the last commit before the paper's protocol existed is taken from git history and run
+The code of the last commit before the paper's protocol existed is taken from its archive in tests/history/ and run
 beside the current code on the same machine (floats differ across CPU models, so no number is pinned
 here); every metric both write must be identical.
 """
