@@ -77,7 +77,7 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
-def end_group(pgid: int, grace: float = 10) -> None:
+def end_group(pgid: int, grace: float = 5) -> None:
     """End process group ``pgid`` (one a test created with ``start_new_session``): SIGTERM, then SIGKILL
     after ``grace`` seconds; return once none of its processes is left. Nothing outside it is touched."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30)):

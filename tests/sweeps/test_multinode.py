@@ -3,15 +3,13 @@ real ``mlflow server`` process: a sweep joins the cluster with --address and log
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("ray")
+from conftest import free_port  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,74 +18,44 @@ FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.
         "--set", "eval.num_train=64", "--set", "eval.num_test=32", "--set", "eval.grid_size=2"]
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url, timeout=120):
-    import urllib.request
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"{url} never answered")
-
-
-def _stop_own_cluster(temp_dir: str, ray_port: int) -> None:
-    """Kill the processes of this cluster only (matched by its temp dir and GCS port). ``ray stop`` would
-    kill every Ray on the machine, such as a sweep the user is running while the tests run."""
-    patterns = [temp_dir, f"127.0.0.1:{ray_port}", f"gcs_server_port={ray_port}"]
-    for pattern in patterns:
-        subprocess.run(["pkill", "-9", "-f", pattern], capture_output=True)
-    deadline = time.time() + 30
-    while time.time() < deadline and any(
-            subprocess.run(["pgrep", "-f", p], capture_output=True).returncode == 0 for p in patterns):
-        time.sleep(0.5)
-    shutil.rmtree(temp_dir, ignore_errors=True)
-
-
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, own_processes, mlflow_server):
+    """A head and a worker (``ray start``), each started in a process group of its own, so that teardown ends
+    exactly their processes (``ray stop`` or a pattern kill would end every Ray on the machine, such as a
+    sweep the user is running while the tests run)."""
     import tempfile
 
     env = os.environ | {"RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO)}
-    ray_port, dash_port, ml_port = _port(), _port(), _port()
+    ray_port = free_port()
     ray = str(BIN / "ray")
     temp_dir = tempfile.mkdtemp(prefix="rayt", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     node = ["--num-cpus", "1", "--temp-dir", temp_dir, "--disable-usage-stats"]
-    subprocess.run([ray, "start", "--head", "--port", str(ray_port), "--dashboard-port", str(dash_port),
-                    "--resources", '{"head": 1}', *node], env=env, check=True, capture_output=True)
-    mlflow_server = None
     try:
-        subprocess.run([ray, "start", "--address", f"127.0.0.1:{ray_port}", "--resources", '{"worker_node": 1}',
-                        *node], env=env, check=True, capture_output=True)
-        mlflow_server = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(ml_port),
-                                          "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                                          "--artifacts-destination", str(tmp_path / "artifacts")],
-                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_http(f"http://127.0.0.1:{ml_port}/health")
-        yield env, f"127.0.0.1:{ray_port}", f"http://127.0.0.1:{ml_port}"
+        _ray_start(own_processes, [ray, "start", "--head", "--port", str(ray_port), "--dashboard-port",
+                                   str(free_port()), "--resources", '{"head": 1}', *node], env)
+        _ray_start(own_processes, [ray, "start", "--address", f"127.0.0.1:{ray_port}", "--resources",
+                                   '{"worker_node": 1}', *node], env)
+        uri = mlflow_server(f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "artifacts"))
+        yield env, f"127.0.0.1:{ray_port}", uri
     finally:
-        if mlflow_server:
-            mlflow_server.terminate()
-        _stop_own_cluster(temp_dir, ray_port)
+        own_processes.end_all()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _ray_start(own_processes, command: list[str], env: dict) -> None:
+    """``ray start`` in a new process group; the node's daemons it leaves running stay in that group."""
+    done = own_processes.run(command, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.slow
-def test_sweep__across_two_nodes_with_an_mlflow_server(tmp_path, cluster):
+def test_sweep__across_two_nodes_with_an_mlflow_server(tmp_path, cluster, own_processes):
     env, address, uri = cluster
     base = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke", "--address", address,
             "--tracking-uri", uri, "--storage", str(tmp_path / "ray"), *FAST]
-    local_only = subprocess.run(base, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    local_only = own_processes.run(base, timeout=300, env=env, cwd=tmp_path)
     assert local_only.returncode == 2 and "2 nodes" in local_only.stderr  # a local path is not shared storage
-    result = subprocess.run(base + ["--shared-fs"], env=env, cwd=tmp_path, capture_output=True, text=True,
-                            timeout=1200)
+    result = own_processes.run(base + ["--shared-fs"], timeout=1200, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("contralord-negatives")
