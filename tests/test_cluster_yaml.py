@@ -235,7 +235,7 @@ BREAKAGES = {
                                        "--host ::"), "mlflow server bound to ::"),
     "mlflow_file_store": (_replace_in("head_start_ray_commands", "sqlite:////home/ray/mlflow/mlflow.db",
                                       "./mlruns"), "no file store"),
-    "mlflow_local_artifacts": (_replace_in("head_start_ray_commands", "s3://YOUR-BUCKET/contralord/mlflow-artifacts",
+    "mlflow_local_artifacts": (_replace_in("head_start_ray_commands", "s3://YOUR-BUCKET/mlflow-artifacts",
                                            "/home/ray/mlflow/artifacts"), "not on S3"),
     "port_published": (lambda raw: raw["docker"]["run_options"].append("-p 8265:8265"), "publishes a port"),
     "head_without_token": (_replace_in("head_start_ray_commands", "RAY_AUTH_MODE=token", "RAY_AUTH_MODE=disabled"),

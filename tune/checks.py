@@ -201,10 +201,21 @@ def check_bucket(storage: str) -> None:
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-=+")
 
 
+MAX_NAME = 100  # a Tune experiment, its MLflow run name and <name>-round<k> folders stay well under NAME_MAX
+TRAIN_PREFIX = "train-"  # Ray Train's own run folders (tune/sweep.py), which the workers' IAM role may write
+
+
 def check_name(name: str) -> None:
-    """--name is one folder under --storage: a single path component, not '.' or '..'."""
+    """--name is one folder under --storage: a single path component, not '.' or '..', of at most MAX_NAME
+    characters, and not ``train-*``: the sweep's own state (tuner.pkl, which --resume unpickles on the head)
+    must never sit where the workers may write (docs/iam/contralord-worker-policy.json)."""
     if not name or name in (".", "..") or not set(name) <= NAME_CHARS:
         raise SweepError(f"--name: expected one folder name of letters, digits and ._-=+ (no '/'), got {name!r}")
+    if len(name) > MAX_NAME:
+        raise SweepError(f"--name: expected at most {MAX_NAME} characters, got {len(name)}")
+    if name.startswith(TRAIN_PREFIX):
+        raise SweepError(f"--name: {name!r} starts with {TRAIN_PREFIX!r}, the prefix of Ray Train's run folders, "
+                         f"which workers may write; choose another name")
 
 
 def check_counts(args: Namespace) -> None:

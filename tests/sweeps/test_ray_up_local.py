@@ -49,14 +49,17 @@ SKIP_REASON = _why_hosts_unavailable()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(SKIP_REASON is not None, reason=str(SKIP_REASON))]
 
 
-def make_test_copy(raw: dict, hosts: dict[str, str], name: str, key: Path, token: Path) -> dict:
-    """ray_cluster.local.yaml with the test hosts' addresses, our key and token, and no install."""
+def make_test_copy(raw: dict, hosts: dict[str, str], name: str, key: Path, token: Path, worker_env: Path) -> dict:
+    """ray_cluster.local.yaml with the test hosts' addresses, our key, token and workers' MLflow login, and no
+    install."""
     cfg = copy.deepcopy(raw)
     cfg["cluster_name"] = name
     cfg["provider"].update(head_ip=hosts["head"], worker_ips=[hosts["worker"]])
     cfg["auth"] = {"ssh_user": getpass.getuser(), "ssh_private_key": str(key)}
     assert cfg["file_mounts"]["~/ray_auth_token"] == "~/.ray/auth_token"
     cfg["file_mounts"]["~/ray_auth_token"] = str(token)
+    assert cfg["file_mounts"]["~/mlflow-worker.env"] == "~/.contralord/mlflow-worker.env"
+    cfg["file_mounts"]["~/mlflow-worker.env"] = str(worker_env)
     installs = [c for c in cfg["setup_commands"] if any(word in c for word in INSTALL)]
     assert len(installs) == 3, installs  # venv, dependencies, the repo: keep in step with the YAML
     cfg["setup_commands"] = [f"ln -sfn {sys.prefix} ~/contralord-venv"] + [
@@ -149,16 +152,22 @@ def _remove_ssh_control_dir(name: str, existed: bool) -> None:
         parent.rmdir()
 
 
-def test_ray_up__exec_sweep__down_on_two_hosts(tmp_path, test_hosts):
+def test_ray_up__exec_sweep__down_on_two_hosts(tmp_path, test_hosts, monkeypatch):
     dir_, hosts, hosts_s = test_hosts
     _assert_isolated(dir_, hosts)  # before any `ray stop` can run there
     name = f"contralord-test-{secrets.token_hex(3)}"
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
+    worker_env = tmp_path / "mlflow-worker.env"  # as docs/SECURITY.md makes ~/.contralord/mlflow-worker.env
+    worker_env.write_text("export MLFLOW_TRACKING_USERNAME=contralord-worker "
+                          f"MLFLOW_TRACKING_PASSWORD={secrets.token_hex(16)}\n"
+                          "export CONTRALORD_WORKER_USERNAME=$MLFLOW_TRACKING_USERNAME "
+                          "CONTRALORD_WORKER_PASSWORD=$MLFLOW_TRACKING_PASSWORD\n")
+    worker_env.chmod(0o600)
     config = tmp_path / "cluster.yaml"
     config.write_text(yaml.safe_dump(make_test_copy(yaml.safe_load((REPO / "ray_cluster.local.yaml").read_text()),
-                                               hosts, name, dir_ / "id_ed25519", token)))
+                                               hosts, name, dir_ / "id_ed25519", token, worker_env)))
     (tmp_path / "driver").mkdir()
     # TMPDIR: the launcher's cluster state and lock files; never this machine's /tmp/ray.
     env = os.environ | {"TMPDIR": str(tmp_path / "driver"), "RAY_USAGE_STATS_ENABLED": "0"}
@@ -187,6 +196,10 @@ def test_ray_up__exec_sweep__down_on_two_hosts(tmp_path, test_hosts):
         _run([RAY, "exec", str(config), sweep], env, timeout=1200)
         times["sweep (ray exec)"] = time.monotonic() - started
 
+        # read back as the admin, whose login exists only on the head (~/mlflow/admin.env)
+        admin = dict(re.findall(r"export (\w+)=(\S+)", _ssh(dir_, hosts["head"], "cat ~/mlflow/admin.env")))
+        for name_ in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            monkeypatch.setenv(name_, admin[name_])
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("contralord-negatives")
         trials = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("role") == "trial"]
