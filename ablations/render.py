@@ -42,18 +42,60 @@ def footnotes(table: Table) -> list[str]:
         notes.append(f"{table.unplaced} run(s) without the grouping keys (no config logged) not shown")
     if table.setting:
         notes.append("setting: " + ", ".join(f"{k}={v}" for k, v in table.setting.items()))
+    notes += table.handicaps
     if table.commits:
         several = len(table.commits) > 1
         notes.append(f"code: {'runs from ' + str(len(table.commits)) + ' git commits: ' if several else 'git '}"
                      f"{', '.join(table.commits)}")
     notes += machine_notes(table)
     unmarked = [c for c in table.columns if table.best[c] is None]
-    rule = "bold: best mean whose 95% CI lies above every other row's 95% CI (Student t over seeds)"
+    rule = "bold (unpaired rule): best mean whose 95% CI lies above every other row's 95% CI (Student t over seeds)"
     notes.append(rule + (f"; no row is best beyond the intervals in {', '.join(unmarked)}" if unmarked else ""))
+    unmarked = [c for c in table.columns if table.best_paired.get(c) is None]
+    rule = ("† (paired rule): best mean above every other row paired by seed (95% paired-t interval of the "
+            "per-seed difference above 0; rows of one seed share its stage 1)")
+    notes.append(rule + (f"; no row is best paired by seed in {', '.join(unmarked)}" if unmarked else ""))
+    notes += paired_notes(table)
     if table.has_paper:
         notes.append("paper: the value the paper reports for the same row (one run, no variance given, at the "
                      "paper's own scale)")
     return notes
+
+
+PAIRED_COLUMNS = ("D", "MIG")  # the columns whose paired comparisons a table spells out
+
+
+def row_label(table: Table, row) -> str:
+    return ", ".join(f"{k}={specs.show_value(v)}" for k, v in zip(table.spec.by, row.key, strict=True))
+
+
+def paired_text(c: stats.Paired) -> str:
+    if c.n < 2:
+        return f"{c.n} shared seed(s), no paired test"
+    p = "p < 0.001" if c.p < 0.001 else f"p = {c.p:.3f}"
+    return (f"{c.mean:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}], paired t {p}, higher in {c.wins} and lower in "
+            f"{c.losses} of {c.n} seeds")
+
+
+def paired_comparisons(table: Table) -> list[tuple[str, str, str, stats.Paired]]:
+    """(column, row label, reference label, row - reference paired by seed) for each row against the spec's
+    baseline row (when the table has one) and against the best mean of each of ``PAIRED_COLUMNS``."""
+    found = []
+    for column in [c for c in PAIRED_COLUMNS if c in table.columns]:
+        means = [(i, row.cells[column].mean) for i, row in enumerate(table.rows) if row.cells[column] is not None]
+        references = [i for i, row in enumerate(table.rows) if table.spec.is_baseline(row.key)]
+        references += [max(means, key=lambda m: m[1])[0]] if len(means) >= 2 else []
+        for ref in dict.fromkeys(references):
+            for i, row in enumerate(table.rows):
+                if i != ref and row.values.get(column) and table.rows[ref].values.get(column):
+                    found.append((column, row_label(table, row), row_label(table, table.rows[ref]),
+                                  stats.paired(row.values[column], table.rows[ref].values[column])))
+    return found
+
+
+def paired_notes(table: Table) -> list[str]:
+    return [f"paired {column}: {label} minus {ref}: {paired_text(c)}"
+            for column, label, ref, c in paired_comparisons(table)]
 
 
 def machine_notes(table: Table) -> list[str]:
@@ -80,6 +122,8 @@ def to_markdown(table: Table) -> str:
     for i, row in enumerate(table.rows):
         cells = [cell_text(row.cells[c], row.n) for c in table.columns]
         cells = [f"**{text}**" if table.best[c] == i else text for c, text in zip(table.columns, cells, strict=True)]
+        cells = [f"{text} †" if table.best_paired.get(c) == i else text
+                 for c, text in zip(table.columns, cells, strict=True)]
         lines.append("| " + " | ".join([*map(_md, table.spec.row_label(row.key)), str(row.n), *cells]) + " |")
         if row.paper:
             lines.append("| " + " | ".join(["paper", *[""] * len(table.spec.by), *_paper_cells(table, row)]) + " |")
@@ -87,7 +131,8 @@ def to_markdown(table: Table) -> str:
 
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "✓": r"\checkmark"}
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "✓": r"\checkmark",
+                 "†": r"\dag{}"}
 
 
 def _latex_escape(text: str) -> str:
@@ -106,6 +151,8 @@ def to_latex(table: Table) -> str:
     for i, row in enumerate(table.rows):
         cells = [cell_text(row.cells[c], row.n, pm=r"$\pm$") for c in table.columns]
         cells = [rf"\textbf{{{t}}}" if table.best[c] == i else t for c, t in zip(table.columns, cells, strict=True)]
+        cells = [rf"{t}$^\dagger$" if table.best_paired.get(c) == i else t
+                 for c, t in zip(table.columns, cells, strict=True)]
         label = [_latex_escape(text) for text in table.spec.row_label(row.key)]
         lines.append(" & ".join([*label, str(row.n), *cells]) + r" \\")
         if row.paper:
@@ -124,7 +171,7 @@ def to_csv(table: Table) -> str:
     """One line per row: keys, n, excluded counts, then per metric mean, std, 95% CI, n, best, paper."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    per_metric = ("mean", "std", "ci95_low", "ci95_high", "n", "best", "paper")
+    per_metric = ("mean", "std", "ci95_low", "ci95_high", "n", "best", "best_paired", "paper")
     writer.writerow([*table.spec.by, "n", "seeds", *EXCLUDED, *[f"{c}_{s}" for c in table.columns for s in per_metric]])
     for i, row in enumerate(table.rows):
         values = []
@@ -132,7 +179,8 @@ def to_csv(table: Table) -> str:
             s = row.cells[c]
             paper = row.paper.get(c) if row.paper else None
             values += ([_float(s.mean), _float(s.std), _float(s.ci_low), _float(s.ci_high), s.n] if s else [""] * 5)
-            values += [int(table.best[c] == i), "" if paper is None else repr(paper)]
+            values += [int(table.best[c] == i), int(table.best_paired.get(c) == i)]
+            values += ["" if paper is None else repr(paper)]
         writer.writerow([*row.key, row.n, " ".join(row.seeds), *(row.excluded[r] for r in EXCLUDED), *values])
     return out.getvalue()
 

@@ -28,6 +28,7 @@ class TableSpec:
     check_marks: bool = False  # label rows with a check mark per key (on when the value is > 0), as Table 4
     implied: tuple[str, ...] = ()  # keys a row's preset sets (they may differ between rows, not within one)
     names: tuple[tuple[str, str], ...] = ()  # (key value, the paper's name for it) where the paper names rows
+    baseline: tuple = ()  # the row every other row is compared with, paired by seed (values of ``by``)
 
     def row_label(self, key: tuple) -> list[str]:
         """The cells that name a row: one per grouping key."""
@@ -35,11 +36,24 @@ class TableSpec:
             return ["✓" if float(v) == 1.0 else (f"✓ ({v})" if float(v) > 0 else "") for v in key]
         return [dict(self.names).get(v, show_value(v)) for v in key]
 
+    def is_baseline(self, key: tuple) -> bool:
+        """``key`` is the baseline row's (numbers compared as numbers, other values as text)."""
+        same = lambda a, b: float(a) == float(b) if _is_number(a) and _is_number(b) else str(a) == str(b)  # noqa: E731
+        return bool(self.baseline) and all(same(a, b) for a, b in zip(key, self.baseline, strict=True))
+
     def paper_key(self, key: tuple) -> tuple:
         """The key of the paper's row for one of ours (check-mark tables compare on/off)."""
         if self.check_marks:
             return tuple(int(float(v) > 0) for v in key)
         return tuple(dict(self.names).get(v, v) for v in key)
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
 
 
 def show_value(value) -> str:
@@ -49,21 +63,29 @@ def show_value(value) -> str:
 
 # what Table 2's method presets set (contralord/presets.py): the row, not a difference between runs
 METHOD_KEYS = ("loss.rec", "loss.sup", "loss.con", "loss.res", "loss.kl", "loss.label", "latent.structure",
-               "encoder.model", "encoder.positive")
+               "encoder.model", "encoder.positive", "eval.scored_code")
+# what a dataset's rows of Table 2 may set on their own (dSprites at 64 px beside Shapes3D at 32 px)
+DATA_KEYS = ("data.image_size",)
 METHOD_NAMES = (("contralord", "ContraLORD"), ("lord", "LORD"), ("gabbay", "Gabbay et al."),
                 ("locatello", "Locatello et al."))
 
 SPECS = {
     "table2": TableSpec("table2", "Table 2: methods under partial labels", ("data.name", "run.method"),
-                        "contralord-methods", "table2", implied=METHOD_KEYS, names=METHOD_NAMES),
+                        "contralord-methods", "table2", implied=METHOD_KEYS + DATA_KEYS, names=METHOD_NAMES),
     "table4": TableSpec("table4", "Table 4: each loss", ("loss.rec", "loss.sup", "loss.con", "loss.res"),
-                        "contralord-losses", "table4", check_marks=True),
+                        "contralord-losses", "table4", check_marks=True, baseline=(1.0, 0.1, 0.0, 0.0)),
     "table5": TableSpec("table5", "Table 5: batch size", ("encoder.batch_size",), "contralord-batch_size", "table5"),
     "table6": TableSpec("table6", "Table 6: queue length K", ("encoder.queue_size",), "contralord-negatives",
                         "table6"),
+    # Eq. 4/5 read four ways (anchor: the online code of x_i, or its stage-1 code; the query view augmented or
+    # x_i itself), each with L_con on, against rec+sup (loss.con=0): does adding L_con help, under which reading?
+    "readings": TableSpec("readings", "Readings of Eq. 4/5: anchor x augmentation, L_con against rec+sup",
+                          ("loss.con", "encoder.anchor", "encoder.augment"), "contralord-readings",
+                          baseline=(0.0, "online", "True")),
 }
 # what a sweep kind groups by (tune/spaces.py sweeps these keys)
-SWEEP_KIND_SPEC = {"methods": "table2", "losses": "table4", "batch_size": "table5", "negatives": "table6"}
+SWEEP_KIND_SPEC = {"methods": "table2", "losses": "table4", "batch_size": "table5", "negatives": "table6",
+                   "readings": "readings"}
 SWEEP_KIND_KEYS = {
     "temperature": ("encoder.temperature", "encoder.momentum"),
     "optuna": ("encoder.batch_size", "encoder.queue_size", "loss.sup", "loss.con", "loss.res", "encoder.temperature"),

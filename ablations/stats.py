@@ -5,6 +5,14 @@ lies above the upper end of every other row's interval. Non-overlapping 95% inte
 test: for two rows with equal n and std it is a Welch t-test at a two-sided p of about 0.006 for many
 seeds, 0.004 for 3 seeds. It needs n >= 2 in every row: a row with one seed has no interval, so nothing
 is marked in that column.
+
+Rows that share a stage 1 per seed (every row of one sweep does: one stage 1 per seed serves every trial) are
+also compared **paired by seed** (``paired``, ``best_paired``, ``open_rows_paired``): the difference of two rows
+is taken seed by seed, so the stage-1 draw, which moves every row of a seed together, cancels. The best row
+is decided against another when the paired 95% interval of their difference (Student t over the shared
+seeds, the paired t-test at two-sided p < 0.05) lies above zero; the sign count (seeds where the best is
+higher / lower) is reported beside it. It needs at least 2 shared seeds and is sharper than the unpaired
+rule when the seeds' spread is shared, never a substitute for more seeds when it is not.
 """
 
 from __future__ import annotations
@@ -84,4 +92,72 @@ def open_rows(column: list[Summary | None]) -> dict[int, str]:
     others = [i for i, _ in present if i != best and i in why]
     if others and best not in why:
         why[best] = f"best mean, its interval overlaps {len(others)} other row(s)"
+    return why
+
+
+@dataclass(frozen=True)
+class Paired:
+    """``a - b`` seed by seed over the seeds both rows have."""
+
+    n: int  # shared seeds
+    mean: float  # mean difference
+    ci_low: float  # nan when n < 2
+    ci_high: float
+    p: float  # two-sided paired t-test; nan when n < 2, 1.0 when every difference is 0
+    wins: int  # seeds where a > b
+    losses: int  # seeds where a < b
+
+    @property
+    def decided(self) -> bool:
+        """a is above b beyond the paired 95% interval."""
+        return self.n >= 2 and self.ci_low > 0
+
+
+def paired(a: dict[str, float], b: dict[str, float], confidence: float = CONFIDENCE) -> Paired:
+    """Compare two rows' ``{seed: value}`` on the seeds they share."""
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds]
+    wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    if len(diffs) < 2:
+        mean = diffs[0] if diffs else math.nan
+        return Paired(len(diffs), mean, math.nan, math.nan, math.nan, wins, losses)
+    summary = summarize(diffs, confidence)
+    if summary.std == 0:
+        p = 1.0 if summary.mean == 0 else 0.0
+    else:
+        p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+    return Paired(len(diffs), summary.mean, summary.ci_low, summary.ci_high, p, wins, losses)
+
+
+def _best_by_mean(rows: list[dict[str, float] | None]) -> int | None:
+    present = [(i, math.fsum(r.values()) / len(r)) for i, r in enumerate(rows) if r]
+    return max(present, key=lambda item: item[1])[0] if len(present) >= 2 else None
+
+
+def best_paired(rows: list[dict[str, float] | None]) -> int | None:
+    """Index of the row with the highest mean if, paired by seed, it is above every other row; else None."""
+    best = _best_by_mean(rows)
+    if best is None:
+        return None
+    others = [paired(rows[best], r) for i, r in enumerate(rows) if r and i != best]
+    return best if all(c.decided for c in others) else None
+
+
+def open_rows_paired(rows: list[dict[str, float] | None]) -> dict[int, str]:
+    """{row index: why it is open} under the paired rule (``best_paired``); rows not listed are decided.
+    A row is decided once the best row is above it paired by seed; the best row once every other row is."""
+    why = {i: "no finished value" for i, r in enumerate(rows) if not r}
+    best = _best_by_mean(rows)
+    if best is None:
+        return why
+    for i, r in enumerate(rows):
+        if r and i != best:
+            c = paired(rows[best], r)
+            if c.n < 2:
+                why[i] = f"{c.n} seed(s) shared with the best row (row {best}): no paired interval"
+            elif not c.decided:
+                why[i] = f"paired difference to the best [{c.ci_low:.4g}, {c.ci_high:.4g}] includes 0"
+    others = [i for i in why if i != best]
+    if others:
+        why[best] = f"best mean, not above {len(others)} other row(s) paired by seed"
     return why

@@ -28,7 +28,8 @@ SEED_KEY = "run.seed"
 DATA_TAG = "data_fingerprint"  # the same config and seed on other data is not comparable
 MACHINE_TAG = "machine"  # the short id; machine.cpu, .torch, .threads, .gpu (and .blas_threads) describe it
 EXCLUDED = ("failed", "unfinished", "early_stopped", "duplicate")
-SETTING_KEYS = ("data.name", "data.image_size", "data.size", "latent.epochs", "encoder.epochs", "eval.protocol")
+SETTING_KEYS = ("data.name", "data.image_size", "data.size", "latent.epochs", "encoder.epochs", "encoder.steps",
+                "eval.protocol", "eval.scored_code")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Row:
     excluded_ids: dict[str, list[str]] = field(default_factory=dict)
     dropped: Counter = field(default_factory=Counter)  # column -> non-finite values left out
     paper: dict[str, float] | None = None
+    values: dict[str, dict[str, float]] = field(default_factory=dict)  # column -> {seed: value}, for paired tests
 
     @property
     def n(self) -> int:
@@ -51,13 +53,15 @@ class Table:
     spec: specs.TableSpec
     rows: list[Row]
     columns: list[str]
-    best: dict[str, int | None]
+    best: dict[str, int | None]  # the unpaired rule (ablations/stats.py)
     source: str
     unplaced: int = 0  # runs without the grouping keys (failed before logging their config)
     setting: dict[str, str] = field(default_factory=dict)  # the averaged runs' scale (SETTING_KEYS)
     commits: list[str] = field(default_factory=list)  # git commits of the averaged runs
     machines: dict[str, str] = field(default_factory=dict)  # machine id -> description, of the averaged runs
     unknown_machine: int = 0  # averaged runs without the machine tag
+    best_paired: dict[str, int | None] = field(default_factory=dict)  # the paired rule, per column
+    handicaps: list[str] = field(default_factory=list)  # rows measured where the data cannot show the factor
 
     @property
     def has_paper(self) -> bool:
@@ -148,11 +152,12 @@ def refuse_incomparable(runs: list[TrialRun], by: tuple[str, ...], ignore: tuple
                             f"sweep with --sweep-run")
 
 
-def _cell(runs: list[TrialRun], column: str) -> tuple[stats.Summary | None, int]:
-    """The column's summary over ``runs`` and how many non-finite values were left out."""
-    values = [r.metrics[specs.METRICS[column]] for r in runs if specs.METRICS[column] in r.metrics]
-    finite = [v for v in values if math.isfinite(v)]
-    return (stats.summarize(finite) if finite else None), len(values) - len(finite)
+def _cell(runs: list[TrialRun], column: str) -> tuple[stats.Summary | None, int, dict[str, float]]:
+    """The column's summary over ``runs``, how many non-finite values were left out, and {seed: value}."""
+    metric = specs.METRICS[column]
+    values = {r.seed: r.metrics[metric] for r in runs if metric in r.metrics}
+    finite = {seed: v for seed, v in values.items() if math.isfinite(v)}
+    return (stats.summarize(list(finite.values())) if finite else None), len(values) - len(finite), finite
 
 
 def _row(key: tuple, runs: list[TrialRun], columns: list[str]) -> Row:
@@ -168,7 +173,7 @@ def _row(key: tuple, runs: list[TrialRun], columns: list[str]) -> Row:
     kept = sorted(newest_per_seed.values(), key=lambda r: parse_value(r.seed))
     row = Row(key, [r.seed for r in kept], {}, excluded, ids)
     for column in columns:
-        row.cells[column], row.dropped[column] = _cell(kept, column)
+        row.cells[column], row.dropped[column], row.values[column] = _cell(kept, column)
     return row
 
 
@@ -204,6 +209,21 @@ def _attach_paper(rows: list[Row], spec: specs.TableSpec, setting: dict[str, str
         row.paper = paper.get(spec.paper_key(row.key))
 
 
+# dSprites' 32 x-positions span 64 px at full size: below that a position step is under a pixel
+FULL_SIZE = {"dsprites": 64, "dsprites_npz": 64}
+
+
+def handicapped(runs: list[TrialRun]) -> list[str]:
+    """A note per dataset the runs saw below the size where its labelled factors are one pixel apart."""
+    notes = set()
+    for run in runs:
+        name, size = run.params.get("data.name", ""), parse_value(run.params.get("data.image_size", "0"))
+        if name in FULL_SIZE and isinstance(size, int) and 0 < size < FULL_SIZE[name]:
+            notes.add(f"handicapped: {name} at {size} px puts its position steps at {size / FULL_SIZE[name]:g} px "
+                      f"(its factors are one pixel apart at {FULL_SIZE[name]} px); its rows test less than the paper's")
+    return sorted(notes)
+
+
 def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_paper: bool = False,
                 ignore: tuple[str, ...] = ()) -> Table:
     """Group ``runs`` into the rows of ``spec``; raise AblationError for input that cannot make a table."""
@@ -226,7 +246,8 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     if with_paper and spec.paper_table:
         _attach_paper(rows, spec, setting)
     best = {c: stats.best_beyond_intervals([row.cells[c] for row in rows]) for c in columns}
+    best_paired = {c: stats.best_paired([row.values[c] for row in rows]) for c in columns}
     commits = sorted({r.tags.get("git_commit", "")[:10] for r in averaged} - {""})
     unknown = sum(1 for r in averaged if not r.tags.get(MACHINE_TAG))
     return Table(spec, rows, columns, best, source, len(runs) - len(placed), setting, commits,
-                 machines_of(averaged), unknown)
+                 machines_of(averaged), unknown, best_paired, handicapped(averaged))

@@ -80,6 +80,11 @@ class LatentConfig:
     labelled_weight: float = 10.0  # factors: weight of the labelled batch's loss (zerodim: 10)
     label_ce: float = 0.001  # factors: cross-entropy weight of the classifier on labelled images
     entropy: float = 0.001  # factors: entropy weight of the classifier on unlabelled images
+    entropy_start_epoch: int = 20  # factors: the entropy term is off before this epoch (zerodim: 20 of 200)
+    classifier_trunks: str = "per_factor"  # factors: per_factor (zerodim: one CNN per factor) | shared (one CNN)
+    factor_init: str = "symmetric"  # factors: tables uniform in +-init_scale (zerodim) | positive: [0, init_scale)
+    soft_code_table_grad: bool = False  # factors: unlabelled images' softmax(C(x)) @ E also trains E (zerodim: no)
+    reference_classifier: bool = True  # factors: also train the classifier on the labels alone, log its accuracy
 
     def __post_init__(self):
         for key in ("class_dim", "content_dim", "residual_dim", "generator_width", "epochs", "batch_size"):
@@ -94,6 +99,9 @@ class LatentConfig:
             _check(getattr(self, key) > 0, f"latent.{key}", "a positive int", getattr(self, key))
         for key in ("lr_classifier", "labelled_weight", "label_ce", "entropy"):
             _check(getattr(self, key) >= 0, f"latent.{key}", "a float >= 0", getattr(self, key))
+        _check(self.entropy_start_epoch >= 0, "latent.entropy_start_epoch", "an int >= 0", self.entropy_start_epoch)
+        _choice(self.classifier_trunks, "latent.classifier_trunks", ("per_factor", "shared"))
+        _choice(self.factor_init, "latent.factor_init", ("symmetric", "positive"))
 
 
 @dataclass(frozen=True)
@@ -111,11 +119,13 @@ class EncoderConfig:
     shared_momentum_backbone: bool = True  # one EMA backbone feeds both momentum heads (same math)
     allow_large_queue: bool = False  # K >= N: warn instead of refusing
     augment_anchor: bool = False  # also augment the anchor view (MoCo/SimCLR); default: original x_i
+    augment: bool = True  # false: no crop, flip or jitter at all (the query view is x_i itself: a reading of Eq. 4)
     crop_scale_min: float = 0.2  # random resized crop scale range (min, 1); 1 disables cropping
     flip: bool = True  # random horizontal flip
     color_jitter: float = 0.4  # brightness/contrast/saturation strength; 0 disables
     finetune_generator: bool = False  # let L_rec update G in stage 2 (LORD's amortisation does)
     epochs: int = 200
+    steps: int = 0  # the budget in optimiser steps, replacing epochs when > 0 (a batch-size sweep at equal steps)
     batch_size: int = 256
     lr: float = 1e-3  # Adam, cosine decay
     weight_decay: float = 0.0
@@ -129,6 +139,7 @@ class EncoderConfig:
         for key in ("backbone_width", "epochs", "batch_size"):
             _check(getattr(self, key) > 0, f"encoder.{key}", "a positive int", getattr(self, key))
         _check(self.head_hidden >= 0, "encoder.head_hidden", "an int >= 0", self.head_hidden)
+        _check(0 <= self.steps <= 10**9, "encoder.steps", "an int in [0, 1e9] (0 = encoder.epochs)", self.steps)
         _check(self.queue_size > 0, "encoder.queue_size", "K > 0", self.queue_size)
         _check(self.temperature > 0, "encoder.temperature", "tau > 0", self.temperature)
         _check(0.0 <= self.momentum <= 1.0, "encoder.momentum", "m in [0, 1]", self.momentum)
@@ -179,9 +190,12 @@ class EvalConfig:
     grid_size: int = 8  # images per side of the reconstruction and translation grids
     inception_weights: str = ""  # Inception-v3 weights for FID (user-supplied; FID skipped if empty)
     lpips_weights: str = ""  # AlexNet weights for LPIPS's backbone (user-supplied; skipped if empty)
+    scored_code: str = "encoder"  # partial-labels: the scored g^c is h_c(f(x)) (encoder) | stage 1's
+    # classifier codes softmax(C_j(x)) @ E_j of every image, no label used (classifier: zerodim's evaluation)
 
     def __post_init__(self):
         _choice(self.protocol, "eval.protocol", ("partial-labels", "all-factors"))
+        _choice(self.scored_code, "eval.scored_code", ("encoder", "classifier"))
         for key in ("num_train", "num_test", "grid_size"):
             _check(getattr(self, key) > 0, f"eval.{key}", "a positive int", getattr(self, key))
         _check(self.dci_jobs >= 0, "eval.dci_jobs", "an int >= 0", self.dci_jobs)
@@ -216,6 +230,13 @@ PRE_PROTOCOL_VALUES: dict[str, Any] = {
     "eval.protocol": "all-factors", "latent.structure": "class", "encoder.positive": "momentum",
     "encoder.anchor": "online", "encoder.projection_dim": 0, "encoder.preserve_labelled": False,
     "loss.sup_reduction": "sum",
+}
+
+# The stage-1 classifier keys added after the partial-labels protocol, at the values that runs saved before
+# them were trained with (``from_saved`` fills them in for a config.json that lacks them).
+PRE_ZERODIM_CLASSIFIER_VALUES: dict[str, Any] = {
+    "latent.entropy_start_epoch": 0, "latent.classifier_trunks": "shared", "latent.factor_init": "positive",
+    "latent.soft_code_table_grad": True, "latent.reference_classifier": False,
 }
 
 HASH_IGNORED = ("data.max_array_gib",)  # a safety cap: changes what is refused, never a number
@@ -256,6 +277,8 @@ class ContraLordConfig:
         if "eval.few_labels" in saved or saved.get("eval.protocol") in ("standard", "few-labels"):  # saved before
             saved.pop("eval.few_labels", None)
             saved = PRE_PROTOCOL_VALUES | saved | {"eval.protocol": "all-factors"}
+        if "latent.structure" in saved and "latent.classifier_trunks" not in saved:  # saved before those keys
+            saved = PRE_ZERODIM_CLASSIFIER_VALUES | saved
         return cls.from_overrides(saved | dict(overrides or {}))
 
     def to_flat_dict(self) -> dict[str, Any]:

@@ -84,7 +84,7 @@ class EncoderTrainer:
                                          cfg.encoder.shared_momentum_backbone, rng).to(self.device)
         params = [p for p in self.online.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.encoder.lr, weight_decay=cfg.encoder.weight_decay)
-        total = cfg.encoder.epochs * sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
+        total, _ = sampling.encoder_steps(cfg, len(data))
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
         self.recon = build_recon_loss(cfg, self.device) if cfg.loss.rec > 0 else None
         needs_targets = cfg.loss.sup > 0 or (uses_contrastive(cfg) and cfg.encoder.anchor == "stage1")
@@ -240,8 +240,11 @@ class _ProjectedViews:
 
 def _augmentation(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[float, bool, float]:
     """(crop_scale_min, flip, color_jitter) of the query view; under partial labels with
-    ``encoder.preserve_labelled``, nothing that changes a labelled factor (``augment.preserving``)."""
+    ``encoder.preserve_labelled``, nothing that changes a labelled factor (``augment.preserving``); with
+    ``encoder.augment=false``, the identity (a scale-1 crop, no flip, no jitter)."""
     enc = cfg.encoder
+    if not enc.augment:
+        return 1.0, False, 0.0
     params = (enc.crop_scale_min, enc.flip, enc.color_jitter)
     if enc.preserve_labelled and cfg.eval.protocol == "partial-labels" and data.factors is not None:
         return augment.preserving(*params, labels.labelled_names(cfg, data))
@@ -263,7 +266,8 @@ def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentR
     path = Path(out_dir) / "checkpoints" / CHECKPOINT
     start = trainer.resume(path)
     spe = sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
-    spec = LoopSpec("encoder", cfg.encoder.epochs, spe, cfg.encoder.batch_size, cfg.run.checkpoint_every)
+    total, epochs = sampling.encoder_steps(cfg, len(data))
+    spec = LoopSpec("encoder", epochs, spe, cfg.encoder.batch_size, cfg.run.checkpoint_every, total_steps=total)
     save = lambda step: str(checkpoint.save_atomic(trainer.state_dict(step), path))  # noqa: E731
     run_loop(spec, start, trainer.step, save, logger, runtime.report)
     trainer.history, trainer.last_step = spec.history, spec.last_step

@@ -40,6 +40,28 @@ def encode(online, images: torch.Tensor, index: torch.Tensor, device: torch.devi
     return {name: torch.cat(values).numpy().astype(np.float64) for name, values in parts.items()}
 
 
+@torch.inference_mode()
+def encode_classifier(factor_codes, images: torch.Tensor, index: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Stage 1's labelled-factor codes of ``images[index]`` from its classifiers alone, softmax(C_j(x)) @ E_j
+    for every image (no label used; zerodim's evaluation): float64 (N, Dc).
+
+    Args:
+        factor_codes: a ``models.latent.FactorCodes``.
+        images: (M, C, H, W) uint8 images.
+        index: (N,) int64 positions into ``images``.
+        device: where the forward passes run.
+    """
+    was_training = factor_codes.training
+    factor_codes.eval()
+    codes = []
+    for chunk in index.split(BATCH):
+        x = images[chunk].to(device).float().div_(255)  # (B, C, H, W)
+        unknown = torch.full((len(chunk), len(factor_codes.tables)), -1, dtype=torch.int64, device=device)
+        codes.append(factor_codes(x, unknown)[0].cpu())  # (B, Dc)
+    factor_codes.train(was_training)
+    return torch.cat(codes).numpy().astype(np.float64)
+
+
 class CodeCache:
     """``encode`` of one image set, each image encoded at most once.
 

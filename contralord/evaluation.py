@@ -34,9 +34,9 @@ from sklearn.model_selection import train_test_split
 from torchvision.utils import save_image
 
 from contralord import checkpoint, labels, metrics
-from contralord.config import ContraLordConfig, parse_factor_filter
+from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import DataError, ImageFactorData, build_dataset
-from contralord.encoding import BATCH, CodeCache
+from contralord.encoding import BATCH, CodeCache, encode_classifier
 from contralord.models.contralord import OnlineEncoder
 
 SPLIT_TEST, SPLIT_SEED = 0.2, 1337  # zerodim's train_test_split of the scored images
@@ -94,18 +94,55 @@ def _linear_probe(cfg, train: ImageFactorData, train_codes: CodeCache, test_feat
     return {f"probe_{k}": v for k, v in probe.items()}
 
 
-def _partial_labels(cfg: ContraLordConfig, codes: dict[str, np.ndarray], values: np.ndarray,
-                    names: tuple[str, ...], factor_codes: bool) -> dict[str, Any]:
-    """The paper's protocol on encoded training images: ``codes`` from ``encode``, ``values`` (N, F_l)."""
-    scored = codes["content"] if factor_codes else np.concatenate([codes["content"], codes["residual"]], axis=1)
+def score_labelled_codes(cfg: ContraLordConfig, scored: np.ndarray, residual: np.ndarray, values: np.ndarray,
+                         names: tuple[str, ...], code_names: list[str]) -> dict[str, Any]:
+    """The paper's protocol on codes of training images: ``scored`` (N, D) against the labelled factors'
+    ``values`` (N, F_l), and the leakage of ``residual`` (N, Dr). Also the DCI importance matrix R (D, F_l),
+    nested under ``dci_importance`` and flat as ``dci_importance/<code>/<factor>`` (a float per cell, so a
+    tracker logs it): which code dimension carries which factor, which a single D hides."""
     fit, test = train_test_split(np.arange(len(scored)), test_size=SPLIT_TEST, random_state=SPLIT_SEED)
-    result: dict[str, Any] = {"factors": list(names), "scored_code": "content" if factor_codes else "content+residual",
-                              "num_metric_train": float(len(fit)), "num_metric_test": float(len(test))}
+    result: dict[str, Any] = {"factors": list(names), "num_metric_train": float(len(fit)),
+                              "num_metric_test": float(len(test))}
     result |= metrics.compute_mig(scored[fit], values[fit])
     result |= metrics.compute_sap(scored[fit], values[fit], scored[test], values[test])
     result |= metrics.compute_dci(scored[fit], values[fit], scored[test], values[test], random_state=cfg.run.seed,
-                                  n_jobs=dci_jobs(cfg, values.shape[1]))
-    return result | _residual_leakage(codes["residual"], values, names, fit, test)
+                                  n_jobs=dci_jobs(cfg, values.shape[1]), with_importance=True)
+    importance = result.pop("importance")  # (D, F_l) nested lists
+    result["dci_importance"] = {"codes": list(code_names), "factors": list(names), "matrix": importance}
+    result |= {f"dci_importance/{code}/{factor}": float(importance[i][j])
+               for i, code in enumerate(code_names) for j, factor in enumerate(names)}
+    result["within_combination_variance"] = within_combination_variance(scored, values)
+    return result | _residual_leakage(residual, values, names, fit, test)
+
+
+def within_combination_variance(codes: np.ndarray, values: np.ndarray) -> float:
+    """The share of the codes' total variance (N, D) left within the groups of images that share every
+    labelled factor's value (``values`` (N, F_l)): 0 when the code is a function of the labelled factors,
+    1 when it ignores them. An instance-contrastive term that spreads same-label images apart raises it."""
+    total = float(((codes - codes.mean(0)) ** 2).sum())
+    if total == 0.0:
+        return 0.0
+    _, group = np.unique(values, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    sums = np.zeros((group.max() + 1, codes.shape[1]))
+    np.add.at(sums, group, codes)
+    means = sums / np.bincount(group)[:, None]  # (G, D)
+    return float(((codes - means[group]) ** 2).sum()) / total
+
+
+def _partial_labels(cfg: ContraLordConfig, train: ImageFactorData, codes: dict[str, np.ndarray], values: np.ndarray,
+                    classifier_codes: np.ndarray | None) -> dict[str, Any]:
+    """The paper's protocol on encoded training images: ``codes`` from ``encode``, ``values`` (N, F_l);
+    ``classifier_codes`` (N, Dc) replaces h_c under ``eval.scored_code=classifier``."""
+    names, code_names = labels.labelled_names(cfg, train), labels.content_dim_names(cfg, train)
+    if classifier_codes is not None:
+        scored, what = classifier_codes, "stage1-classifier"
+    elif labels.structure(cfg, train) == "factors":
+        scored, what = codes["content"], "content"
+    else:  # LORD's class structure has no labelled-factor code: score the generative code
+        scored, what = np.concatenate([codes["content"], codes["residual"]], axis=1), "content+residual"
+        code_names = code_names + [f"r{i}" for i in range(codes["residual"].shape[1])]
+    return {"scored_code": what} | score_labelled_codes(cfg, scored, codes["residual"], values, names, code_names)
 
 
 def _residual_leakage(residual: np.ndarray, values: np.ndarray, names: tuple[str, ...], fit: np.ndarray,
@@ -127,30 +164,37 @@ def _residual_leakage(residual: np.ndarray, values: np.ndarray, names: tuple[str
 
 
 def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorData, out_dir: str | Path,
-             device: torch.device | None = None, train_codes: CodeCache | None = None) -> dict[str, Any]:
+             device: torch.device | None = None, train_codes: CodeCache | None = None,
+             factor_codes: torch.nn.Module | None = None) -> dict[str, Any]:
     """Compute every metric the dataset allows, write ``metrics.json`` and the PNG grids.
 
     ``train_codes``: the codes of ``train``'s images, shared with the caller (``trainer.train``'s summary
     reads the same images); by default a fresh ``CodeCache``. Each image set is encoded once.
+    ``factor_codes``: stage 1's labelled-factor classifiers and tables (``models.latent.FactorCodes``),
+    needed by ``eval.scored_code=classifier``.
     """
+    classifier = cfg.eval.scored_code == "classifier"
+    if classifier and factor_codes is None:
+        raise ConfigError("eval.scored_code: classifier needs stage 1's labelled-factor classifiers "
+                          "(latent.structure=factors and a stage 1), none given")
     out_dir, device = Path(out_dir), device or torch.device("cpu")
     if train_codes is None:
         train_codes = CodeCache(online, train.images, device)
     partial = cfg.eval.protocol == "partial-labels" and train.factors is not None
     if partial:  # the training images, as zerodim scores them
         data, heldout = train, False
-        size = min(len(train), cfg.eval.num_train + cfg.eval.num_test)
+        size = len(partial_labels_order(cfg, train))
     else:
         data, heldout = heldout_dataset(cfg, train, cfg.eval.num_train + cfg.eval.num_test)
         size = len(data)
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.run.seed + 2))[:size]
+    order = scored_order(cfg, len(data), size)
     codes = _codes_of(data, train, train_codes)(order)
     result: dict[str, Any] = {"protocol": cfg.eval.protocol, "heldout": heldout, "num_eval_images": size,
                               "structure": labels.structure(cfg, train)}
     result |= metrics.compute_smoothness(codes["content"], codes["residual"])
     if partial:
-        result |= _partial_labels(cfg, codes, _labelled_values(cfg, train, order), labels.labelled_names(cfg, train),
-                                  result["structure"] == "factors")
+        soft = encode_classifier(factor_codes, train.images, order, device) if classifier else None
+        result |= _partial_labels(cfg, train, codes, labelled_values(cfg, train, order), soft)
     elif data.factors is not None:
         factors, names = _informative_factors(data)
         result["factors"] = names
@@ -174,7 +218,17 @@ def _codes_of(data: ImageFactorData, train: ImageFactorData, train_codes: CodeCa
     return train_codes if data is train else CodeCache(train_codes.online, data.images, train_codes.device)
 
 
-def _labelled_values(cfg: ContraLordConfig, train: ImageFactorData, order: torch.Tensor) -> np.ndarray:
+def scored_order(cfg: ContraLordConfig, num_images: int, size: int) -> torch.Tensor:
+    """(size,) the positions of the scored images: a permutation of ``num_images`` seeded by ``run.seed``."""
+    return torch.randperm(num_images, generator=torch.Generator().manual_seed(cfg.run.seed + 2))[:size]
+
+
+def partial_labels_order(cfg: ContraLordConfig, train: ImageFactorData) -> torch.Tensor:
+    """The training images the partial-labels protocol scores (``eval.num_train + eval.num_test`` at most)."""
+    return scored_order(cfg, len(train), min(len(train), cfg.eval.num_train + cfg.eval.num_test))
+
+
+def labelled_values(cfg: ContraLordConfig, train: ImageFactorData, order: torch.Tensor) -> np.ndarray:
     """(N, F_l) values of the labelled factors of ``train.images[order]``."""
     columns = [train.factor_names.index(n) for n in labels.labelled_names(cfg, train)]
     return train.factors[order][:, columns].numpy()

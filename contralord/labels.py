@@ -122,3 +122,13 @@ def code_dims(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[int, int, i
     if structure(cfg, data) == "factors":
         return 0, len(labelled_names(cfg, data)) * lat.factor_dim, lat.residual_dim
     return lat.class_dim, lat.content_dim, lat.residual_dim
+
+
+def content_dim_names(cfg: ContraLordConfig, data: ImageFactorData) -> list[str]:
+    """A name per dimension of g^c (and h_c): the labelled factor it codes (``name`` when
+    ``latent.factor_dim`` is 1, else ``name.i``), or ``c<i>`` under LORD's class structure."""
+    _, content_dim, _ = code_dims(cfg, data)
+    if structure(cfg, data) != "factors":
+        return [f"c{i}" for i in range(content_dim)]
+    k = cfg.latent.factor_dim
+    return [name if k == 1 else f"{name}.{i}" for name in labelled_names(cfg, data) for i in range(k)]

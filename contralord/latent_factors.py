@@ -12,8 +12,16 @@ carry labels of some factors, and those labels supervise stage 1. Here (see ``co
 One step (zerodim's losses, our batching): an epoch-order batch of all images with
 L_u = l(G(g^c, g^r + z), x) + lambda ||g^r||^2 + entropy * H(classifier), then a batch drawn from the
 labelled images with L_l = l(...) + lambda ||g^r||^2 + label_ce * CE(classifier, label), and
-L = L_u + labelled_weight * L_l. The artifact stores every image's final g^c, so stage 2 and its L_sup
-are the same code for both structures.
+L = L_u + labelled_weight * L_l. The entropy term starts at ``latent.entropy_start_epoch`` (zerodim: epoch
+20 of 200): before it, the classifiers learn the labels and the reconstruction without being pushed to
+commit to one value. The artifact stores every image's final g^c, so stage 2 and its L_sup are the same
+code for both structures, and the factor model (classifiers and tables, ``factor_codes``) that zerodim's
+amortisation and evaluation reuse (``eval.scored_code=classifier``).
+
+At the end stage 1 reports, on the images without labels, its classifiers' accuracy per labelled factor
+beside that of a supervised-only reference (``reference_classifier``), and the disentanglement of its own
+codes g^c scored exactly as the evaluation scores an encoder's (``latent/final/codes/...``): the ceiling a
+stage-2 head regressing those codes can reach.
 """
 
 from __future__ import annotations
@@ -24,17 +32,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contralord import distributed, labels, sampling
+from contralord import distributed, evaluation, labels, sampling
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.latent_base import CodeTableTrainer
-from contralord.models.encoders import build_backbone
 from contralord.models.generator import Generator
-from contralord.models.latent import FactorCodes, ImageCodes
+from contralord.models.latent import FactorCodes, ImageCodes, build_factor_codes
 from contralord.precision import autocast, fast_images, fast_module
+from contralord.reference_classifier import classifier_accuracy, train_reference
 from contralord.runtime import LocalRuntime
 
 LABEL_DRAW = 20_000_000  # step-generator counter offset of the labelled batch's draw
+# The reference trains on stage 1's labelled batches, as many steps as stage 1 up to this: a classifier of a few
+# hundred (paper: 100) labelled images has fitted them long before (the paper's scale would be 375k steps).
+REFERENCE_MAX_STEPS = 20_000
 
 
 class FactorDecoder(nn.Module):
@@ -58,8 +69,7 @@ class _FactorState(nn.Module):
         torch.manual_seed(cfg.run.seed)
         lat, rng = cfg.latent, torch.Generator().manual_seed(cfg.run.seed)
         self.codes = ImageCodes(len(data), 0, lat.residual_dim, lat.init_scale, rng)
-        trunk, feat_dim = build_backbone("lord", data.channels, cfg.data.image_size, None, width=lat.classifier_width)
-        factor_codes = FactorCodes(labelled.sizes, lat.factor_dim, trunk, feat_dim, lat.init_scale, rng)
+        factor_codes = build_factor_codes(lat, labelled.sizes, data.channels, cfg.data.image_size, rng)
         self.decoder = FactorDecoder(factor_codes, generator)
 
 
@@ -89,7 +99,7 @@ class FactorTrainer(CodeTableTrainer):
         self.optimizer = torch.optim.Adam([
             {"params": self.state.decoder.generator.parameters(), "lr": lat.lr},
             {"params": [*fc.tables, self.state.codes.residual], "lr": lat.lr_codes},
-            {"params": [*fc.trunk.parameters(), *fc.classifiers.parameters()], "lr": lat.lr_classifier},
+            {"params": [*fc.trunks.parameters(), *fc.classifiers.parameters()], "lr": lat.lr_classifier},
         ], betas=(0.5, 0.999))
         total = lat.epochs * sampling.steps_per_epoch(len(data), lat.batch_size)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
@@ -115,10 +125,11 @@ class FactorTrainer(CodeTableTrainer):
         rng = sampling.step_generator(self.cfg.run.seed, "latent", step)
         rec, penalty, logits, known = self._batch_loss(index, rng, lat.batch_size)
         entropy = _entropy([lg.float() for lg in logits], known[:, 0] < 0)
+        entropy_weight = lat.entropy if epoch >= lat.entropy_start_epoch else 0.0
         labelled, size = self._labelled_batch(step)
         rec_l, penalty_l, logits_l, known_l = self._batch_loss(labelled, rng, size)
         ce = _cross_entropy([lg.float() for lg in logits_l], known_l)
-        total = (rec + lat.code_penalty * penalty + lat.entropy * entropy
+        total = (rec + lat.code_penalty * penalty + entropy_weight * entropy
                  + lat.labelled_weight * (rec_l + lat.code_penalty * penalty_l + lat.label_ce * ce))
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.zero_grad(set_to_none=True)
@@ -131,42 +142,78 @@ class FactorTrainer(CodeTableTrainer):
                 "recon_labelled": rec_l.item(), "label_ce": ce.item(), "entropy": entropy.item(), "lr": lr}
 
     def _labelled_batch(self, step: int) -> tuple[torch.Tensor, int]:
-        """(this rank's slice, global size) of a batch of labelled images (at most ``latent.batch_size``)."""
-        pool = self.labelled.labelled
-        size = min(self.cfg.latent.batch_size, len(pool)) // distributed.world_size() * distributed.world_size()
-        draw = torch.randperm(len(pool), generator=sampling.step_generator(self.cfg.run.seed, "latent",
-                                                                            LABEL_DRAW + step))
-        return pool[draw[:size]][sampling.rank_slice(size)], size
+        """(this rank's slice, global size) of step ``step``'s batch of labelled images."""
+        batch = labelled_positions(self.cfg, self.labelled, step)
+        return batch[sampling.rank_slice(len(batch))], len(batch)
 
     def code_tables(self) -> list[torch.nn.Parameter]:
         return [self.state.codes.residual]
 
     @torch.no_grad()
-    def final_content(self) -> tuple[torch.Tensor, dict[str, float]]:
-        """g^c of every training image (N, Dc) in eval mode, and the classifier's accuracy per labelled
-        factor on the unlabelled images (a diagnostic against the ground truth, never a training signal)."""
+    def final_content(self) -> torch.Tensor:
+        """g^c of every training image (N, Dc) in eval mode: a label's row where the image has one."""
         fc = self.state.decoder.factor_codes
         fc.eval()
-        codes, hits = [], torch.zeros(len(self.labelled.names))
-        unlabelled = ~self.labelled.mask
+        codes = []
         for chunk in torch.arange(len(self.data)).split(256):
             x = self.data.images[chunk].to(self.device).float().div_(255)
-            content, logits = fc(x, self.known[chunk.to(self.device)])
-            codes.append(content.cpu())
-            truth = self.data.factors[chunk][:, list(self.labelled.columns)]  # (B, F_l)
-            for j, lg in enumerate(logits):
-                hits[j] += float(((lg.argmax(1).cpu() == truth[:, j]) & unlabelled[chunk]).sum())
+            codes.append(fc(x, self.known[chunk.to(self.device)])[0].cpu())
         fc.train()
-        count = max(int(unlabelled.sum()), 1)
-        names = self.labelled.names
-        accuracy = {f"latent/final/classifier_acc/{n}": float(hits[j] / count) for j, n in enumerate(names)}
-        return torch.cat(codes), accuracy
+        return torch.cat(codes)
+
+    def diagnostics(self, content: torch.Tensor) -> dict[str, float]:
+        """What stage 1 learnt from its labels, against the ground truth (never a training signal): its
+        classifiers' accuracy per factor on the unlabelled images, the supervised-only reference's beside
+        it, and the scores of its codes g^c under the evaluation's own protocol."""
+        names, lat = self.labelled.names, self.cfg.latent
+        accuracy = classifier_accuracy(self.state.decoder.factor_codes, self.data, self.labelled, self.device)
+        result = {f"latent/final/classifier_acc/{n}": a for n, a in zip(names, accuracy, strict=True)}
+        if lat.reference_classifier:
+            steps = min(lat.epochs * sampling.steps_per_epoch(len(self.data), lat.batch_size), REFERENCE_MAX_STEPS)
+            reference = train_reference(self.cfg, self.data, self.labelled, self.device, steps,
+                                        lambda step: labelled_positions(self.cfg, self.labelled, step))
+            result |= {f"latent/final/ref_accuracy/{n}": a for n, a in zip(names, reference, strict=True)}
+            result["latent/final/ref_steps"] = float(steps)
+        return result | stage1_code_scores(self.cfg, self.data, content, self.state.codes.residual.detach().cpu())
 
     def artifact(self, key: str, metrics: dict[str, float]) -> dict[str, Any]:
-        content, accuracy = self.final_content()
-        generator = self.state.decoder.generator
+        content = self.final_content()
+        fc, generator = self.state.decoder.factor_codes, self.state.decoder.generator
+        diagnostics = self.diagnostics(content) if distributed.is_main() else {}
         return {"key": key, "content": content, "residual": self.state.codes.residual.detach().cpu(),
                 "class_codes": torch.zeros(self.data.num_classes, 0),
                 "generator": {k: v.cpu() for k, v in generator.state_dict().items()},
-                "metrics": metrics | accuracy, "config": self.cfg.to_flat_dict(),
+                "factor_codes": {k: v.cpu() for k, v in fc.state_dict().items()},
+                "metrics": metrics | diagnostics, "config": self.cfg.to_flat_dict(),
                 "data_fingerprint": self.data.fingerprint, "labelled": self.labelled.labelled}
+
+
+def labelled_positions(cfg: ContraLordConfig, labelled: labels.LabelledFactors, step: int) -> torch.Tensor:
+    """(B,) the global batch of labelled images of stage-1 step ``step``: ``latent.batch_size`` of them at most,
+    a multiple of the world size, one seeded draw per step."""
+    pool, world = labelled.labelled, distributed.world_size()
+    size = min(cfg.latent.batch_size, len(pool)) // world * world
+    draw = torch.randperm(len(pool), generator=sampling.step_generator(cfg.run.seed, "latent", LABEL_DRAW + step))
+    return pool[draw[:size]]
+
+
+def stage1_code_scores(cfg: ContraLordConfig, data: ImageFactorData, content: torch.Tensor,
+                       residual: torch.Tensor) -> dict[str, float]:
+    """DCI, SAP, MIG and leakage of stage 1's own codes on the images the evaluation scores, as
+    ``latent/final/codes/<metric>``: the D a stage-2 head that regresses g^c exactly would get."""
+    order = evaluation.partial_labels_order(cfg, data)
+    names = labels.labelled_names(cfg, data)
+    scores = evaluation.score_labelled_codes(cfg, content[order].double().numpy(), residual[order].double().numpy(),
+                                             evaluation.labelled_values(cfg, data, order), names,
+                                             labels.content_dim_names(cfg, data))
+    return {f"latent/final/codes/{k}": v for k, v in scores.items() if isinstance(v, float)}
+
+
+def load_factor_codes(cfg: ContraLordConfig, data: ImageFactorData, state: dict[str, torch.Tensor],
+                      device: torch.device) -> FactorCodes:
+    """Stage 1's factor model (classifiers + tables) rebuilt from an artifact's ``factor_codes`` state dict."""
+    lat = cfg.latent
+    model = build_factor_codes(lat, labels.resolve(cfg, data).sizes, data.channels, cfg.data.image_size,
+                               torch.Generator().manual_seed(0))
+    model.load_state_dict(state)
+    return model.to(device).eval()

@@ -47,6 +47,7 @@ class LatentResult:
     generator_state: dict[str, torch.Tensor]
     metrics: dict[str, float]  # the last epoch's training metrics
     reused: bool  # True when loaded from the cache instead of trained
+    factor_codes: dict[str, torch.Tensor] | None = None  # factors: the classifiers' and tables' state dict
 
 
 def latent_key(cfg: ContraLordConfig, data: ImageFactorData) -> str:
@@ -122,7 +123,7 @@ def load_latent(path: str | Path, reused: bool = True) -> LatentResult:
                                          "stage 1 for this config") from None
     return LatentResult(key=saved["key"], path=Path(path), content=saved["content"], residual=saved["residual"],
                         class_codes=saved["class_codes"], generator_state=saved["generator"],
-                        metrics=saved["metrics"], reused=reused)
+                        metrics=saved["metrics"], reused=reused, factor_codes=saved.get("factor_codes"))
 
 
 class _LatentTrainer(CodeTableTrainer):

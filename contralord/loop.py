@@ -27,6 +27,7 @@ class LoopSpec:
     steps_per_epoch: int
     images_per_step: int  # global batch size
     checkpoint_every: int = 0  # extra checkpoints every N steps (0 = epoch ends only)
+    total_steps: int = 0  # stop after this many steps, inside the last epoch if need be (0 = epochs * steps_per_epoch)
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch run here
     last_step: dict[str, float] = field(default_factory=dict)  # the metrics of the latest step
 
@@ -34,13 +35,13 @@ class LoopSpec:
 def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int], dict[str, float]],
              save_fn: Callable[[int], str], logger: MetricsLogger,
              report: Callable[[dict[str, float], str | None], object]) -> LoopSpec:
-    """Run steps ``start_step .. epochs*steps_per_epoch``; log and checkpoint each epoch."""
-    total = spec.epochs * spec.steps_per_epoch
+    """Run steps ``start_step .. total_steps`` (or ``epochs*steps_per_epoch``); log and checkpoint each epoch."""
+    total = spec.total_steps or spec.epochs * spec.steps_per_epoch
     step = start_step
     while step < total:
         epoch, sums, counts, count = step // spec.steps_per_epoch, {}, {}, 0
         started = time.perf_counter()
-        epoch_end = (epoch + 1) * spec.steps_per_epoch
+        epoch_end = min((epoch + 1) * spec.steps_per_epoch, total)
         while step < epoch_end:
             spec.last_step = step_fn(epoch, step % spec.steps_per_epoch, step)
             _check_finite(spec, spec.last_step, step)
@@ -74,8 +75,8 @@ def _progress(spec: LoopSpec, step: int, epoch_end: int, sums: dict[str, float],
     """An in-place progress line on an interactive terminal (rank 0 only)."""
     if not (distributed.is_main() and sys.stderr.isatty()):
         return
-    done = spec.steps_per_epoch - (epoch_end - step)
+    done = (step - 1) % spec.steps_per_epoch + 1  # steps of this epoch run so far (the last one may be partial)
     total = sums.get("total", 0.0) / max(count, 1)
     end = "\n" if step == epoch_end else ""
-    line = f"\r[{spec.stage}] epoch {step // spec.steps_per_epoch + (end == '')}/{spec.epochs}"
+    line = f"\r[{spec.stage}] epoch {(step - 1) // spec.steps_per_epoch + 1}/{spec.epochs}"
     print(f"{line} step {done}/{spec.steps_per_epoch} loss {total:.4g}\033[K", end=end, file=sys.stderr, flush=True)

@@ -5,7 +5,8 @@ cores), ``paper`` (Sec. 4.1: ResNet-50, 64x64, batch 256, K=12800, 200 epochs, d
 Method presets (any, after a scale preset), the rows of Table 2 on the same service:
 ``contralord`` (Eq. 6, all four losses; the default), ``lord`` (LORD: per-class codes d from the class
 labels of every image, then amortisation with L_rec + L_sup), ``gabbay`` (Gabbay, Cohen & Hoshen 2021,
-zerodim: the labelled-factor stage 1, then amortisation with L_rec + L_sup, no contrastive term),
+zerodim: the labelled-factor stage 1, then amortisation with L_rec + L_sup, no contrastive term, scored as
+zerodim scores it: the stage-1 classifiers' codes softmax(C_j(x)) @ E_j, ``eval.scored_code=classifier``),
 ``locatello`` (Locatello et al. 2020: a semi-supervised beta-VAE whose labelled latents are supervised
 by the same few labels; ``contralord.vae_baseline``),
 ``moco`` (instance contrastive only: a queue, two augmented views), ``simclr`` (in-batch NT-Xent, no
@@ -33,7 +34,7 @@ SCALE_PRESETS: dict[str, dict[str, Any]] = {
         "data.name": "shapes3d", "data.image_size": 32, "data.size": 2048,
         "latent.class_dim": 32, "latent.content_dim": 16, "latent.residual_dim": 16,
         "latent.generator_width": 64, "latent.epochs": 30, "latent.batch_size": 32,
-        "latent.noise_std": 0.3, "latent.lr": 3e-4, "latent.lr_codes": 0.05,
+        "latent.noise_std": 0.3, "latent.lr": 3e-4, "latent.lr_codes": 0.05, "latent.entropy_start_epoch": 3,
         "encoder.backbone_width": 32, "encoder.epochs": 5, "encoder.batch_size": 64,
         "encoder.queue_size": 1024, "encoder.temperature": 0.1, "encoder.momentum": 0.99,
         "run.eval_size": 2048, "eval.num_train": 2000, "eval.num_test": 1000,
@@ -53,8 +54,9 @@ DEFAULT_WEIGHTS = {f"loss.{k}": getattr(LossConfig(), k) for k in ("rec", "sup",
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "contralord": {**DEFAULT_WEIGHTS, "run.method": "contralord"},
     "lord": {**DEFAULT_WEIGHTS, "loss.con": 0.0, "loss.res": 0.0, "latent.structure": "class", "run.method": "lord"},
+    # zerodim's evaluation scores the copied stage-1 classifiers' codes, not a new head (eval.scored_code)
     "gabbay": {**DEFAULT_WEIGHTS, "loss.con": 0.0, "loss.res": 0.0, "latent.structure": "factors",
-               "run.method": "gabbay"},
+               "eval.scored_code": "classifier", "run.method": "gabbay"},
     "locatello": {"encoder.model": "vae", "latent.structure": "factors", "loss.rec": 1.0, "loss.sup": 0.0,
                   "loss.con": 0.0, "loss.res": 0.0, "loss.kl": 1.0, "loss.label": 1.0, "run.method": "locatello"},
     "moco": {"loss.rec": 0.0, "loss.sup": 0.0, "loss.con": 1.0, "loss.res": 0.0,

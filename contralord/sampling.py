@@ -57,3 +57,11 @@ def owned_order(num_items: int, seed: int, stage: str, epoch: int) -> torch.Tens
     world, rank = distributed.world_size(), distributed.rank()
     order = epoch_order(num_items, seed, stage, epoch)
     return order[order % world == rank]
+
+
+def encoder_steps(cfg, num_items: int) -> tuple[int, int]:
+    """(total optimiser steps, epochs begun) of stage 2: ``encoder.steps`` when set, else ``encoder.epochs``
+    full epochs. A step budget that ends inside an epoch runs that epoch's first steps only."""
+    per_epoch = steps_per_epoch(num_items, cfg.encoder.batch_size)
+    total = cfg.encoder.steps or cfg.encoder.epochs * per_epoch
+    return total, -(-total // per_epoch)

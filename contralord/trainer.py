@@ -20,6 +20,7 @@ from contralord.data import ImageFactorData, build_dataset
 from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, EncoderTrainer, train_encoders
 from contralord.encoding import CodeCache
 from contralord.evaluation import evaluate
+from contralord.latent_factors import load_factor_codes
 from contralord.latent_stage import LatentResult, train_latent
 from contralord.models.encoders import build_backbone
 from contralord.models.generator import SUPPORTED_IMAGE_SIZES
@@ -63,6 +64,9 @@ def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
     if needs_latent(cfg) and cfg.data.image_size not in SUPPORTED_IMAGE_SIZES:
         raise ConfigError(f"data.image_size: the generator supports {sorted(SUPPORTED_IMAGE_SIZES)}, "
                           f"got {cfg.data.image_size}")
+    if cfg.eval.scored_code == "classifier" and not (needs_latent(cfg) and cfg.eval.protocol == "partial-labels"):
+        raise ConfigError("eval.scored_code: classifier scores stage 1's labelled-factor classifiers; it needs "
+                          "eval.protocol=partial-labels and a stage 1 (loss.rec or loss.sup > 0, no VAE)")
     if cfg.encoder.finetune_generator and cfg.loss.rec == 0:
         raise ConfigError("encoder.finetune_generator: needs loss.rec > 0 (only L_rec trains the generator)")
 
@@ -126,6 +130,9 @@ def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) ->
     if labels.structure(cfg, data) == "factors" or (cfg.eval.protocol == "partial-labels" and data.factors is not None):
         labels.resolve(cfg, data)  # labelled factor names and data.num_labels, checked against the data
     check_vae(cfg, data)
+    if cfg.eval.scored_code == "classifier" and labels.structure(cfg, data) != "factors":
+        raise ConfigError(f"eval.scored_code: classifier needs latent.structure=factors (stage 1's labelled-factor "
+                          f"classifiers), got {labels.structure(cfg, data)}")
     check_sizes(cfg, data, needs_latent(cfg))
     check_backbone(cfg, data)
     check_resume(labels.resolved(cfg, data), out_dir, resume)
@@ -154,13 +161,26 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
     summary = summarize(cfg, data, latent, trainer, train_codes)
     summary["machine"] = machine.describe().as_dict()  # tables refuse to pool runs across machines
     if cfg.eval.enabled and distributed.is_main():
-        scores = evaluate(cfg, trainer.online, data, out_dir, runtime.device, train_codes)
+        factor_codes = stage1_factor_codes(cfg, data, latent, runtime.device)
+        scores = evaluate(cfg, trainer.online, data, out_dir, runtime.device, train_codes, factor_codes)
         summary |= {f"encoder/eval/{k}": v for k, v in scores.items() if isinstance(v, float)}
     summary |= {"time/stage1": stage1_done - started, "time/train": train_done - stage1_done,
                 "time/eval": time.perf_counter() - train_done}
     logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)}, step=0)
     checkpoint.write_json_atomic(summary, out_dir / "summary.json")
     return summary
+
+
+def stage1_factor_codes(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None,
+                        device: torch.device):
+    """Stage 1's classifiers and tables when ``eval.scored_code=classifier`` scores them, else None."""
+    if cfg.eval.scored_code != "classifier":
+        return None
+    if latent is None or latent.factor_codes is None:
+        where = latent.path if latent is not None else "this run's stage 1"
+        raise ConfigError(f"eval.scored_code: classifier needs a stage-1 artifact with its classifiers; {where} has "
+                          "none (it was trained before they were kept: retrain stage 1)")
+    return load_factor_codes(cfg, data, latent.factor_codes, device)
 
 
 @torch.no_grad()
@@ -194,5 +214,17 @@ def _head_agreement(cfg, data, latent, train_codes: CodeCache) -> dict[str, floa
     if latent.class_codes.shape[1]:  # no class code under the labelled-factor structure
         nearest = torch.cdist(d, latent.class_codes).argmin(dim=1)  # (n,) class whose stage-1 code is closest
         agreement["encoder/eval/class_acc"] = float((nearest == data.classes[index]).float().mean())
+    agreement |= per_dim_correlation(gc, latent.content[index], labels.content_dim_names(cfg, data))
     return agreement | {"encoder/eval/content_r2": r2(gc, latent.content[index]),
                         "encoder/eval/residual_r2": r2(gr, latent.residual[index])}
+
+
+def per_dim_correlation(pred: torch.Tensor, target: torch.Tensor, names: list[str]) -> dict[str, float]:
+    """Pearson correlation of each dimension of h_c (n, D) with the same dimension of the stage-1 code, as
+    ``encoder/eval/content_corr/<name>``, and their minimum: a pooled R^2 can look fine while the code of
+    one factor (a small object's hue) is still far from its target. A constant dimension correlates 0."""
+    p, t = pred.double() - pred.double().mean(0), target.double() - target.double().mean(0)  # (n, D)
+    denominator = (p.norm(dim=0) * t.norm(dim=0)).clamp(min=1e-12)
+    corr = ((p * t).sum(0) / denominator).tolist()  # (D,)
+    result = {f"encoder/eval/content_corr/{name}": c for name, c in zip(names, corr, strict=True)}
+    return result | {"encoder/eval/content_corr_min": min(corr)} if corr else result

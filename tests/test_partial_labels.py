@@ -10,7 +10,7 @@ import torch
 from contralord import augment, labels
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer
-from contralord.evaluation import _partial_labels
+from contralord.evaluation import score_labelled_codes
 from contralord.latent_stage import train_latent
 from contralord.models.latent import FactorCodes
 from contralord.runtime import LocalRuntime
@@ -63,7 +63,7 @@ def test_structure__auto_follows_protocol_and_data(tiny_overrides):
 def test_factor_codes__labelled_images_use_their_labels_code():
     torch.manual_seed(0)
     trunk = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
-    codes = FactorCodes((4, 3), 2, trunk, 5, 0.05, torch.Generator().manual_seed(0))
+    codes = FactorCodes((4, 3), 2, [trunk], 5, (0.0, 0.05), torch.Generator().manual_seed(0))
     x = torch.rand(3, 3, 4, 4)
     known = torch.tensor([[2, 1], [-1, -1], [0, -1]])
     out, logits = codes(x, known)
@@ -132,8 +132,12 @@ def test_partial_labels_metrics__identity_codes_disentangled_residual_noise_at_c
     codes = {"content": values.astype(np.float64) + rng.normal(0, 0.05, (600, 3)),
              "residual": rng.normal(size=(600, 4))}
     cfg = ContraLordConfig.from_overrides({"eval.dci_jobs": 1})
-    result = _partial_labels(cfg, codes, values, tuple(HUES), factor_codes=True)
+    result = score_labelled_codes(cfg, codes["content"], codes["residual"], values, tuple(HUES), HUES)
     assert result["factors"] == HUES and result["num_metric_test"] == 120.0
+    matrix = np.array(result["dci_importance"]["matrix"])  # (codes, factors): each code carries its own factor
+    assert matrix.shape == (3, 3) and (matrix.argmax(axis=1) == np.arange(3)).all()
+    assert result["dci_importance/wall_hue/wall_hue"] == matrix[1, 1]
+    assert result["within_combination_variance"] < 0.01  # the code is (nearly) a function of the labels
     assert result["disentanglement"] > 0.9 and result["completeness"] > 0.9 and result["informativeness_test"] > 0.9
     assert result["mig"] > 0.5
     assert result["residual_leakage"] < result["residual_leakage_chance"] + 0.1

@@ -1,7 +1,9 @@
 """Seeds until decided (``--until-decided --max-seeds N``): after the sweep's first ``--seeds``, each round
 adds one seed only to the rows whose verdict is still open under the table's own rule (``ablations/stats.py``:
 the best row's 95% interval against every other row's), per the metric columns named by ``--decide-metric``
-(default D). The sweep stops when every row is decided or has N seeds. Each round is one Tuner of the same
+(default D); with ``--decide-rule paired``, under the paired rule instead (``stats.open_rows_paired``: the best
+row above each other row seed by seed, as rows of one seed share its stage 1). The sweep stops when every
+row is decided or has N seeds. Each round is one Tuner of the same
 parent sweep; the parent run records per round which rows got a seed and why (``rounds.json``).
 """
 
@@ -21,6 +23,7 @@ if TYPE_CHECKING:  # tune/run.py imports this module before Ray, and must not lo
 
 DEFAULT_METRIC = "D"
 ARTIFACT = "rounds.json"
+RULES = ("unpaired", "paired")  # --decide-rule: ablations/stats.py's open_rows or open_rows_paired
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,20 @@ def decide_columns(args: argparse.Namespace) -> list[str]:
     return [c.strip() for c in (args.decide_metric or DEFAULT_METRIC).split(",") if c.strip()]
 
 
+def decide_rule(args: argparse.Namespace) -> str:
+    """``--decide-rule``: which of ``RULES`` decides a row (default unpaired)."""
+    return getattr(args, "decide_rule", None) or RULES[0]
+
+
 def check_flags(kind: str, args: argparse.Namespace) -> None:
     """One-line errors for the round flags, before Ray starts."""
+    if decide_rule(args) not in RULES:
+        raise SweepError(f"--decide-rule: expected one of {', '.join(RULES)}, got {decide_rule(args)!r}")
     if not getattr(args, "until_decided", False):
         if args.max_seeds or args.decide_metric:
             raise SweepError("--max-seeds/--decide-metric: only with --until-decided")
+        if getattr(args, "decide_rule", None):
+            raise SweepError("--decide-rule: only with --until-decided")
         return
     if kind == "optuna":
         raise SweepError("--until-decided: an Optuna sweep has no fixed rows to decide; use a grid sweep")
@@ -53,15 +65,20 @@ def check_flags(kind: str, args: argparse.Namespace) -> None:
                          f"got {args.decide_metric!r}")
 
 
-def open_variants(table: Table, variant_of_row: dict[tuple, str], columns: list[str]) -> dict[str, str]:
-    """{variant: why its verdict is open} over ``columns``; a variant without a row in the table is open."""
+def open_variants(table: Table, variant_of_row: dict[tuple, str], columns: list[str],
+                  rule: str = RULES[0]) -> dict[str, str]:
+    """{variant: why its verdict is open} over ``columns`` under ``rule``; a variant without a row in the table
+    is open."""
     why: dict[str, list[str]] = {v: ["no row in the table"] for v in variant_of_row.values()}
     for row in table.rows:
         if row.key in variant_of_row:
             why[variant_of_row[row.key]] = []
     for column in columns:
-        summaries = [row.cells.get(column) for row in table.rows]
-        for index, reason in stats.open_rows(summaries).items():
+        if rule == "paired":
+            still_open = stats.open_rows_paired([row.values.get(column) for row in table.rows])
+        else:
+            still_open = stats.open_rows([row.cells.get(column) for row in table.rows])
+        for index, reason in still_open.items():
             variant = variant_of_row.get(table.rows[index].key)
             if variant is not None:
                 why[variant].append(f"{column}: {reason}")
@@ -107,12 +124,14 @@ def until_decided(client, parent: str, args: argparse.Namespace, seeds: dict[str
         if missing:
             print(f"until-decided: no column {', '.join(missing)} in the table; no more rounds", flush=True)
             return
-        decisions = plan_round(open_variants(table, variant_of_row, columns), dict(seeds), args.max_seeds)
+        why = open_variants(table, variant_of_row, columns, decide_rule(args))
+        decisions = plan_round(why, dict(seeds), args.max_seeds)
         pairs = [(d.variant, d.added_seed) for d in decisions if d.added_seed is not None]
         print(describe_round(k, decisions), flush=True)
         reused, trained = run_round(pairs, k) if pairs else (0, 0)
         log.append(record(k, decisions, reused, trained))
-        client.log_dict(parent, {"decide": columns, "max_seeds": args.max_seeds, "rounds": log}, ARTIFACT)
+        client.log_dict(parent, {"decide": columns, "rule": decide_rule(args), "max_seeds": args.max_seeds,
+                                 "rounds": log}, ARTIFACT)
         client.set_tag(parent, "until_decided.rounds", str(k if pairs else k - 1))
         if not pairs:
             return

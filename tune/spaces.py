@@ -32,6 +32,13 @@ LOSS_SETS = {name: {key: (weight if key.split(".")[1] in name.split("+") else 0.
              for name in ("rec", "rec+sup", "rec+sup+res", "rec+sup+con", "rec+sup+con+res")}
 TEMPERATURES = {"smoke": [0.1, 0.2], "cpu": [0.05, 0.1, 0.2, 0.5], "paper": [0.05, 0.07, 0.1, 0.2, 0.5]}
 MOMENTA = {"smoke": [0.99], "cpu": [0.99, 0.999], "paper": [0.99, 0.999]}
+# Eq. 4/5 read four ways, L_con on (no L_res), against rec+sup: anchor online h_c(f(x_i)) or the stage-1 code
+# g~_i (Eq. 4's g^c_i carries no h(f(.)); Algorithm 1 line 12 encodes only g_q and g_k), query view augmented or
+# x_i itself. The weights are the defaults' (config.LossConfig).
+READINGS = [("rec+sup", LOSS_SETS["rec+sup"])] + [
+    (f"con,anchor={anchor},{'aug' if augment else 'no-aug'}",
+     LOSS_SETS["rec+sup+con"] | {"encoder.anchor": anchor, "encoder.augment": augment})
+    for anchor in ("online", "stage1") for augment in (True, False)]
 # Table 2: the methods the paper compares, each a preset of the same trainer (contralord/presets.py)
 METHODS = ("locatello", "lord", "gabbay", "contralord")
 
@@ -45,6 +52,8 @@ def variants(kind: str, preset: str) -> tuple[str, list[Variant]]:
     if kind == "losses":
         names = ("rec+sup", "rec+sup+con+res") if preset == "smoke" else tuple(LOSS_SETS)
         return "losses", [(name, LOSS_SETS[name]) for name in names]
+    if kind == "readings":
+        return "reading", READINGS[:2] if preset == "smoke" else READINGS
     if kind == "methods":
         names = ("gabbay", "contralord") if preset == "smoke" else METHODS
         return "run.method", [(name, METHOD_PRESETS[name]) for name in names]

@@ -113,7 +113,8 @@ def check_dci_inputs(codes_train, factors_train, codes_test, factors_test):
 
 
 def compute_dci(
-    codes_train, factors_train, codes_test, factors_test, random_state: int | None = None, n_jobs: int | None = None
+    codes_train, factors_train, codes_test, factors_test, random_state: int | None = None, n_jobs: int | None = None,
+    with_importance: bool = False,
 ) -> dict[str, float]:
     """DCI with gradient-boosted-tree importances, exactly as disentanglement_lib.
 
@@ -125,19 +126,22 @@ def compute_dci(
         random_state: int seed given to every factor's ``GradientBoostingClassifier`` (None: unseeded,
             as disentanglement_lib; then results may differ between calls on tied splits).
         n_jobs: parallel fits; None means ``min(F, os.cpu_count())``; 1 runs the plain loop.
+        with_importance: also return the importance matrix ``R`` (D, F) as ``"importance"`` (nested lists).
 
     Returns:
         ``{"disentanglement", "completeness", "informativeness_train", "informativeness_test"}``.
     """
-    return dci_scores(_fit_factor, codes_train, factors_train, codes_test, factors_test, random_state, n_jobs)
+    return dci_scores(_fit_factor, codes_train, factors_train, codes_test, factors_test, random_state, n_jobs,
+                      with_importance=with_importance)
 
 
 def dci_scores(fit_fn, codes_train, factors_train, codes_test, factors_test, random_state, n_jobs,
-               prefix: str = "") -> dict[str, float]:
+               prefix: str = "", with_importance: bool = False) -> dict[str, float]:
     """Validate, fit one model per factor with ``fit_fn``, and turn its importances into DCI scores."""
     x_tr, y_tr, x_te, y_te = check_dci_inputs(codes_train, factors_train, codes_test, factors_test)
     importance, acc_train, acc_test = fit_per_factor(fit_fn, x_tr, y_tr, x_te, y_te, random_state, n_jobs)
-    return {
+    extra = {f"{prefix}importance": importance.tolist()} if with_importance else {}
+    return extra | {
         f"{prefix}disentanglement": disentanglement(importance),
         f"{prefix}completeness": completeness(importance),
         f"{prefix}informativeness_train": acc_train,

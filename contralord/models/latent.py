@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from contralord import distributed
+from contralord.models.encoders import build_backbone
 
 
 class ImageCodes(nn.Module):
@@ -70,38 +71,56 @@ class LatentDecoder(nn.Module):
 class FactorCodes(nn.Module):
     """Labelled-factor codes of stage 1 (``latent.structure=factors``; after zerodim).
 
-    Each labelled factor j owns a table E_j of one ``factor_dim`` code per value (uniform in
-    [0, init_scale), zerodim's init). A labelled image takes the row of its label; any other image
-    takes softmax(C_j(x)) @ E_j, where C_j is a linear head on one small CNN shared by the factors
-    (zerodim trains one CNN per factor; sharing the trunk is our saving on 2 CPU cores).
+    Each labelled factor j owns a table E_j of one ``factor_dim`` code per value. A labelled image takes
+    the row of its label; any other image takes softmax(C_j(x)) @ E_j, where C_j is a linear head on a
+    small CNN: one CNN per factor (zerodim's ``arch_betavae``) or one CNN shared by the factors.
 
     Args:
         sizes: values of each labelled factor.
         factor_dim: code size per factor.
-        trunk: CNN mapping images (B, C, H, W) to features (B, F).
+        trunks: one CNN per factor, or a single CNN shared by all; each maps (B, C, H, W) to (B, F).
         feat_dim: F.
-        init_scale: table init range.
+        init: the tables' init range (low, high): zerodim's (-0.05, 0.05), or (0, 0.05) of its older code.
         rng: generator of the tables' init.
+        soft_table_grad: whether an unlabelled image's soft code also trains E_j (zerodim: no, E_j is
+            taken under no_grad there, so the tables learn only from the labelled images' own rows).
     """
 
-    def __init__(self, sizes: tuple[int, ...], factor_dim: int, trunk: nn.Module, feat_dim: int,
-                 init_scale: float, rng: torch.Generator):
+    def __init__(self, sizes: tuple[int, ...], factor_dim: int, trunks: list[nn.Module], feat_dim: int,
+                 init: tuple[float, float], rng: torch.Generator, soft_table_grad: bool = True):
         super().__init__()
-        self.tables = nn.ParameterList(nn.Parameter(torch.rand(n, factor_dim, generator=rng) * init_scale)
+        if len(trunks) not in (1, len(sizes)):
+            raise ValueError(f"FactorCodes: expected 1 or {len(sizes)} trunks, got {len(trunks)}")
+        low, high = init
+        self.tables = nn.ParameterList(nn.Parameter(low + torch.rand(n, factor_dim, generator=rng) * (high - low))
                                        for n in sizes)
-        self.trunk = trunk
+        self.trunks = nn.ModuleList(trunks)
         self.classifiers = nn.ModuleList(nn.Linear(feat_dim, n) for n in sizes)
+        self.soft_table_grad = soft_table_grad
 
     def logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """x (B, C, H, W) -> one (B, n_j) logit tensor per labelled factor."""
-        features = self.trunk(x)  # (B, F)
-        return [head(features) for head in self.classifiers]
+        if len(self.trunks) == 1:
+            features = self.trunks[0](x)  # (B, F)
+            return [head(features) for head in self.classifiers]
+        return [head(trunk(x)) for trunk, head in zip(self.trunks, self.classifiers, strict=True)]
 
     def forward(self, x: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """x (B, C, H, W), known (B, F_l) labels or -1 -> codes (B, F_l * factor_dim), logits."""
         logits, codes = self.logits(x), []
         for j, (table, logit) in enumerate(zip(self.tables, logits, strict=True)):
-            soft = logit.softmax(dim=1) @ table  # (B, Df) expected code under the classifier
+            soft = logit.softmax(dim=1) @ (table if self.soft_table_grad else table.detach())  # (B, Df)
             hard = table[known[:, j].clamp(min=0)]  # (B, Df) the label's code
             codes.append(torch.where(known[:, j:j + 1] >= 0, hard, soft))
         return torch.cat(codes, dim=1), logits
+
+
+def build_factor_codes(lat, sizes: tuple[int, ...], channels: int, image_size: int,
+                       rng: torch.Generator) -> FactorCodes:
+    """Stage 1's ``FactorCodes`` for ``lat`` (a ``LatentConfig``): its trunks, table init and gradient rule.
+    The trunks are LORD conv encoders of width ``latent.classifier_width``, drawn from the global RNG."""
+    count = len(sizes) if lat.classifier_trunks == "per_factor" else 1
+    built = [build_backbone("lord", channels, image_size, None, width=lat.classifier_width) for _ in range(count)]
+    init = (-lat.init_scale, lat.init_scale) if lat.factor_init == "symmetric" else (0.0, lat.init_scale)
+    return FactorCodes(sizes, lat.factor_dim, [m for m, _ in built], built[0][1], init, rng,
+                       soft_table_grad=lat.soft_code_table_grad)

@@ -13,7 +13,8 @@ from tune.checks import SweepError
 
 def _table(cells: dict[int, list[float]]) -> Table:
     """A Table 6 with one row per queue size and its D values over seeds."""
-    rows = [Row((k,), [str(i) for i in range(len(v))], {"D": stats.summarize(v)}) for k, v in cells.items()]
+    rows = [Row((k,), [str(i) for i in range(len(v))], {"D": stats.summarize(v)},
+                values={"D": {str(i): x for i, x in enumerate(v)}}) for k, v in cells.items()]
     return Table(SPECS["table6"], rows, ["D"], {}, "test")
 
 
@@ -24,6 +25,22 @@ def test_open_variants__only_rows_overlapping_the_best():
     table = _table({128: [0.2, 0.21, 0.19], 256: [0.8, 0.82, 0.81], 512: [0.79, 0.83, 0.80]})
     why = rounds.open_variants(table, VARIANTS, ["D"])
     assert set(why) == {"K256", "K512"} and why["K512"].startswith("D: ")
+
+
+def test_open_variants__paired_rule_decides_rows_that_move_together_by_seed():
+    # every seed's stage 1 shifts both rows: the unpaired intervals overlap, the per-seed differences do not
+    table = _table({128: [0.2, 0.5, 0.8], 256: [0.25, 0.56, 0.87]})
+    assert set(rounds.open_variants(table, VARIANTS, ["D"])) == {"K128", "K256", "K512"}
+    assert rounds.open_variants(table, VARIANTS, ["D"], "paired") == {"K512": "no row in the table"}
+
+
+def test_check_flags__decide_rule():
+    rounds.check_flags("negatives", _args(decide_rule="paired"))
+    assert rounds.decide_rule(_args()) == "unpaired"
+    with pytest.raises(SweepError, match="--decide-rule: expected one of unpaired, paired"):
+        rounds.check_flags("negatives", _args(decide_rule="sign"))
+    with pytest.raises(SweepError, match="--decide-rule: only with --until-decided"):
+        rounds.check_flags("negatives", _args(until_decided=False, max_seeds=0, decide_rule="paired"))
 
 
 def test_open_variants__a_variant_missing_from_the_table_is_open():
