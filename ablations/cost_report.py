@@ -37,12 +37,12 @@ from ablations import specs  # noqa: E402
 from ablations.runs import (  # noqa: E402
     PARENT_TAG,
     REUSED_TAG,
+    ROUNDS_ARTIFACT,
     AblationError,
     check_readable,
     latest_sweep_run,
 )
 from ablations.tables import parse_value  # noqa: E402
-from tune.rounds import ARTIFACT as ROUNDS_ARTIFACT  # noqa: E402  (written on the sweep's parent run)
 
 REPORT = "cost_to_verdict.md"
 

@@ -14,10 +14,11 @@ from urllib.parse import urlparse
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tune.checks import sqlite_store_problem
+from ablations import store
 
 PARENT_TAG = "mlflow.parentRunId"
 REUSED_TAG = "reused_from"  # a trial a sweep did not run again: the id of the run whose numbers it copies
+ROUNDS_ARTIFACT = "rounds.json"  # the parent run's log of --until-decided (tune/rounds.py writes it)
 NOT_TRIALS = ("sweep", "stage1")  # values of the ``role`` tag that are not trials
 STATUS_OF = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "unfinished", "SCHEDULED": "unfinished",
              "KILLED": "unfinished"}
@@ -46,15 +47,15 @@ class RunSource:
 
 
 def check_readable(uri: str) -> None:
-    """The store must already exist: reading a missing sqlite file would silently create an empty one."""
-    scheme = urlparse(uri).scheme
+    """The store must already exist as an MLflow store of this MLflow's schema, and opening it must write
+    nothing (``ablations/store.py``): MLflow would create a missing sqlite file, migrate an older or foreign
+    database in place, and recreate a missing Default experiment."""
+    scheme, shown = urlparse(uri).scheme, store.without_password(uri)
     if scheme == "sqlite":
         path = Path(uri[len("sqlite:///"):])
         if not path.is_file():
             raise AblationError(f"--tracking-uri: no MLflow database at {path} (from {uri})")
-        problem = sqlite_store_problem(path)  # MLflow would write its schema into an empty or foreign file
-        if problem:
-            raise AblationError(f"--tracking-uri: {problem}")
+        problem = store.sqlite_store_problem(path, reading=True)
     elif scheme in ("", "file"):
         path = Path(urlparse(uri).path if scheme else uri)
         if not path.is_dir():
@@ -62,22 +63,16 @@ def check_readable(uri: str) -> None:
         if not any(path.glob("*/meta.yaml")):  # MLflow would create its layout in any other folder
             raise AblationError(f"--tracking-uri: {path} is not an MLflow file store (no <experiment>/meta.yaml); "
                                 f"left untouched")
+        problem = ""
     elif scheme in ("http", "https"):
-        from tune.checks import check_tracking_uri
-
-        try:
-            check_tracking_uri(uri)
-        except ValueError as error:
-            raise AblationError(str(error)) from None
+        problem = store.server_problem(uri)
+    elif scheme.split("+")[0] not in store.DB_SCHEMES:
+        raise AblationError(f"--tracking-uri: expected sqlite:///path.db, a folder, http(s)://host:port or a "
+                            f"database URI ({', '.join(store.DB_SCHEMES)}), got {shown!r}")
     else:
-        from tune.checks import DB_SCHEMES, probe_database
-
-        if scheme.split("+")[0] not in DB_SCHEMES:
-            raise AblationError(f"--tracking-uri: expected sqlite:///path.db, a folder, http(s)://host:port or a "
-                                f"database URI ({', '.join(DB_SCHEMES)}), got {uri!r}")
-        problem = probe_database(uri)
-        if problem:
-            raise AblationError(f"--tracking-uri: {problem}")
+        problem = store.database_problem(uri, reading=True)
+    if problem:
+        raise AblationError(f"--tracking-uri: {problem}")
 
 
 def classify(status: str, tags: dict[str, str]) -> str:

@@ -3,16 +3,21 @@ is one ``SweepError`` line naming the flag."""
 
 from __future__ import annotations
 
-import base64
 import math
 import os
 import socket
-import sqlite3
-import urllib.error
-import urllib.request
 from argparse import Namespace
 from pathlib import Path
 from urllib.parse import urlparse
+
+# sqlite_store_problem is also read from here by tune/history.py
+from ablations.store import (  # noqa: F401
+    DB_SCHEMES,
+    database_problem,
+    server_problem,
+    sqlite_store_problem,
+    without_password,
+)
 
 
 class SweepError(ValueError):
@@ -20,108 +25,33 @@ class SweepError(ValueError):
 
 
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "hdfs")
-DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
-def check_tracking_uri(uri: str) -> None:
-    """sqlite paths must be absolute with an existing folder; servers must answer /health."""
-    scheme = urlparse(uri).scheme
+def check_tracking_uri(uri: str, read_only: bool = False) -> None:
+    """sqlite paths must be absolute with an existing folder; an existing store must be MLflow's at this
+    MLflow's schema (never migrated here: ``ablations/store.py``); servers must answer /health and accept the
+    login. ``read_only`` (a dry run) also refuses a store MLflow would write into on opening (no Default
+    experiment). The password of a URI is never shown."""
+    scheme, shown = urlparse(uri).scheme, without_password(uri)
     if scheme == "sqlite":
         path = uri[len("sqlite:///"):]
         if not uri.startswith("sqlite:////") or not Path(path).parent.is_dir():
             raise SweepError(f"--tracking-uri: expected sqlite:////ABSOLUTE/path.db in an existing folder, got {uri!r}")
-        problem = sqlite_store_problem(Path(path), new_ok=True) if Path(path).exists() else ""
+        exists = Path(path).exists()
+        problem = sqlite_store_problem(Path(path), new_ok=True, reading=read_only) if exists else ""
         if problem:
             raise SweepError(f"--tracking-uri: {problem}")
     elif scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
-                response.read()
-        except (urllib.error.URLError, OSError) as error:
-            raise SweepError(f"--tracking-uri: MLflow server {uri} is not reachable ({error})") from None
-        check_login(uri)
-    elif scheme.split("+")[0] not in DB_SCHEMES:
-        raise SweepError(f"--tracking-uri: expected sqlite:////abs.db, http(s)://host:port or a database URI, "
-                         f"got {uri!r}")
-    else:
-        problem = probe_database(uri)
+        problem = server_problem(uri)
         if problem:
             raise SweepError(f"--tracking-uri: {problem}")
-
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-MLFLOW_TABLES = {"experiments", "runs", "alembic_version"}
-
-
-def sqlite_store_problem(path: Path, new_ok: bool = False) -> str:
-    """'' when ``path`` is an MLflow SQLite store (or, with ``new_ok``, an empty file or database that MLflow
-    may initialise), else why not. Opened read-only: MLflow would otherwise write its schema into the file."""
-    if new_ok and path.stat().st_size == 0:
-        return ""
-    with open(path, "rb") as f:
-        if f.read(16) != SQLITE_HEADER:
-            return f"{path} is not an SQLite database (left untouched)"
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.Error as error:
-        return f"cannot read the SQLite database {path} ({error})"
-    if MLFLOW_TABLES <= tables or (new_ok and not tables):
-        return ""
-    found = ", ".join(sorted(tables)[:5]) or "no tables"
-    return (f"{path} is an SQLite database but not an MLflow store (expected tables "
-            f"{', '.join(sorted(MLFLOW_TABLES))}; found {found}); left untouched")
-
-
-def check_login(uri: str) -> None:
-    """A server behind MLflow's basic-auth app must accept the login in MLFLOW_TRACKING_USERNAME/PASSWORD."""
-    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
-    user, secret = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    if user and secret:
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            response.read()
-    except urllib.error.HTTPError as error:
-        if error.code in (401, 403):
-            who = f"user {user!r}" if user and secret else "no login (MLFLOW_TRACKING_USERNAME/PASSWORD unset)"
-            raise SweepError(f"--tracking-uri: MLflow server {uri} refuses {who} (HTTP {error.code}); "
-                             f"source your mlflow.env (docs/SECURITY.md)") from None
-    except (urllib.error.URLError, OSError) as error:
-        raise SweepError(f"--tracking-uri: MLflow server {uri} is not reachable ({error})") from None
-
-
-def probe_database(uri: str) -> str:
-    """Open (and close) one connection to a database URI: '' when it answers, else why not, in one line.
-
-    Nothing is created or written; the password, if any, is left out of the message.
-    """
-    import sqlalchemy
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
-
-    shown = _without_password(uri)
-    timeout = {"postgresql": {"connect_timeout": 5}, "mysql": {"connect_timeout": 5}}
-    try:
-        engine = sqlalchemy.create_engine(uri, connect_args=timeout.get(urlparse(uri).scheme.split("+")[0], {}))
-    except (ImportError, NoSuchModuleError, ArgumentError) as error:
-        missing = getattr(error, "name", None) or str(error).splitlines()[0]
-        return f"the database driver for {shown} is not installed ({missing}); pip install it or use sqlite:////abs.db"
-    try:
-        with engine.connect():
-            pass
-    except SQLAlchemyError as error:
-        first = (str(getattr(error, "orig", error)).strip().splitlines() or [type(error).__name__])[0]
-        return f"database {shown} does not answer ({first[:160]})"
-    finally:
-        engine.dispose()
-    return ""
-
-
-def _without_password(uri: str) -> str:
-    parsed = urlparse(uri)
-    if parsed.password is None:
-        return uri
-    return uri.replace(f":{parsed.password}@", ":***@", 1)
+    elif scheme.split("+")[0] not in DB_SCHEMES:
+        raise SweepError(f"--tracking-uri: expected sqlite:////abs.db, http(s)://host:port or a database URI, "
+                         f"got {shown!r}")
+    else:
+        problem = database_problem(uri, new_ok=True, reading=read_only)
+        if problem:
+            raise SweepError(f"--tracking-uri: {problem}")
 
 
 def check_address(address: str | None) -> None:
