@@ -48,9 +48,12 @@ def test_table__best_marked_only_beyond_the_intervals(store):
     # D: [0.770, 0.870] clears [-0.048, 0.448]; SAP: 0.51 ± 0.025 overlaps 0.5 ± 0
     assert table.best == {"D": 1, "SAP": None}
     markdown = render.to_markdown(table)
-    assert "| 256 | 3 | **0.820 ± 0.020** | 0.510 ± 0.010 |" in markdown
+    # D is best under the paired rule too (†): lower in every seed; SAP's paired differences 0, .01, .02 are not
+    assert table.best_paired == {"D": 1, "SAP": None}
+    assert "| 256 | 3 | **0.820 ± 0.020** † | 0.510 ± 0.010 |" in markdown
     assert "| 128 | 3 | 0.200 ± 0.100 | 0.500 ± 0.000 |" in markdown
     assert "no row is best beyond the intervals in SAP" in markdown
+    assert "no row is best paired by seed in SAP" in markdown
 
 
 def test_table__excluded_runs_are_counted_not_averaged(store):
@@ -140,7 +143,7 @@ def test_table4__rows_in_the_papers_order_with_check_marks_and_paper_values(stor
     assert "| ✓ |  |  |  | 2 | 0.101 ± 0.001 |" in markdown
     assert "| paper |  |  |  |  | 0.02 |" not in markdown and "| paper |  |  |  |  | 0.020 |" in markdown
     latex = render.to_latex(table)
-    assert r"\checkmark & \checkmark & \checkmark & \checkmark & 2 & \textbf{0.401 $\pm$ 0.001} \\" in latex
+    assert r"\checkmark & \checkmark & \checkmark & \checkmark & 2 & \textbf{0.401 $\pm$ 0.001}$^\dagger$ \\" in latex
     assert r"\textit{paper} &  &  &  &  & 1.000 \\" in latex
 
 
@@ -149,7 +152,7 @@ def test_latex__booktabs_with_escaped_keys_and_bold_best(store):
     latex = render.to_latex(_table(store))
     assert latex.startswith(r"\begin{table}") and r"\toprule" in latex and latex.rstrip().endswith(r"\end{table}")
     assert r"encoder.queue\_size & n & D & SAP \\" in latex
-    assert r"256 & 3 & \textbf{0.820 $\pm$ 0.020} & 0.510 $\pm$ 0.010 \\" in latex
+    assert r"256 & 3 & \textbf{0.820 $\pm$ 0.020}$^\dagger$ & 0.510 $\pm$ 0.010 \\" in latex
 
 
 def test_csv__every_number_with_its_interval(store):

@@ -35,7 +35,7 @@ def test_cli__spec_alone_reads_its_experiment_and_writes_every_format(store, tmp
     assert main(argv + ["--format", "markdown", "--format", "latex", "--format", "csv"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["table6.csv", "table6.md", "table6.png", "table6.tex"]
     printed = capsys.readouterr().out
-    assert "| 1024 | 3 | **0.510 ± 0.010** | 0.500 ± 0.000 |" in printed and "\\begin{table}" in printed
+    assert "| 1024 | 3 | **0.510 ± 0.010** † | 0.500 ± 0.000 |" in printed and "\\begin{table}" in printed
 
 
 def test_cli__sweep_run_infers_the_table_from_the_sweep_kind(store, capsys):
