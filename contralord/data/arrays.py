@@ -67,7 +67,8 @@ def open_npz(path: Path) -> Any:
 
 @contextmanager
 def open_h5(path: Path) -> Iterator[Any]:
-    """Opens an HDF5 file read-only, or raises a DataError naming data.path."""
+    """Opens an HDF5 file read-only whose every dataset lives in the file itself (``check_h5_self_contained``),
+    or raises a DataError naming data.path."""
     import h5py
 
     try:
@@ -75,7 +76,36 @@ def open_h5(path: Path) -> Iterator[Any]:
     except OSError as e:
         raise DataError(f"data.path: {path} is not a readable HDF5 file ({e})") from e
     with f:
+        check_h5_self_contained(f, path)
         yield f
+
+
+def check_h5_self_contained(f: Any, path: Path) -> None:
+    """No external link, no dataset with external storage and no virtual dataset: each of them reads another
+    file (any file this user can read, into ``images`` and from there into grids and MLflow artifacts), and
+    the data fingerprint hashes only this file, so cached stage 1 and reused trials would go stale. Asked
+    through h5py's own API (``visititems_links``, ``Dataset.is_virtual``, ``Dataset.external``); nothing
+    outside the file is opened."""
+    import h5py
+
+    found: list[str] = []
+
+    def visit(name: str, link: Any) -> None:
+        if found:
+            return
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"'{name}' is an external link to {link.filename}:{link.path}")
+            return
+        obj = f.get(name)
+        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+            found.append(f"dataset '{name}' is virtual (its data comes from other files)")
+        elif isinstance(obj, h5py.Dataset) and obj.external:
+            found.append(f"dataset '{name}' keeps its data in external file(s) {obj.external[0][0]!r}")
+
+    f.visititems_links(visit)
+    if found:
+        raise DataError(f"data.path: {path}: {found[0]}; only self-contained HDF5 files are read (nothing was read "
+                        f"from outside the file)")
 
 
 def get_key(container: Any, path: Path, key: str, by_rows: bool = False) -> Any:
