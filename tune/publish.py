@@ -16,6 +16,7 @@ from contralord.config import ContraLordConfig
 from tune import mlflow_logger as ml
 from tune.checks import SweepError
 from tune.plan import SweepPlan
+from tune.records import ParentRun
 from tune.reuse import FROM_TAG
 
 
@@ -30,9 +31,9 @@ def register_target(plan: SweepPlan) -> tuple[str, str] | None:
     return metric, mode or "max"
 
 
-def register_best(plan: SweepPlan, client: MlflowClient, experiment_id: str, parent: str, metric: str,
+def register_best(plan: SweepPlan, client: MlflowClient, experiment_id: str, records: ParentRun, metric: str,
                    mode: str) -> None:
-    trials = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' and "
+    trials = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{records.run_id}' and "
                                 "attributes.status = 'FINISHED'", max_results=10000)
     # a reused trial's copy has no logged model: its original (which has) stands for it
     trials = [client.get_run(t.data.tags[FROM_TAG]) if FROM_TAG in t.data.tags else t for t in trials]
@@ -40,26 +41,24 @@ def register_best(plan: SweepPlan, client: MlflowClient, experiment_id: str, par
     try:
         run_id, value, version = ml.register_best(client, trials, metric, mode, name)
     except ValueError as error:
-        client.set_terminated(parent, status="FINISHED")
+        records.finish()
         raise SweepError(str(error)) from None
-    client.set_tag(parent, "registered_model", f"{name}/{version}")
+    records.log_registered(name, version)
     print(f"registered the encoder of run {run_id} ({mode} {metric} = {value:.4g}) as {name} version {version}",
           flush=True)
 
 
-def publish(plan: SweepPlan, client: MlflowClient, parent: str) -> Table | None:
+def publish(plan: SweepPlan, client: MlflowClient, records: ParentRun) -> Table | None:
     """The sweep's table from its MLflow runs (ablations/, as make_tables.py builds it) onto the parent run."""
     try:
-        table = sweep_table(plan, client, parent)
+        table = sweep_table(plan, client, records.run_id)
     except AblationError as error:
         print(f"\n{plan.name}: no table ({error})", flush=True)
-        client.set_tag(parent, "mlflow.note.content", f"No table: {error}")
+        records.no_table(str(error))
         return None
     texts = render.render_all(table, list(render.FORMATS))
-    ml.log_sweep_table(client, parent, texts["md"], table_means(plan, table))
     with tempfile.TemporaryDirectory() as folder:
-        for path in render.save(table, texts, Path(folder), "table"):
-            client.log_artifact(parent, str(path))
+        records.log_table(texts["md"], table_means(plan, table), render.save(table, texts, Path(folder), "table"))
     averaged = sum(row.n for row in table.rows)
     print(f"\n{plan.name} ({averaged} trials averaged, tracking {plan.tracking_uri}):\n{texts['md']}", flush=True)
     return table

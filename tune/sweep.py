@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import subprocess
 import time
@@ -24,6 +23,7 @@ from tune.checks import SweepError, check_storage_shared, is_uri
 from tune.context import SweepContext
 from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running, mark_stopped_early
 from tune.plan import REPO, SweepPlan, git_commit, local_work_dir
+from tune.records import ParentRun
 from tune.stage1 import ensure_stage1
 from tune.worker import run_in_tune_trial, train_fn_per_worker, trial_started
 
@@ -72,28 +72,6 @@ def _source_tags(plan: SweepPlan) -> dict[str, str]:
     return ml.source_tags(f"tune/sweep_{plan.kind}.py", git_commit(), repo, _git("rev-parse", "--abbrev-ref", "HEAD"))
 
 
-def _parent_run(plan: SweepPlan, client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str:
-    sweep_path = f"{plan.storage}/{plan.name}"
-    key = {"sweep_path": sweep_path, "role": "sweep"}
-    if plan.args.resume:
-        run_id = find_run(client, experiment_id, key)
-        if run_id is None:
-            raise SweepError(f"--resume: no MLflow sweep run for {sweep_path} in {plan.tracking_uri}")
-        client.update_run(run_id, status="RUNNING")
-        return run_id
-    if find_run(client, experiment_id, key) is not None and _tuner_exists(plan):
-        raise SweepError(f"--name: sweep {plan.name!r} already exists under {plan.storage} (pass --resume, "
-                         f"or another --name)")
-    run_id = client.create_run(experiment_id, run_name=plan.name,
-                               tags=key | {"git_commit": git_commit()} | tags).info.run_id
-    params = {"sweep.kind": plan.kind, "sweep.preset": plan.args.preset, "sweep.seeds": len(plan.seeds),
-              "sweep.knob": plan.knob, "sweep.variants": json.dumps([name for name, _ in plan.variants]),
-              "sweep.workers_per_trial": plan.args.workers_per_trial} | {f"base.{k}": v for k, v in plan.base.items()}
-    for k, v in params.items():
-        client.log_param(run_id, k, str(v)[:6000])
-    return run_id
-
-
 def _tuner_exists(plan: SweepPlan) -> bool:
     return tune.Tuner.can_restore(f"{plan.storage}/{plan.name}")
 
@@ -136,35 +114,28 @@ def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
     """Estimate the sweep (before stage 1), choose the trainer path, say both and log them on the parent run."""
     from tune.cost import estimate_sweep, reused_runs
 
+    records = ParentRun(client, parent)
     try:
         plan.estimate = est = estimate_sweep(plan, client, reused_runs(plan))
     except Exception as error:  # an estimate is advice: its failure must not cost the sweep itself
         line = f"{type(error).__name__}: {error}".splitlines()[0][:300]
         print(f"estimate: not made ({line}); the sweep goes on, trainer path "
               f"{_path_without_estimate(plan)}", flush=True)
-        client.set_tag(parent, "estimate_error", line)
+        records.estimate_failed(line)
         return
     parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
     print(f"trainer path: {est.path} ({est.why})\nestimate: ~{est.wall_s:.0f} s wall = {parts}", flush=True)
-    client.set_tag(parent, "trainer_path", est.path)
-    client.set_tag(parent, "trainer_why", est.why)
-    if "sweep.trainer" not in client.get_run(parent).data.params:  # a resumed sweep keeps its params
-        client.log_param(parent, "sweep.trainer", est.path)
     if est.later:
         from tune.cost import describe_later
 
         print(describe_later(est.later), flush=True)
-    seconds = {"estimate/wall_s": est.wall_s} | {f"estimate/{k}_s": v for k, v in est.parts.items()}
-    if est.later:  # the first round is what estimate/wall_s predicts; actual/first_round_s is its measure
-        seconds["estimate/until_decided_max_s"] = est.wall_s + est.later.wall_s
-    for name, value in seconds.items():
-        client.log_metric(parent, name, value)
+    records.log_estimate(est)
 
 
-def _log_actual(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
+def _log_actual(plan: SweepPlan, records: ParentRun) -> None:
     """At the end: the actual wall time (``actual/wall_s``) beside the estimate."""
     actual = time.time() - plan.started
-    client.log_metric(parent, "actual/wall_s", actual)
+    records.log_seconds("actual/wall_s", actual)
     estimated = f"estimated {plan.estimate.wall_s:.0f} s" if plan.estimate else "no estimate"
     print(f"wall time: {actual:.0f} s, {estimated}", flush=True)
 
@@ -212,6 +183,7 @@ class _Sweep:
 
     plan: SweepPlan
     client: MlflowClient
+    records: ParentRun  # the parent run's writer
     ctx: SweepContext
     code: str  # contralord/'s code version (tune/reuse.py)
     local: Callable | None  # config -> the machine a trial would run on (None on a cluster)
@@ -232,19 +204,17 @@ def run_sweep(plan: SweepPlan) -> Table | None:
     try:
         _run_round(sweep, [(name, s) for name, _ in plan.variants for s in plan.seeds], 0)
         if getattr(plan.args, "until_decided", False):
-            sweep.client.log_metric(sweep.parent, "actual/first_round_s", time.time() - plan.started)
+            sweep.records.log_seconds("actual/first_round_s", time.time() - plan.started)
             _until_decided(sweep)
     except BaseException:
-        sweep.client.set_terminated(sweep.parent, status="KILLED")
+        sweep.records.kill()
         raise
-    client, parent = sweep.client, sweep.parent
-    client.set_tag(parent, "trials_trained", str(sweep.trained))
-    client.set_tag(parent, "trials_reused", str(sweep.reused))
-    table = publish.publish(plan, client, parent)
+    sweep.records.log_counts(sweep.trained, sweep.reused)
+    table = publish.publish(plan, sweep.client, sweep.records)
     if register:
-        publish.register_best(plan, client, sweep.ctx.experiment_id, parent, *register)
-    _log_actual(plan, client, parent)
-    client.set_terminated(parent, status="FINISHED")
+        publish.register_best(plan, sweep.client, sweep.ctx.experiment_id, sweep.records, *register)
+    _log_actual(plan, sweep.records)
+    sweep.records.finish()
     print(f"MLflow UI: {ml.ui_link(plan.tracking_uri, sweep.ctx.experiment_id)}", flush=True)
     return table
 
@@ -254,7 +224,8 @@ def _start(plan: SweepPlan) -> _Sweep:
     client = MlflowClient(plan.tracking_uri)
     experiment_id = get_experiment_id(client, f"contralord-{plan.kind}")
     run_tags = _source_tags(plan)
-    parent = _parent_run(plan, client, experiment_id, run_tags)
+    records = ParentRun.open(plan, client, experiment_id, run_tags, lambda: _tuner_exists(plan))
+    parent = records.run_id
     _log_cost(plan, client, parent)
     # local storage: one shared cache; cloud storage: a node-local cache filled from MLflow's artifact store
     cache = f"{plan.storage}/latent_cache" if not is_uri(plan.storage) else local_work_dir(plan.storage, "latent")
@@ -264,13 +235,13 @@ def _start(plan: SweepPlan) -> _Sweep:
                        plan.args.cpus_per_worker, plan.args.max_failures, git_commit(), run_tags)
     local = reuse.local_machine(plan.args)
     code = reuse.code_version()
-    client.set_tag(parent, reuse.CODE_TAG, code)
+    records.log_code_version(reuse.CODE_TAG, code)
     if not getattr(plan.args, "no_reuse", False) and plan.kind != "optuna":
         where = ("runs of this machine only" if local else
                  "runs of any machine (on a cluster the table's machine check decides whether they pool)")
         print(f"reuse: finished trial runs with the same config, seed, data and code {code} ({where}); "
               f"--no-reuse runs every trial", flush=True)
-    return _Sweep(plan, client, ctx, code, local)
+    return _Sweep(plan, client, records, ctx, code, local)
 
 
 def _run_round(sweep: _Sweep, pairs: list[tuple[str, int]], k: int) -> None:
@@ -321,7 +292,7 @@ def _ensure_stage1(sweep: _Sweep, seeds: list[int]) -> None:
     runs = ensure_stage1(per_seed, sweep.ctx.latent_cache, plan.tracking_uri, _stage1_resources(plan),
                          sweep.ctx.run_tags)
     sweep.ctx = dataclasses.replace(sweep.ctx, stage1_runs=sweep.ctx.stage1_runs | runs)
-    sweep.client.set_tag(sweep.parent, "stage1_run_ids", json.dumps(sweep.ctx.stage1_runs))
+    sweep.records.log_stage1_runs(sweep.ctx.stage1_runs)
 
 
 def _fit(sweep: _Sweep, tuner: tune.Tuner):

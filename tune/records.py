@@ -1,0 +1,112 @@
+"""The sweep's parent run, written in one place.
+
+A sweep is one MLflow run (``role=sweep``) with its trials nested under it. Everything the driver records on
+that run goes through ``ParentRun``: the sweep's params, the wall-time estimate and the actual wall time,
+how many trials ran or were reused, the code version, the stage-1 runs, the table with its files, the
+registered encoder and the run's end. Trial runs are written by the trials (``MlflowLogger``), stage-1 runs
+by ``tune/stage1.py``, linked copies of reused trials by ``tune/reuse.py``, the rounds of ``--until-decided``
+by ``tune/rounds.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from tune import mlflow_logger as ml
+from tune.checks import SweepError
+from tune.plan import SweepPlan, git_commit
+
+PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+
+class ParentRun:
+    """The records of one sweep's parent run (``run_id``) in ``client``'s store."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    @classmethod
+    def open(cls, plan: SweepPlan, client: MlflowClient, experiment_id: str, tags: dict[str, str],
+             tuner_exists: Callable[[], bool]) -> ParentRun:
+        """The sweep's run: found again and set RUNNING with ``--resume``, else new, with the sweep's params.
+        A run of this sweep path whose Tuner state exists is a sweep of that name already (refused)."""
+        sweep_path = f"{plan.storage}/{plan.name}"
+        key = {"sweep_path": sweep_path, "role": "sweep"}
+        found = ml.find_run(client, experiment_id, key)
+        if plan.args.resume:
+            if found is None:
+                raise SweepError(f"--resume: no MLflow sweep run for {sweep_path} in {plan.tracking_uri}")
+            client.update_run(found, status="RUNNING")
+            return cls(client, found)
+        if found is not None and tuner_exists():
+            raise SweepError(f"--name: sweep {plan.name!r} already exists under {plan.storage} (pass --resume, "
+                             f"or another --name)")
+        run_id = client.create_run(experiment_id, run_name=plan.name,
+                                   tags=key | {"git_commit": git_commit()} | tags).info.run_id
+        parent = cls(client, run_id)
+        parent._log_params(_sweep_params(plan))
+        return parent
+
+    def _log_params(self, params: dict[str, object]) -> None:
+        existing = self.client.get_run(self.run_id).data.params  # a resumed sweep keeps its params
+        for key, value in params.items():
+            if key not in existing:
+                self.client.log_param(self.run_id, key, str(value)[:PARAM_CHARS])
+
+    def log_estimate(self, estimate) -> None:
+        """The trainer path and why, and the estimate's seconds (``tune.estimate.SweepEstimate``)."""
+        self.client.set_tag(self.run_id, "trainer_path", estimate.path)
+        self.client.set_tag(self.run_id, "trainer_why", estimate.why)
+        self._log_params({"sweep.trainer": estimate.path})
+        seconds = {"estimate/wall_s": estimate.wall_s} | {f"estimate/{k}_s": v for k, v in estimate.parts.items()}
+        if estimate.later:  # the first round is what estimate/wall_s predicts; actual/first_round_s is its measure
+            seconds["estimate/until_decided_max_s"] = estimate.wall_s + estimate.later.wall_s
+        for name, value in seconds.items():
+            self.client.log_metric(self.run_id, name, value)
+
+    def estimate_failed(self, line: str) -> None:
+        self.client.set_tag(self.run_id, "estimate_error", line)
+
+    def log_seconds(self, name: str, seconds: float) -> None:
+        """A measured time: ``actual/wall_s``, ``actual/first_round_s``."""
+        self.client.log_metric(self.run_id, name, seconds)
+
+    def log_code_version(self, tag: str, code: str) -> None:
+        self.client.set_tag(self.run_id, tag, code)
+
+    def log_stage1_runs(self, runs: dict[str, str]) -> None:
+        """{seed: stage-1 run id} of every round so far."""
+        self.client.set_tag(self.run_id, "stage1_run_ids", json.dumps(runs))
+
+    def log_counts(self, trained: int, reused: int) -> None:
+        self.client.set_tag(self.run_id, "trials_trained", str(trained))
+        self.client.set_tag(self.run_id, "trials_reused", str(reused))
+
+    def log_table(self, markdown: str, means: dict[str, float], files: Iterable[Path]) -> None:
+        """The table as the run's description and per-cell metrics (``ml.log_sweep_table``), and its files."""
+        ml.log_sweep_table(self.client, self.run_id, markdown, means)
+        for path in files:
+            self.client.log_artifact(self.run_id, str(path))
+
+    def no_table(self, why: str) -> None:
+        self.client.set_tag(self.run_id, "mlflow.note.content", f"No table: {why}")
+
+    def log_registered(self, name: str, version: str) -> None:
+        self.client.set_tag(self.run_id, "registered_model", f"{name}/{version}")
+
+    def finish(self) -> None:
+        self.client.set_terminated(self.run_id, status="FINISHED")
+
+    def kill(self) -> None:
+        """An interrupted or failed sweep (``--resume`` continues it)."""
+        self.client.set_terminated(self.run_id, status="KILLED")
+
+
+def _sweep_params(plan: SweepPlan) -> dict[str, object]:
+    return {"sweep.kind": plan.kind, "sweep.preset": plan.args.preset, "sweep.seeds": len(plan.seeds),
+            "sweep.knob": plan.knob, "sweep.variants": json.dumps([name for name, _ in plan.variants]),
+            "sweep.workers_per_trial": plan.args.workers_per_trial} | {f"base.{k}": v for k, v in plan.base.items()}
