@@ -140,3 +140,70 @@ def check_sizes(cfg: ContraLordConfig, data: ImageFactorData, needs_latent: bool
         if nbytes > cap:
             raise ConfigError(f"{key}: {what} needs {nbytes / 2**30:.3g} GiB, over data.max_array_gib="
                               f"{cfg.data.max_array_gib:g} (raise it only if the machine has that memory)")
+
+
+def check_against_data(cfg: ContraLordConfig, data: ImageFactorData) -> None:
+    """What used to fail only after training, checked before it: the user's weight files load into the
+    modules that will use them, and the end-of-run evaluation can score this data (``check_evaluation``)."""
+    check_weight_contents(cfg, data)
+    check_evaluation(cfg, data)
+
+
+def check_weight_contents(cfg: ContraLordConfig, data: ImageFactorData) -> None:
+    """Each user weight file loads, with torch's ``weights_only`` loader (a pickled module is refused, nothing
+    runs), into the module that will use it: the encoder's backbone (``encoder.pretrained_path``, at the start
+    of stage 2), LPIPS' AlexNet and FID's Inception-v3 (``eval.lpips_weights``, ``eval.inception_weights``,
+    after training). The loaders are the ones training uses; their key and shape checks raise here."""
+    from contralord.metrics.inception import InceptionFeatures
+    from contralord.metrics.perceptual import build_lpips
+
+    enc = cfg.encoder
+    loaders = {"encoder.pretrained_path": lambda path: build_backbone(
+                   enc.backbone, data.channels, cfg.data.image_size, path, width=enc.backbone_width),
+               "eval.lpips_weights": lambda path: build_lpips("alex", weights_path=path),
+               "eval.inception_weights": lambda path: InceptionFeatures(path)}
+    for key, load in loaders.items():
+        path = getattr(cfg.encoder if key.startswith("encoder.") else cfg.eval, key.partition(".")[2])
+        if path:
+            _load_weights(key, path, load)
+
+
+def _load_weights(key: str, path: str, load) -> None:
+    import pickle
+
+    try:
+        load(path)
+    except pickle.UnpicklingError:
+        raise ConfigError(f"{key}: {path!r} holds Python objects besides tensors (a pickled module?), which torch's "
+                          f"weights_only loader refuses; nothing was run. Save a state dict instead") from None
+    except (ValueError, RuntimeError, KeyError, OSError, EOFError) as error:
+        found = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"{key}: {path!r} does not load into the module it is for ({found[:200]})") from None
+
+
+def check_evaluation(cfg: ContraLordConfig, data: ImageFactorData) -> None:
+    """The partial-labels metrics can score this data: each labelled factor takes at least 2 values in the kept
+    images (after ``data.factor_filter``), and the 20% test split of the scored images (``eval.num_train +
+    eval.num_test`` at most) holds at least as many images as the largest labelled factor has values, its
+    80% at least 2 (sklearn's split; the metrics' classifiers fail otherwise, after training)."""
+    import math
+
+    from contralord.evaluation import SPLIT_TEST
+
+    if not cfg.eval.enabled or cfg.eval.protocol != "partial-labels" or data.factors is None:
+        return
+    found = labels.resolve(cfg, data)
+    for name, column in zip(found.names, found.columns, strict=True):
+        present = data.factors[:, column].unique()
+        if len(present) < 2:
+            after = f" after data.factor_filter={cfg.data.factor_filter!r}" if cfg.data.factor_filter else ""
+            raise ConfigError(f"data.labelled_factors: factor {name!r} takes only the value {int(present[0])} in "
+                              f"the kept images{after}; a scored factor needs at least 2 values")
+    scored = min(len(data), cfg.eval.num_train + cfg.eval.num_test)
+    test = math.ceil(SPLIT_TEST * scored)
+    values = max(found.sizes)
+    if test < values or scored - test < 2:
+        raise ConfigError(f"eval.num_train/eval.num_test: the metrics score {scored} images (min of the {len(data)} "
+                          f"kept and num_train + num_test = {cfg.eval.num_train + cfg.eval.num_test}); their "
+                          f"{SPLIT_TEST:.0%} test split of {test} must hold at least {values} (the values of the "
+                          f"largest labelled factor) and the rest at least 2")

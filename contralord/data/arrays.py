@@ -164,14 +164,21 @@ def check_array(array: Any, path: Path, key: str, ndims: Sequence[int], kinds: s
         raise DataError(f"{path}: key '{key}' must be {kind_name}, found {dtype}")
 
 
+IMAGE_CHANNELS = (1, 3)  # grayscale or RGB: what the grids, LPIPS and FID (and PNG) take
+
+
 def check_images(array: Any, path: Path, key: str) -> None:
-    """uint8 (N, H, W) or channels-last (N, H, W, C) with H == W."""
+    """uint8 (N, H, W) or channels-last (N, H, W, C) with H == W >= 1 and C = 1 or 3 (checked on the declared
+    shape, before training: a 0 x 0 or 5-channel image used to fail only in the evaluation after it)."""
     check_array(array, path, key, (3, 4), "u", "uint8")
     if array.shape[0] == 0:
         raise DataError(f"{path}: key '{key}' holds 0 images, expected at least 1 (shape {tuple(array.shape)})")
-    if array.shape[1] != array.shape[2]:
+    if array.shape[1] != array.shape[2] or array.shape[1] == 0:
         raise DataError(f"{path}: key '{key}' must hold square channels-last images (N, H, W[, C]) "
-                        f"with H == W, found shape {tuple(array.shape)}")
+                        f"with H == W >= 1, found shape {tuple(array.shape)}")
+    if array.ndim == 4 and array.shape[3] not in IMAGE_CHANNELS:
+        raise DataError(f"{path}: key '{key}' has {array.shape[3]} channels, expected 1 (grayscale) or 3 (RGB); "
+                        f"found shape {tuple(array.shape)}")
 
 
 def check_length(array: Any, n: int, path: Path, key: str, other: str) -> None:

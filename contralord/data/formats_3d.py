@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contralord.data.arrays import check_declared
 from contralord.data.core import DataError, nhwc_to_tensor, resize_images
 from contralord.data.source import Source, require_path, require_single_split, require_train_or_test
 
@@ -38,13 +39,39 @@ NORB_FACTORS = ("category", "instance", "elevation", "azimuth", "lighting")
 NORB_SIZES = (5, 10, 9, 18, 6)
 
 
+def check_car_file(path: Path) -> None:
+    """A Cars3D model file is a MATLAB v5/v7 .mat whose variables' declared sizes fit data.max_array_gib and
+    whose 'im' has the Cars3D shape, read from the headers only (``scipy.io.whosmat``): a small compressed
+    file can declare gigabytes, and a v7.3 file (HDF5) is not what Cars3D ships."""
+    from scipy.io import whosmat
+    from scipy.io.matlab import matfile_version
+
+    try:
+        with open(path, "rb") as f:
+            version = matfile_version(f)
+        variables = whosmat(path) if version[0] < 2 else []
+    except (OSError, ValueError, TypeError, NotImplementedError) as e:
+        raise DataError(f"{path}: not a readable .mat file ({type(e).__name__}: {e})") from None
+    if version[0] >= 2:
+        raise DataError(f"{path}: a MATLAB v7.3 (HDF5) file; expected the v5 .mat files Cars3D ships (re-save "
+                        f"with -v7)")
+    shapes = {name: (shape, kind) for name, shape, kind in variables}
+    for name, (shape, kind) in shapes.items():
+        check_declared(shape, np.uint8 if kind == "uint8" else np.float64, path, name)
+    if "im" not in shapes:
+        raise DataError(f"{path}: missing key 'im' (found: {', '.join(shapes) or 'nothing'})")
+    shape, kind = shapes["im"]
+    if kind != "uint8" or len(shape) != 5 or tuple(shape[2:]) != (3, *CARS_VIEWS) or shape[0] != shape[1]:
+        raise DataError(f"{path}: key 'im' must be uint8 (H, H, 3, 24, 4), found {kind} {tuple(shape)}")
+
+
 def _read_car(path: Path) -> np.ndarray:
-    """One model file -> uint8 (96, H, H, 3), row = azimuth * 4 + elevation."""
+    """One model file (checked by ``check_car_file``) -> uint8 (96, H, H, 3), row = azimuth * 4 + elevation."""
     from scipy.io import loadmat
 
     try:
-        mat = loadmat(path)
-    except (OSError, ValueError, TypeError) as e:
+        mat = loadmat(path, variable_names=["im"])
+    except (OSError, ValueError, TypeError, NotImplementedError) as e:
         raise DataError(f"{path}: not a readable .mat file ({e})") from e
     if "im" not in mat:
         raise DataError(f"{path}: missing key 'im' (found: {', '.join(k for k in mat if not k.startswith('__'))})")
@@ -71,6 +98,8 @@ def cars3d_source(path: str | None, image_size: int, split: str) -> Source:
     files = sorted(p for p in root.iterdir() if p.suffix == ".mat" and p.is_file())
     if not files:
         raise DataError(f"data.path: {root} holds no *.mat files (dataset 'cars3d')")
+    for file in files:
+        check_car_file(file)
     azimuth, elevation = np.divmod(np.arange(CARS_VIEWS[0] * CARS_VIEWS[1]), CARS_VIEWS[1])
     model = np.repeat(np.arange(len(files)), len(azimuth))
     factors = np.stack([np.tile(elevation, len(files)), np.tile(azimuth, len(files)), model], 1)
