@@ -158,8 +158,53 @@ def check_counts(args: Namespace) -> None:
         value = getattr(args, name)
         if not math.isfinite(value) or value < low:
             raise SweepError(f"--{name.replace('_', '-')}: expected {expected}, got {value}")
-    if not math.isfinite(args.cpus_per_worker) or args.cpus_per_worker <= 0:
-        raise SweepError(f"--cpus-per-worker: expected a number > 0, got {args.cpus_per_worker}")
+    if not math.isfinite(args.cpus_per_worker) or args.cpus_per_worker < MIN_FRACTION:
+        raise SweepError(f"--cpus-per-worker: expected a number >= {MIN_FRACTION}, got {args.cpus_per_worker}")
+    if 0 < args.gpus_per_worker < MIN_FRACTION:
+        raise SweepError(f"--gpus-per-worker: expected 0 or a number >= {MIN_FRACTION}, got {args.gpus_per_worker}")
+    for name in ("seeds", "max_seeds"):
+        if getattr(args, name, 0) > MAX_SEEDS:
+            raise SweepError(f"--{name.replace('_', '-')}: expected at most {MAX_SEEDS} seeds a row, "
+                             f"got {getattr(args, name)}")
+    check_local_resources(args)
+    check_register_best(getattr(args, "register_best", ""))
+
+
+MIN_FRACTION = 0.01  # of a CPU or GPU per worker: Ray's resources are fractions of 1e-4, a slot is not a job
+MAX_SEEDS = 100  # --seeds and --max-seeds: each seed is a trial per variant (100000 hung the dry run)
+TRIAL_METRIC_PREFIXES = ("encoder/eval/", "encoder/train/")  # what a trial run logs (contralord/trainer.py)
+
+
+def check_local_resources(args: Namespace) -> None:
+    """On the local Ray (no --address) one trial's workers must fit this machine: more CPUs or GPUs than it
+    has would leave the trial (and stage 1) pending forever. A cluster's resources are checked once joined."""
+    if getattr(args, "address", None) not in (None, "", "local"):
+        return
+    cpus = args.cpus_per_worker * args.workers_per_trial
+    if cpus > (os.cpu_count() or 1):
+        raise SweepError(f"--cpus-per-worker x --workers-per-trial: a trial needs {cpus:g} CPUs, this machine has "
+                         f"{os.cpu_count()} (the local Ray could never start it)")
+    if args.gpus_per_worker > 0:
+        import torch
+
+        gpus = args.gpus_per_worker * args.workers_per_trial
+        if gpus > torch.cuda.device_count():
+            raise SweepError(f"--gpus-per-worker x --workers-per-trial: a trial needs {gpus:g} GPUs, this machine "
+                             f"has {torch.cuda.device_count()}")
+
+
+def check_register_best(spec: str) -> None:
+    """``--register-best METRIC[:max|min]`` names a metric every trial run logs (``encoder/eval/...`` at its end,
+    ``encoder/train/...`` per epoch), not a table column such as ``D``; checked before Ray, dry run included."""
+    if not spec:
+        return
+    metric, _, mode = spec.partition(":")
+    if mode not in ("", "max", "min") or not metric:
+        raise SweepError(f"--register-best: expected METRIC or METRIC:max or METRIC:min, got {spec!r}")
+    if not metric.startswith(TRIAL_METRIC_PREFIXES) or metric in TRIAL_METRIC_PREFIXES:
+        raise SweepError(f"--register-best: expected a metric a trial run logs, such as encoder/eval/mig or "
+                         f"encoder/eval/disentanglement (encoder/eval/... or encoder/train/...), got {metric!r}"
+                         f"{' (a table column, not a run metric)' if '/' not in metric else ''}")
 
 
 def check_storage_shared(storage: str, alive_nodes: int, shared_fs: bool) -> None:

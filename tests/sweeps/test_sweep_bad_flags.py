@@ -26,8 +26,8 @@ def _refused(capsys, tmp_path, *args, kind="negatives") -> str:
 
 @pytest.mark.parametrize("args, needle", [
     (["--max-concurrent", "-1"], "--max-concurrent: expected an int >= 0 (0 = as resources allow), got -1"),
-    (["--cpus-per-worker", "0"], "--cpus-per-worker: expected a number > 0, got 0.0"),
-    (["--cpus-per-worker", "nan"], "--cpus-per-worker: expected a number > 0, got nan"),
+    (["--cpus-per-worker", "0"], "--cpus-per-worker: expected a number >= 0.01, got 0.0"),
+    (["--cpus-per-worker", "nan"], "--cpus-per-worker: expected a number >= 0.01, got nan"),
     (["--gpus-per-worker", "-1"], "--gpus-per-worker: expected a number >= 0, got -1.0"),
     (["--max-failures", "-7"], "--max-failures: expected an int >= 0 (or -1 = retry forever), got -7"),
     (["--workers-per-trial", "0"], "--workers-per-trial: expected an int >= 1, got 0"),
