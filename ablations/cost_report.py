@@ -43,6 +43,8 @@ from ablations.runs import (  # noqa: E402
     latest_sweep_run,
 )
 from ablations.tables import parse_value  # noqa: E402
+from contralord.cli import OneLineParser  # noqa: E402
+from contralord.preflight import unwritable_reason  # noqa: E402
 
 REPORT = "cost_to_verdict.md"
 
@@ -194,18 +196,23 @@ def _rounds(client: MlflowClient, run_id: str) -> dict:
     except ValueError as error:
         raise AblationError(f"--sweep-run: run {run_id}: {ROUNDS_ARTIFACT} is not JSON ({error})") from None
     rounds = log.get("rounds") if isinstance(log, dict) else None
-    if not (rounds and isinstance(log.get("max_seeds"), int)
+    if not (isinstance(rounds, list) and rounds and _is_int(log.get("max_seeds"))
             and all(isinstance(r, dict) and isinstance(r.get("rows"), list) and r["rows"] for r in rounds)
-            and all({"variant", "seeds", "verdict"} <= set(row) for r in rounds for row in r["rows"])):
+            and all(isinstance(row, dict) and {"variant", "seeds", "verdict"} <= set(row) and _is_int(row["seeds"])
+                    for r in rounds for row in r["rows"])):
         raise AblationError(f"--sweep-run: run {run_id}: {ROUNDS_ARTIFACT} is not one tune/rounds.py writes "
                             f"(expected max_seeds and rounds[].rows[].variant, seeds, verdict)")
     return log
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _cpu_seconds(run) -> float:
     wall = run.data.metrics.get("time/total")
     if wall is None:
-        wall = ((run.info.end_time or run.info.start_time) - run.info.start_time) / 1000
+        wall = ((run.info.end_time or run.info.start_time or 0) - (run.info.start_time or 0)) / 1000
     threads = run.data.tags.get("machine.threads", "1")
     return float(wall) * (int(threads) if threads.isdigit() else 1)
 
@@ -232,6 +239,9 @@ def _trial(client: MlflowClient, spec: specs.TableSpec, run) -> Trial:
     missing = [k for k in (*spec.by, "run.seed") if k not in run.data.params]
     if missing:
         raise AblationError(f"--spec {spec.name}: trial {run.info.run_id} has no param {', '.join(missing)}")
+    if not run.data.params["run.seed"].isdigit():
+        raise AblationError(f"--spec {spec.name}: trial {run.info.run_id} has run.seed "
+                            f"{run.data.params['run.seed'][:40]!r}, expected an int")
     return Trial(_row_label(spec, run.data.params), int(run.data.params["run.seed"]), trained_by,
                  _cpu_seconds(source), run.data.tags.get("stage1_run_id", ""))
 
@@ -276,14 +286,44 @@ def stage1_seconds(client: MlflowClient, sweeps: list[SweepCost]) -> dict[str, t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ablations/cost_report.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="ablations/cost_report.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracking-uri", required=True, help="MLflow store: sqlite:///path.db, a folder, http(s)://")
     parser.add_argument("--spec", action="append", required=True, choices=sorted(specs.SPECS),
                         help="a table swept with --until-decided; repeat for several")
     parser.add_argument("--sweep-run", action="append", default=[],
                         help="the parent run of each --spec's sweep, in order (default: the newest sweep of each)")
-    parser.add_argument("--out", help=f"folder to write {REPORT} into (default: print only)")
+    parser.add_argument("--out", help=f"folder to write {REPORT} into (default: print only); an existing report "
+                        "there is kept unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {REPORT} in --out")
     return parser
+
+
+def check_out(out: str | None, overwrite: bool) -> Path | None:
+    """Where the report goes, checked before the store is read: a folder (or one that can be created) that
+    this user may write, without a report in it unless --overwrite."""
+    if not out:
+        return None
+    folder = Path(out).resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise AblationError(f"--out: {existing} is a file, expected a folder")
+    problem = unwritable_reason(existing)
+    if problem:
+        raise AblationError(f"--out: cannot write in {existing} ({problem})")
+    if (folder / REPORT).exists() and not overwrite:
+        raise AblationError(f"--out: {folder / REPORT} exists; pass --overwrite to replace it, or another --out; "
+                            f"nothing written")
+    return folder
+
+
+def write_report(text: str, folder: Path) -> Path:
+    """The report, written beside its final name and renamed over it (a failed write leaves the old one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / REPORT
+    tmp = folder / f".{REPORT}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,10 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         for flag, values in (("--spec", args.spec), ("--sweep-run", args.sweep_run)):
             if len(set(values)) != len(values):
                 raise AblationError(f"{flag}: each at most once (a sweep counted twice would share rows with itself)")
+        out = check_out(args.out, args.overwrite)
         check_readable(args.tracking_uri)
         client = MlflowClient(args.tracking_uri)
         chosen = [specs.SPECS[name] for name in args.spec]
-        run_ids = args.sweep_run or [latest_sweep_run(client, spec.experiment) for spec in chosen]
+        run_ids = args.sweep_run or [latest_sweep_run(client, spec.experiment, f"--spec {spec.name}")
+                                     for spec in chosen]
         sweeps = [read_sweep(client, spec, run_id) for spec, run_id in zip(chosen, run_ids, strict=True)]
         text = render(sweeps, stage1_seconds(client, sweeps))
     except MlflowException as error:
@@ -309,9 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(text, end="")
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / REPORT).write_text(text)
+    if out:
+        try:
+            print(f"wrote {write_report(text, out)}", file=sys.stderr)
+        except OSError as error:
+            print(f"error: --out: cannot write there ({error})", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -15,6 +15,7 @@ from ``--spec`` (the paper's Tables 4, 5, 6), ``--by`` (any config keys), or the
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -33,10 +34,12 @@ from ablations.runs import (  # noqa: E402
     latest_sweep_run,
 )
 from ablations.tables import Table, build_table  # noqa: E402
+from contralord.cli import OneLineParser  # noqa: E402
+from contralord.preflight import unwritable_reason  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ablations/make_tables.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="ablations/make_tables.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracking-uri", required=True, help="MLflow store: sqlite:///path.db, a folder, http(s)://")
     parser.add_argument("--sweep-run", help="the parent run id of one sweep, or 'latest' (the newest sweep of "
                         "--experiment or of --spec's experiment)")
@@ -91,13 +94,29 @@ def load_source(args: argparse.Namespace) -> RunSource:
         raise AblationError(f"--tracking-uri: cannot read {args.tracking_uri} ({first_line[:200]})") from None
 
 
+def table_of(source: RunSource, spec: specs.TableSpec, args: argparse.Namespace) -> Table:
+    """``build_table``, or one line naming the run whose metric is too large to average (a sum of values near
+    1e308 overflows): nothing is written then."""
+    try:
+        return build_table(source.runs, spec, source.description, args.paper, tuple(args.ignore_key))
+    except OverflowError:
+        run, key, value = max(((r.run_id, k, v) for r in source.runs for k, v in r.metrics.items()
+                               if math.isfinite(v)), key=lambda found: abs(found[2]))
+        raise AblationError(f"--sweep-run/--experiment: run {run} logs {key} = {value:g}, too large to average "
+                            f"(expected |value| well below 1e308); nothing written") from None
+
+
 def existing_outputs(out: str | None, stem: str) -> list[Path]:
     """The files of this table already in ``out`` (every format and the plot), or a one-line error."""
     if not out:
         return []
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise AblationError(f"--out: cannot write there ({folder} is a file, expected a folder)")
+    folder = Path(out).resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise AblationError(f"--out: cannot write there ({existing} is a file, expected a folder)")
+    problem = unwritable_reason(existing)
+    if problem:
+        raise AblationError(f"--out: cannot write in {existing} ({problem})")
     extensions = [ext for _, ext in render.FORMATS.values()] + ["png"]
     return [folder / f"{stem}.{ext}" for ext in extensions if (folder / f"{stem}.{ext}").exists()]
 
@@ -119,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = load_source(args)
         spec = resolve_spec(args, source.sweep_kind)
-        table = build_table(source.runs, spec, source.description, args.paper, tuple(args.ignore_key))
+        table = table_of(source, spec, args)
         earlier = existing_outputs(args.out, table.spec.name)
         if earlier and not args.overwrite:
             raise AblationError(f"--out: {earlier[0]} exists ({len(earlier)} file(s) of table {table.spec.name} "

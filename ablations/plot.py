@@ -25,6 +25,19 @@ def _labels(table: Table) -> list[str]:
     return [",".join(str(v) for v in row.key) for row in table.rows]
 
 
+PLOT_LIMIT = 1e300  # matplotlib cannot place ticks on an axis that reaches 1e308 ("arange: cannot compute length")
+
+
+def _plottable(value: float) -> bool:
+    return math.isfinite(value) and abs(value) <= PLOT_LIMIT
+
+
+def _bar(mean: float, end: float) -> float:
+    """The length of an error bar from ``mean`` to ``end``, or 0 where there is no end (one seed) or it is
+    beyond what the axis can show (an interval around 1e308 overflows); the table's files keep the numbers."""
+    return abs(end - mean) if _plottable(end) and _plottable(end - mean) else 0.0
+
+
 def plot_table(table: Table, path: Path) -> Path:
     import matplotlib
 
@@ -39,10 +52,10 @@ def plot_table(table: Table, path: Path) -> Path:
     for ax in axes.flat[len(table.columns):]:
         ax.set_visible(False)
     for ax, column in zip(axes.flat, table.columns, strict=False):
-        points = [(x, row.cells[column]) for x, row in zip(xs, table.rows, strict=True) if row.cells[column]]
+        points = [(x, row.cells[column]) for x, row in zip(xs, table.rows, strict=True)
+                  if row.cells[column] and _plottable(row.cells[column].mean)]  # the CSV keeps the others
         means = [s.mean for _, s in points]
-        errors = [[0.0 if math.isnan(s.ci_low) else s.mean - s.ci_low for _, s in points],
-                  [0.0 if math.isnan(s.ci_high) else s.ci_high - s.mean for _, s in points]]
+        errors = [[_bar(s.mean, s.ci_low) for _, s in points], [_bar(s.mean, s.ci_high) for _, s in points]]
         ax.errorbar([x for x, _ in points], means, yerr=errors, marker="o", capsize=3, label="ours",
                     linestyle="-" if numeric else "none")
         paper = [(x, row.paper[column]) for x, row in zip(xs, table.rows, strict=True)

@@ -112,9 +112,9 @@ def from_sweep_run(client: MlflowClient, run_id: str) -> RunSource:
     return RunSource([_trial(r) for r in children], f"sweep run {run_id} (experiment {experiment.name})", kind)
 
 
-def latest_sweep_run(client: MlflowClient, name: str) -> str:
-    """The newest sweep parent run of an experiment (``--sweep-run latest``)."""
-    experiment = _experiment(client, name)
+def latest_sweep_run(client: MlflowClient, name: str, flag: str = "--experiment") -> str:
+    """The newest sweep parent run of an experiment (``--sweep-run latest``); ``flag`` is what named it."""
+    experiment = _experiment(client, name, flag)
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.role = 'sweep'", max_results=1,
                               order_by=["attributes.start_time DESC"])
     if not runs:
@@ -122,11 +122,11 @@ def latest_sweep_run(client: MlflowClient, name: str) -> str:
     return runs[0].info.run_id
 
 
-def _experiment(client: MlflowClient, name: str):
+def _experiment(client: MlflowClient, name: str, flag: str = "--experiment"):
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise AblationError(f"--experiment: no experiment {name!r} in the tracking store "
+        raise AblationError(f"{flag}: no experiment {name!r} in the tracking store "
                             f"(it has: {', '.join(names) or 'none'})")
     return experiment
 

@@ -20,6 +20,14 @@ from contralord.config import ContraLordConfig, parse_set_args
 from contralord.presets import PRESETS, resolve_presets
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, except that a usage error is one line on stderr (exit 2), like every other refusal
+    (docs/BAD_INPUT.md), instead of the whole usage; ``--help`` still prints it. Subparsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", action="append", default=[], metavar="NAME",
                         help=f"apply a preset (repeatable, left to right): {', '.join(PRESETS)}")
@@ -28,7 +36,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="contralord", description="ContraLORD reference trainer")
+    parser = OneLineParser(prog="contralord", description="ContraLORD reference trainer")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train stage 1 (cached) and stage 2")
     _add_config_args(train)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.data import ImageFactorData
-from contralord.models.encoders import build_backbone
+
+if TYPE_CHECKING:
+    from contralord.data import ImageFactorData
+# The checks on data import torch where they run, so that the path and file checks above them serve
+# ablations/ (which loads no torch) too.
 
 # torch.save writes a zip (PK..); the legacy format starts with a pickle protocol byte (0x80).
 TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
@@ -114,6 +116,9 @@ def check_device(cfg: ContraLordConfig) -> None:
 def _code_table(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[str, int, str]:
     """(key, bytes, what) of stage 1's per-value table: class codes, or the labelled factors' codes plus
     their classifier's output layer (one row per value)."""
+    from contralord import labels
+    from contralord.models.encoders import build_backbone
+
     lat = cfg.latent
     if labels.structure(cfg, data) == "class":
         return ("data.class_factor", 16 * data.num_classes * lat.class_dim,
@@ -156,6 +161,7 @@ def check_weight_contents(cfg: ContraLordConfig, data: ImageFactorData) -> None:
     after training). The loaders are the ones training uses; their key and shape checks raise here."""
     from contralord.metrics.inception import InceptionFeatures
     from contralord.metrics.perceptual import build_lpips
+    from contralord.models.encoders import build_backbone
 
     enc = cfg.encoder
     loaders = {"encoder.pretrained_path": lambda path: build_backbone(
@@ -188,6 +194,7 @@ def check_evaluation(cfg: ContraLordConfig, data: ImageFactorData) -> None:
     80% at least 2 (sklearn's split; the metrics' classifiers fail otherwise, after training)."""
     import math
 
+    from contralord import labels
     from contralord.evaluation import SPLIT_TEST
 
     if not cfg.eval.enabled or cfg.eval.protocol != "partial-labels" or data.factors is None:

@@ -18,6 +18,7 @@ from ablations.store import (  # noqa: F401
     sqlite_store_problem,
     without_password,
 )
+from contralord.preflight import unwritable_reason
 
 
 class SweepError(ValueError):
@@ -99,8 +100,6 @@ def check_storage(storage: str) -> str:
     existing = next(p for p in (Path(storage), *Path(storage).parents) if p.exists())
     if not existing.is_dir():
         raise SweepError(f"--storage: {existing} is a file, expected a folder (or a path that can be created)")
-    from contralord.preflight import unwritable_reason  # lazily: it imports torch
-
     problem = unwritable_reason(existing)
     if problem:
         raise SweepError(f"--storage: cannot write in {existing} ({problem})")
