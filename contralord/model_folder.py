@@ -103,6 +103,8 @@ def check_archive(payload: bytes, where: Path, max_bytes: int) -> None:
         raise ModelFolderError(f"{where}: inflates to {inflated / 2**30:.3g} GiB, over the "
                                f"{max_bytes / 2**30:g} GiB cap")
     records = {_inside(i.filename, where): i for i in infos}
+    if len(records) != len(infos):  # torch's reader and zipfile need not pick the same one of two namesakes
+        raise ModelFolderError(f"{where}: two records share a name; nothing was loaded")
     raw = _raw_tensor_records(archive, records, where)
     for name, info in records.items():
         if name not in raw:

@@ -140,6 +140,15 @@ def test_pickled_weight_or_extra_record__refused(good_folder, tmp_path):
     _rewrite_archive(folder, {name: json.dumps(config).encode()})
     with pytest.raises(ModelFolderError, match="stored as a pickle"):
         load_model_folder(folder)
+    folder = _copy(good_folder, tmp_path, "namesake")  # a second sample_inputs record after the checked one
+    payload = io.BytesIO()
+    torch.save(Payload(tmp_path / "ran"), payload)
+    with warnings.catch_warnings(), zipfile.ZipFile(folder / "data" / "model.pt2", "a") as grown:
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        grown.writestr("model/data/sample_inputs/model.pt", payload.getvalue())
+    with pytest.raises(ModelFolderError, match="two records share a name"):
+        load_model_folder(folder)
+    assert not (tmp_path / "ran").exists()
     folder = _copy(good_folder, tmp_path, "extra")
     with zipfile.ZipFile(folder / "data" / "model.pt2", "a") as grown:
         grown.writestr("model/data/aotinductor/model/model.so", b"\x7fELF")
