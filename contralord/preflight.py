@@ -39,6 +39,10 @@ def check_out(out_dir: str | Path, resume: bool) -> Path:
     if not ours and out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"--out: {shown} is a non-empty folder that holds no contralord run (no config.json); "
                           f"expected a new or empty folder (nothing was changed)")
+    link = next((p for p in out.rglob("*") if p.is_symlink()), None) if ours else None
+    if link is not None:  # checkpoints, caches and grids would be written wherever it points
+        raise ConfigError(f"--out: {link} in the run folder is a symbolic link (to {os.readlink(link)}); a run "
+                          f"folder holds only its own files (nothing was changed)")
     return out
 
 

@@ -6,6 +6,7 @@ Every refusal is one line, exit 2, and leaves the files byte-identical.
 """
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -94,3 +95,19 @@ def test_out__root_check_is_the_mode_not_os_access(tmp_path, monkeypatch):
             check_out(tmp_path / "run", resume=False)
     finally:
         tmp_path.chmod(0o755)
+
+
+def test_out__a_run_folder_with_a_link_inside_is_not_resumed(tmp_path, tiny_overrides, capsys):
+    """A resumed run writes checkpoints/ and latent_cache/ inside --out: a link there would send them elsewhere."""
+    from contralord.config import ContraLordConfig
+
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    run.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    (run / "config.json").write_text(json.dumps(ContraLordConfig.from_overrides(tiny_overrides).to_flat_dict()))
+    (run / "checkpoints").symlink_to(elsewhere)
+    before = hashes(tmp_path)
+    line = refused(capsys, ["train", *_sets(tiny_overrides), "--out", str(run), "--resume"])
+    assert "checkpoints in the run folder is a symbolic link" in line
+    assert hashes(tmp_path) == before and sorted(p.name for p in elsewhere.iterdir()) == ["keep.txt"]
