@@ -25,6 +25,7 @@ def trained_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_evaluate__writes_beside_the_run_and_never_over(trained_run, capsys):
     before = hashes(trained_run)
     assert main(["evaluate", "--checkpoint", str(trained_run), "--set", "eval.num_train=40"]) == 0
@@ -97,6 +98,7 @@ def test_bench_metrics__sizes_must_fit_memory(capsys):
     assert "would take 1.12e+05 GiB, expected at most 16" in line
 
 
+@pytest.mark.slow
 def test_train__ctrl_c_is_one_line_that_says_how_to_resume(tmp_path, tiny_overrides):
     sets = [a for k, v in (tiny_overrides | {"latent.epochs": 400}).items() for a in ("--set", f"{k}={v}")]
     cmd = [sys.executable, "-m", "contralord.cli", "train", *sets, "--out", str(tmp_path / "run")]

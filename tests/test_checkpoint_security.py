@@ -77,6 +77,7 @@ def test_load_latent__payload_artifact_names_folder_to_remove(tmp_path):
     assert not marker.exists() and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_cli_evaluate__payload_one_line_exit_2_nothing_run(tmp_path, tiny_overrides):
     marker = tmp_path / "pwned"
     run = tmp_path / "run"

@@ -57,6 +57,7 @@ def _worker(rank, world, init_file, tiny, variant, cache, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_two_process_gloo__equals_one_process_full_batch(tmp_path, tiny_overrides, variant):
     cfg = _cfg(tiny_overrides, variant)
@@ -90,6 +91,7 @@ def _merge_worker(rank, world, init_file, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_image_codes_merge__each_rank_gets_every_owned_row(tmp_path):
     """Stage 1 keeps per-image codes out of DDP; the merge must hand every rank every row."""
     assert distributed.world_size() == 1

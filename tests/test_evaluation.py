@@ -54,6 +54,7 @@ def test_train__writes_metrics_and_grids(trained_run):
         assert (out / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_evaluate_cli__recomputes_with_another_protocol(trained_run):
     out, _ = trained_run
     cmd = [sys.executable, "-m", "contralord.cli", "evaluate", "--checkpoint", str(out), "--protocol", "all-factors",
@@ -64,6 +65,7 @@ def test_evaluate_cli__recomputes_with_another_protocol(trained_run):
     assert scores["heldout"] is True and "shape" not in scores["factors"] and "object_hue" in scores["factors"]
 
 
+@pytest.mark.slow
 def test_evaluate_cli__bad_folder_one_line(tmp_path):
     cmd = [sys.executable, "-m", "contralord.cli", "evaluate", "--checkpoint", str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -77,6 +79,7 @@ def _save(tmp_path, **arrays):
     return {name: str(tmp_path / f"{name}.npy") for name in arrays}
 
 
+@pytest.mark.slow
 def test_metrics_cli__identity_codes_score_high(tmp_path):
     rng = np.random.default_rng(0)
     factors = rng.integers(0, 4, size=(600, 2))
@@ -87,6 +90,7 @@ def test_metrics_cli__identity_codes_score_high(tmp_path):
     assert result["mig"] > 0.9 and result["disentanglement"] > 0.9 and result["split"].startswith("first 400")
 
 
+@pytest.mark.slow
 def test_metrics_cli__smoothness_and_errors(tmp_path):
     rng = np.random.default_rng(1)
     paths = _save(tmp_path, a=rng.standard_normal((50, 3)), b=rng.standard_normal((50, 2)),

@@ -190,6 +190,7 @@ def test_within_combination_variance__closed_form():
     assert within_combination_variance(values[:, :1].astype(float), values) == 0.0
 
 
+@pytest.mark.slow
 def test_train__convergence_metrics_in_summary_and_metrics_json(tmp_path, tiny_overrides):
     summary = train(_cfg(tiny_overrides, **{"encoder.steps": 2}), tmp_path)
     for name in HUES:

@@ -43,6 +43,7 @@ def test_train__smoke_two_stages_finite_and_logged(tmp_path, tiny_overrides):
     assert (tmp_path / "config.json").is_file() and (tmp_path / "checkpoints" / "encoder.pt").is_file()
 
 
+@pytest.mark.slow
 def test_train_latent__artifact_is_cached_by_config_and_data(tmp_path, tiny_overrides):
     cfg = _cfg(tiny_overrides)
     data = build_data(cfg)
@@ -59,6 +60,7 @@ def _run_encoder(cfg, data, latent, out, epochs):
     return train_encoders(cfg, data, latent, out)
 
 
+@pytest.mark.slow
 def test_encoder_resume__bit_identical_to_straight_run(tmp_path, tiny_overrides):
     # 96 images / batch 32 = 3 steps an epoch; checkpoint every step; 2 epochs.
     cfg = _cfg(tiny_overrides, **{"run.checkpoint_every": 1, "encoder.epochs": 2})
@@ -80,6 +82,7 @@ def test_encoder_resume__bit_identical_to_straight_run(tmp_path, tiny_overrides)
     assert straight.last_step == resumed.last_step  # every loss of the final step, bit for bit
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("structure", ["class", "factors"])
 def test_latent_resume__bit_identical_to_straight_run(tmp_path, tiny_overrides, structure):
     cfg = _cfg(tiny_overrides, **{"latent.epochs": 2, "latent.structure": structure})
@@ -101,6 +104,7 @@ def test_latent_resume__bit_identical_to_straight_run(tmp_path, tiny_overrides, 
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
 def test_zero_weight_losses__are_not_computed(tmp_path, tiny_overrides):
     logger = RecordingLogger()
     train(_cfg(tiny_overrides, **{"loss.con": 0.0, "loss.res": 0.0}), tmp_path, logger=logger)
@@ -154,6 +158,7 @@ def test_prepare__large_queue_can_be_allowed_with_a_warning(tmp_path, tiny_overr
         prepare(_cfg(tiny_overrides, **{"encoder.queue_size": 500, "encoder.allow_large_queue": True}), tmp_path)
 
 
+@pytest.mark.slow
 def test_resume__refuses_other_config_and_accidental_overwrite(tmp_path, tiny_overrides):
     train(_cfg(tiny_overrides), tmp_path)
     with pytest.raises(FileExistsError, match="--resume"):

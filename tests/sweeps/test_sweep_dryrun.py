@@ -56,6 +56,7 @@ def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_dry_run__estimate_from_past_runs_and_nothing_written(tmp_path, capsys):
     _past_store(tmp_path / "mlflow.db")
     before = _digest(tmp_path / "mlflow.db")
@@ -70,6 +71,7 @@ def test_dry_run__estimate_from_past_runs_and_nothing_written(tmp_path, capsys):
     assert _digest(tmp_path / "mlflow.db") == before  # read, never written
 
 
+@pytest.mark.slow
 def test_dry_run__until_decided_bounds_the_later_rounds(tmp_path, capsys):
     _past_store(tmp_path / "mlflow.db")
     assert main("negatives", _args(tmp_path, "--seeds", "1", "--until-decided", "--max-seeds", "3")) == 0

@@ -75,6 +75,7 @@ def test_check_storage__absolute_or_uri_and_shared_on_clusters(tmp_path):
     check_storage_shared("s3://bucket", alive_nodes=5, shared_fs=False)
 
 
+@pytest.mark.slow
 def test_sweep_script__bad_input_exits_2_with_one_line(tmp_path):
     cmd = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke",
            "--address", f"127.0.0.1:{_free_port()}", "--storage", str(tmp_path), "--tracking-uri",
