@@ -15,10 +15,11 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from ablations import store
+from ablations.specs import ROUNDS_ARTIFACT  # noqa: F401  (cost_report reads it through here)
 
 PARENT_TAG = "mlflow.parentRunId"
 REUSED_TAG = "reused_from"  # a trial a sweep did not run again: the id of the run whose numbers it copies
-ROUNDS_ARTIFACT = "rounds.json"  # the parent run's log of --until-decided (tune/rounds.py writes it)
+
 NOT_TRIALS = ("sweep", "stage1")  # values of the ``role`` tag that are not trials
 STATUS_OF = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "unfinished", "SCHEDULED": "unfinished",
              "KILLED": "unfinished"}

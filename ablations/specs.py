@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 
 PAPER_VALUES = Path(__file__).with_name("paper_values.json")
+ROUNDS_ARTIFACT = "rounds.json"  # a sweep parent run's log of --until-decided (tune/rounds.py writes it)
 
 # column -> MLflow metric of a trial run (the end-of-run evaluation); all are higher-is-better
 METRICS = {

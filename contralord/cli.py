@@ -103,12 +103,11 @@ def _main(args: argparse.Namespace) -> int:
 
             run_bench(cfg, steps=args.steps)
             return 0
-        from contralord.preflight import check_against_data, check_out
+        from contralord.preflight import check_out
         from contralord.trainer import prepare
 
         args.out = str(check_out(args.out, args.resume))  # the real folder: symlinks resolved
-        data = prepare(cfg, args.out, resume=args.resume)
-        check_against_data(cfg, data)  # weight files and the evaluation: they used to fail after training
+        data = prepare(cfg, args.out, resume=args.resume)  # also the weight files and the evaluation
     except (ValueError, OSError) as error:  # bad input: one line, before training
         print(f"contralord: error: {error}", file=sys.stderr)
         return 2

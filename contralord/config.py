@@ -96,7 +96,8 @@ class LatentConfig:
         _choice(self.recon_loss, "latent.recon_loss", ("mse", "perceptual"))
         _choice(self.structure, "latent.structure", ("auto", "factors", "class"))
         for key in ("factor_dim", "classifier_width"):
-            _check(getattr(self, key) > 0, f"latent.{key}", "a positive int", getattr(self, key))
+            _check(0 < getattr(self, key) <= MAX_FACTOR_DIM, f"latent.{key}", f"an int in [1, {MAX_FACTOR_DIM}]",
+                   getattr(self, key))
         for key in ("lr_classifier", "labelled_weight", "label_ce", "entropy"):
             _check(getattr(self, key) >= 0, f"latent.{key}", "a float >= 0", getattr(self, key))
         _check(self.entropy_start_epoch >= 0, "latent.entropy_start_epoch", "an int >= 0", self.entropy_start_epoch)
@@ -178,6 +179,10 @@ class LossConfig:
         _choice(self.sup_reduction, "loss.sup_reduction", ("mean", "sum"))
 
 
+MAX_FACTOR_DIM = 256  # latent.factor_dim, latent.classifier_width: 1e6 asked for a 6 GB generator after preflight
+MAX_GRID_SIZE = 64  # eval.grid_size: images per side of a grid (64 x 64 = 4096 generated images)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """The evaluation at the end of stage 2 (``contralord.evaluation``)."""
@@ -198,6 +203,8 @@ class EvalConfig:
         _choice(self.scored_code, "eval.scored_code", ("encoder", "classifier"))
         for key in ("num_train", "num_test", "grid_size"):
             _check(getattr(self, key) > 0, f"eval.{key}", "a positive int", getattr(self, key))
+        # a grid is grid_size x grid_size generated images: 3000 asked for 9 million of them after training
+        _check(self.grid_size <= MAX_GRID_SIZE, "eval.grid_size", f"at most {MAX_GRID_SIZE}", self.grid_size)
         _check(self.dci_jobs >= 0, "eval.dci_jobs", "an int >= 0", self.dci_jobs)
 
 
@@ -215,7 +222,8 @@ class RunConfig:
     compile: bool = False  # torch.compile the trained modules
 
     def __post_init__(self):
-        _check(self.seed >= 0, "run.seed", "an int >= 0", self.seed)
+        # torch's generators take seeds below 2**64 and the stages add small offsets: keep to 32 bits
+        _check(0 <= self.seed < 2**32, "run.seed", "an int from 0 to 2**32 - 1", self.seed)
         _check(self.threads >= 0, "run.threads", "an int >= 0", self.threads)
         _check(self.checkpoint_every >= 0, "run.checkpoint_every", "an int >= 0", self.checkpoint_every)
         _check(self.eval_size >= 0, "run.eval_size", "an int >= 0", self.eval_size)

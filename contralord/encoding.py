@@ -3,9 +3,11 @@
 The end of a run reads the codes of the same training images several times: the summary's head
 agreement, the scored codes of the partial-labels protocol and the linear probe's training features
 (at the cpu preset these are all the 2048 training images). ``CodeCache`` encodes each image once and
-hands out gathered copies, so every metric sees exactly the floats it saw when each caller encoded
+hands out gathered copies, so every metric sees the floats it saw when each caller encoded
 its own images: in eval mode a code depends on its image alone, not on which images share its batch
-(``tests/test_encoding.py`` checks this bit for bit against separate ``encode`` calls).
+(``tests/test_encoding.py`` checks it against separate ``encode`` calls: bit for bit where the CPU's GEMM
+kernels are batch-invariant, as on the AMD EPYC machines it was measured on; to float32 rounding on an Intel
+Xeon, whose MKL/oneDNN kernels move a row's last bits with its batch's size).
 """
 
 from __future__ import annotations

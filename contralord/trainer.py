@@ -24,7 +24,14 @@ from contralord.latent_factors import load_factor_codes
 from contralord.latent_stage import LatentResult, train_latent
 from contralord.models.encoders import build_backbone
 from contralord.models.generator import SUPPORTED_IMAGE_SIZES
-from contralord.preflight import check_creatable, check_device, check_sizes, check_weight_file, read_run_config
+from contralord.preflight import (
+    check_against_data,
+    check_creatable,
+    check_device,
+    check_sizes,
+    check_weight_file,
+    read_run_config,
+)
 from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
 
@@ -135,6 +142,7 @@ def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) ->
                           f"classifiers), got {labels.structure(cfg, data)}")
     check_sizes(cfg, data, needs_latent(cfg))
     check_backbone(cfg, data)
+    check_against_data(cfg, data)  # weight files and the evaluation: they used to fail after training
     check_resume(labels.resolved(cfg, data), out_dir, resume)
     return data
 

@@ -1,4 +1,9 @@
-"""CodeCache: codes equal separate ``encode`` calls bit for bit, and each image is encoded once."""
+"""CodeCache: codes equal separate ``encode`` calls (to float rounding), and each image is encoded once.
+
+Bit-for-bit equality holds where the CPU's GEMM kernels give a row the same bits whatever else is in its batch
+(the AMD EPYC machines this was first measured on); on an Intel Xeon, MKL/oneDNN pick other blockings for
+other batch sizes and the last bits of a code move with its batch (measured: 2 of 2 parametrisations differ).
+So the test asks for equality to float32 rounding, which every CPU meets."""
 
 import numpy as np
 import pytest
@@ -24,7 +29,7 @@ def _online_and_data(tiny_overrides, backbone="lord"):
 
 
 @pytest.mark.parametrize("backbone", ["lord", "resnet18"])
-def test_code_cache__equals_separate_encodes_bit_for_bit(tiny_overrides, backbone, monkeypatch):
+def test_code_cache__equals_separate_encodes(tiny_overrides, backbone, monkeypatch):
     monkeypatch.setattr(encoding, "BATCH", SMALL_BATCH)
     online, data = _online_and_data(tiny_overrides, backbone)
     cpu = torch.device("cpu")
@@ -36,7 +41,7 @@ def test_code_cache__equals_separate_encodes_bit_for_bit(tiny_overrides, backbon
         assert expected.keys() == got.keys() == set(PARTS)
         for name in PARTS:
             assert got[name].dtype == np.float64 and got[name].flags.c_contiguous
-            assert np.array_equal(got[name], expected[name]), name
+            np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert online.training  # the encoder is handed back in the mode it came in
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # tune/run.py imports this module before Ray, and must not lo
     from ablations.tables import Table
 
 DEFAULT_METRIC = "D"
-ARTIFACT = "rounds.json"
+ARTIFACT = specs.ROUNDS_ARTIFACT  # the parent run's record of the rounds
 RULES = ("unpaired", "paired")  # --decide-rule: ablations/stats.py's open_rows or open_rows_paired
 
 
