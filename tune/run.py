@@ -15,10 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from contralord.cli import OneLineParser
 from contralord.config import ConfigError, ContraLordConfig, parse_set_args
 from contralord.data import DataError
 from contralord.loop import NonFiniteLossError
-from contralord.preflight import check_sizes
+from contralord.preflight import check_evaluation, check_sizes, check_weight_contents
 from contralord.presets import PRESETS, SCALE_PRESETS, resolve_presets
 from contralord.trainer import build_data, check_backbone, needs_latent, validate_against_data
 from tune import rounds, spaces
@@ -36,7 +37,7 @@ from tune.plan import SweepPlan
 
 
 def build_parser(kind: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"tune/sweep_{kind}.py", description=f"ContraLORD sweep: {kind}")
+    parser = OneLineParser(prog=f"tune/sweep_{kind}.py", description=f"ContraLORD sweep: {kind}")
     parser.add_argument("--preset", default="cpu", help=f"scale preset: {', '.join(SCALE_PRESETS)} (default cpu)")
     parser.add_argument("--method", action="append", default=[], help="extra presets after the scale (e.g. lord)")
     parser.add_argument("--seeds", type=int, default=1, help="repeat every variant with seeds 0..N-1")
@@ -65,6 +66,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--max-seeds", type=int, default=0, help="--until-decided: at most this many seeds a row")
     parser.add_argument("--decide-metric", default="", metavar="COLUMN[,COLUMN]", help="--until-decided: the "
                         "table columns whose verdicts must be decided (default D)")
+    parser.add_argument("--decide-rule", default="", metavar="unpaired|paired", help="--until-decided: decide a "
+                        "row by the unpaired 95%% intervals (default) or paired by seed (rows of a seed share its "
+                        "stage 1; ablations/stats.py)")
     parser.add_argument("--register-best", default="", metavar="METRIC[:max|min]", help="register the encoder of "
                         "the trial with the best METRIC (default max) in the MLflow Model Registry")
     parser.add_argument("--dry-run", action="store_true", help="print the trials, reuse, stage-1 runs, resources "
@@ -81,7 +85,7 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     check_name(name)
     storage = check_storage(args.storage or str(Path.cwd() / "ray_results"))
     tracking_uri = args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    check_tracking_uri(tracking_uri)
+    check_tracking_uri(tracking_uri, read_only=args.dry_run)
     check_address(args.address)
     check_bucket(storage)
     _check_resumable(storage, name, tracking_uri, args.resume)
@@ -93,7 +97,9 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     for cfg in configs:
         validate_against_data(cfg, len(data))
         check_sizes(cfg, data, needs_latent(cfg))
+        check_evaluation(cfg, data)  # the end-of-trial metrics can score this data
     check_backbone(configs[0], data)
+    check_weight_contents(configs[0], data)  # user weight files load (weights_only) into their modules
     return SweepPlan(kind, args, knob, variants, base, seeds, storage, tracking_uri, name)
 
 
