@@ -41,10 +41,10 @@ from ablations.runs import (  # noqa: E402
     AblationError,
     check_readable,
     latest_sweep_run,
+    out_folder,
 )
 from ablations.tables import parse_value  # noqa: E402
 from contralord.cli import OneLineParser  # noqa: E402
-from contralord.preflight import unwritable_reason  # noqa: E402
 
 REPORT = "cost_to_verdict.md"
 
@@ -303,13 +303,7 @@ def check_out(out: str | None, overwrite: bool) -> Path | None:
     this user may write, without a report in it unless --overwrite."""
     if not out:
         return None
-    folder = Path(out).resolve()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise AblationError(f"--out: {existing} is a file, expected a folder")
-    problem = unwritable_reason(existing)
-    if problem:
-        raise AblationError(f"--out: cannot write in {existing} ({problem})")
+    folder = out_folder(out)
     if (folder / REPORT).exists() and not overwrite:
         raise AblationError(f"--out: {folder / REPORT} exists; pass --overwrite to replace it, or another --out; "
                             f"nothing written")

@@ -32,10 +32,10 @@ from ablations.runs import (  # noqa: E402
     from_experiment,
     from_sweep_run,
     latest_sweep_run,
+    out_folder,
 )
 from ablations.tables import Table, build_table  # noqa: E402
 from contralord.cli import OneLineParser  # noqa: E402
-from contralord.preflight import unwritable_reason  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,13 +110,7 @@ def existing_outputs(out: str | None, stem: str) -> list[Path]:
     """The files of this table already in ``out`` (every format and the plot), or a one-line error."""
     if not out:
         return []
-    folder = Path(out).resolve()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise AblationError(f"--out: cannot write there ({existing} is a file, expected a folder)")
-    problem = unwritable_reason(existing)
-    if problem:
-        raise AblationError(f"--out: cannot write in {existing} ({problem})")
+    folder = out_folder(out)
     extensions = [ext for _, ext in render.FORMATS.values()] + ["png"]
     return [folder / f"{stem}.{ext}" for ext in extensions if (folder / f"{stem}.{ext}").exists()]
 

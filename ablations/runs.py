@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from ablations import store
 from ablations.specs import ROUNDS_ARTIFACT  # noqa: F401  (cost_report reads it through here)
+from contralord.preflight import unwritable_reason
 
 PARENT_TAG = "mlflow.parentRunId"
 REUSED_TAG = "reused_from"  # a trial a sweep did not run again: the id of the run whose numbers it copies
@@ -146,3 +147,16 @@ def from_experiment(client: MlflowClient, name: str) -> RunSource:
     runs = drop_reused_copies(runs)
     kind = name.removeprefix("contralord-") if name.startswith("contralord-") else ""
     return RunSource([_trial(r) for r in runs], f"experiment {name}", kind)
+
+
+def out_folder(out: str) -> Path:
+    """``--out`` as the real folder (symlinks resolved), checked before any store is read: its nearest existing
+    part is a folder this user may write in (it need not exist yet), else a one-line AblationError."""
+    folder = Path(out).resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise AblationError(f"--out: cannot write there ({existing} is a file, expected a folder)")
+    problem = unwritable_reason(existing)
+    if problem:
+        raise AblationError(f"--out: cannot write in {existing} ({problem})")
+    return folder

@@ -5,32 +5,15 @@ replaced), a symlink is resolved before deciding, and a folder nobody may write 
 Every refusal is one line, exit 2, and leaves the files byte-identical.
 """
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
+from test_bad_inputs import _sets, hashes, refused  # the CLI's one-line refusal and the files it must not touch
 
-from contralord.cli import main
 from contralord.config import ConfigError
 from contralord.preflight import check_out, unwritable_reason
-
-
-def _sets(overrides):
-    return [arg for k, v in overrides.items() for arg in ("--set", f"{k}={v}")]
-
-
-def hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
-
-
-def refused(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    return err[0]
 
 
 @pytest.fixture
