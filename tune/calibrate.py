@@ -73,7 +73,7 @@ def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1, threads:
         evaluation = eval_seconds(cfg, trainer.online, data, runtime.device) if with_eval and cfg.eval.enabled else 0.0
     finally:
         torch.set_num_threads(before)
-    return {"train": per_step * spe * cfg.encoder.epochs, "eval": evaluation}
+    return {"train": per_step * sampling.encoder_steps(cfg, len(data))[0], "eval": evaluation}
 
 
 def launch_seconds() -> float:
