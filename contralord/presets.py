@@ -30,7 +30,8 @@ SCALE_PRESETS: dict[str, dict[str, Any]] = {
         "encoder.backbone_width": 16, "encoder.epochs": 2, "encoder.batch_size": 64, "encoder.queue_size": 256,
         "run.eval_size": 256, "eval.num_train": 256, "eval.num_test": 128,
     },
-    "cpu": {  # measured on 2 cores: stage 1 ~3 min, each stage-2 run ~1 min (see README, "Measured")
+    "cpu": {  # 2 cores: stage 1 ~30 min at 1 thread with the per-factor classifiers, each stage-2 run ~2 min
+        # (README, "Measured")
         "data.name": "shapes3d", "data.image_size": 32, "data.size": 2048,
         "latent.class_dim": 32, "latent.content_dim": 16, "latent.residual_dim": 16,
         "latent.generator_width": 64, "latent.epochs": 30, "latent.batch_size": 32,
