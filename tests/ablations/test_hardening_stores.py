@@ -5,28 +5,18 @@ in one line and leaving the file byte-identical: an MLflow store missing tables 
 foreign SQLite with `experiments`/`runs` tables, and, for reading, a store without its Default experiment
 (MLflow would recreate it). A store at this schema opens and reads with its bytes unchanged."""
 
-import hashlib
 import shutil
 import socket
 import sqlite3
 
 import pytest
 from fabricated_runs import mlflow_store  # noqa: F401  (the `store` fixture)
+from test_make_tables_refusals import _errors as _refused  # make_tables' one-line refusal
+from test_make_tables_refusals import _sha
 
 from ablations.make_tables import main
 from ablations.store import database_problem, sqlite_store_problem, without_password
 from tune.checks import SweepError, check_tracking_uri
-
-
-def _sha(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _refused(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    return err
 
 
 @pytest.fixture
