@@ -181,13 +181,13 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
     if train_codes is None:
         train_codes = CodeCache(online, train.images, device)
     partial = cfg.eval.protocol == "partial-labels" and train.factors is not None
-    if partial:  # the training images, as zerodim scores them
+    if partial:  # the training images, as zerodim scores them (stage 1's own codes are scored on the same)
         data, heldout = train, False
-        size = len(partial_labels_order(cfg, train))
+        order = partial_labels_order(cfg, train)
     else:
         data, heldout = heldout_dataset(cfg, train, cfg.eval.num_train + cfg.eval.num_test)
-        size = len(data)
-    order = scored_order(cfg, len(data), size)
+        order = scored_order(cfg, len(data), len(data))
+    size = len(order)
     codes = _codes_of(data, train, train_codes)(order)
     result: dict[str, Any] = {"protocol": cfg.eval.protocol, "heldout": heldout, "num_eval_images": size,
                               "structure": labels.structure(cfg, train)}
