@@ -64,7 +64,7 @@ def show_value(value) -> str:
 
 # what Table 2's method presets set (contralord/presets.py): the row, not a difference between runs
 METHOD_KEYS = ("loss.rec", "loss.sup", "loss.con", "loss.res", "loss.kl", "loss.label", "latent.structure",
-               "encoder.model", "encoder.positive", "eval.scored_code")
+               "encoder.model", "encoder.positive", "eval.scored_code", "encoder.content_head")
 # what a dataset's rows of Table 2 may set on their own (dSprites at 64 px beside Shapes3D at 32 px)
 DATA_KEYS = ("data.image_size",)
 METHOD_NAMES = (("contralord", "ContraLORD"), ("lord", "LORD"), ("gabbay", "Gabbay et al."),
@@ -83,10 +83,14 @@ SPECS = {
     "readings": TableSpec("readings", "Readings of Eq. 4/5: anchor x augmentation, L_con against rec+sup",
                           ("loss.con", "encoder.anchor", "encoder.augment"), "contralord-readings",
                           baseline=(0.0, "online", "True")),
+    # h_c learned, or stage 1's classifiers copied (frozen, or trained on), ContraLORD's losses; Gabbay et al. beside
+    "content_head": TableSpec("content_head", "Where h_c comes from: learned, or stage 1's classifiers copied",
+                              ("run.method", "encoder.content_head"), "contralord-content_head",
+                              implied=METHOD_KEYS, names=METHOD_NAMES, baseline=("contralord", "learned")),
 }
 # what a sweep kind groups by (tune/spaces.py sweeps these keys)
 SWEEP_KIND_SPEC = {"methods": "table2", "losses": "table4", "batch_size": "table5", "negatives": "table6",
-                   "readings": "readings"}
+                   "readings": "readings", "content_head": "content_head"}
 SWEEP_KIND_KEYS = {
     "temperature": ("encoder.temperature", "encoder.momentum"),
     "optuna": ("encoder.batch_size", "encoder.queue_size", "loss.sup", "loss.con", "loss.res", "encoder.temperature"),

@@ -66,8 +66,10 @@ def _random_latent(cfg: ContraLordConfig, data, stage1) -> LatentResult:
     if content.shape[1] != content_dim:  # the labelled-factor codes come from tables, not a per-image table
         content = torch.rand(len(data), content_dim, generator=torch.Generator().manual_seed(0)) * cfg.latent.init_scale
     class_codes = getattr(state.decoder, "class_codes", torch.zeros(data.num_classes, 0)).detach()
+    factor_codes = getattr(state.decoder, "factor_codes", None)  # the classifiers that encoder.content_head copies
     return LatentResult("bench", None, content.cpu(), state.codes.residual.detach().cpu(), class_codes.cpu(),
-                        state.decoder.generator.state_dict(), {}, False)
+                        state.decoder.generator.state_dict(), {}, False,
+                        factor_codes=factor_codes.state_dict() if factor_codes is not None else None)
 
 
 def _encoder_variant(cfg: ContraLordConfig, **changes) -> ContraLordConfig:

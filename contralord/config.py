@@ -135,6 +135,9 @@ class EncoderConfig:
     projection_dim: int = 64  # InfoNCE on an MLP projection of h_c / h_r (0 = on the codes themselves)
     preserve_labelled: bool = True  # factors: no augmentation that changes a labelled factor (see augment.py)
     model: str = "contralord"  # contralord (Eq. 2-6) | vae (Locatello et al. 2020's semi-supervised beta-VAE)
+    # h_c: learned on f (Eq. 3) | stage1_frozen: stage 1's labelled-factor classifiers, copied and fixed (zerodim's
+    # amortisation) | stage1_init: the same copy as h_c's starting point, trained by stage 2 (models/stage1_content.py)
+    content_head: str = "learned"
 
     def __post_init__(self):
         for key in ("backbone_width", "epochs", "batch_size"):
@@ -154,6 +157,7 @@ class EncoderConfig:
         _choice(self.anchor, "encoder.anchor", ("online", "stage1"))
         _check(self.projection_dim >= 0, "encoder.projection_dim", "an int >= 0", self.projection_dim)
         _choice(self.model, "encoder.model", ("contralord", "vae"))
+        _choice(self.content_head, "encoder.content_head", CONTENT_HEADS)
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,7 @@ class LossConfig:
         _choice(self.sup_reduction, "loss.sup_reduction", ("mean", "sum"))
 
 
+CONTENT_HEADS = ("learned", "stage1_frozen", "stage1_init")
 MAX_FACTOR_DIM = 256  # latent.factor_dim, latent.classifier_width: 1e6 asked for a 6 GB generator after preflight
 MAX_GRID_SIZE = 64  # eval.grid_size: images per side of a grid (64 x 64 = 4096 generated images)
 

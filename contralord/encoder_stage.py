@@ -16,14 +16,16 @@ from pathlib import Path
 import torch
 
 from contralord import augment, checkpoint, distributed, labels, sampling
-from contralord.config import ContraLordConfig
+from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.latent_stage import LatentResult, build_generator, build_recon_loss
 from contralord.loop import LoopSpec, run_loop
 from contralord.losses import info_nce_loss, nt_xent_loss, supervision_loss
+from contralord.models import stage1_content
 from contralord.models.contralord import EncoderOutput, MomentumEncoders, OnlineEncoder, Projectors
 from contralord.models.encoders import build_backbone
 from contralord.models.heads import EncoderHeads
+from contralord.models.latent import build_factor_codes
 from contralord.precision import autocast, fast_images, fast_module
 from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
@@ -55,6 +57,8 @@ def build_online(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentRes
     backbone, feat_dim = build_backbone(enc.backbone, data.channels, cfg.data.image_size,
                                         enc.pretrained_path or None, width=enc.backbone_width)
     heads = EncoderHeads(feat_dim, class_dim, content_dim, residual_dim, hidden_dim=enc.head_hidden)
+    if enc.content_head != "learned":
+        backbone = _stage1_content(cfg, data, latent, backbone, feat_dim, heads)
     if enc.model == "vae":  # Locatello et al.: a decoder trained from scratch, log-variance heads
         log_variance = EncoderHeads(feat_dim, class_dim, content_dim, residual_dim, hidden_dim=enc.head_hidden)
         return SemiSupervisedVAE(backbone, heads, build_generator(cfg, data), log_variance)
@@ -66,6 +70,21 @@ def build_online(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentRes
         generator.requires_grad_(enc.finetune_generator)
     projection = enc.projection_dim if uses_contrastive(cfg) else 0
     return OnlineEncoder(backbone, heads, generator, Projectors(content_dim, residual_dim, projection))
+
+
+def _stage1_content(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None, backbone, feat_dim: int,
+                    heads: EncoderHeads):
+    """The backbone that feeds ``heads`` once h_c is stage 1's classifiers (``encoder.content_head``), loaded
+    from the stage-1 artifact (without one, e.g. when a saved run is rebuilt, its checkpoint fills them)."""
+    factor_codes = build_factor_codes(cfg.latent, labels.resolve(cfg, data).sizes, data.channels,
+                                      cfg.data.image_size, torch.Generator().manual_seed(cfg.run.seed))
+    if latent is not None:
+        if latent.factor_codes is None:
+            raise ConfigError(f"encoder.content_head: {cfg.encoder.content_head} needs a stage-1 artifact with its "
+                              f"classifiers; {latent.path} has none (trained before they were kept: retrain stage 1)")
+        factor_codes.load_state_dict(latent.factor_codes)
+    return stage1_content.attach(backbone, feat_dim, heads, factor_codes, factor_codes.classifiers[0].in_features,
+                                 frozen=cfg.encoder.content_head == "stage1_frozen")
 
 
 class EncoderTrainer:

@@ -55,9 +55,9 @@ DEFAULT_WEIGHTS = {f"loss.{k}": getattr(LossConfig(), k) for k in ("rec", "sup",
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     "contralord": {**DEFAULT_WEIGHTS, "run.method": "contralord"},
     "lord": {**DEFAULT_WEIGHTS, "loss.con": 0.0, "loss.res": 0.0, "latent.structure": "class", "run.method": "lord"},
-    # zerodim's evaluation scores the copied stage-1 classifiers' codes, not a new head (eval.scored_code)
+    # zerodim copies the stage-1 classifiers as its labelled-factor encoder (frozen) and scores their codes
     "gabbay": {**DEFAULT_WEIGHTS, "loss.con": 0.0, "loss.res": 0.0, "latent.structure": "factors",
-               "eval.scored_code": "classifier", "run.method": "gabbay"},
+               "encoder.content_head": "stage1_frozen", "eval.scored_code": "classifier", "run.method": "gabbay"},
     "locatello": {"encoder.model": "vae", "latent.structure": "factors", "loss.rec": 1.0, "loss.sup": 0.0,
                   "loss.con": 0.0, "loss.res": 0.0, "loss.kl": 1.0, "loss.label": 1.0, "run.method": "locatello"},
     "moco": {"loss.rec": 0.0, "loss.sup": 0.0, "loss.con": 1.0, "loss.res": 0.0,

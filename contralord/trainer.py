@@ -74,6 +74,9 @@ def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
     if cfg.eval.scored_code == "classifier" and not (needs_latent(cfg) and cfg.eval.protocol == "partial-labels"):
         raise ConfigError("eval.scored_code: classifier scores stage 1's labelled-factor classifiers; it needs "
                           "eval.protocol=partial-labels and a stage 1 (loss.rec or loss.sup > 0, no VAE)")
+    if cfg.encoder.content_head != "learned" and not (needs_latent(cfg) and cfg.encoder.model == "contralord"):
+        raise ConfigError(f"encoder.content_head: {cfg.encoder.content_head} copies stage 1's classifiers; it needs "
+                          "a stage 1 (loss.rec or loss.sup > 0) and encoder.model=contralord")
     if cfg.encoder.finetune_generator and cfg.loss.rec == 0:
         raise ConfigError("encoder.finetune_generator: needs loss.rec > 0 (only L_rec trains the generator)")
 
@@ -137,9 +140,11 @@ def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) ->
     if labels.structure(cfg, data) == "factors" or (cfg.eval.protocol == "partial-labels" and data.factors is not None):
         labels.resolve(cfg, data)  # labelled factor names and data.num_labels, checked against the data
     check_vae(cfg, data)
-    if cfg.eval.scored_code == "classifier" and labels.structure(cfg, data) != "factors":
-        raise ConfigError(f"eval.scored_code: classifier needs latent.structure=factors (stage 1's labelled-factor "
-                          f"classifiers), got {labels.structure(cfg, data)}")
+    for key, value, default in (("eval.scored_code", cfg.eval.scored_code, "encoder"),
+                                ("encoder.content_head", cfg.encoder.content_head, "learned")):
+        if value != default and labels.structure(cfg, data) != "factors":
+            raise ConfigError(f"{key}: {value} needs latent.structure=factors (stage 1's labelled-factor "
+                              f"classifiers), got {labels.structure(cfg, data)}")
     check_sizes(cfg, data, needs_latent(cfg))
     check_backbone(cfg, data)
     check_against_data(cfg, data)  # weight files and the evaluation: they used to fail after training

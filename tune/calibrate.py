@@ -61,6 +61,7 @@ def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1, threads:
     """Predicted ``train`` and ``eval`` seconds of one trial at ``threads`` torch threads."""
     from contralord.bench import _random_latent
     from contralord.encoder_stage import EncoderTrainer
+    from contralord.trainer import stage1_factor_codes
 
     cfg = labels.resolved(cfg, data)
     before = _threads(threads)
@@ -70,7 +71,9 @@ def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1, threads:
         trainer = EncoderTrainer(cfg, data, latent, runtime)
         spe = sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
         per_step = time_steps(lambda i: trainer.step(0, i % spe, i), STEPS)
-        evaluation = eval_seconds(cfg, trainer.online, data, runtime.device) if with_eval and cfg.eval.enabled else 0.0
+        factor_codes = stage1_factor_codes(cfg, data, latent, runtime.device)  # eval.scored_code=classifier scores them
+        evaluation = (eval_seconds(cfg, trainer.online, data, runtime.device, factor_codes)
+                      if with_eval and cfg.eval.enabled else 0.0)
     finally:
         torch.set_num_threads(before)
     return {"train": per_step * sampling.encoder_steps(cfg, len(data))[0], "eval": evaluation}
@@ -112,14 +115,16 @@ def _eval_sized(cfg: ContraLordConfig, fraction: float, data: ImageFactorData) -
         "eval.num_test": max(50, 2 * values, round(cfg.eval.num_test * fraction))})
 
 
-def eval_seconds(cfg: ContraLordConfig, online, data: ImageFactorData, device: torch.device) -> float:
-    """The evaluation at ``EVAL_FRACTION`` of its sizes, timed and scaled back to the full sizes."""
+def eval_seconds(cfg: ContraLordConfig, online, data: ImageFactorData, device: torch.device,
+                 factor_codes: torch.nn.Module | None = None) -> float:
+    """The evaluation at ``EVAL_FRACTION`` of its sizes, timed and scaled back to the full sizes
+    (``factor_codes``: stage 1's classifiers, which ``eval.scored_code=classifier`` scores)."""
     from contralord.evaluation import evaluate
 
     small = _eval_sized(cfg, EVAL_FRACTION, data)
     scale = (cfg.eval.num_train + cfg.eval.num_test) / (small.eval.num_train + small.eval.num_test)
     with tempfile.TemporaryDirectory() as folder:
-        evaluate(_eval_sized(cfg, 0.0, data), online, data, folder, device)  # warm-up at the smallest sizes
+        evaluate(_eval_sized(cfg, 0.0, data), online, data, folder, device, factor_codes=factor_codes)  # warm-up
         started = time.perf_counter()
-        evaluate(small, online, data, folder, device)
+        evaluate(small, online, data, folder, device, factor_codes=factor_codes)
         return (time.perf_counter() - started) * scale

@@ -41,6 +41,12 @@ READINGS = [("rec+sup", LOSS_SETS["rec+sup"])] + [
     for anchor in ("online", "stage1") for augment in (True, False)]
 # Table 2: the methods the paper compares, each a preset of the same trainer (contralord/presets.py)
 METHODS = ("locatello", "lord", "gabbay", "contralord")
+# where h_c comes from (encoder.content_head): ContraLORD with its own head, with stage 1's classifiers copied
+# and frozen (zerodim's amortisation: D and MIG are then stage 1's), or copied and trained; Gabbay et al. as
+# zerodim runs it. All four regress the same stage 1 per seed, so they compare paired by seed.
+CONTENT_HEADS = [("contralord", METHOD_PRESETS["contralord"])] + [
+    (f"contralord,h_c={head}", METHOD_PRESETS["contralord"] | {"encoder.content_head": head})
+    for head in ("stage1_frozen", "stage1_init")] + [("gabbay", METHOD_PRESETS["gabbay"])]
 
 
 def variants(kind: str, preset: str) -> tuple[str, list[Variant]]:
@@ -54,6 +60,8 @@ def variants(kind: str, preset: str) -> tuple[str, list[Variant]]:
         return "losses", [(name, LOSS_SETS[name]) for name in names]
     if kind == "readings":
         return "reading", READINGS[:2] if preset == "smoke" else READINGS
+    if kind == "content_head":
+        return "content_head", CONTENT_HEADS[:2] if preset == "smoke" else CONTENT_HEADS
     if kind == "methods":
         names = ("gabbay", "contralord") if preset == "smoke" else METHODS
         return "run.method", [(name, METHOD_PRESETS[name]) for name in names]
