@@ -62,14 +62,16 @@ def test_readings_table__paired_against_rec_sup_and_marked(store):
     source = from_experiment(MlflowClient(store.uri), EXP)
     table = build_table(source.runs, specs.SPECS["readings"], source.description)
     keys = [row.key for row in table.rows]
-    assert (0.0, "online", "True") in keys and specs.SPECS["readings"].is_baseline((0.0, "online", "True"))
-    stage1 = keys.index((0.1, "stage1", "True"))
+    baseline = (0.0, "online", "True", "False")  # encoder.label_aware_negatives: not logged, read as it ran
+    assert baseline in keys and specs.SPECS["readings"].is_baseline(baseline)
+    stage1 = keys.index((0.1, "stage1", "True", "False"))
     assert table.best["D"] is None and table.best_paired["D"] == stage1
     text = render.to_markdown(table)
     assert "†" in text and "paired rule" in text
     lines = [n for n in render.paired_notes(table) if "minus loss.con=0, encoder.anchor=online" in n]
     assert len(lines) == 2  # each reading against the baseline row
-    online = next(n for n in lines if "encoder.anchor=online, encoder.augment=True minus" in n)
+    reading = "encoder.anchor=online, encoder.augment=True, encoder.label_aware_negatives=False minus"
+    online = next(n for n in lines if reading in n)
     assert "-0.049" in online and "lower in 3 of 3 seeds" in online
     assert "\\dag{}" in render.to_latex(table)
     assert "D_best_paired" in render.to_csv(table).splitlines()[0]
