@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from ablations import store
 from ablations.specs import ROUNDS_ARTIFACT  # noqa: F401  (cost_report reads it through here)
+from contralord.config import KEYS_ADDED_WITH_OLD_BEHAVIOUR
 from contralord.preflight import unwritable_reason
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -85,6 +86,7 @@ def classify(status: str, tags: dict[str, str]) -> str:
 
 def _trial(run) -> TrialRun:
     params, tags = dict(run.data.params), dict(run.data.tags)
+    params = {key: str(value) for key, value in KEYS_ADDED_WITH_OLD_BEHAVIOUR.items()} | params  # as it ran
     seed = params.get("run.seed", tags.get("seed", ""))
     return TrialRun(run.info.run_id, classify(run.info.status, tags), params, dict(run.data.metrics), seed,
                     run.info.start_time or 0, tags)

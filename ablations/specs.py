@@ -81,12 +81,15 @@ SPECS = {
     # Eq. 4/5 read four ways (anchor: the online code of x_i, or its stage-1 code; the query view augmented or
     # x_i itself), each with L_con on, against rec+sup (loss.con=0): does adding L_con help, under which reading?
     "readings": TableSpec("readings", "Readings of Eq. 4/5: anchor x augmentation, L_con against rec+sup",
-                          ("loss.con", "encoder.anchor", "encoder.augment"), "contralord-readings",
-                          baseline=(0.0, "online", "True")),
-    # h_c learned, or stage 1's classifiers copied (frozen, or trained on), ContraLORD's losses; Gabbay et al. beside
-    "content_head": TableSpec("content_head", "Where h_c comes from: learned, or stage 1's classifiers copied",
-                              ("run.method", "encoder.content_head"), "contralord-content_head",
-                              implied=METHOD_KEYS, names=METHOD_NAMES, baseline=("contralord", "learned")),
+                          ("loss.con", "encoder.anchor", "encoder.augment", "encoder.label_aware_negatives"),
+                          "contralord-readings",
+                          baseline=(0.0, "online", "True", "False")),
+    # h_c learned, or stage 1's classifiers copied (frozen, or trained on), or L_con with label-aware negatives,
+    # ContraLORD's losses; Gabbay et al. beside
+    "content_head": TableSpec("content_head", "ContraLORD's h_c: learned, or stage 1's classifiers copied; "
+                              "label-aware negatives", ("run.method", "encoder.content_head",
+                                                        "encoder.label_aware_negatives"), "contralord-content_head",
+                              implied=METHOD_KEYS, names=METHOD_NAMES, baseline=("contralord", "learned", "False")),
 }
 # what a sweep kind groups by (tune/spaces.py sweeps these keys)
 SWEEP_KIND_SPEC = {"methods": "table2", "losses": "table4", "batch_size": "table5", "negatives": "table6",

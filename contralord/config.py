@@ -138,6 +138,9 @@ class EncoderConfig:
     # h_c: learned on f (Eq. 3) | stage1_frozen: stage 1's labelled-factor classifiers, copied and fixed (zerodim's
     # amortisation) | stage1_init: the same copy as h_c's starting point, trained by stage 2 (models/stage1_content.py)
     content_head: str = "learned"
+    # L_con (Eq. 4): a queued key whose image has the anchor's labelled-factor values (its labels, else stage 1's
+    # classifiers' first choice) is dropped from the negatives: it is no false negative (latent_factors.py)
+    label_aware_negatives: bool = False
 
     def __post_init__(self):
         for key in ("backbone_width", "epochs", "batch_size"):
@@ -251,6 +254,11 @@ PRE_ZERODIM_CLASSIFIER_VALUES: dict[str, Any] = {
     "latent.entropy_start_epoch": 0, "latent.classifier_trunks": "shared", "latent.factor_init": "positive",
     "latent.soft_code_table_grad": True, "latent.reference_classifier": False,
 }
+
+# keys whose default is what every run logged before them did (tests show the default path unchanged bit for bit):
+# a table reads an older run's missing key as this value, so rows that differ in it alone still compare
+KEYS_ADDED_WITH_OLD_BEHAVIOUR: dict[str, Any] = {"encoder.content_head": "learned",
+                                                 "encoder.label_aware_negatives": False}
 
 HASH_IGNORED = ("data.max_array_gib",)  # a safety cap: changes what is refused, never a number
 

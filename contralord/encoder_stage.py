@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from contralord import augment, checkpoint, distributed, labels, sampling
+from contralord import augment, checkpoint, distributed, labels, latent_factors, sampling
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.latent_stage import LatentResult, build_generator, build_recon_loss
@@ -99,8 +99,10 @@ class EncoderTrainer:
         self.model = fast_module(runtime.wrap_model(self.online), cfg.run)
         self.use_queue = cfg.encoder.negatives == "queue" and uses_contrastive(cfg)
         rng = torch.Generator().manual_seed(cfg.run.seed + 1)
+        self.combinations = _combinations(cfg, data, latent, self.device) if cfg.encoder.label_aware_negatives else None
         self.momentum = MomentumEncoders(self.online, cfg.encoder.queue_size, key_dims(cfg, data),
-                                         cfg.encoder.shared_momentum_backbone, rng).to(self.device)
+                                         cfg.encoder.shared_momentum_backbone, rng,
+                                         labelled_content=self.combinations is not None).to(self.device)
         params = [p for p in self.online.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.encoder.lr, weight_decay=cfg.encoder.weight_decay)
         total, _ = sampling.encoder_steps(cfg, len(data))
@@ -137,9 +139,11 @@ class EncoderTrainer:
         self.optimizer.step()
         self.scheduler.step()
         if self.use_queue:
-            for queue, k in ((self.momentum.content_queue, keys[0]), (self.momentum.residual_queue, keys[1])):
-                if k is not None:
-                    queue.enqueue(k)
+            if keys[0] is not None:
+                ids = self.combinations[index].to(self.device) if self.combinations is not None else None
+                self.momentum.content_queue.enqueue(keys[0], labels=ids)
+            if keys[1] is not None:
+                self.momentum.residual_queue.enqueue(keys[1])
         names = {"con": "nce_content", "res": "nce_residual"}
         return {"total": total.item(), "lr": lr} | {names.get(k, k): v.item() for k, v in terms.items()} | grads
 
@@ -203,13 +207,20 @@ class EncoderTrainer:
             if getattr(w, name) <= 0:
                 continue
             if self.use_queue:  # Eq. 4 (content) and Eq. 5 (residual)
-                negatives = (self.momentum.content_queue, self.momentum.residual_queue)[branch].negatives()
+                queue = (self.momentum.content_queue, self.momentum.residual_queue)[branch]
                 positive = views.positive(branch) if views.online_positive else key
-                terms[name] = info_nce_loss(views.anchor(branch), positive, negatives, tau,
-                                            positive_grad=views.online_positive)
+                terms[name] = info_nce_loss(views.anchor(branch), positive, queue.negatives(), tau,
+                                            positive_grad=views.online_positive,
+                                            not_negative=self._same_combination(index, queue))
             else:  # SimCLR baseline: in-batch negatives, both views with gradient
                 terms[name] = nt_xent_loss(views.anchor(branch), views.positive(branch), tau)
         return terms
+
+    def _same_combination(self, index: torch.Tensor, queue) -> torch.Tensor | None:
+        """(B, K) True where a queued key shares the anchor's labelled-factor values (a labelled queue only)."""
+        if not hasattr(queue, "labels"):
+            return None
+        return self.combinations[index].to(self.device)[:, None] == queue.labels[None, :]
 
     def state_dict(self, step: int) -> dict:
         return {"online": self.online.state_dict(), "momentum": self.momentum.state_dict(),
@@ -268,6 +279,15 @@ def _augmentation(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[float, 
     if enc.preserve_labelled and cfg.eval.protocol == "partial-labels" and data.factors is not None:
         return augment.preserving(*params, labels.labelled_names(cfg, data))
     return params
+
+
+def _combinations(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None,
+                  device: torch.device) -> torch.Tensor:
+    """Each training image's labelled-factor combination (``latent_factors.stage1_combinations``)."""
+    if latent is None or latent.factor_codes is None:
+        raise ConfigError("encoder.label_aware_negatives: needs a stage-1 artifact with its classifiers (retrain "
+                          "stage 1)")
+    return latent_factors.stage1_combinations(cfg, data, latent.factor_codes, device)
 
 
 def _stage1_targets(data: ImageFactorData, latent: LatentResult | None) -> tuple[torch.Tensor, ...]:

@@ -26,6 +26,7 @@ stage-2 head regressing those codes can reach.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -217,3 +218,20 @@ def load_factor_codes(cfg: ContraLordConfig, data: ImageFactorData, state: dict[
                                torch.Generator().manual_seed(0))
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+@torch.no_grad()
+def stage1_combinations(cfg: ContraLordConfig, data: ImageFactorData, state: dict[str, torch.Tensor],
+                        device: torch.device) -> torch.Tensor:
+    """(N,) int64: each training image's combination of labelled-factor values as stage 1 knows it, one id per
+    combination: an image's own labels where it carries them, else the value its stage-1 classifier C_j ranks
+    first (``encoder.label_aware_negatives``: a queued key of the same combination is no negative)."""
+    found = labels.resolve(cfg, data)
+    model = load_factor_codes(cfg, data, state, device)
+    values = []
+    for chunk in torch.arange(len(data)).split(256):
+        x = data.images[chunk].to(device).float().div_(255)  # (B, C, H, W)
+        values.append(torch.stack([logit.argmax(dim=1) for logit in model.logits(x)], dim=1).cpu())  # (B, F_l)
+    values = torch.where(found.known >= 0, found.known, torch.cat(values))  # (N, F_l)
+    radix = torch.tensor([math.prod(found.sizes[j + 1:]) for j in range(len(found.sizes))], dtype=torch.long)
+    return (values * radix).sum(dim=1)

@@ -42,7 +42,8 @@ def supervision_loss(predicted: tuple[torch.Tensor, ...], targets: tuple[torch.T
 
 
 def info_nce_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor,
-                  temperature: float, positive_grad: bool = False) -> torch.Tensor:
+                  temperature: float, positive_grad: bool = False,
+                  not_negative: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE of Eq. 4/5 with a queue of negatives.
 
     -log exp(a.p/tau) / (exp(a.p/tau) + sum_k exp(a.n_k/tau)), all vectors L2-normalised.
@@ -54,6 +55,8 @@ def info_nce_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch
         negatives: (K, D) queue keys g_k (no gradient).
         temperature: tau > 0.
         positive_grad: let the gradient flow into ``positive``.
+        not_negative: (B, K) bool, True where queue key k is no negative of anchor i (it shares i's labelled
+            factors: ``encoder.label_aware_negatives``); those logits are dropped from the denominator.
     """
     with _fp32(anchor):  # logits / tau amplify bf16 rounding: the similarities are computed in fp32
         a = F.normalize(_wide(anchor), dim=1)  # (B, D)
@@ -61,6 +64,8 @@ def info_nce_loss(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch
         n = F.normalize(_wide(negatives.detach()), dim=1)  # (K, D)
         l_pos = (a * p).sum(dim=1, keepdim=True)  # (B, 1)
         l_neg = a @ n.T  # (B, K)
+        if not_negative is not None:
+            l_neg = l_neg.masked_fill(not_negative, float("-inf"))  # exp(-inf) = 0: out of the sum
         logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (B, 1+K)
         labels = torch.zeros(a.shape[0], dtype=torch.long, device=a.device)  # positive at index 0
         return F.cross_entropy(logits, labels)

@@ -77,6 +77,10 @@ def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
     if cfg.encoder.content_head != "learned" and not (needs_latent(cfg) and cfg.encoder.model == "contralord"):
         raise ConfigError(f"encoder.content_head: {cfg.encoder.content_head} copies stage 1's classifiers; it needs "
                           "a stage 1 (loss.rec or loss.sup > 0) and encoder.model=contralord")
+    if cfg.encoder.label_aware_negatives and not (needs_latent(cfg) and uses_queue and cfg.loss.con > 0
+                                                  and cfg.encoder.model == "contralord"):
+        raise ConfigError("encoder.label_aware_negatives: masks L_con's queue by stage 1's labelled factors; it needs "
+                          "loss.con > 0, encoder.negatives=queue and a stage 1 (loss.rec or loss.sup > 0)")
     if cfg.encoder.finetune_generator and cfg.loss.rec == 0:
         raise ConfigError("encoder.finetune_generator: needs loss.rec > 0 (only L_rec trains the generator)")
 
@@ -141,7 +145,8 @@ def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) ->
         labels.resolve(cfg, data)  # labelled factor names and data.num_labels, checked against the data
     check_vae(cfg, data)
     for key, value, default in (("eval.scored_code", cfg.eval.scored_code, "encoder"),
-                                ("encoder.content_head", cfg.encoder.content_head, "learned")):
+                                ("encoder.content_head", cfg.encoder.content_head, "learned"),
+                                ("encoder.label_aware_negatives", cfg.encoder.label_aware_negatives, False)):
         if value != default and labels.structure(cfg, data) != "factors":
             raise ConfigError(f"{key}: {value} needs latent.structure=factors (stage 1's labelled-factor "
                               f"classifiers), got {labels.structure(cfg, data)}")

@@ -38,15 +38,19 @@ MOMENTA = {"smoke": [0.99], "cpu": [0.99, 0.999], "paper": [0.99, 0.999]}
 READINGS = [("rec+sup", LOSS_SETS["rec+sup"])] + [
     (f"con,anchor={anchor},{'aug' if augment else 'no-aug'}",
      LOSS_SETS["rec+sup+con"] | {"encoder.anchor": anchor, "encoder.augment": augment})
-    for anchor in ("online", "stage1") for augment in (True, False)]
+    for anchor in ("online", "stage1") for augment in (True, False)] + [
+    ("con,anchor=online,aug,label-aware", LOSS_SETS["rec+sup+con"] | {"encoder.label_aware_negatives": True})]
 # Table 2: the methods the paper compares, each a preset of the same trainer (contralord/presets.py)
 METHODS = ("locatello", "lord", "gabbay", "contralord")
 # where h_c comes from (encoder.content_head): ContraLORD with its own head, with stage 1's classifiers copied
 # and frozen (zerodim's amortisation: D and MIG are then stage 1's), or copied and trained; Gabbay et al. as
-# zerodim runs it. All four regress the same stage 1 per seed, so they compare paired by seed.
+# zerodim runs it; and ContraLORD whose L_con drops the queued keys of the anchor's labelled-factor values
+# (encoder.label_aware_negatives). All regress the same stage 1 per seed, so they compare paired by seed.
 CONTENT_HEADS = [("contralord", METHOD_PRESETS["contralord"])] + [
     (f"contralord,h_c={head}", METHOD_PRESETS["contralord"] | {"encoder.content_head": head})
-    for head in ("stage1_frozen", "stage1_init")] + [("gabbay", METHOD_PRESETS["gabbay"])]
+    for head in ("stage1_frozen", "stage1_init")] + [
+    ("contralord,label-aware", METHOD_PRESETS["contralord"] | {"encoder.label_aware_negatives": True}),
+    ("gabbay", METHOD_PRESETS["gabbay"])]
 
 
 def variants(kind: str, preset: str) -> tuple[str, list[Variant]]:

@@ -96,10 +96,11 @@ class MomentumEncoders(nn.Module):
         dims: (Dc, Dr), the content and residual key dimensions.
         shared_backbone: one EMA backbone for both branches (exact, cheaper) or two copies.
         rng: generator for the queues' random initial keys.
+        labelled_content: the content queue keeps a label per key (``FeatureQueue(labelled=True)``).
     """
 
     def __init__(self, online: OnlineEncoder, queue_size: int, dims: tuple[int, int], shared_backbone: bool,
-                 rng: torch.Generator):
+                 rng: torch.Generator, labelled_content: bool = False):
         super().__init__()
         self.shared_backbone = shared_backbone
         content_head, residual_head = _key_heads(online)
@@ -110,7 +111,7 @@ class MomentumEncoders(nn.Module):
         else:
             self.content_encoder_momentum = init_momentum(_Branch(online.backbone, content_head))
             self.residual_encoder_momentum = init_momentum(_Branch(online.backbone, residual_head))
-        self.content_queue = FeatureQueue(queue_size, dims[0], generator=rng)
+        self.content_queue = FeatureQueue(queue_size, dims[0], generator=rng, labelled=labelled_content)
         self.residual_queue = FeatureQueue(queue_size, dims[1], generator=rng)
 
     def momentum_pairs(self, online: OnlineEncoder) -> list[tuple[nn.Module, nn.Module]]:
