@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -297,13 +299,25 @@ def _ensure_stage1(sweep: _Sweep, seeds: list[int]) -> None:
 
 def _fit(sweep: _Sweep, tuner: tune.Tuner):
     """Run one Tuner; an interrupted one leaves its state for ``--resume``."""
+    before = signal.getsignal(signal.SIGINT)
     results = tuner.fit()
-    interrupted = results.num_terminated + results.num_errors < len(results)  # state saved by Tune
+    interrupted = (results.num_terminated + results.num_errors < len(results)  # state saved by Tune
+                   or _tune_caught_a_stop_signal(before))
     _close_trial_runs(results, sweep.client, sweep.ctx.experiment_id, interrupted)
     if interrupted:
         raise SweepError(f"interrupted: {results.num_terminated} of {len(results)} trials finished; "
                          f"continue with --resume --name {sweep.plan.name}")
     return results
+
+
+def _tune_caught_a_stop_signal(before) -> bool:
+    """Ray Tune (2.60, ``tune.py: _setup_signal_catching``) puts its own SIGINT handler in place for a run and
+    the previous one back only once a stop signal arrived, so ``before`` in place again means a Ctrl-C. (Its
+    trials then count as terminated: the unstarted ones error on their missing metrics, and a count alone
+    took the sweep for finished, exit 0.)"""
+    tune_installs = threading.current_thread() is threading.main_thread() and os.environ.get(
+        "TUNE_DISABLE_SIGINT_HANDLER", "0") in ("", "0")
+    return tune_installs and signal.getsignal(signal.SIGINT) is before
 
 
 def _until_decided(sweep: _Sweep) -> None:

@@ -114,9 +114,10 @@ def test_interrupted_sweep__resume_does_not_rerun_finished_trials(tmp_path):
         finished = lambda: any(r.info.status == "FINISHED" for r in _trial_runs(tmp_path)[1])  # noqa: E731
         _wait_for(finished, 600, "one finished trial")
         driver.send_signal(signal.SIGINT)
-        driver.wait(timeout=300)
+        stopped = driver.wait(timeout=300)
     finally:
         driver.kill()
+    assert stopped != 0  # an interrupted sweep says so (it once exited 0 with "no table")
     _, before = _trial_runs(tmp_path)
     done = {r.info.run_id: r for r in before if r.info.status == "FINISHED"}
     assert 1 <= len(done) <= 2
