@@ -21,13 +21,14 @@ from typing import Any
 
 import torch
 
-from contralord import distributed, machine
+from contralord import distributed, labels, machine
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.encoder_stage import CHECKPOINT
+from contralord.latent_stage import latent_key
 from contralord.runtime import DDPRuntime, LocalRuntime
 from contralord.tracking import MultiLogger, NullLogger, StdoutLogger
-from contralord.trainer import prepare, train
+from contralord.trainer import needs_latent, prepare, train
 from tune import export, reuse
 from tune.context import SweepContext
 from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run, image_dataset
@@ -61,6 +62,20 @@ def _trial_logger(ctx: SweepContext, cfg: ContraLordConfig, trial_id: str, trial
     return MlflowLogger(ctx.tracking_uri, run_id)
 
 
+def _stage1_tags(ctx: SweepContext, cfg: ContraLordConfig, data) -> dict[str, str]:
+    """``stage1_run_id``: the sweep's stage-1 run of this seed when it is this trial's stage 1; a trial whose
+    stage 1 differs (Table 2's LORD row: class codes) trains its own inside the trial and names none."""
+    from mlflow import MlflowClient
+
+    run_id = ctx.stage1_runs.get(str(cfg.run.seed), "")
+    if not run_id or not needs_latent(cfg):
+        return {"stage1_run_id": ""}
+    shared = MlflowClient(ctx.tracking_uri).get_run(run_id).data.tags.get("latent_key")
+    if shared == latent_key(labels.resolved(cfg, data), data):
+        return {"stage1_run_id": run_id}
+    return {"stage1_run_id": "", "stage1": "trained in the trial (its stage 1 differs from the sweep's of this seed)"}
+
+
 def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_name: str, checkpoint,
               runtime: LocalRuntime | None, is_main: bool, started: float | None = None) -> dict[str, Any]:
     """Train one trial; log to MLflow from the main rank; mark the run FAILED on any error. ``started``: the
@@ -76,6 +91,8 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
             fetch_stage1(ctx.tracking_uri, ctx.stage1_runs[str(cfg.run.seed)], ctx.latent_cache)
         clock.lap("time/stage1_fetch")
         data = prepare(cfg, out_dir, resumed)
+        if logger:
+            logger.set_tags(_stage1_tags(ctx, cfg, data))
         clock.lap("time/data")
         sinks = MultiLogger(StdoutLogger(), logger) if logger else NullLogger()
         if logger:
