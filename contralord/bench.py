@@ -61,7 +61,7 @@ def _sync(device: torch.device) -> None:
 
 def _random_latent(cfg: ContraLordConfig, data, stage1) -> LatentResult:
     """A stage-1 result of the right shapes from an untrained stage-1 trainer (either structure)."""
-    state, (_, content_dim, _) = stage1.state, labels.code_dims(cfg, data)
+    state, (_, content_dim, _) = stage1.state, labels.layout(cfg, data).dims
     content = state.codes.content.detach()
     if content.shape[1] != content_dim:  # the labelled-factor codes come from tables, not a per-image table
         content = torch.rand(len(data), content_dim, generator=torch.Generator().manual_seed(0)) * cfg.latent.init_scale

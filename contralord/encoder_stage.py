@@ -43,7 +43,7 @@ def uses_contrastive(cfg: ContraLordConfig) -> bool:
 
 def key_dims(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[int, int]:
     """Sizes of the InfoNCE embeddings (the queues' keys): the projection, or the codes themselves."""
-    _, content_dim, residual_dim = labels.code_dims(cfg, data)
+    _, content_dim, residual_dim = labels.layout(cfg, data).dims
     projection = cfg.encoder.projection_dim if uses_contrastive(cfg) else 0
     return (projection, projection) if projection else (content_dim, residual_dim)
 
@@ -53,7 +53,7 @@ def build_online(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentRes
     (frozen unless fine-tuned)."""
     torch.manual_seed(cfg.run.seed)
     enc = cfg.encoder
-    class_dim, content_dim, residual_dim = labels.code_dims(cfg, data)
+    class_dim, content_dim, residual_dim = labels.layout(cfg, data).dims
     backbone, feat_dim = build_backbone(enc.backbone, data.channels, cfg.data.image_size,
                                         enc.pretrained_path or None, width=enc.backbone_width)
     heads = EncoderHeads(feat_dim, class_dim, content_dim, residual_dim, hidden_dim=enc.head_hidden)
@@ -171,13 +171,14 @@ class EncoderTrainer:
 
     def _vae_terms(self, index: torch.Tensor, step: int) -> tuple[tuple, dict[str, torch.Tensor]]:
         """The semi-supervised beta-VAE's terms (``vae_baseline``), noise drawn for the global batch."""
-        batch, (_, content_dim, residual_dim) = self.cfg.encoder.batch_size, labels.code_dims(self.cfg, self.data)
+        batch, layout = self.cfg.encoder.batch_size, labels.layout(self.cfg, self.data)
+        _, content_dim, residual_dim = layout.dims
         rng, part = sampling.step_generator(self.cfg.run.seed, "encoder", step), sampling.rank_slice(batch)
         noise = tuple(torch.randn(batch, d, generator=rng)[part].to(self.device) for d in (content_dim, residual_dim))
         x = self.data.images[index].to(self.device).float().div_(255)
         found = self.labelled
         return (None, None), vae_terms(self.model, x, found.known[index].to(self.device), noise, found.sizes,
-                                       self.cfg.latent.factor_dim)
+                                       layout.first_columns)
 
     def _grad_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
         """||d(weight * term)/d backbone|| per term: the loss balance (logged once per epoch as

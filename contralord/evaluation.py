@@ -134,7 +134,7 @@ def _partial_labels(cfg: ContraLordConfig, train: ImageFactorData, codes: dict[s
                     classifier_codes: np.ndarray | None) -> dict[str, Any]:
     """The paper's protocol on encoded training images: ``codes`` from ``encode``, ``values`` (N, F_l);
     ``classifier_codes`` (N, Dc) replaces h_c under ``eval.scored_code=classifier``."""
-    names, code_names = labels.labelled_names(cfg, train), labels.content_dim_names(cfg, train)
+    names, code_names = labels.labelled_names(cfg, train), labels.layout(cfg, train).content_names
     if classifier_codes is not None:
         scored, what = classifier_codes, "stage1-classifier"
     elif labels.structure(cfg, train) == "factors":

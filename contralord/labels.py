@@ -113,22 +113,56 @@ def resolve(cfg: ContraLordConfig, data: ImageFactorData) -> LabelledFactors:
     return LabelledFactors(names=names, columns=columns, sizes=sizes, labelled=labelled, known=known)
 
 
-def code_dims(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[int, int, int]:
-    """(Dd, Dc, Dr): class, content and residual code sizes of stage 1 and of the stage-2 heads.
+@dataclass(frozen=True)
+class CodeLayout:
+    """What each column of the codes stands for, for one config on one dataset: the one answer that stage 1's
+    tables, stage 2's heads and queues, the VAE baseline and the evaluation's names all ask for.
 
-    ``factors``: no class code, g^c = one ``factor_dim`` code per labelled factor, g^r as configured.
+    Attributes:
+        structure: ``factors`` or ``class``.
+        class_dim, content_dim, residual_dim: Dd, Dc, Dr.
+        factors: the labelled factors, in order; g^c is one block of ``factor_dim`` columns per factor
+            (``factors`` structure; () under ``class``).
+        factor_dim: columns per labelled factor (0 under ``class``).
     """
+
+    structure: str
+    class_dim: int
+    content_dim: int
+    residual_dim: int
+    factors: tuple[str, ...] = ()
+    factor_dim: int = 0
+
+    @property
+    def dims(self) -> tuple[int, int, int]:
+        """(Dd, Dc, Dr)."""
+        return self.class_dim, self.content_dim, self.residual_dim
+
+    def columns(self, factor: str) -> slice:
+        """The columns of g^c that code ``factor``."""
+        start = self.factors.index(factor) * self.factor_dim
+        return slice(start, start + self.factor_dim)
+
+    @property
+    def first_columns(self) -> list[int]:
+        """The first column of each factor's block (the VAE baseline's supervised latent)."""
+        return [self.columns(name).start for name in self.factors]
+
+    @property
+    def content_names(self) -> list[str]:
+        """A name per column of g^c (and h_c): the labelled factor it codes (``name`` when ``factor_dim`` is 1,
+        else ``name.i``), or ``c<i>`` under LORD's class structure."""
+        if self.structure != "factors":
+            return [f"c{i}" for i in range(self.content_dim)]
+        k = self.factor_dim
+        return [name if k == 1 else f"{name}.{i}" for name in self.factors for i in range(k)]
+
+
+def layout(cfg: ContraLordConfig, data: ImageFactorData) -> CodeLayout:
+    """The code layout of ``cfg`` on ``data``. ``factors``: no class code, g^c = one ``latent.factor_dim`` block per
+    labelled factor, g^r as configured; ``class``: LORD's class, content and residual codes."""
     lat = cfg.latent
     if structure(cfg, data) == "factors":
-        return 0, len(labelled_names(cfg, data)) * lat.factor_dim, lat.residual_dim
-    return lat.class_dim, lat.content_dim, lat.residual_dim
-
-
-def content_dim_names(cfg: ContraLordConfig, data: ImageFactorData) -> list[str]:
-    """A name per dimension of g^c (and h_c): the labelled factor it codes (``name`` when
-    ``latent.factor_dim`` is 1, else ``name.i``), or ``c<i>`` under LORD's class structure."""
-    _, content_dim, _ = code_dims(cfg, data)
-    if structure(cfg, data) != "factors":
-        return [f"c{i}" for i in range(content_dim)]
-    k = cfg.latent.factor_dim
-    return [name if k == 1 else f"{name}.{i}" for name in labelled_names(cfg, data) for i in range(k)]
+        names = labelled_names(cfg, data)
+        return CodeLayout("factors", 0, len(names) * lat.factor_dim, lat.residual_dim, names, lat.factor_dim)
+    return CodeLayout("class", lat.class_dim, lat.content_dim, lat.residual_dim)

@@ -206,7 +206,7 @@ def stage1_code_scores(cfg: ContraLordConfig, data: ImageFactorData, content: to
     names = labels.labelled_names(cfg, data)
     scores = evaluation.score_labelled_codes(cfg, content[order].double().numpy(), residual[order].double().numpy(),
                                              evaluation.labelled_values(cfg, data, order), names,
-                                             labels.content_dim_names(cfg, data))
+                                             labels.layout(cfg, data).content_names)
     return {f"latent/final/codes/{k}": v for k, v in scores.items() if isinstance(v, float)}
 
 

@@ -58,8 +58,8 @@ def latent_key(cfg: ContraLordConfig, data: ImageFactorData) -> str:
 
 
 def build_generator(cfg: ContraLordConfig, data: ImageFactorData) -> Generator:
-    """G for this config and data: the code sizes and style input follow ``labels.code_dims``."""
-    class_dim, content_dim, residual_dim = labels.code_dims(cfg, data)
+    """G for this config and data: the code sizes and style input follow ``labels.layout``."""
+    class_dim, content_dim, residual_dim = labels.layout(cfg, data).dims
     return Generator(class_dim, content_dim, residual_dim, data.channels, cfg.data.image_size,
                      width=cfg.latent.generator_width, style_from_codes=class_dim == 0)
 

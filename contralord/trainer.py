@@ -232,7 +232,7 @@ def _head_agreement(cfg, data, latent, train_codes: CodeCache) -> dict[str, floa
     if latent.class_codes.shape[1]:  # no class code under the labelled-factor structure
         nearest = torch.cdist(d, latent.class_codes).argmin(dim=1)  # (n,) class whose stage-1 code is closest
         agreement["encoder/eval/class_acc"] = float((nearest == data.classes[index]).float().mean())
-    agreement |= per_dim_correlation(gc, latent.content[index], labels.content_dim_names(cfg, data))
+    agreement |= per_dim_correlation(gc, latent.content[index], labels.layout(cfg, data).content_names)
     return agreement | {"encoder/eval/content_r2": r2(gc, latent.content[index]),
                         "encoder/eval/residual_r2": r2(gr, latent.residual[index])}
 

@@ -48,27 +48,27 @@ class SemiSupervisedVAE(OnlineEncoder):
 
 
 def label_loss(content_mean: torch.Tensor, known: torch.Tensor, sizes: tuple[int, ...],
-               factor_dim: int) -> torch.Tensor:
+               supervised: list[int]) -> torch.Tensor:
     """Sum over labelled factors of BCE(sigmoid(mu^c_j), y_j / (n_j - 1)), mean over labelled images.
 
     Args:
         content_mean: (B, F_l * factor_dim) posterior means of the supervised latents.
         known: (B, F_l) factor values, -1 where the image carries no label.
         sizes: values per labelled factor.
-        factor_dim: latent dims per factor (the first of each block is supervised).
+        supervised: the supervised column of each factor's block (``labels.CodeLayout.first_columns``).
     """
     rows = known[:, 0] >= 0
     if not bool(rows.any()):
         return content_mean.new_zeros(())
-    logits = content_mean[rows][:, ::factor_dim]  # (M, F_l)
+    logits = content_mean[rows][:, supervised]  # (M, F_l)
     scale = torch.tensor([max(n - 1, 1) for n in sizes], dtype=logits.dtype, device=logits.device)
     targets = known[rows].to(logits.dtype) / scale  # (M, F_l) in [0, 1]
     return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(dim=1).mean()
 
 
 def vae_terms(model: nn.Module, x: torch.Tensor, known: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor],
-              sizes: tuple[int, ...], factor_dim: int) -> dict[str, torch.Tensor]:
+              sizes: tuple[int, ...], supervised: list[int]) -> dict[str, torch.Tensor]:
     """The three terms of the objective (before their weights) on a batch x (B, C, H, W)."""
     mean, x_hat, kl = model(x, noise=noise)
     rec = (x_hat - x).pow(2).flatten(1).sum(dim=1).mean()
-    return {"rec": rec, "kl": kl.mean(), "label": label_loss(mean.content, known, sizes, factor_dim)}
+    return {"rec": rec, "kl": kl.mean(), "label": label_loss(mean.content, known, sizes, supervised)}

@@ -40,5 +40,5 @@ def test_label_loss__closed_form_and_unlabelled_rows_ignored():
     known = torch.tensor([[1, 0, 2], [-1, -1, -1]])
     # sigmoid(0) = 0.5 against 1/1; sigmoid(5) against 0; sigmoid(0) against 2/4
     expected = -np.log(0.5) + np.log1p(np.exp(5.0)) + -np.log(0.5)
-    assert float(label_loss(mean, known, (2, 3, 5), 1)) == pytest.approx(expected, rel=1e-6)
-    assert float(label_loss(mean[1:], known[1:], (2, 3, 5), 1)) == 0.0
+    assert float(label_loss(mean, known, (2, 3, 5), [0, 1, 2])) == pytest.approx(expected, rel=1e-6)
+    assert float(label_loss(mean[1:], known[1:], (2, 3, 5), [0, 1, 2])) == 0.0

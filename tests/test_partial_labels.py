@@ -54,9 +54,9 @@ def test_structure__auto_follows_protocol_and_data(tiny_overrides):
     cfg = _cfg(tiny_overrides)
     data = build_data(cfg)
     assert labels.structure(cfg, data) == "factors"
-    assert labels.code_dims(cfg, data) == (0, 3, 4)
+    assert labels.layout(cfg, data).dims == (0, 3, 4)
     legacy = _cfg(tiny_overrides, **{"eval.protocol": "all-factors"})
-    assert labels.structure(legacy, data) == "class" and labels.code_dims(legacy, data) == (8, 4, 4)
+    assert labels.structure(legacy, data) == "class" and labels.layout(legacy, data).dims == (8, 4, 4)
     assert labels.resolved(cfg, data).latent.structure == "factors"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from contralord import checkpoint, labels
+from contralord import checkpoint
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.encoder_stage import build_online
@@ -43,11 +43,6 @@ class CodeGenerator(nn.Module):
         """codes (B, Dd + Dc + Dr) -> images (B, C, H, W)."""
         d, gc, gr = codes.split(self.dims, dim=1)  # (B, Dd), (B, Dc), (B, Dr)
         return self.generator(d, gc, gr)
-
-
-def code_dims(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[int, int, int]:
-    """(Dd, Dc, Dr) of this config on this data (no class code under the labelled-factor structure)."""
-    return labels.code_dims(cfg, data)
 
 
 def load_online(cfg: ContraLordConfig, data: ImageFactorData, path: str | Path) -> OnlineEncoder:

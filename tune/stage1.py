@@ -53,14 +53,15 @@ def _log_generator(logger, cfg: ContraLordConfig, data, result) -> None:
     """The stage-1 generator G as an MLflow PyTorch model: codes [d, g^c, g^r] (B, Dd+Dc+Dr) -> images."""
     import torch
 
+    from contralord import labels
     from contralord.latent_stage import build_generator
-    from tune.export import CodeGenerator, code_dims
+    from tune.export import CodeGenerator
 
     generator = build_generator(cfg, data)
     generator.load_state_dict(result.generator_state)
     index = torch.arange(min(2, len(data)))
     codes = torch.cat([result.class_codes[data.classes[index]], result.content[index], result.residual[index]], 1)
-    logger.log_model(CodeGenerator(generator.eval(), code_dims(cfg, data)), "generator", codes.float())
+    logger.log_model(CodeGenerator(generator.eval(), labels.layout(cfg, data).dims), "generator", codes.float())
 
 
 def fetch_stage1(tracking_uri: str, run_id: str, cache: str) -> None:

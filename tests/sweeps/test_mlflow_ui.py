@@ -13,6 +13,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from contralord import labels
 from contralord.encoder_stage import build_online
 from contralord.latent_stage import build_generator
 from contralord.trainer import build_data
@@ -137,7 +138,7 @@ def test_generator_model__codes_to_images(store, tiny_cfg):
 
     data = build_data(tiny_cfg)
     generator = build_generator(tiny_cfg, data).eval()
-    module = export.CodeGenerator(generator, export.code_dims(tiny_cfg, data))
+    module = export.CodeGenerator(generator, labels.layout(tiny_cfg, data).dims)
     logger = _logger(store)
     uri = logger.log_model(module, "generator", torch.randn(2, 7))
     with mlflow.tracking._tracking_service.utils._use_tracking_uri(logger.client.tracking_uri):
