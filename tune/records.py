@@ -3,9 +3,9 @@
 A sweep is one MLflow run (``role=sweep``) with its trials nested under it. Everything the driver records on
 that run goes through ``ParentRun``: the sweep's params, the wall-time estimate and the actual wall time,
 how many trials ran or were reused, the code version, the stage-1 runs, the table with its files, the
-registered encoder and the run's end. Trial runs are written by the trials (``MlflowLogger``), stage-1 runs
-by ``tune/stage1.py``, linked copies of reused trials by ``tune/reuse.py``, the rounds of ``--until-decided``
-by ``tune/rounds.py``.
+registered encoder, the rounds of ``--until-decided`` (planned by ``tune/rounds.py``) and their cost, and the
+run's end. Trial runs are written by the trials (``MlflowLogger``), stage-1 runs by ``tune/stage1.py``, linked
+copies of reused trials by ``tune/reuse.py``.
 """
 
 from __future__ import annotations
@@ -97,6 +97,15 @@ class ParentRun:
 
     def log_registered(self, name: str, version: str) -> None:
         self.client.set_tag(self.run_id, "registered_model", f"{name}/{version}")
+
+    def log_rounds(self, log: dict, artifact: str, rounds: int) -> None:
+        """``--until-decided``'s log so far (rule, columns, each round's decisions) and how many rounds ran."""
+        self.client.log_dict(self.run_id, log, artifact)
+        self.client.set_tag(self.run_id, "until_decided.rounds", str(rounds))
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.client.log_metric(self.run_id, name, value)
 
     def finish(self) -> None:
         self.client.set_terminated(self.run_id, status="FINISHED")

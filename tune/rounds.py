@@ -112,11 +112,12 @@ def record(k: int, decisions: list[RowDecision], reused: int, trained: int) -> d
     return {"round": k, "reused": reused, "trained": trained, "rows": [asdict(d) for d in decisions]}
 
 
-def until_decided(client, parent: str, args: argparse.Namespace, seeds: dict[str, int],
+def until_decided(records, args: argparse.Namespace, seeds: dict[str, int],
                   variant_of_row: dict[tuple, str], table_of: Callable[[], Table | None],
                   run_round: Callable[[list[tuple[str, int]], int], tuple[int, int]]) -> None:
     """Round after round: decide on the sweep's table so far, run one more seed for every open row below
-    ``--max-seeds`` (``run_round`` returns (reused, trained)); record each round on the parent run."""
+    ``--max-seeds`` (``run_round`` returns (reused, trained)); record each round on the parent run
+    (``records``: its ``tune.records.ParentRun``)."""
     columns, log = decide_columns(args), []
     for k in itertools.count(1):
         table = table_of()
@@ -130,18 +131,16 @@ def until_decided(client, parent: str, args: argparse.Namespace, seeds: dict[str
         print(describe_round(k, decisions), flush=True)
         reused, trained = run_round(pairs, k) if pairs else (0, 0)
         log.append(record(k, decisions, reused, trained))
-        client.log_dict(parent, {"decide": columns, "rule": decide_rule(args), "max_seeds": args.max_seeds,
-                                 "rounds": log}, ARTIFACT)
-        client.set_tag(parent, "until_decided.rounds", str(k if pairs else k - 1))
+        records.log_rounds({"decide": columns, "rule": decide_rule(args), "max_seeds": args.max_seeds, "rounds": log},
+                           ARTIFACT, k if pairs else k - 1)
         if not pairs:
             return
 
 
-def log_cost(client, parent: str, seeds: dict[str, int], trained: int, reused: int, max_seeds: int) -> None:
-    """Print and log (parent metrics) the trials run against ``max_seeds`` seeds on every row."""
+def log_cost(records, seeds: dict[str, int], trained: int, reused: int, max_seeds: int) -> None:
+    """Print and log (``records``, the parent run's metrics) the trials run against ``max_seeds`` seeds on every row."""
     cost = cost_summary(seeds, trained, max_seeds)
-    for key, value in cost.items():
-        client.log_metric(parent, key, value)
+    records.log_metrics(cost)
     print(f"until-decided: {cost['until_decided/trials']:.0f} trials ({trained} trained, {reused} reused) "
           f"against {cost['until_decided/trials_fixed_seeds']:.0f} with --max-seeds {max_seeds} on every row",
           flush=True)

@@ -337,8 +337,8 @@ def _until_decided(sweep: _Sweep) -> None:
         return sweep.reused - before[0], sweep.trained - before[1]
 
     rows = publish.variant_of_row(plan, publish.spec_of(plan))
-    rounds.until_decided(sweep.client, sweep.parent, plan.args, sweep.seeds, rows, table, run)
-    rounds.log_cost(sweep.client, sweep.parent, sweep.seeds, sweep.trained, sweep.reused, plan.args.max_seeds)
+    rounds.until_decided(sweep.records, plan.args, sweep.seeds, rows, table, run)
+    rounds.log_cost(sweep.records, sweep.seeds, sweep.trained, sweep.reused, plan.args.max_seeds)
 
 
 def _close_trial_runs(results, client: MlflowClient, experiment_id: str, interrupted: bool) -> None:
