@@ -43,6 +43,7 @@ from ablations.runs import (  # noqa: E402
     latest_sweep_run,
     out_folder,
 )
+from ablations.store import without_password  # noqa: E402
 from ablations.tables import parse_value  # noqa: E402
 from contralord.cli import OneLineParser  # noqa: E402
 
@@ -214,7 +215,15 @@ def _cpu_seconds(run) -> float:
     if wall is None:
         wall = ((run.info.end_time or run.info.start_time or 0) - (run.info.start_time or 0)) / 1000
     threads = run.data.tags.get("machine.threads", "1")
-    return float(wall) * (int(threads) if threads.isdigit() else 1)
+    if not _is_digits(threads) or int(threads) < 1:
+        raise AblationError(f"--sweep-run: run {run.info.run_id} has tag machine.threads {threads[:40]!r}, expected "
+                            f"an int >= 1 (contralord/machine.py writes it)")
+    return float(wall) * int(threads)
+
+
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` is also true of '²', which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def _row_label(spec: specs.TableSpec, params: dict[str, str]) -> str:
@@ -222,6 +231,10 @@ def _row_label(spec: specs.TableSpec, params: dict[str, str]) -> str:
     key = tuple(parse_value(params[k]) for k in spec.by)
     if not spec.check_marks:
         return " ".join(spec.row_label(key))
+    odd = next(((k, v) for k, v in zip(spec.by, key, strict=True) if not isinstance(v, int | float)), None)
+    if odd:  # a check-mark row is the terms whose weight is > 0: a weight must be a number
+        raise AblationError(f"--spec {spec.name}: a trial has {odd[0]} {str(odd[1])[:40]!r}, expected a number "
+                            f"(a loss weight)")
     on = [(k.split(".")[-1], float(v)) for k, v in zip(spec.by, key, strict=True) if float(v) > 0]
     return "+".join(name if weight == 1.0 else f"{name}({weight:g})" for name, weight in on) or "none"
 
@@ -239,7 +252,7 @@ def _trial(client: MlflowClient, spec: specs.TableSpec, run) -> Trial:
     missing = [k for k in (*spec.by, "run.seed") if k not in run.data.params]
     if missing:
         raise AblationError(f"--spec {spec.name}: trial {run.info.run_id} has no param {', '.join(missing)}")
-    if not run.data.params["run.seed"].isdigit():
+    if not _is_digits(run.data.params["run.seed"]):
         raise AblationError(f"--spec {spec.name}: trial {run.info.run_id} has run.seed "
                             f"{run.data.params['run.seed'][:40]!r}, expected an int")
     return Trial(_row_label(spec, run.data.params), int(run.data.params["run.seed"]), trained_by,
@@ -339,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         text = render(sweeps, stage1_seconds(client, sweeps))
     except MlflowException as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: --tracking-uri: cannot read {args.tracking_uri} ({first_line[:200]})", file=sys.stderr)
+        print(f"error: --tracking-uri: cannot read {without_password(args.tracking_uri)} ({first_line[:200]})",
+              file=sys.stderr)
         return 2
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)

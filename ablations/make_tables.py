@@ -34,6 +34,7 @@ from ablations.runs import (  # noqa: E402
     latest_sweep_run,
     out_folder,
 )
+from ablations.store import without_password  # noqa: E402
 from ablations.tables import Table, build_table  # noqa: E402
 from contralord.cli import OneLineParser  # noqa: E402
 
@@ -91,7 +92,8 @@ def load_source(args: argparse.Namespace) -> RunSource:
         return from_experiment(client, experiment)
     except MlflowException as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AblationError(f"--tracking-uri: cannot read {args.tracking_uri} ({first_line[:200]})") from None
+        raise AblationError(f"--tracking-uri: cannot read {without_password(args.tracking_uri)} "
+                            f"({first_line[:200]})") from None
 
 
 def table_of(source: RunSource, spec: specs.TableSpec, args: argparse.Namespace) -> Table:

@@ -53,6 +53,9 @@ def check_readable(uri: str) -> None:
     """The store must already exist as an MLflow store of this MLflow's schema, and opening it must write
     nothing (``ablations/store.py``): MLflow would create a missing sqlite file, migrate an older or foreign
     database in place, and recreate a missing Default experiment."""
+    problem = store.uri_problem(uri)  # a URI that does not parse, or a bad port, before any driver or connection
+    if problem:
+        raise AblationError(f"--tracking-uri: {problem}")
     scheme, shown = urlparse(uri).scheme, store.without_password(uri)
     if scheme == "sqlite":
         path = Path(uri[len("sqlite:///"):])

@@ -22,7 +22,7 @@ import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlsplit
 
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -36,17 +36,51 @@ def without_password(uri: str) -> str:
     return re.sub(r"^([a-zA-Z][\w+.-]*://[^/@:]*):[^/]*@", r"\1:***@", uri)
 
 
+def uri_problem(uri: str) -> str:
+    """'' when ``uri`` parses as a URI and the port of its host part, if any, is 1-65535, else why not in one line
+    (never with its password). Checked before any driver or connection, so that a typo in the port is named as
+    such (sqlalchemy and urllib give tracebacks or 'Name or service not known' for it)."""
+    shown = without_password(uri)
+    try:
+        parts = urlsplit(uri)
+        port = parts.port  # ValueError for a port out of range or not a number
+    except ValueError as error:
+        found = without_password(_first_line(error))
+        if found.startswith("Port"):
+            return f"{shown}: expected a port from 1 to 65535 ({found})"
+        return f"{shown} is not a valid URI ({found})"
+    if parts.netloc and port == 0:
+        return f"{shown}: expected a port from 1 to 65535, got 0"
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        return f"{shown} names no host, expected {parts.scheme}://host:port"
+    return ""
+
+
+def _login(uri: str) -> tuple[str, str | None, str | None]:
+    """(``uri`` without its ``user:password@``, the login to send): MLFLOW_TRACKING_USERNAME/PASSWORD as MLflow
+    sends them, else the user and password written in the URI (urllib would take them for the host name)."""
+    parts = urlsplit(uri)
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    user, secret = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if not (user and secret) and parts.username is not None:
+        user, secret = unquote(parts.username), unquote(parts.password or "")
+    return bare, user, secret
+
+
 def server_problem(uri: str) -> str:
     """'' when the MLflow server at ``uri`` answers /health and accepts the login in
-    MLFLOW_TRACKING_USERNAME/PASSWORD (MLflow's basic-auth app), else why not in one line."""
+    MLFLOW_TRACKING_USERNAME/PASSWORD (MLflow's basic-auth app) or in the URI, else why not in one line."""
     shown = without_password(uri)
+    problem = uri_problem(uri)
+    if problem:
+        return problem
+    uri, user, secret = _login(uri)
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
             response.read()
     except (urllib.error.URLError, OSError, ValueError) as error:
         return f"MLflow server {shown} is not reachable ({without_password(_first_line(error))})"
     request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
-    user, secret = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
     if user and secret:
         request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode())
     try:
@@ -92,6 +126,9 @@ def database_problem(uri: str, new_ok: bool = False, reading: bool = False) -> s
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
     shown = without_password(uri)
+    problem = uri_problem(uri)
+    if problem:
+        return problem
     args = CONNECT_TIMEOUT.get(urlparse(uri).scheme.split("+")[0], {})
     try:
         engine = sqlalchemy.create_engine(uri, connect_args=args)

@@ -16,6 +16,7 @@ from ablations.store import (  # noqa: F401
     database_problem,
     server_problem,
     sqlite_store_problem,
+    uri_problem,
     without_password,
 )
 from contralord.preflight import unwritable_reason
@@ -33,6 +34,9 @@ def check_tracking_uri(uri: str, read_only: bool = False) -> None:
     MLflow's schema (never migrated here: ``ablations/store.py``); servers must answer /health and accept the
     login. ``read_only`` (a dry run) also refuses a store MLflow would write into on opening (no Default
     experiment). The password of a URI is never shown."""
+    problem = uri_problem(uri)  # a URI that does not parse, or a bad port, before any driver or connection
+    if problem:
+        raise SweepError(f"--tracking-uri: {problem}")
     scheme, shown = urlparse(uri).scheme, without_password(uri)
     if scheme == "sqlite":
         path = uri[len("sqlite:///"):]
