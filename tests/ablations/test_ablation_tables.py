@@ -4,9 +4,10 @@ the refusal to average incomparable runs, excluded runs, and every output format
 import csv
 import io
 import math
+import shutil
 
 import pytest
-from fabricated_runs import mlflow_store  # noqa: F401  (the `store` fixture)
+from fabricated_runs import Store, mlflow_store  # noqa: F401  (mlflow_store: the `store` fixture)
 from mlflow import MlflowClient
 
 from ablations import render, specs
@@ -30,8 +31,30 @@ def _two_clear_rows(store):
         store.trial(EXP, {"encoder.queue_size": "256"}, {"disentanglement": high, "sap": 0.5 + 0.01 * seed}, seed)
 
 
-def test_table__means_stds_and_intervals_by_hand(store):
-    _two_clear_rows(store)
+@pytest.fixture(scope="module")
+def clear_rows_db(tmp_path_factory):
+    """The store of ``_two_clear_rows``, fabricated once; its path (closed)."""
+    path = tmp_path_factory.mktemp("clear-rows") / "mlflow.db"
+    _two_clear_rows(Store(f"sqlite:///{path}"))
+    return path
+
+
+@pytest.fixture
+def clear_rows(clear_rows_db):
+    """``_two_clear_rows``' store, shared by the tests that only read it (reading writes nothing into a store:
+    test_hardening_stores)."""
+    return Store(f"sqlite:///{clear_rows_db}")
+
+
+@pytest.fixture
+def clear_rows_copy(clear_rows_db, tmp_path):
+    """A copy of ``_two_clear_rows``' store, for a test that adds runs."""
+    shutil.copy(clear_rows_db, tmp_path / "mlflow.db")
+    return Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_table__means_stds_and_intervals_by_hand(clear_rows):
+    store = clear_rows
     table = _table(store)
     assert [row.key for row in table.rows] == [(128,), (256,)] and table.columns == ["D", "SAP"]
     low, high = (row.cells["D"] for row in table.rows)
@@ -42,8 +65,8 @@ def test_table__means_stds_and_intervals_by_hand(store):
     assert table.rows[0].seeds == ["0", "1", "2"]
 
 
-def test_table__best_marked_only_beyond_the_intervals(store):
-    _two_clear_rows(store)
+def test_table__best_marked_only_beyond_the_intervals(clear_rows):
+    store = clear_rows
     table = _table(store)
     # D: [0.770, 0.870] clears [-0.048, 0.448]; SAP: 0.51 ± 0.025 overlaps 0.5 ± 0
     assert table.best == {"D": 1, "SAP": None}
@@ -147,16 +170,16 @@ def test_table4__rows_in_the_papers_order_with_check_marks_and_paper_values(stor
     assert r"\textit{paper} &  &  &  &  & 1.000 \\" in latex
 
 
-def test_latex__booktabs_with_escaped_keys_and_bold_best(store):
-    _two_clear_rows(store)
+def test_latex__booktabs_with_escaped_keys_and_bold_best(clear_rows):
+    store = clear_rows
     latex = render.to_latex(_table(store))
     assert latex.startswith(r"\begin{table}") and r"\toprule" in latex and latex.rstrip().endswith(r"\end{table}")
     assert r"encoder.queue\_size & n & D & SAP \\" in latex
     assert r"256 & 3 & \textbf{0.820 $\pm$ 0.020}$^\dagger$ & 0.510 $\pm$ 0.010 \\" in latex
 
 
-def test_csv__every_number_with_its_interval(store):
-    _two_clear_rows(store)
+def test_csv__every_number_with_its_interval(clear_rows):
+    store = clear_rows
     rows = list(csv.DictReader(io.StringIO(render.to_csv(_table(store, with_paper=True)))))
     assert [r["encoder.queue_size"] for r in rows] == ["128", "256"]
     k256 = rows[1]
@@ -174,8 +197,8 @@ def test_plot__png_written(store, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
-def test_plot__numeric_knob_on_a_log2_axis(store, tmp_path):
-    _two_clear_rows(store)
+def test_plot__numeric_knob_on_a_log2_axis(clear_rows_copy, tmp_path):
+    store = clear_rows_copy
     assert _positions(_table(store)) == ([128.0, 256.0], True, False)  # a factor of 2: linear axis
     store.trial(EXP, {"encoder.queue_size": "1024"}, {"disentanglement": 0.5}, 0)
     table = _table(store)

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fabricated_runs import mlflow_store  # noqa: F401  (the `store` fixture)
+from fabricated_runs import Store, mlflow_store  # noqa: F401  (mlflow_store: the `store` fixture)
 
 from ablations.make_tables import main
 
@@ -28,8 +28,16 @@ def _sweep(store, seeds=(0, 1, 2)):
     return parent
 
 
-def test_cli__spec_alone_reads_its_experiment_and_writes_every_format(store, tmp_path, capsys):
-    _sweep(store)
+@pytest.fixture(scope="module")
+def three_seeds(tmp_path_factory):
+    """One sweep of three seeds, fabricated once for the tests that only read it (make_tables writes nothing
+    into a store: test_hardening_stores); the store and the sweep's parent run."""
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('three-seeds') / 'mlflow.db'}")
+    return store, _sweep(store)
+
+
+def test_cli__spec_alone_reads_its_experiment_and_writes_every_format(three_seeds, tmp_path, capsys):
+    store, _ = three_seeds
     out = tmp_path / "tables"
     argv = ["--tracking-uri", store.uri, "--spec", "table6", "--paper", "--out", str(out)]
     assert main(argv + ["--format", "markdown", "--format", "latex", "--format", "csv"]) == 0
@@ -38,8 +46,8 @@ def test_cli__spec_alone_reads_its_experiment_and_writes_every_format(store, tmp
     assert "| 1024 | 3 | **0.510 ± 0.010** † | 0.500 ± 0.000 |" in printed and "\\begin{table}" in printed
 
 
-def test_cli__sweep_run_infers_the_table_from_the_sweep_kind(store, capsys):
-    parent = _sweep(store)
+def test_cli__sweep_run_infers_the_table_from_the_sweep_kind(three_seeds, capsys):
+    store, parent = three_seeds
     assert main(["--tracking-uri", store.uri, "--sweep-run", parent]) == 0
     assert "Table 6: queue length K" in capsys.readouterr().out
 
@@ -97,8 +105,8 @@ def test_cli__one_seed_prints_n_equals_1(store, capsys):
 
 
 @pytest.mark.slow
-def test_cli__runs_as_a_script_from_anywhere(store, tmp_path):
-    _sweep(store)
+def test_cli__runs_as_a_script_from_anywhere(three_seeds, tmp_path):
+    store, _ = three_seeds
     done = subprocess.run([sys.executable, str(REPO / "ablations" / "make_tables.py"), "--tracking-uri", store.uri,
                            "--spec", "table6", "--format", "csv"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
