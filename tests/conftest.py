@@ -25,11 +25,20 @@ TINY = {
 SLOW_TIMEOUT_S = 900  # a slow test (a real sweep or two on 2 busy cores) that runs past this is hung
 
 
-def pytest_collection_modifyitems(items):
-    """Slow tests get a longer timeout than pyproject's, unless they set their own."""
+def pytest_collection_modifyitems(config, items):
+    """Slow tests get a longer timeout than pyproject's, unless they set their own.
+
+    Under pytest-xdist (``-n 2``; pyproject adds ``--dist loadfile --no-loadscope-reorder``) each test file
+    runs whole in one worker, so a module-scoped fixture (a sweep, a store of logged models) is built once;
+    files with slow tests are handed out first, so that the two workers start on the longest work and the
+    short tests fill in beside it. (``--dist loadgroup`` would be finer, but pytest-xdist 3.8 cannot mark
+    pytest 9.2's node ids with a group: every test would be scheduled alone.)"""
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+    if hasattr(config, "workerinput"):  # an xdist worker; every worker sorts alike (the same collection)
+        slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: item.path not in slow_files)  # stable: each file stays whole, in order
 
 
 @pytest.fixture(scope="session", autouse=True)
