@@ -3,6 +3,7 @@ is one ``SweepError`` line naming the flag."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import socket
@@ -196,6 +197,70 @@ def check_local_resources(args: Namespace) -> None:
                              f"has {torch.cuda.device_count()}")
 
 
+# Run in a child process: the GCS client logs from C++ on stderr and waits 40 s for an endpoint that is not a GCS.
+_CLUSTER_QUERY = """
+import json, sys
+from ray._raylet import GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, GCS_AUTOSCALER_STATE_NAMESPACE, GcsClient
+from ray.autoscaler.v2.sdk import get_cluster_resource_state
+from ray.core.generated import autoscaler_pb2
+gcs = GcsClient(address=sys.argv[1])
+nodes = [dict(n.total_resources) for n in get_cluster_resource_state(gcs).node_states
+         if autoscaler_pb2.NodeStatus.Name(n.status) in ("RUNNING", "IDLE")]
+raw = gcs.internal_kv_get(GCS_AUTOSCALER_CLUSTER_CONFIG_KEY.encode(), GCS_AUTOSCALER_STATE_NAMESPACE.encode())
+groups = [dict(g.resources) for g in autoscaler_pb2.ClusterConfig.FromString(raw).node_group_configs
+          if g.max_count != 0] if raw else []
+status = json.loads(gcs.internal_kv_get(b"__autoscaling_status", None) or b"{}")
+types = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
+fixed = all(kind in (node, "node_" + node) for node, kind in types.items())  # no node types to add: `ray start`
+print(json.dumps({"nodes": nodes, "groups": groups, "fixed": fixed}))
+"""
+
+
+def cluster_shape(address: str, timeout: float = 30) -> dict | None:
+    """The alive nodes' resources and the node groups an autoscaler may add, of the Ray cluster whose GCS is at
+    ``address`` (read-only, without joining it), or None when that cannot be read (not a GCS, an older Ray)."""
+    import json
+    import subprocess
+    import sys
+
+    env = os.environ | {"RAY_gcs_rpc_server_connect_timeout_s": "5"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _CLUSTER_QUERY, address], capture_output=True, text=True,
+                              timeout=timeout, env=env)
+        return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    except (subprocess.TimeoutExpired, OSError, ValueError, IndexError):
+        return None
+
+
+def check_cluster_resources(args: Namespace) -> None:
+    """With ``--address``, one worker's CPUs and GPUs must fit a node the cluster has or its autoscaler may add
+    (its node groups), else the trial, and stage 1 before it, would wait forever. Read from the GCS: a fixed
+    cluster (``ray start``, the autoscaler's report names no node types) by its alive nodes, an autoscaler that
+    publishes its node groups (v2) by those too. A ``ray up`` cluster of named node types (v1 autoscaler, which
+    keeps their resources in its own YAML) is not judged: it may add a node this check cannot see."""
+    address = getattr(args, "address", None)
+    if address in (None, "", "local") or address.startswith("ray://"):
+        return
+    if address == "auto":
+        address = _auto_address()
+    shape = cluster_shape(address)
+    if shape is None or not (shape["fixed"] or shape["groups"]):
+        return  # node types unknown here (an autoscaler of named node types): Ray warns of an infeasible trial
+    need = {"CPU": args.cpus_per_worker, "GPU": args.gpus_per_worker}
+    nodes = shape["nodes"] + shape["groups"]
+    if not any(all(node.get(key, 0) >= value for key, value in need.items() if value) for node in nodes):
+        largest = max((node.get("CPU", 0), node.get("GPU", 0)) for node in nodes) if nodes else (0, 0)
+        raise SweepError(f"--cpus-per-worker/--gpus-per-worker: a worker needs {need['CPU']:g} CPU(s) and "
+                         f"{need['GPU']:g} GPU(s) on one node; no node of the cluster at {address} has them (the "
+                         f"largest: {largest[0]:g} CPU(s), {largest[1]:g} GPU(s)), so its trials would never start")
+    total = {key: sum(node.get(key, 0) for node in shape["nodes"]) for key in need}
+    for key, value in need.items():
+        if not shape["groups"] and value * args.workers_per_trial > total[key]:
+            raise SweepError(f"--workers-per-trial x --{key.lower()}s-per-worker: a trial needs "
+                             f"{value * args.workers_per_trial:g} {key}(s), the cluster at {address} has {total[key]:g}"
+                             f" and adds no nodes, so its trials would never start")
+
+
 def check_register_best(spec: str) -> None:
     """``--register-best METRIC[:max|min]`` names a metric every trial run logs (``encoder/eval/...`` at its end,
     ``encoder/train/...`` per epoch), not a table column such as ``D``; checked before Ray, dry run included."""
@@ -208,6 +273,44 @@ def check_register_best(spec: str) -> None:
         raise SweepError(f"--register-best: expected a metric a trial run logs, such as encoder/eval/mig or "
                          f"encoder/eval/disentanglement (encoder/eval/... or encoder/train/...), got {metric!r}"
                          f"{' (a table column, not a run metric)' if '/' not in metric else ''}")
+    name = metric.removeprefix("encoder/eval/")
+    if name != metric and name not in EVAL_METRICS and not name.startswith(EVAL_FAMILIES):
+        close = difflib.get_close_matches(name, sorted(EVAL_METRICS), n=1)
+        raise SweepError(f"--register-best: no trial logs {metric!r}"
+                         f"{f' (did you mean encoder/eval/{close[0]}?)' if close else ''}; the evaluation logs "
+                         f"encoder/eval/ + one of {', '.join(sorted(EVAL_METRICS))}")
+
+
+def check_register_best_logged(spec: str, cfg) -> None:
+    """The evaluation of ``cfg`` (every trial's config) logs the ``--register-best`` metric: LPIPS and FID only
+    with their weight files, nothing under encoder/eval/ with eval.enabled=false but the summary's agreement."""
+    metric = spec.partition(":")[0].removeprefix("encoder/eval/")
+    needs = {"lpips_reconstruction": ("eval.lpips_weights", cfg.eval.lpips_weights),
+             "fid_translation": ("eval.inception_weights", cfg.eval.inception_weights)}
+    if metric in needs and not needs[metric][1]:
+        raise SweepError(f"--register-best: encoder/eval/{metric} is logged only with {needs[metric][0]} set, "
+                         f"which this sweep leaves empty")
+    partial_only = metric in ("within_combination_variance", "residual_leakage", "residual_leakage_chance") or \
+        metric.startswith(("dci_importance/", "residual_leakage/", "residual_leakage_chance/"))
+    if partial_only and cfg.eval.protocol != "partial-labels":
+        raise SweepError(f"--register-best: encoder/eval/{metric} is logged only under eval.protocol=partial-labels, "
+                         f"this sweep evaluates with {cfg.eval.protocol}")
+    if not cfg.eval.enabled and metric in EVAL_METRICS - SUMMARY_METRICS:
+        raise SweepError(f"--register-best: encoder/eval/{metric} comes from the evaluation, which this sweep "
+                         f"turns off (eval.enabled=false)")
+
+
+# What a trial logs under encoder/eval/ (contralord/evaluation.py's scores, contralord/trainer.py's summary); the
+# families end in their factor or code names. A name outside them is never logged: registering on it used to fail
+# only after the whole sweep had run. tests/sweeps/test_hardening_register_best.py trains both protocols and
+# checks that every logged name is here.
+SUMMARY_METRICS = frozenset({"class_acc", "content_r2", "residual_r2", "content_corr_min"})
+EVAL_METRICS = SUMMARY_METRICS | frozenset({
+    "disentanglement", "completeness", "informativeness_train", "informativeness_test", "mig", "sap",
+    "smoothness", "smoothness_content", "smoothness_residual", "num_metric_train", "num_metric_test",
+    "probe_top1", "probe_top5", "recon_mse", "lpips_reconstruction", "fid_translation",
+    "within_combination_variance", "residual_leakage", "residual_leakage_chance"})
+EVAL_FAMILIES = ("dci_importance/", "residual_leakage/", "residual_leakage_chance/", "content_corr/")
 
 
 def check_storage_shared(storage: str, alive_nodes: int, shared_fs: bool) -> None:

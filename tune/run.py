@@ -27,8 +27,10 @@ from tune.checks import (
     SweepError,
     check_address,
     check_bucket,
+    check_cluster_resources,
     check_counts,
     check_name,
+    check_register_best_logged,
     check_storage,
     check_tracking_uri,
     check_trainer,
@@ -87,6 +89,7 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     tracking_uri = args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     check_tracking_uri(tracking_uri, read_only=args.dry_run)
     check_address(args.address)
+    check_cluster_resources(args)  # read from the cluster's GCS; nothing joined or started
     check_bucket(storage)
     _check_resumable(storage, name, tracking_uri, args.resume)
     base = resolve_presets([args.preset, *args.method], parse_set_args(args.set))
@@ -98,6 +101,8 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
         validate_against_data(cfg, len(data))
         check_sizes(cfg, data, needs_latent(cfg))
         check_evaluation(cfg, data)  # the end-of-trial metrics can score this data
+        if args.register_best:
+            check_register_best_logged(args.register_best, cfg)
     check_backbone(configs[0], data)
     check_weight_contents(configs[0], data)  # user weight files load (weights_only) into their modules
     return SweepPlan(kind, args, knob, variants, base, seeds, storage, tracking_uri, name)
