@@ -97,10 +97,13 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     seeds = list(range(args.seeds))
     configs = [ContraLordConfig.from_overrides(base | v | {"run.seed": s}) for _, v in variants for s in seeds]
     data = build_data(configs[0])
+    evaluations = set()  # (data, eval, seed): what check_evaluation reads (all-factors builds the held-out images)
     for cfg in configs:
         validate_against_data(cfg, len(data))
         check_sizes(cfg, data, needs_latent(cfg))
-        check_evaluation(cfg, data)  # the end-of-trial metrics can score this data
+        if (cfg.data, cfg.eval, cfg.run.seed) not in evaluations:
+            check_evaluation(cfg, data)  # the end-of-trial metrics can score this data
+            evaluations.add((cfg.data, cfg.eval, cfg.run.seed))
         if args.register_best:
             check_register_best_logged(args.register_best, cfg)
     check_backbone(configs[0], data)
