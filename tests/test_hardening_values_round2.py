@@ -50,3 +50,25 @@ def test_weight_file_holding_a_bare_tensor__one_line(tmp_path, tiny_overrides, c
     torch.save(torch.zeros(3), path)
     line = refused_before_work(tmp_path, capsys, tiny_overrides | {key: path}, f"{key}: {str(path)!r}")
     assert "state dict" in line
+
+
+def test_cars3d_mat_declaring_huge_renders_under_the_default_cap__refused(tmp_path, tiny_overrides, capsys):
+    """The issue's 32 MB file that inflated to 7 GiB declares renders of side ~5000: under the default
+    data.max_array_gib (16) it passed; a model file's side is now at most 1024 (the release's is 128). The
+    header is forged (an 8-pixel file whose dims say 5000), so nothing large is written or read."""
+    import struct
+
+    import numpy as np
+    import scipy.io
+
+    root = tmp_path / "cars"
+    root.mkdir()
+    path = root / "car_001.mat"
+    scipy.io.savemat(path, {"im": np.zeros((8, 8, 3, 24, 4), np.uint8)})
+    raw = path.read_bytes()
+    dims = struct.pack("<5i", 8, 8, 3, 24, 4)
+    assert raw.count(dims) == 1
+    path.write_bytes(raw.replace(dims, struct.pack("<5i", 5000, 5000, 3, 24, 4)))
+    data = {"data.name": "cars3d", "data.path": root, "data.image_size": 32, "data.size": 0}
+    line = refused_before_work(tmp_path, capsys, tiny_overrides | data, "car_001.mat: key 'im' declares renders of")
+    assert "side 5000, expected at most 1024" in line and "6.71 GiB" in line

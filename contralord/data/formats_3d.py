@@ -33,6 +33,7 @@ from contralord.data.core import DataError, nhwc_to_tensor, resize_images
 from contralord.data.source import Source, require_path, require_single_split, require_train_or_test
 
 CARS_VIEWS = (24, 4)  # (azimuth, elevation) per model file
+MAX_CAR_SIDE = 1024  # H of a model file's renders: 128 in the release; 1024 is 288 MiB a file (5000 was 6.7 GiB)
 NORB_MAGIC = {0x1E3D4C55: np.uint8, 0x1E3D4C54: np.int32}
 NORB_PREFIX = "smallnorb-5x46789x9x18x6x2x96x96"
 NORB_FACTORS = ("category", "instance", "elevation", "azimuth", "lighting")
@@ -63,6 +64,9 @@ def check_car_file(path: Path) -> None:
     shape, kind = shapes["im"]
     if kind != "uint8" or len(shape) != 5 or tuple(shape[2:]) != (3, *CARS_VIEWS) or shape[0] != shape[1]:
         raise DataError(f"{path}: key 'im' must be uint8 (H, H, 3, 24, 4), found {kind} {tuple(shape)}")
+    if shape[0] > MAX_CAR_SIDE:  # under data.max_array_gib's 16 GiB, a 32 MB file could still inflate to 7 GiB
+        raise DataError(f"{path}: key 'im' declares renders of side {shape[0]}, expected at most {MAX_CAR_SIDE} (the "
+                        f"release's are 128; this file would inflate to {np.prod(shape) / 2**30:.3g} GiB)")
 
 
 def _read_car(path: Path) -> np.ndarray:
