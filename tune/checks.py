@@ -170,12 +170,15 @@ def check_counts(args: Namespace) -> None:
         if getattr(args, name, 0) > MAX_SEEDS:
             raise SweepError(f"--{name.replace('_', '-')}: expected at most {MAX_SEEDS} seeds a row, "
                              f"got {getattr(args, name)}")
+    if getattr(args, "num_samples", 0) > MAX_SAMPLES:
+        raise SweepError(f"--num-samples: expected at most {MAX_SAMPLES} Optuna trials, got {args.num_samples}")
     check_local_resources(args)
     check_register_best(getattr(args, "register_best", ""))
 
 
 MIN_FRACTION = 0.01  # of a CPU or GPU per worker: Ray's resources are fractions of 1e-4, a slot is not a job
 MAX_SEEDS = 100  # --seeds and --max-seeds: each seed is a trial per variant (100000 hung the dry run)
+MAX_SAMPLES = 1000  # --num-samples: each is an Optuna trial (100000 ran the dry run past 2 minutes)
 TRIAL_METRIC_PREFIXES = ("encoder/eval/", "encoder/train/")  # what a trial run logs (contralord/trainer.py)
 
 

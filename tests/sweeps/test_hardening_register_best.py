@@ -2,7 +2,8 @@
 the evaluation writes (a typo such as disentanglment, FID without eval.inception_weights, a partial-labels
 metric in an all-factors sweep used to run the whole sweep first); refused before Ray, the dry run included.
 ``--address`` to a running cluster: a worker that fits no node of a fixed cluster (nor of the node groups its
-autoscaler publishes) is refused from the cluster's GCS, read in a child process, before anything joins it."""
+autoscaler publishes) is refused from the cluster's GCS, read in a child process, before anything joins it.
+``--num-samples 100000`` (Optuna trials) is refused like --seeds 100000."""
 
 import pytest
 
@@ -71,3 +72,12 @@ def test_address__a_worker_larger_than_every_node__refused_from_the_gcs(capsys, 
 def test_register_best__a_table_column_still_names_itself():
     with pytest.raises(SweepError, match="a table column, not a run metric"):
         check_register_best("D")
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_num_samples__huge__refused_before_ray(capsys, tmp_path, dry_run):
+    base = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    assert main("optuna", base + ["--num-samples", "100000", *dry_run]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sweep: error: --num-samples: expected at most 1000 Optuna trials, got 100000"]
+    assert not ray.is_initialized() and sorted(p.name for p in tmp_path.iterdir()) == []
