@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+from ablations.store import without_password
 from contralord import labels
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -291,6 +292,7 @@ def ui_link(tracking_uri: str, experiment_id: str) -> str:
     per-browser toggle (GenAI by default) that the URL's ``workflowType`` overrides; older 3.x UIs read
     the experiment kind tag instead."""
     page = f"#/experiments/{experiment_id}?workflowType=machine_learning"
+    tracking_uri = without_password(tracking_uri)  # printed: never a login's password
     if tracking_uri.startswith(("http://", "https://")):
         return f"{tracking_uri.rstrip('/')}/{page}"
     return f"mlflow ui --backend-store-uri {tracking_uri}, then http://127.0.0.1:5000/{page}"

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from ablations import render, specs
 from ablations.runs import AblationError, from_sweep_run
+from ablations.store import without_password
 from ablations.tables import Table, build_table, parse_value
 from contralord.config import ContraLordConfig
 from tune import mlflow_logger as ml
@@ -60,7 +61,8 @@ def publish(plan: SweepPlan, client: MlflowClient, records: ParentRun) -> Table 
     with tempfile.TemporaryDirectory() as folder:
         records.log_table(texts["md"], table_means(plan, table), render.save(table, texts, Path(folder), "table"))
     averaged = sum(row.n for row in table.rows)
-    print(f"\n{plan.name} ({averaged} trials averaged, tracking {plan.tracking_uri}):\n{texts['md']}", flush=True)
+    where = without_password(plan.tracking_uri)
+    print(f"\n{plan.name} ({averaged} trials averaged, tracking {where}):\n{texts['md']}", flush=True)
     return table
 
 

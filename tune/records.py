@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
+from ablations.store import without_password
 from tune import mlflow_logger as ml
 from tune.checks import SweepError
 from tune.plan import SweepPlan, git_commit
@@ -39,7 +40,8 @@ class ParentRun:
         found = ml.find_run(client, experiment_id, key)
         if plan.args.resume:
             if found is None:
-                raise SweepError(f"--resume: no MLflow sweep run for {sweep_path} in {plan.tracking_uri}")
+                raise SweepError(f"--resume: no MLflow sweep run for {sweep_path} in "
+                                 f"{without_password(plan.tracking_uri)}")
             client.update_run(found, status="RUNNING")
             return cls(client, found)
         if found is not None and tuner_exists():
