@@ -20,7 +20,7 @@ STAMP=$(date +%Y%m%d-%H%M%S)  # a new sweep name per call: reruns never collide 
 "$PY" tune/sweep_methods.py --preset cpu --seeds "$SEEDS" --set data.name=dsprites --set data.image_size=64 \
     --name "results-methods-dsprites-$STAMP" $DRY
 # rows of one seed share its stage 1: decided paired by seed (ablations/stats.py), the unpaired rule beside it
-for kind in readings losses batch_size negatives; do
+for kind in readings content_head losses batch_size negatives; do
   "$PY" tune/sweep_$kind.py --preset cpu --seeds "$SEEDS" --until-decided --max-seeds "$MAX_SEEDS" \
       --decide-rule paired --name "results-$kind-$STAMP" $DRY
 done
@@ -30,7 +30,7 @@ URI="sqlite:///$PWD/mlflow.db"
 # runs that differ in anything but the row keys and the seed, or that ran on different machines)
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table2 --experiment contralord-methods \
     --paper --format markdown --format csv --out results/ --overwrite
-for table in readings table4 table5 table6; do
+for table in readings content_head table4 table5 table6; do
   "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec $table --sweep-run latest \
     --paper --format markdown --format csv --out results/ --overwrite  # regenerates: replace the tables
 done
