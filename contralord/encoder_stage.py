@@ -79,10 +79,7 @@ def _stage1_content(cfg: ContraLordConfig, data: ImageFactorData, latent: Latent
     factor_codes = build_factor_codes(cfg.latent, labels.resolve(cfg, data).sizes, data.channels,
                                       cfg.data.image_size, torch.Generator().manual_seed(cfg.run.seed))
     if latent is not None:
-        if latent.factor_codes is None:
-            raise ConfigError(f"encoder.content_head: {cfg.encoder.content_head} needs a stage-1 artifact with its "
-                              f"classifiers; {latent.path} has none (trained before they were kept: retrain stage 1)")
-        factor_codes.load_state_dict(latent.factor_codes)
+        factor_codes.load_state_dict(latent.classifiers("encoder.content_head"))
     return stage1_content.attach(backbone, feat_dim, heads, factor_codes, factor_codes.classifiers[0].in_features,
                                  frozen=cfg.encoder.content_head == "stage1_frozen")
 
@@ -140,7 +137,7 @@ class EncoderTrainer:
         self.scheduler.step()
         if self.use_queue:
             if keys[0] is not None:
-                ids = self.combinations[index].to(self.device) if self.combinations is not None else None
+                ids = self.combinations[index] if self.combinations is not None else None
                 self.momentum.content_queue.enqueue(keys[0], labels=ids)
             if keys[1] is not None:
                 self.momentum.residual_queue.enqueue(keys[1])
@@ -221,7 +218,7 @@ class EncoderTrainer:
         """(B, K) True where a queued key shares the anchor's labelled-factor values (a labelled queue only)."""
         if not hasattr(queue, "labels"):
             return None
-        return self.combinations[index].to(self.device)[:, None] == queue.labels[None, :]
+        return self.combinations[index][:, None] == queue.labels[None, :]
 
     def state_dict(self, step: int) -> dict:
         return {"online": self.online.state_dict(), "momentum": self.momentum.state_dict(),
@@ -284,11 +281,11 @@ def _augmentation(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[float, 
 
 def _combinations(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None,
                   device: torch.device) -> torch.Tensor:
-    """Each training image's labelled-factor combination (``latent_factors.stage1_combinations``)."""
-    if latent is None or latent.factor_codes is None:
-        raise ConfigError("encoder.label_aware_negatives: needs a stage-1 artifact with its classifiers (retrain "
-                          "stage 1)")
-    return latent_factors.stage1_combinations(cfg, data, latent.factor_codes, device)
+    """Each training image's labelled-factor combination (``latent_factors.stage1_combinations``), on ``device``."""
+    if latent is None:
+        raise ConfigError("encoder.label_aware_negatives: needs this run's stage 1 (its labelled-factor classifiers)")
+    state = latent.classifiers("encoder.label_aware_negatives")
+    return latent_factors.stage1_combinations(cfg, data, state, device).to(device)
 
 
 def _stage1_targets(data: ImageFactorData, latent: LatentResult | None) -> tuple[torch.Tensor, ...]:

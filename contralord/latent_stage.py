@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from contralord import checkpoint, distributed, labels, sampling
-from contralord.config import ContraLordConfig
+from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.latent_base import CodeTableTrainer
 from contralord.latent_factors import FactorTrainer
@@ -48,6 +48,14 @@ class LatentResult:
     metrics: dict[str, float]  # the last epoch's training metrics
     reused: bool  # True when loaded from the cache instead of trained
     factor_codes: dict[str, torch.Tensor] | None = None  # factors: the classifiers' and tables' state dict
+
+    def classifiers(self, key: str) -> dict[str, torch.Tensor]:
+        """``factor_codes``, or a ConfigError naming ``key`` (the setting that needs them) when this artifact
+        was trained before stage 1's classifiers were kept."""
+        if self.factor_codes is None:
+            raise ConfigError(f"{key}: needs a stage-1 artifact with its classifiers; {self.path} has none (it was "
+                              "trained before they were kept: retrain stage 1)")
+        return self.factor_codes
 
 
 def latent_key(cfg: ContraLordConfig, data: ImageFactorData) -> str:

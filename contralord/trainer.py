@@ -194,11 +194,9 @@ def stage1_factor_codes(cfg: ContraLordConfig, data: ImageFactorData, latent: La
     """Stage 1's classifiers and tables when ``eval.scored_code=classifier`` scores them, else None."""
     if cfg.eval.scored_code != "classifier":
         return None
-    if latent is None or latent.factor_codes is None:
-        where = latent.path if latent is not None else "this run's stage 1"
-        raise ConfigError(f"eval.scored_code: classifier needs a stage-1 artifact with its classifiers; {where} has "
-                          "none (it was trained before they were kept: retrain stage 1)")
-    return load_factor_codes(cfg, data, latent.factor_codes, device)
+    if latent is None:
+        raise ConfigError("eval.scored_code: classifier needs this run's stage 1 (its labelled-factor classifiers)")
+    return load_factor_codes(cfg, data, latent.classifiers("eval.scored_code"), device)
 
 
 @torch.no_grad()

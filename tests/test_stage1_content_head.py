@@ -1,6 +1,7 @@
 """encoder.content_head: h_c copied from stage 1's labelled-factor classifiers, frozen (zerodim's amortisation)
 or as the starting point of a trained h_c; the default head is untouched."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,12 +9,13 @@ import pytest
 import torch
 
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.encoder_stage import build_online, train_encoders
+from contralord.encoder_stage import EncoderTrainer, build_online, train_encoders
 from contralord.encoding import encode, encode_classifier
 from contralord.latent_factors import load_factor_codes
 from contralord.latent_stage import train_latent
 from contralord.models.stage1_content import StackedBackbone
-from contralord.trainer import build_data, prepare, train
+from contralord.runtime import LocalRuntime
+from contralord.trainer import build_data, prepare, stage1_factor_codes, train
 
 CPU = torch.device("cpu")
 
@@ -104,3 +106,15 @@ def test_refused_before_work_without_labelled_factor_stage1(tmp_path, tiny_overr
 def test_bad_value__names_the_key():
     with pytest.raises(ConfigError, match=r"encoder\.content_head.*learned, stage1_frozen, stage1_init"):
         ContraLordConfig.from_overrides({"encoder.content_head": "frozen"})
+
+
+def test_old_stage1_artifact__each_setting_that_needs_its_classifiers_names_itself(tmp_path, tiny_overrides):
+    cfg, data, latent = _stage1(tmp_path, tiny_overrides)
+    old = dataclasses.replace(latent, factor_codes=None)  # an artifact saved before the classifiers were kept
+    for key, overrides in (("encoder.content_head", {"encoder.content_head": "stage1_frozen"}),
+                           ("encoder.label_aware_negatives", {"encoder.label_aware_negatives": True})):
+        with pytest.raises(ConfigError, match=rf"{key}: needs a stage-1 artifact with its classifiers; .*retrain"):
+            EncoderTrainer(ContraLordConfig.from_overrides(tiny_overrides | overrides), data, old, LocalRuntime())
+    with pytest.raises(ConfigError, match=r"eval\.scored_code: needs a stage-1 artifact"):
+        stage1_factor_codes(ContraLordConfig.from_overrides(tiny_overrides | {"eval.scored_code": "classifier"}),
+                            data, old, CPU)
