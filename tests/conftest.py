@@ -23,6 +23,10 @@ TINY = {
 
 
 SLOW_TIMEOUT_S = 900  # a slow test (a real sweep or two on 2 busy cores) that runs past this is hung
+# Files handed to the xdist workers first, longest first (CI's --durations, 2026-12-04), so that the longest
+# work starts at once and the short files fill in at the end. A stale order costs time, never coverage.
+LONGEST_FIRST = ("test_ray_up_local.py", "test_sweep_recovery.py", "test_sweep_reuse.py", "test_sweep_ddp.py",
+                 "test_sweep_smoke.py", "test_multinode.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -30,15 +34,21 @@ def pytest_collection_modifyitems(config, items):
 
     Under pytest-xdist (``-n 2``; pyproject adds ``--dist loadfile --no-loadscope-reorder``) each test file
     runs whole in one worker, so a module-scoped fixture (a sweep, a store of logged models) is built once;
-    files with slow tests are handed out first, so that the two workers start on the longest work and the
-    short tests fill in beside it. (``--dist loadgroup`` would be finer, but pytest-xdist 3.8 cannot mark
-    pytest 9.2's node ids with a group: every test would be scheduled alone.)"""
+    files with slow tests are handed out first, the longest of them (``LONGEST_FIRST``) first of all, so that
+    the two workers start on the longest work and the short tests fill in beside it. (``--dist loadgroup``
+    would be finer, but pytest-xdist 3.8 cannot mark pytest 9.2's node ids with a group: every test would be
+    scheduled alone.)"""
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
     if hasattr(config, "workerinput"):  # an xdist worker; every worker sorts alike (the same collection)
         slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-        items.sort(key=lambda item: item.path not in slow_files)  # stable: each file stays whole, in order
+
+        def order(item) -> tuple[int, int]:  # stable: each file stays whole, in order
+            rank = LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST else len(LONGEST_FIRST)
+            return item.path not in slow_files, rank
+
+        items.sort(key=order)
 
 
 @pytest.fixture(scope="session", autouse=True)

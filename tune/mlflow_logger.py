@@ -19,7 +19,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import DatasetInput, InputTag, RunStatus
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from ablations.store import without_password
@@ -33,6 +33,7 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it)
 SYSTEM_METRICS_INTERVAL = 2.0
 ARTIFACT_FOLDER = "mlartifacts"  # beside a file-based store's database: every experiment's artifacts
+BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per-request limits of log_batch
 
 
 def get_experiment_id(client: MlflowClient, name: str) -> str:
@@ -96,9 +97,29 @@ def find_or_create_run(client: MlflowClient, experiment_id: str, key_tags: dict[
     client.update_run(run_id, status="RUNNING")
     if STOPPED_EARLY in client.get_run(run_id).data.tags:  # continued after all: no longer stopped early
         client.delete_tag(run_id, STOPPED_EARLY)
-    for key, value in (tags or {}).items():
-        client.set_tag(run_id, key, value)
+    log_batch(client, run_id, tags=tags or {})
     return run_id
+
+
+def log_batch(client: MlflowClient, run_id: str, metrics: dict[str, float] | None = None, step: int = 0,
+              params: dict[str, object] | None = None, tags: dict[str, object] | None = None) -> None:
+    """Metrics (at ``step``), params and tags in as few requests as MLflow's ``log_batch`` limits allow: one
+    for a trial's epoch or its tags, where one call per key cost a remote server (with logins, a password
+    check per request) hundreds of requests per trial."""
+    stamp = mlflow.utils.time.get_current_time_millis()
+    entities = {"metrics": [Metric(k, float(v), stamp, step) for k, v in (metrics or {}).items()],
+                "params": [Param(k, str(v)) for k, v in (params or {}).items()],
+                "tags": [RunTag(k, str(v)) for k, v in (tags or {}).items()]}
+    for kind, items in entities.items():
+        size = BATCH_LIMITS[kind]
+        for start in range(0, len(items), size):
+            client.log_batch(run_id, **{kind: items[start:start + size]})
+
+
+def last_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """Each metric's highest logged step in the run, from one request: a run's latest metrics are those of
+    the highest step (MLflow keeps them by step, then time), and each carries its step."""
+    return {metric.key: metric.step for metric in client.get_run(run_id).data.to_proto().metrics}
 
 
 class MlflowLogger:
@@ -106,28 +127,22 @@ class MlflowLogger:
 
     def __init__(self, tracking_uri: str, run_id: str):
         self.client, self.run_id = MlflowClient(tracking_uri), run_id
-        self._last_step: dict[str, int] = {}  # per metric: the last step already in the run
+        self._last_step: dict[str, int] | None = None  # per metric: the last step already in the run
 
     def _already_logged(self, key: str, step: int) -> bool:
-        """A retried trial re-runs the epochs after its last checkpoint: keep one point per step."""
-        if key not in self._last_step:
-            history = self.client.get_metric_history(self.run_id, key)
-            self._last_step[key] = max((m.step for m in history), default=-1)
-        return step <= self._last_step[key]
+        """A retried trial re-runs the epochs after its last checkpoint: keep one point per step. What the
+        run already holds is read once, at the first metric logged (``last_steps``)."""
+        if self._last_step is None:
+            self._last_step = last_steps(self.client, self.run_id)
+        return step <= self._last_step.get(key, -1)
 
     def log_params(self, params: dict[str, Any]) -> None:
         existing = self.client.get_run(self.run_id).data.params
-        fresh = {k: str(v) for k, v in params.items() if k not in existing}  # a resumed run keeps its params
-        for start in range(0, len(fresh), 100):
-            batch = [mlflow.entities.Param(k, v) for k, v in list(fresh.items())[start:start + 100]]
-            self.client.log_batch(self.run_id, params=batch)
+        log_batch(self.client, self.run_id, params={k: v for k, v in params.items() if k not in existing})
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        stamp = mlflow.utils.time.get_current_time_millis()
         fresh = {k: v for k, v in metrics.items() if not self._already_logged(k, step)}
-        batch = [mlflow.entities.Metric(k, float(v), stamp, step) for k, v in fresh.items()]
-        if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+        log_batch(self.client, self.run_id, metrics=fresh, step=step)
         self._last_step |= {k: step for k in fresh}
 
     def log_artifacts(self, folder: Path, names: tuple[str, ...]) -> None:
@@ -136,8 +151,7 @@ class MlflowLogger:
                 self.client.log_artifact(self.run_id, str(Path(folder) / name))
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, str(value))
+        log_batch(self.client, self.run_id, tags=tags)
 
     def log_dataset(self, dataset: mlflow.data.dataset.Dataset, context: str = "train") -> None:
         """The run's data as an MLflow dataset input (the UI's Dataset column)."""
@@ -280,11 +294,7 @@ def image_dataset(data, cfg) -> mlflow.data.dataset.Dataset:
 def log_sweep_table(client: MlflowClient, run_id: str, markdown: str, means: dict[str, float]) -> None:
     """The sweep's table on its parent run: the Markdown as the run's description (the Overview tab) and
     ``<column>/<variant>`` means as metrics (the chart view)."""
-    client.set_tag(run_id, "mlflow.note.content", markdown)
-    stamp = mlflow.utils.time.get_current_time_millis()
-    batch = [mlflow.entities.Metric(k, float(v), stamp, 0) for k, v in means.items()]
-    for start in range(0, len(batch), 1000):
-        client.log_batch(run_id, metrics=batch[start:start + 1000])
+    log_batch(client, run_id, metrics=means, tags={"mlflow.note.content": markdown})
 
 
 def ui_link(tracking_uri: str, experiment_id: str) -> str:

@@ -55,20 +55,17 @@ class ParentRun:
 
     def _log_params(self, params: dict[str, object]) -> None:
         existing = self.client.get_run(self.run_id).data.params  # a resumed sweep keeps its params
-        for key, value in params.items():
-            if key not in existing:
-                self.client.log_param(self.run_id, key, str(value)[:PARAM_CHARS])
+        ml.log_batch(self.client, self.run_id,
+                     params={k: str(v)[:PARAM_CHARS] for k, v in params.items() if k not in existing})
 
     def log_estimate(self, estimate) -> None:
         """The trainer path and why, and the estimate's seconds (``tune.estimate.SweepEstimate``)."""
-        self.client.set_tag(self.run_id, "trainer_path", estimate.path)
-        self.client.set_tag(self.run_id, "trainer_why", estimate.why)
+        ml.log_batch(self.client, self.run_id, tags={"trainer_path": estimate.path, "trainer_why": estimate.why})
         self._log_params({"sweep.trainer": estimate.path})
         seconds = {"estimate/wall_s": estimate.wall_s} | {f"estimate/{k}_s": v for k, v in estimate.parts.items()}
         if estimate.later:  # the first round is what estimate/wall_s predicts; actual/first_round_s is its measure
             seconds["estimate/until_decided_max_s"] = estimate.wall_s + estimate.later.wall_s
-        for name, value in seconds.items():
-            self.client.log_metric(self.run_id, name, value)
+        ml.log_batch(self.client, self.run_id, metrics=seconds)
 
     def estimate_failed(self, line: str) -> None:
         self.client.set_tag(self.run_id, "estimate_error", line)
@@ -85,8 +82,7 @@ class ParentRun:
         self.client.set_tag(self.run_id, "stage1_run_ids", json.dumps(runs))
 
     def log_counts(self, trained: int, reused: int) -> None:
-        self.client.set_tag(self.run_id, "trials_trained", str(trained))
-        self.client.set_tag(self.run_id, "trials_reused", str(reused))
+        ml.log_batch(self.client, self.run_id, tags={"trials_trained": trained, "trials_reused": reused})
 
     def log_table(self, markdown: str, means: dict[str, float], files: Iterable[Path]) -> None:
         """The table as the run's description and per-cell metrics (``ml.log_sweep_table``), and its files."""
@@ -106,8 +102,7 @@ class ParentRun:
         self.client.set_tag(self.run_id, "until_decided.rounds", str(rounds))
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        for name, value in metrics.items():
-            self.client.log_metric(self.run_id, name, value)
+        ml.log_batch(self.client, self.run_id, metrics=metrics)
 
     def finish(self) -> None:
         self.client.set_terminated(self.run_id, status="FINISHED")

@@ -145,7 +145,8 @@ def find_earlier(client: MlflowClient, experiment_ids: list[str], key: str, mach
 
 def link_earlier(client: MlflowClient, experiment_id: str, parent: str, earlier) -> str:
     """A FINISHED nested run under ``parent`` standing for ``earlier``: its params, final metrics and tags,
-    tagged ``reused_from``. Return the new run's id."""
+    tagged ``reused_from``, and its logged models as the copy's outputs (the run page lists them; they stay
+    in the earlier run's experiment). Return the new run's id."""
     name = earlier.data.tags.get("mlflow.runName", earlier.info.run_id)
     tags = {k: v for k, v in earlier.data.tags.items() if not k.startswith(NOT_COPIED)}
     note = f"Reused: the numbers of run {earlier.info.run_id} (same config, seed, data, code version)."
@@ -156,6 +157,8 @@ def link_earlier(client: MlflowClient, experiment_id: str, parent: str, earlier)
     metrics = [mlflow.entities.Metric(k, v, stamp, 0) for k, v in earlier.data.metrics.items()]
     for start in range(0, max(len(params), len(metrics)), 100):
         client.log_batch(run_id, params=params[start:start + 100], metrics=metrics[start:start + 100])
+    if earlier.outputs and earlier.outputs.model_outputs:
+        client.log_outputs(run_id, earlier.outputs.model_outputs)
     client.set_terminated(run_id, status="FINISHED")
     return run_id
 

@@ -179,6 +179,43 @@ def test_sweep_table__description_and_metrics(store):
     assert run.data.metrics == {"MIG/K128": 0.25, "D/K128": 0.5}
 
 
+class _CountingClient:
+    """An MlflowClient that counts its calls: against a server, each is one request."""
+
+    def __init__(self, client):
+        self.client, self.calls = client, {}
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+
+        def counted(*args, **kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def test_trial_logging__one_point_per_step_in_a_few_requests(store):
+    """A retried trial (a new logger on a run that has history) skips the steps the run holds and logs the
+    rest; what the run holds is read once, and an epoch's metrics or a set of tags is one request, not one
+    per key (hundreds of requests per trial to a server that checks a password on each)."""
+    client, experiment = store
+    run_id = client.create_run(experiment).info.run_id
+    for step in range(3):
+        client.log_metric(run_id, "encoder/train/total", 1.0 / (step + 1), step=step)
+    logger = MlflowLogger(client.tracking_uri, run_id)
+    logger.client = counting = _CountingClient(logger.client)
+    keys = [f"encoder/eval/m{i}" for i in range(150)]
+    for step in (1, 2, 3):  # 1 and 2 were logged before the retry
+        logger.log_metrics({"encoder/train/total": 10.0 + step} | {k: float(step) for k in keys}, step=step)
+    logger.set_tags({f"tag{i}": i for i in range(120)})
+    history = client.get_metric_history(run_id, "encoder/train/total")
+    assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5), (2, 1 / 3), (3, 13.0)]
+    assert [m.step for m in client.get_metric_history(run_id, keys[0])] == [1, 2, 3]
+    assert client.get_run(run_id).data.tags["tag119"] == "119"
+    assert counting.calls == {"get_run": 1, "log_batch": 3 + 2}  # 150 metrics per request; 100 tags per request
+
+
 def test_source_tags__standard_names_and_empty_left_out():
     tags = source_tags("tune/sweep_negatives.py", "abc123", "git@example.org:contralord.git", "")
     assert tags == {"mlflow.source.name": "tune/sweep_negatives.py", "mlflow.source.type": "LOCAL",

@@ -7,8 +7,10 @@ a host that is only the test's own. The test checks that before the first `ray u
 
 The test copy of the YAML differs from the real one only where a test host is not a lab machine:
 addresses, user and key, a token made here (not ~/.ray/auth_token), `--num-cpus=1` per host (this machine
-has 2 cores), and the install (the hosts share this machine's disk: the venv running this test stands in for
-the `pip install` into ~/contralord-venv; the repo is still rsynced to each host by `file_mounts`).
+has 2 cores), a worker raylet that gives up on a lost head after 15 s instead of Ray's 60 (the test waits for
+it after `ray down`; RAY_gcs_rpc_server_reconnect_timeout_s), and the install (the hosts share this machine's
+disk: the venv running this test stands in for the `pip install` into ~/contralord-venv; the repo is still
+rsynced to each host by `file_mounts`).
 """
 
 import copy
@@ -36,6 +38,7 @@ RAY = str(Path(sys.executable).parent / "ray")
 FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.epochs=2",
         "--set", "eval.num_train=64", "--set", "eval.num_test=32", "--set", "eval.grid_size=2"]
 INSTALL = ("-m venv", "pip install")  # the setup commands the test replaces
+GCS_LOST_S = 15  # a worker's raylet exits this long after the head's GCS is gone (Ray's default: 60)
 
 
 def _why_hosts_unavailable() -> str | None:
@@ -68,6 +71,8 @@ def make_test_copy(raw: dict, hosts: dict[str, str], name: str, key: Path, token
         starts = [c for c in cfg[key_] if "ray start" in c]
         assert len(starts) == 1, starts
         cfg[key_] = [c.replace("ray start", "ray start --num-cpus=1") for c in cfg[key_]]
+    cfg["worker_start_ray_commands"] = [c.replace("ray start", f"RAY_gcs_rpc_server_reconnect_timeout_s={GCS_LOST_S} "
+                                                  "ray start") for c in cfg["worker_start_ray_commands"]]
     return cfg
 
 

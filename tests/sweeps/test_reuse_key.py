@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ablations"))
 from fabricated_runs import mlflow_store  # noqa: E402, F401
+from mlflow.entities import LoggedModelOutput  # noqa: E402
 
 from ablations.runs import drop_reused_copies, from_experiment  # noqa: E402
 from contralord import machine  # noqa: E402
@@ -82,6 +83,8 @@ def test_find_and_link__only_finished_runs_of_the_machine_and_copies_point_at_th
     store.trial("contralord-negatives", {}, {"disentanglement": 0.9}, 0, status="KILLED",
                 tags=tags | {"stopped_early": "true"})
     client = store.client
+    model = client.create_logged_model(store.experiment("contralord-negatives"), name="encoder", source_run_id=original)
+    client.log_outputs(original, [LoggedModelOutput(model.model_id, step=0)])
     experiments = reuse.sweep_experiments(client)
     assert reuse.find_earlier(client, experiments, "k1", "m2") is None
     assert reuse.find_earlier(client, experiments, "k2", None) is None
@@ -94,6 +97,7 @@ def test_find_and_link__only_finished_runs_of_the_machine_and_copies_point_at_th
     assert run.info.status == "FINISHED" and run.data.tags["reused_from"] == original
     assert run.data.tags["mlflow.parentRunId"] == parent and run.data.metrics == earlier.data.metrics
     assert run.data.params == earlier.data.params and "ray_trial_id" not in run.data.tags
+    assert [m.model_id for m in run.outputs.model_outputs] == [model.model_id]  # the original's encoder
     assert reuse.find_earlier(client, reuse.sweep_experiments(client), "k1", "m1").info.run_id == original
     assert reuse.linked_keys(client, other, parent) == {"k1"}
 

@@ -1,21 +1,27 @@
-"""A real sweep on a local Ray (2 CPUs) into a temporary MLflow store, read back with MlflowClient:
-params, metrics, artifacts, nesting, one stage-1 run, reused by a second sweep; and what the MLflow UI
-reads (docs/MLFLOW.md): the experiment kind, the parent's table as description and metrics, each trial's
-dataset input, source/git and machine tags, images, system metrics, a logged encoder that loads, and
-the best trial's encoder in the Model Registry (--register-best)."""
+"""Two real sweeps, each started as a user starts one (``tune/sweep_<kind>.py`` in a process with its own
+local Ray), read back with MlflowClient and through an ``mlflow server``: params, metrics, artifacts, nesting,
+one stage-1 run reused by the second sweep; and what the MLflow UI reads (docs/MLFLOW.md): the experiment kind,
+the parent's table as description and metrics, each trial's dataset input, source/git and machine tags,
+images, system metrics, a logged encoder that loads, the best trial's encoder in the Model Registry
+(--register-best), and (issue 20) logged models in their sweep's own experiment with every artifact beside the
+database, whatever folder a sweep was started from.
+
+The first sweep is the quickstart (``./mlflow.db`` and ``./ray_results`` of its folder); the second, a Table 4
+sweep under ``--name``, starts from another folder on the same database and storage. (One pair of sweeps serves
+every test here: it was two modules, each with its own pair, until CI time mattered.)"""
 
 import json
-import socket
+import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
+from conftest import OwnProcesses, free_port, wait_http  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from ablations.make_tables import main as make_tables  # noqa: E402
@@ -26,18 +32,38 @@ FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.
         "--set", "eval.num_train=64", "--set", "eval.num_test=32", "--set", "eval.grid_size=2"]
 
 
+# system metrics every 0.5 s (MLflow's variable; ours is 2 s): a smoke trial trains for a few seconds, and the
+# UI test below wants more than one sample of it on a busy machine too
+SAMPLING = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5"}
+
+
+def _sweep(processes: OwnProcesses, folder: Path, kind: str, *extra: str) -> None:
+    command = [sys.executable, str(REPO / "tune" / f"sweep_{kind}.py"), "--preset", "smoke", *FAST, *extra]
+    done = processes.run(command, timeout=900, cwd=folder, env=os.environ | SAMPLING)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def folders(tmp_path_factory):
+    """(first, second): the folders the two sweeps were started from; the store is first's."""
     root = tmp_path_factory.mktemp("sweep")
-    uri = f"sqlite:///{root}/mlflow.db"
-    common = ["--preset", "smoke", "--storage", str(root / "ray"), "--tracking-uri", uri, *FAST]
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    first, second = root / "first", root / "second"
+    first.mkdir()
+    second.mkdir()
+    processes = OwnProcesses()
     try:
-        assert main("negatives", [*common, "--register-best", "encoder/eval/mig"]) == 0
-        assert main("losses", common) == 0  # same stage-1 config: must reuse stage 1
+        _sweep(processes, first, "negatives", "--register-best", "encoder/eval/mig")
+        # another stage 2 (another kind, new trials), the same stage 1 (in the first sweep's cache)
+        _sweep(processes, second, "losses", "--name", "second-sweep", "--tracking-uri",
+               f"sqlite:///{first / 'mlflow.db'}", "--storage", str(first / "ray_results"))
     finally:
-        ray.shutdown()
-    return MlflowClient(uri)
+        processes.end_all()
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def swept(folders):
+    return MlflowClient(f"sqlite:///{folders[0] / 'mlflow.db'}")
 
 
 def _experiment_runs(client, name):
@@ -177,28 +203,25 @@ def _get(url: str, body: dict | None = None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def rest_api(swept, tmp_path_factory):
-    """``mlflow server`` on the sweep's store, as a user opens it, on a free local port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", swept.tracking_uri,
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+def server(swept, tmp_path_factory):
+    """``mlflow server`` on the sweeps' store, as a user opens it, on a free local port, started from a folder
+    of its own; its process group ends with the module."""
+    folder = tmp_path_factory.mktemp("server")
+    processes, port = OwnProcesses(), free_port()
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
-        yield f"{base}/api/2.0/mlflow"
+        with open(folder / "server.log", "w") as log:
+            processes.start([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", swept.tracking_uri,
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=folder, stdout=log,
+                            stderr=subprocess.STDOUT)
+        wait_http(f"http://127.0.0.1:{port}/health")
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+        processes.end_all()
+
+
+@pytest.fixture(scope="module")
+def rest_api(server):
+    return f"{server}/api/2.0/mlflow"
 
 
 @pytest.mark.slow
@@ -219,3 +242,48 @@ def test_sweep__the_rest_api_shows_the_ui_fields(rest_api):
         assert any(m["key"] == "system/cpu_utilization_percentage" for m in run["data"]["metrics"])
         files = _get(f"{rest_api}/artifacts/list?run_id={run['info']['run_id']}&path=images")["files"]
         assert any(f["path"].startswith("images/reconstructions+") for f in files)
+
+
+def _runs(client: MlflowClient, experiment: str, role: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([found.experiment_id]) if r.data.tags.get("role") == role]
+
+
+def _models(client: MlflowClient, experiment: str) -> list:
+    return client.search_logged_models(experiment_ids=[client.get_experiment_by_name(experiment).experiment_id])
+
+
+@pytest.mark.slow
+def test_two_sweeps_two_folders__models_in_their_experiments_artifacts_beside_the_database(server, folders):
+    """Issue 20 items 1-2, through the REST calls the UI's Models tab makes: each experiment lists its own
+    logged models (an encoder per trial, the generator of stage 1), Default holds nothing of ours, and every
+    artifact lies beside the database; no ``mlruns/`` anywhere."""
+    first, second = folders
+    client = MlflowClient(server)
+    runs, encoders = [], []
+    for kind in ("negatives", "losses"):
+        trials = _runs(client, f"contralord-{kind}", "trial")
+        assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
+        trained = [t for t in trials if "reused_from" not in t.data.tags]
+        listed = _models(client, f"contralord-{kind}")
+        assert trained and sorted(m.source_run_id for m in listed) == sorted(t.info.run_id for t in trained)
+        assert {m.name for m in listed} == {"encoder"}
+        for trial in trials:  # a reused trial (losses' all-four row is negatives' K=256 run) shows its original's
+            (output,) = trial.outputs.model_outputs
+            source = trial.data.tags.get("reused_from", trial.info.run_id)
+            assert client.get_logged_model(output.model_id).source_run_id == source
+        runs += [*trials, *_runs(client, f"contralord-{kind}", "sweep")]
+        encoders += listed
+    (stage1,) = _runs(client, "contralord-stage1", "stage1")
+    (generator,) = _models(client, "contralord-stage1")
+    assert generator.name == "generator" and generator.source_run_id == stage1.info.run_id
+
+    assert client.search_runs(["0"]) == [] and client.search_logged_models(experiment_ids=["0"]) == []
+    assert not (first / "mlruns").exists() and list(second.iterdir()) == []  # nothing in the second folder
+    store = first / "mlartifacts"
+    for run in [*runs, stage1]:
+        assert Path(run.info.artifact_uri).is_relative_to(store), run.info.artifact_uri
+        assert client.list_artifacts(run.info.run_id) or "reused_from" in run.data.tags, run.info.run_name
+    for model in [*encoders, generator]:
+        assert Path(model.artifact_location).is_relative_to(store), model.artifact_location
+        assert (Path(model.artifact_location) / "MLmodel").is_file()
