@@ -186,9 +186,24 @@ class MlflowLogger:
         with _tracking_uri(self.client.tracking_uri), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.export's notes on its own internals
             info = mlflow.pytorch.log_model(module, name=name, signature=signature, input_example=example.numpy(),
-                                            pip_requirements=requirements, run_id=self.run_id, model_id=model_id,
+                                            pip_requirements=requirements, model_id=model_id,
                                             serialization_format="pt2")
+        self._link_model(model_id)
         return info.model_uri
+
+    def _link_model(self, model_id: str, step: int = 0) -> None:
+        """The model as the run's output at ``step``, with the run's metrics of that step (the Models tab's
+        metric columns). What ``log_model(run_id=...)`` does, in two requests instead of one per metric of
+        the run (MLflow reads each metric's whole history): the metrics are the run's latest values whose
+        step is ``step``, i.e. the final evaluation, without the system metrics' first sample."""
+        from mlflow.entities import LoggedModelOutput
+
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model_id, step=step)])
+        latest = self.client.get_run(self.run_id).data.to_proto().metrics
+        metrics = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=self.run_id)
+                   for m in latest if m.step == step]
+        for start in range(0, len(metrics), BATCH_LIMITS["metrics"]):
+            self.client.log_batch(self.run_id, metrics=metrics[start:start + BATCH_LIMITS["metrics"]])
 
     def _new_logged_model(self, name: str) -> str:
         """A LoggedModel in the run's own experiment (its Models tab), with the run's params. Left to

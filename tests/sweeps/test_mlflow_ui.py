@@ -45,6 +45,24 @@ def _logger(store) -> MlflowLogger:
     return MlflowLogger(client.tracking_uri, client.create_run(experiment).info.run_id)
 
 
+class _CountingClient:
+    """An MlflowClient that counts its calls: against a server, each is one request."""
+
+    def __init__(self, client):
+        self.client, self.calls = client, {}
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+        if not callable(method):
+            return method
+
+        def counted(*args, **kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return method(*args, **kwargs)
+
+        return counted
+
+
 def test_experiment__marked_as_model_training_new_and_old(store):
     client, experiment = store
     assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
@@ -110,16 +128,29 @@ def test_dataset_input__name_digest_source_factors_subsets(store, tiny_cfg):
     assert [t.value for t in entry.tags] == ["train"]
 
 
-def test_encoder_model__loads_and_matches(store, tiny_cfg):
+def test_encoder_model__loads_and_matches(store, tiny_cfg, monkeypatch):
     import mlflow
 
     data = build_data(tiny_cfg)
     module = export.CodeEncoder(build_online(tiny_cfg, data, None)).eval()
     logger = _logger(store)
+    logger.log_metrics({"encoder/train/total": 0.5}, step=1)
+    logger.log_metrics({"encoder/train/total": 0.25, "system/cpu": 9.0}, step=2)
+    logger.log_metrics({"encoder/eval/mig": 0.1, "encoder/eval/disentanglement": 0.2, "system/cpu": 8.0}, step=0)
+    histories = []  # any client's, MLflow's own included (its log_model(run_id=) reads one per metric)
+    read_history = MlflowClient.get_metric_history
+    monkeypatch.setattr(MlflowClient, "get_metric_history",
+                        lambda *a, **k: histories.append(a) or read_history(*a, **k))
     uri = logger.log_model(module, "encoder", export.example_images(data))
+    assert histories == []
+    monkeypatch.undo()
     (output,) = logger.client.get_run(logger.run_id).outputs.model_outputs
-    assert uri == f"models:/{output.model_id}"
-    assert logger.client.get_logged_model(output.model_id).source_run_id == logger.run_id
+    assert uri == f"models:/{output.model_id}" and output.step == 0
+    model = logger.client.get_logged_model(output.model_id)
+    assert model.source_run_id == logger.run_id and model.experiment_id == store[1]
+    # the Models tab's metrics: the run's final evaluation (step 0), not a metric whose last step is later
+    assert {(m.key, m.value, m.step) for m in model.metrics} == {("encoder/eval/mig", 0.1, 0),
+                                                                 ("encoder/eval/disentanglement", 0.2, 0)}
     with mlflow.tracking._tracking_service.utils._use_tracking_uri(logger.client.tracking_uri):
         loaded = mlflow.pytorch.load_model(uri)
     x = data.images[:5].float().div(255)  # another batch size than the example's
@@ -177,22 +208,6 @@ def test_sweep_table__description_and_metrics(store):
     run = logger.client.get_run(logger.run_id)
     assert run.data.tags["mlflow.note.content"].startswith("**Table 6**")
     assert run.data.metrics == {"MIG/K128": 0.25, "D/K128": 0.5}
-
-
-class _CountingClient:
-    """An MlflowClient that counts its calls: against a server, each is one request."""
-
-    def __init__(self, client):
-        self.client, self.calls = client, {}
-
-    def __getattr__(self, name):
-        method = getattr(self.client, name)
-
-        def counted(*args, **kwargs):
-            self.calls[name] = self.calls.get(name, 0) + 1
-            return method(*args, **kwargs)
-
-        return counted
 
 
 def test_trial_logging__one_point_per_step_in_a_few_requests(store):
