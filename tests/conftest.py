@@ -25,7 +25,7 @@ TINY = {
 SLOW_TIMEOUT_S = 900  # a slow test (a real sweep or two on 2 busy cores) that runs past this is hung
 # Files handed to the xdist workers first, longest first (CI's --durations, 2026-12-04), so that the longest
 # work starts at once and the short files fill in at the end. A stale order costs time, never coverage.
-LONGEST_FIRST = ("test_ray_up_local.py", "test_sweep_recovery.py", "test_sweep_reuse.py", "test_sweep_ddp.py",
+LONGEST_FIRST = ("test_ray_up_local.py", "test_sweep_recovery.py", "test_sweep_reuse.py",
                  "test_sweep_smoke.py", "test_multinode.py")
 
 

@@ -1,5 +1,8 @@
 """A real two-node Ray cluster on this machine (a head and a worker started with ``ray start``) and a
-real ``mlflow server`` process: a sweep joins the cluster with --address and logs over HTTP."""
+real ``mlflow server`` process: a sweep joins the cluster with --address and logs over HTTP, each trial a
+Ray Train ``TorchTrainer`` with 2 DDP workers (gloo) of which rank 0 alone logs. (The multi-worker path had a
+sweep of its own on a local Ray, tests/sweeps/test_sweep_ddp.py, until CI time mattered: the same sweep now
+checks both.)"""
 
 import os
 import shutil
@@ -55,11 +58,16 @@ def test_sweep__across_two_nodes_with_an_mlflow_server(tmp_path, cluster, own_pr
             "--tracking-uri", uri, "--storage", str(tmp_path / "ray"), *FAST]
     local_only = own_processes.run(base, timeout=300, env=env, cwd=tmp_path)
     assert local_only.returncode == 2 and "2 nodes" in local_only.stderr  # a local path is not shared storage
-    result = own_processes.run(base + ["--shared-fs"], timeout=1200, env=env, cwd=tmp_path)
+    # two trials at once, one a node (1 CPU each): 2 workers x 0.45 CPU and the trial's driver, 0.01
+    ddp = ["--workers-per-trial", "2", "--cpus-per-worker", "0.45"]
+    result = own_processes.run(base + ["--shared-fs", *ddp], timeout=1200, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "world_rank=1" in result.stdout + result.stderr  # Ray Train really started two workers
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("contralord-negatives")
     trials = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("role") == "trial"]
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
     assert {a.path for a in client.list_artifacts(trials[0].info.run_id)} >= {"metrics.json", "config.json"}
+    for trial in trials:  # rank 0 alone logs: one point per epoch
+        assert len(client.get_metric_history(trial.info.run_id, "encoder/train/total")) == 2
     shutil.rmtree(tmp_path / "ray", ignore_errors=True)
