@@ -19,7 +19,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from ablations.store import without_password
@@ -107,19 +107,28 @@ def log_batch(client: MlflowClient, run_id: str, metrics: dict[str, float] | Non
     for a trial's epoch or its tags, where one call per key cost a remote server (with logins, a password
     check per request) hundreds of requests per trial."""
     stamp = mlflow.utils.time.get_current_time_millis()
-    entities = {"metrics": [Metric(k, float(v), stamp, step) for k, v in (metrics or {}).items()],
-                "params": [Param(k, str(v)) for k, v in (params or {}).items()],
-                "tags": [RunTag(k, str(v)) for k, v in (tags or {}).items()]}
-    for kind, items in entities.items():
-        size = BATCH_LIMITS[kind]
-        for start in range(0, len(items), size):
-            client.log_batch(run_id, **{kind: items[start:start + size]})
+    send_batches(client, run_id, "metrics", [Metric(k, float(v), stamp, step) for k, v in (metrics or {}).items()])
+    send_batches(client, run_id, "params", [Param(k, str(v)) for k, v in (params or {}).items()])
+    send_batches(client, run_id, "tags", [RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+
+def send_batches(client: MlflowClient, run_id: str, kind: str, items: list) -> None:
+    """MLflow entities of one ``kind`` (``metrics``, ``params`` or ``tags``) in requests of at most
+    ``BATCH_LIMITS[kind]``; none for no items."""
+    size = BATCH_LIMITS[kind]
+    for start in range(0, len(items), size):
+        client.log_batch(run_id, **{kind: items[start:start + size]})
+
+
+def latest_metrics(client: MlflowClient, run_id: str) -> list:
+    """The run's latest value of each metric, with its step and time (one request): MLflow keeps, per metric,
+    the point of the highest step (then time)."""
+    return list(client.get_run(run_id).data.to_proto().metrics)
 
 
 def last_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
-    """Each metric's highest logged step in the run, from one request: a run's latest metrics are those of
-    the highest step (MLflow keeps them by step, then time), and each carries its step."""
-    return {metric.key: metric.step for metric in client.get_run(run_id).data.to_proto().metrics}
+    """Each metric's highest logged step in the run (``latest_metrics``)."""
+    return {metric.key: metric.step for metric in latest_metrics(client, run_id)}
 
 
 class MlflowLogger:
@@ -196,14 +205,10 @@ class MlflowLogger:
         metric columns). What ``log_model(run_id=...)`` does, in two requests instead of one per metric of
         the run (MLflow reads each metric's whole history): the metrics are the run's latest values whose
         step is ``step``, i.e. the final evaluation, without the system metrics' first sample."""
-        from mlflow.entities import LoggedModelOutput
-
         self.client.log_outputs(self.run_id, [LoggedModelOutput(model_id, step=step)])
-        latest = self.client.get_run(self.run_id).data.to_proto().metrics
         metrics = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id, run_id=self.run_id)
-                   for m in latest if m.step == step]
-        for start in range(0, len(metrics), BATCH_LIMITS["metrics"]):
-            self.client.log_batch(self.run_id, metrics=metrics[start:start + BATCH_LIMITS["metrics"]])
+                   for m in latest_metrics(self.client, self.run_id) if m.step == step]
+        send_batches(self.client, self.run_id, "metrics", metrics)
 
     def _new_logged_model(self, name: str) -> str:
         """A LoggedModel in the run's own experiment (its Models tab), with the run's params. Left to

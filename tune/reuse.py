@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 from mlflow import MlflowClient
 
 from ablations.runs import REUSED_TAG
@@ -34,12 +33,12 @@ from ablations.tables import IGNORED_KEYS
 from contralord import machine
 from contralord.config import HASH_IGNORED, ContraLordConfig
 from tune import stage1
+from tune.mlflow_logger import PARENT_TAG, log_batch
 
 CORE = Path(__file__).resolve().parents[1] / "contralord"
 KEY_TAG = "reuse_key"
 CODE_TAG = "code_version"
 FROM_TAG = REUSED_TAG  # the id of the run whose numbers a copy holds
-PARENT_TAG = "mlflow.parentRunId"
 NO_NUMBER_KEYS = frozenset({*IGNORED_KEYS, *HASH_IGNORED})  # where files go, checkpoint cadence, a memory cap
 NOT_COPIED = ("mlflow.", "ray_trial_id")  # tag prefixes that belong to the original run only
 
@@ -152,11 +151,7 @@ def link_earlier(client: MlflowClient, experiment_id: str, parent: str, earlier)
     note = f"Reused: the numbers of run {earlier.info.run_id} (same config, seed, data, code version)."
     tags |= {PARENT_TAG: parent, FROM_TAG: earlier.info.run_id, "mlflow.note.content": note}
     run_id = client.create_run(experiment_id, run_name=f"{name}-reused", tags=tags).info.run_id
-    stamp = mlflow.utils.time.get_current_time_millis()
-    params = [mlflow.entities.Param(k, v) for k, v in earlier.data.params.items()]
-    metrics = [mlflow.entities.Metric(k, v, stamp, 0) for k, v in earlier.data.metrics.items()]
-    for start in range(0, max(len(params), len(metrics)), 100):
-        client.log_batch(run_id, params=params[start:start + 100], metrics=metrics[start:start + 100])
+    log_batch(client, run_id, metrics=earlier.data.metrics, params=earlier.data.params)
     if earlier.outputs and earlier.outputs.model_outputs:
         client.log_outputs(run_id, earlier.outputs.model_outputs)
     client.set_terminated(run_id, status="FINISHED")
