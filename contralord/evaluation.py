@@ -61,7 +61,7 @@ def heldout_dataset(cfg: ContraLordConfig, train: ImageFactorData, size: int) ->
 def dci_jobs(cfg: ContraLordConfig, num_factors: int) -> int:
     """``eval.dci_jobs``, or (0) one parallel DCI fit per factor and per CPU this process was given:
     torch's intra-op threads (``run.threads``, a sweep's CPUs per trial), at most the cores. A 1-CPU
-    sweep trial then fits its factors in turn and starts no worker processes. Every ``n_jobs`` gives
+    sweep trial then fits its factors in turn; more fit in threads (``metrics.dci``). Every ``n_jobs`` gives
     the same numbers (``metrics.dci``)."""
     return cfg.eval.dci_jobs or max(1, min(num_factors, torch.get_num_threads(), os.cpu_count() or 1))
 

@@ -23,8 +23,8 @@ This is the TRANSPOSE of disentanglement_lib's ``(num_codes, num_points)`` array
 
 Nothing here downloads weights: FID and LPIPS take user-supplied files. The torch-based names
 (``InceptionFeatures``, ``build_lpips``, ``compute_lpips``) are imported on first use, so that the
-numpy metrics stay light: DCI's joblib workers import this package, and torch would add seconds to
-each worker's start. The benchmark lives in ``contralord.metrics.bench`` (not imported here).
+numpy metrics import without torch (a script that scores saved codes needs none). The benchmark
+lives in ``contralord.metrics.bench`` (not imported here).
 """
 
 import importlib

@@ -8,10 +8,14 @@ factors and ``rho_i`` code ``i``'s share of the total importance; completeness i
 (entropy base ``D``, weights = factor shares). Informativeness is the mean accuracy over factors
 (disentanglement_lib's ``np.mean(model.predict(x) == y)``; its variables say "err" but hold accuracy).
 
-The ``F`` fits are independent, so they run in parallel with joblib. Every factor's model gets the
-same ``random_state`` it would get in the sequential loop, so a fixed seed gives identical results
-for every ``n_jobs``. (disentanglement_lib passed no seed; with ``max_features=None`` the seed only
-breaks ties between equally good splits.)
+The ``F`` fits are independent, so they run in parallel with joblib, in threads: scikit-learn builds
+trees without the GIL, so two threads fit about twice as fast as one (measured, 2 cores: 1600 codes x 40
+dims, 6 factors: 57.6 s in turn, 30.1 s in threads, 30.6 s in loky processes), and a thread costs no
+process start (a loky worker imports numpy and scikit-learn, ~2 CPU-s, in every process that first
+scores: each trial, stage 1, the estimate). Every factor's model gets the same ``random_state`` it would
+get in the sequential loop, so a fixed seed gives identical results for every ``n_jobs``.
+(disentanglement_lib passed no seed; with ``max_features=None`` the seed only breaks ties between equally
+good splits.)
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ def fit_per_factor(fit_fn, x_tr, y_tr, x_te, y_te, random_state, n_jobs: int | N
         results = [fit_fn(*a) for a in args]
     else:  # most classes first (one tree per class per stage): the longest fits do not come last
         order = sorted(range(num_factors), key=lambda j: -np.unique(y_tr[:, j]).size)
-        done = Parallel(n_jobs=jobs)(delayed(fit_fn)(*args[j]) for j in order)
+        done = Parallel(n_jobs=jobs, prefer="threads")(delayed(fit_fn)(*args[j]) for j in order)
         results = [done[order.index(j)] for j in range(num_factors)]
     importance = np.stack([r[0] for r in results], axis=1)  # (D, F)
     return importance, float(np.mean([r[1] for r in results])), float(np.mean([r[2] for r in results]))
