@@ -4,12 +4,12 @@ against a real basic-auth MLflow server, slow)."""
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import SERVER_ENV, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = importlib.util.spec_from_file_location("mlflow_worker_user", ROOT / "docs" / "iam" / "mlflow_worker_user.py")
@@ -34,12 +34,6 @@ def test_sweep_experiments__one_per_sweep_script_and_stage1():
     assert len(names) == len(scripts) + 1 and "contralord-negatives" in names and names[-1] == "contralord-stage1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def auth_server(tmp_path):
     """A basic-auth MLflow server on 127.0.0.1 with a known admin login; ended by its PID."""
@@ -49,8 +43,8 @@ def auth_server(tmp_path):
     (tmp_path / "auth.ini").write_text(
         f"[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///{tmp_path}/basic_auth.db\n"
         "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    port = _free_port()
-    env = os.environ | admin | {"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini")}
+    port = free_port()
+    env = os.environ | admin | SERVER_ENV | {"MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini")}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host",
                                "127.0.0.1", "--port", str(port), "--workers", "1", "--backend-store-uri",
                                f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination", str(tmp_path / "art")],

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 pytest.importorskip("ray")
-from conftest import OwnProcesses, free_port, wait_http  # noqa: E402
+from conftest import SERVER_ENV, OwnProcesses, free_port, wait_http  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 from ablations.make_tables import main as make_tables  # noqa: E402
@@ -212,7 +212,7 @@ def server(swept, tmp_path_factory):
         with open(folder / "server.log", "w") as log:
             processes.start([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", swept.tracking_uri,
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], cwd=folder, stdout=log,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, env=os.environ | SERVER_ENV)
         wait_http(f"http://127.0.0.1:{port}/health")
         yield f"http://127.0.0.1:{port}"
     finally:
