@@ -108,10 +108,12 @@ def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
 def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: dict | None) -> list[TrialCost]:
     """Every trial's seconds: from past runs on this machine when there are any, else calibrated (once per
     variant; the evaluation once per sweep: every variant evaluates the same images). Either way plus the
-    launch of the trial's process, timed now (``time/total`` starts after it)."""
+    launch of the trial's process, timed now (``time/total`` starts after it); not timed when every trial
+    is reused (no trial process starts)."""
     threads, gpu = max(1, int(plan.args.cpus_per_worker)), plan.args.gpus_per_worker > 0
     runs = history.past_trials(client, threads) if client else []
-    launch = calibrate.launch_seconds()
+    starts = any(trial not in (reused or {}) for trial in trial_list(plan))
+    launch = calibrate.launch_seconds() if starts else 0.0
     per_variant: dict[str, tuple[float, str]] = {}
     eval_s = None
     for variant, seed in dict.fromkeys(trial_list(plan)):

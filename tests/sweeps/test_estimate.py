@@ -119,3 +119,24 @@ def test_log_cost__a_failed_estimate_is_one_line_and_the_sweep_goes_on(monkeypat
     assert plan.estimate is None
     plan.args.trainer = "auto"
     assert sweep._path_without_estimate(plan) == "tune"
+
+
+def test_trial_costs__a_launch_is_timed_only_when_a_trial_process_starts(monkeypatch, tmp_path):
+    """``calibrate.launch_seconds`` starts a Python that imports what a trial imports (~6 CPU-s): a sweep
+    whose every trial is reused starts no trial process and pays none; one trial to train pays it once."""
+    from tune import calibrate, cost, history
+    from tune.run import build_parser, plan_sweep
+
+    args = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
+    plan = plan_sweep("negatives", build_parser("negatives").parse_args(args))
+    launches = []
+    monkeypatch.setattr(calibrate, "launch_seconds", lambda: launches.append(1) or 7.0)
+    monkeypatch.setattr(history, "trial_seconds", lambda runs, flat: (50.0, "history: 1 runs"))
+    every = {trial: f"run-{i}" for i, trial in enumerate(cost.trial_list(plan))}
+    assert len(every) == 2
+    costs = cost._trial_costs(plan, None, {}, every)
+    assert launches == [] and [c.seconds for c in costs] == [50.0, 50.0] and all(c.reused for c in costs)
+    one_left = dict(list(every.items())[1:])
+    costs = cost._trial_costs(plan, None, {}, one_left)
+    assert launches == [1] and [c.seconds for c in costs] == [57.0, 57.0] and [bool(c.reused) for c in costs] == [
+        False, True]
