@@ -55,6 +55,16 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=order)
 
 
+@pytest.fixture(autouse=True)
+def _no_mlruns_in_the_working_directory():
+    """A test that gives an MLflow experiment no artifact location writes ``./mlruns`` into the folder pytest
+    runs in (the repository): our stores keep artifacts beside the database, and so must a test's."""
+    folder = os.path.join(os.getcwd(), "mlruns")
+    existed = os.path.exists(folder)
+    yield
+    assert existed or not os.path.exists(folder), f"this test wrote {folder} (an experiment without a location)"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _mlflow_schema_once(tmp_path_factory):
     """A new MLflow SQLite store opened in this process gets its tables by copying (SQLite's backup API) the

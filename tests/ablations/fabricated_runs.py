@@ -11,6 +11,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from tune.mlflow_logger import experiment_artifacts
+
 BASE = {"data.name": "shapes3d", "data.size": "2048", "encoder.queue_size": "128", "encoder.temperature": "0.07",
         "loss.rec": "1.0", "loss.sup": "1.0",
         "loss.con": "1.0", "loss.res": "1.0", "run.latent_cache": "/somewhere/latent_cache"}
@@ -24,7 +26,10 @@ class Store:
     def experiment(self, name: str) -> str:
         if name not in self._experiments:
             found = self.client.get_experiment_by_name(name)
-            self._experiments[name] = found.experiment_id if found else self.client.create_experiment(name)
+            # artifacts beside the database, as our sweeps make them (MLflow's default is ./mlruns of the cwd)
+            location = experiment_artifacts(self.uri, name)
+            self._experiments[name] = found.experiment_id if found else self.client.create_experiment(
+                name, artifact_location=location and str(location))
         return self._experiments[name]
 
     def parent(self, experiment: str, kind: str) -> str:
