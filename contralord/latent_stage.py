@@ -57,6 +57,12 @@ class LatentResult:
                               "trained before they were kept: retrain stage 1)")
         return self.factor_codes
 
+    def final_metrics(self) -> dict[str, float]:
+        """What stage 1 ended with, as ``latent/final/...``: its last epoch's training metrics and, for labelled
+        factors, what it learnt from its labels (``FactorTrainer.diagnostics``). A trial's summary carries them,
+        and the stage-1 MLflow run logs them at step 0, its final-evaluation step (``tune/stage1.py``)."""
+        return {k.replace("/train/", "/final/"): v for k, v in self.metrics.items()}
+
 
 def latent_key(cfg: ContraLordConfig, data: ImageFactorData) -> str:
     """Hash of everything stage 1 depends on: data + latent sections, the seed, the data content and

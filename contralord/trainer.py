@@ -210,7 +210,7 @@ def summarize(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult
     summary: dict[str, Any] = {"data_fingerprint": data.fingerprint, "num_images": len(data)}
     if latent is not None:
         summary |= {"latent_key": latent.key, "latent_reused": latent.reused}
-        summary |= {k.replace("/train/", "/final/"): v for k, v in latent.metrics.items()}
+        summary |= latent.final_metrics()
     if getattr(trainer, "history", None):
         summary |= {k.replace("/train/", "/final/"): v for k, v in trainer.history[-1].items()}
     if latent is not None and cfg.run.eval_size:

@@ -39,6 +39,7 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
         with logger.system_metrics():
             result = train_latent(cfg, data, cache, logger=MultiLogger(StdoutLogger(), logger))
         logger.set_tags(machine.describe().tags())
+        logger.log_metrics(result.final_metrics(), step=0)  # before the model: its link copies step 0's metrics
         # also in MLflow's artifact store (S3 on a cluster): trials on other nodes fetch it from there
         logger.client.log_artifact(run_id, str(result.path))
         logger.best_effort("generator_model", _log_generator, logger, cfg, data, result)

@@ -135,6 +135,15 @@ def test_sweep__one_stage1_run_shared_by_both_sweeps(swept):
               if r.data.tags.get("role") == "trial"]
     assert len(trials) == 4
     assert {t.data.tags["stage1_run_id"] for t in trials} == {stage1[0].info.run_id}
+    # what stage 1 learnt from its labels lies on its own run (step 0) and its generator model, as in each trial
+    final = {k: v for k, v in stage1[0].data.metrics.items() if k.startswith("latent/final/")}
+    assert "latent/final/codes/disentanglement" in final
+    assert any(k.startswith("latent/final/classifier_acc/") for k in final)
+    assert all({k: t.data.metrics[k] for k in final} == final for t in trials)
+    assert {h.step for k in final for h in swept.get_metric_history(stage1[0].info.run_id, k)} == {0}
+    (generator,) = stage1[0].outputs.model_outputs
+    model = swept.get_logged_model(generator.model_id)  # (a lone system-metrics sample is at step 0 too)
+    assert {m.key: m.value for m in model.metrics if m.key.startswith("latent/")} == final
 
 
 @pytest.mark.slow
