@@ -21,7 +21,7 @@ from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.latent_base import CodeTableTrainer
 from contralord.latent_factors import FactorTrainer
-from contralord.loop import LoopSpec, run_loop
+from contralord.loop import LoopSpec, final_names, run_loop
 from contralord.losses import code_penalty_loss, reconstruction_loss
 from contralord.models.generator import Generator
 from contralord.models.latent import ImageCodes, LatentDecoder
@@ -61,7 +61,7 @@ class LatentResult:
         """What stage 1 ended with, as ``latent/final/...``: its last epoch's training metrics and, for labelled
         factors, what it learnt from its labels (``FactorTrainer.diagnostics``). A trial's summary carries them,
         and the stage-1 MLflow run logs them at step 0, its final-evaluation step (``tune/stage1.py``)."""
-        return {k.replace("/train/", "/final/"): v for k, v in self.metrics.items()}
+        return final_names(self.metrics)
 
 
 def latent_key(cfg: ContraLordConfig, data: ImageFactorData) -> str:

@@ -62,6 +62,12 @@ def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int],
     return spec
 
 
+def final_names(metrics: dict[str, float]) -> dict[str, float]:
+    """An epoch's ``<stage>/train/<name>`` metrics renamed ``<stage>/final/<name>``: what a run reports as
+    where that stage ended (the trial's summary, the stage-1 run's step 0)."""
+    return {k.replace("/train/", "/final/"): v for k, v in metrics.items()}
+
+
 def _check_finite(spec: LoopSpec, values: dict[str, float], step: int) -> None:
     """Stop at once on a NaN/inf: every later step, checkpoint and cached artifact would be NaN too."""
     bad = next((name for name, value in values.items() if not math.isfinite(value)), None)

@@ -22,6 +22,7 @@ from contralord.encoding import CodeCache
 from contralord.evaluation import evaluate
 from contralord.latent_factors import load_factor_codes
 from contralord.latent_stage import LatentResult, train_latent
+from contralord.loop import final_names
 from contralord.models.encoders import build_backbone
 from contralord.models.generator import SUPPORTED_IMAGE_SIZES
 from contralord.preflight import (
@@ -212,7 +213,7 @@ def summarize(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult
         summary |= {"latent_key": latent.key, "latent_reused": latent.reused}
         summary |= latent.final_metrics()
     if getattr(trainer, "history", None):
-        summary |= {k.replace("/train/", "/final/"): v for k, v in trainer.history[-1].items()}
+        summary |= final_names(trainer.history[-1])
     if latent is not None and cfg.run.eval_size:
         if train_codes is None:
             train_codes = CodeCache(trainer.online, data.images, trainer.device)
