@@ -108,6 +108,7 @@ class EncoderTrainer:
         needs_targets = cfg.loss.sup > 0 or (uses_contrastive(cfg) and cfg.encoder.anchor == "stage1")
         self.targets = _stage1_targets(data, latent) if needs_targets else None
         self.augmentation = _augmentation(cfg, data)
+        self.history: list[dict[str, float]] = []  # per-epoch metrics: a resumed checkpoint's, then the loop's
 
     def views(self, index: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(original x, anchor view, query view or None) for this rank's slice, each (B, C, H, W)."""
@@ -220,11 +221,13 @@ class EncoderTrainer:
             return None
         return self.combinations[index][:, None] == queue.labels[None, :]
 
-    def state_dict(self, step: int) -> dict:
+    def state_dict(self, step: int, history: list[dict[str, float]] = ()) -> dict:
+        """Everything an exact resume at ``step`` needs, with ``history``: the metrics of the epochs run so far
+        (a trial restarted after its last checkpoint reports the final epoch's from it)."""
         return {"online": self.online.state_dict(), "momentum": self.momentum.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "step": step, "rng": checkpoint.rng_state(), "config": self.cfg.to_flat_dict(),
-                "latent_key": self.latent.key if self.latent else None}
+                "latent_key": self.latent.key if self.latent else None, "history": list(history)}
 
     def resume(self, path: Path) -> int:
         """Load ``path`` if it exists (refusing another config's checkpoint); return the start step."""
@@ -237,6 +240,7 @@ class EncoderTrainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(saved["rng"])
+        self.history = list(saved.get("history", []))  # a checkpoint written before history was kept: none
         return int(saved["step"])
 
 
@@ -304,8 +308,9 @@ def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentR
     start = trainer.resume(path)
     spe = sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
     total, epochs = sampling.encoder_steps(cfg, len(data))
-    spec = LoopSpec("encoder", epochs, spe, cfg.encoder.batch_size, cfg.run.checkpoint_every, total_steps=total)
-    save = lambda step: str(checkpoint.save_atomic(trainer.state_dict(step), path))  # noqa: E731
+    spec = LoopSpec("encoder", epochs, spe, cfg.encoder.batch_size, cfg.run.checkpoint_every, total_steps=total,
+                    history=list(trainer.history))
+    save = lambda step: str(checkpoint.save_atomic(trainer.state_dict(step, spec.history), path))  # noqa: E731
     run_loop(spec, start, trainer.step, save, logger, runtime.report)
     trainer.history, trainer.last_step = spec.history, spec.last_step
     distributed.barrier()

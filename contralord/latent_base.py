@@ -29,12 +29,15 @@ class CodeTableTrainer:
                    for k in ("exp_avg", "exp_avg_sq") if t in self.optimizer.state]
         self.state.codes.merge_across_ranks(moments)
 
-    def save(self, path: Path, step: int) -> str:
+    history: tuple | list = ()  # the epochs' metrics a resumed checkpoint holds (``resume``)
+
+    def save(self, path: Path, step: int, history: list[dict[str, float]] = ()) -> str:
+        """The trainer's state at ``step``, with ``history``, the metrics of the epochs run so far."""
         self.merge()
         checkpoint.save_atomic({
             "state": self.state.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "step": step, "rng": checkpoint.rng_state(),
-            "config": self.cfg.to_flat_dict(),
+            "config": self.cfg.to_flat_dict(), "history": list(history),
         }, path)
         return str(path)
 
@@ -47,6 +50,7 @@ class CodeTableTrainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(saved["rng"])
+        self.history = list(saved.get("history", []))  # a checkpoint written before history was kept: none
         # touched marks rows this rank trained; after a load only its own rows are its own again
         owned = torch.arange(len(self.data), device=self.device) % distributed.world_size() == distributed.rank()
         self.state.codes.touched.copy_(self.state.codes.touched & owned)

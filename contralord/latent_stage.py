@@ -111,8 +111,10 @@ def train_latent(cfg: ContraLordConfig, data: ImageFactorData, cache_dir: str | 
     trainer = build_trainer(cfg, data, runtime)
     start = trainer.resume(folder / CHECKPOINT)
     spe = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
-    spec = LoopSpec("latent", cfg.latent.epochs, spe, cfg.latent.batch_size, cfg.run.checkpoint_every)
-    run_loop(spec, start, trainer.step, lambda step: trainer.save(folder / CHECKPOINT, step), logger, runtime.report)
+    spec = LoopSpec("latent", cfg.latent.epochs, spe, cfg.latent.batch_size, cfg.run.checkpoint_every,
+                    history=list(trainer.history))
+    save = lambda step: trainer.save(folder / CHECKPOINT, step, spec.history)  # noqa: E731
+    run_loop(spec, start, trainer.step, save, logger, runtime.report)
     trainer.merge()
     metrics = spec.history[-1] if spec.history else {}
     checkpoint.save_atomic(trainer.artifact(key, metrics), folder / ARTIFACT)

@@ -28,7 +28,7 @@ class LoopSpec:
     images_per_step: int  # global batch size
     checkpoint_every: int = 0  # extra checkpoints every N steps (0 = epoch ends only)
     total_steps: int = 0  # stop after this many steps, inside the last epoch if need be (0 = epochs * steps_per_epoch)
-    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch run here
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch, from the checkpoint's on
     last_step: dict[str, float] = field(default_factory=dict)  # the metrics of the latest step
 
 
@@ -55,8 +55,8 @@ def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int],
         metrics = {f"{spec.stage}/train/{k}": v / counts[k] for k, v in sums.items()}
         metrics[f"{spec.stage}/train/images_per_s"] = count * spec.images_per_step / max(seconds, 1e-9)
         metrics[f"{spec.stage}/train/epoch"] = float(epoch + 1)
-        path = save_fn(step)
-        spec.history.append(metrics)
+        spec.history.append(metrics)  # before the save: a checkpoint holds the epochs it has run (a resume at the
+        path = save_fn(step)  # last step still knows the final epoch's metrics)
         logger.log_metrics(metrics, step)
         report(metrics, path)
     return spec

@@ -29,7 +29,7 @@ SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 SLOW_TIMEOUT_S = 900  # a slow test (a real sweep or two on 2 busy cores) that runs past this is hung
 # Files handed to the xdist workers first, longest first (CI's --durations, 2026-12-04), so that the longest
 # work starts at once and the short files fill in at the end. A stale order costs time, never coverage.
-LONGEST_FIRST = ("test_ray_up_local.py", "test_sweep_recovery.py", "test_sweep_reuse.py",
+LONGEST_FIRST = ("test_sweep_recovery.py", "test_ray_up_local.py", "test_sweep_reuse.py",
                  "test_sweep_smoke.py", "test_multinode.py")
 
 

@@ -24,7 +24,15 @@ from contralord.preflight import unwritable_reason
 
 
 class SweepError(ValueError):
-    """Bad sweep input; the message names the flag and what was expected."""
+    """Bad sweep input; the message names the flag and what was expected (exit 2)."""
+
+
+class SweepInterrupted(SweepError):
+    """Ctrl-C or a stop signal: what ran is saved, ``--resume`` continues it (exit 130)."""
+
+
+class TrialsFailed(SweepError):
+    """The sweep ran to its end, but a trial ended in error or no table could be built (exit 1)."""
 
 
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "hdfs")

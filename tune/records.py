@@ -105,7 +105,14 @@ class ParentRun:
         ml.log_batch(self.client, self.run_id, metrics=metrics)
 
     def finish(self) -> None:
+        if "sweep_failed" in self.client.get_run(self.run_id).data.tags:  # an earlier attempt's, now rerun
+            self.client.delete_tag(self.run_id, "sweep_failed")
         self.client.set_terminated(self.run_id, status="FINISHED")
+
+    def fail(self, why: str) -> None:
+        """A sweep that ran to its end with trials in error or no table (``--resume`` reruns the failed trials)."""
+        self.client.set_tag(self.run_id, "sweep_failed", why[:5000])
+        self.client.set_terminated(self.run_id, status="FAILED")
 
     def kill(self) -> None:
         """An interrupted or failed sweep (``--resume`` continues it)."""

@@ -12,6 +12,7 @@ sweep with one nested run per trial, and the sweep's table and plots on the pare
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from contralord.trainer import build_data, check_backbone, needs_latent, validat
 from tune import rounds, spaces
 from tune.checks import (
     SweepError,
+    SweepInterrupted,
+    TrialsFailed,
     check_address,
     check_bucket,
     check_cluster_resources,
@@ -91,7 +94,7 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     check_address(args.address)
     check_cluster_resources(args)  # read from the cluster's GCS; nothing joined or started
     check_bucket(storage)
-    _check_resumable(storage, name, tracking_uri, args.resume)
+    _check_resumable(kind, storage, name, tracking_uri, args.resume)
     base = resolve_presets([args.preset, *args.method], parse_set_args(args.set))
     knob, variants = (("optuna", [("optuna", {})]) if kind == "optuna" else spaces.variants(kind, args.preset))
     seeds = list(range(args.seeds))
@@ -125,8 +128,9 @@ def _check_flags(kind: str, args: argparse.Namespace) -> None:
     check_trainer(getattr(args, "trainer", "auto"), args.workers_per_trial)
 
 
-def _check_resumable(storage: str, name: str, tracking_uri: str, resume: bool) -> None:
-    """--resume needs the Tuner's saved state and the MLflow store of the sweep (read, never created);
+def _check_resumable(kind: str, storage: str, name: str, tracking_uri: str, resume: bool) -> None:
+    """--resume needs the sweep's MLflow store (read, never created) and either the Tuner's saved state or, for
+    a sweep stopped before its Tuner started (killed during stage 1), the sweep's parent run in that store;
     without --resume, a sweep of that name must not exist (its state would be mixed with the new one)."""
     from ray import tune  # reads files only; starts no Ray
 
@@ -136,14 +140,42 @@ def _check_resumable(storage: str, name: str, tracking_uri: str, resume: bool) -
             raise SweepError(f"--name: sweep {name!r} already exists under {storage} (pass --resume to continue "
                              f"it, or another --name); nothing was changed")
         return
-    if not exists:
+    no_database = tracking_uri.startswith("sqlite:") and not Path(tracking_uri[len("sqlite:///"):]).is_file()
+    if not exists and (no_database or not started_before_tuner(kind, storage, name, tracking_uri)):
         raise SweepError(f"--resume: no sweep named {name!r} ran under {storage} (nothing to resume; drop --resume "
                          f"to start it)")
-    if tracking_uri.startswith("sqlite:") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
+    if no_database:
         raise SweepError(f"--resume: the sweep's MLflow database {tracking_uri[len('sqlite:///'):]} does not exist")
 
 
+def started_before_tuner(kind: str, storage: str, name: str, tracking_uri: str) -> bool:
+    """The store holds the parent run of sweep ``name`` under ``storage``: it started, then stopped before its
+    first Tuner saved any state (during stage 1)."""
+    from mlflow import MlflowClient
+
+    from tune.mlflow_logger import find_run
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(f"contralord-{kind}")
+    tags = {"sweep_path": f"{storage}/{name}", "role": "sweep"}
+    return experiment is not None and find_run(client, experiment.experiment_id, tags) is not None
+
+
+EXIT_CODES = {0: "every trial finished and the table was built",
+              1: "a trial ended in error, no table could be built, or stage 1 stopped on a non-finite loss",
+              2: "bad input (flags, config, data, store, paths), found before the work it would spoil",
+              130: "interrupted (Ctrl-C): --resume continues from the last checkpoints"}
+
+
+def resume_command(kind: str, argv: list[str]) -> str:
+    """The command that continues this sweep: the same flags with --resume (and without --dry-run)."""
+    kept = [a for a in argv if a not in ("--resume", "--dry-run")]
+    return shlex.join(["python", f"tune/sweep_{kind}.py", *kept, "--resume"])
+
+
 def main(kind: str, argv: list[str] | None = None) -> int:
+    """Run a sweep; return its exit code (``EXIT_CODES``)."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser(kind).parse_args(argv)
     try:
         plan = plan_sweep(kind, args)
@@ -162,6 +194,16 @@ def main(kind: str, argv: list[str] | None = None) -> int:
 
     try:
         run_sweep(plan)
+    except SweepInterrupted as error:
+        print(f"sweep: {error}; continue with: {resume_command(kind, argv)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before or between the Tuners' own handling (stage 1, the table)
+        print(f"\nsweep: interrupted; continue with: {resume_command(kind, argv)}", file=sys.stderr)
+        return 130
+    except TrialsFailed as error:
+        print(f"sweep: failed: {error}; after fixing the cause, rerun what failed with: "
+              f"{resume_command(kind, argv)}", file=sys.stderr)
+        return 1
     except SweepError as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
@@ -172,4 +214,3 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         print(f"sweep: error: stage 1 stopped (its MLflow run is FAILED): {cause.args[0]}", file=sys.stderr)
         return 1
     return 0
-

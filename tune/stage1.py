@@ -85,6 +85,16 @@ def cached_run(client: MlflowClient, cache: str, key: str) -> str | None:
     return run_id if client.get_run(run_id).info.status == "FINISHED" else None
 
 
+def interrupted_run(client: MlflowClient, experiment_id: str, key: str) -> str | None:
+    """The newest stage-1 run of ``key`` when it did not finish (its sweep was killed or interrupted), set
+    RUNNING again; else None."""
+    run_id = find_run(client, experiment_id, {"latent_key": key})
+    if run_id is None or client.get_run(run_id).info.status == "FINISHED":
+        return None
+    client.update_run(run_id, status="RUNNING")
+    return run_id
+
+
 def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tracking_uri: str,
                   resources: dict[str, float], run_tags: dict[str, str] | None = None) -> dict[str, str]:
     """Train the missing stage-1 artifacts; return {seed: stage-1 MLflow run id}. ``run_tags`` (MLflow's
@@ -100,15 +110,17 @@ def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tra
             continue
         data = build_data(cfg)
         key = latent_key(cfg, data)
-        tags = {"latent_key": key}
-        run_id = cached_run(client, cache, key)
-        if run_id is None:
-            run_id = client.create_run(experiment_id, run_name=f"stage1-seed{seed}-{key}",
-                                       tags=tags | {"data_fingerprint": data.fingerprint, "seed": str(seed),
-                                                    "role": "stage1"} | (run_tags or {})).info.run_id
-            task = ray.remote(**_task_resources(resources))(_train_stage1)
-            pending.append(task.remote(overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1)))))
-        runs[str(seed)] = run_id
+        runs[str(seed)] = run_id = cached_run(client, cache, key)
+        if run_id is not None:
+            continue
+        # a sweep killed during stage 1 left its run unfinished: continue that run (training resumes from the
+        # cache's checkpoint) rather than leave it RUNNING for ever beside a new one
+        runs[str(seed)] = run_id = interrupted_run(client, experiment_id, key) or client.create_run(
+            experiment_id, run_name=f"stage1-seed{seed}-{key}",
+            tags={"latent_key": key, "data_fingerprint": data.fingerprint, "seed": str(seed), "role": "stage1"}
+            | (run_tags or {})).info.run_id
+        task = ray.remote(**_task_resources(resources))(_train_stage1)
+        pending.append(task.remote(overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1)))))
     ray.get(pending)
     return runs
 

@@ -21,7 +21,7 @@ from ablations.runs import AblationError
 from ablations.tables import Table
 from tune import mlflow_logger as ml
 from tune import publish, reuse, rounds, spaces
-from tune.checks import SweepError, check_storage_shared, is_uri
+from tune.checks import SweepInterrupted, TrialsFailed, check_storage_shared, is_uri
 from tune.context import SweepContext
 from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running, mark_stopped_early
 from tune.plan import REPO, SweepPlan, git_commit, local_work_dir
@@ -30,19 +30,27 @@ from tune.stage1 import ensure_stage1
 from tune.worker import run_in_tune_trial, train_fn_per_worker, trial_started
 
 
-def start_ray(plan: SweepPlan) -> None:
+def start_ray(plan: SweepPlan) -> bool:
+    """Connect to Ray (a local one by default); True when this call started it (``stop_ray`` ends it)."""
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
            "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
-    if ray.is_initialized():  # a caller (a notebook, a test) already connected
-        pass
-    elif plan.args.address in (None, "", "local"):
+    started = not ray.is_initialized()  # else a caller (a notebook, a test) already connected
+    if started and plan.args.address in (None, "", "local"):
         ray.init(**kwargs)
-    else:
+    elif started:
         ray.init(address=plan.args.address, **kwargs)
     alive = sum(1 for node in ray.nodes() if node.get("Alive"))
     check_storage_shared(plan.storage, alive, plan.args.shared_fs)
+    return started
+
+
+def stop_ray(started: bool) -> None:
+    """Disconnect once no trial runs, when this sweep connected: the trials' last log lines (and a killed
+    worker's dump) reach the console before the table or the sweep's last line, not after them."""
+    if started and ray.is_initialized():
+        ray.shutdown()
 
 
 def _resources(plan: SweepPlan) -> dict[str, float]:
@@ -149,8 +157,8 @@ def _tuner(plan: SweepPlan, ctx: SweepContext, name: str, k: int, pairs: list[tu
     path = f"{plan.storage}/{name}"
     if plan.args.resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    if plan.args.resume and k == 0:
-        raise SweepError(f"--resume: nothing to resume at {path}")
+    # --resume of a sweep stopped before this Tuner saved any state (a later round, or round 0 killed in stage 1;
+    # tune/run.py checked that the sweep's parent run exists): the round starts its Tuner now
     tune_config, space = _search(plan, pairs)
     run_config = tune.RunConfig(name=name, storage_path=plan.storage, verbose=1,
                                 failure_config=tune.FailureConfig(max_failures=plan.args.max_failures))
@@ -192,6 +200,7 @@ class _Sweep:
     seeds: dict[str, int] = field(default_factory=dict)  # variant -> seeds planned so far
     trained: int = 0  # trials Tune ran
     reused: int = 0  # trials linked to earlier runs
+    failed: list[str] = field(default_factory=list)  # the error files of trials that ended in error
 
     @property
     def parent(self) -> str:
@@ -201,7 +210,7 @@ class _Sweep:
 def run_sweep(plan: SweepPlan) -> Table | None:
     """Run the sweep end to end; return its table (None when no trial finished)."""
     register = publish.register_target(plan)
-    start_ray(plan)
+    started = start_ray(plan)
     sweep = _start(plan)
     try:
         _run_round(sweep, [(name, s) for name, _ in plan.variants for s in plan.seeds], 0)
@@ -210,15 +219,32 @@ def run_sweep(plan: SweepPlan) -> Table | None:
             _until_decided(sweep)
     except BaseException:
         sweep.records.kill()
+        stop_ray(started)
         raise
+    stop_ray(started)
     sweep.records.log_counts(sweep.trained, sweep.reused)
     table = publish.publish(plan, sweep.client, sweep.records)
-    if register:
+    if register and table is not None:
         publish.register_best(plan, sweep.client, sweep.ctx.experiment_id, sweep.records, *register)
     _log_actual(plan, sweep.records)
-    sweep.records.finish()
+    failure = _failure(sweep, table)
+    sweep.records.fail(failure) if failure else sweep.records.finish()
     print(f"MLflow UI: {ml.ui_link(plan.tracking_uri, sweep.ctx.experiment_id)}", flush=True)
+    if failure:
+        raise TrialsFailed(failure)
     return table
+
+
+def _failure(sweep: _Sweep, table: Table | None) -> str:
+    """Why the sweep did not fully succeed, in one line ('' when it did): the trials that ended in error, with
+    their error files, and whether a table could be built from the others."""
+    if not sweep.failed:
+        return "" if table is not None else "no table could be built from the sweep's runs"
+    shown = ", ".join(sweep.failed[:3]) + (f" and {len(sweep.failed) - 3} more" if len(sweep.failed) > 3 else "")
+    kept = (f"the table holds the {sum(row.n for row in table.rows)} trials that finished" if table is not None
+            else "no table could be built")
+    count = f"{len(sweep.failed)} trial{'s' if len(sweep.failed) > 1 else ''}"
+    return f"{count} ended in error (error files: {shown}); {kept}"
 
 
 def _start(plan: SweepPlan) -> _Sweep:
@@ -305,8 +331,9 @@ def _fit(sweep: _Sweep, tuner: tune.Tuner):
                    or _tune_caught_a_stop_signal(before))
     _close_trial_runs(results, sweep.client, sweep.ctx.experiment_id, interrupted)
     if interrupted:
-        raise SweepError(f"interrupted: {results.num_terminated} of {len(results)} trials finished; "
-                         f"continue with --resume --name {sweep.plan.name}")
+        done = sum(r.error is None and "encoder/final/total" in (r.metrics or {}) for r in results)
+        raise SweepInterrupted(f"interrupted: {done} of {len(results)} trials of this round finished")
+    sweep.failed += [f"{result.path}/error.txt" for result in results if result.error is not None]
     return results
 
 

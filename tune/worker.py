@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import os
 import shutil
 import tempfile
 import time
@@ -21,6 +23,7 @@ from typing import Any
 
 import torch
 
+from contralord import checkpoint as ckpt
 from contralord import distributed, labels, machine
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
@@ -31,7 +34,7 @@ from contralord.tracking import MultiLogger, NullLogger, StdoutLogger
 from contralord.trainer import needs_latent, prepare, train
 from tune import export, reuse
 from tune.context import SweepContext
-from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run, image_dataset
+from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run, find_run, image_dataset
 from tune.stage1 import fetch_stage1
 
 GRIDS = ("reconstructions.png", "translation.png")  # written by the core's evaluation
@@ -39,15 +42,31 @@ ARTIFACTS = ("metrics.json", "summary.json", "config.json", *GRIDS)
 EPOCH_IMAGES = 8  # training images reconstructed after every epoch (image key "epoch_reconstructions")
 
 
-def _restore(checkpoint, out_dir: Path) -> bool:
-    """Copy a reported checkpoint's encoder.pt into ``out_dir``; True when there was one."""
+def _restore(checkpoint, out_dir: Path) -> None:
+    """Make ``out_dir``'s encoder.pt the newest checkpoint of this trial: the one Tune restored (``checkpoint``),
+    unless the trial's own folder holds a later one. A driver killed with SIGKILL (or a lost node's retry) can
+    restart a trial with an older checkpoint than its last attempt wrote there, or with none at all."""
     if checkpoint is None:
-        return False
+        return
+    own = out_dir / "checkpoints" / CHECKPOINT
     with checkpoint.as_directory() as folder:
-        target = out_dir / "checkpoints"
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(folder) / CHECKPOINT, target / CHECKPOINT)
-    return True
+        reported = Path(folder) / CHECKPOINT
+        if _saved_step(own) >= _saved_step(reported):
+            return
+        own.parent.mkdir(parents=True, exist_ok=True)
+        partial = own.with_name(f".{own.name}.{os.getpid()}.tmp")  # workers of one node may copy at once
+        shutil.copy2(reported, partial)
+        os.replace(partial, own)
+
+
+def _saved_step(path: Path) -> int:
+    """The step a stage-2 checkpoint was saved at; -1 when there is none or it cannot be read (the other wins)."""
+    if not path.is_file():
+        return -1
+    try:
+        return int(ckpt.load(path, required=("step",))["step"])
+    except (ckpt.CheckpointError, TypeError, ValueError):
+        return -1
 
 
 def _trial_logger(ctx: SweepContext, cfg: ContraLordConfig, trial_id: str, trial_name: str) -> MlflowLogger:
@@ -81,16 +100,20 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
     """Train one trial; log to MLflow from the main rank; mark the run FAILED on any error. ``started``: the
     wall time the trial began (``trial_started``), the zero of its ``time/*`` breakdown."""
     clock = TrialClock(started if started is not None else time.time())
+    finished = finished_summary(ctx, trial_id)
+    if finished is not None:
+        return finished
     cfg = ContraLordConfig.from_overrides(ctx.trial_overrides(config))
-    out_dir = Path(ctx.work_dir) / trial_id
-    resumed, runtime = _restore(checkpoint, out_dir), runtime or LocalRuntime()
+    out_dir = Path(ctx.work_dir) / trial_id  # the trial's own: an earlier attempt's files there are continued
+    _restore(checkpoint, out_dir)
+    runtime = runtime or LocalRuntime()
     logger = _trial_logger(ctx, cfg, trial_id, trial_name) if is_main else None
     clock.lap("time/start")
     try:
         if ctx.stage1_runs.get(str(cfg.run.seed)):
             fetch_stage1(ctx.tracking_uri, ctx.stage1_runs[str(cfg.run.seed)], ctx.latent_cache)
         clock.lap("time/stage1_fetch")
-        data = prepare(cfg, out_dir, resumed)
+        data = prepare(cfg, out_dir, resume=True)  # refuses only a checkpoint of another config
         if logger:
             logger.set_tags(_stage1_tags(ctx, cfg, data))
         clock.lap("time/data")
@@ -99,7 +122,7 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
             logger.log_dataset(image_dataset(data, cfg))
             runtime = dataclasses.replace(runtime, report=_with_epoch_images(runtime.report, logger, cfg, data))
         with logger.system_metrics() if logger else contextlib.nullcontext():
-            summary = train(cfg, out_dir, runtime=runtime, logger=sinks, resume=resumed, data=data)
+            summary = train(cfg, out_dir, runtime=runtime, logger=sinks, resume=True, data=data)
         clock.lap("time/train_call")
     except SystemExit as stop:  # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) in report()
         if logger:
@@ -114,6 +137,22 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
         clock.lap("time/log")
         logger.log_metrics(clock.breakdown(summary), step=0)
         logger.finish()
+    return summary
+
+
+def finished_summary(ctx: SweepContext, trial_id: str) -> dict[str, Any] | None:
+    """The summary of this trial's run when the run has FINISHED (its evaluation, files and model all logged), else
+    None. A driver killed outright after the trial's end, before Tune recorded it, restarts the trial: it reports
+    what it logged instead of evaluating and logging again. Every rank asks, so all of them return alike."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(ctx.tracking_uri)
+    run_id = find_run(client, ctx.experiment_id, {"ray_trial_id": trial_id})
+    if run_id is None or client.get_run(run_id).info.status != "FINISHED":
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        summary = json.loads(Path(client.download_artifacts(run_id, "summary.json", folder)).read_text())
+    print(f"trial {trial_id}: its MLflow run {run_id} had finished; reported from it, not run again", flush=True)
     return summary
 
 

@@ -1,129 +1,194 @@
-"""Reliability on a real local Ray: a killed trial process resumes from its last checkpoint and ends
-exactly where an uninterrupted run ends, with one gap-free MLflow history; an interrupted sweep
-driver finishes with --resume without rerunning finished trials (one sweep has both failures)."""
+"""Reliability on a real local Ray (SQLite store on this machine's disk): one sweep survives every way its
+processes can die and ends exactly where a straight run ends. Its driver is killed with SIGKILL (no handler
+runs: an OOM killer, a lost SSH session, a preempted head) during stage 1, right after a trial's first
+checkpoint, between trials and after the last trial (the table); a trial's own process is killed after a
+checkpoint (Tune retries it); the driver is interrupted with Ctrl-C. Each time ``--resume`` goes on, and the
+last one finishes with no run twice in MLflow, gap-free histories and the straight run's numbers. A sweep whose
+trials fail exits 1 with one line naming their error files. (Until CI time mattered, the killed trial and the
+interrupted driver were tests of their own, each with its own sweep.)"""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytest.importorskip("ray")
 from mlflow import MlflowClient  # noqa: E402
 
 from contralord.config import ContraLordConfig  # noqa: E402
+from contralord.latent_stage import ARTIFACT, CHECKPOINT  # noqa: E402
 from contralord.presets import resolve_presets  # noqa: E402
 from contralord.trainer import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = {"data.size": "320", "latent.epochs": "1", "encoder.epochs": "3", "eval.num_train": "64",
+# two stage-1 epochs (a checkpoint between them), four stage-2 epochs per trial, one trial at a time
+SETS = {"data.size": "320", "latent.epochs": "2", "encoder.epochs": "4", "eval.num_train": "64",
         "eval.num_test": "32", "eval.grid_size": "2"}
+NAME = "recovers"
 
 
-def _cmd(root, *extra, sets=FAST):
+def _cmd(root: Path, *extra: str, sets: dict[str, str] = SETS, name: str = NAME) -> list[str]:
     args = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke", "--storage",
-            str(root / "ray"), "--tracking-uri", f"sqlite:///{root}/mlflow.db", "--max-concurrent", "1"]
+            str(root / "ray"), "--tracking-uri", f"sqlite:///{root}/mlflow.db", "--max-concurrent", "1",
+            "--name", name]
     return args + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")] + list(extra)
 
 
-def _trial_runs(root):
+def _runs(root: Path, role: str) -> list:
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    experiment = client.get_experiment_by_name("contralord-negatives")
-    runs = client.search_runs([experiment.experiment_id]) if experiment else []
-    return client, [r for r in runs if r.data.tags.get("role") == "trial"]
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` in the process tree (Linux /proc): only what this test started."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # the process ended meanwhile
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state, past the (comm)
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found.extend(kids)
-        todo.extend(kids)
+    found = []
+    for experiment in client.search_experiments():
+        found += [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("role") == role]
     return found
 
 
-def _kill_own_trials(driver_pid: int) -> list[int]:
-    """SIGKILL the Ray trial processes (``ray::ImplicitFunc``) of this test's own sweep driver, by PID;
-    other users' Ray clusters on the machine are not descendants of the driver and are never touched."""
-    killed = []
-    for pid in _descendants(driver_pid):
+def _stop_driver_at(root: Path, moment, what: str, stop: int = signal.SIGKILL) -> tuple[int, str]:
+    """Run the sweep (``--resume`` once a first attempt exists) until ``moment(driver)`` holds, then send its
+    driver ``stop``; end whatever it started that outlives it (Ray's agents), by the processes found under it.
+    Returns the exit code and what the driver wrote to stderr."""
+    resume = ["--resume"] if any(r.data.tags["sweep_path"].endswith(f"/{NAME}") for r in _runs(root, "sweep")) else []
+    with open(root / "out.log", "a") as out, open(root / "err.log", "w+") as err:
+        driver = subprocess.Popen(_cmd(root, *resume), cwd=root, stdout=out, stderr=err)
+        process = psutil.Process(driver.pid)
+        started, deadline = [], time.time() + 600
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
+            while not moment(process):
+                assert driver.poll() is None, f"the sweep ended (exit {driver.returncode}) before {what}"
+                assert time.time() < deadline, f"timed out waiting for {what}"
+                started = _children(process, started)
+                time.sleep(0.1)
+            started = _children(process, started)
+            driver.send_signal(stop)
+            driver.wait(timeout=300)
+        finally:
+            driver.kill()
+            _, alive = psutil.wait_procs(started, timeout=15)  # the raylet and GCS end with the driver
+            for leftover in alive:  # psutil checks each is still the process it saw (no PID reuse)
+                leftover.kill()
+        err.seek(0)
+        return driver.returncode, err.read()
+
+
+def _children(process: psutil.Process, known: list) -> list:
+    try:
+        fresh = process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return known
+    pids = {p.pid for p in known}
+    return known + [p for p in fresh if p.pid not in pids]
+
+
+def _trial_processes(process: psutil.Process) -> list:
+    """The Ray trial processes (``ray::ImplicitFunc``) of this test's own driver; never another user's Ray."""
+    found = []
+    for child in _children(process, []):
+        try:
+            if "ImplicitFunc" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # ended meanwhile
             continue
-        if b"ImplicitFunc" in cmdline:
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-    return killed
+    return found
 
 
-def _wait_for(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}")
+def _stage1_folder(root: Path) -> Path | None:
+    found = list((root / "ray" / "latent_cache").glob(f"*/{CHECKPOINT}"))
+    return found[0].parent if found else None
+
+
+def _checkpoints(root: Path) -> dict[str, int]:
+    """Each trial's encoder.pt in its work folder, by the inode of its current version (a save replaces it)."""
+    found = (root / "ray" / NAME / "work").glob("*/checkpoints/encoder.pt")
+    return {p.parent.parent.name: p.stat().st_ino for p in found}
+
+
+def _finished(root: Path) -> list:
+    return [r for r in _runs(root, "trial") if r.info.status == "FINISHED"]
+
+
+class _KillTrialThenWait:
+    """A moment: the second trial has a checkpoint, its process is killed (Tune retries it), and the retry has
+    saved a checkpoint of its own since."""
+
+    def __init__(self, root: Path, first_trial: str):
+        self.root, self.first_trial, self.seen = root, first_trial, None
+
+    def __call__(self, process: psutil.Process) -> bool:
+        second = {k: v for k, v in _checkpoints(self.root).items() if k != self.first_trial}
+        if self.seen is None and second:
+            trials = _trial_processes(process)
+            assert len(trials) == 1, trials  # --max-concurrent 1
+            trials[0].kill()
+            self.seen = second
+        return self.seen is not None and second != self.seen
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("recovery")
 
 
 @pytest.mark.slow
-def test_killed_trial_then_interrupted_sweep__resume_equals_uninterrupted_run(tmp_path):
-    """One sweep, two failures (until CI time mattered these were two tests, each with its own sweep): the
-    first trial's process is killed after its first checkpoint and Tune resumes it from there; once a trial
-    has finished the driver is interrupted (SIGINT) and ``--resume`` finishes the sweep without rerunning it.
-    The killed trial ends exactly where an uninterrupted run ends, and every trial has one gap-free history."""
-    sets = FAST | {"encoder.epochs": "4"}
-    driver = subprocess.Popen(_cmd(tmp_path, sets=sets), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        checkpoints = lambda: list((tmp_path / "ray").glob("sweep-negatives-smoke/*/checkpoint_*"))  # noqa: E731
-        _wait_for(checkpoints, 400, "the first trial checkpoint")
-        running = [r for r in _trial_runs(tmp_path)[1] if r.info.status == "RUNNING"]  # --max-concurrent 1
-        assert len(running) == 1, [r.info.status for r in _trial_runs(tmp_path)[1]]
-        assert _kill_own_trials(driver.pid), "no trial process of this test's sweep found to kill"
-        finished = lambda: any(r.info.status == "FINISHED" for r in _trial_runs(tmp_path)[1])  # noqa: E731
-        _wait_for(finished, 600, "one finished trial")
-        driver.send_signal(signal.SIGINT)
-        stopped = driver.wait(timeout=300)
-    finally:
-        driver.kill()
-    assert stopped != 0  # an interrupted sweep says so (it once exited 0 with "no table")
-    _, before = _trial_runs(tmp_path)
-    done = {r.info.run_id: r for r in before if r.info.status == "FINISHED"}
-    assert 1 <= len(done) <= 2
-    resumed = subprocess.run(_cmd(tmp_path, "--resume", sets=sets), cwd=tmp_path, capture_output=True, text=True,
-                             timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "| 128 | 1 |" in resumed.stdout and "| 256 | 1 |" in resumed.stdout
-    client, after = _trial_runs(tmp_path)
-    assert len(after) == 2 and all(r.info.status == "FINISHED" for r in after)
-    for run_id, run in done.items():  # finished trials were not run again
-        assert next(r for r in after if r.info.run_id == run_id).info.end_time == run.info.end_time
-    for trial in after:  # one point per epoch, none missing or repeated, through the kill and the resume
-        steps = [m.step for m in client.get_metric_history(trial.info.run_id, "encoder/train/total")]
-        assert steps == sorted(set(steps)) and len(steps) == 4, (trial.data.params["encoder.queue_size"], steps)
-    # the killed trial against a straight run on the same stage-1 artifact (its float results depend on the
-    # thread count it ran with) at 1 thread
-    trial = next(t for t in after if t.info.run_id == running[0].info.run_id)
-    queue_size = int(trial.data.params["encoder.queue_size"])
-    overrides = resolve_presets(["smoke"], sets | {"encoder.queue_size": queue_size, "run.threads": 1,
-                                                   "run.latent_cache": str(tmp_path / "ray" / "latent_cache")})
-    straight = train(ContraLordConfig.from_overrides(overrides), tmp_path / "straight")
-    resumed = json.loads(Path(client.download_artifacts(trial.info.run_id, "summary.json", str(tmp_path))).read_text())
-    for key in ("encoder/final/total", "encoder/final/nce_content", "encoder/eval/mig", "encoder/eval/smoothness"):
-        assert resumed[key] == straight[key], key
+def test_killed_and_interrupted_sweep__resume_finishes_as_a_straight_run(root):
+    code, _ = _stop_driver_at(root, lambda _: _stage1_folder(root) is not None, "stage 1's first checkpoint")
+    assert code == -signal.SIGKILL
+    assert not (_stage1_folder(root) / ARTIFACT).exists(), "the kill came after stage 1 ended"
+
+    _stop_driver_at(root, lambda _: _checkpoints(root), "a trial's first checkpoint")
+    assert not _finished(root)  # the issue: the trial then refused the folder its first attempt wrote, 3 times
+    (first_trial,) = _checkpoints(root)
+    _stop_driver_at(root, lambda _: _finished(root), "the first finished trial")  # between trials
+    (first,) = _finished(root)
+
+    code, err = _stop_driver_at(root, _KillTrialThenWait(root, first_trial), "the killed trial's retry",
+                                stop=signal.SIGINT)
+    assert code == 130 and "--resume" in err.strip().splitlines()[-1], err[-3000:]
+    _stop_driver_at(root, lambda _: len(_finished(root)) == 2, "both trials finished")  # the table follows
+    assert not any(r.info.status == "FINISHED" for r in _runs(root, "sweep")), "the kill came after the table"
+
+    done = subprocess.run(_cmd(root, "--resume"), cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| 128 | 1 |" in done.stdout and "| 256 | 1 |" in done.stdout
+    trials, stage1, sweeps = (_runs(root, role) for role in ("trial", "stage1", "sweep"))
+    assert [len(trials), len(stage1), len(sweeps)] == [2, 1, 1]  # no run twice
+    assert all(r.info.status == "FINISHED" for r in trials + stage1 + sweeps)
+    again = next(t for t in trials if t.info.run_id == first.info.run_id)
+    assert again.info.end_time == first.info.end_time  # a finished trial is not run again
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    for run, metric, epochs in [(t, "encoder/train/total", 4) for t in trials] + [(stage1[0], "latent/train/total", 2)]:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]  # one point per epoch
+        assert len(steps) == epochs and steps == sorted(set(steps)), (run.data.tags.get("role"), steps)
+
+    for trial in trials:  # each equals a straight run on the same stage-1 artifact at the trial's 1 thread
+        queue_size = int(trial.data.params["encoder.queue_size"])
+        overrides = resolve_presets(["smoke"], SETS | {"encoder.queue_size": queue_size, "run.threads": 1,
+                                                       "run.latent_cache": str(root / "ray" / "latent_cache")})
+        straight = train(ContraLordConfig.from_overrides(overrides), root / f"straight{queue_size}")
+        logged = client.download_artifacts(trial.info.run_id, "summary.json", str(root))
+        resumed = json.loads(Path(logged).read_text())
+        compared = [k for k, v in straight.items() if k.startswith(("encoder/final/", "encoder/eval/"))
+                    and isinstance(v, float) and "images_per_s" not in k]
+        assert len(compared) > 10 and "encoder/eval/disentanglement" in compared
+        assert {k: resumed[k] for k in compared} == {k: straight[k] for k in compared}, queue_size
+
+
+@pytest.mark.slow
+def test_sweep_whose_trials_fail__exits_1_naming_their_error_files(root):
+    """Every trial's stage 2 diverges (lr 1e30: a non-finite loss at once); the sweep says so and exits 1. (Stage
+    1 is the recovery sweep's, from the same cache, when that test ran first.)"""
+    sets = SETS | {"encoder.lr": "1e30"}
+    failed = subprocess.run(_cmd(root, "--max-failures", "0", sets=sets, name="diverges"), cwd=root,
+                            capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1, (failed.returncode, failed.stderr[-3000:])
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("sweep: failed: 2 trials ended in error (error files: ") and "no table" in last, last
+    error_files = [Path(p) for p in last.split("error files: ", 1)[1].split(")", 1)[0].split(", ")]
+    assert len(error_files) == 2 and all("NonFiniteLossError" in p.read_text() for p in error_files)
+    assert "--resume" in last and "--max-failures 0" in last  # what to run next: the same command, resumed
+    sweep = next(r for r in _runs(root, "sweep") if r.data.tags["sweep_path"].endswith("/diverges"))
+    assert sweep.info.status == "FAILED" and "2 trials ended in error" in sweep.data.tags["sweep_failed"]
+    assert {r.info.status for r in _runs(root, "trial") if r.data.params["encoder.lr"] == "1e+30"} == {"FAILED"}
