@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import ablations`
 
 from ablations import render, specs  # noqa: E402
+from ablations.ladder import THRESHOLD, build_ladder, plot_ladder, to_markdown  # noqa: E402
 from ablations.runs import (  # noqa: E402
     AblationError,
     RunSource,
@@ -54,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace <table>.* in --out, and remove the "
                         "formats of it not written this time (so no stale table stays beside the new one)")
     parser.add_argument("--paper", action="store_true", help="add the paper's values under each matching row")
+    parser.add_argument("--rungs", action="store_true", help="the table at every rung of a budget ladder "
+                        "(encoder.rungs), with each row's convergence and each paired verdict's stability")
+    parser.add_argument("--converged-within", type=float, default=THRESHOLD, metavar="DELTA", help="--rungs: a row "
+                        "is converged at a rung when D and content_corr_min moved by at most DELTA in every seed "
+                        "(default %(default)s)")
     parser.add_argument("--ignore-key", action="append", default=[], metavar="KEY",
                         help="a config key allowed to differ between averaged runs (named in no table: use sparingly)")
     return parser
@@ -131,6 +137,8 @@ def write_outputs(table: Table, formats: list[str], out: str | None, replace: li
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.rungs:
+        return ladder_main(args)
     try:
         source = load_source(args)
         spec = resolve_spec(args, source.sweep_kind)
@@ -149,6 +157,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def ladder_main(args: argparse.Namespace) -> int:
+    """``--rungs``: the table at every rung (markdown), with ``<table>_rungs.md`` and ``<table>_rungs.png`` in --out."""
+    try:
+        if not 0 <= args.converged_within < 1:
+            raise AblationError(f"--converged-within: expected a change in [0, 1), got {args.converged_within}")
+        source = load_source(args)
+        spec = resolve_spec(args, source.sweep_kind)
+        outputs = [out_folder(args.out) / f"{spec.name}_rungs.{ext}" for ext in ("md", "png")] if args.out else []
+        if any(p.exists() for p in outputs) and not args.overwrite:
+            raise AblationError(f"--out: {next(p for p in outputs if p.exists())} exists; pass --overwrite to "
+                                f"replace it, or another --out; nothing written")
+        ladder = build_ladder(MlflowClient(args.tracking_uri), source.runs, spec, source.description, args.paper,
+                              tuple(args.ignore_key), args.converged_within)
+    except AblationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = to_markdown(ladder)
+    print(text)
+    if outputs:
+        outputs[0].parent.mkdir(parents=True, exist_ok=True)
+        outputs[0].write_text(text + "\n")
+        plot_ladder(ladder, outputs[1])
+        for path in outputs:
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

@@ -128,8 +128,15 @@ class EncoderConfig:
     epochs: int = 200
     steps: int = 0  # the budget in optimiser steps, replacing epochs when > 0 (a batch-size sweep at equal steps)
     batch_size: int = 256
-    lr: float = 1e-3  # Adam, cosine decay
+    lr: float = 1e-3  # Adam, under encoder.schedule
     weight_decay: float = 0.0
+    # the lr schedule (contralord/schedules.py): cosine (anneals to 0 at the budget) | wsd (warmup-stable-decay: linear
+    # warm-up, constant lr, a 1-sqrt cooldown over the budget's last decay_fraction; extendable, Hägele et al. 2024)
+    schedule: str = "cosine"
+    warmup_steps: int = 0  # wsd: linear warm-up steps
+    decay_fraction: float = 0.2  # wsd: the cooldown's share of the budget (of each rung's)
+    # wsd: budgets in steps at which a run is evaluated ("160,640,2560"); the top one is the budget (encoder.steps)
+    rungs: str = ""
     positive: str = "online"  # who encodes the query view g_q: online f (Algorithm 1 line 12) | momentum f_m
     anchor: str = "online"  # g_i of Eq. 4/5: online output on the original x_i | stage1 code g~_i
     projection_dim: int = 64  # InfoNCE on an MLP projection of h_c / h_r (0 = on the codes themselves)
@@ -161,6 +168,27 @@ class EncoderConfig:
         _check(self.projection_dim >= 0, "encoder.projection_dim", "an int >= 0", self.projection_dim)
         _choice(self.model, "encoder.model", ("contralord", "vae"))
         _choice(self.content_head, "encoder.content_head", CONTENT_HEADS)
+        self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        from contralord.schedules import branch_start, parse_rungs
+
+        _choice(self.schedule, "encoder.schedule", ("cosine", "wsd"))
+        _check(self.warmup_steps >= 0, "encoder.warmup_steps", "an int >= 0", self.warmup_steps)
+        _check(0.0 < self.decay_fraction < 1.0, "encoder.decay_fraction", "a float in (0, 1)", self.decay_fraction)
+        try:
+            rungs = parse_rungs(self.rungs)
+        except ValueError as error:
+            raise ConfigError(f"encoder.rungs: {error}") from None
+        if not rungs:
+            return
+        _check(self.schedule == "wsd", "encoder.rungs", "encoder.schedule=wsd (a cosine run has not annealed at a "
+               "lower rung; run a cosine ladder as separate runs with encoder.steps)", self.rungs)
+        _check(self.steps in (0, rungs[-1]), "encoder.steps", f"0 or the top rung {rungs[-1]} (encoder.rungs="
+               f"{self.rungs} sets the budget)", self.steps)
+        first = branch_start(rungs[0], self.decay_fraction)
+        _check(self.warmup_steps <= first, "encoder.warmup_steps", f"at most {first}, where the first rung's cooldown "
+               f"starts (encoder.rungs={self.rungs}, encoder.decay_fraction={self.decay_fraction})", self.warmup_steps)
 
 
 @dataclass(frozen=True)

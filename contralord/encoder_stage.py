@@ -11,11 +11,13 @@ then come from the online encoder, with gradient).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from contralord import augment, checkpoint, distributed, labels, latent_factors, sampling
+from contralord import augment, checkpoint, distributed, labels, latent_factors, sampling, schedules
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.latent_stage import LatentResult, build_generator, build_recon_loss
@@ -103,12 +105,13 @@ class EncoderTrainer:
         params = [p for p in self.online.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.encoder.lr, weight_decay=cfg.encoder.weight_decay)
         total, _ = sampling.encoder_steps(cfg, len(data))
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
+        self.scheduler = schedules.build_scheduler(cfg, self.optimizer, total)
         self.recon = build_recon_loss(cfg, self.device) if cfg.loss.rec > 0 else None
         needs_targets = cfg.loss.sup > 0 or (uses_contrastive(cfg) and cfg.encoder.anchor == "stage1")
         self.targets = _stage1_targets(data, latent) if needs_targets else None
         self.augmentation = _augmentation(cfg, data)
         self.history: list[dict[str, float]] = []  # per-epoch metrics: a resumed checkpoint's, then the loop's
+        self.rungs: dict[int, dict[str, float]] = {}  # encoder.rungs evaluated so far (in the checkpoint too)
 
     def views(self, index: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(original x, anchor view, query view or None) for this rank's slice, each (B, C, H, W)."""
@@ -227,7 +230,8 @@ class EncoderTrainer:
         return {"online": self.online.state_dict(), "momentum": self.momentum.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "step": step, "rng": checkpoint.rng_state(), "config": self.cfg.to_flat_dict(),
-                "latent_key": self.latent.key if self.latent else None, "history": list(history)}
+                "latent_key": self.latent.key if self.latent else None, "history": list(history),
+                "rungs": {str(rung): dict(metrics) for rung, metrics in self.rungs.items()}}
 
     def resume(self, path: Path) -> int:
         """Load ``path`` if it exists (refusing another config's checkpoint); return the start step."""
@@ -235,12 +239,17 @@ class EncoderTrainer:
             return 0
         saved = checkpoint.load(path, required=RESUME_KEYS)
         checkpoint.check_compatible(saved["config"], self.cfg.to_flat_dict(), path, ignore=RESUME_IGNORED)
+        return self.load_state(saved)
+
+    def load_state(self, saved: dict) -> int:
+        """Put the trainer back in the state ``state_dict`` saved; return its step."""
         self.online.load_state_dict(saved["online"])
         self.momentum.load_state_dict(saved["momentum"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         checkpoint.set_rng_state(saved["rng"])
         self.history = list(saved.get("history", []))  # a checkpoint written before history was kept: none
+        self.rungs = {int(rung): dict(metrics) for rung, metrics in saved.get("rungs", {}).items()}
         return int(saved["step"])
 
 
@@ -300,8 +309,12 @@ def _stage1_targets(data: ImageFactorData, latent: LatentResult | None) -> tuple
 
 
 def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None, out_dir: str | Path,
-                   runtime: LocalRuntime | None = None, logger: MetricsLogger | None = None) -> EncoderTrainer:
-    """Train stage 2 into ``<out_dir>/checkpoints/encoder.pt``, resuming from it when present."""
+                   runtime: LocalRuntime | None = None, logger: MetricsLogger | None = None,
+                   on_rung: Callable[[int, EncoderTrainer], dict[str, float]] | None = None) -> EncoderTrainer:
+    """Train stage 2 into ``<out_dir>/checkpoints/encoder.pt``, resuming from it when present. Under
+    ``encoder.rungs`` (WSD) the trunk stops at each lower rung's cooldown start, a branch cools down from there
+    to the rung and is handed to ``on_rung`` (the evaluation: its metrics are kept in ``trainer.rungs`` and in the
+    checkpoint, so a resumed run does not branch again), then the trunk goes on from its state before the branch."""
     runtime, logger = runtime or LocalRuntime(), logger or NullLogger()
     trainer = EncoderTrainer(cfg, data, latent, runtime)
     path = Path(out_dir) / "checkpoints" / CHECKPOINT
@@ -311,7 +324,35 @@ def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentR
     spec = LoopSpec("encoder", epochs, spe, cfg.encoder.batch_size, cfg.run.checkpoint_every, total_steps=total,
                     history=list(trainer.history))
     save = lambda step: str(checkpoint.save_atomic(trainer.state_dict(step, spec.history), path))  # noqa: E731
+    for rung in schedules.parse_rungs(cfg.encoder.rungs)[:-1]:
+        if rung in trainer.rungs:
+            continue
+        begin = schedules.branch_start(rung, cfg.encoder.decay_fraction)
+        if start > begin:
+            raise checkpoint.CheckpointError(f"checkpoint {path}: at step {start}, past where rung {rung}'s cooldown "
+                                             f"starts ({begin}), but no evaluation of rung {rung} was kept")
+        if start < begin:  # the trunk up to the branch point; its checkpoint there is where a resumed branch starts
+            spec.total_steps = begin
+            run_loop(spec, start, trainer.step, save, logger, runtime.report)
+            start = begin
+        _branch(trainer, spec, begin, rung, on_rung)
+        save(begin)  # the same state, now with the rung's evaluation: a resume does not branch again
+    spec.total_steps = total
     run_loop(spec, start, trainer.step, save, logger, runtime.report)
     trainer.history, trainer.last_step = spec.history, spec.last_step
     distributed.barrier()
     return trainer
+
+
+def _branch(trainer: EncoderTrainer, trunk: LoopSpec, begin: int, rung: int,
+            on_rung: Callable[[int, EncoderTrainer], dict[str, float]] | None) -> None:
+    """Cool down from the trunk's state at ``begin`` to ``rung``, hand the result to ``on_rung``, then put the
+    trunk's state back (modules, queues, optimiser, schedule, RNG): the trunk goes on as if no branch had run."""
+    before = copy.deepcopy(trainer.state_dict(begin, trunk.history))
+    trainer.scheduler.retarget(rung)
+    branch = LoopSpec("encoder", trunk.epochs, trunk.steps_per_epoch, trunk.images_per_step, total_steps=rung)
+    run_loop(branch, begin, trainer.step, lambda step: "", NullLogger(), lambda metrics, path: None)
+    trainer.history, trainer.last_step = branch.history, branch.last_step
+    result = on_rung(rung, trainer) if on_rung is not None else {}
+    trainer.load_state(before)
+    trainer.rungs[rung] = result

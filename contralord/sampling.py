@@ -60,8 +60,12 @@ def owned_order(num_items: int, seed: int, stage: str, epoch: int) -> torch.Tens
 
 
 def encoder_steps(cfg, num_items: int) -> tuple[int, int]:
-    """(total optimiser steps, epochs begun) of stage 2: ``encoder.steps`` when set, else ``encoder.epochs``
-    full epochs. A step budget that ends inside an epoch runs that epoch's first steps only."""
+    """(total optimiser steps, epochs begun) of stage 2: the top of ``encoder.rungs``, else ``encoder.steps`` when
+    set, else ``encoder.epochs`` full epochs. A step budget that ends inside an epoch runs that epoch's first steps
+    only."""
+    from contralord.schedules import parse_rungs
+
     per_epoch = steps_per_epoch(num_items, cfg.encoder.batch_size)
-    total = cfg.encoder.steps or cfg.encoder.epochs * per_epoch
+    rungs = parse_rungs(cfg.encoder.rungs)
+    total = rungs[-1] if rungs else cfg.encoder.steps or cfg.encoder.epochs * per_epoch
     return total, -(-total // per_epoch)

@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 
-from contralord import checkpoint, distributed, labels, machine
+from contralord import checkpoint, distributed, labels, machine, sampling
 from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import ImageFactorData, build_dataset
 from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, EncoderTrainer, train_encoders
 from contralord.encoding import CodeCache
 from contralord.evaluation import evaluate
+from contralord.ladder import RungRecords
 from contralord.latent_factors import load_factor_codes
 from contralord.latent_stage import LatentResult, train_latent
 from contralord.loop import final_names
@@ -34,6 +35,7 @@ from contralord.preflight import (
     read_run_config,
 )
 from contralord.runtime import LocalRuntime
+from contralord.schedules import branch_start, parse_rungs
 from contralord.tracking import MetricsLogger, NullLogger
 
 
@@ -82,6 +84,11 @@ def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
                                                   and cfg.encoder.model == "contralord"):
         raise ConfigError("encoder.label_aware_negatives: masks L_con's queue by stage 1's labelled factors; it needs "
                           "loss.con > 0, encoder.negatives=queue and a stage 1 (loss.rec or loss.sup > 0)")
+    budget, _ = sampling.encoder_steps(cfg, num_images)
+    cooldown = branch_start(budget, cfg.encoder.decay_fraction)
+    if cfg.encoder.schedule == "wsd" and cfg.encoder.warmup_steps > cooldown:
+        raise ConfigError(f"encoder.warmup_steps: {cfg.encoder.warmup_steps} runs into the cooldown, which starts "
+                          f"at step {cooldown} of {budget}")
     if cfg.encoder.finetune_generator and cfg.loss.rec == 0:
         raise ConfigError("encoder.finetune_generator: needs loss.rec > 0 (only L_rec trains the generator)")
 
@@ -174,19 +181,38 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
     if needs_latent(cfg):
         latent = train_latent(cfg, data, cfg.run.latent_cache or out_dir / "latent_cache", runtime, logger)
     stage1_done = time.perf_counter()
-    trainer = train_encoders(cfg, data, latent, out_dir, runtime, logger)
+    spe = sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
+    ladder = RungRecords(out_dir, logger, runtime.report, spe) if cfg.encoder.rungs else None
+
+    def score_rung(rung: int, branch: EncoderTrainer) -> dict[str, float]:
+        return ladder.record(rung, _scored(cfg, data, latent, branch, ladder.folder(rung), runtime.device))
+
+    trainer = train_encoders(cfg, data, latent, out_dir, runtime, logger, score_rung if ladder else None)
     train_done = time.perf_counter()
-    train_codes = CodeCache(trainer.online, data.images, trainer.device)  # read by the summary and evaluate
-    summary = summarize(cfg, data, latent, trainer, train_codes)
-    summary["machine"] = machine.describe().as_dict()  # tables refuse to pool runs across machines
-    if cfg.eval.enabled and distributed.is_main():
-        factor_codes = stage1_factor_codes(cfg, data, latent, runtime.device)
-        scores = evaluate(cfg, trainer.online, data, out_dir, runtime.device, train_codes, factor_codes)
-        summary |= {f"encoder/eval/{k}": v for k, v in scores.items() if isinstance(v, float)}
+    summary = _scored(cfg, data, latent, trainer, out_dir, runtime.device)
+    if ladder:  # the top rung is the run itself
+        top = parse_rungs(cfg.encoder.rungs)[-1]
+        rungs = trainer.rungs | {top: ladder.record(top, summary)}
+        summary["rungs"] = {str(rung): rungs[rung] for rung in sorted(rungs)}
+        ladder.write(summary["rungs"])
     summary |= {"time/stage1": stage1_done - started, "time/train": train_done - stage1_done,
                 "time/eval": time.perf_counter() - train_done}
     logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)}, step=0)
     checkpoint.write_json_atomic(summary, out_dir / "summary.json")
+    return summary
+
+
+def _scored(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None, trainer: EncoderTrainer,
+            folder: Path, device: torch.device) -> dict[str, Any]:
+    """The summary of a trained encoder and, when evaluation is on, its scores (``evaluate`` writes
+    ``folder/metrics.json`` and the grids)."""
+    train_codes = CodeCache(trainer.online, data.images, trainer.device)  # read by the summary and evaluate
+    summary = summarize(cfg, data, latent, trainer, train_codes)
+    summary["machine"] = machine.describe().as_dict()  # tables refuse to pool runs across machines
+    if cfg.eval.enabled and distributed.is_main():
+        factor_codes = stage1_factor_codes(cfg, data, latent, device)
+        scores = evaluate(cfg, trainer.online, data, folder, device, train_codes, factor_codes)
+        summary |= {f"encoder/eval/{k}": v for k, v in scores.items() if isinstance(v, float)}
     return summary
 
 

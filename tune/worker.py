@@ -238,7 +238,7 @@ def _reporter(report: Callable, checkpoint_cls) -> Callable[[dict[str, float], s
     def hook(metrics: dict[str, float], path: str | None) -> None:
         clean = {k: float(v) for k, v in metrics.items()}
         epoch_key = next((k for k in clean if k.endswith("/train/epoch")), None)
-        clean["epoch"] = clean.get(epoch_key, 0.0)
+        clean["epoch"] = clean[epoch_key] if epoch_key else clean.get("epoch", 0.0)  # a rung's report gives its own
         if path and Path(path).name == CHECKPOINT and distributed.is_main():
             with tempfile.TemporaryDirectory() as folder:
                 shutil.copy2(path, Path(folder) / CHECKPOINT)

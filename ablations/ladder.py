@@ -1,0 +1,188 @@
+"""A table on the budget ladder (``encoder.rungs``; README, "A schedule that can be extended"): the table at every
+rung, whether each row has converged, and whether each paired verdict is stable.
+
+A trial of a ladder logs each rung's evaluation as ``rung/<metric>`` at step = the rung's steps. Here each rung
+becomes the runs' metrics for one ordinary table (``build_table``: the same rows, intervals and refusals), and:
+
+- a row is **converged** at rung r when, in every seed, D and the minimum per-dimension correlation of h_c with
+  its stage-1 target (``content_corr_min``) each changed by at most the threshold (default 0.02) from the rung
+  before; a pooled number alone can hide an under-trained head;
+- a paired verdict (a row against the spec's baseline or the best mean, ``render.paired_comparisons``) is
+  **stable** when its sign and whether its 95 % interval excludes 0 are the same at the last two rungs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from ablations import render, specs, stats
+from ablations.runs import AblationError, TrialRun
+from ablations.stats import Paired
+from ablations.tables import Table, _group, build_table
+
+PREFIX = "rung/"  # contralord/ladder.py logs rung/<metric> at step = the rung's steps
+CONVERGENCE = ("encoder/eval/disentanglement", "encoder/eval/content_corr_min")
+THRESHOLD = 0.02
+
+
+@dataclass
+class Ladder:
+    rungs: list[int]
+    tables: dict[int, Table]  # rung -> the table of the runs' evaluations at that rung
+    threshold: float
+    movement: dict[str, dict[int, float | None]] = field(default_factory=dict)  # row -> rung -> largest change
+    verdicts: list[tuple[str, str, str, dict[int, Paired], str]] = field(default_factory=list)
+    values: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)  # run id -> rung -> metric
+    members: dict[int, dict[tuple, list[str]]] = field(default_factory=dict)  # rung -> row key -> averaged run ids
+
+
+def rung_values(client: MlflowClient, runs: list[TrialRun], metrics: tuple[str, ...]) -> dict[str, dict]:
+    """{run id: {rung steps: {metric: value}}} from each run's ``rung/<metric>`` history."""
+    found: dict[str, dict[int, dict[str, float]]] = {}
+    for run in runs:
+        for metric in metrics:
+            if PREFIX + metric not in run.metrics:
+                continue
+            for point in client.get_metric_history(run.run_id, PREFIX + metric):
+                found.setdefault(run.run_id, {}).setdefault(int(point.step), {})[metric] = point.value
+    return found
+
+
+def build_ladder(client: MlflowClient, runs: list[TrialRun], spec: specs.TableSpec, source: str,
+                 with_paper: bool = False, ignore: tuple[str, ...] = (), threshold: float = THRESHOLD) -> Ladder:
+    """The spec's table at every rung the runs logged; AblationError when no run has a rung."""
+    values = rung_values(client, runs, tuple(dict.fromkeys([*specs.METRICS.values(), *CONVERGENCE])))
+    rungs = sorted({rung for per_run in values.values() for rung in per_run})
+    if not rungs:
+        raise AblationError("--rungs: no run of the table logged a rung (rung/<metric>); train with "
+                            "--set encoder.schedule=wsd --set encoder.rungs=160,640,2560")
+    tables, members = {}, {}
+    for rung in rungs:
+        at_rung = [dataclasses.replace(r, metrics=values[r.run_id][rung]) for r in runs
+                   if rung in values.get(r.run_id, {})]
+        tables[rung] = build_table(at_rung, spec, f"{source} at rung {rung}", with_paper, ignore)
+        members[rung] = _members(at_rung, spec)
+    ladder = Ladder(rungs, tables, threshold, values=values, members=members)
+    ladder.movement = _movement(ladder)
+    ladder.verdicts = _verdicts(ladder)
+    return ladder
+
+
+def _movement(ladder: Ladder) -> dict[str, dict[int, float | None]]:
+    """Per row label and rung, the largest change over its seeds and ``CONVERGENCE`` from the rung before
+    (None at the first rung, or where a seed lacks either rung: that row cannot be called converged)."""
+    moves: dict[str, dict[int, float | None]] = {}
+    for before, rung in zip([None, *ladder.rungs], ladder.rungs, strict=False):
+        table = ladder.tables[rung]
+        for row in table.rows:
+            ids = ladder.members[rung].get(row.key, [])
+            label = render.row_label(table, row)
+            moves.setdefault(label, {})[rung] = None if before is None else _largest_change(ladder, ids, before, rung)
+    return moves
+
+
+def _members(runs: list[TrialRun], spec: specs.TableSpec) -> dict[tuple, list[str]]:
+    """{row key: the run ids a table averages} (``tables._row``: the newest finished run of each seed)."""
+    members = {}
+    for key, group in _group(runs, spec).items():
+        newest: dict[str, TrialRun] = {}
+        for run in sorted(group, key=lambda r: r.start_time, reverse=True):
+            if run.status == "finished":
+                newest.setdefault(run.seed, run)
+        members[key] = [r.run_id for r in newest.values()]
+    return members
+
+
+def _largest_change(ladder: Ladder, run_ids: list[str], before: int, rung: int) -> float | None:
+    changes = []
+    for run_id in run_ids:
+        now, then = ladder.values[run_id].get(rung, {}), ladder.values[run_id].get(before, {})
+        for metric in CONVERGENCE:
+            if metric not in now or metric not in then:
+                return None
+            changes.append(abs(now[metric] - then[metric]))
+    return max(changes) if changes else None
+
+
+def _verdicts(ladder: Ladder) -> list[tuple[str, str, str, dict[int, Paired], str]]:
+    """The top rung's paired comparisons, each recomputed at every rung (same rows, same reference), and
+    whether it is stable over the last two rungs."""
+    found = []
+    for column, label, ref, _ in render.paired_comparisons(ladder.tables[ladder.rungs[-1]]):
+        at = {}
+        for rung in ladder.rungs:
+            rows = {render.row_label(ladder.tables[rung], row): row for row in ladder.tables[rung].rows}
+            if label in rows and ref in rows and rows[label].values.get(column) and rows[ref].values.get(column):
+                at[rung] = stats.paired(rows[label].values[column], rows[ref].values[column])
+        found.append((column, label, ref, at, _stability(at, ladder.rungs)))
+    return found
+
+
+def _stability(at: dict[int, Paired], rungs: list[int]) -> str:
+    last = [at.get(rung) for rung in rungs[-2:]]
+    if len(rungs) < 2 or any(p is None or p.n < 2 or math.isnan(p.ci_low) for p in last):
+        return "untested (needs two rungs with 2+ shared seeds)"
+    signs = {(p.mean > 0, p.ci_low > 0 or p.ci_high < 0) for p in last}
+    return "stable" if len(signs) == 1 else "moving"
+
+
+def to_markdown(ladder: Ladder) -> str:
+    """Each rung's table, then the convergence of each row and the stability of each paired verdict."""
+    parts = [f"## At rung {rung} ({rung} steps)\n\n{render.to_markdown(ladder.tables[rung])}" for rung in ladder.rungs]
+    header = "| row | " + " | ".join(str(r) for r in ladder.rungs) + " |"
+    lines = [header, "|---|" + "---|" * len(ladder.rungs)]
+    for label, moves in ladder.movement.items():
+        cells = [_move_cell(moves.get(rung), ladder.threshold) for rung in ladder.rungs]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    rule = (f"converged at a rung: in every seed, D and content_corr_min each moved by at most {ladder.threshold:g} "
+            f"from the rung before (cells: the largest change; ✓ converged, ✗ still moving)")
+    verdicts = [f"- paired {column}: {row} minus {ref}: " + "; ".join(
+        f"{rung}: {render.paired_text(p)}" for rung, p in at.items()) + f" → **{state}**"
+        for column, row, ref, at, state in ladder.verdicts]
+    stable_rule = ("a verdict is stable when its sign and its significance (95 % interval excluding 0) hold at the "
+                   "last two rungs")
+    return "\n\n".join(parts + ["## Convergence by rung\n\n" + "\n".join(lines) + f"\n\n- {rule}",
+                                "## Paired verdicts by rung\n\n" + "\n".join(verdicts or ["- none"])
+                                + f"\n- {stable_rule}"])
+
+
+def _move_cell(change: float | None, threshold: float) -> str:
+    if change is None:
+        return "–"
+    return f"{change:.3f} {'✓' if change <= threshold else '✗'}"
+
+
+def plot_ladder(ladder: Ladder, path: Path, metric: str = CONVERGENCE[0]) -> Path:
+    """``metric`` against steps (log axis): one colour per row, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    table = ladder.tables[ladder.rungs[-1]]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(table.rows):
+        label = render.row_label(table, row)
+        for run_id in ladder.members[ladder.rungs[-1]].get(row.key, []):
+            points = sorted((rung, v[metric]) for rung, v in ladder.values[run_id].items() if metric in v)
+            axis.plot(*zip(*points, strict=True), marker="o", color=colours[i % len(colours)], alpha=0.8,
+                      label=label)
+            label = None  # one legend entry per row
+    axis.set_xscale("log")
+    axis.set_xticks(ladder.rungs, [str(rung) for rung in ladder.rungs])
+    axis.minorticks_off()
+    axis.set_xlabel("stage-2 steps (rung)")
+    axis.set_ylabel(metric.removeprefix("encoder/eval/"))
+    axis.set_title(f"{table.spec.title}: {metric.removeprefix('encoder/eval/')} by budget (a line per seed)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

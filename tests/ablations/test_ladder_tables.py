@@ -1,0 +1,67 @@
+"""``make_tables.py --rungs``: the table at every rung of a budget ladder, each row's convergence and each paired
+verdict's stability, on fabricated runs whose rung histories are known exactly."""
+
+import pytest
+from fabricated_runs import Store, mlflow_store  # noqa: F401  (mlflow_store: the `store` fixture)
+from mlflow.entities import Metric
+
+from ablations import make_tables
+from ablations.ladder import build_ladder
+from ablations.runs import from_experiment
+from ablations.specs import spec_for_keys
+
+EXPERIMENT = "contralord-losses"
+RUNGS = (20, 40, 80)
+
+
+def _d(row: str, rung: int, seed: int) -> float:
+    """D of row A (loss.con=0) and B (loss.con=1): A rises then settles (moves 0.10, then 0.01); B is above A at
+    rung 40 and below it at 80 (its verdict against A flips: moving)."""
+    a = {20: 0.30, 40: 0.40, 80: 0.41}[rung] + 0.01 * seed
+    b = {20: 0.50, 40: a + 0.05 + 0.002 * seed, 80: a - 0.05 - 0.002 * seed}[rung]
+    return a if row == "A" else b
+
+
+def _fabricate(store: Store) -> None:
+    for row, con in (("A", "0.0"), ("B", "1.0")):
+        for seed in range(3):
+            final = {"disentanglement": _d(row, 80, seed), "content_corr_min": 0.9}
+            run_id = store.trial(EXPERIMENT, {"loss.con": con, "encoder.rungs": "20,40,80"}, final, seed)
+            points = [Metric(f"rung/encoder/eval/{name}", value, 0, rung) for rung in RUNGS
+                      for name, value in (("disentanglement", _d(row, rung, seed)), ("content_corr_min", 0.9))]
+            store.client.log_batch(run_id, metrics=points)
+
+
+def test_ladder__rungs_convergence_and_verdict_stability(store):
+    _fabricate(store)
+    source = from_experiment(store.client, EXPERIMENT)
+    ladder = build_ladder(store.client, source.runs, spec_for_keys(("loss.con",)), source.description)
+    assert ladder.rungs == [20, 40, 80]
+    at_80 = {row.key: row.cells["D"].mean for row in ladder.tables[80].rows}
+    assert at_80 == {(0.0,): pytest.approx(0.42), (1.0,): pytest.approx(0.42 - 0.05 - 0.002)}
+    moves = {label: {r: m for r, m in by_rung.items()} for label, by_rung in ladder.movement.items()}
+    assert moves["loss.con=0"] == {20: None, 40: pytest.approx(0.10), 80: pytest.approx(0.01)}
+    assert moves["loss.con=1"][80] == pytest.approx(0.098)  # from +0.05 above A to 0.05 below it, A +0.01: seed 2
+    (verdict,) = [v for v in ladder.verdicts if v[0] == "D"]
+    column, row, ref, at, state = verdict
+    assert (row, ref, state) == ("loss.con=1", "loss.con=0", "moving")  # against the top rung's best
+    assert at[40].mean > 0 and at[80].mean < 0 and at[40].ci_low > 0 and at[80].ci_high < 0
+
+
+def test_ladder_command__prints_writes_and_refuses(store, tmp_path, capsys):
+    _fabricate(store)
+    argv = ["--tracking-uri", store.uri, "--experiment", EXPERIMENT, "--by", "loss.con", "--rungs",
+            "--out", str(tmp_path / "out")]
+    assert make_tables.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "## At rung 20 (20 steps)" in text and "## At rung 80 (80 steps)" in text
+    assert "| loss.con=0 | – | 0.100 ✗ | 0.010 ✓ |" in text and "→ **moving**" in text
+    assert (tmp_path / "out" / "by-loss.con_rungs.md").read_text().strip() == text.strip()
+    assert (tmp_path / "out" / "by-loss.con_rungs.png").stat().st_size > 0
+    assert make_tables.main(argv) == 2  # written before: refused without --overwrite
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert make_tables.main([*argv[:-2], "--converged-within", "2"]) == 2
+    plain = store.trial("contralord-other", {"loss.con": "0.0"}, {"disentanglement": 0.5}, 0)
+    assert plain and make_tables.main(["--tracking-uri", store.uri, "--experiment", "contralord-other", "--by",
+                                       "loss.con", "--rungs"]) == 2
+    assert "no run of the table logged a rung" in capsys.readouterr().err
