@@ -86,6 +86,18 @@ def _cfg(tiny_overrides, tmp_path, **extra):
                                                              "run.latent_cache": str(tmp_path / "cache")} | extra)
 
 
+def _ladder(tiny_overrides, tmp_path, out: str):
+    """A 3, 6, 9-step ladder's config, data and stage 1, and its straight run into ``out`` with every lower
+    rung's branch parameters: (cfg, data, latent, trainer, {rung: parameters})."""
+    cfg = _cfg(tiny_overrides, tmp_path, **{"encoder.rungs": "3,6,9"})
+    data = build_data(cfg)
+    latent = train_latent(cfg, data, tmp_path / "cache")
+    branches = {}
+    trainer = train_encoders(cfg, data, latent, tmp_path / out,
+                             on_rung=lambda rung, branch: branches.__setitem__(rung, _params(branch)) or {})
+    return cfg, data, latent, trainer, branches
+
+
 def _params(trainer) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainer.online.state_dict().items()}
 
@@ -98,12 +110,7 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_each_rung__equals_a_straight_run_of_its_budget(tmp_path, tiny_overrides):
     """3 steps an epoch; rungs 3, 6, 9: each lower rung's branch, and the trunk at 9, equal straight WSD runs of
     3, 6 and 9 steps, parameters and queues bit for bit; metrics.json and MLflow-bound records hold every rung."""
-    ladder = _cfg(tiny_overrides, tmp_path, **{"encoder.rungs": "3,6,9"})
-    data = build_data(ladder)
-    latent = train_latent(ladder, data, tmp_path / "cache")
-    branches = {}
-    top = train_encoders(ladder, data, latent, tmp_path / "ladder",
-                         on_rung=lambda rung, trainer: branches.__setitem__(rung, _params(trainer)) or {})
+    ladder, data, latent, top, branches = _ladder(tiny_overrides, tmp_path, "ladder")
     assert sorted(branches) == [3, 6]
     for steps in (3, 6, 9):
         straight = train_encoders(_cfg(tiny_overrides, tmp_path, **{"encoder.steps": steps}), data, latent,
@@ -128,12 +135,7 @@ def test_each_rung__equals_a_straight_run_of_its_budget(tmp_path, tiny_overrides
 
 @pytest.mark.slow
 def test_run_stopped_inside_a_branch__resumes_bit_for_bit(tmp_path, tiny_overrides):
-    cfg = _cfg(tiny_overrides, tmp_path, **{"encoder.rungs": "3,6,9"})
-    data = build_data(cfg)
-    latent = train_latent(cfg, data, tmp_path / "cache")
-    straight_rungs = {}
-    straight = train_encoders(cfg, data, latent, tmp_path / "straight",
-                              on_rung=lambda rung, trainer: straight_rungs.__setitem__(rung, _params(trainer)) or {})
+    cfg, data, latent, straight, straight_rungs = _ladder(tiny_overrides, tmp_path, "straight")
     resumed_rungs = {}
 
     def stop_at_six(rung, trainer):

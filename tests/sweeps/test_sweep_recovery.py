@@ -3,7 +3,8 @@ processes can die and ends exactly where a straight run ends. Its driver is kill
 runs: an OOM killer, a lost SSH session, a preempted head) during stage 1, right after a trial's first
 checkpoint, between trials and after the last trial (the table); a trial's own process is killed after a
 checkpoint (Tune retries it); the driver is interrupted with Ctrl-C. Each time ``--resume`` goes on, and the
-last one finishes with no run twice in MLflow, gap-free histories and the straight run's numbers. A sweep whose
+last one finishes with no run twice in MLflow, gap-free histories and the straight run's numbers. Its trials train
+on a budget ladder (``encoder.rungs``), so kills also land between rungs or inside a rung's branch. A sweep whose
 trials fail exits 1 with one line naming their error files. (Until CI time mattered, the killed trial and the
 interrupted driver were tests of their own, each with its own sweep.)"""
 
@@ -26,9 +27,10 @@ from contralord.presets import resolve_presets  # noqa: E402
 from contralord.trainer import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-# two stage-1 epochs (a checkpoint between them), four stage-2 epochs per trial, one trial at a time
-SETS = {"data.size": "320", "latent.epochs": "2", "encoder.epochs": "4", "eval.num_train": "64",
-        "eval.num_test": "32", "eval.grid_size": "2"}
+# two stage-1 epochs (a checkpoint between them); stage 2 on a budget ladder of 10 and 20 steps (WSD; 5 steps an
+# epoch: rung 10 branches from step 8, where the trunk logs its epoch in two parts); one trial at a time
+SETS = {"data.size": "320", "latent.epochs": "2", "encoder.schedule": "wsd", "encoder.rungs": "10,20",
+        "eval.num_train": "64", "eval.num_test": "32", "eval.grid_size": "2"}
 NAME = "recovers"
 
 
@@ -159,9 +161,10 @@ def test_killed_and_interrupted_sweep__resume_finishes_as_a_straight_run(root):
     again = next(t for t in trials if t.info.run_id == first.info.run_id)
     assert again.info.end_time == first.info.end_time  # a finished trial is not run again
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    for run, metric, epochs in [(t, "encoder/train/total", 4) for t in trials] + [(stage1[0], "latent/train/total", 2)]:
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]  # one point per epoch
-        assert len(steps) == epochs and steps == sorted(set(steps)), (run.data.tags.get("role"), steps)
+    expected = [(t, "encoder/train/total", [5, 8, 10, 15, 20]) for t in trials]
+    expected += [(t, "rung/encoder/eval/disentanglement", [10, 20]) for t in trials]
+    for run, metric, steps in [*expected, (stage1[0], "latent/train/total", [5, 10])]:  # none missing or repeated
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == steps, (run.data.tags, metric)
 
     for trial in trials:  # each equals a straight run on the same stage-1 artifact at the trial's 1 thread
         queue_size = int(trial.data.params["encoder.queue_size"])
@@ -174,6 +177,9 @@ def test_killed_and_interrupted_sweep__resume_finishes_as_a_straight_run(root):
                     and isinstance(v, float) and "images_per_s" not in k]
         assert len(compared) > 10 and "encoder/eval/disentanglement" in compared
         assert {k: resumed[k] for k in compared} == {k: straight[k] for k in compared}, queue_size
+        for rung in ("10", "20"):  # each rung's evaluation too
+            same = [k for k in straight["rungs"][rung] if "images_per_s" not in k]
+            assert {k: resumed["rungs"][rung][k] for k in same} == {k: straight["rungs"][rung][k] for k in same}
 
 
 @pytest.mark.slow
