@@ -148,6 +148,9 @@ class EncoderConfig:
     # L_con (Eq. 4): a queued key whose image has the anchor's labelled-factor values (its labels, else stage 1's
     # classifiers' first choice) is dropped from the negatives: it is no false negative (latent_factors.py)
     label_aware_negatives: bool = False
+    # L_con and L_res: a queued key encoded from the anchor's own image (an earlier step's view of it) is dropped
+    # from the negatives; it sits in the queue with probability ~ L(L+1)/2/(N/B)^2, L = K/B (queue.py)
+    mask_own_keys: bool = False
 
     def __post_init__(self):
         for key in ("backbone_width", "epochs", "batch_size"):
@@ -286,7 +289,10 @@ PRE_ZERODIM_CLASSIFIER_VALUES: dict[str, Any] = {
 # keys whose default is what every run logged before them did (tests show the default path unchanged bit for bit):
 # a table reads an older run's missing key as this value, so rows that differ in it alone still compare
 KEYS_ADDED_WITH_OLD_BEHAVIOUR: dict[str, Any] = {"encoder.content_head": "learned",
-                                                 "encoder.label_aware_negatives": False}
+                                                 "encoder.label_aware_negatives": False,
+                                                 "encoder.schedule": "cosine", "encoder.warmup_steps": 0,
+                                                 "encoder.decay_fraction": 0.2, "encoder.rungs": "",
+                                                 "encoder.mask_own_keys": False}
 
 HASH_IGNORED = ("data.max_array_gib",)  # a safety cap: changes what is refused, never a number
 

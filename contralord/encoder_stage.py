@@ -101,7 +101,8 @@ class EncoderTrainer:
         self.combinations = _combinations(cfg, data, latent, self.device) if cfg.encoder.label_aware_negatives else None
         self.momentum = MomentumEncoders(self.online, cfg.encoder.queue_size, key_dims(cfg, data),
                                          cfg.encoder.shared_momentum_backbone, rng,
-                                         labelled_content=self.combinations is not None).to(self.device)
+                                         labelled_content=self.combinations is not None,
+                                         indexed=cfg.encoder.mask_own_keys).to(self.device)
         params = [p for p in self.online.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.encoder.lr, weight_decay=cfg.encoder.weight_decay)
         total, _ = sampling.encoder_steps(cfg, len(data))
@@ -140,11 +141,12 @@ class EncoderTrainer:
         self.optimizer.step()
         self.scheduler.step()
         if self.use_queue:
+            images = index.to(self.device) if cfg.encoder.mask_own_keys else None
             if keys[0] is not None:
                 ids = self.combinations[index] if self.combinations is not None else None
-                self.momentum.content_queue.enqueue(keys[0], labels=ids)
+                self.momentum.content_queue.enqueue(keys[0], labels=ids, ids=images)
             if keys[1] is not None:
-                self.momentum.residual_queue.enqueue(keys[1])
+                self.momentum.residual_queue.enqueue(keys[1], ids=images)
         names = {"con": "nce_content", "res": "nce_residual"}
         return {"total": total.item(), "lr": lr} | {names.get(k, k): v.item() for k, v in terms.items()} | grads
 
@@ -213,10 +215,19 @@ class EncoderTrainer:
                 positive = views.positive(branch) if views.online_positive else key
                 terms[name] = info_nce_loss(views.anchor(branch), positive, queue.negatives(), tau,
                                             positive_grad=views.online_positive,
-                                            not_negative=self._same_combination(index, queue))
+                                            not_negative=self._not_negative(index, queue))
             else:  # SimCLR baseline: in-batch negatives, both views with gradient
                 terms[name] = nt_xent_loss(views.anchor(branch), views.positive(branch), tau)
         return terms
+
+    def _not_negative(self, index: torch.Tensor, queue) -> torch.Tensor | None:
+        """(B, K) True where a queued key is no negative of the anchor: it has the anchor's labelled-factor values
+        (``encoder.label_aware_negatives``) or comes from the anchor's own image (``encoder.mask_own_keys``)."""
+        masks = [self._same_combination(index, queue)]
+        if self.cfg.encoder.mask_own_keys:
+            masks.append(queue.own_keys(index))
+        masks = [m for m in masks if m is not None]
+        return masks[0] | masks[1] if len(masks) == 2 else (masks[0] if masks else None)
 
     def _same_combination(self, index: torch.Tensor, queue) -> torch.Tensor | None:
         """(B, K) True where a queued key shares the anchor's labelled-factor values (a labelled queue only)."""

@@ -18,33 +18,41 @@ class FeatureQueue(nn.Module):
     """Ring buffer of L2-normalised keys.
 
     Buffers: ``features`` (K, D), the keys; ``ptr`` (), where the next key goes; with ``labelled``, ``labels``
-    (K,), an int64 label per key (-1 for the random initial keys: never anyone's positive). All are saved in
+    (K,), an int64 label per key (-1 for the random initial keys: never anyone's positive); with ``indexed``,
+    ``ids`` (K,), the training image each key was encoded from (-1 for the initial keys). All are saved in
     ``state_dict`` so a resumed run continues with the same negatives.
     """
 
-    def __init__(self, size: int, dim: int, generator: torch.Generator | None = None, labelled: bool = False):
+    def __init__(self, size: int, dim: int, generator: torch.Generator | None = None, labelled: bool = False,
+                 indexed: bool = False):
         super().__init__()
         init = F.normalize(torch.randn(size, dim, generator=generator), dim=1)  # (K, D) random unit keys, as MoCo
         self.register_buffer("features", init)
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         if labelled:
             self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
+        if indexed:
+            self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))
 
     @property
     def size(self) -> int:
         return self.features.shape[0]
 
     @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor, gather: bool = True, labels: torch.Tensor | None = None) -> None:
+    def enqueue(self, keys: torch.Tensor, gather: bool = True, labels: torch.Tensor | None = None,
+                ids: torch.Tensor | None = None) -> None:
         """Write ``keys`` (B, D) from every rank over the oldest entries, wrapping around.
 
         Args:
             keys: (B, D) this rank's keys (normalised here).
             gather: all-gather across ranks first (identity in one process).
             labels: (B,) int64 labels of the keys; required by a ``labelled`` queue, refused by another.
+            ids: (B,) int64 training-image indices of the keys; required by an ``indexed`` queue, refused by another.
         """
         if (labels is None) != (not hasattr(self, "labels")):
             raise ValueError("FeatureQueue.enqueue: labels go with a labelled queue, and only with one")
+        if (ids is None) != (not hasattr(self, "ids")):
+            raise ValueError("FeatureQueue.enqueue: ids go with an indexed queue, and only with one")
         keys = distributed.gather(keys.detach()) if gather else keys.detach()  # (world*B, D)
         total, start = keys.shape[0], int(self.ptr)
         keys = F.normalize(keys, dim=1)[-self.size :]  # more keys than K: only the newest K survive
@@ -54,7 +62,15 @@ class FeatureQueue(nn.Module):
         if labels is not None:
             labels = distributed.gather(labels) if gather else labels  # (world*B,) in the keys' order
             self.labels[positions] = labels[-self.size:].to(self.labels.device)
+        if ids is not None:
+            ids = distributed.gather(ids) if gather else ids  # (world*B,) in the keys' order
+            self.ids[positions] = ids[-self.size:].to(self.ids.device)
         self.ptr.fill_((start + total) % self.size)
+
+    def own_keys(self, index: torch.Tensor) -> torch.Tensor:
+        """(B, K) True where queued key k was encoded from the anchor's own image ``index[b]`` (an indexed
+        queue): that key is the anchor's own view from an earlier step, no negative (``encoder.mask_own_keys``)."""
+        return index.to(self.ids.device)[:, None] == self.ids[None, :]
 
     def negatives(self) -> torch.Tensor:
         """(K, D) the current keys, detached (no gradient ever flows into the queue)."""

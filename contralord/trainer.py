@@ -89,6 +89,9 @@ def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
     if cfg.encoder.schedule == "wsd" and cfg.encoder.warmup_steps > cooldown:
         raise ConfigError(f"encoder.warmup_steps: {cfg.encoder.warmup_steps} runs into the cooldown, which starts "
                           f"at step {cooldown} of {budget}")
+    if cfg.encoder.mask_own_keys and not (uses_queue and cfg.encoder.model == "contralord"):
+        raise ConfigError("encoder.mask_own_keys: masks the queue's keys of the anchor's own image; it needs "
+                          "encoder.negatives=queue and loss.con or loss.res > 0")
     if cfg.encoder.finetune_generator and cfg.loss.rec == 0:
         raise ConfigError("encoder.finetune_generator: needs loss.rec > 0 (only L_rec trains the generator)")
 

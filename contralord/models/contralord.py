@@ -97,10 +97,11 @@ class MomentumEncoders(nn.Module):
         shared_backbone: one EMA backbone for both branches (exact, cheaper) or two copies.
         rng: generator for the queues' random initial keys.
         labelled_content: the content queue keeps a label per key (``FeatureQueue(labelled=True)``).
+        indexed: both queues keep each key's training-image index (``encoder.mask_own_keys``).
     """
 
     def __init__(self, online: OnlineEncoder, queue_size: int, dims: tuple[int, int], shared_backbone: bool,
-                 rng: torch.Generator, labelled_content: bool = False):
+                 rng: torch.Generator, labelled_content: bool = False, indexed: bool = False):
         super().__init__()
         self.shared_backbone = shared_backbone
         content_head, residual_head = _key_heads(online)
@@ -111,8 +112,9 @@ class MomentumEncoders(nn.Module):
         else:
             self.content_encoder_momentum = init_momentum(_Branch(online.backbone, content_head))
             self.residual_encoder_momentum = init_momentum(_Branch(online.backbone, residual_head))
-        self.content_queue = FeatureQueue(queue_size, dims[0], generator=rng, labelled=labelled_content)
-        self.residual_queue = FeatureQueue(queue_size, dims[1], generator=rng)
+        self.content_queue = FeatureQueue(queue_size, dims[0], generator=rng, labelled=labelled_content,
+                                          indexed=indexed)
+        self.residual_queue = FeatureQueue(queue_size, dims[1], generator=rng, indexed=indexed)
 
     def momentum_pairs(self, online: OnlineEncoder) -> list[tuple[nn.Module, nn.Module]]:
         """(online, momentum) module pairs that the EMA update walks."""
