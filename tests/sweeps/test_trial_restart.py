@@ -135,3 +135,25 @@ def test_failure_line__counts_failed_trials_and_what_the_table_holds():
     assert sweep._failure(SimpleNamespace(failed=[]), table) == ""
     assert sweep._failure(SimpleNamespace(failed=[]), None) == "no table could be built from the sweep's runs"
     assert json.dumps(sweep._failure(SimpleNamespace(failed=failed[:1]), None)).startswith('"1 trial ended')
+
+
+def test_resumed_sweep__keeps_its_first_estimate_without_timing_again(tmp_path, monkeypatch, capsys):
+    """--resume reads the estimate and trainer path the first attempt logged on the parent run (the whole sweep's;
+    calibrating again cost each resume ~10 s); a parent run without one is estimated as a new sweep is."""
+    from tune import cost
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("contralord-negatives", artifact_location=str(tmp_path / "artifacts"))
+    parent = client.create_run(experiment).info.run_id
+    first = SimpleNamespace(path="tune", why="1 worker: in the trial", parts={"ray_start": 20.0, "trials": 30.5,
+                                                                             "estimate": 1.5}, later=None)
+    first = SimpleNamespace(**vars(first), wall_s=sum(first.parts.values()))
+    from tune.records import ParentRun
+
+    ParentRun(client, parent).log_estimate(first)
+    monkeypatch.setattr(cost, "estimate_sweep", lambda *a, **k: pytest.fail("timed again on --resume"))
+    plan = SimpleNamespace(args=SimpleNamespace(resume=True), estimate=None)
+    sweep._log_cost(plan, client, parent)
+    assert (plan.estimate.path, plan.estimate.wall_s, plan.estimate.parts) == ("tune", 52.0, first.parts)
+    assert "the first attempt's, ~52 s wall for the whole sweep (not timed again)" in capsys.readouterr().out
+    assert sweep._first_estimate(client, client.create_run(experiment).info.run_id) is None
