@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from ablations import render, specs, stats
 from ablations.runs import AblationError, TrialRun
 from ablations.stats import Paired
-from ablations.tables import Table, _group, build_table
+from ablations.tables import Table, build_table
 
 PREFIX = "rung/"  # contralord/ladder.py logs rung/<metric> at step = the rung's steps
 CONVERGENCE = ("encoder/eval/disentanglement", "encoder/eval/content_corr_min")
@@ -38,7 +38,6 @@ class Ladder:
     movement: dict[str, dict[int, float | None]] = field(default_factory=dict)  # row -> rung -> largest change
     verdicts: list[tuple[str, str, str, dict[int, Paired], str]] = field(default_factory=list)
     values: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)  # run id -> rung -> metric
-    members: dict[int, dict[tuple, list[str]]] = field(default_factory=dict)  # rung -> row key -> averaged run ids
 
 
 def rung_values(client: MlflowClient, runs: list[TrialRun], metrics: tuple[str, ...]) -> dict[str, dict]:
@@ -61,13 +60,12 @@ def build_ladder(client: MlflowClient, runs: list[TrialRun], spec: specs.TableSp
     if not rungs:
         raise AblationError("--rungs: no run of the table logged a rung (rung/<metric>); train with "
                             "--set encoder.schedule=wsd --set encoder.rungs=160,640,2560")
-    tables, members = {}, {}
+    tables = {}
     for rung in rungs:
         at_rung = [dataclasses.replace(r, metrics=values[r.run_id][rung]) for r in runs
                    if rung in values.get(r.run_id, {})]
         tables[rung] = build_table(at_rung, spec, f"{source} at rung {rung}", with_paper, ignore)
-        members[rung] = _members(at_rung, spec)
-    ladder = Ladder(rungs, tables, threshold, values=values, members=members)
+    ladder = Ladder(rungs, tables, threshold, values=values)
     ladder.movement = _movement(ladder)
     ladder.verdicts = _verdicts(ladder)
     return ladder
@@ -80,22 +78,9 @@ def _movement(ladder: Ladder) -> dict[str, dict[int, float | None]]:
     for before, rung in zip([None, *ladder.rungs], ladder.rungs, strict=False):
         table = ladder.tables[rung]
         for row in table.rows:
-            ids = ladder.members[rung].get(row.key, [])
-            label = render.row_label(table, row)
-            moves.setdefault(label, {})[rung] = None if before is None else _largest_change(ladder, ids, before, rung)
+            change = None if before is None else _largest_change(ladder, row.run_ids, before, rung)
+            moves.setdefault(render.row_label(table, row), {})[rung] = change
     return moves
-
-
-def _members(runs: list[TrialRun], spec: specs.TableSpec) -> dict[tuple, list[str]]:
-    """{row key: the run ids a table averages} (``tables._row``: the newest finished run of each seed)."""
-    members = {}
-    for key, group in _group(runs, spec).items():
-        newest: dict[str, TrialRun] = {}
-        for run in sorted(group, key=lambda r: r.start_time, reverse=True):
-            if run.status == "finished":
-                newest.setdefault(run.seed, run)
-        members[key] = [r.run_id for r in newest.values()]
-    return members
 
 
 def _largest_change(ladder: Ladder, run_ids: list[str], before: int, rung: int) -> float | None:
@@ -169,7 +154,7 @@ def plot_ladder(ladder: Ladder, path: Path, metric: str = CONVERGENCE[0]) -> Pat
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in enumerate(table.rows):
         label = render.row_label(table, row)
-        for run_id in ladder.members[ladder.rungs[-1]].get(row.key, []):
+        for run_id in row.run_ids:
             points = sorted((rung, v[metric]) for rung, v in ladder.values[run_id].items() if metric in v)
             axis.plot(*zip(*points, strict=True), marker="o", color=colours[i % len(colours)], alpha=0.8,
                       label=label)

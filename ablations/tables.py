@@ -42,6 +42,7 @@ class Row:
     dropped: Counter = field(default_factory=Counter)  # column -> non-finite values left out
     paper: dict[str, float] | None = None
     values: dict[str, dict[str, float]] = field(default_factory=dict)  # column -> {seed: value}, for paired tests
+    run_ids: list[str] = field(default_factory=list)  # the runs averaged (the newest finished one of each seed)
 
     @property
     def n(self) -> int:
@@ -171,7 +172,7 @@ def _row(key: tuple, runs: list[TrialRun], columns: list[str]) -> Row:
         excluded[reason] += 1
         ids.setdefault(reason, []).append(run.run_id)
     kept = sorted(newest_per_seed.values(), key=lambda r: parse_value(r.seed))
-    row = Row(key, [r.seed for r in kept], {}, excluded, ids)
+    row = Row(key, [r.seed for r in kept], {}, excluded, ids, run_ids=[r.run_id for r in kept])
     for column in columns:
         row.cells[column], row.dropped[column], row.values[column] = _cell(kept, column)
     return row

@@ -223,11 +223,11 @@ class EncoderTrainer:
     def _not_negative(self, index: torch.Tensor, queue) -> torch.Tensor | None:
         """(B, K) True where a queued key is no negative of the anchor: it has the anchor's labelled-factor values
         (``encoder.label_aware_negatives``) or comes from the anchor's own image (``encoder.mask_own_keys``)."""
-        masks = [self._same_combination(index, queue)]
+        mask = self._same_combination(index, queue)
         if self.cfg.encoder.mask_own_keys:
-            masks.append(queue.own_keys(index))
-        masks = [m for m in masks if m is not None]
-        return masks[0] | masks[1] if len(masks) == 2 else (masks[0] if masks else None)
+            own = queue.own_keys(index)
+            mask = own if mask is None else mask | own
+        return mask
 
     def _same_combination(self, index: torch.Tensor, queue) -> torch.Tensor | None:
         """(B, K) True where a queued key shares the anchor's labelled-factor values (a labelled queue only)."""

@@ -13,6 +13,8 @@ from torch import nn
 
 from contralord import distributed
 
+TAG_QUEUES = {"labels": "a labelled", "ids": "an indexed"}  # a per-key tag -> the queue that keeps it
+
 
 class FeatureQueue(nn.Module):
     """Ring buffer of L2-normalised keys.
@@ -49,22 +51,21 @@ class FeatureQueue(nn.Module):
             labels: (B,) int64 labels of the keys; required by a ``labelled`` queue, refused by another.
             ids: (B,) int64 training-image indices of the keys; required by an ``indexed`` queue, refused by another.
         """
-        if (labels is None) != (not hasattr(self, "labels")):
-            raise ValueError("FeatureQueue.enqueue: labels go with a labelled queue, and only with one")
-        if (ids is None) != (not hasattr(self, "ids")):
-            raise ValueError("FeatureQueue.enqueue: ids go with an indexed queue, and only with one")
+        tags = {"labels": labels, "ids": ids}  # per-key int64 buffers, each kept only by a queue built with it
+        for name, values in tags.items():
+            if (values is None) != (not hasattr(self, name)):
+                raise ValueError(f"FeatureQueue.enqueue: {name} go with {TAG_QUEUES[name]} queue, and only with one")
         keys = distributed.gather(keys.detach()) if gather else keys.detach()  # (world*B, D)
         total, start = keys.shape[0], int(self.ptr)
         keys = F.normalize(keys, dim=1)[-self.size :]  # more keys than K: only the newest K survive
         first = start + total - keys.shape[0]  # where the first surviving key goes in FIFO order
         positions = (first + torch.arange(keys.shape[0], device=keys.device)) % self.size  # wrap-around
         self.features[positions] = keys.to(self.features.dtype)
-        if labels is not None:
-            labels = distributed.gather(labels) if gather else labels  # (world*B,) in the keys' order
-            self.labels[positions] = labels[-self.size:].to(self.labels.device)
-        if ids is not None:
-            ids = distributed.gather(ids) if gather else ids  # (world*B,) in the keys' order
-            self.ids[positions] = ids[-self.size:].to(self.ids.device)
+        for name, values in tags.items():
+            if values is not None:
+                values = distributed.gather(values) if gather else values  # (world*B,) in the keys' order
+                buffer = getattr(self, name)
+                buffer[positions] = values[-self.size:].to(buffer.device)
         self.ptr.fill_((start + total) % self.size)
 
     def own_keys(self, index: torch.Tensor) -> torch.Tensor:

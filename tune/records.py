@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from ablations.store import without_password
 from tune import mlflow_logger as ml
 from tune.checks import SweepError
+from tune.estimate import SweepEstimate
 from tune.plan import SweepPlan, git_commit
 
 PARAM_CHARS = 6000  # MLflow's limit on a param value
@@ -66,6 +67,18 @@ class ParentRun:
         if estimate.later:  # the first round is what estimate/wall_s predicts; actual/first_round_s is its measure
             seconds["estimate/until_decided_max_s"] = estimate.wall_s + estimate.later.wall_s
         ml.log_batch(self.client, self.run_id, metrics=seconds)
+
+    def logged_estimate(self) -> SweepEstimate | None:
+        """The trainer path and the estimate's seconds ``log_estimate`` wrote (a first attempt's, read by
+        ``--resume``), or None when there are none (the estimate failed, or the sweep stopped before it)."""
+        run = self.client.get_run(self.run_id)
+        path, why = run.data.tags.get("trainer_path"), run.data.tags.get("trainer_why", "")
+        totals = ("estimate/wall_s", "estimate/until_decided_max_s")  # sums of the parts, not parts
+        parts = {k[len("estimate/"):-len("_s")]: v for k, v in run.data.metrics.items()
+                 if k.startswith("estimate/") and k.endswith("_s") and k not in totals}
+        if path not in ("train", "tune") or not parts:
+            return None
+        return SweepEstimate([], {}, [], 1, path, why, parts)
 
     def estimate_failed(self, line: str) -> None:
         self.client.set_tag(self.run_id, "estimate_error", line)

@@ -23,7 +23,6 @@ from tune import mlflow_logger as ml
 from tune import publish, reuse, rounds, spaces
 from tune.checks import SweepInterrupted, TrialsFailed, check_storage_shared, is_uri
 from tune.context import SweepContext
-from tune.estimate import SweepEstimate
 from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running, mark_stopped_early
 from tune.plan import REPO, SweepPlan, git_commit, local_work_dir
 from tune.records import ParentRun
@@ -125,7 +124,7 @@ def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
     """Estimate the sweep (before stage 1), choose the trainer path, say both and log them on the parent run."""
     from tune.cost import estimate_sweep, reused_runs
 
-    first = _first_estimate(client, parent) if getattr(plan.args, "resume", False) else None
+    first = ParentRun(client, parent).logged_estimate() if getattr(plan.args, "resume", False) else None
     if first is not None:  # --resume: the sweep's estimate is its first attempt's (timing it again costs ~10 s)
         plan.estimate = first
         print(f"trainer path: {first.path} (the first attempt's: {first.why})\nestimate: the first attempt's, "
@@ -147,19 +146,6 @@ def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
 
         print(describe_later(est.later), flush=True)
     records.log_estimate(est)
-
-
-def _first_estimate(client: MlflowClient, parent: str) -> SweepEstimate | None:
-    """The estimate and trainer path a first attempt logged on the sweep's parent run (``records.log_estimate``),
-    or None when it logged none (its estimate failed, or it was stopped before)."""
-    run = client.get_run(parent)
-    path, why = run.data.tags.get("trainer_path"), run.data.tags.get("trainer_why", "")
-    parts = {k[len("estimate/"):-len("_s")]: v for k, v in run.data.metrics.items()
-             if k.startswith("estimate/") and k.endswith("_s") and k not in ("estimate/wall_s",
-                                                                             "estimate/until_decided_max_s")}
-    if path not in ("train", "tune") or not parts:
-        return None
-    return SweepEstimate([], {}, [], 1, path, why, parts)
 
 
 def _log_actual(plan: SweepPlan, records: ParentRun) -> None:

@@ -156,4 +156,4 @@ def test_resumed_sweep__keeps_its_first_estimate_without_timing_again(tmp_path, 
     sweep._log_cost(plan, client, parent)
     assert (plan.estimate.path, plan.estimate.wall_s, plan.estimate.parts) == ("tune", 52.0, first.parts)
     assert "the first attempt's, ~52 s wall for the whole sweep (not timed again)" in capsys.readouterr().out
-    assert sweep._first_estimate(client, client.create_run(experiment).info.run_id) is None
+    assert ParentRun(client, client.create_run(experiment).info.run_id).logged_estimate() is None
