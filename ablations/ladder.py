@@ -1,7 +1,8 @@
 """A table on the budget ladder (``encoder.rungs``; README, "A schedule that can be extended"): the table at every
 rung, whether each row has converged, and whether each paired verdict is stable.
 
-A trial of a ladder logs each rung's evaluation as ``rung/<metric>`` at step = the rung's steps. Here each rung
+A trial of a ladder logs each rung's evaluation as ``rung/<metric>`` at step = the rung's steps; a run of one
+budget (a cosine run, or a ladder run as separate runs with ``encoder.steps``) stands at its budget. Here each rung
 becomes the runs' metrics for one ordinary table (``build_table``: the same rows, intervals and refusals), and:
 
 - a row is **converged** at rung r when, in every seed, D and the minimum per-dimension correlation of h_c with
@@ -28,6 +29,7 @@ from ablations.tables import Table, build_table
 PREFIX = "rung/"  # contralord/ladder.py logs rung/<metric> at step = the rung's steps
 CONVERGENCE = ("encoder/eval/disentanglement", "encoder/eval/content_corr_min")
 THRESHOLD = 0.02
+BUDGET_METRIC = "encoder/train/epoch"  # logged at step = the optimiser steps done, once per epoch
 
 
 @dataclass
@@ -41,9 +43,17 @@ class Ladder:
 
 
 def rung_values(client: MlflowClient, runs: list[TrialRun], metrics: tuple[str, ...]) -> dict[str, dict]:
-    """{run id: {rung steps: {metric: value}}} from each run's ``rung/<metric>`` history."""
+    """{run id: {rung steps: {metric: value}}} from each run's ``rung/<metric>`` history. A run without rungs (one
+    budget, e.g. a cosine run: a ladder of separate runs) stands at its budget, the step of its last training
+    point, with its end-of-run evaluation."""
     found: dict[str, dict[int, dict[str, float]]] = {}
     for run in runs:
+        if not any(name.startswith(PREFIX) for name in run.metrics):
+            history = client.get_metric_history(run.run_id, BUDGET_METRIC) if BUDGET_METRIC in run.metrics else []
+            at = {metric: run.metrics[metric] for metric in metrics if metric in run.metrics}
+            if history and at:
+                found[run.run_id] = {max(int(point.step) for point in history): at}
+            continue
         for metric in metrics:
             if PREFIX + metric not in run.metrics:
                 continue

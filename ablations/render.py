@@ -84,13 +84,23 @@ def paired_comparisons(table: Table) -> list[tuple[str, str, str, stats.Paired]]
     for column in [c for c in PAIRED_COLUMNS if c in table.columns]:
         means = [(i, row.cells[column].mean) for i, row in enumerate(table.rows) if row.cells[column] is not None]
         references = [i for i, row in enumerate(table.rows) if table.spec.is_baseline(row.key)]
-        references += [max(means, key=lambda m: m[1])[0]] if len(means) >= 2 else []
-        for ref in dict.fromkeys(references):
-            for i, row in enumerate(table.rows):
-                if i != ref and row.values.get(column) and table.rows[ref].values.get(column):
-                    found.append((column, row_label(table, row), row_label(table, table.rows[ref]),
-                                  stats.paired(row.values[column], table.rows[ref].values[column])))
+        best = [max(means, key=lambda m: m[1])[0]] if len(means) >= 2 and not table.spec.paired_within else []
+        references += best  # a table of twins compares twins only
+        pairs = [(i, ref) for ref in dict.fromkeys(references) for i in range(len(table.rows)) if i != ref]
+        pairs += _twin_pairs(table)
+        for i, ref in pairs:
+            row = table.rows[i]
+            if row.values.get(column) and table.rows[ref].values.get(column):
+                found.append((column, row_label(table, row), row_label(table, table.rows[ref]),
+                              stats.paired(row.values[column], table.rows[ref].values[column])))
     return found
+
+
+def _twin_pairs(table: Table) -> list[tuple[int, int]]:
+    """(row, its twin) under the spec's ``paired_within``, where the twin row is in the table."""
+    index = {tuple(map(str, row.key)): i for i, row in enumerate(table.rows)}
+    twins = [(i, table.spec.twin(row.key)) for i, row in enumerate(table.rows)]
+    return [(i, index[tuple(map(str, twin))]) for i, twin in twins if twin and tuple(map(str, twin)) in index]
 
 
 def paired_notes(table: Table) -> list[str]:

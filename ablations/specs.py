@@ -30,6 +30,16 @@ class TableSpec:
     implied: tuple[str, ...] = ()  # keys a row's preset sets (they may differ between rows, not within one)
     names: tuple[tuple[str, str], ...] = ()  # (key value, the paper's name for it) where the paper names rows
     baseline: tuple = ()  # the row every other row is compared with, paired by seed (values of ``by``)
+    # (key, value): each row is compared with its twin, the row equal in every other key of ``by`` whose ``key``
+    # has ``value`` (the schedule table: each WSD row against the cosine row of the same losses)
+    paired_within: tuple = ()
+
+    def twin(self, key: tuple) -> tuple | None:
+        """The key of the row ``key`` is compared with under ``paired_within`` (None: none, or ``key`` is one)."""
+        if not self.paired_within:
+            return None
+        index, value = self.by.index(self.paired_within[0]), self.paired_within[1]
+        return None if str(key[index]) == str(value) else (*key[:index], value, *key[index + 1:])
 
     def row_label(self, key: tuple) -> list[str]:
         """The cells that name a row: one per grouping key."""
@@ -90,10 +100,15 @@ SPECS = {
                               "label-aware negatives", ("run.method", "encoder.content_head",
                                                         "encoder.label_aware_negatives"), "contralord-content_head",
                               implied=METHOD_KEYS, names=METHOD_NAMES, baseline=("contralord", "learned", "False")),
+    # issue 28: is a WSD rung (a cooldown from a constant lr) as good as a cosine run of as many steps?
+    "schedule": TableSpec("schedule", "Schedules at equal steps: a WSD ladder's rung against a cosine run",
+                          ("loss.con", "loss.res", "encoder.schedule"), "contralord-schedule",
+                          implied=("encoder.steps", "encoder.rungs"), paired_within=("encoder.schedule", "cosine")),
 }
 # what a sweep kind groups by (tune/spaces.py sweeps these keys)
 SWEEP_KIND_SPEC = {"methods": "table2", "losses": "table4", "batch_size": "table5", "negatives": "table6",
-                   "readings": "readings", "content_head": "content_head"}
+                   "readings": "readings", "content_head": "content_head",
+                   "schedule": "schedule"}
 SWEEP_KIND_KEYS = {
     "temperature": ("encoder.temperature", "encoder.momentum"),
     "optuna": ("encoder.batch_size", "encoder.queue_size", "loss.sup", "loss.con", "loss.res", "encoder.temperature"),

@@ -40,6 +40,23 @@ READINGS = [("rec+sup", LOSS_SETS["rec+sup"])] + [
      LOSS_SETS["rec+sup+con"] | {"encoder.anchor": anchor, "encoder.augment": augment})
     for anchor in ("online", "stage1") for augment in (True, False)] + [
     ("con,anchor=online,aug,label-aware", LOSS_SETS["rec+sup+con"] | {"encoder.label_aware_negatives": True})]
+# Issue 28's check that the budget ladder's shortcut is honest: a WSD run's rung evaluation against a cosine run of
+# as many steps, for rec+sup and all four terms. A WSD row's ladder (encoder.rungs) ends at the budget; its lower rung
+# is a branch. cpu: the preset's 160 steps and 4x that; smoke: 8 and 16; paper: a quarter of and the paper's 200
+# epochs (N = 480,000, batch 256: 375,000 steps).
+SCHEDULE_LADDERS = {"smoke": (8, 16), "cpu": (160, 640), "paper": (93750, 375000)}
+SCHEDULE_LOSS_SETS = ("rec+sup", "rec+sup+con+res")
+
+
+def schedule_variants(preset: str) -> list[Variant]:
+    """(loss set, cosine | wsd) at the preset's ladder top: cosine as one run of the top's steps, WSD with rungs."""
+    ladder = SCHEDULE_LADDERS[preset]
+    schedules = {"cosine": {"encoder.schedule": "cosine", "encoder.steps": ladder[-1]},
+                 "wsd": {"encoder.schedule": "wsd", "encoder.rungs": ",".join(map(str, ladder))}}
+    return [(f"{losses},{name}", LOSS_SETS[losses] | keys)
+            for losses in SCHEDULE_LOSS_SETS for name, keys in schedules.items()]
+
+
 # Table 2: the methods the paper compares, each a preset of the same trainer (contralord/presets.py)
 METHODS = ("locatello", "lord", "gabbay", "contralord")
 # where h_c comes from (encoder.content_head): ContraLORD with its own head, with stage 1's classifiers copied
@@ -69,6 +86,8 @@ def variants(kind: str, preset: str) -> tuple[str, list[Variant]]:
     if kind == "methods":
         names = ("gabbay", "contralord") if preset == "smoke" else METHODS
         return "run.method", [(name, METHOD_PRESETS[name]) for name in names]
+    if kind == "schedule":
+        return "encoder.schedule", schedule_variants(preset)
     if kind == "temperature":
         return "encoder.temperature", [(f"tau={t},m={m}", {"encoder.temperature": t, "encoder.momentum": m})
                                        for t in TEMPERATURES[preset] for m in MOMENTA[preset]]
