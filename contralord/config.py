@@ -259,6 +259,10 @@ class RunConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast for the forward passes; contralord/precision.py)
     channels_last: bool = False  # NHWC convolutions and batches
     compile: bool = False  # torch.compile the trained modules
+    # a finished WSD ladder's stable state (<its out>/checkpoints/stable.pt) this run extends: it starts there with
+    # that run's rung evaluations and trains only the steps above them (contralord/ladder.py); the numbers equal a
+    # straight run's, so no hash or reuse key holds it
+    extend_from: str = ""
 
     def __post_init__(self):
         # torch's generators take seeds below 2**64 and the stages add small offsets: keep to 32 bits
@@ -292,9 +296,10 @@ KEYS_ADDED_WITH_OLD_BEHAVIOUR: dict[str, Any] = {"encoder.content_head": "learne
                                                  "encoder.label_aware_negatives": False,
                                                  "encoder.schedule": "cosine", "encoder.warmup_steps": 0,
                                                  "encoder.decay_fraction": 0.2, "encoder.rungs": "",
-                                                 "encoder.mask_own_keys": False}
+                                                 "encoder.mask_own_keys": False, "run.extend_from": ""}
 
-HASH_IGNORED = ("data.max_array_gib",)  # a safety cap: changes what is refused, never a number
+# a safety cap (changes what is refused, never a number); where an extended ladder starts (equal to a straight run)
+HASH_IGNORED = ("data.max_array_gib", "run.extend_from")
 
 SECTIONS = {"data": DataConfig, "latent": LatentConfig, "encoder": EncoderConfig, "loss": LossConfig,
             "eval": EvalConfig, "run": RunConfig}

@@ -34,9 +34,10 @@ from contralord.tracking import MetricsLogger, NullLogger
 from contralord.vae_baseline import SemiSupervisedVAE, vae_terms
 
 CHECKPOINT = "encoder.pt"
+STABLE = "stable.pt"  # under encoder.rungs: the trunk where the top rung's cooldown starts (contralord/ladder.py)
 RESUME_KEYS = ("online", "momentum", "optimizer", "scheduler", "step", "rng", "config")
 RESUME_IGNORED = ("run.checkpoint_every", "run.threads", "run.device", "run.eval_size", "run.latent_cache", "eval.",
-                  "data.max_array_gib")
+                  "data.max_array_gib", "run.extend_from")
 
 
 def uses_contrastive(cfg: ContraLordConfig) -> bool:
@@ -321,15 +322,20 @@ def _stage1_targets(data: ImageFactorData, latent: LatentResult | None) -> tuple
 
 def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None, out_dir: str | Path,
                    runtime: LocalRuntime | None = None, logger: MetricsLogger | None = None,
-                   on_rung: Callable[[int, EncoderTrainer], dict[str, float]] | None = None) -> EncoderTrainer:
-    """Train stage 2 into ``<out_dir>/checkpoints/encoder.pt``, resuming from it when present. Under
-    ``encoder.rungs`` (WSD) the trunk stops at each lower rung's cooldown start, a branch cools down from there
-    to the rung and is handed to ``on_rung`` (the evaluation: its metrics are kept in ``trainer.rungs`` and in the
-    checkpoint, so a resumed run does not branch again), then the trunk goes on from its state before the branch."""
+                   on_rung: Callable[[int, EncoderTrainer], dict[str, float]] | None = None,
+                   extended: dict | None = None) -> EncoderTrainer:
+    """Train stage 2 into ``<out_dir>/checkpoints/encoder.pt``, resuming from it when present, else from
+    ``extended`` when given (an earlier ladder's stable state, ``ladder.load_extension``). Under ``encoder.rungs``
+    (WSD) the trunk stops at each lower rung's cooldown start, a branch cools down from there to the rung and is
+    handed to ``on_rung`` (the evaluation: its metrics are kept in ``trainer.rungs`` and in the checkpoint, so a
+    resumed run does not branch again), then the trunk goes on from its state before the branch. Where the top
+    rung's cooldown starts, the trunk is saved as ``checkpoints/stable.pt``: what a longer ladder extends."""
     runtime, logger = runtime or LocalRuntime(), logger or NullLogger()
     trainer = EncoderTrainer(cfg, data, latent, runtime)
     path = Path(out_dir) / "checkpoints" / CHECKPOINT
     start = trainer.resume(path)
+    if not path.is_file() and extended is not None:
+        start = trainer.load_state(extended)
     spe = sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
     total, epochs = sampling.encoder_steps(cfg, len(data))
     spec = LoopSpec("encoder", epochs, spe, cfg.encoder.batch_size, cfg.run.checkpoint_every, total_steps=total,
@@ -348,6 +354,13 @@ def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentR
             start = begin
         _branch(trainer, spec, begin, rung, on_rung)
         save(begin)  # the same state, now with the rung's evaluation: a resume does not branch again
+    rungs = schedules.parse_rungs(cfg.encoder.rungs)
+    stable = schedules.branch_start(rungs[-1], cfg.encoder.decay_fraction) if rungs else total
+    if start <= stable < total:  # the stable state a longer ladder extends (saved before any step past it)
+        spec.total_steps = stable
+        run_loop(spec, start, trainer.step, save, logger, runtime.report)
+        start = stable
+        checkpoint.save_atomic(trainer.state_dict(stable, spec.history), path.with_name(STABLE))
     spec.total_steps = total
     run_loop(spec, start, trainer.step, save, logger, runtime.report)
     trainer.history, trainer.last_step = spec.history, spec.last_step

@@ -55,8 +55,9 @@ def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int],
         metrics = {f"{spec.stage}/train/{k}": v / counts[k] for k, v in sums.items()}
         metrics[f"{spec.stage}/train/images_per_s"] = count * spec.images_per_step / max(seconds, 1e-9)
         metrics[f"{spec.stage}/train/epoch"] = float(epoch + 1)
-        spec.history.append(metrics)  # a checkpoint holds the epochs it has run (resumed at the last step, a run
-        logger.log_metrics(metrics, step)  # still knows the final epoch's metrics); logged before the checkpoint
+        metrics[f"{spec.stage}/train/step_end"] = float(step)  # where this entry ended (a rung's branch point splits
+        spec.history.append(metrics)  # an epoch). A checkpoint holds the epochs it has run (resumed at the last step,
+        logger.log_metrics(metrics, step)  # a run still knows the final epoch's metrics); logged before the checkpoint
         path = save_fn(step)  # is saved, so a run killed in between logs this epoch again (kept once), never not at all
         report(metrics, path)
     return spec

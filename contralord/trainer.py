@@ -20,7 +20,7 @@ from contralord.data import ImageFactorData, build_dataset
 from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, EncoderTrainer, train_encoders
 from contralord.encoding import CodeCache
 from contralord.evaluation import evaluate
-from contralord.ladder import RungRecords
+from contralord.ladder import RungRecords, add_top_rung, load_extension
 from contralord.latent_factors import load_factor_codes
 from contralord.latent_stage import LatentResult, train_latent
 from contralord.loop import final_names
@@ -165,7 +165,14 @@ def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) ->
     check_backbone(cfg, data)
     check_against_data(cfg, data)  # weight files and the evaluation: they used to fail after training
     check_resume(labels.resolved(cfg, data), out_dir, resume)
+    if extends(cfg, out_dir):
+        load_extension(labels.resolved(cfg, data))  # a state this ladder extends, of the same config
     return data
+
+
+def extends(cfg: ContraLordConfig, out_dir: Path) -> bool:
+    """The run starts from ``run.extend_from`` (set, and no checkpoint of its own to resume yet)."""
+    return bool(cfg.run.extend_from) and not (out_dir / "checkpoints" / CHECKPOINT).is_file()
 
 
 def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | None = None,
@@ -186,11 +193,12 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
     stage1_done = time.perf_counter()
     spe = sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
     ladder = RungRecords(out_dir, logger, runtime.report, spe) if cfg.encoder.rungs else None
+    extended = _extension(cfg, latent, ladder) if extends(cfg, out_dir) else None
 
     def score_rung(rung: int, branch: EncoderTrainer) -> dict[str, float]:
         return ladder.record(rung, _scored(cfg, data, latent, branch, ladder.folder(rung), runtime.device))
 
-    trainer = train_encoders(cfg, data, latent, out_dir, runtime, logger, score_rung if ladder else None)
+    trainer = train_encoders(cfg, data, latent, out_dir, runtime, logger, score_rung if ladder else None, extended)
     train_done = time.perf_counter()
     summary = _scored(cfg, data, latent, trainer, out_dir, runtime.device)
     if ladder:  # the top rung is the run itself
@@ -198,11 +206,23 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
         rungs = trainer.rungs | {top: ladder.record(top, summary)}
         summary["rungs"] = {str(rung): rungs[rung] for rung in sorted(rungs)}
         ladder.write(summary["rungs"])
+        add_top_rung(out_dir, top, rungs[top])
     summary |= {"time/stage1": stage1_done - started, "time/train": train_done - stage1_done,
                 "time/eval": time.perf_counter() - train_done}
     logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)}, step=0)
     checkpoint.write_json_atomic(summary, out_dir / "summary.json")
     return summary
+
+
+def _extension(cfg: ContraLordConfig, latent: LatentResult | None, ladder: RungRecords) -> dict:
+    """The state ``run.extend_from`` names, checked against this run's stage 1, its epochs and rungs logged as
+    this run's own (``RungRecords.carry``)."""
+    state = load_extension(cfg)
+    if latent is not None and state.get("latent_key") not in (None, latent.key):
+        raise ConfigError(f"run.extend_from: {cfg.run.extend_from} was trained on stage 1 {state['latent_key']}, "
+                          f"this run's is {latent.key} (another seed, data or stage-1 config)")
+    ladder.carry({int(rung): metrics for rung, metrics in state["rungs"].items()}, state["history"])
+    return state
 
 
 def _scored(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None, trainer: EncoderTrainer,

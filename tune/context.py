@@ -25,6 +25,11 @@ class SweepContext:
     max_failures: int = 2  # retries of a trial after a lost worker
     git_commit: str = ""
     run_tags: dict[str, str] = field(default_factory=dict)  # on every run of the sweep: MLflow's source/git tags
+    extensions: dict[str, str] = field(default_factory=dict)  # "variant/seed" -> the ladder run a trial extends
+
+    def extension_of(self, config: dict[str, Any]) -> str:
+        """The run id of the finished ladder this trial extends (tune/reuse.py), "" when it starts from scratch."""
+        return self.extensions.get(f"{config.get('variant', '')}/{config.get('run.seed', 0)}", "")
 
     def trial_overrides(self, config: dict[str, Any]) -> dict[str, Any]:
         """The trial's flat config overrides: the sweep's base, the variant's, then sampled keys."""

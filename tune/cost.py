@@ -13,6 +13,7 @@ from pathlib import Path
 from contralord import labels
 from contralord.config import ContraLordConfig
 from contralord.latent_stage import ARTIFACT, latent_key
+from contralord.schedules import parse_rungs
 from contralord.trainer import build_data, needs_latent
 from tune import calibrate, history, reuse, stage1
 from tune.checks import is_uri
@@ -47,6 +48,30 @@ def reused_runs(plan: SweepPlan) -> dict[tuple[str, int], str] | None:
                                 reuse.code_version(), local)
     reused, _ = reuse.split_reused(client, planned)
     return {(trial.variant, trial.seed): run.info.run_id for trial, run in reused}
+
+
+def extended_runs(plan: SweepPlan, client, reused: dict | None) -> dict[tuple[str, int], reuse.Extension]:
+    """(variant, seed) -> the finished ladder each trial not reused would extend (``tune/reuse.py``), as
+    ``run_sweep`` would find it; {} when reuse is off, the store is missing, or no trial is a ladder."""
+    if reused is None or client is None:
+        return {}
+    pairs = [(v, s) for v, s in trial_list(plan) if (v, s) not in reused]
+    if not any(_config(plan, v, s).encoder.rungs for v, s in dict.fromkeys(pairs)):
+        return {}
+    planned = reuse.plan_trials([{"variant": v, "run.seed": s} for v, s in pairs],
+                                lambda c: _config(plan, c["variant"], c["run.seed"]).to_flat_dict(),
+                                reuse.code_version(), reuse.local_machine(plan.args))
+    return reuse.find_extensions(client, planned)
+
+
+def _extended(plan: SweepPlan, trial: TrialCost, extension: reuse.Extension | None) -> TrialCost:
+    """A trial's cost when it extends a ladder: scaled to the share of its steps it still trains."""
+    if extension is None:
+        return trial
+    top = parse_rungs(_config(plan, trial.variant, trial.seed).encoder.rungs)[-1]
+    share = (top - extension.start) / top
+    return dataclasses.replace(trial, seconds=trial.seconds * share, source=f"extends run {extension.run_id} from "
+                               f"step {extension.start}: {share:.0%} of {trial.seconds:.0f} s ({trial.source})")
 
 
 def _config(plan: SweepPlan, variant: str | None, seed: int) -> ContraLordConfig:
@@ -156,7 +181,9 @@ def estimate_sweep(plan: SweepPlan, client, reused: dict | None = None) -> Sweep
     started = time.perf_counter()
     calibrated: dict[str, tuple[float, object]] = {}
     stage1, cached, trainers = _stage1_costs(plan, client, reused, calibrated)
-    trials = _trial_costs(plan, client, trainers, reused)
+    extended = extended_runs(plan, client, reused)
+    trials = [_extended(plan, t, extended.get((t.variant, t.seed)))
+              for t in _trial_costs(plan, client, trainers, reused)]
     cpus, gpus = _node()
     a = plan.args
     slots = concurrency(cpus, a.workers_per_trial * a.cpus_per_worker, gpus, a.workers_per_trial * a.gpus_per_worker,

@@ -18,8 +18,8 @@ from contralord import machine
 from tune import reuse, stage1
 from tune.checks import sqlite_store_problem
 
-IGNORED = ("run.seed", "run.latent_cache", "run.method")  # change no cost
-SHAPE = ("data.", "encoder.epochs", "encoder.steps", "encoder.batch_size", "encoder.backbone", "encoder.model",
+IGNORED = ("run.seed", "run.latent_cache", "run.method", "run.extend_from")  # change no cost
+SHAPE = ("data.", "encoder.epochs", "encoder.steps", "encoder.rungs", "encoder.batch_size", "encoder.backbone", "encoder.model",
          "encoder.content_head",  # stage 1's classifier trunks join the backbone
          "eval.", "run.eval_size", "run.precision", "run.channels_last", "run.compile", "run.device")
 RUN_START_S = 3.0  # from a trial's session start to its MLflow run (time/start, smoke sweep, loaded 2-core box)
@@ -61,7 +61,8 @@ def past_trials(client, threads: int) -> list:
     if not ids:
         return []
     query = f"tags.role = 'trial' and attributes.status = 'FINISHED' and {machine_filter(threads)}"
-    return client.search_runs(ids, query, max_results=5000)
+    runs = client.search_runs(ids, query, max_results=5000)
+    return [r for r in runs if reuse.EXTENDED_TAG not in r.data.tags]  # an extension timed only part of its steps
 
 
 def trial_seconds(runs: list, flat: dict[str, Any]) -> tuple[float, str] | None:

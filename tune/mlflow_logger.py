@@ -154,10 +154,10 @@ class MlflowLogger:
         log_batch(self.client, self.run_id, metrics=fresh, step=step)
         self._last_step |= {k: step for k in fresh}
 
-    def log_artifacts(self, folder: Path, names: tuple[str, ...]) -> None:
+    def log_artifacts(self, folder: Path, names: tuple[str, ...], artifact_path: str | None = None) -> None:
         for name in names:
             if (Path(folder) / name).is_file():
-                self.client.log_artifact(self.run_id, str(Path(folder) / name))
+                self.client.log_artifact(self.run_id, str(Path(folder) / name), artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         log_batch(self.client, self.run_id, tags=tags)

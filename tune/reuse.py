@@ -14,6 +14,13 @@ cluster the trial's machine is not known before it runs, so the table's machine 
 A reused trial becomes a nested run under the new sweep's parent, tagged ``reused_from=<the original's id>``,
 with the original's params, final metrics and tags: the sweep's table counts it once, and a table over a whole
 experiment drops a copy whose original it also reads (``ablations/runs.py``).
+
+**Extending a ladder.** A WSD trial with rungs (``encoder.rungs``) also tags its run ``trunk_key``: the reuse key
+less the budget (``LADDER_KEYS``), and logs its stable state (``stable/stable.pt``, ``contralord/ladder.py``). A
+planned ladder trial no finished run answers, whose trunk key a finished ladder of lower top shares (every planned
+rung at or below that top among its rungs), is an **extension**: the trial starts from that run's stable state
+with its rung evaluations and trains only the steps above them (``tune/worker.py``: ``run.extend_from``); its
+numbers equal a straight run's, so its reuse key is a straight run's too.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from ablations.runs import REUSED_TAG
 from ablations.tables import IGNORED_KEYS
 from contralord import machine
 from contralord.config import HASH_IGNORED, ContraLordConfig
+from contralord.schedules import branch_start, parse_rungs
 from tune import stage1
 from tune.mlflow_logger import PARENT_TAG, log_batch
 
@@ -41,6 +49,10 @@ CODE_TAG = "code_version"
 FROM_TAG = REUSED_TAG  # the id of the run whose numbers a copy holds
 NO_NUMBER_KEYS = frozenset({*IGNORED_KEYS, *HASH_IGNORED})  # where files go, checkpoint cadence, a memory cap
 NOT_COPIED = ("mlflow.", "ray_trial_id")  # tag prefixes that belong to the original run only
+TRUNK_TAG = "trunk_key"  # a ladder trial's key less its budget: the runs a longer ladder may extend
+EXTENDED_TAG = "extended_from"  # the run whose stable state an extended trial started from
+LADDER_KEYS = ("encoder.rungs", "encoder.steps", "encoder.epochs")  # the budget: what an extension changes
+STABLE_ARTIFACT = "stable"  # the artifact folder of a ladder trial's stable state (checkpoints/stable.pt)
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,18 @@ class Planned:
     seed: int
     key: str
     machine: str = ""  # the machine id a reused run must carry ("" on a cluster: the table's check decides)
+    trunk: str = ""  # ``trunk_key`` of a ladder trial ("" otherwise)
+    rungs: tuple[int, ...] = ()
+    decay_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class Extension:
+    """A finished ladder a planned trial extends: its run, its rungs and the step its stable state is at."""
+
+    run_id: str
+    rungs: tuple[int, ...]
+    start: int
 
 
 def code_version(root: Path = CORE) -> str:
@@ -62,11 +86,19 @@ def code_version(root: Path = CORE) -> str:
     return digest.hexdigest()[:16]
 
 
-def reuse_key(cfg: ContraLordConfig, data_fingerprint: str, code: str) -> str:
-    """sha256 (20 hex) of the config's number-changing keys, the data fingerprint and the code version."""
-    flat = {k: v for k, v in cfg.to_flat_dict().items() if k not in NO_NUMBER_KEYS}
-    text = json.dumps({"config": flat, "data": data_fingerprint, "code": code}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+def reuse_key(cfg: ContraLordConfig, data_fingerprint: str, code: str, less: tuple[str, ...] = ()) -> str:
+    """sha256 (20 hex) of the config's number-changing keys (less ``less``), the data fingerprint and the code
+    version."""
+    flat = {k: v for k, v in cfg.to_flat_dict().items() if k not in NO_NUMBER_KEYS and k not in less}
+    payload = {"config": flat, "data": data_fingerprint, "code": code} | ({"less": sorted(less)} if less else {})
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def trunk_key(cfg: ContraLordConfig, data_fingerprint: str, code: str) -> str:
+    """The key of a ladder trial's trunk (its config less the budget), "" for a trial that is no WSD ladder."""
+    if cfg.encoder.schedule != "wsd" or not cfg.encoder.rungs:
+        return ""
+    return reuse_key(cfg, data_fingerprint, code, less=LADDER_KEYS)
 
 
 def trial_machine(cfg: ContraLordConfig, cpus_per_worker: float, use_gpu: bool) -> machine.Machine:
@@ -105,8 +137,45 @@ def plan_trials(configs: list[dict], overrides_of: Callable[[dict], dict], code:
             prints[data_id] = build_data(cfg).fingerprint
         where = local(cfg).id if local else ""
         planned.append(Planned(config.get("variant", ""), cfg.run.seed, reuse_key(cfg, prints[data_id], code),
-                               where))
+                               where, trunk_key(cfg, prints[data_id], code), parse_rungs(cfg.encoder.rungs),
+                               cfg.encoder.decay_fraction))
     return planned
+
+
+def find_extensions(client: MlflowClient, planned: list[Planned]) -> dict[tuple[str, int], Extension]:
+    """(variant, seed) -> the finished ladder each planned ladder trial extends (the highest top among those it
+    can), for the trials that have one."""
+    experiments = sweep_experiments(client)
+    found = {}
+    for trial in planned:
+        extension = find_extension(client, experiments, trial) if trial.trunk and experiments else None
+        if extension is not None:
+            found[(trial.variant, trial.seed)] = extension
+    return found
+
+
+def find_extension(client: MlflowClient, experiment_ids: list[str], trial: Planned) -> Extension | None:
+    """The finished original ladder run with ``trial``'s trunk key (and machine) of the highest top below the
+    trial's that holds every rung the trial has at or below that top, and logged its stable state; else None."""
+    query = f"tags.`{TRUNK_TAG}` = '{trial.trunk}' and attributes.status = 'FINISHED' and tags.role = 'trial'"
+    if trial.machine:
+        query += f" and tags.machine = '{trial.machine}'"
+    best = None
+    for run in client.search_runs(experiment_ids, query, max_results=200):
+        if FROM_TAG in run.data.tags or run.data.tags.get("stopped_early") == "true":
+            continue
+        try:
+            rungs = parse_rungs(run.data.params.get("encoder.rungs", ""))
+        except ValueError:
+            continue
+        extends = rungs and rungs[-1] < trial.rungs[-1] and all(r in rungs for r in trial.rungs if r <= rungs[-1])
+        if extends and (best is None or rungs[-1] > best.rungs[-1]) and _has_stable_state(client, run.info.run_id):
+            best = Extension(run.info.run_id, rungs, branch_start(rungs[-1], trial.decay_fraction))
+    return best
+
+
+def _has_stable_state(client: MlflowClient, run_id: str) -> bool:
+    return any(item.path.endswith(".pt") for item in client.list_artifacts(run_id, STABLE_ARTIFACT))
 
 
 def split_reused(client: MlflowClient, planned: list[Planned]) -> tuple[list[tuple[Planned, object]], list[Planned]]:

@@ -305,6 +305,7 @@ def _link_reused(sweep: _Sweep, pairs: list[tuple[str, int]], restored: bool) ->
     sweep.reused += sum(1 for t in planned if t.key in linked)
     rest = [t for t in planned if t.key not in linked]
     if restored:  # the restored Tuner holds the trials the first attempt did not link
+        _plan_extensions(sweep, rest)
         return [(t.variant, t.seed) for t in rest]
     reused, pending = reuse.split_reused(client, rest)
     for trial, earlier in reused:
@@ -312,7 +313,20 @@ def _link_reused(sweep: _Sweep, pairs: list[tuple[str, int]], restored: bool) ->
         print(f"reuse: {trial.variant} seed {trial.seed} = run {earlier.info.run_id} "
               f"({earlier.data.tags.get('mlflow.runName', '')}); not run again", flush=True)
     sweep.reused += len(reused)
+    _plan_extensions(sweep, pending)
     return [(t.variant, t.seed) for t in pending]
+
+
+def _plan_extensions(sweep: _Sweep, pending: list[reuse.Planned]) -> None:
+    """The ladder trials of ``pending`` that extend a finished ladder (tune/reuse.py), into the trials' context."""
+    found = reuse.find_extensions(sweep.client, pending)
+    for (variant, seed), extension in found.items():
+        top = next(t.rungs[-1] for t in pending if (t.variant, t.seed) == (variant, seed))
+        print(f"extend: {variant} seed {seed} starts from run {extension.run_id} (rungs "
+              f"{','.join(map(str, extension.rungs))}) at step {extension.start}; trains steps {extension.start}-{top}",
+              flush=True)
+    extensions = {f"{variant}/{seed}": e.run_id for (variant, seed), e in found.items()}
+    sweep.ctx = dataclasses.replace(sweep.ctx, extensions=sweep.ctx.extensions | extensions)
 
 
 def _configs(pairs: list[tuple[str, int]]) -> list[dict]:

@@ -27,7 +27,7 @@ from contralord import checkpoint as ckpt
 from contralord import distributed, labels, machine
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
-from contralord.encoder_stage import CHECKPOINT
+from contralord.encoder_stage import CHECKPOINT, STABLE
 from contralord.latent_stage import latent_key
 from contralord.runtime import DDPRuntime, LocalRuntime
 from contralord.tracking import MultiLogger, NullLogger, StdoutLogger
@@ -106,8 +106,14 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
     cfg = ContraLordConfig.from_overrides(ctx.trial_overrides(config))
     out_dir = Path(ctx.work_dir) / trial_id  # the trial's own: an earlier attempt's files there are continued
     _restore(checkpoint, out_dir)
+    extended_from = ctx.extension_of(config) if not (out_dir / "checkpoints" / CHECKPOINT).is_file() else ""
+    if extended_from:
+        path = _fetch_stable_state(ctx.tracking_uri, extended_from, out_dir)
+        cfg = ContraLordConfig.from_overrides(ctx.trial_overrides(config) | {"run.extend_from": str(path)})
     runtime = runtime or LocalRuntime()
     logger = _trial_logger(ctx, cfg, trial_id, trial_name) if is_main else None
+    if logger and extended_from:
+        logger.set_tags({reuse.EXTENDED_TAG: extended_from})
     clock.lap("time/start")
     try:
         if ctx.stage1_runs.get(str(cfg.run.seed)):
@@ -138,6 +144,15 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
         logger.log_metrics(clock.breakdown(summary), step=0)
         logger.finish()
     return summary
+
+
+def _fetch_stable_state(tracking_uri: str, run_id: str, out_dir: Path) -> Path:
+    """The stable state of the ladder run ``run_id`` (its ``stable/`` artifact), in ``out_dir/extend/``."""
+    from mlflow import MlflowClient
+
+    folder = out_dir / "extend"
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(MlflowClient(tracking_uri).download_artifacts(run_id, f"{reuse.STABLE_ARTIFACT}/{STABLE}", str(folder)))
 
 
 def finished_summary(ctx: SweepContext, trial_id: str) -> dict[str, Any] | None:
@@ -196,6 +211,10 @@ def _publish_trial(logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFacto
         tags |= machine.Machine(**{k: v for k, v in summary["machine"].items() if k != "id"}).tags()
     code = reuse.code_version()  # the core this trial ran, on this node: later sweeps reuse the run by it
     tags |= {reuse.KEY_TAG: reuse.reuse_key(cfg, summary["data_fingerprint"], code), reuse.CODE_TAG: code}
+    trunk = reuse.trunk_key(cfg, summary["data_fingerprint"], code)
+    if trunk and (out_dir / "checkpoints" / STABLE).is_file():  # a longer ladder extends this run from it
+        logger.log_artifacts(out_dir / "checkpoints", (STABLE,), reuse.STABLE_ARTIFACT)
+        tags[reuse.TRUNK_TAG] = trunk
     logger.set_tags(tags)
     logger.log_artifacts(out_dir, ARTIFACTS)
     logger.log_images(out_dir, GRIDS, step=cfg.encoder.epochs)

@@ -8,7 +8,8 @@ from mlflow.entities import Metric
 from ablations import make_tables
 from ablations.ladder import build_ladder
 from ablations.runs import from_experiment
-from ablations.specs import spec_for_keys
+from ablations.render import paired_comparisons
+from ablations.specs import SPECS, spec_for_keys
 
 EXPERIMENT = "contralord-losses"
 RUNGS = (20, 40, 80)
@@ -65,3 +66,28 @@ def test_ladder_command__prints_writes_and_refuses(store, tmp_path, capsys):
     assert plain and make_tables.main(["--tracking-uri", store.uri, "--experiment", "contralord-other", "--by",
                                        "loss.con", "--rungs"]) == 2
     assert "no run of the table logged a rung" in capsys.readouterr().err
+
+
+def test_schedule_table__each_wsd_row_paired_with_its_cosine_twin_at_the_cosine_budget(store):
+    """The schedule spec: cosine runs of one budget (no rungs) stand at that budget beside a WSD ladder's rungs,
+    and each WSD row is compared with the cosine row of the same losses only (no best-mean comparisons)."""
+    spec = SPECS["schedule"]
+    for con in ("0.0", "0.1"):
+        for seed in range(3):
+            cosine = store.trial(spec.experiment, {"loss.con": con, "loss.res": con, "encoder.schedule": "cosine",
+                                                   "encoder.steps": "80"}, {"disentanglement": 0.4 + seed / 100}, seed)
+            store.client.log_batch(cosine, metrics=[Metric("encoder/train/epoch", e, 0, 40 * e) for e in (1, 2)])
+            wsd = store.trial(spec.experiment, {"loss.con": con, "loss.res": con, "encoder.schedule": "wsd",
+                                                "encoder.rungs": "40,80"}, {"disentanglement": 0.5 + seed / 50}, seed)
+            store.client.log_batch(wsd, metrics=[Metric("rung/encoder/eval/disentanglement", 0.3 + rung / 160 +
+                                                        seed / 50, 0, rung) for rung in (40, 80)])
+    source = from_experiment(store.client, spec.experiment)
+    ladder = build_ladder(store.client, source.runs, spec, source.description)
+    assert ladder.rungs == [40, 80]
+    assert [row.key[2] for row in ladder.tables[40].rows] == ["wsd", "wsd"]  # cosine has no rung of 40 steps
+    assert sorted(row.key[2] for row in ladder.tables[80].rows) == ["cosine", "cosine", "wsd", "wsd"]
+    pairs = {(row, ref) for column, row, ref, _ in paired_comparisons(ladder.tables[80]) if column == "D"}
+    assert pairs == {(f"loss.con={c}, loss.res={c}, encoder.schedule=wsd",
+                      f"loss.con={c}, loss.res={c}, encoder.schedule=cosine") for c in ("0", "0.1")}
+    (d,) = {p.mean for column, _, _, p in paired_comparisons(ladder.tables[80]) if column == "D"}
+    assert d == pytest.approx(0.3 + 0.5 - 0.4 + 0.01)  # per seed: (0.8 + 2s/100) - (0.4 + s/100), mean over s

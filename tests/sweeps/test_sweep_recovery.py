@@ -161,7 +161,7 @@ def test_killed_and_interrupted_sweep__resume_finishes_as_a_straight_run(root):
     again = next(t for t in trials if t.info.run_id == first.info.run_id)
     assert again.info.end_time == first.info.end_time  # a finished trial is not run again
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
-    expected = [(t, "encoder/train/total", [5, 8, 10, 15, 20]) for t in trials]
+    expected = [(t, "encoder/train/total", [5, 8, 10, 15, 16, 20]) for t in trials]  # 8, 16: rung cooldowns
     expected += [(t, "rung/encoder/eval/disentanglement", [10, 20]) for t in trials]
     for run, metric, steps in [*expected, (stage1[0], "latent/train/total", [5, 10])]:  # none missing or repeated
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == steps, (run.data.tags, metric)
@@ -180,6 +180,40 @@ def test_killed_and_interrupted_sweep__resume_finishes_as_a_straight_run(root):
         for rung in ("10", "20"):  # each rung's evaluation too
             same = [k for k in straight["rungs"][rung] if "images_per_s" not in k]
             assert {k: resumed["rungs"][rung][k] for k in same} == {k: straight["rungs"][rung][k] for k in same}
+
+
+@pytest.mark.slow
+def test_longer_ladder__extends_the_finished_trials_training_only_new_steps(root):
+    """The same sweep with rungs 10,20,40 after the one above: each trial starts from its 10,20 trial's stable state
+    (step 16) with that trial's rung evaluations, the dry run prices only the new steps, and the result equals a
+    straight 10,20,40 run."""
+    sets, client = SETS | {"encoder.rungs": "10,20,40"}, MlflowClient(f"sqlite:///{root}/mlflow.db")
+    short = {r.data.params["encoder.queue_size"]: r for r in _runs(root, "trial") if r.info.status == "FINISHED"}
+    assert sorted(short) == ["128", "256"], "needs the recovery sweep's finished trials (the test above)"
+    dry = subprocess.run(_cmd(root, "--dry-run", sets=sets, name="longer"), cwd=root, capture_output=True, text=True,
+                         timeout=600)
+    assert dry.returncode == 0 and dry.stdout.count("extends run ") == 2, dry.stdout + dry.stderr[-2000:]
+    done = subprocess.run(_cmd(root, sets=sets, name="longer"), cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("; trains steps 16-40") == 2, done.stdout[-3000:]
+    longer = [r for r in _runs(root, "trial") if r.data.params["encoder.rungs"] == "10,20,40"]
+    assert len(longer) == 2 and all(r.info.status == "FINISHED" for r in longer)
+    for run in longer:
+        earlier = short[run.data.params["encoder.queue_size"]]
+        assert run.data.tags["extended_from"] == earlier.info.run_id
+        history = lambda r, m: [(p.step, p.value) for p in client.get_metric_history(r.info.run_id, m)]  # noqa: E731
+        metric = "rung/encoder/eval/disentanglement"
+        assert history(run, metric)[:2] == history(earlier, metric) and history(run, metric)[2][0] == 40
+        assert [step for step, _ in history(run, "encoder/train/total")] == [5, 8, 10, 15, 16, 20, 25, 30, 32, 35, 40]
+    queue_size = "128"
+    overrides = resolve_presets(["smoke"], sets | {"encoder.queue_size": queue_size, "run.threads": 1,
+                                                   "run.latent_cache": str(root / "ray" / "latent_cache")})
+    straight = train(ContraLordConfig.from_overrides(overrides), root / "straight40")
+    extended = next(r for r in longer if r.data.params["encoder.queue_size"] == queue_size)
+    logged = json.loads(Path(client.download_artifacts(extended.info.run_id, "summary.json", str(root))).read_text())
+    for rung in ("10", "20", "40"):
+        same = [k for k in straight["rungs"][rung] if "images_per_s" not in k]
+        assert {k: logged["rungs"][rung][k] for k in same} == {k: straight["rungs"][rung][k] for k in same}, rung
 
 
 @pytest.mark.slow
