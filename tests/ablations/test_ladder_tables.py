@@ -7,8 +7,8 @@ from mlflow.entities import Metric
 
 from ablations import make_tables
 from ablations.ladder import build_ladder
-from ablations.runs import from_experiment
 from ablations.render import paired_comparisons
+from ablations.runs import from_experiment
 from ablations.specs import SPECS, spec_for_keys
 
 EXPERIMENT = "contralord-losses"
