@@ -19,8 +19,8 @@ from tune import reuse, stage1
 from tune.checks import sqlite_store_problem
 
 IGNORED = ("run.seed", "run.latent_cache", "run.method", "run.extend_from")  # change no cost
-SHAPE = ("data.", "encoder.epochs", "encoder.steps", "encoder.rungs", "encoder.batch_size", "encoder.backbone", "encoder.model",
-         "encoder.content_head",  # stage 1's classifier trunks join the backbone
+SHAPE = ("data.", "encoder.epochs", "encoder.steps", "encoder.rungs", "encoder.batch_size", "encoder.backbone",
+         "encoder.model", "encoder.content_head",  # stage 1's classifier trunks join the backbone
          "eval.", "run.eval_size", "run.precision", "run.channels_last", "run.compile", "run.device")
 RUN_START_S = 3.0  # from a trial's session start to its MLflow run (time/start, smoke sweep, loaded 2-core box)
 
