@@ -116,7 +116,26 @@ def from_sweep_run(client: MlflowClient, run_id: str) -> RunSource:
     if not children:
         raise AblationError(f"--sweep-run: run {run_id} has no nested trial runs (is it a sweep's parent run?)")
     kind = parent.data.params.get("sweep.kind", "")
-    return RunSource([_trial(r) for r in children], f"sweep run {run_id} (experiment {experiment.name})", kind)
+    trials, climbed = top_ladder([_trial(r) for r in children])
+    note = f"; {climbed} run(s) of its shorter ladders left to --rungs" if climbed else ""
+    return RunSource(trials, f"sweep run {run_id} (experiment {experiment.name}{note})", kind)
+
+
+def top_ladder(runs: list[TrialRun]) -> tuple[list[TrialRun], int]:
+    """The runs of a sweep whose ladder climbed (``--until-decided --max-rung``: its rows' trials were extended to
+    a higher top rung): each run with rungs at the highest top, every run without; and how many were left out. The
+    lower tops' evaluations stay in the extended runs' rung histories (``make_tables.py --rungs``)."""
+    tops = {run.run_id: _top_rung(run.params.get("encoder.rungs", "")) for run in runs}
+    highest = max(tops.values(), default=0)
+    kept = [run for run in runs if tops[run.run_id] in (0, highest)]
+    return kept, len(runs) - len(kept)
+
+
+def _top_rung(text: str) -> int:
+    try:
+        return max((int(part) for part in text.split(",") if part.strip()), default=0)
+    except ValueError:
+        return 0
 
 
 def latest_sweep_run(client: MlflowClient, name: str, flag: str = "--experiment") -> str:

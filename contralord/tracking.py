@@ -24,7 +24,11 @@ class NullLogger:
 
 
 class StdoutLogger:
-    """One line per epoch: ``[encoder] epoch 3/10 step 120 | rec 0.0123 sup 1.234 ...``."""
+    """One line per epoch: ``[encoder] epoch 3 step 120 | rec 0.0123 sup 1.234 ...``, and one per rung of a budget
+    ladder with its headline scores: ``[rung 640] disentanglement 0.41 ...``. A run's end-of-run summary goes to
+    the tracker only (hundreds of numbers; the sweep's table and summary.json show them named)."""
+
+    HEADLINE = ("disentanglement", "completeness", "informativeness_test", "mig", "content_corr_min")
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
@@ -37,9 +41,14 @@ class StdoutLogger:
             return
         stage = next(iter(metrics)).split("/")[0]
         epoch = metrics.get(f"{stage}/train/epoch")
-        head = f"[{stage}] epoch {int(epoch)}" if epoch is not None else f"[{stage}]"
-        body = " ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items() if not k.endswith("/epoch"))
-        print(f"{head} step {step} | {body}", file=self.stream, flush=True)
+        if epoch is not None:
+            body = " ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items()
+                            if not k.endswith(("/epoch", "/step_end")))
+            print(f"[{stage}] epoch {int(epoch)} step {step} | {body}", file=self.stream, flush=True)
+        elif stage == "rung":
+            scores = {k.rsplit("/", 1)[-1]: v for k, v in metrics.items() if k.startswith("rung/encoder/eval/")}
+            body = " ".join(f"{name} {scores[name]:.4g}" for name in self.HEADLINE if name in scores)
+            print(f"[rung {step}] {body}", file=self.stream, flush=True)
 
 
 class MultiLogger:

@@ -19,6 +19,7 @@ from tune import calibrate, history, reuse, stage1
 from tune.checks import is_uri
 from tune.estimate import WORKER_GROUP_S, SweepEstimate, TrialCost, combine, concurrency, later_rounds
 from tune.plan import SweepPlan, local_work_dir
+from tune.rounds import next_ladder
 
 
 def latent_cache(plan: SweepPlan) -> str:
@@ -230,7 +231,21 @@ def report(plan: SweepPlan, est: SweepEstimate, reused: dict | None) -> list[str
     lines.append(f"estimate: ~{est.wall_s:.0f} s wall ({est.wall_s / 60:.1f} min) = {parts}{early}")
     if est.later:
         lines.append(describe_later(est.later))
+    if getattr(plan.args, "max_rung", 0):
+        lines.append(describe_climbs(_config(plan, plan.variants[0][0], 0).encoder.rungs, plan.args.max_rung))
     return lines
+
+
+def describe_climbs(rungs: str, max_rung: int) -> str:
+    """``--max-rung``: the ladders a sweep whose open rows keep moving climbs through, and what each climb costs."""
+    ladders = [rungs]
+    while next_ladder(ladders[-1], max_rung):
+        ladders.append(next_ladder(ladders[-1], max_rung))
+    tops = [parse_rungs(ladder)[-1] for ladder in ladders]
+    steps = ", ".join(f"{a} -> {b}" for a, b in zip(tops, tops[1:], strict=False))
+    return (f"until-decided: before seeds, open rows that still move climb at most {len(ladders) - 1} rung(s) "
+            f"({steps} steps); each climb extends every trial so far from its stable state (about the share of the "
+            f"new steps of a trial at the higher top each), not counted in the estimate above")
 
 
 def describe_later(later) -> str:

@@ -41,7 +41,7 @@ from contralord import machine
 from contralord.config import HASH_IGNORED, ContraLordConfig
 from contralord.schedules import branch_start, parse_rungs
 from tune import stage1
-from tune.mlflow_logger import PARENT_TAG, log_batch
+from tune.mlflow_logger import PARENT_TAG, log_batch, send_batches
 
 CORE = Path(__file__).resolve().parents[1] / "contralord"
 KEY_TAG = "reuse_key"
@@ -52,6 +52,7 @@ NOT_COPIED = ("mlflow.", "ray_trial_id")  # tag prefixes that belong to the orig
 TRUNK_TAG = "trunk_key"  # a ladder trial's key less its budget: the runs a longer ladder may extend
 EXTENDED_TAG = "extended_from"  # the run whose stable state an extended trial started from
 LADDER_KEYS = ("encoder.rungs", "encoder.steps", "encoder.epochs")  # the budget: what an extension changes
+CURVES = ("rung/", "encoder/train/")  # metrics a copy keeps with their history, not only the last value
 STABLE_ARTIFACT = "stable"  # the artifact folder of a ladder trial's stable state (checkpoints/stable.pt)
 
 
@@ -220,7 +221,11 @@ def link_earlier(client: MlflowClient, experiment_id: str, parent: str, earlier)
     note = f"Reused: the numbers of run {earlier.info.run_id} (same config, seed, data, code version)."
     tags |= {PARENT_TAG: parent, FROM_TAG: earlier.info.run_id, "mlflow.note.content": note}
     run_id = client.create_run(experiment_id, run_name=f"{name}-reused", tags=tags).info.run_id
-    log_batch(client, run_id, metrics=earlier.data.metrics, params=earlier.data.params)
+    curves = [key for key in earlier.data.metrics if key.startswith(CURVES)]
+    log_batch(client, run_id, metrics={k: v for k, v in earlier.data.metrics.items() if k not in curves},
+              params=earlier.data.params)
+    points = [point for key in curves for point in client.get_metric_history(earlier.info.run_id, key)]
+    send_batches(client, run_id, "metrics", points)  # at their steps: the rung tables and the UI's curves read them
     if earlier.outputs and earlier.outputs.model_outputs:
         client.log_outputs(run_id, earlier.outputs.model_outputs)
     client.set_terminated(run_id, status="FINISHED")

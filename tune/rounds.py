@@ -5,6 +5,13 @@ the best row's 95% interval against every other row's), per the metric columns n
 row above each other row seed by seed, as rows of one seed share its stage 1). The sweep stops when every
 row is decided or has N seeds. Each round is one Tuner of the same
 parent sweep; the parent run records per round which rows got a seed and why (``rounds.json``).
+
+On a budget ladder (``encoder.rungs``) with ``--max-rung STEPS``, a verdict that may be about the budget gets a
+rung before it gets seeds: while an open row still moves at the top rung (``ablations/ladder.py``: D or the
+minimum per-dimension correlation of h_c changed by more than 0.02 from the rung before, in some seed), the round
+climbs instead: every row's trials get the ladder's next rung (the top times the ratio of the last two rungs, at
+most STEPS), each extending its finished run (``tune/reuse.py``), so only the new steps are trained. Once nothing
+open moves, or the top is STEPS, rounds add seeds as above.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from ablations import specs, stats
+from contralord.schedules import parse_rungs
 from tune.checks import SweepError
 
 if TYPE_CHECKING:  # tune/run.py imports this module before Ray, and must not load MLflow
@@ -49,8 +57,8 @@ def check_flags(kind: str, args: argparse.Namespace) -> None:
     if decide_rule(args) not in RULES:
         raise SweepError(f"--decide-rule: expected one of {', '.join(RULES)}, got {decide_rule(args)!r}")
     if not getattr(args, "until_decided", False):
-        if args.max_seeds or args.decide_metric:
-            raise SweepError("--max-seeds/--decide-metric: only with --until-decided")
+        if args.max_seeds or args.decide_metric or getattr(args, "max_rung", 0):
+            raise SweepError("--max-seeds/--decide-metric/--max-rung: only with --until-decided")
         if getattr(args, "decide_rule", None):
             raise SweepError("--decide-rule: only with --until-decided")
         return
@@ -63,6 +71,29 @@ def check_flags(kind: str, args: argparse.Namespace) -> None:
     if unknown or not decide_columns(args):
         raise SweepError(f"--decide-metric: expected table columns among {', '.join(specs.METRICS)}, "
                          f"got {args.decide_metric!r}")
+
+
+def check_ladder(args: argparse.Namespace, configs: list) -> None:
+    """``--max-rung``: every trial on one ladder (``encoder.rungs``) whose top is below it."""
+    if not getattr(args, "max_rung", 0):
+        return
+    ladders = {cfg.encoder.rungs for cfg in configs}
+    if len(ladders) != 1 or not next(iter(ladders)):
+        raise SweepError(f"--max-rung: needs every trial on one budget ladder (--set encoder.schedule=wsd --set "
+                         f"encoder.rungs=160,640), got encoder.rungs {', '.join(sorted(map(repr, ladders)))}")
+    top = parse_rungs(next(iter(ladders)))[-1]
+    if args.max_rung <= top:
+        raise SweepError(f"--max-rung: expected more steps than the ladder's top rung {top}, got {args.max_rung}")
+
+
+def next_ladder(rungs: str, max_rung: int) -> str:
+    """The ladder one rung higher: the top times the ratio of the last two rungs (4 for a one-rung ladder), at most
+    ``max_rung``; "" when the top is already ``max_rung``."""
+    ladder = parse_rungs(rungs)
+    if not ladder or ladder[-1] >= max_rung:
+        return ""
+    ratio = ladder[-1] / ladder[-2] if len(ladder) > 1 else 4.0
+    return ",".join(map(str, (*ladder, min(max_rung, round(ladder[-1] * ratio)))))
 
 
 def open_variants(table: Table, variant_of_row: dict[tuple, str], columns: list[str],
@@ -114,10 +145,12 @@ def record(k: int, decisions: list[RowDecision], reused: int, trained: int) -> d
 
 def until_decided(records, args: argparse.Namespace, seeds: dict[str, int],
                   variant_of_row: dict[tuple, str], table_of: Callable[[], Table | None],
-                  run_round: Callable[[list[tuple[str, int]], int], tuple[int, int]]) -> None:
-    """Round after round: decide on the sweep's table so far, run one more seed for every open row below
-    ``--max-seeds`` (``run_round`` returns (reused, trained)); record each round on the parent run
-    (``records``: its ``tune.records.ParentRun``)."""
+                  run_round: Callable[[list[tuple[str, int]], int], tuple[int, int]], climber=None) -> None:
+    """Round after round: decide on the sweep's table so far; while an open row still moves at the top rung
+    (``climber.moving(open variants)``: {variant: how it moved}), climb a rung (``climber.next_rungs()``: the
+    ladder one rung higher, "" at ``--max-rung``; ``climber.climb(ladder, k)`` runs it, returning (reused,
+    trained)); else run one more seed for every open row below ``--max-seeds`` (``run_round`` returns (reused,
+    trained)). Record each round on the parent run (``records``: its ``tune.records.ParentRun``)."""
     columns, log = decide_columns(args), []
     for k in itertools.count(1):
         table = table_of()
@@ -126,6 +159,20 @@ def until_decided(records, args: argparse.Namespace, seeds: dict[str, int],
             print(f"until-decided: no column {', '.join(missing)} in the table; no more rounds", flush=True)
             return
         why = open_variants(table, variant_of_row, columns, decide_rule(args))
+        moving = climber.moving(set(why)) if why and climber is not None else {}
+        ladder = climber.next_rungs() if moving else ""
+        if ladder:
+            shown = "; ".join(f"{variant}: {how}" for variant, how in sorted(moving.items()))
+            print(f"round {k}: open rows still move at the top rung ({shown}); every row climbs to rungs {ladder}",
+                  flush=True)
+            reused, trained = climber.climb(ladder, k)
+            rows = [RowDecision(variant, count, f"climbs to rungs {ladder}" + (
+                f" (moving: {moving[variant]})" if variant in moving else ""), None)
+                for variant, count in seeds.items()]
+            log.append(record(k, rows, reused, trained) | {"action": "rung", "rungs": ladder})
+            records.log_rounds({"decide": columns, "rule": decide_rule(args), "max_seeds": args.max_seeds,
+                                "rounds": log}, ARTIFACT, k)
+            continue
         decisions = plan_round(why, dict(seeds), args.max_seeds)
         pairs = [(d.variant, d.added_seed) for d in decisions if d.added_seed is not None]
         print(describe_round(k, decisions), flush=True)

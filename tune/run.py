@@ -74,6 +74,10 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--decide-rule", default="", metavar="unpaired|paired", help="--until-decided: decide a "
                         "row by the unpaired 95%% intervals (default) or paired by seed (rows of a seed share its "
                         "stage 1; ablations/stats.py)")
+    parser.add_argument("--max-rung", type=int, default=0, metavar="STEPS", help="--until-decided on a budget "
+                        "ladder (encoder.rungs): while an open row still moves at the top rung (D or content_corr_min "
+                        "by more than 0.02 from the rung before), every row first climbs a rung (the ladder's ratio, "
+                        "at most STEPS; its trials extend their runs) before open rows get seeds")
     parser.add_argument("--register-best", default="", metavar="METRIC[:max|min]", help="register the encoder of "
                         "the trial with the best METRIC (default max) in the MLflow Model Registry")
     parser.add_argument("--dry-run", action="store_true", help="print the trials, reuse, stage-1 runs, resources "
@@ -109,6 +113,7 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
             evaluations.add((cfg.data, cfg.eval, cfg.run.seed))
         if args.register_best:
             check_register_best_logged(args.register_best, cfg)
+    rounds.check_ladder(args, configs)
     check_backbone(configs[0], data)
     check_weight_contents(configs[0], data)  # user weight files load (weights_only) into their modules
     return SweepPlan(kind, args, knob, variants, base, seeds, storage, tracking_uri, name)

@@ -19,6 +19,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from ablations.runs import AblationError
 from ablations.tables import Table
+from contralord.config import ContraLordConfig
 from tune import mlflow_logger as ml
 from tune import publish, reuse, rounds, spaces
 from tune.checks import SweepInterrupted, TrialsFailed, check_storage_shared, is_uri
@@ -156,27 +157,29 @@ def _log_actual(plan: SweepPlan, records: ParentRun) -> None:
     print(f"wall time: {actual:.0f} s, {estimated}", flush=True)
 
 
-def _tuner(plan: SweepPlan, ctx: SweepContext, name: str, k: int, pairs: list[tuple[str, int]] | None):
-    """Round ``k``'s Tuner (stored as ``name``) over ``pairs`` (None: the Optuna search), or the one a first
-    attempt left there (``--resume``)."""
+def _tuner(plan: SweepPlan, ctx: SweepContext, name: str, k: int, pairs: list[tuple[str, int]] | None,
+           rungs: str = ""):
+    """Round ``k``'s Tuner (stored as ``name``) over ``pairs`` (None: the Optuna search; ``rungs``: the ladder they
+    train when it climbed), or the one a first attempt left there (``--resume``)."""
     trainable = _trainable(plan, ctx)
     path = f"{plan.storage}/{name}"
     if plan.args.resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     # --resume of a sweep stopped before this Tuner saved any state (a later round, or round 0 killed in stage 1;
     # tune/run.py checked that the sweep's parent run exists): the round starts its Tuner now
-    tune_config, space = _search(plan, pairs)
+    tune_config, space = _search(plan, pairs, rungs)
     run_config = tune.RunConfig(name=name, storage_path=plan.storage, verbose=1,
                                 failure_config=tune.FailureConfig(max_failures=plan.args.max_failures))
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
-def _search(plan: SweepPlan, pairs: list[tuple[str, int]] | None) -> tuple[tune.TuneConfig, dict]:
+def _search(plan: SweepPlan, pairs: list[tuple[str, int]] | None, rungs: str = "") -> tuple[tune.TuneConfig, dict]:
     limit = plan.args.max_concurrent or 0
     if plan.kind != "optuna":  # exactly these (variant, seed) pairs: a grid would run their product
-        points = _configs(pairs)
+        points = _configs(pairs, rungs)
         space = {"variant": tune.choice(sorted({v for v, _ in pairs})),
                  "run.seed": tune.choice(sorted({s for _, s in pairs}))}  # presets must lie in the space
+        space |= {"encoder.rungs": tune.choice([rungs])} if rungs else {}
         # Tune limits a Searcher through max_concurrent_trials, but not this generator: it takes its own limit
         generator = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=limit)
         return tune.TuneConfig(search_alg=generator, num_samples=len(points)), space
@@ -206,6 +209,7 @@ class _Sweep:
     seeds: dict[str, int] = field(default_factory=dict)  # variant -> seeds planned so far
     trained: int = 0  # trials Tune ran
     reused: int = 0  # trials linked to earlier runs
+    rungs: str = ""  # the ladder every trial now trains (encoder.rungs) once --max-rung climbed it; "" as planned
     failed: list[str] = field(default_factory=list)  # the error files of trials that ended in error
 
     @property
@@ -278,12 +282,13 @@ def _start(plan: SweepPlan) -> _Sweep:
     return _Sweep(plan, client, records, ctx, code, local)
 
 
-def _run_round(sweep: _Sweep, pairs: list[tuple[str, int]], k: int) -> None:
-    """Link the trials earlier runs stand for, train stage 1 for the rest, run them in one Tuner."""
+def _run_round(sweep: _Sweep, pairs: list[tuple[str, int]], k: int, climbing: bool = False) -> None:
+    """Link the trials earlier runs stand for, train stage 1 for the rest, run them in one Tuner (``climbing``:
+    the pairs are trials already counted, now on a higher ladder)."""
     plan = sweep.plan
     name = plan.name if k == 0 else f"{plan.name}-round{k}"
     restored = bool(plan.args.resume) and tune.Tuner.can_restore(f"{plan.storage}/{name}")
-    for variant, _ in pairs:
+    for variant, _ in [] if climbing else pairs:
         sweep.seeds[variant] = sweep.seeds.get(variant, 0) + 1
     pending = _link_reused(sweep, pairs, restored) if plan.kind != "optuna" else None
     if pending == [] and not restored:
@@ -291,7 +296,7 @@ def _run_round(sweep: _Sweep, pairs: list[tuple[str, int]], k: int) -> None:
         return
     seeds = sorted({s for _, s in pending}) if pending is not None else plan.seeds
     _ensure_stage1(sweep, seeds)
-    results = _fit(sweep, _tuner(plan, sweep.ctx, name, k, pending))
+    results = _fit(sweep, _tuner(plan, sweep.ctx, name, k, pending, sweep.rungs))
     sweep.trained += len(results)
 
 
@@ -300,7 +305,7 @@ def _link_reused(sweep: _Sweep, pairs: list[tuple[str, int]], restored: bool) ->
     client, parent = sweep.client, sweep.parent
     if getattr(sweep.plan.args, "no_reuse", False):
         return pairs
-    planned = reuse.plan_trials(_configs(pairs), sweep.ctx.trial_overrides, sweep.code, sweep.local)
+    planned = reuse.plan_trials(_configs(pairs, sweep.rungs), sweep.ctx.trial_overrides, sweep.code, sweep.local)
     linked = reuse.linked_keys(client, sweep.ctx.experiment_id, parent)  # by a first attempt (--resume)
     sweep.reused += sum(1 for t in planned if t.key in linked)
     rest = [t for t in planned if t.key not in linked]
@@ -329,8 +334,10 @@ def _plan_extensions(sweep: _Sweep, pending: list[reuse.Planned]) -> None:
     sweep.ctx = dataclasses.replace(sweep.ctx, extensions=sweep.ctx.extensions | extensions)
 
 
-def _configs(pairs: list[tuple[str, int]]) -> list[dict]:
-    return [{"variant": variant, "run.seed": seed} for variant, seed in pairs]
+def _configs(pairs: list[tuple[str, int]], rungs: str = "") -> list[dict]:
+    """Tune's config of each (variant, seed): sampled keys are config overrides (``encoder.rungs`` once climbed)."""
+    return [{"variant": variant, "run.seed": seed} | ({"encoder.rungs": rungs} if rungs else {})
+            for variant, seed in pairs]
 
 
 def _ensure_stage1(sweep: _Sweep, seeds: list[int]) -> None:
@@ -384,8 +391,55 @@ def _until_decided(sweep: _Sweep) -> None:
         return sweep.reused - before[0], sweep.trained - before[1]
 
     rows = publish.variant_of_row(plan, publish.spec_of(plan))
-    rounds.until_decided(sweep.records, plan.args, sweep.seeds, rows, table, run)
+    climber = _Climber(sweep, rows) if getattr(plan.args, "max_rung", 0) else None
+    rounds.until_decided(sweep.records, plan.args, sweep.seeds, rows, table, run, climber)
     rounds.log_cost(sweep.records, sweep.seeds, sweep.trained, sweep.reused, plan.args.max_seeds)
+
+
+@dataclass
+class _Climber:
+    """``--max-rung``: whether open rows still move at the sweep's top rung, and the round that climbs a rung."""
+
+    sweep: _Sweep
+    variant_of_row: dict[tuple, str]
+
+    def moving(self, open_variants: set[str]) -> dict[str, str]:
+        """{variant: how it moved} of the open variants whose row is not converged at the top rung
+        (``ablations/ladder.py``: D or content_corr_min moved by more than its threshold from the rung before)."""
+        from ablations.ladder import THRESHOLD, build_ladder
+        from ablations.render import row_label
+        from ablations.runs import from_sweep_run
+
+        sweep = self.sweep
+        source = from_sweep_run(sweep.client, sweep.parent)
+        try:
+            ladder = build_ladder(sweep.client, source.runs, publish.spec_of(sweep.plan), source.description)
+        except AblationError as error:
+            print(f"until-decided: no ladder ({error}); no rung climbed", flush=True)
+            return {}
+        top, moving = ladder.rungs[-1], {}
+        for row in ladder.tables[top].rows:
+            variant = self.variant_of_row.get(row.key)
+            change = ladder.movement.get(row_label(ladder.tables[top], row), {}).get(top)
+            if variant in open_variants and (change is None or change > THRESHOLD):
+                moving[variant] = (f"moved {change:.3f} > {THRESHOLD} from the rung before {top}"
+                                   if change is not None else f"no rung before {top} in every seed")
+        return moving
+
+    def next_rungs(self) -> str:
+        """The ladder one rung higher ("" when its top is ``--max-rung``)."""
+        plan = self.sweep.plan
+        current = self.sweep.rungs or ContraLordConfig.from_overrides(plan.base | plan.variants[0][1]).encoder.rungs
+        return rounds.next_ladder(current, plan.args.max_rung)
+
+    def climb(self, ladder: str, k: int) -> tuple[int, int]:
+        """Round ``k`` puts every trial so far on ``ladder`` (each extends its finished run); (reused, trained)."""
+        sweep = self.sweep
+        before = (sweep.reused, sweep.trained)
+        sweep.rungs = ladder
+        pairs = [(variant, s) for variant, count in sweep.seeds.items() for s in range(count)]
+        _run_round(sweep, pairs, k, climbing=True)
+        return sweep.reused - before[0], sweep.trained - before[1]
 
 
 def _close_trial_runs(results, client: MlflowClient, experiment_id: str, interrupted: bool) -> None:

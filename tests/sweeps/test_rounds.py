@@ -72,7 +72,7 @@ def _args(**kw):
     ("negatives", {"max_seeds": 0}, "needs --max-seeds greater than --seeds"),
     ("optuna", {}, "--until-decided: an Optuna sweep has no fixed rows"),
     ("negatives", {"decide_metric": "E"}, "--decide-metric: expected table columns among D, C"),
-    ("negatives", {"until_decided": False}, "--max-seeds/--decide-metric: only with --until-decided"),
+    ("negatives", {"until_decided": False}, "--max-seeds/--decide-metric/--max-rung: only with --until-decided"),
 ])
 def test_check_flags__refused_in_one_line(kind, kw, needle):
     with pytest.raises(SweepError) as error:
@@ -111,3 +111,107 @@ def test_search__exactly_the_rounds_pairs_under_the_concurrency_limit():
     assert config.num_samples == 2 and generator.max_concurrent == 1
     assert generator._points_to_evaluate == [{"variant": "K=128", "run.seed": 1}, {"variant": "K=512", "run.seed": 2}]
     assert set(space) == {"variant", "run.seed"}
+
+
+@pytest.mark.parametrize("rungs, max_rung, expected", [
+    ("160,640", 10000, "160,640,2560"), ("160,640", 2000, "160,640,2000"), ("160,640", 640, ""),
+    ("40", 1000, "40,160"), ("10,20", 40, "10,20,40"),
+])
+def test_next_ladder__the_ratio_of_the_last_two_rungs_up_to_max_rung(rungs, max_rung, expected):
+    assert rounds.next_ladder(rungs, max_rung) == expected
+
+
+@pytest.mark.parametrize("ladders, max_rung, needle", [
+    (["160,640", "160,640"], 640, "--max-rung: expected more steps than the ladder's top rung 640, got 640"),
+    (["160,640", ""], 2560, "--max-rung: needs every trial on one budget ladder"),
+    (["", ""], 2560, "--max-rung: needs every trial on one budget ladder"),
+])
+def test_check_ladder__refused_in_one_line(ladders, max_rung, needle):
+    from types import SimpleNamespace
+
+    configs = [SimpleNamespace(encoder=SimpleNamespace(rungs=r)) for r in ladders]
+    with pytest.raises(SweepError) as error:
+        rounds.check_ladder(_args(max_rung=max_rung), configs)
+    assert needle in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(SweepError, match="only with --until-decided"):
+        rounds.check_flags("negatives", _args(until_decided=False, max_seeds=0, max_rung=2560))
+
+
+class _Records:
+    def __init__(self):
+        self.logs = []
+
+    def log_rounds(self, log, artifact, rounds_run):
+        self.logs.append((rounds_run, [dict(r) for r in log["rounds"]]))
+
+
+def test_until_decided__a_moving_open_row_climbs_a_rung_before_it_gets_seeds():
+    """Round 1: K128 is open and still moves at the top rung, so every row climbs (no seed); round 2: nothing open
+    moves any more, so the open rows get a seed; round 3: all at --max-seeds, the sweep stops."""
+    table = _table({128: [0.10, 0.50, 0.30], 256: [0.20, 0.25, 0.30]})  # overlapping intervals: both open
+    seeds, calls = {"K128": 3, "K256": 3}, []
+    moving = iter([{"K128": "moved 0.050 > 0.02 from the rung before 640"}, {}, {}])
+
+    class Climber:
+        def moving(self, open_variants):
+            return next(moving)
+
+        def next_rungs(self):
+            return "160,640,2560"
+
+        def climb(self, ladder, k):
+            calls.append(("climb", ladder, k))
+            return 0, 6
+
+    def run_round(pairs, k):
+        calls.append(("seeds", k, sorted(pairs)))
+        for variant, _ in pairs:
+            seeds[variant] += 1
+        return 0, len(pairs)
+
+    records = _Records()
+    rounds.until_decided(records, _args(max_seeds=4), seeds, {(128,): "K128", (256,): "K256"}, lambda: table,
+                         run_round, Climber())
+    assert calls == [("climb", "160,640,2560", 1), ("seeds", 2, [("K128", 3), ("K256", 3)])]
+    first = records.logs[0][1][0]
+    assert first["action"] == "rung" and first["rungs"] == "160,640,2560" and first["trained"] == 6
+    assert all(row["added_seed"] is None and row["verdict"].startswith("climbs to rungs 160,640,2560")
+               for row in first["rows"])
+    assert "moving: moved 0.050" in next(r for r in first["rows"] if r["variant"] == "K128")["verdict"]
+
+
+def test_until_decided__at_max_rung_a_moving_row_gets_a_seed():
+    table = _table({128: [0.10, 0.50, 0.30], 256: [0.20, 0.25, 0.30]})
+    seeds, calls = {"K128": 3, "K256": 3}, []
+
+    class AtMaxRung:
+        def moving(self, open_variants):
+            return {"K128": "moved"}
+
+        def next_rungs(self):
+            return ""
+
+        def climb(self, ladder, k):
+            raise AssertionError("no rung above --max-rung")
+
+    def run_round(pairs, k):
+        calls.append(k)
+        for variant, _ in pairs:
+            seeds[variant] += 1
+        return 0, len(pairs)
+
+    rounds.until_decided(_Records(), _args(max_seeds=4), seeds, {(128,): "K128", (256,): "K256"}, lambda: table,
+                         run_round, AtMaxRung())
+    assert calls == [1] and seeds == {"K128": 4, "K256": 4}
+
+
+def test_search__a_climbed_ladder_is_every_point_s_encoder_rungs():
+    pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    from tune.sweep import _search
+
+    plan = SimpleNamespace(kind="negatives", args=SimpleNamespace(max_concurrent=0))
+    config, space = _search(plan, [("K=128", 0)], "10,20,40")
+    assert config.search_alg._points_to_evaluate == [{"variant": "K=128", "run.seed": 0, "encoder.rungs": "10,20,40"}]
+    assert set(space) == {"variant", "run.seed", "encoder.rungs"}

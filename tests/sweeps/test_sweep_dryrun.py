@@ -80,6 +80,14 @@ def test_dry_run__until_decided_bounds_the_later_rounds(tmp_path, capsys):
     assert float(line.split(" s, ~")[1].split(" s more")[0]) > 2 * (30 + 50)  # stage 1 (the store's 30 s), 2 trials
 
 
+def test_describe_climbs__the_ladders_a_moving_sweep_climbs_through():
+    from tune.cost import describe_climbs
+
+    line = describe_climbs("160,640", 10000)
+    assert "climb at most 2 rung(s) (640 -> 2560, 2560 -> 10000 steps)" in line and line.startswith("until-decided:")
+    assert "climb at most 0 rung(s)" in describe_climbs("160,640", 640)
+
+
 @pytest.mark.slow
 def test_dry_run__calibrates_without_a_store(tmp_path, capsys):
     assert main("negatives", _args(tmp_path, "--trainer", "train")) == 0
