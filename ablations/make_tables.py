@@ -35,6 +35,8 @@ from ablations.runs import (  # noqa: E402
     latest_sweep_run,
     out_folder,
 )
+from ablations.stage1_table import build_stage1_table, stage1_runs  # noqa: E402
+from ablations.stage1_table import to_markdown as stage1_markdown  # noqa: E402
 from ablations.store import without_password  # noqa: E402
 from ablations.tables import Table, build_table  # noqa: E402
 from contralord.cli import OneLineParser  # noqa: E402
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sweep-run", help="the parent run id of one sweep, or 'latest' (the newest sweep of "
                         "--experiment or of --spec's experiment)")
     parser.add_argument("--experiment", help="every trial of this experiment (e.g. contralord-negatives)")
-    parser.add_argument("--spec", choices=sorted(specs.SPECS), help="one of the paper's tables")
+    parser.add_argument("--spec", choices=sorted([*specs.SPECS, "stage1"]), help="one of the paper's tables, or "
+                        "stage1: stage 1's classifiers against their supervised-only reference, per factor and seed")
     parser.add_argument("--by", help="config key(s) that make a row, comma-separated (e.g. encoder.queue_size)")
     parser.add_argument("--format", action="append", choices=sorted(render.FORMATS),
                         help="output format; repeat for several (default markdown)")
@@ -137,6 +140,8 @@ def write_outputs(table: Table, formats: list[str], out: str | None, replace: li
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.spec == "stage1":
+        return stage1_main(args)
     if args.rungs:
         return ladder_main(args)
     try:
@@ -184,6 +189,33 @@ def ladder_main(args: argparse.Namespace) -> int:
         plot_ladder(ladder, outputs[1])
         for path in outputs:
             print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def stage1_main(args: argparse.Namespace) -> int:
+    """``--spec stage1`` (``ablations/stage1_table.py``): markdown, and ``stage1.md`` in --out."""
+    try:
+        other = args.rungs or args.by or args.experiment or args.paper or args.ignore_key
+        if other or (args.format or ["markdown"]) != ["markdown"]:
+            raise AblationError("--spec stage1: takes --tracking-uri, --sweep-run, --out and --overwrite only")
+        output = out_folder(args.out) / "stage1.md" if args.out else None
+        if output and output.exists() and not args.overwrite:
+            raise AblationError(f"--out: {output} exists; pass --overwrite to replace it, or another --out; "
+                                f"nothing written")
+        check_readable(args.tracking_uri)
+        if args.sweep_run == "latest":
+            raise AblationError("--spec stage1: give --sweep-run the id of a sweep's parent run (stage-1 runs are "
+                                "shared by sweeps of every experiment), or leave it out for every stage-1 run")
+        table = build_stage1_table(*stage1_runs(MlflowClient(args.tracking_uri), args.sweep_run))
+    except AblationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = stage1_markdown(table)
+    print(text)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        print(f"wrote {output}", file=sys.stderr)
     return 0
 
 

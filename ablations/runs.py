@@ -87,7 +87,7 @@ def classify(status: str, tags: dict[str, str]) -> str:
     return STATUS_OF.get(status, "unfinished")
 
 
-def _trial(run) -> TrialRun:
+def trial_run(run) -> TrialRun:
     params, tags = dict(run.data.params), dict(run.data.tags)
     params = {key: str(value) for key, value in KEYS_ADDED_WITH_OLD_BEHAVIOUR.items()} | params  # as it ran
     seed = params.get("run.seed", tags.get("seed", ""))
@@ -95,7 +95,7 @@ def _trial(run) -> TrialRun:
                     run.info.start_time or 0, tags)
 
 
-def _search(client: MlflowClient, experiment_id: str, filter_string: str = "") -> list:
+def search_all(client: MlflowClient, experiment_id: str, filter_string: str = "") -> list:
     runs, token = [], None
     while True:
         page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000, page_token=token)
@@ -112,11 +112,11 @@ def from_sweep_run(client: MlflowClient, run_id: str) -> RunSource:
     except MlflowException:
         raise AblationError(f"--sweep-run: no run {run_id!r} in the tracking store") from None
     experiment = client.get_experiment(parent.info.experiment_id)
-    children = _search(client, parent.info.experiment_id, f"tags.`{PARENT_TAG}` = '{run_id}'")
+    children = search_all(client, parent.info.experiment_id, f"tags.`{PARENT_TAG}` = '{run_id}'")
     if not children:
         raise AblationError(f"--sweep-run: run {run_id} has no nested trial runs (is it a sweep's parent run?)")
     kind = parent.data.params.get("sweep.kind", "")
-    trials, climbed = top_ladder([_trial(r) for r in children])
+    trials, climbed = top_ladder([trial_run(r) for r in children])
     note = f"; {climbed} run(s) of its shorter ladders left to --rungs" if climbed else ""
     return RunSource(trials, f"sweep run {run_id} (experiment {experiment.name}{note})", kind)
 
@@ -167,10 +167,10 @@ def drop_reused_copies(runs: list) -> list:
 def from_experiment(client: MlflowClient, name: str) -> RunSource:
     """Every trial run of an experiment, across all the sweeps logged there."""
     experiment = _experiment(client, name)
-    runs = [r for r in _search(client, experiment.experiment_id) if r.data.tags.get("role") not in NOT_TRIALS]
+    runs = [r for r in search_all(client, experiment.experiment_id) if r.data.tags.get("role") not in NOT_TRIALS]
     runs = drop_reused_copies(runs)
     kind = name.removeprefix("contralord-") if name.startswith("contralord-") else ""
-    return RunSource([_trial(r) for r in runs], f"experiment {name}", kind)
+    return RunSource([trial_run(r) for r in runs], f"experiment {name}", kind)
 
 
 def out_folder(out: str) -> Path:

@@ -339,7 +339,8 @@ def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentR
     spe = sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
     total, epochs = sampling.encoder_steps(cfg, len(data))
     spec = LoopSpec("encoder", epochs, spe, cfg.encoder.batch_size, cfg.run.checkpoint_every, total_steps=total,
-                    history=list(trainer.history))
+                    history=list(trainer.history),
+                    progress=runtime.progress(total, start, f"[stage 2, seed {cfg.run.seed}]"))
     save = lambda step: str(checkpoint.save_atomic(trainer.state_dict(step, spec.history), path))  # noqa: E731
     for rung in schedules.parse_rungs(cfg.encoder.rungs)[:-1]:
         if rung in trainer.rungs:
@@ -363,6 +364,7 @@ def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentR
         checkpoint.save_atomic(trainer.state_dict(stable, spec.history), path.with_name(STABLE))
     spec.total_steps = total
     run_loop(spec, start, trainer.step, save, logger, runtime.report)
+    spec.progress.close()
     trainer.history, trainer.last_step = spec.history, spec.last_step
     distributed.barrier()
     return trainer

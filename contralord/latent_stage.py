@@ -111,10 +111,13 @@ def train_latent(cfg: ContraLordConfig, data: ImageFactorData, cache_dir: str | 
     trainer = build_trainer(cfg, data, runtime)
     start = trainer.resume(folder / CHECKPOINT)
     spe = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
+    total = spe * cfg.latent.epochs
     spec = LoopSpec("latent", cfg.latent.epochs, spe, cfg.latent.batch_size, cfg.run.checkpoint_every,
-                    history=list(trainer.history))
+                    history=list(trainer.history),
+                    progress=runtime.progress(total, start, f"[stage 1, seed {cfg.run.seed}]"))
     save = lambda step: trainer.save(folder / CHECKPOINT, step, spec.history)  # noqa: E731
     run_loop(spec, start, trainer.step, save, logger, runtime.report)
+    spec.progress.close()
     trainer.merge()
     metrics = spec.history[-1] if spec.history else {}
     checkpoint.save_atomic(trainer.artifact(key, metrics), folder / ARTIFACT)

@@ -7,12 +7,11 @@ A stage supplies ``step_fn(epoch, step_in_epoch, global_step) -> {name: float}``
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from contralord import distributed
 from contralord.tracking import MetricsLogger
 
 
@@ -30,6 +29,7 @@ class LoopSpec:
     total_steps: int = 0  # stop after this many steps, inside the last epoch if need be (0 = epochs * steps_per_epoch)
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch, from the checkpoint's on
     last_step: dict[str, float] = field(default_factory=dict)  # the metrics of the latest step
+    progress: Any = None  # ``contralord/progress.py``: told of every step (None: nothing shown)
 
 
 def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int], dict[str, float]],
@@ -48,7 +48,9 @@ def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int],
             for name, value in spec.last_step.items():  # a key a step may omit (grad norms) averages its own
                 sums[name], counts[name] = sums.get(name, 0.0) + value, counts.get(name, 0) + 1
             step, count = step + 1, count + 1
-            _progress(spec, step, epoch_end, sums, count)
+            if spec.progress is not None:
+                loss = f", loss {sums['total'] / counts['total']:.4g}" if "total" in sums else ""
+                spec.progress.update(1, f"epoch {epoch + 1}/{spec.epochs}{loss}")
             if spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < epoch_end:
                 save_fn(step)
         seconds = time.perf_counter() - started
@@ -76,14 +78,3 @@ def _check_finite(spec: LoopSpec, values: dict[str, float], step: int) -> None:
         raise NonFiniteLossError(f"{spec.stage}/train/{bad}: {values[bad]} at step {step + 1} (epoch "
                                  f"{step // spec.steps_per_epoch + 1}); the run stopped and saved nothing from this "
                                  f"step on (lower {spec.stage}.lr, or check the data)")
-
-
-def _progress(spec: LoopSpec, step: int, epoch_end: int, sums: dict[str, float], count: int) -> None:
-    """An in-place progress line on an interactive terminal (rank 0 only)."""
-    if not (distributed.is_main() and sys.stderr.isatty()):
-        return
-    done = (step - 1) % spec.steps_per_epoch + 1  # steps of this epoch run so far (the last one may be partial)
-    total = sums.get("total", 0.0) / max(count, 1)
-    end = "\n" if step == epoch_end else ""
-    line = f"\r[{spec.stage}] epoch {(step - 1) // spec.steps_per_epoch + 1}/{spec.epochs}"
-    print(f"{line} step {done}/{spec.steps_per_epoch} loss {total:.4g}\033[K", end=end, file=sys.stderr, flush=True)

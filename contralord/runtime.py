@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from contralord import progress
+
 
 def resolve_device(name: str) -> torch.device:
     """``run.device`` -> torch.device; ``auto`` picks CUDA when present."""
@@ -30,6 +32,8 @@ class LocalRuntime:
 
     device: torch.device = torch.device("cpu")
     report: Callable[[dict[str, float], str | None], Any] = lambda metrics, checkpoint: None
+    # (total steps, steps done, description) -> what is told of each step (contralord/progress.py)
+    progress: Callable[[int, int, str], Any] = progress.console
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
         return model

@@ -44,11 +44,18 @@ class StdoutLogger:
         if epoch is not None:
             body = " ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items()
                             if not k.endswith(("/epoch", "/step_end")))
-            print(f"[{stage}] epoch {int(epoch)} step {step} | {body}", file=self.stream, flush=True)
+            self._write(f"[{stage}] epoch {int(epoch)} step {step} | {body}")
         elif stage == "rung":
             scores = {k.rsplit("/", 1)[-1]: v for k, v in metrics.items() if k.startswith("rung/encoder/eval/")}
             body = " ".join(f"{name} {scores[name]:.4g}" for name in self.HEADLINE if name in scores)
-            print(f"[rung {step}] {body}", file=self.stream, flush=True)
+            self._write(f"[rung {step}] {body}")
+
+    def _write(self, line: str) -> None:
+        """A line above a progress bar on the same terminal, not through it (tqdm.write)."""
+        from tqdm import tqdm
+
+        tqdm.write(line, file=self.stream)
+        self.stream.flush()
 
 
 class MultiLogger:

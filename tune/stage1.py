@@ -26,7 +26,6 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
 
     from contralord import machine
     from contralord.latent_stage import train_latent
-    from contralord.tracking import MultiLogger, StdoutLogger
     from tune.mlflow_logger import MlflowLogger, image_dataset
 
     torch.set_num_threads(threads)
@@ -37,7 +36,8 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
         data = build_data(cfg)
         logger.log_dataset(image_dataset(data, cfg))
         with logger.system_metrics():
-            result = train_latent(cfg, data, cache, logger=MultiLogger(StdoutLogger(), logger))
+            # the console gets a progress line every 5 % (epoch, loss, time left); the epochs' metrics go to MLflow
+            result = train_latent(cfg, data, cache, logger=logger)
         logger.set_tags(machine.describe().tags())
         logger.log_metrics(result.final_metrics(), step=0)  # before the model: its link copies step 0's metrics
         # also in MLflow's artifact store (S3 on a cluster): trials on other nodes fetch it from there

@@ -29,6 +29,7 @@ from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.encoder_stage import CHECKPOINT, STABLE
 from contralord.latent_stage import latent_key
+from contralord.progress import Silent
 from contralord.runtime import DDPRuntime, LocalRuntime
 from contralord.tracking import MultiLogger, NullLogger, StdoutLogger
 from contralord.trainer import needs_latent, prepare, train
@@ -110,7 +111,7 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
     if extended_from:
         path = _fetch_stable_state(ctx.tracking_uri, extended_from, out_dir)
         cfg = ContraLordConfig.from_overrides(ctx.trial_overrides(config) | {"run.extend_from": str(path)})
-    runtime = runtime or LocalRuntime()
+    runtime = runtime or LocalRuntime(progress=Silent)
     logger = _trial_logger(ctx, cfg, trial_id, trial_name) if is_main else None
     if logger and extended_from:
         logger.set_tags({reuse.EXTENDED_TAG: extended_from})
@@ -276,7 +277,7 @@ def run_in_tune_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     torch.set_num_threads(max(1, int(ctx.cpus_per_worker)))
     context = tune.get_context()
     device = torch.device("cuda" if ctx.use_gpu and torch.cuda.is_available() else "cpu")
-    runtime = LocalRuntime(device=device, report=_reporter(tune.report, tune.Checkpoint))
+    runtime = LocalRuntime(device=device, report=_reporter(tune.report, tune.Checkpoint), progress=Silent)
     summary = run_trial(ctx, config, context.get_trial_id(), context.get_trial_name(), tune.get_checkpoint(),
                         runtime, is_main=True, started=started)
     tune.report(_final_metrics(summary))
@@ -290,7 +291,8 @@ def train_fn_per_worker(loop_config: dict[str, Any]) -> None:
     ctx, config, trial_id, trial_name = (loop_config[k] for k in ("ctx", "config", "trial_id", "trial_name"))
     torch.set_num_threads(max(1, int(ctx.cpus_per_worker)))
     runtime_cls = DDPRuntime if ray.train.get_context().get_world_size() > 1 else LocalRuntime
-    runtime = runtime_cls(device=ray.train.torch.get_device(), report=_reporter(ray.train.report, ray.train.Checkpoint))
+    runtime = runtime_cls(device=ray.train.torch.get_device(), report=_reporter(ray.train.report, ray.train.Checkpoint),
+                          progress=Silent)  # Tune's status table and the epoch lines show a trial's progress
     is_main = ray.train.get_context().get_world_rank() == 0
     summary = run_trial(ctx, config, trial_id, trial_name, ray.train.get_checkpoint(), runtime, is_main,
                         loop_config.get("trial_started"))

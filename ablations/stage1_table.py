@@ -1,0 +1,137 @@
+"""Stage 1 against its supervised-only reference, per labelled factor and seed, read from MLflow
+(``make_tables.py --spec stage1``): replaces RESULTS.md's hand-copied stage-1 table.
+
+A stage-1 run (experiment ``contralord-stage1``, tag ``role=stage1``; ``tune/stage1.py``) logs, per labelled
+factor, its classifier's accuracy on the images without labels (``latent/final/classifier_acc/<factor>``) and the
+reference's: the same networks, optimiser and labelled batches trained on the labels alone
+(``latent/final/ref_accuracy/<factor>``; ``contralord/reference_classifier.py``), and the DCI, MIG and SAP of its
+codes g^c scored as an encoder is (``latent/final/codes/...``). Here: one row per seed, their mean, and per factor
+stage 1 minus its reference paired by seed (a 95 % paired-t interval; **above** or **below** when it excludes 0).
+With ``--sweep-run`` the stage-1 runs that sweep used (its parent's tag ``stage1_run_ids``), else every finished
+stage-1 run of the store, refused when they differ in a data or stage-1 key other than the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from ablations import stats
+from ablations.runs import AblationError, TrialRun, search_all, trial_run
+from ablations.tables import describe_machine, differing_keys
+
+EXPERIMENT = "contralord-stage1"
+ACCURACY, REFERENCE = "latent/final/classifier_acc/", "latent/final/ref_accuracy/"
+CODES = {"codes D": "disentanglement", "C": "completeness", "I (test)": "informativeness_test", "MIG": "mig",
+         "SAP": "sap"}
+CODE_PREFIX = "latent/final/codes/"
+LEAKAGE = ("latent/final/codes/residual_leakage", "latent/final/codes/residual_leakage_chance")
+SHARED = ("data.", "latent.")  # what every averaged stage-1 run must share (the seed aside)
+
+
+@dataclass
+class Stage1Table:
+    runs: list[TrialRun]  # one per seed, in seed order
+    factors: list[str]
+    source: str
+    paired: dict[str, stats.Paired] = field(default_factory=dict)  # factor -> stage 1 minus reference
+
+
+def stage1_runs(client: MlflowClient, sweep_run: str | None) -> tuple[list[TrialRun], str]:
+    """The finished stage-1 runs of one sweep (its parent's ``stage1_run_ids``) or of the store, newest per seed."""
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        raise AblationError(f"--spec stage1: the store has no experiment {EXPERIMENT!r} (no sweep trained a stage 1)")
+    if sweep_run:
+        try:
+            tags = client.get_run(sweep_run).data.tags
+        except MlflowException:
+            raise AblationError(f"--sweep-run: no run {sweep_run!r} in the tracking store") from None
+        try:
+            ids = set(json.loads(tags.get("stage1_run_ids", "{}")).values())
+        except ValueError:
+            ids = set()
+        if not ids:
+            raise AblationError(f"--sweep-run: run {sweep_run} names no stage-1 runs (tag stage1_run_ids)")
+        every = search_all(client, experiment.experiment_id, "tags.role = 'stage1'")
+        found = [r for r in every if r.info.run_id in ids]
+        source = f"the stage-1 runs of sweep run {sweep_run}"
+    else:
+        found = search_all(client, experiment.experiment_id, "tags.role = 'stage1'")
+        source = f"every stage-1 run of experiment {EXPERIMENT}"
+    finished = [trial_run(r) for r in found if r.info.status == "FINISHED"]
+    newest: dict[str, TrialRun] = {}
+    for run in sorted(finished, key=lambda r: r.start_time, reverse=True):
+        newest.setdefault(run.seed, run)
+    if not newest:
+        raise AblationError(f"--spec stage1: no finished stage-1 run in {source}")
+    return sorted(newest.values(), key=lambda r: int(r.seed) if r.seed.isdigit() else r.seed), source
+
+
+def build_stage1_table(runs: list[TrialRun], source: str) -> Stage1Table:
+    """Refuse runs that differ in a data or stage-1 key other than the seed, or ran on several machines."""
+    allowed = {k for r in runs for k in r.params if not k.startswith(SHARED)} | {"run.seed", "data.max_array_gib"}
+    differing = differing_keys(runs, allowed)
+    if differing:
+        shown = "; ".join(f"{k} ({', '.join(v[:3])})" for k, v in list(differing.items())[:6])
+        raise AblationError(f"--spec stage1: refusing to average stage-1 runs that differ in {shown}; select one "
+                            f"sweep's with --sweep-run")
+    machines = {r.tags.get("machine") for r in runs} - {None}
+    if len(machines) > 1:
+        raise AblationError(f"--spec stage1: refusing to average stage-1 runs of {len(machines)} machines; select "
+                            f"one sweep's with --sweep-run")
+    factors = sorted({k[len(ACCURACY):] for r in runs for k in r.metrics if k.startswith(ACCURACY)})
+    if not factors:
+        raise AblationError("--spec stage1: the runs log no latent/final/classifier_acc/<factor> (a stage 1 "
+                            "without labelled-factor classifiers: latent.structure=factors)")
+    table = Stage1Table(runs, factors, source)
+    for factor in factors:
+        ours = {r.seed: r.metrics[ACCURACY + factor] for r in runs if ACCURACY + factor in r.metrics}
+        reference = {r.seed: r.metrics[REFERENCE + factor] for r in runs if REFERENCE + factor in r.metrics}
+        table.paired[factor] = stats.paired(ours, reference)
+    return table
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def _cells(metrics: dict[str, float], factors: list[str]) -> list[str]:
+    get = lambda key: metrics.get(key)  # noqa: E731
+    cells = [f"{_number(get(ACCURACY + f))} / {_number(get(REFERENCE + f))}" for f in factors]
+    cells += [_number(get(CODE_PREFIX + name)) for name in CODES.values()]
+    leak, chance = (get(k) for k in LEAKAGE)
+    return cells + [f"{_number(leak)} ({_number(chance)})"]
+
+
+def verdict(p: stats.Paired) -> str:
+    if p.n < 2 or math.isnan(p.ci_low):
+        return "no paired test"
+    return "**above**" if p.ci_low > 0 else "**below**" if p.ci_high < 0 else "not separated"
+
+
+def to_markdown(table: Stage1Table) -> str:
+    header = ["seed", *[f"{f}: stage 1 / ref" for f in table.factors], *CODES, "h_r leakage (chance)"]
+    lines = [f"**Stage 1 against its supervised-only reference, and its codes** ({table.source}; "
+             f"{len(table.runs)} seed(s))", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in table.runs:
+        lines.append(f"| {run.seed} | " + " | ".join(_cells(run.metrics, table.factors)) + " |")
+    keys = {k for r in table.runs for k in r.metrics}
+    mean = {k: math.fsum(r.metrics[k] for r in table.runs if k in r.metrics) / sum(k in r.metrics for r in table.runs)
+            for k in keys}
+    lines.append("| mean | " + " | ".join(_cells(mean, table.factors)) + " |")
+    notes = [f"stage 1 minus reference, {factor}: {p.mean:+.3f} [{p.ci_low:+.3f}, {p.ci_high:+.3f}], higher in "
+             f"{p.wins} and lower in {p.losses} of {p.n} seeds → {verdict(p)}" for factor, p in table.paired.items()]
+    first = table.runs[0]
+    setting = ", ".join(f"{k}={first.params[k]}" for k in ("data.name", "data.size", "data.image_size",
+                                                           "data.num_labels", "latent.epochs") if k in first.params)
+    machines = sorted({describe_machine(r.tags) for r in table.runs if r.tags.get("machine")})
+    notes += [f"setting: {setting}", f"machine: {'; '.join(machines) or 'not recorded'}",
+              "accuracy on the images without labels; ref: the same networks, optimiser and labelled batches "
+              "trained on the labels alone (stage 1 minus reconstruction); codes: stage 1's g^c scored as an "
+              "encoder is; verdict: the 95 % paired-t interval over seeds excludes 0"]
+    return "\n".join(lines + [""] + [f"- {note}" for note in notes]) + "\n"

@@ -1,0 +1,65 @@
+"""``make_tables.py --spec stage1`` (ablations/stage1_table.py): stage 1's classifiers against their supervised-only
+reference per factor and seed, read from fabricated stage-1 runs whose numbers are known, with the paired verdict;
+runs of different stage-1 configs are refused, a sweep's own stage-1 runs are selected by its parent's tag."""
+
+import json
+
+import pytest
+from fabricated_runs import mlflow_store  # noqa: F401  (the `store` fixture)
+
+from ablations import make_tables
+from ablations.stage1_table import EXPERIMENT
+
+ACC = {"floor_hue": (0.95, 0.90), "object_hue": (0.60, 0.50)}  # (stage 1, reference) at seed 0
+
+
+def _stage1(store, seed: int, epochs: str = "30") -> str:
+    experiment = store.experiment(EXPERIMENT)
+    run = store.client.create_run(experiment, tags={"role": "stage1", "seed": str(seed), "machine": "m1"})
+    metrics = {f"latent/final/classifier_acc/{f}": ours + 0.01 * seed for f, (ours, _) in ACC.items()}
+    metrics |= {f"latent/final/ref_accuracy/{f}": ref + 0.02 * seed * (f == "floor_hue") for f, (_, ref) in ACC.items()}
+    metrics |= {"latent/final/codes/disentanglement": 0.8, "latent/final/codes/residual_leakage": 0.5,
+                "latent/final/codes/residual_leakage_chance": 0.125}
+    for key, value in metrics.items():
+        store.client.log_metric(run.info.run_id, key, value)
+    for key, value in {"data.name": "shapes3d", "latent.epochs": epochs, "run.seed": str(seed)}.items():
+        store.client.log_param(run.info.run_id, key, value)
+    store.client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def test_stage1_table__per_seed_rows_a_mean_and_paired_verdicts(store, capsys, tmp_path):
+    for seed in range(3):
+        _stage1(store, seed)
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "| 0 | 0.950 / 0.900 | 0.600 / 0.500 | 0.800 |" in text and "| 2 | 0.970 / 0.940 | 0.620 / 0.500 |" in text
+    assert "| mean | 0.960 / 0.920 | 0.610 / 0.500 | 0.800 |" in text and "0.500 (0.125)" in text
+    # object hue: +0.10, +0.11, +0.12; floor hue: +0.05, +0.04, +0.03: both above their reference in every seed
+    assert ("stage 1 minus reference, object_hue: +0.110 [+0.085, +0.135], higher in 3 and lower in 0 of 3 seeds "
+            "→ **above**") in text
+    assert "stage 1 minus reference, floor_hue: +0.040 [+0.015, +0.065]" in text
+    assert (tmp_path / "stage1.md").read_text().strip() == text.strip()
+
+
+def test_stage1_table__other_configs_refused_and_a_sweep_selects_its_own(store, capsys):
+    ids = {str(seed): _stage1(store, seed) for seed in range(2)}
+    _stage1(store, 0, epochs="10")  # another stage-1 config in the same experiment
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1"]) == 2
+    assert "refusing to average stage-1 runs that differ in latent.epochs (10, 30)" in capsys.readouterr().err
+    parent = store.client.create_run(store.experiment("contralord-negatives"), tags={
+        "role": "sweep", "stage1_run_ids": json.dumps(ids)}).info.run_id
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--sweep-run", parent]) == 0
+    assert f"the stage-1 runs of sweep run {parent}; 2 seed(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--sweep-run", "latest"], "give --sweep-run the id of a sweep's parent run"),
+    (["--rungs"], "--spec stage1: takes --tracking-uri, --sweep-run, --out and --overwrite only"),
+    (["--sweep-run", "nope"], "--sweep-run: no run 'nope'"),
+])
+def test_stage1_table__refusals_in_one_line(store, capsys, extra, needle):
+    _stage1(store, 0)
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
