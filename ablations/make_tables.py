@@ -181,14 +181,21 @@ def ladder_main(args: argparse.Namespace) -> int:
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    text = to_markdown(ladder)
-    print(text)
-    if outputs:
-        outputs[0].parent.mkdir(parents=True, exist_ok=True)
-        outputs[0].write_text(text + "\n")
-        plot_ladder(ladder, outputs[1])
-        for path in outputs:
-            print(f"wrote {path}", file=sys.stderr)
+    return _show(to_markdown(ladder), outputs[0] if outputs else None,
+                 (outputs[1], lambda path: plot_ladder(ladder, path)) if outputs else None)
+
+
+def _show(text: str, markdown: Path | None, plot: tuple[Path, object] | None = None) -> int:
+    """Print a table's markdown; write it (and its plot) where --out says, naming each file written."""
+    print(text.rstrip("\n") + "\n")
+    if markdown is None:
+        return 0
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(text.rstrip("\n") + "\n")
+    if plot is not None:
+        plot[1](plot[0])
+    for path in [markdown] + ([plot[0]] if plot else []):
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -210,13 +217,7 @@ def stage1_main(args: argparse.Namespace) -> int:
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    text = stage1_markdown(table)
-    print(text)
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        print(f"wrote {output}", file=sys.stderr)
-    return 0
+    return _show(stage1_markdown(table), output)
 
 
 if __name__ == "__main__":
