@@ -29,15 +29,20 @@ from contralord.runtime import LocalRuntime, resolve_device
 from contralord.trainer import build_data, validate_against_data
 
 
-def time_steps(step_fn, steps: int) -> float:
-    """Median seconds of ``step_fn(i)`` over ``steps`` calls, after one warm-up call."""
+def step_times(step_fn, steps: int) -> list[float]:
+    """Seconds of each of ``steps`` calls of ``step_fn(i)``, after one warm-up call."""
     step_fn(0)
     times = []
     for i in range(1, steps + 1):
         started = time.perf_counter()
         step_fn(i)
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return times
+
+
+def time_steps(step_fn, steps: int) -> float:
+    """Median seconds of ``step_fn(i)`` over ``steps`` calls, after one warm-up call."""
+    return statistics.median(step_times(step_fn, steps))
 
 
 def _step_flops(step_fn) -> int:

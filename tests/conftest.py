@@ -107,6 +107,20 @@ def _copy_sqlite(engine, template, into_engine: bool) -> None:
         raw.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _calibrations_of_the_session(tmp_path_factory):
+    """Calibration timings (tune/calibrate.py) go to a folder of the session, never the user's ~/.cache: a module's
+    sweep fixture (and the sweep processes it starts) reads and writes there."""
+    os.environ["CONTRALORD_CACHE"] = str(tmp_path_factory.mktemp("calibrations"))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _calibrations_of_the_test(tmp_path_factory, monkeypatch):
+    """Each test starts with no cached calibration (what a dry run prints depends on it)."""
+    monkeypatch.setenv("CONTRALORD_CACHE", str(tmp_path_factory.mktemp("calibrations")))
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)

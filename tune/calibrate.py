@@ -3,30 +3,114 @@ stage 1 and of each variant's stage 2 with the trial's config and thread count, 
 sample of its images, each scaled up to the full run (``tune/estimate.py`` adds the rest).
 
 Codes and generator are random, as in ``contralord bench``: a step's time does not depend on their
-values. The evaluation is timed at ``EVAL_FRACTION`` of its images, after a warm-up at a tiny size (the
+values. Every timing is cached per machine (CPU model, torch build, GPU), thread count, code version and
+cost-shaping config in ``$CONTRALORD_CACHE/calibrations.json`` (default ``~/.cache/contralord``), with the
+spread of its timed steps and the load average while it ran, so a second dry run times nothing (``Timing``).
+The evaluation is timed at ``EVAL_FRACTION`` of its images, after a warm-up at a tiny size (the
 first call pays imports and first-call set-up), and scaled linearly: measured at the cpu preset on the
 loaded 2-core box, 0.25 of the images took 14.3 s and all of them 58.0 s (4.06x).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
-from contralord import labels, sampling
-from contralord.bench import time_steps
+from contralord import checkpoint, labels, machine, sampling
+from contralord.bench import step_times
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.runtime import LocalRuntime
 
+CACHE_ENV = "CONTRALORD_CACHE"  # the folder of calibrations.json (default ~/.cache/contralord)
 STEPS = 5  # timed steps per stage (after one warm-up step)
 EVAL_FRACTION = 0.25  # of eval.num_train / eval.num_test timed (after a tiny warm-up), then scaled
 LOG_S = 6.0  # a finished trial's publishing (artifacts, images, the encoder model): time/log on the loaded 2-core box
 STAGE1_FIXED_S = 15.0  # per stage-1 run besides its steps: the task's start, MLflow logging, the generator model
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One calibration: seconds (the median of the timed steps, or the whole timed call), the fastest and slowest
+    step scaled alike, the 1-minute load average and CPU count of this machine while it ran, when, and whether it
+    was read from the cache."""
+
+    seconds: float
+    low: float
+    high: float
+    load: float
+    cpus: int
+    when: str
+    cached: bool = False
+
+    def scaled(self, factor: float, plus: float = 0.0) -> Timing:
+        return Timing(self.seconds * factor + plus, self.low * factor + plus, self.high * factor + plus, self.load,
+                      self.cpus, self.when, self.cached)
+
+    @property
+    def busy(self) -> bool:
+        """Other work ran beside the timing: a load average above half this machine's CPUs."""
+        return self.load > 0.5 * self.cpus
+
+
+def cache_file() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "contralord") / "calibrations.json"
+
+
+def _cache_key(kind: str, cfg: ContraLordConfig, sections: tuple[str, ...], threads: int, gpu: bool) -> str:
+    """sha256 of what a timing depends on: this machine, the thread count, the core's code, the config's
+    cost-shaping sections (the seed picks images, not cost)."""
+    from tune.reuse import code_version
+
+    here = machine.describe()
+    key = {"kind": kind, "cpu": here.cpu, "torch": here.torch, "gpu": here.gpu if gpu else "none",
+           "threads": threads, "code": code_version(), "config": cfg.section_hash(*sections)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _read_cache() -> dict:
+    """The cached timings; {} when there are none or the file is not ours (it is rewritten whole)."""
+    try:
+        found = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def cached(key: str, measure: Callable[[], tuple[float, float, float]], what: str) -> Timing:
+    """The cached timing under ``key``, else ``measure()`` -> (seconds, low, high) timed now (saying so: ``what``
+    it times) and cached (a cache that cannot be written is left alone: the timing is still returned)."""
+    entry = _read_cache().get(key)
+    try:
+        return Timing(**{k: entry[k] for k in ("seconds", "low", "high", "load", "cpus", "when")}, cached=True)
+    except (KeyError, TypeError):
+        pass
+    print(f"calibration: timing {what} on this machine (cached for the next run in {cache_file()})", flush=True)
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    seconds, low, high = measure()
+    timing = Timing(seconds, low, high, max(load, os.getloadavg()[0]), cpus, time.strftime("%Y-%m-%d %H:%M"))
+    try:
+        checkpoint.write_json_atomic(_read_cache() | {key: {k: v for k, v in asdict(timing).items() if k != "cached"}},
+                                     cache_file())
+    except OSError:
+        pass
+    return timing
+
+
+def _spread(times: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(times)
+    return ordered[len(ordered) // 2], ordered[0], ordered[-1]
 
 
 def _threads(threads: int):
@@ -42,50 +126,93 @@ def _runtime(gpu: bool) -> LocalRuntime:
 
 
 def stage1_seconds(cfg: ContraLordConfig, data: ImageFactorData, threads: int,
-                   gpu: bool = False) -> tuple[float, object]:
-    """Predicted seconds of stage 1, and its (untrained) trainer for the stage-2 calibration."""
+                   gpu: bool = False) -> tuple[Timing, Callable[[], object]]:
+    """Predicted stage 1 (cached per shape), and a function building its untrained trainer once, for a stage-2
+    calibration that needs it."""
     from contralord.latent_stage import build_trainer
 
-    before = _threads(threads)
-    try:
-        trainer = build_trainer(cfg, data, _runtime(gpu))
+    @functools.cache
+    def trainer():
+        before = _threads(threads)
+        try:
+            return build_trainer(cfg, data, _runtime(gpu))
+        finally:
+            torch.set_num_threads(before)
+
+    def measure() -> tuple[float, float, float]:
+        built, before = trainer(), _threads(threads)
         spe = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
-        per_step = time_steps(lambda i: trainer.step(0, i % spe, i), STEPS)
-    finally:
-        torch.set_num_threads(before)
-    return STAGE1_FIXED_S + per_step * spe * cfg.latent.epochs, trainer
+        try:
+            return _spread(step_times(lambda i: built.step(0, i % spe, i), STEPS))
+        finally:
+            torch.set_num_threads(before)
+
+    per_step = cached(_cache_key("stage1", cfg, ("data", "latent"), threads, gpu), measure,
+                      f"{STEPS} stage-1 steps at {threads} thread(s)")
+    steps = sampling.steps_per_epoch(len(data), cfg.latent.batch_size) * cfg.latent.epochs
+    return per_step.scaled(steps, STAGE1_FIXED_S), trainer
 
 
-def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1, threads: int,
-                  with_eval: bool = True, gpu: bool = False) -> dict[str, float]:
-    """Predicted ``train`` and ``eval`` seconds of one trial at ``threads`` torch threads."""
+def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1: Callable[[], object] | None, threads: int,
+                  with_eval: bool = True, gpu: bool = False) -> dict[str, Timing]:
+    """Predicted ``train`` and ``eval`` of one trial at ``threads`` torch threads (each cached); ``stage1``
+    builds the untrained stage-1 trainer its random codes come from (None: the trial needs no stage 1)."""
     from contralord.bench import _random_latent
     from contralord.encoder_stage import EncoderTrainer
     from contralord.trainer import stage1_factor_codes
 
     cfg = labels.resolved(cfg, data)
-    before = _threads(threads)
-    try:
-        latent = _random_latent(cfg, data, stage1) if stage1 is not None else None
-        runtime = _runtime(gpu)
-        trainer = EncoderTrainer(cfg, data, latent, runtime)
-        spe = sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
-        per_step = time_steps(lambda i: trainer.step(0, i % spe, i), STEPS)
-        factor_codes = stage1_factor_codes(cfg, data, latent, runtime.device)  # eval.scored_code=classifier scores them
-        evaluation = (eval_seconds(cfg, trainer.online, data, runtime.device, factor_codes)
-                      if with_eval and cfg.eval.enabled else 0.0)
-    finally:
-        torch.set_num_threads(before)
-    return {"train": per_step * sampling.encoder_steps(cfg, len(data))[0], "eval": evaluation}
+    runtime = _runtime(gpu)
+
+    @functools.cache
+    def built():
+        latent = _random_latent(cfg, data, stage1()) if stage1 is not None else None
+        return latent, EncoderTrainer(cfg, data, latent, runtime)
+
+    def measure_steps() -> tuple[float, float, float]:
+        before = _threads(threads)
+        try:
+            trainer, spe = built()[1], sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
+            return _spread(step_times(lambda i: trainer.step(0, i % spe, i), STEPS))
+        finally:
+            torch.set_num_threads(before)
+
+    def measure_eval() -> tuple[float, float, float]:
+        before = _threads(threads)
+        try:
+            latent, trainer = built()
+            factor_codes = stage1_factor_codes(cfg, data, latent, runtime.device)  # scored_code=classifier
+            seconds = eval_seconds(cfg, trainer.online, data, runtime.device, factor_codes)
+            return seconds, seconds, seconds
+        finally:
+            torch.set_num_threads(before)
+
+    sections = ("data", "latent", "encoder", "loss")
+    per_step = cached(_cache_key("stage2", cfg, sections, threads, gpu), measure_steps,
+                      f"{STEPS} stage-2 steps at {threads} thread(s)")
+    parts = {"train": per_step.scaled(sampling.encoder_steps(cfg, len(data))[0])}
+    if with_eval and cfg.eval.enabled:
+        parts["eval"] = cached(_cache_key("eval", cfg, (*sections, "eval"), threads, gpu), measure_eval,
+                               f"the evaluation at {EVAL_FRACTION:.0%} of its images")
+    return parts
 
 
-def launch_seconds() -> float:
+def launch_seconds() -> Timing:
     """A trial's launch before it trains: a fresh Python importing what a trial process imports (torch,
-    the core, MLflow, Ray Tune), timed now, so it carries the machine's current load."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import ray.tune, tune.worker"], check=False, capture_output=True,
-                   timeout=300, env=_env())
-    return time.perf_counter() - started
+    the core, MLflow, Ray Tune), timed once per machine and code (cached), with the load it ran under."""
+    def measure() -> tuple[float, float, float]:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import ray.tune, tune.worker"], check=False, capture_output=True,
+                       timeout=300, env=_env())
+        seconds = time.perf_counter() - started
+        return seconds, seconds, seconds
+
+    here = machine.describe()
+    from tune.reuse import code_version
+
+    key = hashlib.sha256(json.dumps({"kind": "launch", "cpu": here.cpu, "torch": here.torch,
+                                     "code": code_version()}).encode()).hexdigest()[:24]
+    return cached(key, measure, "a trial process's start (its imports)")
 
 
 def data_seconds(cfg: ContraLordConfig) -> float:

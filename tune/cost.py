@@ -101,12 +101,13 @@ def _stage1_shape(cfg: ContraLordConfig, data) -> str:
 
 
 def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
-                  calibrated: dict[str, tuple[float, object]] | None = None) -> tuple[dict[int, float], list[int],
-                                                                                      dict[str, object]]:
+                  calibrated: dict[str, tuple[calibrate.Timing, object]] | None = None,
+                  seen: list[calibrate.Timing] | None = None) -> tuple[dict[int, float], list[int], dict[str, object]]:
     """Seconds of every stage-1 run still needed (per seed; none for a seed whose trials are all reused), the
     seeds already cached, and the untrained stage-1 trainers the calibration built, by stage-1 shape (the
     stage-2 calibration reuses them). ``calibrated`` (stage-1 shape -> (seconds, trainer)) is filled here and
-    may be passed again: a shape is calibrated once, whatever the seed (a seed picks images, not cost)."""
+    may be passed again: a shape is calibrated once, whatever the seed (a seed picks images, not cost); each
+    calibration goes into ``seen``."""
     needed, cached = {}, []
     calibrated = {} if calibrated is None else calibrated
     pending = {seed for variant, seed in trial_list(plan) if (variant, seed) not in (reused or {})}
@@ -126,12 +127,14 @@ def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
             if shape not in calibrated:
                 calibrated[shape] = calibrate.stage1_seconds(cfg, data, stage1_threads(plan),
                                                              plan.args.gpus_per_worker > 0)
-            past = calibrated[shape][0]
+                _note(seen, calibrated[shape][0])
+            past = calibrated[shape][0].seconds
         needed[seed] = past
     return needed, cached, {shape: trainer for shape, (_, trainer) in calibrated.items()}
 
 
-def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: dict | None) -> list[TrialCost]:
+def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: dict | None,
+                 seen: list[calibrate.Timing] | None = None) -> list[TrialCost]:
     """Every trial's seconds: from past runs on this machine when there are any, else calibrated (once per
     variant; the evaluation once per sweep: every variant evaluates the same images). Either way plus the
     launch of the trial's process, timed now (``time/total`` starts after it); not timed when every trial
@@ -139,7 +142,7 @@ def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: d
     threads, gpu = max(1, int(plan.args.cpus_per_worker)), plan.args.gpus_per_worker > 0
     runs = history.past_trials(client, threads) if client else []
     starts = any(trial not in (reused or {}) for trial in trial_list(plan))
-    launch = calibrate.launch_seconds() if starts else 0.0
+    launch = _note(seen, calibrate.launch_seconds()).seconds if starts else 0.0
     per_variant: dict[str, tuple[float, str]] = {}
     eval_s = None
     for variant, seed in dict.fromkeys(trial_list(plan)):
@@ -150,8 +153,9 @@ def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: d
         found = history.trial_seconds(runs, labels.resolved(cfg, data).to_flat_dict())
         if found is None:
             own, trainer = _own_stage1(plan, cfg, data, trainers, threads, gpu)
-            parts = calibrate.trial_seconds(cfg, data, trainer, threads, eval_s is None, gpu)
-            eval_s = parts["eval"] if eval_s is None else eval_s
+            timed = calibrate.trial_seconds(cfg, data, trainer, threads, eval_s is None, gpu)
+            parts = {name: _note(seen, timing).seconds for name, timing in timed.items()}
+            eval_s = parts.get("eval", 0.0) if eval_s is None else eval_s
             rest = calibrate.data_seconds(cfg) + calibrate.LOG_S
             found = (parts["train"] + eval_s + rest + own, f"calibration: train {parts['train']:.0f} s + eval "
                      f"{eval_s:.0f} s + data, log {rest:.0f} s" + (f" + its own stage 1 {own:.0f} s" if own else ""))
@@ -172,19 +176,20 @@ def _own_stage1(plan: SweepPlan, cfg: ContraLordConfig, data, trainers: dict[str
     cached = (Path(latent_cache(plan)) / latent_key(cfg, data) / ARTIFACT).is_file()
     if shape in trainers and not own:
         return 0.0, trainers[shape]
-    seconds, trainers[shape] = calibrate.stage1_seconds(cfg, data, threads, gpu)
-    return (seconds if own and not cached else 0.0), trainers[shape]
+    timing, trainers[shape] = calibrate.stage1_seconds(cfg, data, threads, gpu)
+    return (timing.seconds if own and not cached else 0.0), trainers[shape]
 
 
 def estimate_sweep(plan: SweepPlan, client, reused: dict | None = None) -> SweepEstimate:
     """The sweep's estimate (``client``: a read-only view of its store, or None; ``reused``: from
     ``reused_runs``)."""
     started = time.perf_counter()
-    calibrated: dict[str, tuple[float, object]] = {}
-    stage1, cached, trainers = _stage1_costs(plan, client, reused, calibrated)
+    calibrated: dict[str, tuple[calibrate.Timing, object]] = {}
+    seen: list[calibrate.Timing] = []
+    stage1, cached, trainers = _stage1_costs(plan, client, reused, calibrated, seen)
     extended = extended_runs(plan, client, reused)
     trials = [_extended(plan, t, extended.get((t.variant, t.seed)))
-              for t in _trial_costs(plan, client, trainers, reused)]
+              for t in _trial_costs(plan, client, trainers, reused, seen)]
     cpus, gpus = _node()
     a = plan.args
     slots = concurrency(cpus, a.workers_per_trial * a.cpus_per_worker, gpus, a.workers_per_trial * a.gpus_per_worker,
@@ -199,7 +204,13 @@ def estimate_sweep(plan: SweepPlan, client, reused: dict | None = None) -> Sweep
         est = dataclasses.replace(est, later=later_rounds(trials, {s: more.get(s, 0.0) for s in later.seeds},
                                                           slots, extra))
     est.parts["estimate"] = time.perf_counter() - started  # a real sweep spends it too
-    return est
+    return dataclasses.replace(est, calibrations=tuple(seen))
+
+
+def _note(seen: list | None, timing: calibrate.Timing) -> calibrate.Timing:
+    if seen is not None:
+        seen.append(timing)
+    return timing
 
 
 def resources(plan: SweepPlan, path: str) -> str:
@@ -229,10 +240,40 @@ def report(plan: SweepPlan, est: SweepEstimate, reused: dict | None) -> list[str
     parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
     early = " (an upper bound: ASHA stops trials early)" if plan.kind == "optuna" else ""
     lines.append(f"estimate: ~{est.wall_s:.0f} s wall ({est.wall_s / 60:.1f} min) = {parts}{early}")
+    lines += describe_calibrations(est)
     if est.later:
         lines.append(describe_later(est.later))
     if getattr(plan.args, "max_rung", 0):
         lines.append(describe_climbs(_config(plan, plan.variants[0][0], 0).encoder.rungs, plan.args.max_rung))
+    return lines
+
+
+def describe_calibrations(est: SweepEstimate) -> list[str]:
+    """What the calibrated part of the estimate assumed: the cache, the spread of the timed steps as a range, and
+    the load while timing (with the idle machine's estimate beside a busy one's)."""
+    timings = list(est.calibrations)
+    if not timings:
+        return []
+    now = sum(not t.cached for t in timings)
+    lines = [f"calibration: {len(timings)} timing(s), {len(timings) - now} from the cache "
+             f"({calibrate.cache_file()}), {now} timed now"]
+    seconds = sum(t.seconds for t in timings)
+    timed = est.parts.get("stage1", 0.0) + est.parts.get("trials", 0.0)  # the parts the timings make
+    rest = est.wall_s - timed
+    if seconds > 0:
+        low, high = (sum(getattr(t, side) for t in timings) / seconds for side in ("low", "high"))
+        lines.append(f"  range: ~{rest + timed * low:.0f}-{rest + timed * high:.0f} s if every step took as long as "
+                     f"the fastest or the slowest timed one")
+    busy = [t for t in timings if t.busy]
+    if busy:
+        worst = max(busy, key=lambda t: t.load / t.cpus)
+        slowdown = max(1.0, worst.load / worst.cpus)
+        lines.append(f"  machine busy while timing (load average {worst.load:.1f} on {worst.cpus} CPUs, "
+                     f"{worst.when}): the estimate assumes that load lasts; on an idle machine about "
+                     f"{rest + timed / slowdown:.0f} s (stage 1 and trials divided by load / CPUs = {slowdown:.1f})")
+    else:
+        loads = max(t.load for t in timings)
+        lines.append(f"  load while timing: at most {loads:.1f} on {timings[0].cpus} CPUs (idle enough)")
     return lines
 
 

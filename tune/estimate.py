@@ -41,6 +41,7 @@ class SweepEstimate:
     why: str  # one line with the numbers
     parts: dict[str, float] = field(default_factory=dict)  # ray_start, stage1, trials, table
     later: LaterRounds | None = None  # --until-decided: the rounds after the first, at their most
+    calibrations: tuple = ()  # the tune/calibrate.py Timings the estimate used (cached or timed now)
 
     @property
     def wall_s(self) -> float:

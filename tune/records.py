@@ -67,6 +67,11 @@ class ParentRun:
         if estimate.later:  # the first round is what estimate/wall_s predicts; actual/first_round_s is its measure
             seconds["estimate/until_decided_max_s"] = estimate.wall_s + estimate.later.wall_s
         ml.log_batch(self.client, self.run_id, metrics=seconds)
+        if estimate.calibrations:  # the load the timings saw, beside the sweep's own: the estimate's error in context
+            worst = max(estimate.calibrations, key=lambda t: t.load / t.cpus)
+            ml.log_batch(self.client, self.run_id, tags={"estimate.load": f"{worst.load:.2f} on {worst.cpus} CPUs",
+                                                         "estimate.calibrations_cached": sum(
+                                                             t.cached for t in estimate.calibrations)})
 
     def logged_estimate(self) -> SweepEstimate | None:
         """The trainer path and the estimate's seconds ``log_estimate`` wrote (a first attempt's, read by

@@ -142,10 +142,10 @@ def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
         return
     parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
     print(f"trainer path: {est.path} ({est.why})\nestimate: ~{est.wall_s:.0f} s wall = {parts}", flush=True)
-    if est.later:
-        from tune.cost import describe_later
+    from tune.cost import describe_calibrations, describe_later
 
-        print(describe_later(est.later), flush=True)
+    for line in ([describe_later(est.later)] if est.later else []) + describe_calibrations(est):
+        print(line, flush=True)
     records.log_estimate(est)
 
 

@@ -130,7 +130,8 @@ def test_trial_costs__a_launch_is_timed_only_when_a_trial_process_starts(monkeyp
     args = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
     plan = plan_sweep("negatives", build_parser("negatives").parse_args(args))
     launches = []
-    monkeypatch.setattr(calibrate, "launch_seconds", lambda: launches.append(1) or 7.0)
+    monkeypatch.setattr(calibrate, "launch_seconds",
+                        lambda: launches.append(1) or calibrate.Timing(7.0, 7.0, 7.0, 0.0, 2, "now"))
     monkeypatch.setattr(history, "trial_seconds", lambda runs, flat: (50.0, "history: 1 runs"))
     every = {trial: f"run-{i}" for i, trial in enumerate(cost.trial_list(plan))}
     assert len(every) == 2

@@ -107,3 +107,26 @@ def test_trainer_flag__one_line_exit_2(tmp_path, capsys, extra, needle):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sweep: error: ") and needle in err[0], err
     assert not ray.is_initialized() and not (tmp_path / "ray").exists()
+
+
+@pytest.mark.slow
+def test_dry_run__a_second_time_reads_its_calibrations_and_says_what_load_they_saw(tmp_path, capsys, monkeypatch):
+    """The first dry run times stage 1, each variant, the evaluation and a launch, on a machine busy with other work
+    (load average 6 on this machine's CPUs), and says so beside the idle estimate; the second times nothing."""
+    from tune import calibrate
+
+    monkeypatch.setattr(calibrate.os, "getloadavg", lambda: (6.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    assert main("negatives", _args(tmp_path)) == 0
+    first = capsys.readouterr().out
+    assert "calibration: 5 timing(s), 0 from the cache" in first and "5 timed now" in first, first
+    assert "machine busy while timing (load average" in first and "on an idle machine about" in first
+    monkeypatch.setattr(calibrate, "step_times", lambda *a: pytest.fail("timed again"))
+    monkeypatch.setattr(calibrate.subprocess, "run", lambda *a, **k: pytest.fail("launch timed again"))
+    started = time.perf_counter()
+    assert main("negatives", _args(tmp_path)) == 0
+    second = capsys.readouterr().out
+    assert "calibration: 5 timing(s), 5 from the cache" in second and "0 timed now" in second
+    part = lambda out, name: out.split(f" {name} ")[1].split(" s")[0]  # noqa: E731
+    assert [part(second, p) for p in ("stage1", "trials")] == [part(first, p) for p in ("stage1", "trials")]
+    assert "  range: ~" in second and " estimate 0 s" in second  # the timings, not the estimate's own time
+    print(f"second dry run: {time.perf_counter() - started:.1f} s")
