@@ -29,7 +29,8 @@ DATA_TAG = "data_fingerprint"  # the same config and seed on other data is not c
 MACHINE_TAG = "machine"  # the short id; machine.cpu, .torch, .threads, .gpu (and .blas_threads) describe it
 EXCLUDED = ("failed", "unfinished", "early_stopped", "duplicate")
 SETTING_KEYS = ("data.name", "data.image_size", "data.size", "latent.epochs", "encoder.epochs", "encoder.steps",
-                "eval.protocol", "eval.scored_code")
+                "encoder.schedule", "encoder.rungs", "eval.protocol", "eval.scored_code")
+UNSET = {"encoder.steps": "0", "encoder.rungs": ""}  # a budget key at its "not given" value says nothing
 
 
 @dataclass
@@ -244,6 +245,7 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     averaged = [r for r in finished if all(k in r.params for k in spec.by)]
     values = {k: {r.params.get(k) for r in averaged} for k in SETTING_KEYS}
     setting = {k: v.pop() for k, v in values.items() if len(v) == 1 and None not in v}  # one value: the setting
+    setting = {k: v for k, v in setting.items() if UNSET.get(k) != v}
     if with_paper and spec.paper_table:
         _attach_paper(rows, spec, setting)
     best = {c: stats.best_beyond_intervals([row.cells[c] for row in rows]) for c in columns}
