@@ -8,6 +8,7 @@ cluster it lands on a GPU node, not on the head.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,31 @@ from tune.mlflow_logger import find_run, get_experiment_id
 EXPERIMENT = "contralord-stage1"
 
 
-def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_id: str, threads: int) -> dict:
+class _DriverBar:
+    """Stage 1's progress as a bar in place on the driver's terminal: Ray's tqdm (``ray.experimental.tqdm_ray``)
+    sends each update to the driver, which draws it (with the time left); a task's own output is no terminal."""
+
+    def __init__(self, total: int, initial: int, desc: str):
+        from ray.experimental.tqdm_ray import tqdm
+
+        self.desc, self.bar = desc, tqdm(total=total, desc=desc, unit="step")
+        self.bar.update(initial)
+
+    def update(self, n: int = 1, postfix: str = "") -> None:
+        self.bar.set_description(f"{self.desc} {postfix}")  # tqdm_ray sends at most one update a second
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_id: str, threads: int,
+                  in_place: bool = False) -> dict:
     import torch
 
     from contralord import machine
     from contralord.latent_stage import train_latent
+    from contralord.runtime import LocalRuntime
     from tune.mlflow_logger import MlflowLogger, image_dataset
 
     torch.set_num_threads(threads)
@@ -37,7 +58,8 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
         logger.log_dataset(image_dataset(data, cfg))
         with logger.system_metrics():
             # the console gets a progress line every 5 % (epoch, loss, time left); the epochs' metrics go to MLflow
-            result = train_latent(cfg, data, cache, logger=logger)
+            runtime = LocalRuntime(progress=_DriverBar) if in_place else LocalRuntime()
+            result = train_latent(cfg, data, cache, runtime, logger=logger)
         logger.set_tags(machine.describe().tags())
         logger.log_metrics(result.final_metrics(), step=0)  # before the model: its link copies step 0's metrics
         # also in MLflow's artifact store (S3 on a cluster): trials on other nodes fetch it from there
@@ -120,7 +142,8 @@ def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tra
             tags={"latent_key": key, "data_fingerprint": data.fingerprint, "seed": str(seed), "role": "stage1"}
             | (run_tags or {})).info.run_id
         task = ray.remote(**_task_resources(resources))(_train_stage1)
-        pending.append(task.remote(overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1)))))
+        pending.append(task.remote(overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1))),
+                                   sys.stdout.isatty()))  # a terminal: a bar in place; else a line every 5 %
     ray.get(pending)
     return runs
 
