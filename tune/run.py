@@ -172,6 +172,19 @@ EXIT_CODES = {0: "every trial finished and the table was built",
               130: "interrupted (Ctrl-C): --resume continues from the last checkpoints"}
 
 
+def stop_driver_bars() -> None:
+    """Stage 1's bars in place on this terminal (``tune/stage1.py``: Ray's tqdm, drawn by the driver) are cleared
+    and no longer drawn: Ray redraws them after every print, and a stopped task's last update can arrive late."""
+    tqdm_ray = sys.modules.get("ray.experimental.tqdm_ray")  # imported only where a bar was drawn
+    manager = getattr(tqdm_ray, "_manager", None)
+    if manager is None:
+        return
+    with manager.lock:
+        manager.hide_bars()
+        manager.bar_groups.clear()
+        manager.process_state_update = lambda state: None
+
+
 def resume_command(kind: str, argv: list[str]) -> str:
     """The command that continues this sweep: the same flags with --resume (and without --dry-run)."""
     kept = [a for a in argv if a not in ("--resume", "--dry-run")]
@@ -198,7 +211,10 @@ def main(kind: str, argv: list[str] | None = None) -> int:
     from tune.sweep import run_sweep
 
     try:
-        run_sweep(plan)
+        try:
+            run_sweep(plan)
+        finally:
+            stop_driver_bars()  # the sweep's last line comes after stage 1's bar, not under a redrawn one
     except SweepInterrupted as error:
         print(f"sweep: {error}; continue with: {resume_command(kind, argv)}", file=sys.stderr)
         return 130
