@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates RESULTS.md's tables on this machine under the paper's protocol (eval.protocol=partial-labels,
-# the default): Table 2 on procedural Shapes3D and dSprites, then Tables 4, 5 and 6 on Shapes3D, each at
+# the default): Table 2 on procedural Shapes3D and dSprites, then Tables 4, 5 and 6 on Shapes3D, the schedule
+# check (WSD against cosine) and stage 1 against its reference, each at
 # the cpu preset with SEEDS seeds (default 3; each seed retrains stage 1) into ./mlflow.db, and the tables
 # into results/. Tables 4-6 then add one seed per round to the rows whose D verdict is still open, up to
 # MAX_SEEDS (default 5; --until-decided), and results/cost_to_verdict.md sets that cost beside fixed seeds.
@@ -24,6 +25,8 @@ for kind in readings content_head losses batch_size negatives; do
   "$PY" tune/sweep_$kind.py --preset cpu --seeds "$SEEDS" --until-decided --max-seeds "$MAX_SEEDS" \
       --decide-rule paired --name "results-$kind-$STAMP" $DRY
 done
+# issue 28: a WSD ladder's rung (160,640) against cosine runs of 640 steps, rec+sup and all four terms
+"$PY" tune/sweep_schedule.py --preset cpu --seeds "$SEEDS" --name "results-schedule-$STAMP" $DRY
 [ -n "$DRY" ] && exit 0
 URI="sqlite:///$PWD/mlflow.db"
 # Table 2 reads both datasets' sweeps (every finished trial of the experiment; the tables refuse to pool
@@ -39,4 +42,11 @@ done
     --name "results-batch_size-steps-$STAMP"
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table5 --sweep-run latest \
     --paper --format markdown --format csv --out results/equal-steps/ --overwrite
+"$PY" ablations/make_tables.py --tracking-uri "$URI" --spec schedule --sweep-run latest \
+    --format markdown --format csv --out results/ --overwrite
+"$PY" ablations/make_tables.py --tracking-uri "$URI" --spec schedule --sweep-run latest --rungs --out results/ --overwrite
+# stage 1 against its reference: the schedule sweep's stage-1 runs (the seeds every table above shares)
+SCHEDULE_RUN=$("$PY" -c "import sys; from mlflow import MlflowClient; from ablations.runs import latest_sweep_run; \
+print(latest_sweep_run(MlflowClient(sys.argv[1]), 'contralord-schedule'))" "$URI")
+"$PY" ablations/make_tables.py --tracking-uri "$URI" --spec stage1 --sweep-run "$SCHEDULE_RUN" --out results/ --overwrite
 "$PY" ablations/cost_report.py --tracking-uri "$URI" --spec table4 --spec table5 --spec table6 --out results/
