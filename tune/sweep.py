@@ -39,7 +39,10 @@ def start_ray(plan: SweepPlan) -> bool:
     kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
     started = not ray.is_initialized()  # else a caller (a notebook, a test) already connected
     if started and plan.args.address in (None, "", "local"):
-        ray.init(**kwargs)
+        # Ray starts its workers at nice 15 (its worker_niceness): beside any other work on this machine, stage 1
+        # and the trials then got ~5 % of a core (a smoke stage-1 step took 65 s beside two busy processes, not
+        # 1 s). A sweep on one's own machine takes its fair share; a cluster keeps Ray's default.
+        ray.init(_system_config={"worker_niceness": 0}, **kwargs)
     elif started:
         ray.init(address=plan.args.address, **kwargs)
     alive = sum(1 for node in ray.nodes() if node.get("Alive"))
