@@ -342,7 +342,8 @@ def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentR
                     history=list(trainer.history),
                     progress=runtime.progress(total, start, f"[stage 2, seed {cfg.run.seed}]"))
     save = lambda step: str(checkpoint.save_atomic(trainer.state_dict(step, spec.history), path))  # noqa: E731
-    for rung in schedules.parse_rungs(cfg.encoder.rungs)[:-1]:
+    rungs = schedules.parse_rungs(cfg.encoder.rungs)
+    for rung in rungs[:-1]:
         if rung in trainer.rungs:
             continue
         begin = schedules.branch_start(rung, cfg.encoder.decay_fraction)
@@ -355,7 +356,6 @@ def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentR
             start = begin
         _branch(trainer, spec, begin, rung, on_rung)
         save(begin)  # the same state, now with the rung's evaluation: a resume does not branch again
-    rungs = schedules.parse_rungs(cfg.encoder.rungs)
     stable = schedules.branch_start(rungs[-1], cfg.encoder.decay_fraction) if rungs else total
     if start <= stable < total:  # the stable state a longer ladder extends (saved before any step past it)
         spec.total_steps = stable

@@ -44,10 +44,14 @@ class RungRecords:
     def record(self, rung: int, summary: dict[str, Any]) -> dict[str, float]:
         """Log and report rung ``rung``'s floats (timings left out); return them."""
         metrics = {k: v for k, v in summary.items() if isinstance(v, float) and not k.startswith("time/")}
+        self._log(rung, metrics)
+        return metrics
+
+    def _log(self, rung: int, metrics: dict[str, float]) -> None:
+        """``rung/<metric>`` at step = the rung's steps, and one report of the rung (its epoch on Tune's axis)."""
         named = {f"{PREFIX}{k}": v for k, v in metrics.items()}
         self.logger.log_metrics(named, step=rung)
         self.report(named | {"rung/steps": float(rung), "epoch": rung / self.steps_per_epoch}, None)
-        return metrics
 
     def carry(self, rungs: dict[int, dict[str, float]], history: list[dict[str, float]]) -> None:
         """Log what an extended run starts with: the earlier ladder's epochs (at the step each ended) and its rungs'
@@ -55,9 +59,7 @@ class RungRecords:
         for epoch in history:
             self.logger.log_metrics(epoch, step=epoch_end_step(epoch, self.steps_per_epoch))
         for rung in sorted(rungs):
-            named = {f"{PREFIX}{k}": v for k, v in rungs[rung].items()}
-            self.logger.log_metrics(named, step=rung)
-            self.report(named | {"rung/steps": float(rung), "epoch": rung / self.steps_per_epoch}, None)
+            self._log(rung, rungs[rung])
 
     def write(self, rungs: dict[str, dict[str, float]]) -> None:
         """Every rung's floats, keyed by steps, in ``rungs.json`` and under ``rungs`` in the run's metrics.json
