@@ -13,6 +13,7 @@ loaded 2-core box, 0.25 of the images took 14.3 s and all of them 58.0 s (4.06x)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -68,15 +69,20 @@ def cache_file() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "contralord") / "calibrations.json"
 
 
-def _cache_key(kind: str, cfg: ContraLordConfig, sections: tuple[str, ...], threads: int, gpu: bool) -> str:
-    """sha256 of what a timing depends on: this machine, the thread count, the core's code, the config's
-    cost-shaping sections (the seed picks images, not cost)."""
+def _cache_key(kind: str, **depends) -> str:
+    """sha256 of what a timing depends on: its kind, this machine's CPU and torch build, the core's code, and
+    ``depends`` (a stage's thread count, GPU and cost-shaping config sections)."""
     from tune.reuse import code_version
 
     here = machine.describe()
-    key = {"kind": kind, "cpu": here.cpu, "torch": here.torch, "gpu": here.gpu if gpu else "none",
-           "threads": threads, "code": code_version(), "config": cfg.section_hash(*sections)}
+    key = {"kind": kind, "cpu": here.cpu, "torch": here.torch, "code": code_version()} | depends
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _step_key(kind: str, cfg: ContraLordConfig, sections: tuple[str, ...], threads: int, gpu: bool) -> str:
+    """A stage's timing: its config's cost-shaping sections (the seed picks images, not cost), threads, GPU."""
+    gpu_name = machine.describe().gpu if gpu else "none"
+    return _cache_key(kind, gpu=gpu_name, threads=threads, config=cfg.section_hash(*sections))
 
 
 def _read_cache() -> dict:
@@ -113,11 +119,15 @@ def _spread(times: list[float]) -> tuple[float, float, float]:
     return ordered[len(ordered) // 2], ordered[0], ordered[-1]
 
 
+@contextlib.contextmanager
 def _threads(threads: int):
     """Run the timing at the trial's torch thread count, then restore this process's."""
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
-    return before
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _runtime(gpu: bool) -> LocalRuntime:
@@ -133,21 +143,15 @@ def stage1_seconds(cfg: ContraLordConfig, data: ImageFactorData, threads: int,
 
     @functools.cache
     def trainer():
-        before = _threads(threads)
-        try:
+        with _threads(threads):
             return build_trainer(cfg, data, _runtime(gpu))
-        finally:
-            torch.set_num_threads(before)
 
     def measure() -> tuple[float, float, float]:
-        built, before = trainer(), _threads(threads)
-        spe = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
-        try:
+        built, spe = trainer(), sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
+        with _threads(threads):
             return _spread(step_times(lambda i: built.step(0, i % spe, i), STEPS))
-        finally:
-            torch.set_num_threads(before)
 
-    per_step = cached(_cache_key("stage1", cfg, ("data", "latent"), threads, gpu), measure,
+    per_step = cached(_step_key("stage1", cfg, ("data", "latent"), threads, gpu), measure,
                       f"{STEPS} stage-1 steps at {threads} thread(s)")
     steps = sampling.steps_per_epoch(len(data), cfg.latent.batch_size) * cfg.latent.epochs
     return per_step.scaled(steps, STAGE1_FIXED_S), trainer
@@ -170,29 +174,23 @@ def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1: Callable
         return latent, EncoderTrainer(cfg, data, latent, runtime)
 
     def measure_steps() -> tuple[float, float, float]:
-        before = _threads(threads)
-        try:
+        with _threads(threads):
             trainer, spe = built()[1], sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
             return _spread(step_times(lambda i: trainer.step(0, i % spe, i), STEPS))
-        finally:
-            torch.set_num_threads(before)
 
     def measure_eval() -> tuple[float, float, float]:
-        before = _threads(threads)
-        try:
+        with _threads(threads):
             latent, trainer = built()
             factor_codes = stage1_factor_codes(cfg, data, latent, runtime.device)  # scored_code=classifier
             seconds = eval_seconds(cfg, trainer.online, data, runtime.device, factor_codes)
             return seconds, seconds, seconds
-        finally:
-            torch.set_num_threads(before)
 
     sections = ("data", "latent", "encoder", "loss")
-    per_step = cached(_cache_key("stage2", cfg, sections, threads, gpu), measure_steps,
+    per_step = cached(_step_key("stage2", cfg, sections, threads, gpu), measure_steps,
                       f"{STEPS} stage-2 steps at {threads} thread(s)")
     parts = {"train": per_step.scaled(sampling.encoder_steps(cfg, len(data))[0])}
     if with_eval and cfg.eval.enabled:
-        parts["eval"] = cached(_cache_key("eval", cfg, (*sections, "eval"), threads, gpu), measure_eval,
+        parts["eval"] = cached(_step_key("eval", cfg, (*sections, "eval"), threads, gpu), measure_eval,
                                f"the evaluation at {EVAL_FRACTION:.0%} of its images")
     return parts
 
@@ -207,12 +205,7 @@ def launch_seconds() -> Timing:
         seconds = time.perf_counter() - started
         return seconds, seconds, seconds
 
-    here = machine.describe()
-    from tune.reuse import code_version
-
-    key = hashlib.sha256(json.dumps({"kind": "launch", "cpu": here.cpu, "torch": here.torch,
-                                     "code": code_version()}).encode()).hexdigest()[:24]
-    return cached(key, measure, "a trial process's start (its imports)")
+    return cached(_cache_key("launch"), measure, "a trial process's start (its imports)")
 
 
 def data_seconds(cfg: ContraLordConfig) -> float:
