@@ -132,6 +132,8 @@ def top_ladder(runs: list[TrialRun]) -> tuple[list[TrialRun], int]:
 
 
 def _top_rung(text: str) -> int:
+    """The top of ``encoder.rungs`` (0: no ladder, or a value that is none). Not ``contralord.schedules.
+    parse_rungs``: that module loads torch, which the table commands otherwise never import."""
     try:
         return max((int(part) for part in text.split(",") if part.strip()), default=0)
     except ValueError:

@@ -388,15 +388,18 @@ def _until_decided(sweep: _Sweep) -> None:
             print(f"until-decided: no table ({error})", flush=True)
             return None
 
-    def run(pairs: list[tuple[str, int]], k: int) -> tuple[int, int]:
-        before = (sweep.reused, sweep.trained)
-        _run_round(sweep, pairs, k)
-        return sweep.reused - before[0], sweep.trained - before[1]
-
     rows = publish.variant_of_row(plan, publish.spec_of(plan))
     climber = _Climber(sweep, rows) if getattr(plan.args, "max_rung", 0) else None
+    run = functools.partial(_counted_round, sweep)
     rounds.until_decided(sweep.records, plan.args, sweep.seeds, rows, table, run, climber)
     rounds.log_cost(sweep.records, sweep.seeds, sweep.trained, sweep.reused, plan.args.max_seeds)
+
+
+def _counted_round(sweep: _Sweep, pairs: list[tuple[str, int]], k: int, climbing: bool = False) -> tuple[int, int]:
+    """``_run_round``, returning how many trials it reused and how many it trained."""
+    before = (sweep.reused, sweep.trained)
+    _run_round(sweep, pairs, k, climbing)
+    return sweep.reused - before[0], sweep.trained - before[1]
 
 
 @dataclass
@@ -438,11 +441,9 @@ class _Climber:
     def climb(self, ladder: str, k: int) -> tuple[int, int]:
         """Round ``k`` puts every trial so far on ``ladder`` (each extends its finished run); (reused, trained)."""
         sweep = self.sweep
-        before = (sweep.reused, sweep.trained)
         sweep.rungs = ladder
         pairs = [(variant, s) for variant, count in sweep.seeds.items() for s in range(count)]
-        _run_round(sweep, pairs, k, climbing=True)
-        return sweep.reused - before[0], sweep.trained - before[1]
+        return _counted_round(sweep, pairs, k, climbing=True)
 
 
 def _close_trial_runs(results, client: MlflowClient, experiment_id: str, interrupted: bool) -> None:
