@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from ablations import stats
 from ablations.runs import AblationError, TrialRun, search_all, trial_run
-from ablations.tables import describe_machine, differing_keys
+from ablations.tables import differing_keys, machines_of
 
 EXPERIMENT = "contralord-stage1"
 ACCURACY, REFERENCE = "latent/final/classifier_acc/", "latent/final/ref_accuracy/"
@@ -80,7 +80,7 @@ def build_stage1_table(runs: list[TrialRun], source: str) -> Stage1Table:
         shown = "; ".join(f"{k} ({', '.join(v[:3])})" for k, v in list(differing.items())[:6])
         raise AblationError(f"--spec stage1: refusing to average stage-1 runs that differ in {shown}; select one "
                             f"sweep's with --sweep-run")
-    machines = {r.tags.get("machine") for r in runs} - {None}
+    machines = machines_of(runs)
     if len(machines) > 1:
         raise AblationError(f"--spec stage1: refusing to average stage-1 runs of {len(machines)} machines; select "
                             f"one sweep's with --sweep-run")
@@ -129,7 +129,7 @@ def to_markdown(table: Stage1Table) -> str:
     first = table.runs[0]
     setting = ", ".join(f"{k}={first.params[k]}" for k in ("data.name", "data.size", "data.image_size",
                                                            "data.num_labels", "latent.epochs") if k in first.params)
-    machines = sorted({describe_machine(r.tags) for r in table.runs if r.tags.get("machine")})
+    machines = sorted(machines_of(table.runs).values())
     notes += [f"setting: {setting}", f"machine: {'; '.join(machines) or 'not recorded'}",
               "accuracy on the images without labels; ref: the same networks, optimiser and labelled batches "
               "trained on the labels alone (stage 1 minus reconstruction); codes: stage 1's g^c scored as an "

@@ -104,13 +104,13 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
     finished = finished_summary(ctx, trial_id)
     if finished is not None:
         return finished
-    cfg = ContraLordConfig.from_overrides(ctx.trial_overrides(config))
+    overrides = ctx.trial_overrides(config)
     out_dir = Path(ctx.work_dir) / trial_id  # the trial's own: an earlier attempt's files there are continued
     _restore(checkpoint, out_dir)
     extended_from = ctx.extension_of(config) if not (out_dir / "checkpoints" / CHECKPOINT).is_file() else ""
     if extended_from:
-        path = _fetch_stable_state(ctx.tracking_uri, extended_from, out_dir)
-        cfg = ContraLordConfig.from_overrides(ctx.trial_overrides(config) | {"run.extend_from": str(path)})
+        overrides |= {"run.extend_from": str(_fetch_stable_state(ctx.tracking_uri, extended_from, out_dir))}
+    cfg = ContraLordConfig.from_overrides(overrides)
     runtime = runtime or LocalRuntime(progress=Silent)
     logger = _trial_logger(ctx, cfg, trial_id, trial_name) if is_main else None
     if logger and extended_from:
