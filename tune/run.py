@@ -46,6 +46,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="cpu", help=f"scale preset: {', '.join(SCALE_PRESETS)} (default cpu)")
     parser.add_argument("--method", action="append", default=[], help="extra presets after the scale (e.g. lord)")
     parser.add_argument("--seeds", type=int, default=1, help="repeat every variant with seeds 0..N-1")
+    parser.add_argument("--row", action="append", default=[], metavar="NAME", help="run only this row (a variant "
+                        "name as the dry run lists it; repeat for more), e.g. a longer budget for the rows a verdict "
+                        "needs; default every row")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--address", default=None, help="join a running Ray cluster (host:port or auto)")
     parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default sqlite:////$PWD/mlflow.db)")
@@ -101,6 +104,7 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     _check_resumable(kind, storage, name, tracking_uri, args.resume)
     base = resolve_presets([args.preset, *args.method], parse_set_args(args.set))
     knob, variants = (("optuna", [("optuna", {})]) if kind == "optuna" else spaces.variants(kind, args.preset))
+    variants = only_rows(variants, args.row)
     seeds = list(range(args.seeds))
     configs = [ContraLordConfig.from_overrides(base | v | {"run.seed": s}) for _, v in variants for s in seeds]
     data = build_data(configs[0])
@@ -117,6 +121,15 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     check_backbone(configs[0], data)
     check_weight_contents(configs[0], data)  # user weight files load (weights_only) into their modules
     return SweepPlan(kind, args, knob, variants, base, seeds, storage, tracking_uri, name)
+
+
+def only_rows(variants: list, rows: list[str]) -> list:
+    """The variants named in ``rows`` (--row), in the sweep's order; every variant when ``rows`` is empty."""
+    names = [name for name, _ in variants]
+    unknown = [row for row in rows if row not in names]
+    if unknown:
+        raise SweepError(f"--row: expected one of {', '.join(names)}, got {unknown[0]!r}")
+    return [(name, keys) for name, keys in variants if not rows or name in rows]
 
 
 def _check_flags(kind: str, args: argparse.Namespace) -> None:

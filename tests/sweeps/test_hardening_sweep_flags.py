@@ -34,6 +34,7 @@ def _refused(capsys, tmp_path, *args) -> str:
     (["--until-decided", "--max-seeds", "100000"], "--max-seeds: expected at most 100"),
     (["--name", "x" * 300], "--name: expected at most 100 characters"),
     (["--name", "train-sweep"], "--name: 'train-sweep' starts with 'train-'"),
+    (["--row", "K=128", "--row", "K=999"], "--row: expected one of K=128, K=256, got 'K=999'"),
 ])
 def test_sweep_flag__refused_before_ray_dry_run_too(capsys, tmp_path, args, needle, dry_run):
     assert needle in _refused(capsys, tmp_path, *args, *dry_run)

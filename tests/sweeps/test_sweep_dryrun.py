@@ -72,6 +72,15 @@ def test_dry_run__estimate_from_past_runs_and_nothing_written(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_dry_run__row_plans_only_the_named_rows(tmp_path, capsys):
+    _past_store(tmp_path / "mlflow.db")
+    assert main("negatives", _args(tmp_path, "--row", "K=256", "--seeds", "2")) == 0
+    out = capsys.readouterr().out
+    assert "2 trial(s)" in out and "K=128" not in out
+    assert [line.split()[2] for line in out.splitlines() if line.lstrip().startswith("K=256 ")] == ["0", "1"]
+
+
+@pytest.mark.slow
 def test_dry_run__until_decided_bounds_the_later_rounds(tmp_path, capsys):
     _past_store(tmp_path / "mlflow.db")
     assert main("negatives", _args(tmp_path, "--seeds", "1", "--until-decided", "--max-seeds", "3")) == 0
