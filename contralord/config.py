@@ -85,6 +85,7 @@ class LatentConfig:
     factor_init: str = "symmetric"  # factors: tables uniform in +-init_scale (zerodim) | positive: [0, init_scale)
     soft_code_table_grad: bool = False  # factors: unlabelled images' softmax(C(x)) @ E also trains E (zerodim: no)
     reference_classifier: bool = True  # factors: also train the classifier on the labels alone, log its accuracy
+    best_reference_steps: int = 480  # factors: the best reference's search runs this long (0 = no best reference)
 
     def __post_init__(self):
         for key in ("class_dim", "content_dim", "residual_dim", "generator_width", "epochs", "batch_size"):
@@ -101,6 +102,8 @@ class LatentConfig:
         for key in ("lr_classifier", "labelled_weight", "label_ce", "entropy"):
             _check(getattr(self, key) >= 0, f"latent.{key}", "a float >= 0", getattr(self, key))
         _check(self.entropy_start_epoch >= 0, "latent.entropy_start_epoch", "an int >= 0", self.entropy_start_epoch)
+        _check(0 <= self.best_reference_steps <= MAX_REFERENCE_STEPS, "latent.best_reference_steps",
+               f"an int in [0, {MAX_REFERENCE_STEPS}]", self.best_reference_steps)
         _choice(self.classifier_trunks, "latent.classifier_trunks", ("per_factor", "shared"))
         _choice(self.factor_init, "latent.factor_init", ("symmetric", "positive"))
 
@@ -220,6 +223,7 @@ class LossConfig:
 CONTENT_HEADS = ("learned", "stage1_frozen", "stage1_init")
 MAX_FACTOR_DIM = 256  # latent.factor_dim, latent.classifier_width: 1e6 asked for a 6 GB generator after preflight
 MAX_GRID_SIZE = 64  # eval.grid_size: images per side of a grid (64 x 64 = 4096 generated images)
+MAX_REFERENCE_STEPS = 100_000  # latent.best_reference_steps: 4 recipes of it, then up to as many refits
 
 
 @dataclass(frozen=True)
@@ -339,6 +343,8 @@ class ContraLordConfig:
             saved = PRE_PROTOCOL_VALUES | saved | {"eval.protocol": "all-factors"}
         if "latent.structure" in saved and "latent.classifier_trunks" not in saved:  # saved before those keys
             saved = PRE_ZERODIM_CLASSIFIER_VALUES | saved
+        if "latent.structure" in saved and "latent.best_reference_steps" not in saved:  # saved before the best ref
+            saved = {"latent.best_reference_steps": 0} | saved
         return cls.from_overrides(saved | dict(overrides or {}))
 
     def to_flat_dict(self) -> dict[str, Any]:

@@ -104,6 +104,9 @@ def resolve(cfg: ContraLordConfig, data: ImageFactorData) -> LabelledFactors:
     n, m = len(data), cfg.data.num_labels
     if m > n:
         raise ConfigError(f"data.num_labels: expected at most the {n} training images, got {m}")
+    if m < 2 and cfg.latent.best_reference_steps and structure(cfg, data) == "factors":
+        raise ConfigError(f"latent.best_reference_steps: the best reference holds out a validation split of the "
+                          f"labelled images, so it needs data.num_labels >= 2, got {m}; set it to 0")
     columns = tuple(data.factor_names.index(name) for name in names)
     labelled = np.sort(np.random.default_rng([cfg.run.seed, LABEL_SEED_SALT]).choice(n, m, replace=False))
     labelled = torch.from_numpy(labelled.astype(np.int64))

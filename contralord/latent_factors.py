@@ -36,6 +36,7 @@ from torch import nn
 from contralord import distributed, evaluation, labels, sampling
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
+from contralord.best_reference import best_reference_metrics, train_best_reference
 from contralord.latent_base import CodeTableTrainer
 from contralord.models.generator import Generator
 from contralord.models.latent import FactorCodes, ImageCodes, build_factor_codes
@@ -175,6 +176,9 @@ class FactorTrainer(CodeTableTrainer):
                                         lambda step: labelled_positions(self.cfg, self.labelled, step))
             result |= {f"latent/final/ref_accuracy/{n}": a for n, a in zip(names, reference, strict=True)}
             result["latent/final/ref_steps"] = float(steps)
+        if lat.best_reference_steps:
+            result |= best_reference_metrics(names, *train_best_reference(self.cfg, self.data, self.labelled,
+                                                                          self.device))
         return result | stage1_code_scores(self.cfg, self.data, content, self.state.codes.residual.detach().cpu())
 
     def artifact(self, key: str, metrics: dict[str, float]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ SCALE_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "data.name": "shapes3d", "data.image_size": 32, "data.size": 512,
         "latent.class_dim": 16, "latent.content_dim": 8, "latent.residual_dim": 8,
-        "latent.generator_width": 32, "latent.epochs": 2, "latent.batch_size": 64,
+        "latent.generator_width": 32, "latent.epochs": 2, "latent.batch_size": 64, "latent.best_reference_steps": 10,
         "encoder.backbone_width": 16, "encoder.epochs": 2, "encoder.batch_size": 64, "encoder.queue_size": 256,
         "run.eval_size": 256, "eval.num_train": 256, "eval.num_test": 128,
     },

@@ -16,7 +16,7 @@ from contralord.config import ContraLordConfig
 TINY = {
     "data.name": "shapes3d", "data.image_size": 32, "data.size": 96, "data.num_labels": 24,
     "latent.class_dim": 8, "latent.content_dim": 4, "latent.residual_dim": 4, "latent.generator_width": 16,
-    "latent.epochs": 1, "latent.batch_size": 32,
+    "latent.epochs": 1, "latent.batch_size": 32, "latent.best_reference_steps": 8,
     "encoder.backbone_width": 8, "encoder.epochs": 1, "encoder.batch_size": 32, "encoder.queue_size": 40,
     "run.eval_size": 64, "run.threads": 1, "eval.num_train": 64, "eval.num_test": 32, "eval.grid_size": 3,
 }

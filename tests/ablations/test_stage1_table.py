@@ -11,13 +11,15 @@ from ablations import make_tables
 from ablations.stage1_table import EXPERIMENT
 
 ACC = {"floor_hue": (0.95, 0.90), "object_hue": (0.60, 0.50)}  # (stage 1, reference) at seed 0
+BEST = {"floor_hue": 0.97, "object_hue": 0.70}  # the best reference at every seed
 
 
-def _stage1(store, seed: int, epochs: str = "30") -> str:
+def _stage1(store, seed: int, epochs: str = "30", best: bool = True) -> str:
     experiment = store.experiment(EXPERIMENT)
     run = store.client.create_run(experiment, tags={"role": "stage1", "seed": str(seed), "machine": "m1"})
     metrics = {f"latent/final/classifier_acc/{f}": ours + 0.01 * seed for f, (ours, _) in ACC.items()}
     metrics |= {f"latent/final/ref_accuracy/{f}": ref + 0.02 * seed * (f == "floor_hue") for f, (_, ref) in ACC.items()}
+    metrics |= {f"latent/final/best_ref_accuracy/{f}": acc for f, acc in BEST.items() if best}
     metrics |= {"latent/final/codes/disentanglement": 0.8, "latent/final/codes/residual_leakage": 0.5,
                 "latent/final/codes/residual_leakage_chance": 0.125}
     for key, value in metrics.items():
@@ -33,24 +35,32 @@ def test_stage1_table__per_seed_rows_a_mean_and_paired_verdicts(store, capsys, t
         _stage1(store, seed)
     assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert "| 0 | 0.950 / 0.900 | 0.600 / 0.500 | 0.800 |" in text and "| 2 | 0.970 / 0.940 | 0.620 / 0.500 |" in text
-    assert "| mean | 0.960 / 0.920 | 0.610 / 0.500 | 0.800 |" in text and "0.500 (0.125)" in text
-    # object hue: +0.10, +0.11, +0.12; floor hue: +0.05, +0.04, +0.03: both above their reference in every seed
-    assert ("stage 1 minus reference, object_hue: +0.110 [+0.085, +0.135], higher in 3 and lower in 0 of 3 seeds "
-            "→ **above**") in text
-    assert "stage 1 minus reference, floor_hue: +0.040 [+0.015, +0.065]" in text
+    assert "| 0 | 0.950 / 0.900 / 0.970 | 0.600 / 0.500 / 0.700 | 0.800 |" in text
+    assert "| 2 | 0.970 / 0.940 / 0.970 | 0.620 / 0.500 / 0.700 |" in text
+    assert "| mean | 0.960 / 0.920 / 0.970 | 0.610 / 0.500 / 0.700 | 0.800 |" in text and "0.500 (0.125)" in text
+    # object hue: +0.10, +0.11, +0.12; floor hue: +0.05, +0.04, +0.03: both above their matched reference in
+    # every seed; against the best: object hue -0.10, -0.09, -0.08 (below), floor hue -0.02, -0.01, 0 (not separated)
+    assert ("stage 1 minus matched reference, object_hue: +0.110 [+0.085, +0.135], higher in 3 and lower in 0 of 3 "
+            "seeds → **above**") in text
+    assert "stage 1 minus matched reference, floor_hue: +0.040 [+0.015, +0.065]" in text
+    assert ("stage 1 minus best reference, object_hue: -0.090 [-0.115, -0.065], higher in 0 and lower in 3 of 3 "
+            "seeds → **below**") in text
+    assert "stage 1 minus best reference, floor_hue: -0.010 [-0.035, +0.015]" in text
+    assert "not separated" in text.split("best reference, floor_hue")[1].splitlines()[0]
     assert (tmp_path / "stage1.md").read_text().strip() == text.strip()
 
 
 def test_stage1_table__other_configs_refused_and_a_sweep_selects_its_own(store, capsys):
-    ids = {str(seed): _stage1(store, seed) for seed in range(2)}
+    ids = {str(seed): _stage1(store, seed, best=False) for seed in range(2)}
     _stage1(store, 0, epochs="10")  # another stage-1 config in the same experiment
     assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1"]) == 2
     assert "refusing to average stage-1 runs that differ in latent.epochs (10, 30)" in capsys.readouterr().err
     parent = store.client.create_run(store.experiment("contralord-negatives"), tags={
         "role": "sweep", "stage1_run_ids": json.dumps(ids)}).info.run_id
     assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--sweep-run", parent]) == 0
-    assert f"the stage-1 runs of sweep run {parent}; 2 seed(s)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert f"the stage-1 runs of sweep run {parent}; 2 seed(s)" in text
+    assert "| 0 | 0.950 / 0.900 / – |" in text and "minus best reference" not in text  # runs before the best ref
 
 
 @pytest.mark.parametrize("extra, needle", [
