@@ -35,6 +35,7 @@ from ablations.runs import (  # noqa: E402
     latest_sweep_run,
     out_folder,
 )
+from ablations.stage1_curves import plot_curves, read_curves  # noqa: E402
 from ablations.stage1_table import build_stage1_table, stage1_runs  # noqa: E402
 from ablations.stage1_table import to_markdown as stage1_markdown  # noqa: E402
 from ablations.store import without_password  # noqa: E402
@@ -200,24 +201,33 @@ def _show(text: str, markdown: Path | None, plot: tuple[Path, object] | None = N
 
 
 def stage1_main(args: argparse.Namespace) -> int:
-    """``--spec stage1`` (``ablations/stage1_table.py``): markdown, and ``stage1.md`` in --out."""
+    """``--spec stage1`` (``ablations/stage1_table.py``): markdown, and ``stage1.md`` in --out with
+    ``stage1_curves.png`` when the runs logged accuracy curves (``ablations/stage1_curves.py``)."""
     try:
         other = args.rungs or args.by or args.experiment or args.paper or args.ignore_key
         if other or (args.format or ["markdown"]) != ["markdown"]:
             raise AblationError("--spec stage1: takes --tracking-uri, --sweep-run, --out and --overwrite only")
         output = out_folder(args.out) / "stage1.md" if args.out else None
-        if output and output.exists() and not args.overwrite:
-            raise AblationError(f"--out: {output} exists; pass --overwrite to replace it, or another --out; "
-                                f"nothing written")
+        figure = output.with_name("stage1_curves.png") if output else None
+        for path in (output, figure):
+            if path and path.exists() and not args.overwrite:
+                raise AblationError(f"--out: {path} exists; pass --overwrite to replace it, or another --out; "
+                                    f"nothing written")
         check_readable(args.tracking_uri)
         if args.sweep_run == "latest":
             raise AblationError("--spec stage1: give --sweep-run the id of a sweep's parent run (stage-1 runs are "
                                 "shared by sweeps of every experiment), or leave it out for every stage-1 run")
-        table = build_stage1_table(*stage1_runs(MlflowClient(args.tracking_uri), args.sweep_run))
+        client = MlflowClient(args.tracking_uri)
+        table = build_stage1_table(*stage1_runs(client, args.sweep_run))
+        curves = read_curves(client, table.runs, table.factors) if figure else {}
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return _show(stage1_markdown(table), output)
+    if figure and not curves:
+        print("no accuracy curves in these stage-1 runs (they predate latent/train/probe_acc): no "
+              "stage1_curves.png", file=sys.stderr)
+    plot = (figure, lambda path: plot_curves(curves, table.factors, path)) if curves else None
+    return _show(stage1_markdown(table), output, plot)
 
 
 if __name__ == "__main__":

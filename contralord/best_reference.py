@@ -35,6 +35,7 @@ from contralord.reference_classifier import classifier_accuracy
 
 BEST_SEED_SALT = 130_363  # the split, the batches and the initialisation draw from run.seed + this
 VALIDATION_FRACTION = 0.2
+CURVE_READS = 10  # the refit's accuracy on the probe images, every tenth of its steps
 RECIPES = ((0.5, 1.0), (0.5, 3.0), (0.9, 1.0), (0.9, 3.0))  # (Adam beta1, x latent.lr_classifier), in tie order
 Recipe = tuple[float, float]  # (beta1, lr)
 
@@ -70,9 +71,11 @@ def _images(data: ImageFactorData, index: torch.Tensor, device: torch.device) ->
 
 
 def train_recipe(cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.LabelledFactors,
-                 device: torch.device, recipe: Recipe, pool: torch.Tensor) -> FactorCodes:
+                 device: torch.device, recipe: Recipe, pool: torch.Tensor, probe: torch.Tensor | None = None,
+                 curve: list | None = None) -> FactorCodes:
     """The classifier networks trained with ``recipe`` on batches of ``pool`` (dataset positions), from the best
-    reference's own initialisation (the global RNG is restored), returned in eval mode."""
+    reference's own initialisation (the global RNG is restored), returned in eval mode. With ``probe``, every
+    tenth of the steps appends (steps done, accuracy on ``probe``) to ``curve``."""
     state = torch.random.get_rng_state()
     torch.manual_seed(cfg.run.seed + BEST_SEED_SALT)  # the trunks draw from the global RNG
     rng = torch.Generator().manual_seed(cfg.run.seed + BEST_SEED_SALT)
@@ -83,7 +86,8 @@ def train_recipe(cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.
                                  betas=(recipe[0], 0.999))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     batches = _batches(pool, cfg.latent.batch_size, cfg.run.seed)
-    for _ in range(steps):
+    reads = {max(1, round(steps * (i + 1) / CURVE_READS)) for i in range(CURVE_READS)} if probe is not None else ()
+    for step in range(1, steps + 1):
         index = next(batches)
         y = labelled.known[index].to(device)  # (B, F_l)
         logits = model.logits(_images(data, index, device))
@@ -92,6 +96,8 @@ def train_recipe(cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if step in reads:
+            curve.append((step, classifier_accuracy(model, data, labelled, device, probe)))
     return model.eval()
 
 
@@ -112,20 +118,25 @@ def choose(scores: dict[Recipe, list[float]]) -> list[Recipe]:
 
 
 def train_best_reference(cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.LabelledFactors,
-                         device: torch.device) -> tuple[list[float], list[Choice]]:
-    """The best reference's accuracy per labelled factor on the images without labels, and each factor's choice."""
+                         device: torch.device, probe: torch.Tensor | None = None
+                         ) -> tuple[list[float], list[Choice], list[tuple[int, list[float]]]]:
+    """The best reference's accuracy per labelled factor on the images without labels, each factor's choice, and
+    its curve on ``probe`` (every tenth of the refit; each factor's from its own recipe's refit)."""
     train, held = split_labelled(labelled.labelled, cfg.run.seed)
     recipes = [(beta1, cfg.latent.lr_classifier * scale) for beta1, scale in RECIPES]
     scores = {r: validation_accuracy(train_recipe(cfg, data, labelled, device, r, train), data, labelled, held,
                                      device) for r in recipes}
     picks = choose(scores)
-    accuracy = [float("nan")] * len(picks)
+    accuracy, curves = [float("nan")] * len(picks), {}
     for recipe in dict.fromkeys(picks):  # each chosen recipe refits once, on every labelled image
-        refit = classifier_accuracy(train_recipe(cfg, data, labelled, device, recipe, labelled.labelled), data,
-                                    labelled, device)
+        curves[recipe] = []
+        model = train_recipe(cfg, data, labelled, device, recipe, labelled.labelled, probe, curves[recipe])
+        refit = classifier_accuracy(model, data, labelled, device)
         for j in (j for j, pick in enumerate(picks) if pick == recipe):
             accuracy[j] = refit[j]
-    return accuracy, [Choice(r[0], r[1], scores[r][j]) for j, r in enumerate(picks)]
+    steps = [step for step, _ in curves[picks[0]]]
+    curve = [(step, [dict(curves[r])[step][j] for j, r in enumerate(picks)]) for step in steps]
+    return accuracy, [Choice(r[0], r[1], scores[r][j]) for j, r in enumerate(picks)], curve
 
 
 def best_reference_metrics(names: tuple[str, ...], accuracy: list[float], choices: list[Choice]) -> dict[str, float]:

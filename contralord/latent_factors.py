@@ -34,15 +34,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from contralord import distributed, evaluation, labels, sampling
+from contralord.best_reference import best_reference_metrics, train_best_reference
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
-from contralord.best_reference import best_reference_metrics, train_best_reference
 from contralord.latent_base import CodeTableTrainer
 from contralord.models.generator import Generator
 from contralord.models.latent import FactorCodes, ImageCodes, build_factor_codes
 from contralord.precision import autocast, fast_images, fast_module
-from contralord.reference_classifier import classifier_accuracy, train_reference
+from contralord.reference_classifier import classifier_accuracy, probe_positions, train_reference
 from contralord.runtime import LocalRuntime
+from contralord.tracking import MetricsLogger
 
 LABEL_DRAW = 20_000_000  # step-generator counter offset of the labelled batch's draw
 # The reference trains on stage 1's labelled batches, as many steps as stage 1 up to this: a classifier of a few
@@ -95,6 +96,8 @@ class FactorTrainer(CodeTableTrainer):
         self.cfg, self.data, self.device, self.recon = cfg, data, runtime.device, recon
         self.labelled = labels.resolve(cfg, data)
         self.known = self.labelled.known.to(self.device)  # (N, F_l), -1 where unlabelled
+        self.probe = probe_positions(self.labelled, cfg.run.seed)  # the accuracy curve's images without labels
+        self.steps_per_epoch = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
         self.state = _FactorState(cfg, data, self.labelled, generator).to(self.device)
         self.decoder = fast_module(runtime.wrap_model(self.state.decoder), cfg.run)
         lat, fc = cfg.latent, self.state.decoder.factor_codes
@@ -140,8 +143,16 @@ class FactorTrainer(CodeTableTrainer):
             self.state.codes.residual.grad.div_(world)
         self.optimizer.step()
         self.scheduler.step()
-        return {"total": total.item(), "recon": rec.item(), "code_penalty": penalty.item(),
-                "recon_labelled": rec_l.item(), "label_ce": ce.item(), "entropy": entropy.item(), "lr": lr}
+        metrics = {"total": total.item(), "recon": rec.item(), "code_penalty": penalty.item(),
+                   "recon_labelled": rec_l.item(), "label_ce": ce.item(), "entropy": entropy.item(), "lr": lr}
+        return metrics | (self._probe_accuracy() if step_in_epoch == self.steps_per_epoch - 1 else {})
+
+    def _probe_accuracy(self) -> dict[str, float]:
+        """The classifiers' accuracy on the probe images at an epoch's end (the loop logs it as
+        ``latent/train/probe_acc/<factor>``): stage 1's curve beside its references'."""
+        accuracy = classifier_accuracy(self.state.decoder.factor_codes, self.data, self.labelled, self.device,
+                                       self.probe)
+        return {f"probe_acc/{name}": a for name, a in zip(self.labelled.names, accuracy, strict=True)}
 
     def _labelled_batch(self, step: int) -> tuple[torch.Tensor, int]:
         """(this rank's slice, global size) of step ``step``'s batch of labelled images."""
@@ -163,28 +174,33 @@ class FactorTrainer(CodeTableTrainer):
         fc.train()
         return torch.cat(codes)
 
-    def diagnostics(self, content: torch.Tensor) -> dict[str, float]:
+    def diagnostics(self, content: torch.Tensor, logger: MetricsLogger) -> dict[str, float]:
         """What stage 1 learnt from its labels, against the ground truth (never a training signal): its
-        classifiers' accuracy per factor on the unlabelled images, the supervised-only reference's beside
-        it, and the scores of its codes g^c under the evaluation's own protocol."""
+        classifiers' accuracy per factor on the unlabelled images, the supervised-only references' beside
+        it (their accuracy curves on the probe images go to ``logger`` at their steps: ``latent/ref/probe_acc/
+        <factor>`` every stage-1 epoch, ``latent/best_ref/probe_acc/<factor>`` every tenth of the best reference's
+        refit), and the scores of its codes g^c under the evaluation's own protocol."""
         names, lat = self.labelled.names, self.cfg.latent
         accuracy = classifier_accuracy(self.state.decoder.factor_codes, self.data, self.labelled, self.device)
         result = {f"latent/final/classifier_acc/{n}": a for n, a in zip(names, accuracy, strict=True)}
         if lat.reference_classifier:
-            steps = min(lat.epochs * sampling.steps_per_epoch(len(self.data), lat.batch_size), REFERENCE_MAX_STEPS)
-            reference = train_reference(self.cfg, self.data, self.labelled, self.device, steps,
-                                        lambda step: labelled_positions(self.cfg, self.labelled, step))
+            steps = min(lat.epochs * self.steps_per_epoch, REFERENCE_MAX_STEPS)
+            reference, curve = train_reference(self.cfg, self.data, self.labelled, self.device, steps,
+                                               lambda step: labelled_positions(self.cfg, self.labelled, step),
+                                               self.steps_per_epoch, self.probe)
+            _log_curve(logger, "latent/ref/probe_acc", names, curve)
             result |= {f"latent/final/ref_accuracy/{n}": a for n, a in zip(names, reference, strict=True)}
             result["latent/final/ref_steps"] = float(steps)
         if lat.best_reference_steps:
-            result |= best_reference_metrics(names, *train_best_reference(self.cfg, self.data, self.labelled,
-                                                                          self.device))
+            best, choices, curve = train_best_reference(self.cfg, self.data, self.labelled, self.device, self.probe)
+            _log_curve(logger, "latent/best_ref/probe_acc", names, curve)
+            result |= best_reference_metrics(names, best, choices)
         return result | stage1_code_scores(self.cfg, self.data, content, self.state.codes.residual.detach().cpu())
 
-    def artifact(self, key: str, metrics: dict[str, float]) -> dict[str, Any]:
+    def artifact(self, key: str, metrics: dict[str, float], logger: MetricsLogger) -> dict[str, Any]:
         content = self.final_content()
         fc, generator = self.state.decoder.factor_codes, self.state.decoder.generator
-        diagnostics = self.diagnostics(content) if distributed.is_main() else {}
+        diagnostics = self.diagnostics(content, logger) if distributed.is_main() else {}
         return {"key": key, "content": content, "residual": self.state.codes.residual.detach().cpu(),
                 "class_codes": torch.zeros(self.data.num_classes, 0),
                 "generator": {k: v.cpu() for k, v in generator.state_dict().items()},
@@ -200,6 +216,12 @@ def labelled_positions(cfg: ContraLordConfig, labelled: labels.LabelledFactors, 
     size = min(cfg.latent.batch_size, len(pool)) // world * world
     draw = torch.randperm(len(pool), generator=sampling.step_generator(cfg.run.seed, "latent", LABEL_DRAW + step))
     return pool[draw[:size]]
+
+
+def _log_curve(logger: MetricsLogger, prefix: str, names: tuple[str, ...],
+               curve: list[tuple[int, list[float]]]) -> None:
+    for step, accuracy in curve:
+        logger.log_metrics({f"{prefix}/{n}": a for n, a in zip(names, accuracy, strict=True)}, step)
 
 
 def stage1_code_scores(cfg: ContraLordConfig, data: ImageFactorData, content: torch.Tensor,

@@ -120,7 +120,7 @@ def train_latent(cfg: ContraLordConfig, data: ImageFactorData, cache_dir: str | 
     spec.progress.close()
     trainer.merge()
     metrics = spec.history[-1] if spec.history else {}
-    checkpoint.save_atomic(trainer.artifact(key, metrics), folder / ARTIFACT)
+    checkpoint.save_atomic(trainer.artifact(key, metrics, logger), folder / ARTIFACT)
     distributed.barrier()
     return load_latent(folder / ARTIFACT, reused=False)
 
@@ -189,7 +189,7 @@ class _LatentTrainer(CodeTableTrainer):
     def code_tables(self) -> list[nn.Parameter]:
         return [self.state.codes.content, self.state.codes.residual]
 
-    def artifact(self, key: str, metrics: dict[str, float]) -> dict[str, Any]:
+    def artifact(self, key: str, metrics: dict[str, float], logger: MetricsLogger) -> dict[str, Any]:
         codes, decoder = self.state.codes, self.state.decoder
         return {"key": key, "content": codes.content.detach().cpu(), "residual": codes.residual.detach().cpu(),
                 "class_codes": decoder.class_codes.detach().cpu(),

@@ -25,27 +25,42 @@ from contralord.models.latent import FactorCodes, build_factor_codes
 REFERENCE_SEED_SALT = 104_729  # the reference's init draws from run.seed + this (stage 1's own draws stay as they were)
 
 
+PROBE_SIZE = 1024  # the images without labels whose accuracy is read during training (the curves)
+PROBE_SALT = 611_953
+
+
+def probe_positions(labelled: labels.LabelledFactors, seed: int) -> torch.Tensor:
+    """(P,) a seeded draw of at most ``PROBE_SIZE`` images without labels, sorted: what the accuracy curves of
+    stage 1 and its references read (every image without labels is read once at the end)."""
+    unlabelled = torch.nonzero(~labelled.mask).squeeze(1)
+    draw = torch.randperm(len(unlabelled), generator=torch.Generator().manual_seed(seed + PROBE_SALT))
+    return unlabelled[draw[:PROBE_SIZE]].sort().values
+
+
 @torch.no_grad()
 def classifier_accuracy(factor_codes: FactorCodes, data: ImageFactorData, labelled: labels.LabelledFactors,
-                        device: torch.device) -> list[float]:
-    """Accuracy of each labelled factor's classifier on the images that carry no label (eval mode)."""
+                        device: torch.device, positions: torch.Tensor | None = None) -> list[float]:
+    """Accuracy of each labelled factor's classifier on ``positions`` (default: every image that carries no
+    label), in eval mode."""
     was_training = factor_codes.training
     factor_codes.eval()
-    unlabelled = ~labelled.mask  # (N,)
+    positions = torch.nonzero(~labelled.mask).squeeze(1) if positions is None else positions
     hits = torch.zeros(len(labelled.names))
-    for chunk in torch.arange(len(data))[unlabelled].split(256):
+    for chunk in positions.split(256):
         x = data.images[chunk].to(device).float().div_(255)  # (B, C, H, W)
         truth = data.factors[chunk][:, list(labelled.columns)]  # (B, F_l)
         for j, logit in enumerate(factor_codes.logits(x)):
             hits[j] += float((logit.argmax(1).cpu() == truth[:, j]).sum())
     factor_codes.train(was_training)
-    return (hits / max(int(unlabelled.sum()), 1)).tolist()
+    return (hits / max(len(positions), 1)).tolist()
 
 
 def train_reference(cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.LabelledFactors,
-                    device: torch.device, steps: int, batches) -> list[float]:
+                    device: torch.device, steps: int, batches, every: int = 0,
+                    probe: torch.Tensor | None = None) -> tuple[list[float], list[tuple[int, list[float]]]]:
     """Train the supervised-only classifier for ``steps`` steps on ``batches(step)`` (stage 1's labelled
-    batches: positions into ``data``) and return its accuracy per labelled factor on the unlabelled images."""
+    batches: positions into ``data``); return its accuracy per labelled factor on the unlabelled images and its
+    curve: (steps done, accuracy on ``probe``) every ``every`` steps (none when 0)."""
     lat = cfg.latent
     state = torch.random.get_rng_state()
     torch.manual_seed(cfg.run.seed + REFERENCE_SEED_SALT)  # the trunks draw from the global RNG
@@ -55,7 +70,7 @@ def train_reference(cfg: ContraLordConfig, data: ImageFactorData, labelled: labe
     params = [*model.trunks.parameters(), *model.classifiers.parameters()]
     optimizer = torch.optim.Adam(params, lr=lat.lr_classifier, betas=(0.5, 0.999))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    known = labelled.known
+    known, curve = labelled.known, []
     for step in range(steps):
         index = batches(step)  # (B,)
         x = data.images[index].to(device).float().div_(255)  # (B, C, H, W)
@@ -65,4 +80,6 @@ def train_reference(cfg: ContraLordConfig, data: ImageFactorData, labelled: labe
         loss.backward()
         optimizer.step()
         scheduler.step()
-    return classifier_accuracy(model, data, labelled, device)
+        if every and (step + 1) % every == 0:
+            curve.append((step + 1, classifier_accuracy(model, data, labelled, device, probe)))
+    return classifier_accuracy(model, data, labelled, device), curve

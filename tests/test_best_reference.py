@@ -7,11 +7,14 @@ import dataclasses
 import pytest
 import torch
 
-from contralord import labels
+from contralord import labels, sampling
 from contralord.best_reference import RECIPES, choose, split_labelled, train_best_reference
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
+from contralord.latent_factors import labelled_positions
 from contralord.latent_stage import train_latent
+from contralord.reference_classifier import probe_positions, train_reference
+from contralord.tracking import NullLogger
 from contralord.trainer import build_data
 
 HUES = ["floor_hue", "wall_hue", "object_hue"]
@@ -49,13 +52,14 @@ def test_best_reference__chosen_without_the_scored_images_and_leaves_the_global_
     found = labels.resolve(cfg, data)
     torch.manual_seed(11)
     before = torch.random.get_rng_state()
-    accuracy, choices = train_best_reference(cfg, data, found, torch.device("cpu"))
+    accuracy, choices, curve = train_best_reference(cfg, data, found, torch.device("cpu"))
     assert torch.equal(torch.random.get_rng_state(), before)  # stage 1's own draws are untouched
     assert len(accuracy) == len(choices) == 3 and all(0.0 <= a <= 1.0 for a in accuracy)
     recipes = {(beta1, round(cfg.latent.lr_classifier * scale, 12)) for beta1, scale in RECIPES}
     assert all((c.beta1, round(c.lr, 12)) in recipes for c in choices)
+    assert curve == []  # no probe, no curve
     again = train_best_reference(cfg, data, found, torch.device("cpu"))
-    assert again == (accuracy, choices)  # deterministic
+    assert again[:2] == (accuracy, choices)  # deterministic
     # the truth of the images without labels scores the reference, never picks its recipe
     shuffled = train_best_reference(cfg, _with_unlabelled_factors_shifted(data, found), found, torch.device("cpu"))
     assert shuffled[1] == choices and shuffled[0] != accuracy
@@ -90,3 +94,42 @@ def test_best_reference__one_label_is_refused_naming_both_keys(tiny_overrides):
         labels.resolve(cfg, build_data(cfg))
     zero = ContraLordConfig.from_overrides(tiny_overrides | {"data.num_labels": 1, "latent.best_reference_steps": 0})
     assert len(labels.resolve(zero, build_data(zero)).labelled) == 1
+
+
+class _Recording(NullLogger):
+    def __init__(self):
+        self.logged: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics, step):
+        self.logged.append((step, dict(metrics)))
+
+
+def test_curves__stage1_per_epoch_and_both_references_at_their_steps(tmp_path, tiny_overrides):
+    cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.epochs": 2, "latent.best_reference_steps": 10})
+    data = build_data(cfg)
+    logger = _Recording()
+    result = train_latent(cfg, data, tmp_path / "a", logger=logger)
+    spe = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
+    epochs = [(step, m) for step, m in logger.logged if "latent/train/epoch" in m]
+    assert [step for step, _ in epochs] == [spe, 2 * spe]
+    assert all(0.0 <= m[f"latent/train/probe_acc/{h}"] <= 1.0 for _, m in epochs for h in HUES)
+    matched = [step for step, m in logger.logged if "latent/ref/probe_acc/object_hue" in m]
+    assert matched == [spe, 2 * spe]  # the matched reference, every stage-1 epoch of its steps
+    best = [step for step, m in logger.logged if "latent/best_ref/probe_acc/object_hue" in m]
+    assert best == list(range(1, 11))  # every tenth of its 10 refit steps
+    # the curve's reads change no number: the reference's final accuracy is the one it reports without them
+    found = labels.resolve(labels.resolved(cfg, data), data)
+    batches = lambda step: labelled_positions(cfg, found, step)  # noqa: E731
+    plain, none = train_reference(cfg, data, found, torch.device("cpu"), 2 * spe, batches)
+    read, curve = train_reference(cfg, data, found, torch.device("cpu"), 2 * spe, batches, spe,
+                                  probe_positions(found, cfg.run.seed))
+    assert none == [] and read == plain and [step for step, _ in curve] == [spe, 2 * spe]
+    assert [result.metrics[f"latent/final/ref_accuracy/{h}"] for h in HUES] == plain
+
+
+def test_probe__a_seeded_draw_of_images_without_labels(tiny_overrides):
+    cfg = ContraLordConfig.from_overrides(tiny_overrides)
+    found = labels.resolve(cfg, build_data(cfg))
+    probe = probe_positions(found, 0)
+    assert len(probe) == min(1024, int((~found.mask).sum())) and not bool(found.mask[probe].any())
+    assert torch.equal(probe, probe_positions(found, 0))

@@ -20,6 +20,10 @@ def _stage1(store, seed: int, epochs: str = "30", best: bool = True) -> str:
     metrics = {f"latent/final/classifier_acc/{f}": ours + 0.01 * seed for f, (ours, _) in ACC.items()}
     metrics |= {f"latent/final/ref_accuracy/{f}": ref + 0.02 * seed * (f == "floor_hue") for f, (_, ref) in ACC.items()}
     metrics |= {f"latent/final/best_ref_accuracy/{f}": acc for f, acc in BEST.items() if best}
+    for step in (64, 128) if best else ():  # the accuracy curves, logged by stage 1 since the best reference
+        for prefix in ("latent/train/probe_acc/", "latent/ref/probe_acc/", "latent/best_ref/probe_acc/"):
+            for f in ACC:
+                store.client.log_metric(run.info.run_id, prefix + f, 0.5 + step / 1000, step=step)
     metrics |= {"latent/final/codes/disentanglement": 0.8, "latent/final/codes/residual_leakage": 0.5,
                 "latent/final/codes/residual_leakage_chance": 0.125}
     for key, value in metrics.items():
@@ -48,6 +52,12 @@ def test_stage1_table__per_seed_rows_a_mean_and_paired_verdicts(store, capsys, t
     assert "stage 1 minus best reference, floor_hue: -0.010 [-0.035, +0.015]" in text
     assert "not separated" in text.split("best reference, floor_hue")[1].splitlines()[0]
     assert (tmp_path / "stage1.md").read_text().strip() == text.strip()
+    assert (tmp_path / "stage1_curves.png").stat().st_size > 0
+    from ablations.stage1_curves import read_curves
+    from ablations.stage1_table import build_stage1_table, stage1_runs
+    table = build_stage1_table(*stage1_runs(store.client, None))
+    curves = read_curves(store.client, table.runs, table.factors)
+    assert len(curves) == 3 * 3 * 2 and curves[("1", "matched reference", "object_hue")] == [(64, pytest.approx(0.564)), (128, pytest.approx(0.628))]
 
 
 def test_stage1_table__other_configs_refused_and_a_sweep_selects_its_own(store, capsys):
