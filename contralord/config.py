@@ -65,7 +65,7 @@ class LatentConfig:
     residual_dim: int = 64  # g^r: one residual code per image
     noise_std: float = 1.0  # sigma of z ~ N(0, sigma^2 I) added to g^c and g^r in training
     code_penalty: float = 0.001  # lambda on ||g^c||^2 + ||g^r||^2
-    recon_loss: str = "mse"  # l: mse (synthetic data) | perceptual (VGG16, real images)
+    recon_loss: str = "mse"  # l: mse (synthetic data) | bce (binary images: zerodim's dSprites) | perceptual (VGG16)
     vgg_weights: str = ""  # torchvision vgg16 state_dict file, needed for recon_loss=perceptual
     generator_width: int = 256  # channels of the generator's conv blocks (LORD: 256)
     init_scale: float = 0.05  # codes start uniform in +-init_scale (LORD)
@@ -94,7 +94,7 @@ class LatentConfig:
         _check(self.code_penalty >= 0, "latent.code_penalty", "lambda >= 0", self.code_penalty)
         _check(self.init_scale >= 0, "latent.init_scale", "a float >= 0", self.init_scale)
         _check(self.lr > 0 and self.lr_codes > 0, "latent.lr", "positive learning rates", (self.lr, self.lr_codes))
-        _choice(self.recon_loss, "latent.recon_loss", ("mse", "perceptual"))
+        _choice(self.recon_loss, "latent.recon_loss", ("mse", "bce", "perceptual"))
         _choice(self.structure, "latent.structure", ("auto", "factors", "class"))
         for key in ("factor_dim", "classifier_width"):
             _check(0 < getattr(self, key) <= MAX_FACTOR_DIM, f"latent.{key}", f"an int in [1, {MAX_FACTOR_DIM}]",

@@ -22,7 +22,7 @@ from contralord.data import ImageFactorData
 from contralord.latent_base import CodeTableTrainer
 from contralord.latent_factors import FactorTrainer
 from contralord.loop import LoopSpec, final_names, run_loop
-from contralord.losses import code_penalty_loss, reconstruction_loss
+from contralord.losses import bce_reconstruction_loss, code_penalty_loss, reconstruction_loss
 from contralord.models.generator import Generator
 from contralord.models.latent import ImageCodes, LatentDecoder
 from contralord.models.perceptual import VGGPerceptualLoss
@@ -79,9 +79,12 @@ def build_generator(cfg: ContraLordConfig, data: ImageFactorData) -> Generator:
 
 
 def build_recon_loss(cfg: ContraLordConfig, device: torch.device):
-    """l of Eq. 1-2: MSE, or LORD's VGG16 perceptual loss from user-supplied weights."""
+    """l of Eq. 1-2: MSE, binary cross-entropy (zerodim's dSprites loss), or LORD's VGG16 perceptual loss from
+    user-supplied weights."""
     if cfg.latent.recon_loss == "mse":
         return reconstruction_loss
+    if cfg.latent.recon_loss == "bce":
+        return bce_reconstruction_loss
     return VGGPerceptualLoss(cfg.latent.vgg_weights or None).to(device)
 
 

@@ -16,6 +16,13 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(x_hat, x)
 
 
+def bce_reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy over (B, C, H, W), mean (zerodim's loss for dSprites, whose pixels are 0 or 1); the
+    generator's sigmoid output is the Bernoulli mean. In float32 outside autocast (BCE is unsafe in half)."""
+    with torch.autocast(device_type=x_hat.device.type, enabled=False):
+        return F.binary_cross_entropy(x_hat.float(), x.float())
+
+
 def code_penalty_loss(content: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     """||g^c||^2 + ||g^r||^2 of Eq. 1 (before the lambda weight): content (B, Dc), residual (B, Dr)."""
     return content.pow(2).sum(dim=1).mean() + residual.pow(2).sum(dim=1).mean()

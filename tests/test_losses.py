@@ -96,3 +96,24 @@ def test_supervision_loss__closed_form():
 def test_code_penalty__closed_form():
     c, r = torch.tensor([[3.0, 4.0]]), torch.tensor([[1.0]])
     assert float(code_penalty_loss(c, r)) == pytest.approx(26.0)
+
+
+def test_bce_reconstruction__the_closed_form_on_binary_pixels():
+    from contralord.losses import bce_reconstruction_loss
+
+    x = torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]])  # (1, 1, 2, 2)
+    x_hat = torch.tensor([[[[0.2, 0.7], [0.9, 0.5]]]])
+    expected = -(math.log(0.8) + math.log(0.7) + math.log(0.9) + math.log(0.5)) / 4
+    assert float(bce_reconstruction_loss(x_hat, x)) == pytest.approx(expected, rel=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 inside autocast too
+        assert bce_reconstruction_loss(x_hat, x).dtype == torch.float32
+
+
+def test_recon_loss_bce__stage1_trains_with_it(tmp_path, tiny_overrides):
+    from contralord.config import ContraLordConfig
+    from contralord.latent_stage import train_latent
+    from contralord.trainer import build_data
+
+    cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.recon_loss": "bce"})
+    result = train_latent(cfg, build_data(cfg), tmp_path)
+    assert 0 < result.metrics["latent/train/recon"] < 1  # a mean BCE near ln 2 at the start, below it after
