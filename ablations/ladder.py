@@ -40,19 +40,21 @@ class Ladder:
     movement: dict[str, dict[int, float | None]] = field(default_factory=dict)  # row -> rung -> largest change
     verdicts: list[tuple[str, str, str, dict[int, Paired], str]] = field(default_factory=list)
     values: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)  # run id -> rung -> metric
+    seeds: dict[str, str] = field(default_factory=dict)  # run id -> seed
 
 
 def rung_values(client: MlflowClient, runs: list[TrialRun], metrics: tuple[str, ...]) -> dict[str, dict]:
     """{run id: {rung steps: {metric: value}}} from each run's ``rung/<metric>`` history. A run without rungs (one
-    budget, e.g. a cosine run: a ladder of separate runs) stands at its budget, the step of its last training
-    point, with its end-of-run evaluation."""
+    budget, e.g. a cosine run: a ladder of separate runs) stands at its budget with its end-of-run evaluation:
+    its ``encoder.steps`` where set, else the step of its last training point (a run that logged neither, such as a
+    copy of a reused run made before copies kept their histories, stands nowhere)."""
     found: dict[str, dict[int, dict[str, float]]] = {}
     for run in runs:
         if not any(name.startswith(PREFIX) for name in run.metrics):
-            history = client.get_metric_history(run.run_id, BUDGET_METRIC) if BUDGET_METRIC in run.metrics else []
             at = {metric: run.metrics[metric] for metric in metrics if metric in run.metrics}
-            if history and at:
-                found[run.run_id] = {max(int(point.step) for point in history): at}
+            budget = _budget(client, run)
+            if budget and at:
+                found[run.run_id] = {budget: at}
             continue
         for metric in metrics:
             if PREFIX + metric not in run.metrics:
@@ -60,6 +62,15 @@ def rung_values(client: MlflowClient, runs: list[TrialRun], metrics: tuple[str, 
             for point in client.get_metric_history(run.run_id, PREFIX + metric):
                 found.setdefault(run.run_id, {}).setdefault(int(point.step), {})[metric] = point.value
     return found
+
+
+def _budget(client: MlflowClient, run: TrialRun) -> int:
+    """A one-budget run's steps: ``encoder.steps`` where set, else its last training point's step (0: unknown)."""
+    steps = run.params.get("encoder.steps", "0")
+    if steps.isdigit() and int(steps) > 0:
+        return int(steps)
+    history = client.get_metric_history(run.run_id, BUDGET_METRIC) if BUDGET_METRIC in run.metrics else []
+    return max((int(point.step) for point in history), default=0)
 
 
 def build_ladder(client: MlflowClient, runs: list[TrialRun], spec: specs.TableSpec, source: str,
@@ -75,32 +86,40 @@ def build_ladder(client: MlflowClient, runs: list[TrialRun], spec: specs.TableSp
         at_rung = [dataclasses.replace(r, metrics=values[r.run_id][rung]) for r in runs
                    if rung in values.get(r.run_id, {})]
         tables[rung] = build_table(at_rung, spec, f"{source} at rung {rung}", with_paper, ignore)
-    ladder = Ladder(rungs, tables, threshold, values=values)
+    ladder = Ladder(rungs, tables, threshold, values=values, seeds={r.run_id: r.seed for r in runs})
     ladder.movement = _movement(ladder)
     ladder.verdicts = _verdicts(ladder)
     return ladder
 
 
 def _movement(ladder: Ladder) -> dict[str, dict[int, float | None]]:
-    """Per row label and rung, the largest change over its seeds and ``CONVERGENCE`` from the rung before
-    (None at the first rung, or where a seed lacks either rung: that row cannot be called converged)."""
+    """Per row label and rung, the largest change over its seeds and ``CONVERGENCE`` from the rung before, seed by
+    seed: a ladder run's own rungs, or a ladder of separate runs (one per budget) of the same row and seed (None at
+    the first rung, or where a seed lacks either rung: that row cannot be called converged)."""
     moves: dict[str, dict[int, float | None]] = {}
-    for before, rung in zip([None, *ladder.rungs], ladder.rungs, strict=False):
+    by_seed: dict[int, dict[str, dict[str, dict[str, float]]]] = {}  # rung -> row label -> seed -> metrics
+    for rung in ladder.rungs:
         table = ladder.tables[rung]
-        for row in table.rows:
-            change = None if before is None else _largest_change(ladder, row.run_ids, before, rung)
-            moves.setdefault(render.row_label(table, row), {})[rung] = change
+        by_seed[rung] = {render.row_label(table, row): {ladder.seeds[r]: ladder.values[r][rung] for r in row.run_ids}
+                         for row in table.rows}
+    for before, rung in zip([None, *ladder.rungs], ladder.rungs, strict=False):
+        for label, now in by_seed[rung].items():
+            then = by_seed[before].get(label) if before is not None else None
+            moves.setdefault(label, {})[rung] = None if then is None else _largest_change(now, then)
     return moves
 
 
-def _largest_change(ladder: Ladder, run_ids: list[str], before: int, rung: int) -> float | None:
+def _largest_change(now: dict[str, dict[str, float]], then: dict[str, dict[str, float]]) -> float | None:
+    """The largest |change| of ``CONVERGENCE`` over the seeds of ``now`` ({seed: metrics}); None where a seed or a
+    metric is missing from either rung, or the rungs hold different seeds (a row still being run)."""
+    if set(now) != set(then):
+        return None
     changes = []
-    for run_id in run_ids:
-        now, then = ladder.values[run_id].get(rung, {}), ladder.values[run_id].get(before, {})
+    for seed, metrics in now.items():
         for metric in CONVERGENCE:
-            if metric not in now or metric not in then:
+            if metric not in metrics or metric not in then.get(seed, {}):
                 return None
-            changes.append(abs(now[metric] - then[metric]))
+            changes.append(abs(metrics[metric] - then[seed][metric]))
     return max(changes) if changes else None
 
 

@@ -91,3 +91,22 @@ def test_schedule_table__each_wsd_row_paired_with_its_cosine_twin_at_the_cosine_
                       f"loss.con={c}, loss.res={c}, encoder.schedule=cosine") for c in ("0", "0.1")}
     (d,) = {p.mean for column, _, _, p in paired_comparisons(ladder.tables[80]) if column == "D"}
     assert d == pytest.approx(0.3 + 0.5 - 0.4 + 0.01)  # per seed: (0.8 + 2s/100) - (0.4 + s/100), mean over s
+
+
+def test_separate_budget_runs__stand_at_their_encoder_steps_a_history_less_copy_too(store):
+    """A ladder of separate cosine runs (encoder.steps 40 and 80): each stands at its steps, the 80-step run of seed
+    2 a reused copy that logged no training history (copies made before they kept one) included."""
+    for steps in ("40", "80"):
+        for seed in range(3):
+            run_id = store.trial(EXPERIMENT, {"loss.con": "0.0", "encoder.steps": steps},
+                                 {"disentanglement": 0.3 + int(steps) / 400 + seed / 100,
+                                  "content_corr_min": 0.9 - (seed == 1) * int(steps) / 1000}, seed)
+            if not (steps == "80" and seed == 2):
+                store.client.log_batch(run_id, metrics=[Metric("encoder/train/epoch", 1, 0, int(steps))])
+    source = from_experiment(store.client, EXPERIMENT)
+    ladder = build_ladder(store.client, source.runs, spec_for_keys(("loss.con",)), source.description)
+    assert ladder.rungs == [40, 80]
+    assert [row.n for row in ladder.tables[80].rows] == [3]
+    assert ladder.tables[80].rows[0].cells["D"].mean == pytest.approx(0.5 + 0.01)
+    # convergence seed by seed across the separate runs: D moved 0.1 in every seed, content_corr_min 0.04 in seed 1
+    assert ladder.movement["loss.con=0"] == {40: None, 80: pytest.approx(0.1)}
