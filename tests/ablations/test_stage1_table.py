@@ -57,7 +57,8 @@ def test_stage1_table__per_seed_rows_a_mean_and_paired_verdicts(store, capsys, t
     from ablations.stage1_table import build_stage1_table, stage1_runs
     table = build_stage1_table(*stage1_runs(store.client, None))
     curves = read_curves(store.client, table.runs, table.factors)
-    assert len(curves) == 3 * 3 * 2 and curves[("1", "matched reference", "object_hue")] == [(64, pytest.approx(0.564)), (128, pytest.approx(0.628))]
+    assert len(curves) == 3 * 3 * 2
+    assert curves[("1", "matched reference", "object_hue")] == [(64, pytest.approx(0.564)), (128, pytest.approx(0.628))]
 
 
 def test_stage1_table__other_configs_refused_and_a_sweep_selects_its_own(store, capsys):
