@@ -59,6 +59,11 @@ class Timing:
         return Timing(self.seconds * factor + plus, self.low * factor + plus, self.high * factor + plus, self.load,
                       self.cpus, self.when, self.cached)
 
+    def plus(self, other: Timing) -> Timing:
+        """Both timings' seconds added (the higher load of the two, this one's date, cached if both were)."""
+        return Timing(self.seconds + other.seconds, self.low + other.low, self.high + other.high,
+                      max(self.load, other.load), self.cpus, self.when, self.cached and other.cached)
+
     @property
     def busy(self) -> bool:
         """Other work ran beside the timing: a load average above half this machine's CPUs."""
@@ -154,7 +159,49 @@ def stage1_seconds(cfg: ContraLordConfig, data: ImageFactorData, threads: int,
     per_step = cached(_step_key("stage1", cfg, ("data", "latent"), threads, gpu), measure,
                       f"{STEPS} stage-1 steps at {threads} thread(s)")
     steps = sampling.steps_per_epoch(len(data), cfg.latent.batch_size) * cfg.latent.epochs
-    return per_step.scaled(steps, STAGE1_FIXED_S), trainer
+    stage1 = per_step.scaled(steps, STAGE1_FIXED_S)
+    references = reference_steps(cfg, data)
+    if not references:
+        return stage1, trainer
+    step = cached(_step_key("reference", cfg, ("data", "latent"), threads, gpu),
+                  lambda: _reference_step(cfg, data, threads, gpu), f"{STEPS} reference steps at {threads} thread(s)")
+    return stage1.plus(step.scaled(references)), trainer
+
+
+def reference_steps(cfg: ContraLordConfig, data: ImageFactorData) -> int:
+    """The classifier steps stage 1's supervised-only references train after it (labelled factors only): the matched
+    one's, and the best one's search and refits (a refit per labelled factor at most, one per recipe)."""
+    from contralord.best_reference import RECIPES
+    from contralord.latent_factors import REFERENCE_MAX_STEPS
+
+    if labels.structure(cfg, data) != "factors":
+        return 0
+    lat = cfg.latent
+    matched = min(lat.epochs * sampling.steps_per_epoch(len(data), lat.batch_size), REFERENCE_MAX_STEPS)
+    refits = min(len(labels.labelled_names(cfg, data)), len(RECIPES))
+    return matched * lat.reference_classifier + lat.best_reference_steps * (len(RECIPES) + refits)
+
+
+def _reference_step(cfg: ContraLordConfig, data: ImageFactorData, threads: int, gpu: bool) -> tuple[float, ...]:
+    """Seconds of one reference step: the best reference's recipe trained for a warm-up step, then for ``STEPS``
+    more, the difference divided (the networks' build and the first call's set-up cancel)."""
+    import dataclasses
+
+    from contralord.best_reference import train_recipe
+
+    found = labels.resolve(cfg, data)
+    runtime = _runtime(gpu)
+
+    def run(steps: int) -> float:
+        sized = dataclasses.replace(cfg, latent=dataclasses.replace(cfg.latent, best_reference_steps=steps))
+        started = time.perf_counter()
+        train_recipe(sized, data, found, runtime.device, (0.5, cfg.latent.lr_classifier), found.labelled)
+        return time.perf_counter() - started
+
+    with _threads(threads):
+        one = run(1)
+        per_step = max(run(1 + STEPS) - one, 0.0) / STEPS
+    return per_step, per_step, per_step
 
 
 def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1: Callable[[], object] | None, threads: int,

@@ -141,3 +141,25 @@ def test_trial_costs__a_launch_is_timed_only_when_a_trial_process_starts(monkeyp
     costs = cost._trial_costs(plan, None, {}, one_left)
     assert launches == [1] and [c.seconds for c in costs] == [57.0, 57.0] and [bool(c.reused) for c in costs] == [
         False, True]
+
+
+def test_stage1_calibration__counts_the_references_steps(tiny_overrides, monkeypatch, tmp_path):
+    """Stage 1's estimate adds the classifier steps its references train after it: the matched one's (as many as
+    stage 1's) and the best one's four searches and its refits (one per labelled factor, at most one per recipe)."""
+    from contralord.config import ContraLordConfig
+    from contralord.trainer import build_data
+    from tune import calibrate
+
+    cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.epochs": 2, "latent.best_reference_steps": 10})
+    data = build_data(cfg)
+    assert calibrate.reference_steps(cfg, data) == 2 * 3 + 10 * (4 + 3)  # 96 images, batch 32: 3 steps an epoch
+    off = ContraLordConfig.from_overrides(tiny_overrides | {"latent.epochs": 2, "latent.best_reference_steps": 0,
+                                                            "latent.reference_classifier": False})
+    assert calibrate.reference_steps(off, data) == 0
+    monkeypatch.setenv("CONTRALORD_CACHE", str(tmp_path))
+    stage1 = {"stage-1": (1.0, 1.0, 1.0), "reference": (0.5, 0.5, 0.5)}
+    monkeypatch.setattr(calibrate, "cached", lambda key, measure, what: calibrate.Timing(
+        *stage1[what.split()[1]], 0.0, 2, "now"))
+    timing, _ = calibrate.stage1_seconds(cfg, data, 1)
+    assert timing.seconds == pytest.approx(6 * 1.0 + calibrate.STAGE1_FIXED_S + 0.5 * (6 + 70))
+    assert calibrate.stage1_seconds(off, data, 1)[0].seconds == pytest.approx(6 * 1.0 + calibrate.STAGE1_FIXED_S)
