@@ -14,6 +14,7 @@ loaded 2-core box, 0.25 of the images took 14.3 s and all of them 58.0 s (4.06x)
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import json
@@ -34,6 +35,7 @@ from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.runtime import LocalRuntime
 
+_CACHE_ONLY = contextvars.ContextVar("cache_only", default=False)  # --no-calibrate: time nothing
 CACHE_ENV = "CONTRALORD_CACHE"  # the folder of calibrations.json (default ~/.cache/contralord)
 STEPS = 5  # timed steps per stage (after one warm-up step)
 EVAL_FRACTION = 0.25  # of eval.num_train / eval.num_test timed (after a tiny warm-up), then scaled
@@ -99,21 +101,44 @@ def _read_cache() -> dict:
     return found if isinstance(found, dict) else {}
 
 
+class NotCalibrated(Exception):
+    """``--no-calibrate``: a timing the cache does not hold (its part of the estimate is left unpriced)."""
+
+
+@contextlib.contextmanager
+def cache_only():
+    """Inside, ``cached`` times nothing: a timing the cache lacks raises ``NotCalibrated`` (``--no-calibrate``)."""
+    token = _CACHE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CACHE_ONLY.reset(token)
+
+
 def cached(key: str, measure: Callable[[], tuple[float, float, float]], what: str) -> Timing:
     """The cached timing under ``key``, else ``measure()`` -> (seconds, low, high) timed now (saying so: ``what``
-    it times) and cached (a cache that cannot be written is left alone: the timing is still returned)."""
-    entry = _read_cache().get(key)
+    it times, and about how long that takes where an earlier timing of the same ``what`` ran on this machine) and
+    cached (a cache that cannot be written is left alone: the timing is still returned)."""
+    found = _read_cache()
+    entry = found.get(key)
     try:
         return Timing(**{k: entry[k] for k in ("seconds", "low", "high", "load", "cpus", "when")}, cached=True)
     except (KeyError, TypeError):
         pass
-    print(f"calibration: timing {what} on this machine (cached for the next run in {cache_file()})", flush=True)
-    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if _CACHE_ONLY.get():
+        raise NotCalibrated(what)
+    took = sorted(e["took"] for e in found.values() if isinstance(e, dict) and e.get("what") == what
+                  and isinstance(e.get("took"), int | float))
+    about = f", about {took[len(took) // 2]:.0f} s as before" if took else ""
+    print(f"calibration: timing {what} on this machine{about} (cached for the next run in {cache_file()}; "
+          f"--no-calibrate times nothing)", flush=True)
+    load, cpus, started = os.getloadavg()[0], os.cpu_count() or 1, time.perf_counter()
     seconds, low, high = measure()
     timing = Timing(seconds, low, high, max(load, os.getloadavg()[0]), cpus, time.strftime("%Y-%m-%d %H:%M"))
+    record = {k: v for k, v in asdict(timing).items() if k != "cached"} | {
+        "what": what, "took": round(time.perf_counter() - started, 1)}
     try:
-        checkpoint.write_json_atomic(_read_cache() | {key: {k: v for k, v in asdict(timing).items() if k != "cached"}},
-                                     cache_file())
+        checkpoint.write_json_atomic(_read_cache() | {key: record}, cache_file())
     except OSError:
         pass
     return timing

@@ -6,6 +6,7 @@ exits without starting Ray; a real sweep logs it on its parent run beside the ac
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from tune.checks import is_uri
 from tune.estimate import WORKER_GROUP_S, SweepEstimate, TrialCost, combine, concurrency, later_rounds
 from tune.plan import SweepPlan, local_work_dir
 from tune.rounds import next_ladder
+
+UNPRICED = math.nan  # --no-calibrate: a stage 1 or trial neither a past run nor a cached calibration prices
 
 
 def latent_cache(plan: SweepPlan) -> str:
@@ -72,7 +75,7 @@ def _extended(plan: SweepPlan, trial: TrialCost, extension: reuse.Extension | No
     top = parse_rungs(_config(plan, trial.variant, trial.seed).encoder.rungs)[-1]
     share = (top - extension.start) / top
     return dataclasses.replace(trial, seconds=trial.seconds * share, source=f"extends run {extension.run_id} from "
-                               f"step {extension.start}: {share:.0%} of {trial.seconds:.0f} s ({trial.source})")
+                               f"step {extension.start}: {share:.0%} of {_seconds(trial.seconds)} s ({trial.source})")
 
 
 def _config(plan: SweepPlan, variant: str | None, seed: int) -> ContraLordConfig:
@@ -124,11 +127,14 @@ def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
         past = history.stage1_seconds(client, cfg.to_flat_dict(), stage1_threads(plan)) if client else None
         if past is None:
             shape = _stage1_shape(cfg, data)
-            if shape not in calibrated:
-                calibrated[shape] = calibrate.stage1_seconds(cfg, data, stage1_threads(plan),
-                                                             plan.args.gpus_per_worker > 0)
-                _note(seen, calibrated[shape][0])
-            past = calibrated[shape][0].seconds
+            try:
+                if shape not in calibrated:
+                    calibrated[shape] = calibrate.stage1_seconds(cfg, data, stage1_threads(plan),
+                                                                 plan.args.gpus_per_worker > 0)
+                    _note(seen, calibrated[shape][0])
+                past = calibrated[shape][0].seconds
+            except calibrate.NotCalibrated:  # --no-calibrate, and neither a past run nor the cache knows it
+                past = UNPRICED
         needed[seed] = past
     return needed, cached, {shape: trainer for shape, (_, trainer) in calibrated.items()}
 
@@ -142,7 +148,10 @@ def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: d
     threads, gpu = max(1, int(plan.args.cpus_per_worker)), plan.args.gpus_per_worker > 0
     runs = history.past_trials(client, threads) if client else []
     starts = any(trial not in (reused or {}) for trial in trial_list(plan))
-    launch = _note(seen, calibrate.launch_seconds()).seconds if starts else 0.0
+    try:
+        launch = _note(seen, calibrate.launch_seconds()).seconds if starts else 0.0
+    except calibrate.NotCalibrated:
+        launch = 0.0  # --no-calibrate: a few seconds a trial, not counted
     per_variant: dict[str, tuple[float, str]] = {}
     eval_s = None
     for variant, seed in dict.fromkeys(trial_list(plan)):
@@ -152,8 +161,12 @@ def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: d
         data = build_data(cfg)
         found = history.trial_seconds(runs, labels.resolved(cfg, data).to_flat_dict())
         if found is None:
-            own, trainer = _own_stage1(plan, cfg, data, trainers, threads, gpu)
-            timed = calibrate.trial_seconds(cfg, data, trainer, threads, eval_s is None, gpu)
+            try:
+                own, trainer = _own_stage1(plan, cfg, data, trainers, threads, gpu)
+                timed = calibrate.trial_seconds(cfg, data, trainer, threads, eval_s is None, gpu)
+            except calibrate.NotCalibrated:
+                per_variant[variant] = (UNPRICED, "not priced: no past run and no cached calibration (--no-calibrate)")
+                continue
             parts = {name: _note(seen, timing).seconds for name, timing in timed.items()}
             eval_s = parts.get("eval", 0.0) if eval_s is None else eval_s
             rest = calibrate.data_seconds(cfg) + calibrate.LOG_S
@@ -183,6 +196,13 @@ def _own_stage1(plan: SweepPlan, cfg: ContraLordConfig, data, trainers: dict[str
 def estimate_sweep(plan: SweepPlan, client, reused: dict | None = None) -> SweepEstimate:
     """The sweep's estimate (``client``: a read-only view of its store, or None; ``reused``: from
     ``reused_runs``)."""
+    if getattr(plan.args, "no_calibrate", False):
+        with calibrate.cache_only():  # price from past runs and cached timings only
+            return _estimate_sweep(plan, client, reused)
+    return _estimate_sweep(plan, client, reused)
+
+
+def _estimate_sweep(plan: SweepPlan, client, reused: dict | None) -> SweepEstimate:
     started = time.perf_counter()
     calibrated: dict[str, tuple[calibrate.Timing, object]] = {}
     seen: list[calibrate.Timing] = []
@@ -224,11 +244,11 @@ def report(plan: SweepPlan, est: SweepEstimate, reused: dict | None) -> list[str
     """The dry run's lines: trials, reuse, stage 1, resources, path, estimate."""
     lines = [f"dry run of {plan.name} ({plan.kind}, preset {plan.args.preset}): {len(est.trials)} trial(s); "
              f"Ray not started, nothing written"]
-    lines += [f"  {t.variant:<24} seed {t.seed}  ~{t.seconds:6.0f} s  ({t.reused and 'reuses ' + t.reused or t.source})"
-              for t in est.trials]
+    lines += [f"  {t.variant:<24} seed {t.seed}  ~{_seconds(t.seconds):>6} s  "
+              f"({t.reused and 'reuses ' + t.reused or t.source})" for t in est.trials]
     lines.append("reuse: off (--no-reuse or Optuna)" if reused is None else
                  f"reuse: {sum(1 for t in est.trials if t.reused)} of {len(est.trials)} trial(s) reuse earlier runs")
-    stage1 = ", ".join(f"seed {s} ~{v:.0f} s" for s, v in est.stage1.items()) or "none"
+    stage1 = ", ".join(f"seed {s} ~{_seconds(v)} s" for s, v in est.stage1.items()) or "none"
     lines.append(f"stage 1 to train: {len(est.stage1)} ({stage1}); already cached: {len(est.stage1_cached)}"
                  + (f" (seed {', '.join(map(str, est.stage1_cached))})" if est.stage1_cached else ""))
     cpus, gpus = _node()
@@ -239,13 +259,22 @@ def report(plan: SweepPlan, est: SweepEstimate, reused: dict | None) -> list[str
     lines.append(f"trainer path: {est.path} ({est.why})")
     parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
     early = " (an upper bound: ASHA stops trials early)" if plan.kind == "optuna" else ""
-    lines.append(f"estimate: ~{est.wall_s:.0f} s wall ({est.wall_s / 60:.1f} min) = {parts}{early}")
+    unpriced = est.unpriced
+    least = ("at least " if unpriced else "")
+    lines.append(f"estimate: {least}~{est.wall_s:.0f} s wall ({est.wall_s / 60:.1f} min) = {parts}{early}")
+    if unpriced:
+        lines.append(f"  not priced: {unpriced} (--no-calibrate, and no past run or cached calibration knows them; "
+                     f"run the dry run without --no-calibrate to time them once)")
     lines += describe_calibrations(est)
     if est.later:
         lines.append(describe_later(est.later))
     if getattr(plan.args, "max_rung", 0):
         lines.append(describe_climbs(_config(plan, plan.variants[0][0], 0).encoder.rungs, plan.args.max_rung))
     return lines
+
+
+def _seconds(value: float) -> str:
+    return "?" if math.isnan(value) else f"{value:.0f}"
 
 
 def describe_calibrations(est: SweepEstimate) -> list[str]:

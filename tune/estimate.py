@@ -47,6 +47,14 @@ class SweepEstimate:
     def wall_s(self) -> float:
         return sum(self.parts.values())
 
+    @property
+    def unpriced(self) -> str:
+        """What the estimate leaves out (``--no-calibrate``: no past run, no cached timing), "" when nothing."""
+        stage1 = sum(math.isnan(s) for s in self.stage1.values())
+        trials = sum(math.isnan(t.seconds) for t in self.trials if not t.reused)
+        parts = [f"{stage1} stage-1 run(s)"] * bool(stage1) + [f"{trials} trial(s)"] * bool(trials)
+        return " and ".join(parts)
+
 
 @dataclass(frozen=True)
 class LaterRounds:
@@ -61,9 +69,11 @@ class LaterRounds:
 def later_rounds(trials: list[TrialCost], stage1: dict[int, float], slots: int, extra_s: float) -> LaterRounds:
     """The bound of ``LaterRounds`` from the first round's per-variant trial estimates and each new seed's
     stage-1 seconds (``stage1``: seed -> seconds, one round per seed)."""
-    per_variant = {t.variant: t.seconds + extra_s for t in trials}
-    walls = [seconds + schedule(list(per_variant.values()), slots) + TABLE_S for seconds in stage1.values()]
-    return LaterRounds(sorted(stage1), len(per_variant) * len(stage1), sum(stage1.values()), sum(walls))
+    per_variant = {t.variant: t.seconds + extra_s for t in trials if not math.isnan(t.seconds)}  # unpriced: left out
+    known = {seed: seconds for seed, seconds in stage1.items() if not math.isnan(seconds)}
+    walls = [known.get(seed, 0.0) + schedule(list(per_variant.values()), slots) + TABLE_S for seed in stage1]
+    return LaterRounds(sorted(stage1), len({t.variant for t in trials}) * len(stage1), sum(known.values()),
+                       sum(walls))
 
 
 def concurrency(cpus: float, cpus_per_trial: float, gpus: float = 0.0, gpus_per_trial: float = 0.0,
@@ -108,10 +118,10 @@ def choose_trainer(mode: str, workers: int, predicted_s: float, use_gpu: bool,
 def combine(trials: list[TrialCost], stage1: dict[int, float], cached: list[int], slots: int, mode: str,
             workers: int, use_gpu: bool) -> SweepEstimate:
     """The sweep's estimate from its parts; the path follows from the longest trial still to run."""
-    todo = [t.seconds for t in trials if not t.reused]
+    todo = [t.seconds for t in trials if not t.reused and not math.isnan(t.seconds)]  # unpriced: not counted
     predicted = max(todo, default=0.0)
     path, why = choose_trainer(mode, workers, predicted, use_gpu)
     extra = WORKER_GROUP_S if path == "train" else 0.0
-    parts = {"ray_start": RAY_START_S, "stage1": sum(stage1.values()),
+    parts = {"ray_start": RAY_START_S, "stage1": sum(v for v in stage1.values() if not math.isnan(v)),
              "trials": schedule([s + extra for s in todo], slots), "table": TABLE_S}
     return SweepEstimate(trials, stage1, cached, slots, path, why, parts)

@@ -61,7 +61,8 @@ class ParentRun:
 
     def log_estimate(self, estimate) -> None:
         """The trainer path and why, and the estimate's seconds (``tune.estimate.SweepEstimate``)."""
-        ml.log_batch(self.client, self.run_id, tags={"trainer_path": estimate.path, "trainer_why": estimate.why})
+        ml.log_batch(self.client, self.run_id, tags={"trainer_path": estimate.path, "trainer_why": estimate.why}
+                     | ({"estimate.unpriced": estimate.unpriced} if estimate.unpriced else {}))
         self._log_params({"sweep.trainer": estimate.path})
         seconds = {"estimate/wall_s": estimate.wall_s} | {f"estimate/{k}_s": v for k, v in estimate.parts.items()}
         if estimate.later:  # the first round is what estimate/wall_s predicts; actual/first_round_s is its measure

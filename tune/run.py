@@ -83,6 +83,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
                         "at most STEPS; its trials extend their runs) before open rows get seeds")
     parser.add_argument("--register-best", default="", metavar="METRIC[:max|min]", help="register the encoder of "
                         "the trial with the best METRIC (default max) in the MLflow Model Registry")
+    parser.add_argument("--no-calibrate", action="store_true", help="time nothing for the estimate: price stage 1 "
+                        "and trials from the store's past runs and the cached calibrations only, and say what is left "
+                        "unpriced (the estimate is then a lower bound)")
     parser.add_argument("--dry-run", action="store_true", help="print the trials, reuse, stage-1 runs, resources "
                         "and a wall-time estimate, then exit without starting Ray")
     parser.add_argument("--trainer", default="auto", help="auto | train (Ray Train TorchTrainer) | tune (in the "

@@ -144,7 +144,9 @@ def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
         records.estimate_failed(line)
         return
     parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
-    print(f"trainer path: {est.path} ({est.why})\nestimate: ~{est.wall_s:.0f} s wall = {parts}", flush=True)
+    least = f"at least ~{est.wall_s:.0f} s wall ({est.unpriced} not priced: --no-calibrate)" if est.unpriced else (
+        f"~{est.wall_s:.0f} s wall")
+    print(f"trainer path: {est.path} ({est.why})\nestimate: {least} = {parts}", flush=True)
     from tune.cost import describe_calibrations, describe_later
 
     for line in ([describe_later(est.later)] if est.later else []) + describe_calibrations(est):

@@ -4,6 +4,7 @@ store; the estimate comes from the store's past runs on this machine when it has
 refused in one line (exit 2)."""
 
 import hashlib
+import json
 import os
 import time
 
@@ -137,5 +138,39 @@ def test_dry_run__a_second_time_reads_its_calibrations_and_says_what_load_they_s
     assert "calibration: 5 timing(s), 5 from the cache" in second and "0 timed now" in second
     part = lambda out, name: out.split(f" {name} ")[1].split(" s")[0]  # noqa: E731
     assert [part(second, p) for p in ("stage1", "trials")] == [part(first, p) for p in ("stage1", "trials")]
-    assert "  range: ~" in second and " estimate 0 s" in second  # the timings, not the estimate's own time
+    assert "  range: ~" in second
     print(f"second dry run: {time.perf_counter() - started:.1f} s")
+    assert main("negatives", _args(tmp_path, "--no-calibrate")) == 0  # the cache prices everything: nothing unpriced
+    third = capsys.readouterr().out
+    assert "not priced" not in third and [part(third, p) for p in ("stage1", "trials")] == [
+        part(first, p) for p in ("stage1", "trials")]
+
+
+def test_dry_run__no_calibrate_times_nothing_and_says_what_it_left_unpriced(tmp_path, capsys, monkeypatch):
+    from tune import calibrate
+
+    monkeypatch.setenv("CONTRALORD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(calibrate, "step_times", lambda *a: pytest.fail("timed"))
+    monkeypatch.setattr(calibrate.subprocess, "run", lambda *a, **k: pytest.fail("launch timed"))
+    assert main("negatives", _args(tmp_path, "--no-calibrate")) == 0
+    out = capsys.readouterr().out
+    assert "calibration: timing" not in out and out.count("not priced: no past run and no cached calibration") == 2
+    assert "estimate: at least ~" in out and "not priced: 1 stage-1 run(s) and 2 trial(s) (--no-calibrate" in out
+    assert "stage 1 to train: 1 (seed 0 ~? s)" in out
+    assert not (tmp_path / "cache").exists() and not ray.is_initialized()
+
+
+def test_calibration__says_about_how_long_a_timing_took_before(tmp_path, capsys, monkeypatch):
+    from tune import calibrate
+
+    monkeypatch.setenv("CONTRALORD_CACHE", str(tmp_path))
+    calibrate.cached("a", lambda: (1.0, 1.0, 1.0), "5 stage-1 steps at 2 thread(s)")
+    assert ", about" not in capsys.readouterr().out  # nothing timed like it before
+    entry = json.loads((tmp_path / "calibrations.json").read_text())["a"]
+    assert entry["what"] == "5 stage-1 steps at 2 thread(s)" and entry["took"] >= 0
+    calibrate.checkpoint.write_json_atomic({"a": entry | {"took": 12.0}}, tmp_path / "calibrations.json")
+    calibrate.cached("b", lambda: (1.0, 1.0, 1.0), "5 stage-1 steps at 2 thread(s)")  # another config, same timing
+    assert "timing 5 stage-1 steps at 2 thread(s) on this machine, about 12 s as before" in capsys.readouterr().out
+    with calibrate.cache_only(), pytest.raises(calibrate.NotCalibrated):
+        calibrate.cached("c", lambda: pytest.fail("timed"), "5 stage-1 steps at 2 thread(s)")
+    assert calibrate.cached("b", lambda: pytest.fail("timed"), "x").cached  # the cache still answers
