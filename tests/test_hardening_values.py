@@ -56,6 +56,23 @@ def test_images_the_evaluation_cannot_take__refused(tmp_path, tiny_overrides, ca
     assert str(path) in line and "'images'" in line
 
 
+@pytest.mark.parametrize("channels, kept, name", [(4, 3, "RGBA"), (2, 1, "LA")])
+def test_images_with_alpha__the_alpha_dropped_with_a_warning_naming_the_file_and_key(tmp_path, channels, kept, name):
+    from contralord.config import ContraLordConfig
+    from contralord.trainer import build_data
+
+    path = tmp_path / "mine.npz"
+    images = np.arange(12 * 8 * 8 * channels, dtype=np.int64).reshape(12, 8, 8, channels) % 251
+    np.savez(path, images=images.astype(np.uint8), factors=np.stack([np.arange(12) % 3] * 2, 1))
+    cfg = ContraLordConfig.from_overrides({"data.name": "factors_file", "data.path": str(path), "data.image_size": 8,
+                                           "data.size": 0, "data.labelled_factors": "factor_0"})
+    with pytest.warns(UserWarning, match=rf"{path}: key 'images' holds {name} images \({channels} channels\): the "
+                                         r"alpha channel is dropped"):
+        data = build_data(cfg)
+    assert data.channels == kept
+    assert np.array_equal(data.images[np.arange(12)].permute(0, 2, 3, 1).numpy(), images[..., :kept])
+
+
 class Payload:
     def __init__(self, marker: Path):
         self.marker = str(marker)

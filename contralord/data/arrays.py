@@ -8,6 +8,7 @@ key, so a wrong file fails at load time with one precise line instead of deep in
 from __future__ import annotations
 
 import contextvars
+import warnings
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -165,20 +166,26 @@ def check_array(array: Any, path: Path, key: str, ndims: Sequence[int], kinds: s
 
 
 IMAGE_CHANNELS = (1, 3)  # grayscale or RGB: what the grids, LPIPS and FID (and PNG) take
+ALPHA_CHANNELS = {2: "LA", 4: "RGBA"}  # grayscale or RGB with alpha, as PNG-derived grids are often saved
 
 
 def check_images(array: Any, path: Path, key: str) -> None:
     """uint8 (N, H, W) or channels-last (N, H, W, C) with H == W >= 1 and C = 1 or 3 (checked on the declared
-    shape, before training: a 0 x 0 or 5-channel image used to fail only in the evaluation after it)."""
+    shape, before training: a 0 x 0 or 5-channel image used to fail only in the evaluation after it). C = 2 (LA)
+    or 4 (RGBA) is taken with a warning naming the file and key: the loaders drop the alpha channel
+    (``core.nhwc_to_tensor``)."""
     check_array(array, path, key, (3, 4), "u", "uint8")
     if array.shape[0] == 0:
         raise DataError(f"{path}: key '{key}' holds 0 images, expected at least 1 (shape {tuple(array.shape)})")
     if array.shape[1] != array.shape[2] or array.shape[1] == 0:
         raise DataError(f"{path}: key '{key}' must hold square channels-last images (N, H, W[, C]) "
                         f"with H == W >= 1, found shape {tuple(array.shape)}")
-    if array.ndim == 4 and array.shape[3] not in IMAGE_CHANNELS:
-        raise DataError(f"{path}: key '{key}' has {array.shape[3]} channels, expected 1 (grayscale) or 3 (RGB); "
-                        f"found shape {tuple(array.shape)}")
+    if array.ndim == 4 and array.shape[3] in ALPHA_CHANNELS:
+        warnings.warn(f"{path}: key '{key}' holds {ALPHA_CHANNELS[array.shape[3]]} images "
+                      f"({array.shape[3]} channels): the alpha channel is dropped", stacklevel=2)
+    elif array.ndim == 4 and array.shape[3] not in IMAGE_CHANNELS:
+        raise DataError(f"{path}: key '{key}' has {array.shape[3]} channels, expected 1 (grayscale) or 3 (RGB), "
+                        f"or 2 / 4 with alpha (dropped); found shape {tuple(array.shape)}")
 
 
 def check_length(array: Any, n: int, path: Path, key: str, other: str) -> None:

@@ -183,6 +183,9 @@ def resize_images(images: torch.Tensor, image_size: int, chunk: int = 1024) -> t
 
 
 def nhwc_to_tensor(array: np.ndarray) -> torch.Tensor:
-    """Wraps uint8 (N, H, W) or (N, H, W, C) numpy images as a (N, C, H, W) tensor view (no copy)."""
+    """Wraps uint8 (N, H, W) or (N, H, W, C) numpy images as a (N, C, H, W) tensor view (no copy); the alpha
+    channel of LA (C = 2) or RGBA (C = 4) images is dropped (``arrays.check_images`` warned of it)."""
     t = torch.from_numpy(np.ascontiguousarray(array))
+    if t.ndim == 4 and t.shape[3] in (2, 4):
+        t = t[..., :-1]
     return t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2)
