@@ -21,6 +21,20 @@ set -euo pipefail
 SSH_OPTS=(-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2
           -o LogLevel=ERROR)
 
+# DIR/hosts.env is data, never code (`down DIR` runs as root): each line is NAME=VALUE, NAME one of those `up`
+# writes and VALUE from a small alphabet, read into shell variables without sourcing the file.
+read_env() {
+    local file=$1 line
+    while IFS= read -r line || [ -n "$line" ]; do
+        if [[ $line =~ ^(ID|NET|BRIDGE|HOSTS|(NS|IP|VETH|PID)_[a-z0-9_]+)=\"?([A-Za-z0-9_.\ -]*)\"?$ ]]; then
+            printf -v "${BASH_REMATCH[1]}" '%s' "${BASH_REMATCH[3]}"
+        else
+            echo "$file: line '$line' is not what 'up' writes (NAME=VALUE); nothing done" >&2
+            return 1
+        fi
+    done < "$file"
+}
+
 check() {
     [ "$(id -u)" = 0 ] || { echo "not root (network namespaces need CAP_NET_ADMIN)"; return 1; }
     local tool
@@ -64,6 +78,9 @@ up() {
     local dir id net bridge i=2 host ns ip
     mkdir -p "$1"; dir=$(cd "$1" && pwd); shift
     [ $# -gt 0 ] || set -- head worker
+    for host in "$@"; do
+        [[ $host =~ ^[a-z0-9_]+$ ]] || { echo "host name '$host': expected lower-case letters, digits and _" >&2; return 2; }
+    done
     [ ! -e "$dir/hosts.env" ] || { echo "$dir/hosts.env exists: run down first" >&2; return 1; }
     id=$(printf '%04x' $((RANDOM * 2 % 65536 + RANDOM % 2))); net=$(free_net); bridge="crl${id}br"
     ssh-keygen -q -t ed25519 -N '' -C test-hosts -f "$dir/id_ed25519"
@@ -94,7 +111,7 @@ up() {
         i=$((i + 1))
     done
     for host in "$@"; do
-        ip=$(. "$dir/hosts.env"; eval echo "\$IP_$host")
+        ip=$(read_env "$dir/hosts.env"; eval echo "\$IP_$host")
         for _ in $(seq 60); do
             ssh "${SSH_OPTS[@]}" -i "$dir/id_ed25519" "$(id -un)@$ip" true 2>/dev/null && continue 2
             sleep 0.5
@@ -102,7 +119,7 @@ up() {
         echo "host $host ($ip) never answered on SSH; $dir/$host/init.log:" >&2; cat "$dir/$host/init.log" >&2
         return 1
     done
-    (. "$dir/hosts.env"; for host in $HOSTS; do eval echo "$host \$IP_$host"; done)
+    (read_env "$dir/hosts.env"; for host in $HOSTS; do eval echo "$host \$IP_$host"; done)
 }
 
 init() {  # PID 1 of one host: private mounts, then sshd; exits (killing the host) when sshd does
@@ -139,8 +156,7 @@ down() {
     local dir host pid ns veth
     dir=$(cd "$1" 2>/dev/null && pwd) || return 0
     [ -f "$dir/hosts.env" ] || return 0
-    # shellcheck disable=SC1091
-    . "$dir/hosts.env"
+    read_env "$dir/hosts.env"
     for host in $HOSTS; do
         pid=$(eval echo "\${PID_$host:-}")
         # Only our own unshare: its command line names this DIR (a reused PID would not).

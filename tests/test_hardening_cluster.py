@@ -121,3 +121,18 @@ def test_cluster_doc__agrees_with_the_yaml_on_mlflow_auth():
     doc = (ROOT / "docs" / "CLUSTER.md").read_text()
     assert "MLflow has no auth" not in doc and "basic-auth" in doc
     assert "mlflow-worker.env" in doc and "/contralord/mlflow-artifacts" not in doc
+
+
+@pytest.mark.parametrize("line", ["$(touch {marker})", "ID=1; touch {marker}", "PATH=/tmp", "touch {marker}",
+                                  'HOSTS="head `touch {marker}`"'])
+def test_test_hosts_down__reads_hosts_env_as_data_never_runs_it(tmp_path, line):
+    """``scripts/test_hosts.sh down DIR`` runs as root: a crafted DIR/hosts.env is refused in one line, unrun."""
+    import subprocess
+
+    marker = tmp_path / "ran"
+    (tmp_path / "hosts.env").write_text("ID=ab12\nNET=5\n" + line.format(marker=marker) + "\n")
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "test_hosts.sh"), "down", str(tmp_path)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and not marker.exists()
+    assert done.stderr.strip().endswith("is not what 'up' writes (NAME=VALUE); nothing done")
+    assert (tmp_path / "hosts.env").exists()  # left as it was
