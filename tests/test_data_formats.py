@@ -193,3 +193,14 @@ def test_factors_file__wrong_suffix_and_unknown_class(tmp_path):
     _factors_file(good, GOOD_IMAGES, GOOD_FACTORS)
     with pytest.raises(DataError, match=r"data\.class_factor: unknown factor 'pose'.*factor_0, factor_1"):
         build_dataset("factors_file", str(good), 8, 0, seed=0, class_factor="pose")
+
+
+def test_factors_file__factor_names_not_utf8_named_by_file_and_key(tmp_path):
+    path = tmp_path / "latin.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", data=GOOD_IMAGES)
+        f.create_dataset("factors", data=GOOD_FACTORS)
+        f.create_dataset("factor_names", data=np.array([b"hue", b"gr\xfcn"], dtype="S4"))
+    with pytest.raises(DataError, match=rf"{path}: key 'factor_names' must hold UTF-8 text, found bytes that are not "
+                                        r"\(invalid start byte at byte 2\)"):
+        build_dataset("factors_file", str(path), 8, 0, seed=0)

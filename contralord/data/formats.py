@@ -125,7 +125,11 @@ def _factor_names(container: Any, path: Path, num_factors: int) -> tuple[str, ..
         return tuple(f"factor_{j}" for j in range(num_factors))
     raw = get_key(container, path, "factor_names")
     check_array(raw, path, "factor_names", (1,), "SUO", "an array of strings")
-    names = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(raw[()]).tolist())
+    try:
+        names = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(raw[()]).tolist())
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: key 'factor_names' must hold UTF-8 text, found bytes that are not "
+                        f"({error.reason} at byte {error.start})") from None
     if len(names) != num_factors or len(set(names)) != num_factors:
         raise DataError(f"{path}: key 'factor_names' must hold {num_factors} unique names (one per "
                         f"column of 'factors'), found {list(names)}")
