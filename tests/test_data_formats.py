@@ -204,3 +204,12 @@ def test_factors_file__factor_names_not_utf8_named_by_file_and_key(tmp_path):
     with pytest.raises(DataError, match=rf"{path}: key 'factor_names' must hold UTF-8 text, found bytes that are not "
                                         r"\(invalid start byte at byte 2\)"):
         build_dataset("factors_file", str(path), 8, 0, seed=0)
+
+
+def test_factors_file__an_absurd_factor_value_named_by_file_key_and_column(tmp_path):
+    path = tmp_path / "absurd.npz"
+    factors = np.stack([np.arange(4) % 2, np.array([0, 1, 2, 10**12])], 1)
+    _factors_file(path, GOOD_IMAGES, factors)
+    with pytest.raises(DataError, match=rf"{path}: key 'factors' column 1 holds the value 1000000000000; values "
+                                        r"index a factor's classes, expected below 1,000,000"):
+        build_dataset("factors_file", str(path), 8, 0, seed=0)

@@ -64,6 +64,9 @@ def _load_binary(imgs: np.ndarray, path: Path, image_size: int, positions: np.nd
     return resize_images(nhwc_to_tensor(x), image_size)
 
 
+MAX_FACTOR_VALUES = 1_000_000  # a factor's values index its classes (code-table rows, one-hot columns)
+
+
 def _check_factor_matrix(factors: Any, path: Path, key: str, images: tuple[str, int],
                          width: int | None) -> np.ndarray:
     """Integer (N, F) factor values >= 0, N = images[1] rows of key images[0], F == width if given."""
@@ -75,6 +78,11 @@ def _check_factor_matrix(factors: Any, path: Path, key: str, images: tuple[str, 
     if factors.shape[1] == 0 or (factors.size and factors.min() < 0):
         raise DataError(f"{path}: key '{key}' needs >= 1 column of values >= 0, found shape "
                         f"{factors.shape} with min {factors.min() if factors.size else None}")
+    if factors.size and factors.max() >= MAX_FACTOR_VALUES:  # a value is a row of the factor's code table
+        column = int(np.argmax(factors.max(0)))
+        raise DataError(f"{path}: key '{key}' column {column} holds the value {int(factors[:, column].max())}; "
+                        f"values index a factor's classes, expected below {MAX_FACTOR_VALUES:,} (renumber them "
+                        f"0, 1, 2, ...)")
     return factors
 
 
