@@ -48,10 +48,12 @@ def footnotes(table: Table) -> list[str]:
         notes.append(f"code: {'runs from ' + str(len(table.commits)) + ' git commits: ' if several else 'git '}"
                      f"{', '.join(table.commits)}")
     notes += machine_notes(table)
-    unmarked = [c for c in table.columns if table.best[c] is None]
+    if any(c in specs.UNRANKED for c in table.columns):
+        notes.append(specs.SPREAD_NOTE)
+    unmarked = [c for c in table.columns if table.best[c] is None and c not in specs.UNRANKED]
     rule = "bold (unpaired rule): best mean whose 95% CI lies above every other row's 95% CI (Student t over seeds)"
     notes.append(rule + (f"; no row is best beyond the intervals in {', '.join(unmarked)}" if unmarked else ""))
-    unmarked = [c for c in table.columns if table.best_paired.get(c) is None]
+    unmarked = [c for c in table.columns if table.best_paired.get(c) is None and c not in specs.UNRANKED]
     rule = ("† (paired rule): best mean above every other row paired by seed (95% paired-t interval of the "
             "per-seed difference above 0; rows of one seed share its stage 1)")
     notes.append(rule + (f"; no row is best paired by seed in {', '.join(unmarked)}" if unmarked else ""))

@@ -11,12 +11,21 @@ from pathlib import Path
 PAPER_VALUES = Path(__file__).with_name("paper_values.json")
 ROUNDS_ARTIFACT = "rounds.json"  # a sweep parent run's log of --until-decided (tune/rounds.py writes it)
 
-# column -> MLflow metric of a trial run (the end-of-run evaluation); all are higher-is-better
+# column -> MLflow metric of a trial run (the end-of-run evaluation); all are higher-is-better but ``UNRANKED``
 METRICS = {
     "D": "encoder/eval/disentanglement", "C": "encoder/eval/completeness", "I": "encoder/eval/informativeness_test",
     "SAP": "encoder/eval/sap", "MIG": "encoder/eval/mig", "Smoothness": "encoder/eval/smoothness",
+    "Smoothness (centred)": "encoder/eval/smoothness_centred", "Uniformity": "encoder/eval/uniformity_content",
+    "Uniformity (proj.)": "encoder/eval/uniformity_projection",
     "Top-1": "encoder/eval/probe_top1", "Top-5": "encoder/eval/probe_top5",
 }
+# how spread the codes are (contralord/metrics/smoothness.py, "Which way is better"): lower = more spread; no row is
+# marked best in them, the paper's direction ("↑" on Eq. 7) contradicting its own text
+UNRANKED = ("Smoothness (centred)", "Uniformity", "Uniformity (proj.)")
+SPREAD_NOTE = ("Smoothness is Eq. 7 as printed (uncentred; higher = codes more concentrated, which the paper marks "
+               "↑); Smoothness (centred) is Eq. 7 on centred codes, Uniformity Wang & Isola's log potential of the "
+               "centred h_c, Uniformity (proj.) of the projection L_con acts on: lower = more spread, not ranked "
+               "(the paper's ↑ contradicts its own uniformity argument)")
 
 
 @dataclass(frozen=True)

@@ -248,8 +248,9 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     setting = {k: v for k, v in setting.items() if UNSET.get(k) != v}
     if with_paper and spec.paper_table:
         _attach_paper(rows, spec, setting)
-    best = {c: stats.best_beyond_intervals([row.cells[c] for row in rows]) for c in columns}
-    best_paired = {c: stats.best_paired([row.values[c] for row in rows]) for c in columns}
+    ranked = [c for c in columns if c not in specs.UNRANKED]
+    best = {c: stats.best_beyond_intervals([row.cells[c] for row in rows]) if c in ranked else None for c in columns}
+    best_paired = {c: stats.best_paired([row.values[c] for row in rows]) for c in ranked}
     commits = sorted({r.tags.get("git_commit", "")[:10] for r in averaged} - {""})
     unknown = sum(1 for r in averaged if not r.tags.get(MACHINE_TAG))
     return Table(spec, rows, columns, best, source, len(runs) - len(placed), setting, commits,

@@ -191,7 +191,9 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
     codes = _codes_of(data, train, train_codes)(order)
     result: dict[str, Any] = {"protocol": cfg.eval.protocol, "heldout": heldout, "num_eval_images": size,
                               "structure": labels.structure(cfg, train)}
-    result |= metrics.compute_smoothness(codes["content"], codes["residual"])
+    result |= metrics.compute_smoothness(codes["content"], codes["residual"]) | spread(online, codes["content"])
+    result["smoothness_centred"] = metrics.compute_smoothness(codes["content"], codes["residual"],
+                                                              centre=True)["smoothness"]
     if partial:
         soft = encode_classifier(factor_codes, train.images, order, device) if classifier else None
         result |= _partial_labels(cfg, train, codes, labelled_values(cfg, train, order), soft)
@@ -211,6 +213,21 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
         result |= generative_scores(cfg, online, data, order[:cfg.eval.num_test], device)
     checkpoint.write_json_atomic(result, out_dir / "metrics.json")
     return result
+
+
+def spread(online, content: np.ndarray) -> dict[str, float]:
+    """How the scored h_c spread (``metrics/smoothness.py``, "Which way is better"): Eq. 7 on centred codes
+    (content and residual halves summed, as ``smoothness``) is left to the caller; here Wang & Isola's uniformity
+    of the centred h_c, and of the projection L_con acts on (h_c itself, uncentred, where there is no projection;
+    left out for a model without the projectors, such as a baseline's)."""
+    out = {"uniformity_content": metrics.uniformity(content, "content")}
+    projectors = getattr(online, "projectors", None)
+    if projectors is not None:
+        device = next(projectors.parameters(), torch.zeros(())).device
+        with torch.inference_mode():
+            projected = projectors.content(torch.from_numpy(content).float().to(device)).double().cpu().numpy()
+        out["uniformity_projection"] = metrics.uniformity(projected, "projection", centre=False)
+    return out
 
 
 def _codes_of(data: ImageFactorData, train: ImageFactorData, train_codes: CodeCache) -> CodeCache:

@@ -41,12 +41,33 @@ def trained_run(tmp_path_factory):
     return out, summary
 
 
+def test_spread__uniformity_of_the_projection_l_con_acts_on(tiny_overrides):
+    """``evaluation.spread``: the centred h_c's uniformity, and the projection's, computed through the encoder's own
+    projectors (h_c itself, uncentred, with no projection)."""
+    from contralord.evaluation import spread
+    from contralord.metrics import uniformity
+    from contralord.models.contralord import Projectors
+
+    content = np.random.default_rng(0).normal(size=(40, 3)) + 5.0
+    with_projection = type("Encoder", (), {"projectors": Projectors(3, 3, 8)})()
+    torch.manual_seed(0)
+    projected = with_projection.projectors.content(torch.from_numpy(content).float()).double().detach().numpy()
+    out = spread(with_projection, content)
+    assert out["uniformity_content"] == pytest.approx(uniformity(content, "c"))
+    assert out["uniformity_projection"] == pytest.approx(uniformity(projected, "p", centre=False), rel=1e-6)
+    plain = spread(type("Encoder", (), {"projectors": Projectors(3, 3, 0)})(), content)
+    assert plain["uniformity_projection"] == pytest.approx(uniformity(content, "c", centre=False))
+    assert "uniformity_projection" not in spread(object(), content)  # a baseline without projectors
+
+
 def test_train__writes_metrics_and_grids(trained_run):
     out, summary = trained_run
     scores = json.loads((out / "metrics.json").read_text())
     for key in ("mig", "sap", "disentanglement", "completeness", "informativeness_test", "smoothness",
-                "smoothness_content", "smoothness_residual", "probe_top1", "probe_top5", "recon_mse"):
+                "smoothness_content", "smoothness_residual", "smoothness_centred", "uniformity_content",
+                "uniformity_projection", "probe_top1", "probe_top5", "recon_mse"):
         assert key in scores and np.isfinite(scores[key]), key
+    assert scores["uniformity_content"] <= 0 and scores["uniformity_projection"] <= 0  # logs of a mean potential
     assert scores["protocol"] == "partial-labels" and scores["heldout"] is False  # training images, as zerodim
     assert scores["factors"] == ["floor_hue", "wall_hue", "object_hue"]
     assert summary["encoder/eval/mig"] == scores["mig"]

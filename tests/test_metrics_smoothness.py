@@ -53,3 +53,41 @@ def test_smoothness__identical_points_give_one_and_bounds():
     s = compute_smoothness(np.ones((5, 3)), np.random.default_rng(3).normal(size=(20, 3)))
     assert s["smoothness_content"] == pytest.approx(1.0)
     assert 0.0 < s["smoothness_residual"] < 1.0
+
+
+def _circle(n: int, radius: float = 1.0, offset=(0.0, 0.0)) -> np.ndarray:
+    angles = 2 * np.pi * np.arange(n) / n
+    return np.stack([radius * np.cos(angles) + offset[0], radius * np.sin(angles) + offset[1]], 1)
+
+
+def test_uniformity__points_spread_evenly_on_a_circle_is_the_closed_form():
+    """n points evenly on the unit circle: the mean over pairs of exp(-t (2 - 2 cos(2 pi k / n))), k the gap, which
+    tends to exp(-2t) I_0(2t) (Wang & Isola's uniform distribution on S^1)."""
+    from scipy.special import i0
+
+    from contralord.metrics import uniformity
+
+    n, t = 400, 2.0
+    gaps = np.arange(1, n)
+    exact = float(np.sum((n - gaps) * np.exp(-t * (2 - 2 * np.cos(2 * np.pi * gaps / n)))) / (n * (n - 1) / 2))
+    assert uniformity(_circle(n), "c", t) == pytest.approx(np.log(exact), abs=1e-12)
+    assert uniformity(_circle(4000), "c", t) == pytest.approx(np.log(np.exp(-2 * t) * i0(2 * t)), abs=1e-3)
+
+
+def test_uniformity__all_points_equal_is_0_the_most_concentrated():
+    from contralord.metrics import uniformity
+
+    same = np.tile([[0.3, -1.2, 2.0]], (50, 1))
+    assert uniformity(same, "c", centre=False) == pytest.approx(0.0, abs=1e-12)
+    assert uniformity(same, "c") == pytest.approx(0.0, abs=1e-12)  # centred: every row 0, still one point
+    assert uniformity(_circle(100), "c") < -1.5
+
+
+def test_centred_smoothness__the_codes_offset_from_the_origin_change_nothing():
+    """Eq. 7 read literally depends on where the codes sit: a circle of radius 0.1 far from the origin looks
+    collapsed (every row normalises to nearly one point); centred, it is the circle at the origin."""
+    far = _circle(200, radius=0.1, offset=(5.0, 5.0))
+    literal = compute_smoothness(far, far)["smoothness_content"]
+    centred = compute_smoothness(far, far, centre=True)["smoothness_content"]
+    at_origin = compute_smoothness(_circle(200), _circle(200))["smoothness_content"]
+    assert literal > 0.99 and centred == pytest.approx(at_origin, rel=1e-9)

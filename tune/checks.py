@@ -318,7 +318,8 @@ def check_register_best_logged(spec: str, cfg) -> None:
 SUMMARY_METRICS = frozenset({"class_acc", "content_r2", "residual_r2", "content_corr_min"})
 EVAL_METRICS = SUMMARY_METRICS | frozenset({
     "disentanglement", "completeness", "informativeness_train", "informativeness_test", "mig", "sap",
-    "smoothness", "smoothness_content", "smoothness_residual", "num_metric_train", "num_metric_test",
+    "smoothness", "smoothness_content", "smoothness_residual", "smoothness_centred", "uniformity_content",
+    "uniformity_projection", "num_metric_train", "num_metric_test",
     "probe_top1", "probe_top5", "recon_mse", "lpips_reconstruction", "fid_translation",
     "within_combination_variance", "residual_leakage", "residual_leakage_chance"})
 EVAL_FAMILIES = ("dci_importance/", "residual_leakage/", "residual_leakage_chance/", "content_corr/")

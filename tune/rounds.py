@@ -67,9 +67,10 @@ def check_flags(kind: str, args: argparse.Namespace) -> None:
     if args.max_seeds <= args.seeds:
         raise SweepError(f"--until-decided: needs --max-seeds greater than --seeds ({args.seeds}), "
                          f"got {args.max_seeds}")
-    unknown = [c for c in decide_columns(args) if c not in specs.METRICS]
+    ranked = [c for c in specs.METRICS if c not in specs.UNRANKED]  # a row is best in these only
+    unknown = [c for c in decide_columns(args) if c not in ranked]
     if unknown or not decide_columns(args):
-        raise SweepError(f"--decide-metric: expected table columns among {', '.join(specs.METRICS)}, "
+        raise SweepError(f"--decide-metric: expected table columns among {', '.join(ranked)}, "
                          f"got {args.decide_metric!r}")
 
 

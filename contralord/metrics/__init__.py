@@ -15,7 +15,8 @@ This is the TRANSPOSE of disentanglement_lib's ``(num_codes, num_points)`` array
 - ``compute_dci_fast(...)`` -> the same with a ``dci_fast_`` prefix (HGB + permutation importance;
   not comparable with published DCI)
 - ``compute_smoothness(content, residual, t=2.0, normalize=True, chunk_size=4096)``
-  -> ``{"smoothness", "smoothness_content", "smoothness_residual"}``
+  -> ``{"smoothness", "smoothness_content", "smoothness_residual"}`` (``centre=True``: the centred reading)
+- ``uniformity(codes, name, t=2.0, centre=True)``: Wang & Isola's uniformity, the log mean potential
 - ``compute_linear_probe(train_features, train_labels, test_features, test_labels)`` -> ``{"top1", "top5"}``
 - ``frechet_distance(mu1, sigma1, mu2, sigma2)`` -> float; ``compute_fid(features_a, features_b)`` -> ``{"fid"}``;
   ``fid_from_images(images_a, images_b, weights_path)`` through ``InceptionFeatures``
@@ -35,7 +36,7 @@ from contralord.metrics.fid import compute_fid, fid_from_images, frechet_distanc
 from contralord.metrics.linear_probe import compute_linear_probe
 from contralord.metrics.mig import compute_mig
 from contralord.metrics.sap import compute_sap
-from contralord.metrics.smoothness import compute_smoothness
+from contralord.metrics.smoothness import compute_smoothness, uniformity
 
 __all__ = [
     "InceptionFeatures",
@@ -48,6 +49,7 @@ __all__ = [
     "compute_mig",
     "compute_sap",
     "compute_smoothness",
+    "uniformity",
     "fid_from_images",
     "frechet_distance",
 ]

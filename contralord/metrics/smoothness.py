@@ -7,6 +7,16 @@ Isola, 2020). It is their uniformity potential without the log. Each expectation
 over all ``N(N-1)/2`` pairs ``i < j``. Rows are L2-normalised first by default (the paper's
 hyper-sphere), with the switch exposed; both halves are returned separately.
 
+**Which way is better.** The value is the mean Gaussian potential: it is 1 when every code is the same point
+and falls as the codes spread over the sphere, so a *higher* smoothness means codes more *concentrated*. The
+paper marks the column "↑" while its text asks for uniformly spread embeddings (Wang & Isola's uniformity, of
+which this is the exponential): read literally the two contradict each other, and a higher value goes with
+collapsed codes (our D correlates with it negatively). The rows are also not centred in Eq. 7, so low-dimensional
+codes far from the origin (a 3-dimensional h_c regressing stage-1 tables) read as concentrated whatever their
+spread. The evaluation therefore reports beside the literal formula (``smoothness``): the same on centred codes
+(``smoothness_centred``; lower = more spread) and Wang & Isola's uniformity, the log of it, on the centred h_c
+(``uniformity_content``) and on the projection InfoNCE acts on (``uniformity_projection``); lower is more uniform.
+
 Memory stays bounded for large ``N``: the pairs are visited in ``chunk_size x chunk_size`` tiles of
 rows ``[s, s+c)`` against later rows, so at most one float64 tile (``8 chunk_size^2`` bytes,
 134 MB for 4096) is alive, never the ``N x N`` matrix; sums are accumulated in float64.
@@ -58,16 +68,28 @@ def mean_pair_potential(x: np.ndarray, t: float = 2.0, chunk_size: int = 4096) -
     return total / (n * (n - 1) / 2.0)
 
 
-def _prepare(emb, name: str, normalize: bool) -> np.ndarray:
-    """Validates one half and L2-normalises its rows (``x / max(||x||, 1e-12)``, as ``F.normalize``)."""
+def _prepare(emb, name: str, normalize: bool, centre: bool = False) -> np.ndarray:
+    """Validates one half, subtracts its mean row (``centre``) and L2-normalises its rows (``x / max(||x||,
+    1e-12)``, as ``F.normalize``; a row at the mean stays 0)."""
     x = check_codes(emb, name, min_rows=2).astype(np.float64)  # (N, D)
+    if centre:
+        x -= x.mean(axis=0, keepdims=True)
     if normalize:
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     return x
 
 
+def uniformity(emb, name: str, t: float = 2.0, centre: bool = True, chunk_size: int = 4096) -> float:
+    """Wang & Isola's (2020) uniformity: log of the mean pairwise Gaussian potential of the rows on the unit
+    sphere (centred first by default, so codes offset from the origin are not read as concentrated).
+
+    Lower is more uniform: 0 when every row is the same point; on the unit circle, rows spread evenly tend to
+    log(exp(-2t) I_0(2t)) (-1.575 at t = 2)."""
+    return float(np.log(mean_pair_potential(_prepare(emb, name, True, centre), float(t), int(chunk_size))))
+
+
 def compute_smoothness(
-    content, residual, t: float = 2.0, normalize: bool = True, chunk_size: int = 4096
+    content, residual, t: float = 2.0, normalize: bool = True, chunk_size: int = 4096, centre: bool = False
 ) -> dict[str, float]:
     """The paper's Eq. 7: mean pairwise Gaussian potential of content plus that of residual embeddings.
 
@@ -76,6 +98,8 @@ def compute_smoothness(
         residual: ``(N', D_r)`` residual embeddings ``g^r``, ``N' >= 2`` (usually ``N' = N``).
         t: the positive factor ``t`` of Eq. 7 (the paper uses 2).
         normalize: L2-normalise rows first (embeddings on the hyper-sphere).
+        centre: subtract each half's mean row before normalising (the value then does not depend on where the
+            codes sit relative to the origin, e.g. the offset of a stage-1 table).
         chunk_size: tile side; peak memory ~ ``8 chunk_size^2`` bytes per half.
 
     Returns:
@@ -88,7 +112,7 @@ def compute_smoothness(
         raise ValueError(f"chunk_size must be a positive integer; found {chunk_size!r}")
     halves = {}
     for name, emb in (("content", content), ("residual", residual)):
-        halves[name] = mean_pair_potential(_prepare(emb, name, normalize), float(t), int(chunk_size))
+        halves[name] = mean_pair_potential(_prepare(emb, name, normalize, centre), float(t), int(chunk_size))
     return {
         "smoothness": halves["content"] + halves["residual"],
         "smoothness_content": halves["content"],
