@@ -27,6 +27,7 @@ def check_out(out_dir: str | Path, resume: bool) -> Path:
     if not str(out_dir).strip():
         raise ConfigError("--out: expected a folder path, got ''")
     given = Path(out_dir)
+    check_name_lengths(given, "--out")
     out = given.resolve()
     shown = f"{given} (-> {out})" if out != given.absolute() else str(given)
     if out.exists() and not out.is_dir():
@@ -46,8 +47,22 @@ def check_out(out_dir: str | Path, resume: bool) -> Path:
     return out
 
 
+NAME_MAX = 255  # bytes in one name of a path (Linux, macOS); a longer one is ENAMETOOLONG wherever it is touched
+
+
+def check_name_lengths(path: Path, key: str) -> None:
+    """Every name in ``path`` fits in ``NAME_MAX`` bytes (checked before the path is touched: even ``exists()``
+    raises on a longer one)."""
+    long = next((part for part in Path(path).parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long is not None:
+        raise ConfigError(f"{key}: the name {long[:40]}... is {len(os.fsencode(long))} bytes long, expected at most "
+                          f"{NAME_MAX} (the file system's limit for one name in a path)")
+
+
 def check_creatable(folder: Path, key: str) -> None:
-    """``folder`` exists as a folder, or can be created: its nearest existing ancestor is a writable folder."""
+    """``folder`` exists as a folder, or can be created: its nearest existing ancestor is a writable folder and
+    every name on the way fits the file system (a 300-character name used to end in an OS errno)."""
+    check_name_lengths(folder, key)
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     if existing == folder and not folder.is_dir():
         raise ConfigError(f"{key}: {folder} is a file, expected a folder")

@@ -22,7 +22,7 @@ from contralord.encoding import CodeCache
 from contralord.evaluation import evaluate
 from contralord.ladder import RungRecords, add_top_rung, load_extension
 from contralord.latent_factors import load_factor_codes
-from contralord.latent_stage import LatentResult, train_latent
+from contralord.latent_stage import ARTIFACT, LatentResult, latent_key, load_latent, train_latent
 from contralord.loop import final_names
 from contralord.models.encoders import build_backbone
 from contralord.models.generator import SUPPORTED_IMAGE_SIZES
@@ -165,9 +165,19 @@ def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) ->
     check_backbone(cfg, data)
     check_against_data(cfg, data)  # weight files and the evaluation: they used to fail after training
     check_resume(labels.resolved(cfg, data), out_dir, resume)
+    check_cached_stage1(labels.resolved(cfg, data), data, out_dir)
     if extends(cfg, out_dir):
         load_extension(labels.resolved(cfg, data))  # a state this ladder extends, of the same config
     return data
+
+
+def check_cached_stage1(cfg: ContraLordConfig, data: ImageFactorData, out_dir: Path) -> None:
+    """A cached stage-1 artifact this run would reuse loads (``load_latent``: the checked loader); a corrupt one is
+    one line naming its folder, before anything is written (it used to end in a traceback with --out created)."""
+    if needs_latent(cfg):
+        cached = Path(cfg.run.latent_cache or out_dir / "latent_cache") / latent_key(cfg, data) / ARTIFACT
+        if cached.is_file():
+            load_latent(cached)
 
 
 def extends(cfg: ContraLordConfig, out_dir: Path) -> bool:

@@ -127,3 +127,28 @@ def test_cars3d_mat_v73__one_line(tmp_path, tiny_overrides, capsys):
         f.write(header.getvalue())
     data = {"data.name": "cars3d", "data.path": root, "data.image_size": 32, "data.size": 0}
     refused_before_work(tmp_path, capsys, tiny_overrides | data, "car_001.mat: a MATLAB v7.3 (HDF5) file")
+
+
+def test_corrupt_cached_stage1__one_line_naming_its_folder_before_out_is_made(tmp_path, tiny_overrides, capsys):
+    from contralord import labels
+    from contralord.config import ContraLordConfig
+    from contralord.latent_stage import ARTIFACT, latent_key
+    from contralord.trainer import build_data
+
+    cache = tmp_path / "cache"
+    overrides = tiny_overrides | {"run.latent_cache": str(cache)}
+    cfg = ContraLordConfig.from_overrides(overrides)
+    data = build_data(cfg)
+    artifact = cache / latent_key(labels.resolved(cfg, data), data) / ARTIFACT
+    artifact.parent.mkdir(parents=True)
+    artifact.write_bytes(b"PK\x03\x04 not a checkpoint")
+    line = refused_before_work(tmp_path, capsys, overrides, "stage-1 artifact:")
+    assert f"remove {artifact.parent} to retrain stage 1" in line
+
+
+def test_out_with_a_name_too_long__one_line_naming_out(tmp_path, capsys):
+    out = tmp_path / ("x" * 300) / "run"
+    assert main(["train", "--preset", "smoke", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("contralord: error: --out: the name xxxx") and "300 bytes long" in err[0]
+    assert list(tmp_path.iterdir()) == []
