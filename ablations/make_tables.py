@@ -91,15 +91,16 @@ def load_source(args: argparse.Namespace) -> RunSource:
         raise AblationError("--sweep-run and --experiment: give one (or --sweep-run latest with --experiment)")
     check_readable(args.tracking_uri)
     experiment = args.experiment or (specs.SPECS[args.spec].experiment if args.spec else None)
+    flag = "--experiment" if args.experiment else f"--spec {args.spec}"
     try:
         client = MlflowClient(args.tracking_uri)  # MLflow 3 refuses a file store here unless allowed
         if args.sweep_run == "latest":
             if experiment is None:
                 raise AblationError("--sweep-run latest: also give --experiment NAME or --spec")
-            return from_sweep_run(client, latest_sweep_run(client, experiment))
+            return from_sweep_run(client, latest_sweep_run(client, experiment, flag))
         if args.sweep_run:
             return from_sweep_run(client, args.sweep_run)
-        return from_experiment(client, experiment)
+        return from_experiment(client, experiment, flag)
     except MlflowException as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise AblationError(f"--tracking-uri: cannot read {without_password(args.tracking_uri)} "

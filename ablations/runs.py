@@ -154,8 +154,13 @@ def _experiment(client: MlflowClient, name: str, flag: str = "--experiment"):
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         names = sorted(e.name for e in client.search_experiments())
+        hint = ""
+        if flag.startswith("--spec"):  # the user named a table, not the experiment: say where its runs come from
+            sweep = f"tune/sweep_{name.removeprefix('contralord-')}.py"
+            hint = (f"; {flag} reads the runs {sweep} logs there: pass the --tracking-uri of the store that sweep "
+                    f"logged to, or run it with this one first")
         raise AblationError(f"{flag}: no experiment {name!r} in the tracking store "
-                            f"(it has: {', '.join(names) or 'none'})")
+                            f"(it has: {', '.join(names) or 'none'}){hint}")
     return experiment
 
 
@@ -166,9 +171,9 @@ def drop_reused_copies(runs: list) -> list:
     return [r for r in runs if r.data.tags.get(REUSED_TAG) not in ids]
 
 
-def from_experiment(client: MlflowClient, name: str) -> RunSource:
-    """Every trial run of an experiment, across all the sweeps logged there."""
-    experiment = _experiment(client, name)
+def from_experiment(client: MlflowClient, name: str, flag: str = "--experiment") -> RunSource:
+    """Every trial run of an experiment, across all the sweeps logged there (``flag``: what named it)."""
+    experiment = _experiment(client, name, flag)
     runs = [r for r in search_all(client, experiment.experiment_id) if r.data.tags.get("role") not in NOT_TRIALS]
     runs = drop_reused_copies(runs)
     kind = name.removeprefix("contralord-") if name.startswith("contralord-") else ""

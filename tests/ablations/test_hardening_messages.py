@@ -58,6 +58,8 @@ def test_cost_report__names_its_own_flag_for_a_missing_experiment(store, capsys)
     assert cost_report.main(["--tracking-uri", store.uri, "--spec", "table6"]) == 2
     line = _one_line(capsys)
     assert line.startswith("error: --spec table6: no experiment 'contralord-negatives'") and "--experiment" not in line
+    assert line.endswith("reads the runs tune/sweep_negatives.py logs there: pass the --tracking-uri of the store "
+                         "that sweep logged to, or run it with this one first")
 
 
 def test_cost_report__out_checked_first_and_a_report_kept(store, tmp_path, capsys):
