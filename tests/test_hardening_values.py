@@ -126,7 +126,7 @@ def test_cars3d_mat_v73__one_line(tmp_path, tiny_overrides, capsys):
     with open(path, "r+b") as f:
         f.write(header.getvalue())
     data = {"data.name": "cars3d", "data.path": root, "data.image_size": 32, "data.size": 0}
-    refused_before_work(tmp_path, capsys, tiny_overrides | data, "car_001.mat: a MATLAB v7.3 (HDF5) file")
+    refused_before_work(tmp_path, capsys, tiny_overrides | data, "car_001.mat is a MATLAB v7.3 (HDF5) file")
 
 
 def test_corrupt_cached_stage1__one_line_naming_its_folder_before_out_is_made(tmp_path, tiny_overrides, capsys):

@@ -54,8 +54,8 @@ def check_car_file(path: Path) -> None:
     except (OSError, ValueError, TypeError, NotImplementedError) as e:
         raise DataError(f"{path}: not a readable .mat file ({type(e).__name__}: {e})") from None
     if version[0] >= 2:
-        raise DataError(f"{path}: a MATLAB v7.3 (HDF5) file; expected the v5 .mat files Cars3D ships (re-save "
-                        f"with -v7)")
+        raise DataError(f"data.path: {path} is a MATLAB v7.3 (HDF5) file; expected the v5 .mat files Cars3D ships "
+                        f"(re-save with -v7)")
     shapes = {name: (shape, kind) for name, shape, kind in variables}
     for name, (shape, kind) in shapes.items():
         check_declared(shape, np.uint8 if kind == "uint8" else np.float64, path, name)
@@ -65,8 +65,9 @@ def check_car_file(path: Path) -> None:
     if kind != "uint8" or len(shape) != 5 or tuple(shape[2:]) != (3, *CARS_VIEWS) or shape[0] != shape[1]:
         raise DataError(f"{path}: key 'im' must be uint8 (H, H, 3, 24, 4), found {kind} {tuple(shape)}")
     if shape[0] > MAX_CAR_SIDE:  # under data.max_array_gib's 16 GiB, a 32 MB file could still inflate to 7 GiB
-        raise DataError(f"{path}: key 'im' declares renders of side {shape[0]}, expected at most {MAX_CAR_SIDE} (the "
-                        f"release's are 128; this file would inflate to {np.prod(shape) / 2**30:.3g} GiB)")
+        raise DataError(f"data.path: {path}: key 'im' declares renders of side {shape[0]}, expected at most "
+                        f"{MAX_CAR_SIDE} (the release's are 128; this file would inflate to "
+                        f"{np.prod(shape) / 2**30:.3g} GiB, a size data.max_array_gib would let through)")
 
 
 def _read_car(path: Path) -> np.ndarray:
