@@ -32,6 +32,7 @@ from ablations.runs import (  # noqa: E402
     check_readable,
     from_experiment,
     from_sweep_run,
+    from_sweep_runs,
     latest_sweep_run,
     out_folder,
 )
@@ -46,8 +47,9 @@ from contralord.cli import OneLineParser  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="ablations/make_tables.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--tracking-uri", required=True, help="MLflow store: sqlite:///path.db, a folder, http(s)://")
-    parser.add_argument("--sweep-run", help="the parent run id of one sweep, or 'latest' (the newest sweep of "
-                        "--experiment or of --spec's experiment)")
+    parser.add_argument("--sweep-run", help="the parent run id of one sweep, several joined by commas (a ladder "
+                        "run as separate sweeps, read as one table), or 'latest' (the newest sweep of --experiment or "
+                        "of --spec's experiment)")
     parser.add_argument("--experiment", help="every trial of this experiment (e.g. contralord-negatives)")
     parser.add_argument("--spec", choices=sorted([*specs.SPECS, "stage1"]), help="one of the paper's tables, or "
                         "stage1: stage 1's classifiers against their supervised-only reference, per factor and seed")
@@ -98,6 +100,8 @@ def load_source(args: argparse.Namespace) -> RunSource:
             if experiment is None:
                 raise AblationError("--sweep-run latest: also give --experiment NAME or --spec")
             return from_sweep_run(client, latest_sweep_run(client, experiment, flag))
+        if args.sweep_run and "," in args.sweep_run:
+            return from_sweep_runs(client, [run_id.strip() for run_id in args.sweep_run.split(",") if run_id.strip()])
         if args.sweep_run:
             return from_sweep_run(client, args.sweep_run)
         return from_experiment(client, experiment, flag)

@@ -121,6 +121,18 @@ def from_sweep_run(client: MlflowClient, run_id: str) -> RunSource:
     return RunSource(trials, f"sweep run {run_id} (experiment {experiment.name}{note})", kind)
 
 
+def from_sweep_runs(client: MlflowClient, run_ids: list[str]) -> RunSource:
+    """The trials of several sweeps read as one (``--sweep-run A,B,C``: a budget ladder run as separate sweeps of
+    one kind, e.g. 160, 640 and 2560 steps); refused when the sweeps are of different kinds."""
+    sources = [from_sweep_run(client, run_id) for run_id in dict.fromkeys(run_ids)]
+    kinds = {source.sweep_kind for source in sources}
+    if len(kinds) > 1:
+        raise AblationError(f"--sweep-run: the sweeps are of different kinds ({', '.join(sorted(kinds))}); give "
+                            f"sweeps of one table")
+    runs = [run for source in sources for run in source.runs]
+    return RunSource(runs, "; ".join(source.description for source in sources), kinds.pop())
+
+
 def top_ladder(runs: list[TrialRun]) -> tuple[list[TrialRun], int]:
     """The runs of a sweep whose ladder climbed (``--until-decided --max-rung``: its rows' trials were extended to
     a higher top rung): each run with rungs at the highest top, every run without; and how many were left out. The

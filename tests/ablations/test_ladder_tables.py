@@ -110,3 +110,25 @@ def test_separate_budget_runs__stand_at_their_encoder_steps_a_history_less_copy_
     assert ladder.tables[80].rows[0].cells["D"].mean == pytest.approx(0.5 + 0.01)
     # convergence seed by seed across the separate runs: D moved 0.1 in every seed, content_corr_min 0.04 in seed 1
     assert ladder.movement["loss.con=0"] == {40: None, 80: pytest.approx(0.1)}
+
+
+def test_ladder_of_separate_sweeps__read_together_with_comma_separated_sweep_runs(store, capsys):
+    """``--sweep-run A,B``: a ladder run as one sweep per budget is one ladder table; sweeps of different kinds are
+    refused in one line."""
+    parents = {steps: store.parent(EXPERIMENT, "losses") for steps in ("40", "80")}
+    for steps, parent in parents.items():
+        for seed in range(2):
+            run_id = store.trial(EXPERIMENT, {"loss.con": "0.0", "encoder.steps": steps},
+                                 {"disentanglement": 0.3 + int(steps) / 400 + seed / 100, "content_corr_min": 0.9},
+                                 seed, parent=parent)
+            store.client.log_batch(run_id, metrics=[Metric("encoder/train/epoch", 1, 0, int(steps))])
+    store.trial(EXPERIMENT, {"loss.con": "0.0", "encoder.steps": "320"}, {"disentanglement": 0.9}, 0)  # no sweep's
+    both = ",".join(parents.values())
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "table4", "--rungs", "--sweep-run", both]) == 0
+    text = capsys.readouterr().out
+    assert "## At rung 40 (40 steps)" in text and "## At rung 80 (80 steps)" in text and "rung 320" not in text
+    other = store.parent("contralord-negatives", "negatives")
+    store.trial("contralord-negatives", {"encoder.queue_size": "128"}, {"disentanglement": 0.5}, 0, parent=other)
+    argv = ["--tracking-uri", store.uri, "--spec", "table4", "--rungs", "--sweep-run", f"{both},{other}"]
+    assert make_tables.main(argv) == 2
+    assert "--sweep-run: the sweeps are of different kinds (losses, negatives)" in capsys.readouterr().err
