@@ -97,16 +97,23 @@ def _movement(ladder: Ladder) -> dict[str, dict[int, float | None]]:
     seed: a ladder run's own rungs, or a ladder of separate runs (one per budget) of the same row and seed (None at
     the first rung, or where a seed lacks either rung: that row cannot be called converged)."""
     moves: dict[str, dict[int, float | None]] = {}
-    by_seed: dict[int, dict[str, dict[str, dict[str, float]]]] = {}  # rung -> row label -> seed -> metrics
-    for rung in ladder.rungs:
-        table = ladder.tables[rung]
-        by_seed[rung] = {render.row_label(table, row): {ladder.seeds[r]: ladder.values[r][rung] for r in row.run_ids}
-                         for row in table.rows}
+    by_seed = _by_seed(ladder)
     for before, rung in zip([None, *ladder.rungs], ladder.rungs, strict=False):
         for label, now in by_seed[rung].items():
             then = by_seed[before].get(label) if before is not None else None
             moves.setdefault(label, {})[rung] = None if then is None else _largest_change(now, then)
     return moves
+
+
+def _by_seed(ladder: Ladder) -> dict[int, dict[str, dict[str, dict[str, float]]]]:
+    """rung -> row label -> seed -> that seed's metrics at the rung: a ladder run's own rungs, or the separate run
+    of that budget (a ladder of separate runs)."""
+    found = {}
+    for rung in ladder.rungs:
+        table = ladder.tables[rung]
+        found[rung] = {render.row_label(table, row): {ladder.seeds[r]: ladder.values[r][rung] for r in row.run_ids}
+                       for row in table.rows}
+    return found
 
 
 def _largest_change(now: dict[str, dict[str, float]], then: dict[str, dict[str, float]]) -> float | None:
@@ -181,13 +188,18 @@ def plot_ladder(ladder: Ladder, path: Path, metric: str = CONVERGENCE[0]) -> Pat
     figure, axis = plt.subplots(figsize=(7, 4.5))
     table = ladder.tables[ladder.rungs[-1]]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, row in enumerate(table.rows):
-        label = render.row_label(table, row)
-        for run_id in row.run_ids:
-            points = sorted((rung, v[metric]) for rung, v in ladder.values[run_id].items() if metric in v)
-            axis.plot(*zip(*points, strict=True), marker="o", color=colours[i % len(colours)], alpha=0.8,
-                      label=label)
-            label = None  # one legend entry per row
+    lines: dict[tuple[str, str], list[tuple[int, float]]] = {}  # (row label, seed) -> (rung, value), every rung
+    for rung, rows in _by_seed(ladder).items():
+        for label, seeds in rows.items():
+            for seed, values in seeds.items():
+                if metric in values:
+                    lines.setdefault((label, seed), []).append((rung, values[metric]))
+    labels = list(dict.fromkeys(label for label, _ in lines))
+    shown = set()
+    for (label, _seed), points in sorted(lines.items(), key=lambda item: (labels.index(item[0][0]), item[0][1])):
+        axis.plot(*zip(*sorted(points), strict=True), marker="o", color=colours[labels.index(label) % len(colours)],
+                  alpha=0.8, label=None if label in shown else label)
+        shown.add(label)  # one legend entry per row
     axis.set_xscale("log")
     axis.set_xticks(ladder.rungs, [str(rung) for rung in ladder.rungs])
     axis.minorticks_off()

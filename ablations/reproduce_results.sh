@@ -28,14 +28,17 @@ done
 # issue 28: a WSD ladder's rung (160,640) against cosine runs of 640 steps, rec+sup and all four terms
 "$PY" tune/sweep_schedule.py --preset cpu --seeds "$SEEDS" --name "results-schedule-$STAMP" $DRY
 # issue 28 item 7: Table 4 on a budget ladder of separate cosine runs (WSD was not shown honest for the contrastive
-# rows): every row at 160 and 640 steps, rec+sup and all four terms at 2560 as well
-for steps in 160 640; do
-  "$PY" tune/sweep_losses.py --preset cpu --seeds "$SEEDS" --set encoder.steps=$steps \
-      --name "results-ladder-$steps-$STAMP" $DRY
-done
-"$PY" tune/sweep_losses.py --preset cpu --seeds "$SEEDS" --set encoder.steps=2560 --row rec+sup \
-    --row rec+sup+con+res --name "results-ladder-2560-$STAMP" $DRY
-[ -n "$DRY" ] && exit 0
+# rows): every row at 160 and 640 steps, rec+sup and all four terms at 2560 as well. Run after the tables below
+# (they read the latest sweep of each experiment, which must stay the losses sweep above)
+ladder() {
+  for steps in 160 640; do
+    "$PY" tune/sweep_losses.py --preset cpu --seeds "$SEEDS" --set encoder.steps=$steps \
+        --name "results-ladder-$steps-$STAMP" $DRY
+  done
+  "$PY" tune/sweep_losses.py --preset cpu --seeds "$SEEDS" --set encoder.steps=2560 --row rec+sup \
+      --row rec+sup+con+res --name "results-ladder-2560-$STAMP" $DRY
+}
+if [ -n "$DRY" ]; then ladder; exit 0; fi
 URI="sqlite:///$PWD/mlflow.db"
 # Table 2 reads both datasets' sweeps (every finished trial of the experiment; the tables refuse to pool
 # runs that differ in anything but the row keys and the seed, or that ran on different machines)
@@ -57,9 +60,10 @@ done
 SCHEDULE_RUN=$("$PY" -c "import sys; from mlflow import MlflowClient; from ablations.runs import latest_sweep_run; \
 print(latest_sweep_run(MlflowClient(sys.argv[1]), 'contralord-schedule'))" "$URI")
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec stage1 --sweep-run "$SCHEDULE_RUN" --out results/ --overwrite
+"$PY" ablations/cost_report.py --tracking-uri "$URI" --spec table4 --spec table5 --spec table6 --out results/
+ladder
 LADDER=$("$PY" -c "import sys; from mlflow import MlflowClient; c = MlflowClient(sys.argv[1]); \
 e = c.get_experiment_by_name('contralord-losses').experiment_id; \
 print(','.join(c.search_runs([e], f\"tags.sweep_path LIKE '%/results-ladder-{s}-{sys.argv[2]}'\")[0].info.run_id \
 for s in (160, 640, 2560)))" "$URI" "$STAMP")
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table4 --sweep-run "$LADDER" --rungs --out results/ --overwrite
-"$PY" ablations/cost_report.py --tracking-uri "$URI" --spec table4 --spec table5 --spec table6 --out results/

@@ -130,6 +130,8 @@ def from_sweep_runs(client: MlflowClient, run_ids: list[str]) -> RunSource:
         raise AblationError(f"--sweep-run: the sweeps are of different kinds ({', '.join(sorted(kinds))}); give "
                             f"sweeps of one table")
     runs = [run for source in sources for run in source.runs]
+    ids = {run.run_id for run in runs}  # a copy one sweep reused from another listed sweep: counted once
+    runs = [run for run in runs if run.tags.get(REUSED_TAG) not in ids]
     return RunSource(runs, "; ".join(source.description for source in sources), kinds.pop())
 
 

@@ -22,17 +22,29 @@ SSH_OPTS=(-o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/de
           -o LogLevel=ERROR)
 
 # DIR/hosts.env is data, never code (`down DIR` runs as root): each line is NAME=VALUE, NAME one of those `up`
-# writes and VALUE from a small alphabet, read into shell variables without sourcing the file.
+# writes and VALUE from a small alphabet, read into shell variables without sourcing the file; then every value
+# must be the one `up` would have written (the bridge, namespaces and veths named from ID, the addresses from
+# NET), so a crafted file can name nothing `down` did not make.
 read_env() {
-    local file=$1 line
+    local file=$1 line host
     while IFS= read -r line || [ -n "$line" ]; do
-        if [[ $line =~ ^(ID|NET|BRIDGE|HOSTS|(NS|IP|VETH|PID)_[a-z0-9_]+)=\"?([A-Za-z0-9_.\ -]*)\"?$ ]]; then
-            printf -v "${BASH_REMATCH[1]}" '%s' "${BASH_REMATCH[3]}"
+        if [[ $line =~ ^(ID|NET|BRIDGE|HOSTS|(NS|IP|VETH|PID)_[a-z0-9_]+)=(\"([a-z0-9_\ ]*)\"|([A-Za-z0-9_.-]*))$ ]]; then
+            printf -v "${BASH_REMATCH[1]}" '%s' "${BASH_REMATCH[4]}${BASH_REMATCH[5]}"
         else
             echo "$file: line '$line' is not what 'up' writes (NAME=VALUE); nothing done" >&2
             return 1
         fi
     done < "$file"
+    local ok=1
+    [[ ${ID:-} =~ ^[0-9a-f]{4}$ && ${NET:-} =~ ^[0-9]{1,3}$ && ${BRIDGE:-} == "crl${ID}br" ]] || ok=0
+    for host in ${HOSTS:-}; do
+        local ns veth ip pid
+        ns=$(eval echo "\${NS_$host:-}"); veth=$(eval echo "\${VETH_$host:-}")
+        ip=$(eval echo "\${IP_$host:-}"); pid=$(eval echo "\${PID_$host:-}")
+        [[ $host =~ ^[a-z0-9_]+$ && ( -z $ns || $ns == "crl-$ID-$host" ) && ( -z $veth || $veth =~ ^crl${ID}v[0-9]+$ )
+           && ( -z $ip || $ip =~ ^10\.213\.${NET}\.[0-9]+$ ) && ( -z $pid || $pid =~ ^[0-9]+$ ) ]] || ok=0
+    done
+    [ "$ok" = 1 ] || { echo "$file: its names are not the ones 'up' makes (crl<ID>br, crl-<ID>-<host>, ...); nothing done" >&2; return 1; }
 }
 
 check() {

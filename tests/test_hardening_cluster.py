@@ -123,10 +123,20 @@ def test_cluster_doc__agrees_with_the_yaml_on_mlflow_auth():
     assert "mlflow-worker.env" in doc and "/contralord/mlflow-artifacts" not in doc
 
 
-@pytest.mark.parametrize("line", ["$(touch {marker})", "ID=1; touch {marker}", "PATH=/tmp", "touch {marker}",
-                                  'HOSTS="head `touch {marker}`"'])
-def test_test_hosts_down__reads_hosts_env_as_data_never_runs_it(tmp_path, line):
-    """``scripts/test_hosts.sh down DIR`` runs as root: a crafted DIR/hosts.env is refused in one line, unrun."""
+NOT_A_LINE = "is not what 'up' writes (NAME=VALUE); nothing done"
+NOT_OURS = "its names are not the ones 'up' makes (crl<ID>br, crl-<ID>-<host>, ...); nothing done"
+
+
+@pytest.mark.parametrize("line, needle", [
+    ("$(touch {marker})", NOT_A_LINE), ("ID=1; touch {marker}", NOT_A_LINE), ("PATH=/tmp", NOT_A_LINE),
+    ("touch {marker}", NOT_A_LINE), ('HOSTS="head `touch {marker}`"', NOT_A_LINE), ('HOSTS="head', NOT_A_LINE),
+    ("BRIDGE=eth0", NOT_OURS),  # a real interface `down` would delete as root
+    ('BRIDGE=crlab12br\nHOSTS="head"\nNS_head=default', NOT_OURS),
+    ('BRIDGE=crlab12br\nHOSTS="head"\nVETH_head=eth0', NOT_OURS),
+])
+def test_test_hosts_down__reads_hosts_env_as_data_never_runs_it(tmp_path, line, needle):
+    """``scripts/test_hosts.sh down DIR`` runs as root: a crafted DIR/hosts.env, or one naming what ``up`` did not
+    make, is refused in one line, unrun and untouched."""
     import subprocess
 
     marker = tmp_path / "ran"
@@ -134,5 +144,5 @@ def test_test_hosts_down__reads_hosts_env_as_data_never_runs_it(tmp_path, line):
     done = subprocess.run(["bash", str(ROOT / "scripts" / "test_hosts.sh"), "down", str(tmp_path)],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 1 and not marker.exists()
-    assert done.stderr.strip().endswith("is not what 'up' writes (NAME=VALUE); nothing done")
+    assert done.stderr.strip().endswith(needle)
     assert (tmp_path / "hosts.env").exists()  # left as it was

@@ -322,10 +322,11 @@ def describe_later(later) -> str:
     """The ``--until-decided`` bound as one line."""
     if not later.seeds:
         return "until-decided: no later round (--max-seeds is reached by --seeds)"
+    least = "at least " if later.unpriced else ""  # --no-calibrate: parts unpriced
     return (f"until-decided: then at most {len(later.seeds)} round(s) (seed {', '.join(map(str, later.seeds))}) "
-            f"and {later.trials} trial(s); if every row stays open: stage 1 ~{later.stage1_s:.0f} s, "
-            f"~{later.wall_s:.0f} s more wall ({later.wall_s / 60:.1f} min) by the same estimate; each decided row "
-            f"stops adding seeds")
+            f"and {later.trials} trial(s); if every row stays open: stage 1 {least}~{later.stage1_s:.0f} s, "
+            f"{least}~{later.wall_s:.0f} s more wall ({later.wall_s / 60:.1f} min) by the same estimate; each "
+            f"decided row stops adding seeds")
 
 
 def dry_run(plan: SweepPlan) -> int:

@@ -42,6 +42,7 @@ class SweepEstimate:
     parts: dict[str, float] = field(default_factory=dict)  # ray_start, stage1, trials, table
     later: LaterRounds | None = None  # --until-decided: the rounds after the first, at their most
     calibrations: tuple = ()  # the tune/calibrate.py Timings the estimate used (cached or timed now)
+    unpriced_logged: str = ""  # a resumed sweep's first estimate: what that one left unpriced (its parent's tag)
 
     @property
     def wall_s(self) -> float:
@@ -53,7 +54,7 @@ class SweepEstimate:
         stage1 = sum(math.isnan(s) for s in self.stage1.values())
         trials = sum(math.isnan(t.seconds) for t in self.trials if not t.reused)
         parts = [f"{stage1} stage-1 run(s)"] * bool(stage1) + [f"{trials} trial(s)"] * bool(trials)
-        return " and ".join(parts)
+        return " and ".join(parts) or self.unpriced_logged
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class LaterRounds:
     trials: int
     stage1_s: float  # stage-1 runs of the new seeds (0 for a seed already cached)
     wall_s: float  # stage 1, the round's trials and its table, round after round
+    unpriced: bool = False  # --no-calibrate left some of it out: the figures are lower bounds
 
 
 def later_rounds(trials: list[TrialCost], stage1: dict[int, float], slots: int, extra_s: float) -> LaterRounds:
@@ -72,8 +74,9 @@ def later_rounds(trials: list[TrialCost], stage1: dict[int, float], slots: int, 
     per_variant = {t.variant: t.seconds + extra_s for t in trials if not math.isnan(t.seconds)}  # unpriced: left out
     known = {seed: seconds for seed, seconds in stage1.items() if not math.isnan(seconds)}
     walls = [known.get(seed, 0.0) + schedule(list(per_variant.values()), slots) + TABLE_S for seed in stage1]
+    unpriced = len(known) < len(stage1) or len(per_variant) < len({t.variant for t in trials})
     return LaterRounds(sorted(stage1), len({t.variant for t in trials}) * len(stage1), sum(known.values()),
-                       sum(walls))
+                       sum(walls), unpriced)
 
 
 def concurrency(cpus: float, cpus_per_trial: float, gpus: float = 0.0, gpus_per_trial: float = 0.0,
@@ -121,6 +124,9 @@ def combine(trials: list[TrialCost], stage1: dict[int, float], cached: list[int]
     todo = [t.seconds for t in trials if not t.reused and not math.isnan(t.seconds)]  # unpriced: not counted
     predicted = max(todo, default=0.0)
     path, why = choose_trainer(mode, workers, predicted, use_gpu)
+    if mode == "auto" and any(math.isnan(t.seconds) for t in trials if not t.reused):
+        path = "tune" if workers == 1 else "train"  # no trial's length known for certain: by worker count
+        why = f"auto, with trials unpriced (--no-calibrate): by worker count, {workers} worker(s) per trial"
     extra = WORKER_GROUP_S if path == "train" else 0.0
     parts = {"ray_start": RAY_START_S, "stage1": sum(v for v in stage1.values() if not math.isnan(v)),
              "trials": schedule([s + extra for s in todo], slots), "table": TABLE_S}

@@ -84,7 +84,8 @@ class ParentRun:
                  if k.startswith("estimate/") and k.endswith("_s") and k not in totals}
         if path not in ("train", "tune") or not parts:
             return None
-        return SweepEstimate([], {}, [], 1, path, why, parts)
+        unpriced = run.data.tags.get("estimate.unpriced", "")
+        return SweepEstimate([], {}, [], 1, path, why, parts, unpriced_logged=unpriced)
 
     def estimate_failed(self, line: str) -> None:
         self.client.set_tag(self.run_id, "estimate_error", line)

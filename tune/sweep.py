@@ -131,8 +131,9 @@ def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
     first = ParentRun(client, parent).logged_estimate() if getattr(plan.args, "resume", False) else None
     if first is not None:  # --resume: the sweep's estimate is its first attempt's (timing it again costs ~10 s)
         plan.estimate = first
+        least = "at least " if first.unpriced else ""
         print(f"trainer path: {first.path} (the first attempt's: {first.why})\nestimate: the first attempt's, "
-              f"~{first.wall_s:.0f} s wall for the whole sweep (not timed again)", flush=True)
+              f"{least}~{first.wall_s:.0f} s wall for the whole sweep (not timed again)", flush=True)
         return
     records = ParentRun(client, parent)
     try:
@@ -158,7 +159,8 @@ def _log_actual(plan: SweepPlan, records: ParentRun) -> None:
     """At the end: the actual wall time (``actual/wall_s``) beside the estimate."""
     actual = time.time() - plan.started
     records.log_seconds("actual/wall_s", actual)
-    estimated = f"estimated {plan.estimate.wall_s:.0f} s" if plan.estimate else "no estimate"
+    least = "at least " if plan.estimate and plan.estimate.unpriced else ""
+    estimated = f"estimated {least}{plan.estimate.wall_s:.0f} s" if plan.estimate else "no estimate"
     print(f"wall time: {actual:.0f} s, {estimated}", flush=True)
 
 

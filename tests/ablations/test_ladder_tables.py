@@ -112,7 +112,8 @@ def test_separate_budget_runs__stand_at_their_encoder_steps_a_history_less_copy_
     assert ladder.movement["loss.con=0"] == {40: None, 80: pytest.approx(0.1)}
 
 
-def test_ladder_of_separate_sweeps__read_together_with_comma_separated_sweep_runs(store, capsys):
+def test_ladder_of_separate_sweeps__read_together_with_comma_separated_sweep_runs(store, capsys, monkeypatch,
+                                                                                  tmp_path):
     """``--sweep-run A,B``: a ladder run as one sweep per budget is one ladder table; sweeps of different kinds are
     refused in one line."""
     parents = {steps: store.parent(EXPERIMENT, "losses") for steps in ("40", "80")}
@@ -127,6 +128,13 @@ def test_ladder_of_separate_sweeps__read_together_with_comma_separated_sweep_run
     assert make_tables.main(["--tracking-uri", store.uri, "--spec", "table4", "--rungs", "--sweep-run", both]) == 0
     text = capsys.readouterr().out
     assert "## At rung 40 (40 steps)" in text and "## At rung 80 (80 steps)" in text and "rung 320" not in text
+    from ablations import ladder as ladder_module
+    lines = []
+    monkeypatch.setattr("matplotlib.axes.Axes.plot", lambda self, *xy, **kw: lines.append(xy))
+    source = make_tables.from_sweep_runs(store.client, list(parents.values()))
+    built = ladder_module.build_ladder(store.client, source.runs, SPECS["table4"], source.description)
+    ladder_module.plot_ladder(built, tmp_path / "ladder.png")
+    assert [(x, pytest.approx(y)) for x, y in sorted(lines)] == [((40, 80), (0.4, 0.5)), ((40, 80), (0.41, 0.51))]
     other = store.parent("contralord-negatives", "negatives")
     store.trial("contralord-negatives", {"encoder.queue_size": "128"}, {"disentanglement": 0.5}, 0, parent=other)
     argv = ["--tracking-uri", store.uri, "--spec", "table4", "--rungs", "--sweep-run", f"{both},{other}"]

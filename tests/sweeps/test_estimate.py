@@ -163,3 +163,20 @@ def test_stage1_calibration__counts_the_references_steps(tiny_overrides, monkeyp
     timing, _ = calibrate.stage1_seconds(cfg, data, 1)
     assert timing.seconds == pytest.approx(6 * 1.0 + calibrate.STAGE1_FIXED_S + 0.5 * (6 + 70))
     assert calibrate.stage1_seconds(off, data, 1)[0].seconds == pytest.approx(6 * 1.0 + calibrate.STAGE1_FIXED_S)
+
+
+def test_unpriced__left_out_of_the_sums_and_named_as_lower_bounds():
+    """--no-calibrate: a trial or stage 1 without a price is nan; the sums leave it out, the path falls back to the
+    worker count, and the later rounds say their figures are lower bounds."""
+    import math
+
+    from tune.estimate import TrialCost, combine, later_rounds
+
+    trials = [TrialCost("a", 0, 100.0, "history"), TrialCost("b", 0, math.nan, "not priced")]
+    est = combine(trials, {0: math.nan}, [], 2, "auto", 1, False)
+    assert est.parts["stage1"] == 0 and est.parts["trials"] == 100.0 and est.path == "tune"
+    assert est.unpriced == "1 stage-1 run(s) and 1 trial(s)" and "unpriced (--no-calibrate)" in est.why
+    later = later_rounds(trials, {1: math.nan}, 2, 0.0)
+    assert later.unpriced and later.stage1_s == 0 and math.isfinite(later.wall_s)
+    priced = combine(trials[:1], {0: 30.0}, [], 2, "auto", 1, False)
+    assert priced.unpriced == "" and not later_rounds(trials[:1], {1: 30.0}, 2, 0.0).unpriced

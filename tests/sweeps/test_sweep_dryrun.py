@@ -157,6 +157,7 @@ def test_dry_run__no_calibrate_times_nothing_and_says_what_it_left_unpriced(tmp_
     assert "calibration: timing" not in out and out.count("not priced: no past run and no cached calibration") == 2
     assert "estimate: at least ~" in out and "not priced: 1 stage-1 run(s) and 2 trial(s) (--no-calibrate" in out
     assert "stage 1 to train: 1 (seed 0 ~? s)" in out
+    assert "trainer path: tune (auto, with trials unpriced (--no-calibrate): by worker count" in out
     assert not (tmp_path / "cache").exists() and not ray.is_initialized()
 
 
