@@ -23,7 +23,9 @@ from ablations.runs import AblationError, TrialRun
 from contralord.machine import describe_fields
 
 # where files go and how often checkpoints are written: neither changes a result (resume is bit-exact)
-IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every", "data.max_array_gib", "run.extend_from")
+# where files go, checkpoint cadence, a memory cap, where a ladder started, how long stage 1's best reference searches
+IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every", "data.max_array_gib", "run.extend_from",
+                "latent.best_reference_steps")
 SEED_KEY = "run.seed"
 DATA_TAG = "data_fingerprint"  # the same config and seed on other data is not comparable
 MACHINE_TAG = "machine"  # the short id; machine.cpu, .torch, .threads, .gpu (and .blas_threads) describe it

@@ -101,13 +101,10 @@ def train_recipe(cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.
     return model.eval()
 
 
-@torch.no_grad()
 def validation_accuracy(model: FactorCodes, data: ImageFactorData, labelled: labels.LabelledFactors,
                         held: torch.Tensor, device: torch.device) -> list[float]:
-    """Every factor's accuracy on the validation images."""
-    y = labelled.known[held].to(device)
-    return [float((lg.argmax(1) == y[:, j]).float().mean())
-            for j, lg in enumerate(model.logits(_images(data, held, device)))]
+    """Every factor's accuracy on the validation images (labelled: their truth is their label), in chunks."""
+    return classifier_accuracy(model, data, labelled, device, held)
 
 
 def choose(scores: dict[Recipe, list[float]]) -> list[Recipe]:

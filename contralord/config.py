@@ -65,7 +65,7 @@ class LatentConfig:
     residual_dim: int = 64  # g^r: one residual code per image
     noise_std: float = 1.0  # sigma of z ~ N(0, sigma^2 I) added to g^c and g^r in training
     code_penalty: float = 0.001  # lambda on ||g^c||^2 + ||g^r||^2
-    recon_loss: str = "mse"  # l: mse (synthetic data) | bce (binary images: zerodim's dSprites) | perceptual (VGG16)
+    recon_loss: str = "mse"  # l of both stages: mse | bce (binary images, zerodim's dSprites; fp32) | perceptual
     vgg_weights: str = ""  # torchvision vgg16 state_dict file, needed for recon_loss=perceptual
     generator_width: int = 256  # channels of the generator's conv blocks (LORD: 256)
     init_scale: float = 0.05  # codes start uniform in +-init_scale (LORD)
@@ -317,6 +317,11 @@ class ContraLordConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        # bf16 rounds the generator's sigmoid to exactly 1.0 from a logit of about 6.5, where BCE's gradient is 0
+        _check(self.latent.recon_loss != "bce" or self.run.precision == "fp32", "latent.recon_loss",
+               "mse or perceptual with run.precision=bf16 (bce needs fp32)", self.latent.recon_loss)
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any] | None = None) -> ContraLordConfig:

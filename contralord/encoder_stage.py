@@ -37,7 +37,7 @@ CHECKPOINT = "encoder.pt"
 STABLE = "stable.pt"  # under encoder.rungs: the trunk where the top rung's cooldown starts (contralord/ladder.py)
 RESUME_KEYS = ("online", "momentum", "optimizer", "scheduler", "step", "rng", "config")
 RESUME_IGNORED = ("run.checkpoint_every", "run.threads", "run.device", "run.eval_size", "run.latent_cache", "eval.",
-                  "data.max_array_gib", "run.extend_from")
+                  "data.max_array_gib", "run.extend_from", "latent.best_reference_steps")
 
 
 def uses_contrastive(cfg: ContraLordConfig) -> bool:

@@ -19,7 +19,8 @@ code for both structures, and the factor model (classifiers and tables, ``factor
 amortisation and evaluation reuse (``eval.scored_code=classifier``).
 
 At the end stage 1 reports, on the images without labels, its classifiers' accuracy per labelled factor
-beside that of a supervised-only reference (``reference_classifier``), and the disentanglement of its own
+beside those of two supervised-only references (the matched ``reference_classifier`` and the
+``best_reference``), and the disentanglement of its own
 codes g^c scored exactly as the evaluation scores an encoder's (``latent/final/codes/...``): the ceiling a
 stage-2 head regressing those codes can reach.
 """
@@ -145,7 +146,8 @@ class FactorTrainer(CodeTableTrainer):
         self.scheduler.step()
         metrics = {"total": total.item(), "recon": rec.item(), "code_penalty": penalty.item(),
                    "recon_labelled": rec_l.item(), "label_ce": ce.item(), "entropy": entropy.item(), "lr": lr}
-        return metrics | (self._probe_accuracy() if step_in_epoch == self.steps_per_epoch - 1 else {})
+        epoch_end = step_in_epoch == self.steps_per_epoch - 1 and len(self.probe) and distributed.is_main()
+        return metrics | (self._probe_accuracy() if epoch_end else {})  # the main rank's metrics are the ones logged
 
     def _probe_accuracy(self) -> dict[str, float]:
         """The classifiers' accuracy on the probe images at an epoch's end (the loop logs it as
@@ -187,12 +189,13 @@ class FactorTrainer(CodeTableTrainer):
             steps = min(lat.epochs * self.steps_per_epoch, REFERENCE_MAX_STEPS)
             reference, curve = train_reference(self.cfg, self.data, self.labelled, self.device, steps,
                                                lambda step: labelled_positions(self.cfg, self.labelled, step),
-                                               self.steps_per_epoch, self.probe)
+                                               self.steps_per_epoch if len(self.probe) else 0, self.probe)
             _log_curve(logger, "latent/ref/probe_acc", names, curve)
             result |= {f"latent/final/ref_accuracy/{n}": a for n, a in zip(names, reference, strict=True)}
             result["latent/final/ref_steps"] = float(steps)
         if lat.best_reference_steps:
-            best, choices, curve = train_best_reference(self.cfg, self.data, self.labelled, self.device, self.probe)
+            best, choices, curve = train_best_reference(self.cfg, self.data, self.labelled, self.device,
+                                                        self.probe if len(self.probe) else None)
             _log_curve(logger, "latent/best_ref/probe_acc", names, curve)
             result |= best_reference_metrics(names, best, choices)
         return result | stage1_code_scores(self.cfg, self.data, content, self.state.codes.residual.detach().cpu())

@@ -117,3 +117,10 @@ def test_recon_loss_bce__stage1_trains_with_it(tmp_path, tiny_overrides):
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.recon_loss": "bce"})
     result = train_latent(cfg, build_data(cfg), tmp_path)
     assert 0 < result.metrics["latent/train/recon"] < 1  # a mean BCE near ln 2 at the start, below it after
+
+
+def test_recon_loss_bce__refused_with_bf16_naming_the_key():
+    from contralord.config import ConfigError, ContraLordConfig
+
+    with pytest.raises(ConfigError, match=r"latent.recon_loss: expected mse or perceptual with run.precision=bf16"):
+        ContraLordConfig.from_overrides({"latent.recon_loss": "bce", "run.precision": "bf16"})
