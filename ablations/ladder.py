@@ -41,6 +41,7 @@ class Ladder:
     verdicts: list[tuple[str, str, str, dict[int, Paired], str]] = field(default_factory=list)
     values: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)  # run id -> rung -> metric
     seeds: dict[str, str] = field(default_factory=dict)  # run id -> seed
+    cost: dict[int, tuple[int, float]] = field(default_factory=dict)  # top rung -> (runs, seconds of time/total)
 
 
 def rung_values(client: MlflowClient, runs: list[TrialRun], metrics: tuple[str, ...]) -> dict[str, dict]:
@@ -86,7 +87,8 @@ def build_ladder(client: MlflowClient, runs: list[TrialRun], spec: specs.TableSp
         at_rung = [dataclasses.replace(r, metrics=values[r.run_id][rung]) for r in runs
                    if rung in values.get(r.run_id, {})]
         tables[rung] = build_table(at_rung, spec, f"{source} at rung {rung}", with_paper, ignore)
-    ladder = Ladder(rungs, tables, threshold, values=values, seeds={r.run_id: r.seed for r in runs})
+    ladder = Ladder(rungs, tables, threshold, values=values, seeds={r.run_id: r.seed for r in runs},
+                    cost=_cost(runs, values))
     ladder.movement = _movement(ladder)
     ladder.verdicts = _verdicts(ladder)
     return ladder
@@ -103,6 +105,18 @@ def _movement(ladder: Ladder) -> dict[str, dict[int, float | None]]:
             then = by_seed[before].get(label) if before is not None else None
             moves.setdefault(label, {})[rung] = None if then is None else _largest_change(now, then)
     return moves
+
+
+def _cost(runs: list[TrialRun], values: dict[str, dict]) -> dict[int, tuple[int, float]]:
+    """Per top rung, the runs that end there and their summed ``time/total`` (a ladder run's covers its lower
+    rungs' branches too; a reused run's copy carries its original's)."""
+    cost: dict[int, tuple[int, float]] = {}
+    for run in runs:
+        if values.get(run.run_id) and "time/total" in run.metrics:
+            top = max(values[run.run_id])
+            count, seconds = cost.get(top, (0, 0.0))
+            cost[top] = (count + 1, seconds + run.metrics["time/total"])
+    return dict(sorted(cost.items()))
 
 
 def _by_seed(ladder: Ladder) -> dict[int, dict[str, dict[str, dict[str, float]]]]:
@@ -167,9 +181,15 @@ def to_markdown(ladder: Ladder) -> str:
         for column, row, ref, at, state in ladder.verdicts]
     stable_rule = ("a verdict is stable when its sign and its significance (95 % interval excluding 0) hold at the "
                    "last two rungs")
+    cost = [f"- ending at rung {rung}: {count} run(s), {seconds / 60:.1f} trial-minutes" for rung, (count, seconds)
+            in ladder.cost.items()]
+    cost_rule = ("time/total summed over the runs whose budget (top rung) it is: a ladder run's covers its lower "
+                 "rungs, a ladder of separate runs pays every rung in full")
     return "\n\n".join(parts + ["## Convergence by rung\n\n" + "\n".join(lines) + f"\n\n- {rule}",
                                 "## Paired verdicts by rung\n\n" + "\n".join(verdicts or ["- none"])
-                                + f"\n- {stable_rule}"])
+                                + f"\n- {stable_rule}",
+                                "## Cost by rung\n\n" + "\n".join(cost or ["- no run logged time/total"])
+                                + f"\n- {cost_rule}"])
 
 
 def _move_cell(change: float | None, threshold: float) -> str:

@@ -122,12 +122,15 @@ def test_ladder_of_separate_sweeps__read_together_with_comma_separated_sweep_run
             run_id = store.trial(EXPERIMENT, {"loss.con": "0.0", "encoder.steps": steps},
                                  {"disentanglement": 0.3 + int(steps) / 400 + seed / 100, "content_corr_min": 0.9},
                                  seed, parent=parent)
-            store.client.log_batch(run_id, metrics=[Metric("encoder/train/epoch", 1, 0, int(steps))])
+            store.client.log_batch(run_id, metrics=[Metric("encoder/train/epoch", 1, 0, int(steps)),
+                                                    Metric("time/total", int(steps) * 3.0, 0, 0)])
     store.trial(EXPERIMENT, {"loss.con": "0.0", "encoder.steps": "320"}, {"disentanglement": 0.9}, 0)  # no sweep's
     both = ",".join(parents.values())
     assert make_tables.main(["--tracking-uri", store.uri, "--spec", "table4", "--rungs", "--sweep-run", both]) == 0
     text = capsys.readouterr().out
     assert "## At rung 40 (40 steps)" in text and "## At rung 80 (80 steps)" in text and "rung 320" not in text
+    assert "- ending at rung 40: 2 run(s), 4.0 trial-minutes" in text  # 2 x 120 s
+    assert "- ending at rung 80: 2 run(s), 8.0 trial-minutes" in text
     from ablations import ladder as ladder_module
     lines = []
     monkeypatch.setattr("matplotlib.axes.Axes.plot", lambda self, *xy, **kw: lines.append(xy))
