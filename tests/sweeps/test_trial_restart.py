@@ -147,7 +147,7 @@ def test_resumed_sweep__keeps_its_first_estimate_without_timing_again(tmp_path, 
     parent = client.create_run(experiment).info.run_id
     first = SimpleNamespace(path="tune", why="1 worker: in the trial", parts={"ray_start": 20.0, "trials": 30.5,
                                                                              "estimate": 1.5}, later=None,
-                            calibrations=())
+                            calibrations=(), unpriced="")
     first = SimpleNamespace(**vars(first), wall_s=sum(first.parts.values()))
     from tune.records import ParentRun
 
