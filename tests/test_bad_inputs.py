@@ -144,13 +144,15 @@ def test_data__huge_class_factor_refused_before_config_json(tmp_path, tiny_overr
     classes = np.arange(100) % 4
     classes[0] = 10**11  # a cardinality of 1e11: a 6.4 TB class-code table
     path = _factors_file(tmp_path / "f.npz", n=100, classes=classes)
+    # the file is named where it is read, before any table is sized by the value (it used to be data.class_factor's
+    # cardinality in GiB, which did not name the file)
+    needle = f"{path}: key 'factors' column 0 holds the value 100000000000; values index a factor's classes"
     line = refused(capsys, _train_args(tmp_path / "o", path, tiny_overrides, "--set", "eval.protocol=all-factors"))
-    assert "data.class_factor: 100000000001 values of the class factor" in line and "GiB" in line
+    assert needle in line
     assert not (tmp_path / "o").exists()
-    # labelled, the same factor would need a code-table row and a classifier output per value
     line = refused(capsys, _train_args(tmp_path / "o", path, tiny_overrides, "--set",
                                        "data.labelled_factors=factor_0,factor_1"))
-    assert line.startswith("contralord: error: data.labelled_factors: 100000000006 values") and "GiB" in line
+    assert needle in line
     assert not (tmp_path / "o").exists()
 
 
