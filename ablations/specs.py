@@ -11,20 +11,22 @@ from pathlib import Path
 PAPER_VALUES = Path(__file__).with_name("paper_values.json")
 ROUNDS_ARTIFACT = "rounds.json"  # a sweep parent run's log of --until-decided (tune/rounds.py writes it)
 
-# column -> MLflow metric of a trial run (the end-of-run evaluation); all are higher-is-better but ``UNRANKED``
+# column -> MLflow metric of a trial run (the end-of-run evaluation); all are higher-is-better but ``UNRANKED``. A
+# column name is also part of the sweep parent's metric names ("<column>/<variant>", tune/publish.py): letters,
+# digits, spaces, '-', '_', '.' and '/' only (MLflow refuses others)
 METRICS = {
     "D": "encoder/eval/disentanglement", "C": "encoder/eval/completeness", "I": "encoder/eval/informativeness_test",
     "SAP": "encoder/eval/sap", "MIG": "encoder/eval/mig", "Smoothness": "encoder/eval/smoothness",
-    "Smoothness (centred)": "encoder/eval/smoothness_centred", "Uniformity": "encoder/eval/uniformity_content",
-    "Uniformity (proj.)": "encoder/eval/uniformity_projection",
+    "Centred smoothness": "encoder/eval/smoothness_centred", "Uniformity": "encoder/eval/uniformity_content",
+    "Projection uniformity": "encoder/eval/uniformity_projection",
     "Top-1": "encoder/eval/probe_top1", "Top-5": "encoder/eval/probe_top5",
 }
 # how spread the codes are (contralord/metrics/smoothness.py, "Which way is better"): lower = more spread; no row is
 # marked best in them, the paper's direction ("↑" on Eq. 7) contradicting its own text
-UNRANKED = ("Smoothness (centred)", "Uniformity", "Uniformity (proj.)")
+UNRANKED = ("Centred smoothness", "Uniformity", "Projection uniformity")
 SPREAD_NOTE = ("Smoothness is Eq. 7 as printed (uncentred; higher = codes more concentrated, which the paper marks "
-               "↑); Smoothness (centred) is Eq. 7 on centred codes, Uniformity Wang & Isola's log potential of the "
-               "centred h_c, Uniformity (proj.) of the projection L_con acts on: lower = more spread, not ranked "
+               "↑); Centred smoothness is Eq. 7 on centred codes, Uniformity Wang & Isola's log potential of the "
+               "centred h_c, Projection uniformity of the projection L_con acts on: lower = more spread, not ranked "
                "(the paper's ↑ contradicts its own uniformity argument)")
 
 

@@ -38,3 +38,13 @@ def test_spec__table4_paper_key_is_the_on_off_pattern():
 def test_spec__sampled_floats_are_shown_short():
     spec = specs.spec_for_keys(("loss.sup", "encoder.batch_size"))
     assert spec.row_label((0.7035737028722149, 64)) == ["0.7036", "64"]
+
+
+def test_table_columns__usable_in_mlflow_metric_names():
+    """A sweep's parent logs ``<column>/<variant>`` for every cell (tune/publish.py): MLflow refuses a name with
+    characters outside its set ("Smoothness (centred)" ended a real sweep in a traceback)."""
+    import re
+
+    from ablations.specs import METRICS
+
+    assert [c for c in METRICS if not re.fullmatch(r"[\w\-. /]+", c)] == []
