@@ -18,6 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY = Path(__file__).resolve().parent / "history"
 RUN = "import json, sys; from contralord.cli import main; sys.exit(main(json.loads(sys.argv[1])))"
+# keys the archived commits do not know (they would refuse them): left out there, so the old code runs as it did;
+# each changes no number those tests compare (the best reference draws from its own RNG)
+ADDED_SINCE = ("latent.best_reference_steps",)
 
 
 def snapshot(commit: str) -> Path:
@@ -39,6 +42,8 @@ def checkout(commit: str, tmp_path: Path) -> Path:
 
 def train_cli(code: Path, overrides: dict, out: Path) -> tuple[dict, dict]:
     """``contralord train`` of the package in ``code``: (metrics.json, summary.json)."""
+    if Path(code).resolve() != ROOT:
+        overrides = {k: v for k, v in overrides.items() if k not in ADDED_SINCE}
     args = ["train", *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")], "--out", str(out)]
     env = os.environ | {"PYTHONPATH": str(code)}
     subprocess.run([sys.executable, "-c", RUN, json.dumps(args)], cwd=code, env=env, check=True,
