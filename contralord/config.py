@@ -154,6 +154,10 @@ class EncoderConfig:
     # L_con and L_res: a queued key encoded from the anchor's own image (an earlier step's view of it) is dropped
     # from the negatives; it sits in the queue with probability ~ L(L+1)/2/(N/B)^2, L = K/B (queue.py)
     mask_own_keys: bool = False
+    # BatchNorm backbones (resnet*): BN statistics per group of batch_size / bn_splits images of a rank's batch, and
+    # the query views shuffled, so no BN group holds both views of an image (MoCo's shuffle-BN on one device,
+    # models/split_bn.py); 1 = one BN batch per forward (the positive pair shares its statistics). lord has no BN
+    bn_splits: int = 8
 
     def __post_init__(self):
         for key in ("backbone_width", "epochs", "batch_size"):
@@ -172,6 +176,9 @@ class EncoderConfig:
         _choice(self.positive, "encoder.positive", ("online", "momentum"))
         _choice(self.anchor, "encoder.anchor", ("online", "stage1"))
         _check(self.projection_dim >= 0, "encoder.projection_dim", "an int >= 0", self.projection_dim)
+        _check(self.bn_splits >= 1, "encoder.bn_splits", "an int >= 1", self.bn_splits)
+        _check(self.backbone == "lord" or self.batch_size % self.bn_splits == 0, "encoder.bn_splits",
+               f"a divisor of encoder.batch_size={self.batch_size} (BN groups of equal size)", self.bn_splits)
         _choice(self.model, "encoder.model", ("contralord", "vae"))
         _choice(self.content_head, "encoder.content_head", CONTENT_HEADS)
         self._check_schedule()
@@ -300,7 +307,8 @@ KEYS_ADDED_WITH_OLD_BEHAVIOUR: dict[str, Any] = {"encoder.content_head": "learne
                                                  "encoder.label_aware_negatives": False,
                                                  "encoder.schedule": "cosine", "encoder.warmup_steps": 0,
                                                  "encoder.decay_fraction": 0.2, "encoder.rungs": "",
-                                                 "encoder.mask_own_keys": False, "run.extend_from": ""}
+                                                 "encoder.mask_own_keys": False, "run.extend_from": "",
+                                                 "encoder.bn_splits": 1}
 
 # a safety cap (changes what is refused, never a number); where an extended ladder starts (equal to a straight run)
 HASH_IGNORED = ("data.max_array_gib", "run.extend_from")

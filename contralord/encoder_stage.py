@@ -28,6 +28,7 @@ from contralord.models.contralord import EncoderOutput, MomentumEncoders, Online
 from contralord.models.encoders import build_backbone
 from contralord.models.heads import EncoderHeads
 from contralord.models.latent import build_factor_codes
+from contralord.models.split_bn import has_batch_norm, split_batch_norms
 from contralord.precision import autocast, fast_images, fast_module
 from contralord.runtime import LocalRuntime
 from contralord.tracking import MetricsLogger, NullLogger
@@ -51,6 +52,21 @@ def key_dims(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[int, int]:
     return (projection, projection) if projection else (content_dim, residual_dim)
 
 
+def shuffles_bn(cfg: ContraLordConfig, backbone: torch.nn.Module) -> bool:
+    """Whether ``backbone``'s BatchNorm is split into groups and the query views shuffled (``encoder.bn_splits``)."""
+    return cfg.encoder.bn_splits > 1 and has_batch_norm(backbone)
+
+
+def bn_group_size(cfg: ContraLordConfig) -> int:
+    """Images per BN group: a rank's share of ``encoder.batch_size`` over ``encoder.bn_splits``."""
+    local = cfg.encoder.batch_size // distributed.world_size()
+    if local % cfg.encoder.bn_splits:
+        raise ConfigError(f"encoder.bn_splits: expected a divisor of the batch per rank ({local} = "
+                          f"encoder.batch_size {cfg.encoder.batch_size} over {distributed.world_size()} rank(s)), "
+                          f"got {cfg.encoder.bn_splits}")
+    return local // cfg.encoder.bn_splits
+
+
 def build_online(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None) -> OnlineEncoder:
     """f + (h_d, h_c, h_r), the InfoNCE projections, and the stage-1 generator when L_rec is on
     (frozen unless fine-tuned)."""
@@ -59,6 +75,8 @@ def build_online(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentRes
     class_dim, content_dim, residual_dim = labels.layout(cfg, data).dims
     backbone, feat_dim = build_backbone(enc.backbone, data.channels, cfg.data.image_size,
                                         enc.pretrained_path or None, width=enc.backbone_width)
+    if shuffles_bn(cfg, backbone):
+        split_batch_norms(backbone, bn_group_size(cfg))
     heads = EncoderHeads(feat_dim, class_dim, content_dim, residual_dim, hidden_dim=enc.head_hidden)
     if enc.content_head != "learned":
         backbone = _stage1_content(cfg, data, latent, backbone, feat_dim, heads)
@@ -98,6 +116,7 @@ class EncoderTrainer:
         self.online = build_online(cfg, data, latent).to(self.device)
         self.model = fast_module(runtime.wrap_model(self.online), cfg.run)
         self.use_queue = cfg.encoder.negatives == "queue" and uses_contrastive(cfg)
+        self.shuffle_bn = shuffles_bn(cfg, self.online.backbone) and uses_contrastive(cfg)
         rng = torch.Generator().manual_seed(cfg.run.seed + 1)
         self.combinations = _combinations(cfg, data, latent, self.device) if cfg.encoder.label_aware_negatives else None
         self.momentum = MomentumEncoders(self.online, cfg.encoder.queue_size, key_dims(cfg, data),
@@ -159,7 +178,12 @@ class EncoderTrainer:
         projections of both, plus of the stage-1 codes under ``encoder.anchor=stage1`` (a parameter
         used outside the wrapped forward would break DDP's gradient hooks)."""
         x, anchor, query = self.views(index, step)
+        order = self._query_order(len(anchor), step) if self.shuffle_bn else None  # (permutation, its inverse)
+        if order is not None:
+            query = query[order[0]]
         keys = self._keys(query)
+        if order is not None:
+            keys = tuple(None if k is None else k[order[1]] for k in keys)
         enc, contrastive = self.cfg.encoder, uses_contrastive(self.cfg)
         both_views = contrastive and (not self.use_queue or enc.positive == "online")
         stage1 = None
@@ -170,8 +194,17 @@ class EncoderTrainer:
                                            project=contrastive, stage1=stage1)
         if both_views:
             out = EncoderOutput(*(t[:len(anchor)] for t in out))
+            if order is not None:  # the query views' rows back in the anchors' order
+                projected = tuple(_rows_reordered(p, len(anchor), order[1]) for p in projected)
         views = _ProjectedViews(projected, len(anchor), both_views, stage1 is not None) if contrastive else None
         return keys, self._terms(index, x, out, x_hat, keys, views)
+
+    def _query_order(self, batch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a permutation of the ``batch`` query views, its inverse), drawn per step (a resumed run draws the same):
+        the query views enter the BN groups in this order, so a positive's or key's group never holds its anchor's
+        group's images (MoCo's shuffle-BN; ``models/split_bn.py``)."""
+        permutation = torch.randperm(batch, generator=sampling.step_generator(self.cfg.run.seed, "shuffle_bn", step))
+        return permutation.to(self.device), torch.argsort(permutation).to(self.device)
 
     def _vae_terms(self, index: torch.Tensor, step: int) -> tuple[tuple, dict[str, torch.Tensor]]:
         """The semi-supervised beta-VAE's terms (``vae_baseline``), noise drawn for the global batch."""
@@ -289,6 +322,12 @@ class _ProjectedViews:
 
     def positive(self, branch: int) -> torch.Tensor:
         return self.projected[branch][self.batch:2 * self.batch]  # (B, P)
+
+
+def _rows_reordered(rows: torch.Tensor, batch: int, inverse: torch.Tensor) -> torch.Tensor:
+    """``rows`` = [anchor views (B); query views (B), permuted; anything after] with the query views' rows put back
+    in the anchors' order by ``inverse``."""
+    return torch.cat([rows[:batch], rows[batch:2 * batch][inverse], rows[2 * batch:]])
 
 
 def _augmentation(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[float, bool, float]:

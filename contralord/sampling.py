@@ -15,7 +15,7 @@ import torch
 
 from contralord import distributed
 
-_STAGES = {"latent": 1, "encoder": 2, "queue": 3, "eval": 4}
+_STAGES = {"latent": 1, "encoder": 2, "queue": 3, "eval": 4, "shuffle_bn": 5}
 
 
 def step_generator(seed: int, stage: str, counter: int) -> torch.Generator:
