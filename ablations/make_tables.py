@@ -25,6 +25,8 @@ from mlflow.exceptions import MlflowException
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import ablations`
 
 from ablations import render, specs  # noqa: E402
+from ablations.balance import build_balance  # noqa: E402
+from ablations.balance import to_markdown as balance_markdown  # noqa: E402
 from ablations.ladder import THRESHOLD, build_ladder, plot_ladder, to_markdown  # noqa: E402
 from ablations.runs import (  # noqa: E402
     AblationError,
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--paper", action="store_true", help="add the paper's values under each matching row")
     parser.add_argument("--rungs", action="store_true", help="the table at every rung of a budget ladder "
                         "(encoder.rungs), with each row's convergence and each paired verdict's stability")
+    parser.add_argument("--balance", action="store_true", help="each row's loss balance instead: every weighted "
+                        "term's gradient norm on the backbone and its ratio to L_rec's (encoder/train/grad/<term>); "
+                        "<table>_balance.md in --out")
     parser.add_argument("--converged-within", type=float, default=THRESHOLD, metavar="DELTA", help="--rungs: a row "
                         "is converged at a rung when D and content_corr_min moved by at most DELTA in every seed "
                         "(default %(default)s)")
@@ -150,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         return stage1_main(args)
     if args.rungs:
         return ladder_main(args)
+    if args.balance:
+        return balance_main(args)
     try:
         source = load_source(args)
         spec = resolve_spec(args, source.sweep_kind)
@@ -189,6 +196,24 @@ def ladder_main(args: argparse.Namespace) -> int:
         return 2
     return _show(to_markdown(ladder), outputs[0] if outputs else None,
                  (outputs[1], lambda path: plot_ladder(ladder, path)) if outputs else None)
+
+
+def balance_main(args: argparse.Namespace) -> int:
+    """``--balance`` (``ablations/balance.py``): markdown, and ``<table>_balance.md`` in --out."""
+    try:
+        if (args.format or ["markdown"]) != ["markdown"] or args.paper:
+            raise AblationError("--balance: prints markdown only (no --format, no --paper)")
+        source = load_source(args)
+        table = table_of(source, resolve_spec(args, source.sweep_kind), args)
+        output = out_folder(args.out) / f"{table.spec.name}_balance.md" if args.out else None
+        if output is not None and output.exists() and not args.overwrite:
+            raise AblationError(f"--out: {output} exists; pass --overwrite to replace it, or another --out; "
+                                f"nothing written")
+        rows = build_balance(MlflowClient(args.tracking_uri), table, source.runs)
+    except AblationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return _show(balance_markdown(rows, source.description), output)
 
 
 def _show(text: str, markdown: Path | None, plot: tuple[Path, object] | None = None) -> int:

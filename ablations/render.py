@@ -43,6 +43,8 @@ def footnotes(table: Table) -> list[str]:
     if table.setting:
         notes.append("setting: " + ", ".join(f"{k}={v}" for k, v in table.setting.items()))
     notes += table.handicaps
+    if table.spec.note:
+        notes.append(table.spec.note)
     if table.commits:
         several = len(table.commits) > 1
         notes.append(f"code: {'runs from ' + str(len(table.commits)) + ' git commits: ' if several else 'git '}"
@@ -136,7 +138,8 @@ def to_markdown(table: Table) -> str:
         cells = [f"**{text}**" if table.best[c] == i else text for c, text in zip(table.columns, cells, strict=True)]
         cells = [f"{text} †" if table.best_paired.get(c) == i else text
                  for c, text in zip(table.columns, cells, strict=True)]
-        lines.append("| " + " | ".join([*map(_md, table.spec.row_label(row.key)), str(row.n), *cells]) + " |")
+        label = table.spec.row_label(row.key, table.setting.get("data.size"))
+        lines.append("| " + " | ".join([*map(_md, label), str(row.n), *cells]) + " |")
         if row.paper:
             lines.append("| " + " | ".join(["paper", *[""] * len(table.spec.by), *_paper_cells(table, row)]) + " |")
     return "\n".join(lines + [""] + [f"- {_md(note)}" for note in footnotes(table)]) + "\n"
@@ -165,7 +168,7 @@ def to_latex(table: Table) -> str:
         cells = [rf"\textbf{{{t}}}" if table.best[c] == i else t for c, t in zip(table.columns, cells, strict=True)]
         cells = [rf"{t}$^\dagger$" if table.best_paired.get(c) == i else t
                  for c, t in zip(table.columns, cells, strict=True)]
-        label = [_latex_escape(text) for text in table.spec.row_label(row.key)]
+        label = [_latex_escape(text) for text in table.spec.row_label(row.key, table.setting.get("data.size"))]
         lines.append(" & ".join([*label, str(row.n), *cells]) + r" \\")
         if row.paper:
             paper = [r"\textit{paper}", *[""] * len(table.spec.by), *_paper_cells(table, row)]

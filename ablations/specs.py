@@ -30,6 +30,11 @@ SPREAD_NOTE = ("Smoothness is Eq. 7 as printed (uncentred; higher = codes more c
                "(the paper's ↑ contradicts its own uniformity argument)")
 
 
+K_NOTE = ("K/N: the paper's grid, 1600 to 51200 of N = 480,000 images, is 0.33-10.7 % of N, its best row 12800 "
+          "(2.7 %); an anchor's own key from an earlier step sits in the queue with probability about "
+          "L(L+1)/2/(N/B)^2, L = K/B, and is its own negative unless encoder.mask_own_keys drops it")
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
@@ -44,6 +49,12 @@ class TableSpec:
     # (key, value): each row is compared with its twin, the row equal in every other key of ``by`` whose ``key``
     # has ``value`` (the schedule table: each WSD row against the cosine row of the same losses)
     paired_within: tuple = ()
+    # ((key, value), ...): the rows the paper measured have these values (the paper has no such key); a row with
+    # another value has no paper row, and the paper's rows are matched on the remaining keys
+    paper_fixed: tuple = ()
+    # a key whose value is also shown as a share of the data set's size N (Table 6: K/N, the paper's ratio)
+    share_of_data: str = ""
+    note: str = ""  # a footnote of every rendering of this table
 
     def twin(self, key: tuple) -> tuple | None:
         """The key of the row ``key`` is compared with under ``paired_within`` (None: none, or ``key`` is one)."""
@@ -52,19 +63,30 @@ class TableSpec:
         index, value = self.by.index(self.paired_within[0]), self.paired_within[1]
         return None if str(key[index]) == str(value) else (*key[:index], value, *key[index + 1:])
 
-    def row_label(self, key: tuple) -> list[str]:
-        """The cells that name a row: one per grouping key."""
+    def row_label(self, key: tuple, data_size: str | None = None) -> list[str]:
+        """The cells that name a row: one per grouping key (``share_of_data``'s with its share of ``data_size``)."""
         if self.check_marks:
             return ["✓" if float(v) == 1.0 else (f"✓ ({v})" if float(v) > 0 else "") for v in key]
-        return [dict(self.names).get(v, show_value(v)) for v in key]
+        cells = [dict(self.names).get(v, show_value(v)) for v in key]
+        if self.share_of_data and _is_number(data_size) and float(data_size) > 0:
+            index = self.by.index(self.share_of_data)
+            if _is_number(key[index]):
+                cells[index] += f" ({100 * float(key[index]) / float(data_size):.2g} % of N)"
+        return cells
 
     def is_baseline(self, key: tuple) -> bool:
         """``key`` is the baseline row's (numbers compared as numbers, other values as text)."""
         same = lambda a, b: float(a) == float(b) if _is_number(a) and _is_number(b) else str(a) == str(b)  # noqa: E731
         return bool(self.baseline) and all(same(a, b) for a, b in zip(key, self.baseline, strict=True))
 
-    def paper_key(self, key: tuple) -> tuple:
-        """The key of the paper's row for one of ours (check-mark tables compare on/off)."""
+    def paper_key(self, key: tuple) -> tuple | None:
+        """The key of the paper's row for one of ours (check-mark tables compare on/off; None: the paper has no
+        such row, ``paper_fixed``)."""
+        fixed = dict(self.paper_fixed)
+        if fixed:
+            if any(str(value) != fixed[name] for name, value in zip(self.by, key, strict=True) if name in fixed):
+                return None
+            key = tuple(value for name, value in zip(self.by, key, strict=True) if name not in fixed)
         if self.check_marks:
             return tuple(int(float(v) > 0) for v in key)
         return tuple(dict(self.names).get(v, v) for v in key)
@@ -98,13 +120,19 @@ SPECS = {
                         "contralord-losses", "table4", check_marks=True, baseline=(1.0, 0.1, 0.0, 0.0)),
     "table5": TableSpec("table5", "Table 5: batch size", ("encoder.batch_size",), "contralord-batch_size", "table5"),
     "table6": TableSpec("table6", "Table 6: queue length K", ("encoder.queue_size",), "contralord-negatives",
-                        "table6"),
+                        "table6", share_of_data="encoder.queue_size", note=K_NOTE),
+    # Table 6 with and without the own-key mask (the paper has none: its rows are the mask's off rows); run the
+    # mask's rows with tune/sweep_negatives.py --set encoder.mask_own_keys=true into the same experiment
+    "table6_mask": TableSpec("table6_mask", "Table 6: queue length K, with and without the own-key mask",
+                             ("encoder.queue_size", "encoder.mask_own_keys"), "contralord-negatives", "table6",
+                             paper_fixed=(("encoder.mask_own_keys", "False"),), share_of_data="encoder.queue_size",
+                             note=K_NOTE),
     # Eq. 4/5 read four ways (anchor: the online code of x_i, or its stage-1 code; the query view augmented or
     # x_i itself), each with L_con on, against rec+sup (loss.con=0): does adding L_con help, under which reading?
-    "readings": TableSpec("readings", "Readings of Eq. 4/5: anchor x augmentation, L_con against rec+sup",
-                          ("loss.con", "encoder.anchor", "encoder.augment", "encoder.label_aware_negatives"),
-                          "contralord-readings",
-                          baseline=(0.0, "online", "True", "False")),
+    "readings": TableSpec("readings", "Readings of Eq. 4/5: anchor x augmentation x positive, L_con against rec+sup",
+                          ("loss.con", "encoder.anchor", "encoder.augment", "encoder.label_aware_negatives",
+                           "encoder.positive"), "contralord-readings",
+                          baseline=(0.0, "online", "True", "False", "online")),
     # h_c learned, or stage 1's classifiers copied (frozen, or trained on), or L_con with label-aware negatives,
     # ContraLORD's losses; Gabbay et al. beside
     "content_head": TableSpec("content_head", "ContraLORD's h_c: learned, or stage 1's classifiers copied; "
@@ -115,11 +143,15 @@ SPECS = {
     "schedule": TableSpec("schedule", "Schedules at equal steps: a WSD ladder's rung against a cosine run",
                           ("loss.con", "loss.res", "encoder.schedule"), "contralord-schedule",
                           implied=("encoder.steps", "encoder.rungs"), paired_within=("encoder.schedule", "cosine")),
+    # issue 28 item 6: lambda_sup on today's stage 1, each weight against the default 0.1 of the same losses
+    "sup_weight": TableSpec("sup_weight", "λ_sup against the default 0.1, per loss set",
+                            ("loss.con", "loss.res", "loss.sup"), "contralord-sup_weight",
+                            paired_within=("loss.sup", "0.1")),
 }
 # what a sweep kind groups by (tune/spaces.py sweeps these keys)
 SWEEP_KIND_SPEC = {"methods": "table2", "losses": "table4", "batch_size": "table5", "negatives": "table6",
                    "readings": "readings", "content_head": "content_head",
-                   "schedule": "schedule"}
+                   "schedule": "schedule", "sup_weight": "sup_weight"}
 SWEEP_KIND_KEYS = {
     "temperature": ("encoder.temperature", "encoder.momentum"),
     "optuna": ("encoder.batch_size", "encoder.queue_size", "loss.sup", "loss.con", "loss.res", "encoder.temperature"),

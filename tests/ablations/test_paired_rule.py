@@ -48,7 +48,7 @@ def test_best_paired__decides_where_seed_spread_hides_a_consistent_difference():
 
 def _readings(store):
     for seed, shift in enumerate([0.0, 0.3, 0.6]):  # the stage 1 of each seed shifts every row
-        base = {"loss.con": "0.1", "loss.sup": "0.1", "loss.res": "0.0"}
+        base = {"loss.con": "0.1", "loss.sup": "0.1", "loss.res": "0.0", "encoder.positive": "online"}
         store.trial(EXP, base | {"loss.con": "0.0", "encoder.anchor": "online", "encoder.augment": "True"},
                     {"disentanglement": 0.3 + shift}, seed)
         store.trial(EXP, base | {"encoder.anchor": "online", "encoder.augment": "True"},
@@ -62,15 +62,16 @@ def test_readings_table__paired_against_rec_sup_and_marked(store):
     source = from_experiment(MlflowClient(store.uri), EXP)
     table = build_table(source.runs, specs.SPECS["readings"], source.description)
     keys = [row.key for row in table.rows]
-    baseline = (0.0, "online", "True", "False")  # encoder.label_aware_negatives: not logged, read as it ran
+    baseline = (0.0, "online", "True", "False", "online")  # label_aware_negatives: not logged, read as it ran
     assert baseline in keys and specs.SPECS["readings"].is_baseline(baseline)
-    stage1 = keys.index((0.1, "stage1", "True", "False"))
+    stage1 = keys.index((0.1, "stage1", "True", "False", "online"))
     assert table.best["D"] is None and table.best_paired["D"] == stage1
     text = render.to_markdown(table)
     assert "†" in text and "paired rule" in text
     lines = [n for n in render.paired_notes(table) if "minus loss.con=0, encoder.anchor=online" in n]
     assert len(lines) == 2  # each reading against the baseline row
-    reading = "encoder.anchor=online, encoder.augment=True, encoder.label_aware_negatives=False minus"
+    reading = ("encoder.anchor=online, encoder.augment=True, encoder.label_aware_negatives=False, "
+               "encoder.positive=online minus")
     online = next(n for n in lines if reading in n)
     assert "-0.049" in online and "lower in 3 of 3 seeds" in online
     assert "\\dag{}" in render.to_latex(table)
