@@ -66,7 +66,7 @@ def footnotes(table: Table) -> list[str]:
     return notes
 
 
-PAIRED_COLUMNS = ("D", "MIG")  # the columns whose paired comparisons a table spells out
+PAIRED_COLUMNS = ("D", "MIG")  # the columns whose paired comparisons a table spells out (else its spec's columns)
 
 
 def row_label(table: Table, row) -> str:
@@ -85,7 +85,7 @@ def paired_comparisons(table: Table) -> list[tuple[str, str, str, stats.Paired]]
     """(column, row label, reference label, row - reference paired by seed) for each row against the spec's
     baseline row (when the table has one) and against the best mean of each of ``PAIRED_COLUMNS``."""
     found = []
-    for column in [c for c in PAIRED_COLUMNS if c in table.columns]:
+    for column in [c for c in (table.spec.columns or PAIRED_COLUMNS) if c in table.columns]:
         means = [(i, row.cells[column].mean) for i, row in enumerate(table.rows) if row.cells[column] is not None]
         references = [i for i, row in enumerate(table.rows) if table.spec.is_baseline(row.key)]
         best = [max(means, key=lambda m: m[1])[0]] if len(means) >= 2 and not table.spec.paired_within else []

@@ -55,6 +55,8 @@ class TableSpec:
     # a key whose value is also shown as a share of the data set's size N (Table 6: K/N, the paper's ratio)
     share_of_data: str = ""
     note: str = ""  # a footnote of every rendering of this table
+    columns: tuple[str, ...] = ()  # only these of METRICS (default: every one the runs logged)
+    floors: bool = False  # Table 1: the floors a run logged (eval.floors) become rows of their own (tables.floor_runs)
 
     def twin(self, key: tuple) -> tuple | None:
         """The key of the row ``key`` is compared with under ``paired_within`` (None: none, or ``key`` is one)."""
@@ -112,8 +114,24 @@ METHOD_KEYS = ("loss.rec", "loss.sup", "loss.con", "loss.res", "loss.kl", "loss.
 DATA_KEYS = ("data.image_size",)
 METHOD_NAMES = (("contralord", "ContraLORD"), ("lord", "LORD"), ("gabbay", "Gabbay et al."),
                 ("locatello", "Locatello et al."))
+LINEAR_NAMES = (("contralord", "ContraLORD"), ("moco", "MoCo"), ("simclr", "SimCLR"), ("lord", "LORD"),
+                ("gabbay", "Gabbay et al. 2021 (zerodim: our closest row to OverLORD, not OverLORD)"),
+                ("pixels", "floor: raw pixels"), ("supervised", "floor: supervised on the labelled images"))
+LINEAR_NOTE = ("Top-1/Top-5: a linear probe (standardised, multinomial logistic regression, C = 1) of the class from "
+               "frozen backbone features f(x) of every method, fitted on eval.num_train training images and scored "
+               "on held-out ones; top-5 only where the class has more than 5 values (else 1 by construction). "
+               "Floors, on the same images: the probe on raw pixels, and the backbone trained from scratch on the "
+               "classes of data.num_labels images alone (contralord/floors.py). LORD's stage 1 sees every "
+               "training image's class; ContraLORD and Gabbay et al. see only the labelled factors' few labels "
+               "(under partial labels the class is not one of them); MoCo and SimCLR see no label")
 
 SPECS = {
+    # Table 1 at our scale: each method's frozen f(x) under a linear probe, the two floors as rows (eval.floors)
+    "table1": TableSpec("table1", "Table 1: linear classification of the class from frozen features",
+                        ("data.name", "run.method"), "contralord-linear", "table1",
+                        implied=METHOD_KEYS + DATA_KEYS + ("eval.floors", "encoder.augment_anchor",
+                                                           "encoder.negatives"),
+                        names=LINEAR_NAMES, columns=("Top-1", "Top-5"), floors=True, note=LINEAR_NOTE),
     "table2": TableSpec("table2", "Table 2: methods under partial labels", ("data.name", "run.method"),
                         "contralord-methods", "table2", implied=METHOD_KEYS + DATA_KEYS, names=METHOD_NAMES),
     "table4": TableSpec("table4", "Table 4: each loss", ("loss.rec", "loss.sup", "loss.con", "loss.res"),
@@ -149,8 +167,8 @@ SPECS = {
                             paired_within=("loss.sup", "0.1")),
 }
 # what a sweep kind groups by (tune/spaces.py sweeps these keys)
-SWEEP_KIND_SPEC = {"methods": "table2", "losses": "table4", "batch_size": "table5", "negatives": "table6",
-                   "readings": "readings", "content_head": "content_head",
+SWEEP_KIND_SPEC = {"linear": "table1", "methods": "table2", "losses": "table4", "batch_size": "table5",
+                   "negatives": "table6", "readings": "readings", "content_head": "content_head",
                    "schedule": "schedule", "sup_weight": "sup_weight"}
 SWEEP_KIND_KEYS = {
     "temperature": ("encoder.temperature", "encoder.momentum"),
@@ -185,5 +203,5 @@ def paper_rows(table: str) -> dict[tuple, dict[str, float]]:
     if table not in data:
         raise KeyError(f"{PAPER_VALUES.name} has no {table!r}; it has "
                        f"{', '.join(k for k in data if k.startswith('table'))}")
-    columns = data["columns"]
+    columns = data[table].get("columns", data["columns"])
     return {tuple(row["key"]): dict(zip(columns, row["values"], strict=True)) for row in data[table]["rows"]}

@@ -13,6 +13,7 @@ Non-finite metric values are dropped and counted."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from collections import Counter
@@ -156,6 +157,25 @@ def refuse_incomparable(runs: list[TrialRun], by: tuple[str, ...], ignore: tuple
                             f"sweep with --sweep-run")
 
 
+EVAL = "encoder/eval/"
+FLOORS = {"pixels": "floor_pixels", "supervised": "floor_supervised"}  # a floor row's run.method -> its metrics
+
+
+def floor_runs(runs: list[TrialRun]) -> list[TrialRun]:
+    """Table 1's floors as runs of their own: every finished run that logged them (``eval.floors``) gives one per
+    floor, with ``run.method`` the floor's and the floor's scores as its probe's (``probe_top1``, ``probe_top5``);
+    one per data set, seed and floor (the newest), since every method's run of a seed would score the same."""
+    found: dict[tuple, TrialRun] = {}
+    for run in sorted(runs, key=lambda r: r.start_time):
+        for method, prefix in FLOORS.items():
+            scores = {f"{EVAL}probe_{k}": run.metrics[f"{EVAL}{prefix}_{k}"] for k in ("top1", "top5")
+                      if f"{EVAL}{prefix}_{k}" in run.metrics}
+            if run.status == "finished" and scores:
+                found[(run.params.get("data.name"), run.seed, method)] = dataclasses.replace(
+                    run, run_id=f"{run.run_id}:{method}", params=run.params | {"run.method": method}, metrics=scores)
+    return list(found.values())
+
+
 def _cell(runs: list[TrialRun], column: str) -> tuple[stats.Summary | None, int, dict[str, float]]:
     """The column's summary over ``runs``, how many non-finite values were left out, and {seed: value}."""
     metric = specs.METRICS[column]
@@ -241,8 +261,10 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     refuse_incomparable(placed, spec.by + spec.implied, ignore)
     refuse_other_data(placed, spec.by)
     refuse_other_machines(placed, ignore)
-    groups = _group(placed, spec)
-    columns = [c for c, metric in specs.METRICS.items() if any(metric in r.metrics for r in finished)]
+    grouped = placed + floor_runs(placed) if spec.floors else placed  # Table 1's floors: rows of their own
+    groups = _group(grouped, spec)
+    columns = [c for c, metric in specs.METRICS.items() if any(metric in r.metrics for r in grouped)
+               and (not spec.columns or c in spec.columns)]
     rows = [_row(key, groups[key], columns) for key in _order(spec, list(groups))]
     averaged = [r for r in finished if all(k in r.params for k in spec.by)]
     values = {k: {r.params.get(k) for r in averaged} for k in SETTING_KEYS}

@@ -247,11 +247,15 @@ class EvalConfig:
     lpips_weights: str = ""  # AlexNet weights for LPIPS's backbone (user-supplied; skipped if empty)
     scored_code: str = "encoder"  # partial-labels: the scored g^c is h_c(f(x)) (encoder) | stage 1's
     # classifier codes softmax(C_j(x)) @ E_j of every image, no label used (classifier: zerodim's evaluation)
+    # Table 1's floors beside the linear probe (contralord/floors.py): the probe on raw pixels, and a classifier
+    # trained for floor_steps steps on the classes of data.num_labels images alone
+    floors: bool = False
+    floor_steps: int = 400
 
     def __post_init__(self):
         _choice(self.protocol, "eval.protocol", ("partial-labels", "all-factors"))
         _choice(self.scored_code, "eval.scored_code", ("encoder", "classifier"))
-        for key in ("num_train", "num_test", "grid_size"):
+        for key in ("num_train", "num_test", "grid_size", "floor_steps"):
             _check(getattr(self, key) > 0, f"eval.{key}", "a positive int", getattr(self, key))
         # a grid is grid_size x grid_size generated images: 3000 asked for 9 million of them after training
         _check(self.grid_size <= MAX_GRID_SIZE, "eval.grid_size", f"at most {MAX_GRID_SIZE}", self.grid_size)
@@ -308,7 +312,7 @@ KEYS_ADDED_WITH_OLD_BEHAVIOUR: dict[str, Any] = {"encoder.content_head": "learne
                                                  "encoder.schedule": "cosine", "encoder.warmup_steps": 0,
                                                  "encoder.decay_fraction": 0.2, "encoder.rungs": "",
                                                  "encoder.mask_own_keys": False, "run.extend_from": "",
-                                                 "encoder.bn_splits": 1}
+                                                 "encoder.bn_splits": 1, "eval.floors": False, "eval.floor_steps": 400}
 
 # a safety cap (changes what is refused, never a number); where an extended ladder starts (equal to a straight run)
 HASH_IGNORED = ("data.max_array_gib", "run.extend_from")

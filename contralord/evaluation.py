@@ -33,7 +33,7 @@ import torch
 from sklearn.model_selection import train_test_split
 from torchvision.utils import save_image
 
-from contralord import checkpoint, labels, metrics
+from contralord import checkpoint, floors, labels, metrics
 from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import DataError, ImageFactorData, build_dataset
 from contralord.encoding import BATCH, CodeCache, encode_classifier
@@ -85,13 +85,22 @@ def _informative_factors(data: ImageFactorData) -> tuple[np.ndarray, list[str]]:
     return factors[:, keep], [data.factor_names[j] for j in keep]
 
 
-def _linear_probe(cfg, train: ImageFactorData, train_codes: CodeCache, test_features,
-                  test_classes) -> dict[str, float]:
+def _linear_probe(cfg, train: ImageFactorData, train_codes: CodeCache, test: ImageFactorData, test_order,
+                  test_features, device: torch.device) -> dict[str, float]:
+    """The class from frozen f(x): fitted on ``eval.num_train`` training images, scored on ``test[test_order]``;
+    ``probe_top5`` only with more than 5 classes, and with ``eval.floors`` Table 1's floors on the same images."""
     n = min(cfg.eval.num_train, len(train))
     index = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.run.seed))[:n]
     train_features = train_codes(index)["features"]  # (n, F)
-    probe = metrics.compute_linear_probe(train_features, train.classes[index].numpy(), test_features, test_classes)
-    return {f"probe_{k}": v for k, v in probe.items()}
+    train_classes, test_classes = train.classes[index].numpy(), test.classes[test_order].numpy()
+    probe = metrics.compute_linear_probe(train_features, train_classes, test_features, test_classes)
+    classes = int(np.unique(train.classes.numpy()).size)
+    result = {"probe_classes": float(classes)} | floors.top_k(probe, "probe", classes)
+    if cfg.eval.floors:
+        test_images = test.images[test_order]
+        result |= floors.pixel_probe(train.images[index], train_classes, test_images, test_classes)
+        result |= floors.supervised_floor(cfg, train, test_images, test_classes, device)
+    return result
 
 
 def score_labelled_codes(cfg: ContraLordConfig, scored: np.ndarray, residual: np.ndarray, values: np.ndarray,
@@ -207,7 +216,7 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
         order = torch.arange(len(data))
         codes = _codes_of(data, train, train_codes)(order)
     if len(np.unique(data.classes.numpy())) > 1:
-        result |= _linear_probe(cfg, train, train_codes, codes["features"], data.classes[order].numpy())
+        result |= _linear_probe(cfg, train, train_codes, data, order, codes["features"], device)
     if online.generator is not None:
         result |= render_grids(cfg, online, data, order[:cfg.eval.grid_size], out_dir, device)
         result |= generative_scores(cfg, online, data, order[:cfg.eval.num_test], device)

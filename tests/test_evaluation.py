@@ -65,8 +65,9 @@ def test_train__writes_metrics_and_grids(trained_run):
     scores = json.loads((out / "metrics.json").read_text())
     for key in ("mig", "sap", "disentanglement", "completeness", "informativeness_test", "smoothness",
                 "smoothness_content", "smoothness_residual", "smoothness_centred", "uniformity_content",
-                "uniformity_projection", "probe_top1", "probe_top5", "recon_mse"):
+                "uniformity_projection", "probe_top1", "probe_classes", "recon_mse"):
         assert key in scores and np.isfinite(scores[key]), key
+    assert scores["probe_classes"] == 4 and "probe_top5" not in scores  # Shapes3D's shape: top-5 would be 1
     assert scores["uniformity_content"] <= 0 and scores["uniformity_projection"] <= 0  # logs of a mean potential
     assert scores["protocol"] == "partial-labels" and scores["heldout"] is False  # training images, as zerodim
     assert scores["factors"] == ["floor_hue", "wall_hue", "object_hue"]

@@ -320,7 +320,8 @@ EVAL_METRICS = SUMMARY_METRICS | frozenset({
     "disentanglement", "completeness", "informativeness_train", "informativeness_test", "mig", "sap",
     "smoothness", "smoothness_content", "smoothness_residual", "smoothness_centred", "uniformity_content",
     "uniformity_projection", "num_metric_train", "num_metric_test",
-    "probe_top1", "probe_top5", "recon_mse", "lpips_reconstruction", "fid_translation",
+    "probe_top1", "probe_top5", "probe_classes", "floor_pixels_top1", "floor_pixels_top5", "floor_supervised_top1",
+    "floor_supervised_top5", "recon_mse", "lpips_reconstruction", "fid_translation",
     "within_combination_variance", "residual_leakage", "residual_leakage_chance"})
 EVAL_FAMILIES = ("dci_importance/", "residual_leakage/", "residual_leakage_chance/", "content_corr/")
 

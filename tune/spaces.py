@@ -85,6 +85,16 @@ CONTENT_HEADS = [("contralord", METHOD_PRESETS["contralord"])] + [
     ("gabbay", METHOD_PRESETS["gabbay"])]
 
 
+# Table 1: the linear probe of the class from each method's frozen f(x); the first row also scores the floors (raw
+# pixels, a classifier on the labelled images: eval.floors), which depend on the seed's data only
+LINEAR_METHODS = ("contralord", "moco", "simclr", "lord", "gabbay")
+
+
+def linear_variants(preset: str) -> list[Variant]:
+    names = LINEAR_METHODS[:2] if preset == "smoke" else LINEAR_METHODS
+    return [(name, METHOD_PRESETS[name] | ({"eval.floors": True} if name == names[0] else {})) for name in names]
+
+
 def variants(kind: str, preset: str) -> tuple[str, list[Variant]]:
     """(the swept key shown in tables, [(variant name, overrides), ...]) for a sweep kind."""
     if kind == "negatives":
@@ -98,6 +108,8 @@ def variants(kind: str, preset: str) -> tuple[str, list[Variant]]:
         return "reading", READINGS[:2] if preset == "smoke" else READINGS
     if kind == "content_head":
         return "content_head", CONTENT_HEADS[:2] if preset == "smoke" else CONTENT_HEADS
+    if kind == "linear":
+        return "run.method", linear_variants(preset)
     if kind == "methods":
         names = ("gabbay", "contralord") if preset == "smoke" else METHODS
         return "run.method", [(name, METHOD_PRESETS[name]) for name in names]

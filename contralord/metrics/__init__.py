@@ -33,7 +33,7 @@ import importlib
 from contralord.metrics.dci import compute_dci
 from contralord.metrics.dci_fast import compute_dci_fast
 from contralord.metrics.fid import compute_fid, fid_from_images, frechet_distance
-from contralord.metrics.linear_probe import compute_linear_probe
+from contralord.metrics.linear_probe import compute_linear_probe, topk_accuracy
 from contralord.metrics.mig import compute_mig
 from contralord.metrics.sap import compute_sap
 from contralord.metrics.smoothness import compute_smoothness, uniformity
@@ -45,6 +45,7 @@ __all__ = [
     "compute_dci_fast",
     "compute_fid",
     "compute_linear_probe",
+    "topk_accuracy",
     "compute_lpips",
     "compute_mig",
     "compute_sap",

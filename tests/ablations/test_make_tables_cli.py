@@ -57,7 +57,8 @@ def test_cli__latest_sweep_run_of_the_specs_experiment(store, capsys):
     newest = _sweep(store, seeds=(0, 1))  # the same config again: only the newest sweep's trials are read
     assert main(["--tracking-uri", store.uri, "--spec", "table6", "--sweep-run", "latest"]) == 0
     out = capsys.readouterr().out
-    assert f"sweep run {newest}" in out and "| 128 (6.2 % of N) | 2 | 0.105 ± 0.007 |" in out and "repeated seed" not in out
+    assert f"sweep run {newest}" in out and "| 128 (6.2 % of N) | 2 | 0.105 ± 0.007 |" in out
+    assert "repeated seed" not in out
 
 
 def test_cli__one_line_errors(store, tmp_path, capsys):
