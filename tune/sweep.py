@@ -24,6 +24,7 @@ from tune import mlflow_logger as ml
 from tune import publish, reuse, rounds, spaces
 from tune.checks import SweepInterrupted, TrialsFailed, check_storage_shared, is_uri
 from tune.context import SweepContext
+from tune.estimate import concurrency
 from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running, mark_stopped_early
 from tune.plan import REPO, SweepPlan, git_commit, local_work_dir
 from tune.records import ParentRun
@@ -90,9 +91,30 @@ def _tuner_exists(plan: SweepPlan) -> bool:
     return tune.Tuner.can_restore(f"{plan.storage}/{plan.name}")
 
 
+def _path(plan: SweepPlan) -> str:
+    """``tune`` (the trial is the one worker) or ``train`` (the trial drives a TorchTrainer's worker group)."""
+    estimate = getattr(plan, "estimate", None)
+    return estimate.path if estimate else _path_without_estimate(plan)
+
+
+def _concurrency_limit(plan: SweepPlan) -> int:
+    """``--max-concurrent``; unset, on this machine under the ``train`` path, as many trials as its CPUs (and GPUs)
+    hold. Such a trial reserves 0.01 CPU for its driver and its workers claim whole CPUs only when they start, so
+    Tune would start every trial's driver at once, and their fractions would leave the last worker a CPU short
+    (measured: a resumed sweep with 3 drivers on 2 CPUs trained one trial at a time). On a cluster the drivers
+    may wait for the autoscaler: no limit there."""
+    if plan.args.max_concurrent:
+        return plan.args.max_concurrent
+    if getattr(plan.args, "address", None) not in (None, "", "local") or _path(plan) != "train":
+        return 0
+    held = ray.cluster_resources()
+    a = plan.args
+    return concurrency(held.get("CPU", 1.0), a.workers_per_trial * a.cpus_per_worker, held.get("GPU", 0.0),
+                       a.workers_per_trial * a.gpus_per_worker)
+
+
 def _trainable(plan: SweepPlan, ctx: SweepContext):
-    path = plan.estimate.path if plan.estimate else _path_without_estimate(plan)
-    if path == "tune":
+    if _path(plan) == "tune":
         return tune.with_resources(tune.with_parameters(run_in_tune_trial, ctx=ctx), _resources(plan))
     driver = tune.with_parameters(train_driver_fn, ctx=ctx, plan_storage=plan.storage)
     placement = {"CPU": 0.0, plan.args.driver_resource: 0.01} if plan.args.driver_resource else {"CPU": 0.01}
@@ -181,7 +203,7 @@ def _tuner(plan: SweepPlan, ctx: SweepContext, name: str, k: int, pairs: list[tu
 
 
 def _search(plan: SweepPlan, pairs: list[tuple[str, int]] | None, rungs: str = "") -> tuple[tune.TuneConfig, dict]:
-    limit = plan.args.max_concurrent or 0
+    limit = _concurrency_limit(plan)
     if plan.kind != "optuna":  # exactly these (variant, seed) pairs: a grid would run their product
         points = _configs(pairs, rungs)
         space = {"variant": tune.choice(sorted({v for v, _ in pairs})),

@@ -211,7 +211,26 @@ def test_search__a_climbed_ladder_is_every_point_s_encoder_rungs():
 
     from tune.sweep import _search
 
-    plan = SimpleNamespace(kind="negatives", args=SimpleNamespace(max_concurrent=0))
+    plan = SimpleNamespace(kind="negatives", args=SimpleNamespace(max_concurrent=0, trainer="tune"))
     config, space = _search(plan, [("K=128", 0)], "10,20,40")
     assert config.search_alg._points_to_evaluate == [{"variant": "K=128", "run.seed": 0, "encoder.rungs": "10,20,40"}]
     assert set(space) == {"variant", "run.seed", "encoder.rungs"}
+
+
+@pytest.mark.parametrize("address, path, expected", [(None, "train", 2), ("auto", "train", 0), (None, "tune", 0)])
+def test_search__the_train_path_on_this_machine_is_limited_to_the_trials_its_cpus_hold(monkeypatch, address, path,
+                                                                                       expected):
+    """A ``train``-path trial reserves 0.01 CPU for its driver; unlimited, Tune would start every driver at once and
+    their fractions would leave a worker a CPU short. On this machine the limit is what the CPUs hold (5 CPUs, 2
+    workers of 1 CPU: 2 trials); on a cluster (--address) and on the ``tune`` path Tune's own placement decides."""
+    pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    import tune.sweep as sweep
+
+    monkeypatch.setattr(sweep.ray, "cluster_resources", lambda: {"CPU": 5.0})
+    args = SimpleNamespace(max_concurrent=0, address=address, workers_per_trial=2, cpus_per_worker=1.0,
+                           gpus_per_worker=0.0, trainer=path)
+    plan = SimpleNamespace(kind="negatives", args=args, estimate=None)
+    config, _ = sweep._search(plan, [("K=128", 0), ("K=256", 0), ("K=512", 0)])
+    assert config.search_alg.max_concurrent == expected
