@@ -32,6 +32,13 @@ from tune.stage1 import ensure_stage1
 from tune.worker import run_in_tune_trial, train_fn_per_worker, trial_started
 
 
+# A Ray this sweep starts on its own machine has a resource of its own for the train path's drivers, so that a
+# driver holds no CPU: with 0.01 CPU each, two drivers and two one-CPU workers did not fit 2 CPUs (2.02), and a
+# 2-CPU machine trained one such trial at a time. A cluster's head gives --driver-resource the same way.
+DRIVER_RESOURCE = "contralord_driver"
+DRIVER_SLOTS = 1000.0  # 0.01 per driver: 100000 drivers
+
+
 def start_ray(plan: SweepPlan) -> bool:
     """Connect to Ray (a local one by default); True when this call started it (``stop_ray`` ends it)."""
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
@@ -43,7 +50,7 @@ def start_ray(plan: SweepPlan) -> bool:
         # Ray starts its workers at nice 15 (its worker_niceness): beside any other work on this machine, stage 1
         # and the trials then got ~5 % of a core (a smoke stage-1 step took 65 s beside two busy processes, not
         # 1 s). A sweep on one's own machine takes its fair share; a cluster keeps Ray's default.
-        ray.init(_system_config={"worker_niceness": 0}, **kwargs)
+        ray.init(_system_config={"worker_niceness": 0}, resources={DRIVER_RESOURCE: DRIVER_SLOTS}, **kwargs)
     elif started:
         ray.init(address=plan.args.address, **kwargs)
     alive = sum(1 for node in ray.nodes() if node.get("Alive"))
@@ -99,10 +106,10 @@ def _path(plan: SweepPlan) -> str:
 
 def _concurrency_limit(plan: SweepPlan) -> int:
     """``--max-concurrent``; unset, on this machine under the ``train`` path, as many trials as its CPUs (and GPUs)
-    hold. Such a trial reserves 0.01 CPU for its driver and its workers claim whole CPUs only when they start, so
-    Tune would start every trial's driver at once, and their fractions would leave the last worker a CPU short
-    (measured: a resumed sweep with 3 drivers on 2 CPUs trained one trial at a time). On a cluster the drivers
-    may wait for the autoscaler: no limit there."""
+    hold. A driver's placement is tiny and its workers claim their CPUs only when they start, so Tune would start
+    every trial's driver at once, each waiting for its workers and timing out every minute (with 0.01 CPU per
+    driver their fractions also left the last worker a CPU short: a resumed sweep with 3 drivers on 2 CPUs
+    trained one trial at a time). On a cluster the drivers may wait for the autoscaler: no limit there."""
     if plan.args.max_concurrent:
         return plan.args.max_concurrent
     if getattr(plan.args, "address", None) not in (None, "", "local") or _path(plan) != "train":
@@ -117,8 +124,14 @@ def _trainable(plan: SweepPlan, ctx: SweepContext):
     if _path(plan) == "tune":
         return tune.with_resources(tune.with_parameters(run_in_tune_trial, ctx=ctx), _resources(plan))
     driver = tune.with_parameters(train_driver_fn, ctx=ctx, plan_storage=plan.storage)
-    placement = {"CPU": 0.0, plan.args.driver_resource: 0.01} if plan.args.driver_resource else {"CPU": 0.01}
-    return tune.with_resources(driver, placement)
+    return tune.with_resources(driver, driver_placement(plan))
+
+
+def driver_placement(plan: SweepPlan) -> dict[str, float]:
+    """A train-path driver's resources: none of the CPUs its workers need where a resource of its own exists
+    (``--driver-resource``, or the one a local Ray this sweep started has), else 0.01 CPU."""
+    own = plan.args.driver_resource or (DRIVER_RESOURCE if ray.cluster_resources().get(DRIVER_RESOURCE) else "")
+    return {"CPU": 0.0, own: 0.01} if own else {"CPU": 0.01}
 
 
 def _path_without_estimate(plan: SweepPlan) -> str:

@@ -234,3 +234,27 @@ def test_search__the_train_path_on_this_machine_is_limited_to_the_trials_its_cpu
     plan = SimpleNamespace(kind="negatives", args=args, estimate=None)
     config, _ = sweep._search(plan, [("K=128", 0), ("K=256", 0), ("K=512", 0)])
     assert config.search_alg.max_concurrent == expected
+
+
+def test_train_path_drivers__hold_no_cpu_on_a_ray_the_sweep_started(tmp_path, monkeypatch):
+    """A local Ray started by the sweep has a resource of its own for the train path's drivers, so two one-CPU
+    trials fit two CPUs (with 0.01 CPU per driver they needed 2.02); --driver-resource names a cluster's; a Ray
+    someone else started has neither, and the driver takes 0.01 CPU as before."""
+    ray = pytest.importorskip("ray")
+    from types import SimpleNamespace
+
+    import tune.sweep as sweep
+
+    plan = SimpleNamespace(args=SimpleNamespace(address=None, driver_resource="", shared_fs=False),
+                           storage=str(tmp_path / "ray"))
+    started = sweep.start_ray(plan)
+    try:
+        assert started and ray.cluster_resources()[sweep.DRIVER_RESOURCE] == sweep.DRIVER_SLOTS
+        assert sweep.driver_placement(plan) == {"CPU": 0.0, sweep.DRIVER_RESOURCE: 0.01}
+        plan.args.driver_resource = "head"
+        assert sweep.driver_placement(plan) == {"CPU": 0.0, "head": 0.01}
+    finally:
+        sweep.stop_ray(started)
+    monkeypatch.setattr(sweep.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    plan.args.driver_resource = ""
+    assert sweep.driver_placement(plan) == {"CPU": 0.01}
