@@ -31,7 +31,6 @@ from tune.records import ParentRun
 from tune.stage1 import ensure_stage1
 from tune.worker import run_in_tune_trial, train_fn_per_worker, trial_started
 
-
 # A Ray this sweep starts on its own machine has a resource of its own for the train path's drivers, so that a
 # driver holds no CPU: with 0.01 CPU each, two drivers and two one-CPU workers did not fit 2 CPUs (2.02), and a
 # 2-CPU machine trained one such trial at a time. A cluster's head gives --driver-resource the same way.
