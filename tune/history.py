@@ -13,10 +13,11 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from contralord import machine
 from tune import reuse, stage1
-from tune.checks import sqlite_store_problem
+from tune.checks import DB_SCHEMES, database_problem, sqlite_store_problem
 
 IGNORED = ("run.seed", "run.latent_cache", "run.method", "run.extend_from")  # change no cost
 SHAPE = ("data.", "encoder.epochs", "encoder.steps", "encoder.rungs", "encoder.batch_size", "encoder.backbone",
@@ -27,13 +28,16 @@ RUN_START_S = 3.0  # from a trial's session start to its MLflow run (time/start,
 
 def open_store(uri: str):
     """A read-only view of the store at ``uri``, or None when it has nothing to read: a missing or empty
-    sqlite file is never created or initialised (MLflow would write its schema into it)."""
+    sqlite file, or a database without MLflow's tables (a new PostgreSQL database), is never created or
+    initialised (MLflow would write its schema into it: a dry run on an empty PostgreSQL database wrote 65 tables)."""
     from mlflow import MlflowClient
 
     if uri.startswith("sqlite:"):
         path = Path(uri[len("sqlite:///"):])
         if not path.is_file() or path.stat().st_size == 0 or sqlite_store_problem(path):
             return None
+    elif urlparse(uri).scheme.split("+")[0] in DB_SCHEMES and database_problem(uri):
+        return None
     return MlflowClient(uri)
 
 
