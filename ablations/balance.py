@@ -66,7 +66,7 @@ def build_balance(client: MlflowClient, table: Table, runs: list[TrialRun]) -> l
     found = []
     for row in table.rows:
         per_run = [run_medians(client, *history_run(client, run_id, tags.get(run_id, {})))
-                   for run_id in row.run_ids]
+                   for run_id in row.run_ids if run_id in tags]  # a floor row (Table 1) trains nothing
         per_run = [medians for medians in per_run if medians]
         terms = [term for term in TERMS if per_run and all(term in medians for medians in per_run)]
         norms = {term: statistics.fmean(medians[term] for medians in per_run) for term in terms}

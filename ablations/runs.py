@@ -90,6 +90,8 @@ def classify(status: str, tags: dict[str, str]) -> str:
 def trial_run(run) -> TrialRun:
     params, tags = dict(run.data.params), dict(run.data.tags)
     params = {key: str(value) for key, value in KEYS_ADDED_WITH_OLD_BEHAVIOUR.items()} | params  # as it ran
+    if params.get("encoder.backbone", "lord") == "lord":  # no BatchNorm: its split changes nothing, as it ran before
+        params["encoder.bn_splits"] = str(KEYS_ADDED_WITH_OLD_BEHAVIOUR["encoder.bn_splits"])
     seed = params.get("run.seed", tags.get("seed", ""))
     return TrialRun(run.info.run_id, classify(run.info.status, tags), params, dict(run.data.metrics), seed,
                     run.info.start_time or 0, tags)

@@ -73,7 +73,7 @@ class TableSpec:
         if self.share_of_data and _is_number(data_size) and float(data_size) > 0:
             index = self.by.index(self.share_of_data)
             if _is_number(key[index]):
-                cells[index] += f" ({100 * float(key[index]) / float(data_size):.2g} % of N)"
+                cells[index] += f" ({100 * float(key[index]) / float(data_size):.3g} % of N)"
         return cells
 
     def is_baseline(self, key: tuple) -> bool:

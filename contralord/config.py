@@ -362,6 +362,8 @@ class ContraLordConfig:
             saved = PRE_ZERODIM_CLASSIFIER_VALUES | saved
         if "latent.structure" in saved and "latent.best_reference_steps" not in saved:  # saved before the best ref
             saved = {"latent.best_reference_steps": 0} | saved
+        if "encoder.backbone" in saved and "encoder.bn_splits" not in saved:  # saved before split BN: one BN batch
+            saved = {"encoder.bn_splits": 1} | saved
         return cls.from_overrides(saved | dict(overrides or {}))
 
     def to_flat_dict(self) -> dict[str, Any]:

@@ -53,8 +53,9 @@ def key_dims(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[int, int]:
 
 
 def shuffles_bn(cfg: ContraLordConfig, backbone: torch.nn.Module) -> bool:
-    """Whether ``backbone``'s BatchNorm is split into groups and the query views shuffled (``encoder.bn_splits``)."""
-    return cfg.encoder.bn_splits > 1 and has_batch_norm(backbone)
+    """Whether ``backbone``'s BatchNorm is split into groups and the query views shuffled (``encoder.bn_splits``):
+    only where a contrastive term compares two views (a run without one keeps plain BatchNorm)."""
+    return cfg.encoder.bn_splits > 1 and uses_contrastive(cfg) and has_batch_norm(backbone)
 
 
 def bn_group_size(cfg: ContraLordConfig) -> int:
@@ -116,7 +117,7 @@ class EncoderTrainer:
         self.online = build_online(cfg, data, latent).to(self.device)
         self.model = fast_module(runtime.wrap_model(self.online), cfg.run)
         self.use_queue = cfg.encoder.negatives == "queue" and uses_contrastive(cfg)
-        self.shuffle_bn = shuffles_bn(cfg, self.online.backbone) and uses_contrastive(cfg)
+        self.shuffle_bn = shuffles_bn(cfg, self.online.backbone)
         rng = torch.Generator().manual_seed(cfg.run.seed + 1)
         self.combinations = _combinations(cfg, data, latent, self.device) if cfg.encoder.label_aware_negatives else None
         self.momentum = MomentumEncoders(self.online, cfg.encoder.queue_size, key_dims(cfg, data),
@@ -201,8 +202,8 @@ class EncoderTrainer:
 
     def _query_order(self, batch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(a permutation of the ``batch`` query views, its inverse), drawn per step (a resumed run draws the same):
-        the query views enter the BN groups in this order, so a positive's or key's group never holds its anchor's
-        group's images (MoCo's shuffle-BN; ``models/split_bn.py``)."""
+        the query views enter the BN groups in this order, so a positive's or key's group is a random mix of the
+        batch, not its anchor's group (MoCo's shuffle-BN; ``models/split_bn.py``)."""
         permutation = torch.randperm(batch, generator=sampling.step_generator(self.cfg.run.seed, "shuffle_bn", step))
         return permutation.to(self.device), torch.argsort(permutation).to(self.device)
 

@@ -66,7 +66,12 @@ def supervised_floor(cfg: ContraLordConfig, train: ImageFactorData, test_images:
 
 
 def _classifier(cfg: ContraLordConfig, train: ImageFactorData, num_classes: int) -> nn.Module:
-    torch.manual_seed(cfg.run.seed + FLOOR_SALT)
+    with torch.random.fork_rng(devices=[]):  # its own init draw; the caller's generator state is left as it was
+        torch.manual_seed(cfg.run.seed + FLOOR_SALT)
+        return _build(cfg, train, num_classes)
+
+
+def _build(cfg: ContraLordConfig, train: ImageFactorData, num_classes: int) -> nn.Module:
     backbone, features = build_backbone(cfg.encoder.backbone, train.channels, cfg.data.image_size,
                                         width=cfg.encoder.backbone_width)
     return nn.Sequential(backbone, nn.Linear(features, num_classes))

@@ -7,6 +7,7 @@ can fail on the user's input runs before the first training step.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -205,8 +206,11 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
     ladder = RungRecords(out_dir, logger, runtime.report, spe) if cfg.encoder.rungs else None
     extended = _extension(cfg, latent, ladder) if extends(cfg, out_dir) else None
 
+    # Table 1's floors depend on the data and seed only: scored once, with the run's own evaluation
+    at_rungs = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, floors=False))
+
     def score_rung(rung: int, branch: EncoderTrainer) -> dict[str, float]:
-        return ladder.record(rung, _scored(cfg, data, latent, branch, ladder.folder(rung), runtime.device))
+        return ladder.record(rung, _scored(at_rungs, data, latent, branch, ladder.folder(rung), runtime.device))
 
     trainer = train_encoders(cfg, data, latent, out_dir, runtime, logger, score_rung if ladder else None, extended)
     train_done = time.perf_counter()

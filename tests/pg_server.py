@@ -49,15 +49,17 @@ def server_binaries() -> Path | None:
 
 
 def _as_server_user(root: Path) -> list[str]:
-    """The command prefix that runs the server as a non-root user (nothing when this process is not root)."""
+    """The command prefix that runs the server as a non-root user when this process is root, and that ends it
+    (SIGINT: a fast shutdown) if the test process dies without ending it."""
     if os.getuid() != 0:
-        return []
+        return ["setpriv", "--pdeathsig", "INT"]
     try:
         account = pwd.getpwnam("postgres")
     except KeyError:
         pytest.skip("running as root and there is no 'postgres' user for initdb (it refuses root)")
     shutil.chown(root, account.pw_uid, account.pw_gid)
-    return ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--init-groups"]
+    return ["setpriv", "--pdeathsig", "INT", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}",
+            "--init-groups"]
 
 
 def start_server(root: Path) -> tuple[PostgresServer, subprocess.Popen]:
@@ -68,16 +70,16 @@ def start_server(root: Path) -> tuple[PostgresServer, subprocess.Popen]:
     prefix = _as_server_user(root)
     password = secrets.token_hex(8)
     (root / "pwfile").write_text(password + "\n")
-    if prefix:
+    if os.getuid() == 0:
         shutil.chown(root / "pwfile", "postgres")
     subprocess.run([*prefix, str(binaries / "initdb"), "-D", str(root / "data"), "-U", "admin", "--pwfile",
                     str(root / "pwfile"), "--auth", "scram-sha-256", "--no-sync", "--encoding", "UTF8"],
                    check=True, capture_output=True, timeout=120)
     port = free_port()
-    log = open(root / "server.log", "w")  # noqa: SIM115  (open for the server's life)
-    process = subprocess.Popen([*prefix, str(binaries / "postgres"), "-D", str(root / "data"), "-p", str(port),
-                                "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-                               stdout=log, stderr=subprocess.STDOUT)
+    with open(root / "server.log", "w") as log:  # the server keeps its own copy of the descriptor
+        process = subprocess.Popen([*prefix, str(binaries / "postgres"), "-D", str(root / "data"), "-p", str(port),
+                                    "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                                   stdout=log, stderr=subprocess.STDOUT)
     server = PostgresServer(port, "admin", password, process.pid)
     _wait_ready(server, process, root)
     return server, process
@@ -118,8 +120,8 @@ def stop_server(process: subprocess.Popen) -> None:
             process.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def postgres():
+@pytest.fixture(scope="module", name="postgres")
+def postgres_server():
     """A running server with an empty ``mlflow`` database; ended by PID after the module, its folder removed. The
     folder is a new one in the system's temporary directory, not pytest's: pytest's is private to this user, and
     as root the server runs as ``postgres``."""

@@ -82,3 +82,10 @@ def test_paper_preset__has_the_paper_settings():
     cfg = ContraLordConfig.from_overrides(resolve_presets(["paper"]))
     assert (cfg.encoder.backbone, cfg.data.image_size, cfg.encoder.batch_size) == ("resnet50", 64, 256)
     assert (cfg.encoder.queue_size, cfg.encoder.epochs, cfg.latent.epochs) == (12800, 200, 200)
+
+
+def test_from_saved__a_config_from_before_split_bn_keeps_one_bn_batch():
+    saved = ContraLordConfig.from_overrides({"encoder.backbone": "resnet18", "encoder.batch_size": 12,
+                                           "encoder.bn_splits": 4}).to_flat_dict()
+    del saved["encoder.bn_splits"]  # as config.json was written before the key
+    assert ContraLordConfig.from_saved(saved).encoder.bn_splits == 1

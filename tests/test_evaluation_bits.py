@@ -46,7 +46,10 @@ def test_evaluate__bit_identical_to_encoding_per_metric(tmp_path, tiny_overrides
     overrides = tiny_overrides | SIZES | {"eval.protocol": protocol}
     old_metrics, old_summary = train_cli(checkout(BEFORE_SHARED_CODES, tmp_path), overrides, tmp_path / "before")
     new_metrics, new_summary = train_cli(ROOT, overrides | PRE_ZERODIM_CLASSIFIER_VALUES, tmp_path / "after")
-    assert {k: new_metrics[k] for k in old_metrics} == old_metrics
+    # probe_top5 is logged only where the class has more than 5 values since 3c9fdf3 (Shapes3D's shape has 4)
+    assert new_metrics["probe_classes"] <= 5 and "probe_top5" not in new_metrics
+    assert {k: new_metrics[k] for k in old_metrics if k != "probe_top5"} == {
+        k: v for k, v in old_metrics.items() if k != "probe_top5"}
     assert new_summary.keys() >= old_summary.keys() | TIMINGS
     added = new_summary.keys() - old_summary.keys()
     assert all(isinstance(new_summary[k], float) and math.isfinite(new_summary[k]) for k in added

@@ -95,7 +95,7 @@ def test_stage2_step__no_bn_group_holds_both_views_of_an_image(tiny_overrides):
     anchor_groups = {frozenset(g) for g in online[:2]}
     assert anchor_groups == {frozenset(range(4)), frozenset(range(4, 8))}
     shuffled = [frozenset(g) for g in online[2:] + keys]
-    assert not anchor_groups & set(shuffled)  # a positive's or key's group never holds its anchor's group's images
+    assert not anchor_groups & set(shuffled)  # this step's positive and key groups are not its anchors' groups
 
 
 def test_stage2_step__one_bn_batch_puts_both_views_together(tiny_overrides):

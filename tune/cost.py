@@ -236,8 +236,9 @@ def _note(seen: list | None, timing: calibrate.Timing) -> calibrate.Timing:
 def resources(plan: SweepPlan, path: str) -> str:
     a = plan.args
     worker = f"CPU {a.cpus_per_worker:g}" + (f", GPU {a.gpus_per_worker:g}" if a.gpus_per_worker else "")
-    own = a.driver_resource or ("its own resource" if a.address in (None, "", "local") else "")
-    driver = (f" + a driver ({own} 0.01, no CPU)" if own else " + a driver (CPU 0.01)") if path == "train" else ""
+    own = a.driver_resource or ("a resource of its own where the sweep starts Ray" if a.address in (None, "", "local")
+                                else "")
+    driver = (f" + a driver (no CPU: 0.01 of {own})" if own else " + a driver (CPU 0.01)") if path == "train" else ""
     return f"{a.workers_per_trial} worker(s) x {{{worker}}}{driver}"
 
 

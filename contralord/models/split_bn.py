@@ -9,8 +9,9 @@ with its own statistics.
 
 Here a group is ``group_size`` consecutive rows (``encoder.batch_size`` per rank over ``encoder.bn_splits``), so a
 forward of the anchor views followed by the query views (stage 2's one forward of both) never puts both views of
-an image in one group; the stage-2 trainer also permutes the query views (``encoder_stage.ShuffledViews``), so the
-group of a positive or a key never holds the same images as its anchor's group. In eval mode the layer is an
+an image in one group; the stage-2 trainer also permutes the query views (``EncoderTrainer._query_order``), so the
+group of a positive or a key is a random mix of the batch, not its anchor's group (about 1/bn_splits of their
+images in common on average, as across MoCo's GPUs). In eval mode the layer is an
 ordinary BatchNorm with the running statistics, which are the mean over the groups of each group's update (all
 groups have the same size). The state dict is a BatchNorm2d's: checkpoints and pretrained weights load as they are.
 """
@@ -55,8 +56,10 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
             with torch.no_grad():  # each group updated its copy of the running statistics: keep their mean
                 self.running_mean.copy_(mean.view(groups, channels).mean(dim=0))
                 self.running_var.copy_(var.view(groups, channels).mean(dim=0))
-        out = out.view(self.group_size, groups, channels, *x.shape[2:]).transpose(0, 1)
-        return out.reshape(x.shape)
+        out = out.view(self.group_size, groups, channels, *x.shape[2:]).transpose(0, 1).reshape(x.shape)
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous(memory_format=torch.channels_last)  # keep run.channels_last's layout
+        return out
 
 
 def split_batch_norms(module: nn.Module, group_size: int) -> int:

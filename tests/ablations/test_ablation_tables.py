@@ -73,8 +73,8 @@ def test_table__best_marked_only_beyond_the_intervals(clear_rows):
     markdown = render.to_markdown(table)
     # D is best under the paired rule too (†): lower in every seed; SAP's paired differences 0, .01, .02 are not
     assert table.best_paired == {"D": 1, "SAP": None}
-    assert "| 256 (12 % of N) | 3 | **0.820 ± 0.020** † | 0.510 ± 0.010 |" in markdown
-    assert "| 128 (6.2 % of N) | 3 | 0.200 ± 0.100 | 0.500 ± 0.000 |" in markdown
+    assert "| 256 (12.5 % of N) | 3 | **0.820 ± 0.020** † | 0.510 ± 0.010 |" in markdown
+    assert "| 128 (6.25 % of N) | 3 | 0.200 ± 0.100 | 0.500 ± 0.000 |" in markdown
     assert "no row is best beyond the intervals in SAP" in markdown
     assert "no row is best paired by seed in SAP" in markdown
 
@@ -95,7 +95,7 @@ def test_table__excluded_runs_are_counted_not_averaged(store):
     assert k256.n == 1 and k256.cells["D"].mean == 0.5
     assert (k256.excluded["unfinished"], k256.excluded["early_stopped"]) == (1, 1)
     markdown = render.to_markdown(table)
-    assert "| 256 (12 % of N) | 1 | 0.500 (n=1) |" in markdown and "0.000" not in markdown
+    assert "| 256 (12.5 % of N) | 1 | 0.500 (n=1) |" in markdown and "0.000" not in markdown
     assert "encoder.queue_size=128: 1 FAILED run(s) not averaged" in markdown
     assert "encoder.queue_size=256: 1 stopped early run(s)" in markdown
     assert "encoder.queue_size=128: 1 repeated seed (newest kept)" in markdown
@@ -175,7 +175,7 @@ def test_latex__booktabs_with_escaped_keys_and_bold_best(clear_rows):
     latex = render.to_latex(_table(store))
     assert latex.startswith(r"\begin{table}") and r"\toprule" in latex and latex.rstrip().endswith(r"\end{table}")
     assert r"encoder.queue\_size & n & D & SAP \\" in latex
-    assert r"256 (12 \% of N) & 3 & \textbf{0.820 $\pm$ 0.020}$^\dagger$ & 0.510 $\pm$ 0.010 \\" in latex
+    assert r"256 (12.5 \% of N) & 3 & \textbf{0.820 $\pm$ 0.020}$^\dagger$ & 0.510 $\pm$ 0.010 \\" in latex
 
 
 def test_csv__every_number_with_its_interval(clear_rows):
@@ -320,5 +320,15 @@ def test_table6_mask__rows_with_and_without_the_mask_and_the_paper_only_beside_t
     assert set(rows) == {(12800, "False"), (12800, "True")}
     assert rows[(12800, "False")].paper["D"] == 1.0 and rows[(12800, "True")].paper is None
     markdown = render.to_markdown(table)
-    assert "| 12800 (2.7 % of N) | False | 2 |" in markdown and "| 12800 (2.7 % of N) | True | 2 |" in markdown
+    assert "| 12800 (2.67 % of N) | False | 2 |" in markdown and "| 12800 (2.67 % of N) | True | 2 |" in markdown
     assert "0.33-10.7 % of N" in markdown  # the note on the paper's grid
+
+
+def test_bn_splits__inert_without_batch_norm_so_runs_from_before_it_average_with_later_ones(store):
+    """encoder.bn_splits (split BN, default 8) changes nothing for the lord backbone, which has no BatchNorm: a run
+    logged before the key existed (read as 1) and one logged after it (8) are one row, not a refusal."""
+    store.trial(EXP, {"encoder.queue_size": "128", "encoder.backbone": "lord"}, {"disentanglement": 0.4}, 0)
+    store.trial(EXP, {"encoder.queue_size": "128", "encoder.backbone": "lord", "encoder.bn_splits": "8"},
+                {"disentanglement": 0.5}, 1)
+    (row,) = _table(store).rows
+    assert row.n == 2 and row.cells["D"].mean == pytest.approx(0.45)

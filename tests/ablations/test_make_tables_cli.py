@@ -57,7 +57,7 @@ def test_cli__latest_sweep_run_of_the_specs_experiment(store, capsys):
     newest = _sweep(store, seeds=(0, 1))  # the same config again: only the newest sweep's trials are read
     assert main(["--tracking-uri", store.uri, "--spec", "table6", "--sweep-run", "latest"]) == 0
     out = capsys.readouterr().out
-    assert f"sweep run {newest}" in out and "| 128 (6.2 % of N) | 2 | 0.105 ± 0.007 |" in out
+    assert f"sweep run {newest}" in out and "| 128 (6.25 % of N) | 2 | 0.105 ± 0.007 |" in out
     assert "repeated seed" not in out
 
 
@@ -95,14 +95,14 @@ def test_cli__ignore_key_lets_a_known_inert_key_differ(store, capsys):
     argv = ["--tracking-uri", store.uri, "--spec", "table6"]
     assert "run.threads (4, <missing>)" in _errors(capsys, argv)
     assert main(argv + ["--ignore-key", "run.threads"]) == 0
-    assert "| 128 (6.2 % of N) | 2 | 0.200 ± 0.141 |" in capsys.readouterr().out
+    assert "| 128 (6.25 % of N) | 2 | 0.200 ± 0.141 |" in capsys.readouterr().out
 
 
 def test_cli__one_seed_prints_n_equals_1(store, capsys):
     _sweep(store, seeds=(0,))
     assert main(["--tracking-uri", store.uri, "--spec", "table6"]) == 0
     out = capsys.readouterr().out
-    assert "| 128 (6.2 % of N) | 1 | 0.100 (n=1) | 0.500 (n=1) |" in out and "± 0.000" not in out
+    assert "| 128 (6.25 % of N) | 1 | 0.100 (n=1) | 0.500 (n=1) |" in out and "± 0.000" not in out
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("ray")
 from conftest import OwnProcesses, free_port  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from pg_server import postgres  # noqa: E402, F401  (the fixture)
+from pg_server import postgres_server  # noqa: E402, F401  (postgres_server: the `postgres` fixture)
 
 from ablations.cost_report import main as cost_report  # noqa: E402
 from ablations.make_tables import main as make_tables  # noqa: E402
@@ -30,7 +30,7 @@ def test_smoke_sweep__logs_into_postgresql_and_the_tables_read_it_back(postgres,
     try:
         command = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke", *FAST,
                    "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]
-        done = processes.run(command, timeout=900, cwd=tmp_path, env=dict(os.environ))
+        done = processes.run(command, timeout=800, cwd=tmp_path, env=dict(os.environ))  # under pytest's 900 s
     finally:
         processes.end_all()
     assert done.returncode == 0, done.stderr[-3000:]

@@ -220,9 +220,10 @@ def test_search__a_climbed_ladder_is_every_point_s_encoder_rungs():
 @pytest.mark.parametrize("address, path, expected", [(None, "train", 2), ("auto", "train", 0), (None, "tune", 0)])
 def test_search__the_train_path_on_this_machine_is_limited_to_the_trials_its_cpus_hold(monkeypatch, address, path,
                                                                                        expected):
-    """A ``train``-path trial reserves 0.01 CPU for its driver; unlimited, Tune would start every driver at once and
-    their fractions would leave a worker a CPU short. On this machine the limit is what the CPUs hold (5 CPUs, 2
-    workers of 1 CPU: 2 trials); on a cluster (--address) and on the ``tune`` path Tune's own placement decides."""
+    """A ``train``-path trial's driver takes a tiny placement; unlimited, Tune would start every driver at once, each
+    waiting for its workers (and with 0.01 CPU per driver their fractions left a worker a CPU short). On this machine
+    the limit is what the CPUs hold (5 CPUs, 2 workers of 1 CPU: 2 trials); on a cluster (--address) and on the
+    ``tune`` path Tune's own placement decides."""
     pytest.importorskip("ray")
     from types import SimpleNamespace
 

@@ -103,7 +103,7 @@ def test_dry_run__calibrates_without_a_store(tmp_path, capsys):
     assert main("negatives", _args(tmp_path, "--trainer", "train")) == 0
     out = capsys.readouterr().out
     assert out.count("(calibration: train") == 2 and "stage 1 to train: 1" in out
-    assert "trainer path: train (--trainer train" in out and "+ a driver (its own resource 0.01, no CPU)" in out
+    assert "trainer path: train (--trainer train" in out and "+ a driver (no CPU: 0.01 of a resource of its own" in out
     assert float(out.split("estimate: ~")[1].split(" s wall")[0]) > 0
     assert not ray.is_initialized() and sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no ray/
 
