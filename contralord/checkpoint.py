@@ -1,6 +1,8 @@
 """Atomic checkpoint files: write to a temporary file in the same folder, fsync, then rename.
 
-A crash mid-write leaves the previous checkpoint untouched (``os.replace`` is atomic on POSIX).
+A crash mid-write leaves the previous checkpoint untouched (``os.replace`` is atomic on POSIX); so does a write
+that fails (a full disk, a folder that became unwritable), which raises ``CheckpointWriteError``: one line naming
+the folder, the temporary file removed.
 """
 
 from __future__ import annotations
@@ -17,21 +19,35 @@ import torch
 from contralord import distributed
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, folder unwritable); the one written before at that path, if
+    any, is intact."""
+
+
 def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
-    """torch.save ``state`` to ``path`` atomically (rank 0 only; other ranks return at once)."""
+    """torch.save ``state`` to ``path`` atomically (rank 0 only; other ranks return at once); CheckpointWriteError
+    when the folder cannot take it."""
     path = Path(path)
     if not distributed.is_main():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        kept = "the last one written there is intact" if path.is_file() else "none was written there before"
+        raise CheckpointWriteError(error.errno, f"cannot write checkpoint {path.name} in {path.parent} "
+                                   f"({error.strerror or error}); {kept}") from error
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return path
 

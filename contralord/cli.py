@@ -131,6 +131,7 @@ def _bad_counts(args: argparse.Namespace) -> str:
 
 
 def _train(cfg: ContraLordConfig, args: argparse.Namespace, data) -> int:
+    from contralord.checkpoint import CheckpointWriteError
     from contralord.loop import NonFiniteLossError
     from contralord.runtime import LocalRuntime, resolve_device
     from contralord.tracking import StdoutLogger
@@ -145,6 +146,9 @@ def _train(cfg: ContraLordConfig, args: argparse.Namespace, data) -> int:
         return 130
     except NonFiniteLossError as error:
         print(f"\ncontralord: error: {error}", file=sys.stderr)
+        return 1
+    except CheckpointWriteError as error:  # a full disk or a folder gone read-only: free it, then resume
+        print(f"\ncontralord: error: {error.strerror}; continue with: {_resume_command(args)}", file=sys.stderr)
         return 1
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     print("summary:", json.dumps(summary, indent=2, sort_keys=True, default=str))
