@@ -28,8 +28,10 @@ def test_smoke_sweep__logs_into_postgresql_and_the_tables_read_it_back(postgres,
     uri = postgres.uri()
     processes = OwnProcesses()
     try:
+        # until decided (a second round adds seed 1 to the rows still open), so that cost_report has rounds to read
         command = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke", *FAST,
-                   "--tracking-uri", uri, "--storage", str(tmp_path / "ray")]
+                   "--until-decided", "--max-seeds", "2", "--decide-metric", "D", "--tracking-uri", uri,
+                   "--storage", str(tmp_path / "ray")]
         done = processes.run(command, timeout=800, cwd=tmp_path, env=dict(os.environ))  # under pytest's 900 s
     finally:
         processes.end_all()
@@ -39,13 +41,14 @@ def test_smoke_sweep__logs_into_postgresql_and_the_tables_read_it_back(postgres,
     experiment = client.get_experiment_by_name("contralord-negatives")
     runs = client.search_runs([experiment.experiment_id])
     trials = [r for r in runs if r.data.tags.get("role") == "trial"]
-    assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
+    assert len(trials) == 4 and all(t.info.status == "FINISHED" for t in trials)  # 2 rows x seeds 0, 1
     assert all(len(client.get_metric_history(t.info.run_id, "encoder/train/total")) == 2 for t in trials)
     assert make_tables(["--tracking-uri", uri, "--spec", "table6", "--sweep-run", "latest"]) == 0
     table = capsys.readouterr().out
-    assert "| 128 (25 % of N) | 1 |" in table and "| 256 (50 % of N) | 1 |" in table
-    assert cost_report(["--tracking-uri", uri, "--experiment", "contralord-negatives"]) == 0
-    assert "trial" in capsys.readouterr().out
+    assert "| 128 (40 % of N) | 2 |" in table and "| 256 (80 % of N) | 2 |" in table  # of data.size=320
+    assert cost_report(["--tracking-uri", uri, "--spec", "table6"]) == 0
+    report = capsys.readouterr().out
+    assert "| until decided, at most 2 seeds | 4 |" in report and "table6 (sweep run" in report
 
 
 @pytest.mark.parametrize("case", ["wrong password", "missing database", "server down"])
