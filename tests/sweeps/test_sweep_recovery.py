@@ -154,7 +154,7 @@ def test_killed_and_interrupted_sweep__resume_finishes_as_a_straight_run(root):
 
     done = subprocess.run(_cmd(root, "--resume"), cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| 128 | 1 |" in done.stdout and "| 256 | 1 |" in done.stdout
+    assert "| 128 (40 % of N) | 1 |" in done.stdout and "| 256 (80 % of N) | 1 |" in done.stdout  # of 320 images
     trials, stage1, sweeps = (_runs(root, role) for role in ("trial", "stage1", "sweep"))
     assert [len(trials), len(stage1), len(sweeps)] == [2, 1, 1]  # no run twice
     assert all(r.info.status == "FINISHED" for r in trials + stage1 + sweeps)
