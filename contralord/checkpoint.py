@@ -39,16 +39,14 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as error:
+    except BaseException as error:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        if not isinstance(error, OSError):
+            raise
         kept = "the last one written there is intact" if path.is_file() else "none was written there before"
         raise CheckpointWriteError(error.errno, f"cannot write checkpoint {path.name} in {path.parent} "
                                    f"({error.strerror or error}); {kept}") from error
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -98,7 +98,7 @@ def _linear_probe(cfg, train: ImageFactorData, train_codes: CodeCache, test: Ima
     result = {"probe_classes": float(classes)} | floors.top_k(probe, "probe", classes)
     if cfg.eval.floors:
         test_images = test.images[test_order]
-        result |= floors.pixel_probe(train.images[index], train_classes, test_images, test_classes)
+        result |= floors.pixel_probe(train.images[index], train_classes, test_images, test_classes, classes)
         result |= floors.supervised_floor(cfg, train, test_images, test_classes, device)
     return result
 

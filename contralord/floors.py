@@ -37,11 +37,12 @@ def top_k(scores: dict[str, float], prefix: str, num_classes: int) -> dict[str, 
 
 
 def pixel_probe(train_images: torch.Tensor, train_classes: np.ndarray, test_images: torch.Tensor,
-                test_classes: np.ndarray) -> dict[str, float]:
-    """The linear probe on raw pixels: images (N, C, H, W) uint8 -> ``floor_pixels_top1`` (and top-5)."""
+                test_classes: np.ndarray, num_classes: int) -> dict[str, float]:
+    """The linear probe on raw pixels: images (N, C, H, W) uint8 -> ``floor_pixels_top1`` (and, with more than 5 of
+    the training set's ``num_classes``, top-5: the same rule as the probe beside it)."""
     flat = lambda images: images.reshape(len(images), -1).float().div(255).numpy()  # noqa: E731
     scores = metrics.compute_linear_probe(flat(train_images), train_classes, flat(test_images), test_classes)
-    return top_k(scores, "floor_pixels", np.unique(train_classes).size)
+    return top_k(scores, "floor_pixels", num_classes)
 
 
 def labelled_images(cfg: ContraLordConfig, num_images: int) -> torch.Tensor:

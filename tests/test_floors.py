@@ -32,7 +32,8 @@ def test_top_k__top5_only_above_five_classes():
 def test_pixel_probe__reads_a_class_written_in_the_pixels():
     train_x, train_y = _images_with_class_in_pixels(200, 8, 0)
     test_x, test_y = _images_with_class_in_pixels(100, 8, 1)
-    assert floors.pixel_probe(train_x, train_y, test_x, test_y) == {"floor_pixels_top1": 1.0, "floor_pixels_top5": 1.0}
+    found = floors.pixel_probe(train_x, train_y, test_x, test_y, 8)
+    assert found == {"floor_pixels_top1": 1.0, "floor_pixels_top5": 1.0}
 
 
 def test_supervised_floor__learns_the_class_from_the_labelled_images_alone():
