@@ -12,7 +12,7 @@ import re
 
 import pytest
 import yaml
-from test_cluster_yaml import _replace_in  # one command mutator for both cluster files' property checks
+from test_cluster_yaml import _replace_in, store_copy_problems  # shared by both cluster files' property checks
 
 ray_util = pytest.importorskip("ray.autoscaler._private.util")  # Ray 2.60.0 private API
 jsonschema = pytest.importorskip("jsonschema")
@@ -65,6 +65,7 @@ def problems(cfg: dict) -> list[str]:
         found.append("repo not mounted at ~/contralord")
     if cfg["file_mounts"].get("~/ray_auth_token") != "~/.ray/auth_token":
         found.append("the token is not copied from ~/.ray/auth_token")
+    found += store_copy_problems(cfg["head_start_ray_commands"], "YOUR-SHARED-DIR/")
     node = cfg["available_node_types"]["local.cluster.node"]
     if node["min_workers"] != len(cfg["provider"]["worker_ips"]):
         found.append("not every worker IP joins the cluster")
@@ -107,6 +108,9 @@ BREAKAGES = {
     "torch_unpinned": (_replace_in("setup_commands", '"torch==2.14.1"', "torch"), "torch"),
     "repo_not_installed": (_replace_in("setup_commands", "pip install -q -e ~/contralord", "true"), "-e ~/contralord"),
     "token_from_elsewhere": (lambda raw: raw["file_mounts"].update({"~/ray_auth_token": "./token"}), "token"),
+    "store_not_restored": (lambda raw: raw["head_start_ray_commands"].pop(2), "not restored"),
+    "store_copied_into_home": (_replace_in("head_start_ray_commands", "YOUR-SHARED-DIR/mlflow-store", "~/copy"),
+                               "copy is not one folder"),
     "fewer_workers": (lambda raw: raw.update(min_workers=1), "not every worker IP"),
 }
 

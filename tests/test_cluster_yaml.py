@@ -158,9 +158,37 @@ def install_problems(cfg: dict) -> list[str]:
     return problems
 
 
+def store_copy_problems(head_start: list[str], copy_prefix: str) -> list[str]:
+    """The MLflow store outlives the cluster (tune/store_backup.py): restored before the server opens it, then
+    watched for as long as the head lives (one watcher: flock), both on the server's database and on one copy
+    folder that starts with ``copy_prefix`` (off the head)."""
+    found = []
+    server = next((i for i, c in enumerate(head_start) if "mlflow server" in c), None)
+    restores = [i for i, c in enumerate(head_start) if "store_backup.py restore" in c]
+    watches = [i for i, c in enumerate(head_start) if "store_backup.py watch" in c]
+    if server is None or len(restores) != 1 or restores[0] > server:
+        return ["the store is not restored (store_backup.py restore) before the mlflow server starts"]
+    if len(watches) != 1 or watches[0] < server:
+        return ["the store is not watched (store_backup.py watch) after the mlflow server starts"]
+    store = re.search(r"--backend-store-uri[= ]+sqlite:///(\S+)", head_start[server])
+    restore, watch = head_start[restores[0]], head_start[watches[0]]
+    db = store.group(1) if store else None
+    for what, cmd in (("restore", restore), ("watch", watch)):
+        if db is None or not re.search(rf"--db[= ]+{re.escape(db.replace('$HOME', '~'))}(\s|$)",
+                                       cmd.replace("$HOME", "~")):
+            found.append(f"store_backup.py {what} does not name the server's database {db}")
+    source = re.search(r"--from[= ]+(\S+)", restore)
+    target = re.search(r"--to[= ]+(\S+)", watch)
+    if not (source and target and source.group(1) == target.group(1) and source.group(1).startswith(copy_prefix)):
+        found.append(f"the store's copy is not one folder under {copy_prefix} for restore and watch")
+    if not re.search(r"^nohup flock -n \S+ .*&$", watch.strip()):
+        found.append("the store's watcher is not one background process (nohup flock -n ... &)")
+    return found
+
+
 def problems(cfg: dict) -> list[str]:
     return (network_problems(cfg) + auth_problems(cfg) + image_problems(cfg) + node_problems(cfg)
-            + install_problems(cfg))
+            + install_problems(cfg) + store_copy_problems(_commands(cfg, "head_start_ray_commands"), "s3://"))
 
 
 def credential_findings(text: str) -> list[str]:
@@ -237,6 +265,14 @@ BREAKAGES = {
                                       "./mlruns"), "no file store"),
     "mlflow_local_artifacts": (_replace_in("head_start_ray_commands", "s3://YOUR-BUCKET/mlflow-artifacts",
                                            "/home/ray/mlflow/artifacts"), "not on S3"),
+    "store_not_restored": (lambda raw: raw["head_start_ray_commands"].pop(2), "not restored"),
+    "store_restored_after_server": (lambda raw: raw["head_start_ray_commands"].insert(
+        4, raw["head_start_ray_commands"].pop(2)), "not restored"),
+    "store_not_watched": (lambda raw: raw["head_start_ray_commands"].pop(4), "not watched"),
+    "store_copied_onto_the_head": (_replace_in("head_start_ray_commands", "s3://YOUR-BUCKET/mlflow-store",
+                                               "/home/ray/mlflow/copy"), "copy is not one folder under s3://"),
+    "store_watched_twice": (_replace_in("head_start_ray_commands", "nohup flock -n /home/ray/mlflow/backup.lock ",
+                                        "nohup "), "not one background process"),
     "port_published": (lambda raw: raw["docker"]["run_options"].append("-p 8265:8265"), "publishes a port"),
     "head_without_token": (_replace_in("head_start_ray_commands", "RAY_AUTH_MODE=token", "RAY_AUTH_MODE=disabled"),
                            "head_start_ray_commands: `ray start` without RAY_AUTH_MODE=token"),

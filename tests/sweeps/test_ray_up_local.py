@@ -52,10 +52,14 @@ SKIP_REASON = _why_hosts_unavailable()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(SKIP_REASON is not None, reason=str(SKIP_REASON))]
 
 
-def make_test_copy(raw: dict, hosts: dict[str, str], name: str, key: Path, token: Path, worker_env: Path) -> dict:
-    """ray_cluster.local.yaml with the test hosts' addresses, our key, token and workers' MLflow login, and no
-    install."""
+def make_test_copy(raw: dict, hosts: dict[str, str], name: str, key: Path, token: Path, worker_env: Path,
+                   shared: Path) -> dict:
+    """ray_cluster.local.yaml with the test hosts' addresses, our key, token, workers' MLflow login and shared
+    folder, and no install."""
     cfg = copy.deepcopy(raw)
+    uses = [c for c in cfg["head_start_ray_commands"] if "YOUR-SHARED-DIR" in c]
+    assert len(uses) == 3, uses  # restore, server (artifacts), watch: keep in step with the YAML
+    cfg["head_start_ray_commands"] = [c.replace("YOUR-SHARED-DIR", str(shared)) for c in cfg["head_start_ray_commands"]]
     cfg["cluster_name"] = name
     cfg["provider"].update(head_ip=hosts["head"], worker_ips=[hosts["worker"]])
     cfg["auth"] = {"ssh_user": getpass.getuser(), "ssh_private_key": str(key)}
@@ -118,6 +122,28 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def _runs_and_points(client: MlflowClient, experiment_id: str) -> dict:
+    """run id -> (status, params, tags, every metric's last value, every point of the training loss). One history
+    per run: each request pays the server's basic-auth password check."""
+    found = {}
+    for run in client.search_runs([experiment_id]):
+        history = sorted((m.step, m.timestamp, m.value)
+                         for m in client.get_metric_history(run.info.run_id, "encoder/train/total"))
+        found[run.info.run_id] = (run.info.status, run.data.params, run.data.tags, run.data.metrics, history)
+    return found
+
+
+def _status_in_copy(copied: Path, run_id: str) -> str | None:
+    """The run's status in the store's copy, read with sqlite3 (MLflow would keep an engine on the old file)."""
+    if not copied.is_file():
+        return None
+    import sqlite3
+
+    with sqlite3.connect(f"file:{copied}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+    return row[0] if row else None
+
+
 @pytest.fixture
 def test_hosts(tmp_path):
     """Two hosts (head, worker), torn down (PID namespaces killed, netns and links deleted) even on failure."""
@@ -157,6 +183,7 @@ def _remove_ssh_control_dir(name: str, existed: bool) -> None:
         parent.rmdir()
 
 
+@pytest.mark.timeout(1500)  # two `ray up`s: about 10 min on a busy 2-core machine
 def test_ray_up__exec_sweep__down_on_two_hosts(tmp_path, test_hosts, monkeypatch):
     dir_, hosts, hosts_s = test_hosts
     _assert_isolated(dir_, hosts)  # before any `ray stop` can run there
@@ -172,7 +199,8 @@ def test_ray_up__exec_sweep__down_on_two_hosts(tmp_path, test_hosts, monkeypatch
     worker_env.chmod(0o600)
     config = tmp_path / "cluster.yaml"
     config.write_text(yaml.safe_dump(make_test_copy(yaml.safe_load((REPO / "ray_cluster.local.yaml").read_text()),
-                                               hosts, name, dir_ / "id_ed25519", token, worker_env)))
+                                               hosts, name, dir_ / "id_ed25519", token, worker_env,
+                                               dir_ / "shared")))
     (tmp_path / "driver").mkdir()
     # TMPDIR: the launcher's cluster state and lock files; never this machine's /tmp/ray.
     env = os.environ | {"TMPDIR": str(tmp_path / "driver"), "RAY_USAGE_STATS_ENABLED": "0"}
@@ -209,6 +237,15 @@ def test_ray_up__exec_sweep__down_on_two_hosts(tmp_path, test_hosts, monkeypatch
         experiment = client.get_experiment_by_name("contralord-negatives")
         trials = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("role") == "trial"]
         assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials), trials
+        runs = _runs_and_points(client, experiment.experiment_id)
+        parent = next(r.info.run_id for r in client.search_runs([experiment.experiment_id])
+                      if r.data.tags.get("role") != "trial")
+        # the head's watcher copies the store to the shared folder within its 10 s poll of the sweep's end
+        started = time.monotonic()
+        copied = dir_ / "shared" / "mlflow-store" / "mlflow.db"
+        _wait("the store's copy holding the finished sweep", lambda: _status_in_copy(copied, parent) == "FINISHED",
+              timeout=120, every=1, detail=lambda: _ssh(dir_, hosts["head"], "cat ~/mlflow/backup.log"))
+        times["store copied after the sweep"] = time.monotonic() - started
         node_ips = {m.group(1) for f in storage.rglob("result.json")
                     for m in re.finditer(r'"node_ip": "([\d.]+)"', f.read_text())}
         assert node_ips == set(hosts.values()), node_ips  # one trial per host (1 CPU each)
@@ -223,6 +260,30 @@ def test_ray_up__exec_sweep__down_on_two_hosts(tmp_path, test_hosts, monkeypatch
         _wait("the worker's Ray to exit after ray down",
               lambda: "raylet" not in _ssh(dir_, hosts["worker"], "ps -e -o comm="), timeout=180, every=5)
         times["worker's Ray gone after ray down"] = time.monotonic() - started
+
+        # A new head: the old one's server and watcher die without a word (SIGKILL, no last copy) and its store
+        # is gone. The next `ray up` restores the runs from the shared folder before its server starts.
+        # The server is `mlflow server`, its uvicorn and uvicorn's workers, which hold port 5000 ([s]: the patterns
+        # do not match this command's own shell).
+        _ssh(dir_, hosts["head"], "pkill -KILL -f '[s]tore_backup.py|mlflow [s]erver|[u]vicorn'; "
+                                  "for pid in $(ss -Hltnp 'sport = :5000' | grep -o 'pid=[0-9]*' | cut -d= -f2); do "
+                                  "kill -KILL $pid; done; "
+                                  "while ss -Hltn 'sport = :5000' | grep -q . || "
+                                  "pgrep -f '[s]tore_backup.py' >/dev/null; do sleep 0.2; done; rm -rf ~/mlflow")
+        started = time.monotonic()
+        down_done = False
+        second_up = _run([RAY, "up", str(config), "-y", "--no-config-cache"], env, timeout=600)
+        assert "restore: restored" in second_up.stdout + second_up.stderr, second_up.stdout[-3000:]
+        _wait("MLflow server on the new head", lambda: _http_ok(f"{uri}/health"), timeout=120)
+        times["ray up on a new head (until MLflow answers)"] = time.monotonic() - started
+        admin = dict(re.findall(r"export (\w+)=(\S+)", _ssh(dir_, hosts["head"], "cat ~/mlflow/admin.env")))
+        for name_ in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            monkeypatch.setenv(name_, admin[name_])  # the new head made its own admin login
+        client = MlflowClient(uri)
+        restored = client.get_experiment_by_name("contralord-negatives")
+        assert _runs_and_points(client, restored.experiment_id) == runs
+        _run([RAY, "down", str(config), "-y"], env, timeout=300)
+        down_done = True
     finally:
         if not down_done:
             _run([RAY, "down", str(config), "-y"], env, timeout=300, check=False)
