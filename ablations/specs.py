@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from contralord.config import LossConfig
+
 PAPER_VALUES = Path(__file__).with_name("paper_values.json")
 ROUNDS_ARTIFACT = "rounds.json"  # a sweep parent run's log of --until-decided (tune/rounds.py writes it)
 
@@ -135,7 +137,7 @@ SPECS = {
     "table2": TableSpec("table2", "Table 2: methods under partial labels", ("data.name", "run.method"),
                         "contralord-methods", "table2", implied=METHOD_KEYS + DATA_KEYS, names=METHOD_NAMES),
     "table4": TableSpec("table4", "Table 4: each loss", ("loss.rec", "loss.sup", "loss.con", "loss.res"),
-                        "contralord-losses", "table4", check_marks=True, baseline=(1.0, 0.1, 0.0, 0.0)),
+                        "contralord-losses", "table4", check_marks=True, baseline=(1.0, LossConfig().sup, 0.0, 0.0)),
     "table5": TableSpec("table5", "Table 5: batch size", ("encoder.batch_size",), "contralord-batch_size", "table5"),
     "table6": TableSpec("table6", "Table 6: queue length K", ("encoder.queue_size",), "contralord-negatives",
                         "table6", share_of_data="encoder.queue_size", note=K_NOTE),
@@ -161,10 +163,10 @@ SPECS = {
     "schedule": TableSpec("schedule", "Schedules at equal steps: a WSD ladder's rung against a cosine run",
                           ("loss.con", "loss.res", "encoder.schedule"), "contralord-schedule",
                           implied=("encoder.steps", "encoder.rungs"), paired_within=("encoder.schedule", "cosine")),
-    # issue 28 item 6: lambda_sup on today's stage 1, each weight against the default 0.1 of the same losses
-    "sup_weight": TableSpec("sup_weight", "λ_sup against the default 0.1, per loss set",
+    # issue 28 item 6: lambda_sup on today's stage 1, each weight against the default of the same losses
+    "sup_weight": TableSpec("sup_weight", f"λ_sup against the default {LossConfig().sup:g}, per loss set",
                             ("loss.con", "loss.res", "loss.sup"), "contralord-sup_weight",
-                            paired_within=("loss.sup", "0.1")),
+                            paired_within=("loss.sup", str(LossConfig().sup))),
 }
 # what a sweep kind groups by (tune/spaces.py sweeps these keys)
 SWEEP_KIND_SPEC = {"linear": "table1", "methods": "table2", "losses": "table4", "batch_size": "table5",

@@ -8,7 +8,8 @@ batches differ between the two (300 images: batches of 256 and 44; the probe's 2
 250 images sit in other batches than in the scored set), which is what the sharing could break.
 
 Since then the labelled-factor stage 1 trains as zerodim does (new defaults) and the evaluation reports more:
-the current code runs with the keys that restore the old stage 1 (``config.PRE_ZERODIM_CLASSIFIER_VALUES``),
+the current code runs with the keys that restore the old stage 1 (``config.PRE_ZERODIM_CLASSIFIER_VALUES``) and
+the old λ_sup (``config.PRE_SUP_WEIGHT_VALUES``),
 and every number the old code wrote must be identical; keys added since (the stage-1 diagnostics, the DCI
 importance matrix, per-dimension correlations) are only checked to be finite. Bit identity across batch
 compositions needs batch-invariant CPU kernels: on a CPU whose kernels give a row other bits in another batch
@@ -21,7 +22,7 @@ import pytest
 import torch
 from old_code import ROOT, checkout, train_cli
 
-from contralord.config import PRE_ZERODIM_CLASSIFIER_VALUES
+from contralord.config import PRE_SUP_WEIGHT_VALUES, PRE_ZERODIM_CLASSIFIER_VALUES
 from contralord.models.encoders import LordEncoder
 
 BEFORE_SHARED_CODES = "78214e1397f2b4ceba686a2f4fa9cd78d95157cb"
@@ -45,7 +46,8 @@ def test_evaluate__bit_identical_to_encoding_per_metric(tmp_path, tiny_overrides
                     "(tests/test_encoding.py checks the sharing to float rounding)")
     overrides = tiny_overrides | SIZES | {"eval.protocol": protocol}
     old_metrics, old_summary = train_cli(checkout(BEFORE_SHARED_CODES, tmp_path), overrides, tmp_path / "before")
-    new_metrics, new_summary = train_cli(ROOT, overrides | PRE_ZERODIM_CLASSIFIER_VALUES, tmp_path / "after")
+    new_metrics, new_summary = train_cli(ROOT, overrides | PRE_ZERODIM_CLASSIFIER_VALUES | PRE_SUP_WEIGHT_VALUES,
+                                         tmp_path / "after")
     # probe_top5 is logged only where the class has more than 5 values since 3c9fdf3 (Shapes3D's shape has 4)
     assert new_metrics["probe_classes"] <= 5 and "probe_top5" not in new_metrics
     assert {k: new_metrics[k] for k in old_metrics if k != "probe_top5"} == {

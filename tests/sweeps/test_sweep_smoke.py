@@ -152,8 +152,8 @@ def test_sweep__table_lists_every_variant(swept):
     parent = next(r for r in runs if r.data.tags.get("role") == "sweep")
     path = swept.download_artifacts(parent.info.run_id, "table.md")
     table = open(path).read()
-    # rec+sup; all four (a mark shows its weight where it is not 1: the defaults 0.1, 0.1, 0.2)
-    assert "| ✓ | ✓ (0.1) |  |  | 1 |" in table and "| ✓ | ✓ (0.1) | ✓ (0.1) | ✓ (0.2) | 1 |" in table
+    # rec+sup; all four (a mark shows its weight where it is not 1: the defaults 1, 0.1, 0.2)
+    assert "| ✓ | ✓ |  |  | 1 |" in table and "| ✓ | ✓ | ✓ (0.1) | ✓ (0.2) | 1 |" in table
     assert json.loads(parent.data.params["sweep.variants"]) == ["rec+sup", "rec+sup+con+res"]
 
 
