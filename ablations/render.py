@@ -88,6 +88,8 @@ def paired_comparisons(table: Table) -> list[tuple[str, str, str, stats.Paired]]
     for column in [c for c in (table.spec.columns or PAIRED_COLUMNS) if c in table.columns]:
         means = [(i, row.cells[column].mean) for i, row in enumerate(table.rows) if row.cells[column] is not None]
         references = [i for i, row in enumerate(table.rows) if table.spec.is_baseline(row.key)]
+        if not references:  # e.g. a Table 4 run at an older λ_sup: its rec+sup row, by the terms that are on
+            references = [i for i, row in enumerate(table.rows) if table.spec.is_baseline(row.key, on_off=True)]
         best = [max(means, key=lambda m: m[1])[0]] if len(means) >= 2 and not table.spec.paired_within else []
         references += best  # a table of twins compares twins only
         pairs = [(i, ref) for ref in dict.fromkeys(references) for i in range(len(table.rows)) if i != ref]

@@ -65,7 +65,7 @@ class TableSpec:
         if not self.paired_within:
             return None
         index, value = self.by.index(self.paired_within[0]), self.paired_within[1]
-        return None if str(key[index]) == str(value) else (*key[:index], value, *key[index + 1:])
+        return None if _same(key[index], value) else (*key[:index], value, *key[index + 1:])
 
     def row_label(self, key: tuple, data_size: str | None = None) -> list[str]:
         """The cells that name a row: one per grouping key (``share_of_data``'s with its share of ``data_size``)."""
@@ -78,10 +78,14 @@ class TableSpec:
                 cells[index] += f" ({100 * float(key[index]) / float(data_size):.3g} % of N)"
         return cells
 
-    def is_baseline(self, key: tuple) -> bool:
-        """``key`` is the baseline row's (numbers compared as numbers, other values as text)."""
-        same = lambda a, b: float(a) == float(b) if _is_number(a) and _is_number(b) else str(a) == str(b)  # noqa: E731
-        return bool(self.baseline) and all(same(a, b) for a, b in zip(key, self.baseline, strict=True))
+    def is_baseline(self, key: tuple, on_off: bool = False) -> bool:
+        """``key`` is the baseline row's (numbers compared as numbers, other values as text); with ``on_off``, on a
+        check-mark table, the same terms are on (weight > 0) whatever their weights: rec+sup at an older λ_sup."""
+        if not self.baseline:
+            return False
+        if on_off and self.check_marks:
+            return all((float(a) > 0) == (float(b) > 0) for a, b in zip(key, self.baseline, strict=True))
+        return all(_same(a, b) for a, b in zip(key, self.baseline, strict=True))
 
     def paper_key(self, key: tuple) -> tuple | None:
         """The key of the paper's row for one of ours (check-mark tables compare on/off; None: the paper has no
@@ -94,6 +98,11 @@ class TableSpec:
         if self.check_marks:
             return tuple(int(float(v) > 0) for v in key)
         return tuple(dict(self.names).get(v, v) for v in key)
+
+
+def _same(a, b) -> bool:
+    """Numbers compared as numbers ("1" and "1.0" are one weight), other values as text."""
+    return float(a) == float(b) if _is_number(a) and _is_number(b) else str(a) == str(b)
 
 
 def _is_number(value) -> bool:
@@ -163,10 +172,10 @@ SPECS = {
     "schedule": TableSpec("schedule", "Schedules at equal steps: a WSD ladder's rung against a cosine run",
                           ("loss.con", "loss.res", "encoder.schedule"), "contralord-schedule",
                           implied=("encoder.steps", "encoder.rungs"), paired_within=("encoder.schedule", "cosine")),
-    # issue 28 item 6: lambda_sup on today's stage 1, each weight against the default of the same losses
-    "sup_weight": TableSpec("sup_weight", f"λ_sup against the default {LossConfig().sup:g}, per loss set",
-                            ("loss.con", "loss.res", "loss.sup"), "contralord-sup_weight",
-                            paired_within=("loss.sup", str(LossConfig().sup))),
+    # issue 28 item 6: lambda_sup on today's stage 1, each weight against 0.1 (the default when it was swept; now 1)
+    # of the same losses
+    "sup_weight": TableSpec("sup_weight", "λ_sup against 0.1, per loss set", ("loss.con", "loss.res", "loss.sup"),
+                            "contralord-sup_weight", paired_within=("loss.sup", "0.1")),
 }
 # what a sweep kind groups by (tune/spaces.py sweeps these keys)
 SWEEP_KIND_SPEC = {"linear": "table1", "methods": "table2", "losses": "table4", "batch_size": "table5",

@@ -50,9 +50,9 @@ READINGS = [("rec+sup", LOSS_SETS["rec+sup"])] + [
 # epochs (N = 480,000, batch 256: 375,000 steps).
 SCHEDULE_LADDERS = {"smoke": (8, 16), "cpu": (160, 640), "paper": (93750, 375000)}
 SCHEDULE_LOSS_SETS = ("rec+sup", "rec+sup+con+res")
-# Issue 28 item 6: lambda_sup re-chosen on the zerodim-style stage 1. LORD and zerodim weight code regression 10x
-# the reconstruction; ours is 0.1 (README, "Loss scales", chosen on an older stage 1). Rows: rec+sup and all four
-# terms, each at every weight, each compared with the default weight of the same losses, paired by seed.
+# Issue 28 item 6: lambda_sup re-chosen on the zerodim-style stage 1 (LORD and zerodim weight code regression 10x the
+# reconstruction). It was 0.1 when swept, now 1 (README, "Loss scales"). Rows: rec+sup and all four terms, each at
+# every weight, each compared with lambda_sup 0.1 of the same losses, paired by seed (ablations/specs.py).
 SUP_WEIGHTS = {"smoke": (0.1, 1.0), "cpu": (0.1, 1.0, 10.0), "paper": (0.1, 1.0, 10.0)}
 SUP_WEIGHT_LOSS_SETS = ("rec+sup", "rec+sup+con+res")
 

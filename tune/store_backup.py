@@ -34,7 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 from ablations.store import sqlite_store_problem  # noqa: E402
 
 COPY_NAME = "mlflow.db"
-MLFLOW_TRIGGERS = {"prevent_secrets_aad_mutation"}  # MLflow 3.17's schema makes this one trigger, no other
+# MLflow 3.17's schema makes this one trigger and no view: (name, table, SQL with its whitespace collapsed).
+# tests/sweeps/test_store_backup.py checks that a store MLflow makes has exactly these.
+MLFLOW_TRIGGERS = {("prevent_secrets_aad_mutation", "secrets",
+                    "CREATE TRIGGER prevent_secrets_aad_mutation BEFORE UPDATE ON secrets FOR EACH ROW WHEN "
+                    "OLD.secret_id != NEW.secret_id OR OLD.secret_name != NEW.secret_name BEGIN SELECT RAISE(ABORT, "
+                    "'secret_id and secret_name are immutable (used as AAD in encryption)'); END")}
 EVERY_S = 300.0
 POLL_S = 10.0
 
@@ -68,13 +73,15 @@ def copy_problem(path: Path) -> str:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
             integrity = [row[0] for row in db.execute("PRAGMA integrity_check")]
-            triggers = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+            code = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type IN ('trigger', 'view')")
+            foreign = sorted(f"{kind} {name}" for kind, name, table, sql in code
+                             if kind != "trigger" or (name, table, " ".join(sql.split())) not in MLFLOW_TRIGGERS)
     except sqlite3.Error as error:
         return f"cannot read the SQLite database {path} ({error})"
     if integrity != ["ok"]:
         return f"{path} fails SQLite's integrity check ({integrity[0]})"
-    if triggers - MLFLOW_TRIGGERS:
-        return f"{path} has trigger(s) MLflow does not make: {', '.join(sorted(triggers - MLFLOW_TRIGGERS))}"
+    if foreign:  # a trigger or view would run SQL of the copy's author whenever the server writes or reads
+        return f"{path} has SQL MLflow does not make: {', '.join(foreign)}"
     return ""
 
 
@@ -86,14 +93,19 @@ class StoreState:
 
 
 def store_state(db: Path) -> StoreState:
-    files = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size)
-                  for p in (db, Path(f"{db}-wal"), Path(f"{db}-journal")) if p.exists())
+    files = []
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-journal")):  # a journal comes and goes with every write
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            continue
+        files.append((path.name, stat.st_mtime_ns, stat.st_size))
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
             last_end = conn.execute("SELECT MAX(end_time) FROM runs").fetchone()[0] or 0
     except sqlite3.Error:  # busy, or not (yet) an MLflow store: the file times still say whether it changed
         last_end = 0
-    return StoreState(files, last_end)
+    return StoreState(tuple(files), last_end)
 
 
 def backup_due(now: StoreState, copied: StoreState | None, seconds_since_copy: float, every_s: float) -> bool:
@@ -106,12 +118,54 @@ def backup_due(now: StoreState, copied: StoreState | None, seconds_since_copy: f
     return seconds_since_copy >= every_s
 
 
-def backup(db: Path, dest: str) -> str:
-    """Copy ``db`` to ``DEST/mlflow.db`` consistently; returns what was copied, for the log."""
+def _runs(path: Path) -> int:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+
+def _runs_in_copy(fs, target: str) -> int | None:
+    """Runs the copy at ``target`` holds (its sidecar ``.runs``, written with it), None when there is no copy."""
+    import pyarrow.fs
+
+    if fs.get_file_info(target + ".runs").type == pyarrow.fs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(target + ".runs") as src:
+        text = src.read(64).decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _put(fs, local: Path, target: str) -> None:
+    """Write ``local`` to ``target`` whole or not at all: a uniquely named partial object, then a move."""
+    partial = f"{target}.partial-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        with open(local, "rb") as src, fs.open_output_stream(partial) as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+        fs.move(partial, target)
+    except BaseException:
+        try:
+            fs.delete_file(partial)
+        except OSError:
+            pass
+        raise
+
+
+def _check_local_dest(dest: str) -> None:
+    """A path DEST's parent must exist: an unmounted shared folder is an error, not an empty place to start."""
+    if "://" not in dest and not Path(dest).expanduser().resolve().parent.is_dir():
+        raise StoreBackupError(f"--to/--from: {Path(dest).expanduser().parent} does not exist (the shared folder "
+                               f"not mounted?); nothing done")
+
+
+def backup(db: Path, dest: str, force: bool = False) -> str:
+    """Copy ``db`` to ``DEST/mlflow.db`` consistently; returns what was copied, for the log. A snapshot with fewer
+    runs than the copy it would replace is refused unless ``force`` (an empty store started beside an unmounted
+    share, or another cluster's store, must not replace the runs kept there)."""
     if not db.is_file():
         raise StoreBackupError(f"--db: {db} is not a file")
+    _check_local_dest(dest)
     fs, target = _destination(dest)
-    with tempfile.TemporaryDirectory(prefix="store-backup-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".store-backup-", dir=db.parent) as tmp:  # beside the store: its disk
         snapshot = Path(tmp) / COPY_NAME
         try:
             source, copy = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30), sqlite3.connect(snapshot)
@@ -125,24 +179,22 @@ def backup(db: Path, dest: str) -> str:
         problem = copy_problem(snapshot)
         if problem:
             raise StoreBackupError(f"--db: not copied, the store's snapshot is not whole: {problem}")
-        with sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True) as check:
-            runs = check.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        partial = target + ".partial"
+        runs = _runs(snapshot)
         try:
             parent = target.rpartition("/")[0]
             if parent:
                 fs.create_dir(parent, recursive=True)
-            with open(snapshot, "rb") as src, fs.open_output_stream(partial) as out:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
-            fs.move(partial, target)
+            kept = _runs_in_copy(fs, target)
+            if kept is not None and runs < kept and not force:
+                raise StoreBackupError(f"--db: not copied, {db} holds {runs} runs and the copy at {dest} {kept}: "
+                                       f"another store, or one that lost runs (--force replaces the copy)")
+            _put(fs, snapshot, target)
+            counted = Path(tmp) / "runs"
+            counted.write_text(f"{runs}\n")
+            _put(fs, counted, target + ".runs")
         except OSError as error:
             raise StoreBackupError(f"--to: cannot write {dest} ({_first_line(error)})") from None
-    return f"{runs} runs, {snapshot_size(db)} -> {dest.rstrip('/')}/{COPY_NAME}"
-
-
-def snapshot_size(db: Path) -> str:
-    return f"{db.stat().st_size / 2**20:.1f} MiB"
+    return f"{runs} runs, {db.stat().st_size / 2**20:.1f} MiB -> {dest.rstrip('/')}/{COPY_NAME}"
 
 
 def restore(dest: str, db: Path) -> str:
@@ -150,10 +202,17 @@ def restore(dest: str, db: Path) -> str:
     never replaced; a copy that fails the checks is refused and nothing is written."""
     import pyarrow.fs
 
-    if db.exists():
+    if db.is_file():
         return f"kept the existing store {db} (nothing restored)"
+    if os.path.lexists(db):
+        raise StoreBackupError(f"--db: {db} exists but is not a file (a link or a folder); nothing restored")
+    stale = [name for name in (f"{db}-journal", f"{db}-wal") if os.path.lexists(name)]
+    if stale:  # SQLite would apply them to the restored store
+        raise StoreBackupError(f"--db: {', '.join(stale)} left from an earlier store; remove it first, "
+                               f"nothing restored")
     if not db.parent.is_dir():
         raise StoreBackupError(f"--db: the folder {db.parent} does not exist")
+    _check_local_dest(dest)
     fs, source = _destination(dest)
     try:
         info = fs.get_file_info(source)
@@ -161,7 +220,7 @@ def restore(dest: str, db: Path) -> str:
         raise StoreBackupError(f"--from: cannot read {dest} ({_first_line(error)})") from None
     if info.type == pyarrow.fs.FileType.NotFound:
         return f"no copy at {dest}; the server starts a new store at {db}"
-    fd, partial = tempfile.mkstemp(prefix=f".{db.name}.restore-", dir=db.parent)
+    fd, partial = tempfile.mkstemp(prefix=f".{db.name}.restore-", dir=db.parent)  # 0600, like the store's folder
     try:
         with os.fdopen(fd, "wb") as out, fs.open_input_stream(source) as src:
             while chunk := src.read(1 << 20):
@@ -169,39 +228,39 @@ def restore(dest: str, db: Path) -> str:
         problem = copy_problem(Path(partial))
         if problem:
             raise StoreBackupError(f"--from: the copy at {dest} is refused, nothing restored: {problem}")
-        os.replace(partial, db)
+        os.link(partial, db)  # fails, rather than replaces, if a store appeared meanwhile
+    except FileExistsError:
+        return f"kept the store {db} that appeared while restoring (nothing restored)"
     except OSError as error:
         raise StoreBackupError(f"--from: cannot restore {dest} into {db} ({_first_line(error)})") from None
     finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as check:
-        runs = check.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-    return f"restored {db} from {dest.rstrip('/')}/{COPY_NAME} ({runs} runs)"
+        os.remove(partial)
+    return f"restored {db} from {dest.rstrip('/')}/{COPY_NAME} ({_runs(db)} runs)"
 
 
 def watch(db: Path, dest: str, every_s: float = EVERY_S, poll_s: float = POLL_S) -> None:
-    """Back up for as long as the process lives (see the module's text); a failed copy is logged and retried at
-    the next poll, never fatal: the server must not lose its watcher to a network blip."""
+    """Back up for as long as the process lives (see the module's text); a failed copy is logged and tried again
+    when the next copy is due, never fatal: the server must not lose its watcher to a network blip."""
     _destination(dest)  # a DEST that cannot be opened at all is bad input, before the loop
     stop = {"now": False}
 
     def _stop(signum, _frame):
         stop["now"] = True
+        signal.signal(signum, signal.SIG_DFL)  # a second signal ends a copy that hangs
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     copied, copied_at = None, time.monotonic()
     _log(f"watching {db}: a copy to {dest} after each finished run, else every {every_s:g} s while it changes")
     while True:
         last = stop["now"]
-        if db.is_file():
-            now = store_state(db)
-            if backup_due(now, copied, time.monotonic() - copied_at, every_s if not last else 0.0):
-                try:
+        try:
+            if db.is_file():
+                now = store_state(db)
+                if backup_due(now, copied, time.monotonic() - copied_at, every_s if not last else 0.0):
+                    copied, copied_at = now, time.monotonic()  # a failed copy is tried again when next due
                     _log("backup: " + backup(db, dest))
-                    copied, copied_at = now, time.monotonic()
-                except StoreBackupError as error:
-                    _log(f"backup failed, retried in {poll_s:g} s: {error}")
+        except Exception as error:  # noqa: BLE001  (logged, never fatal)
+            _log(f"backup failed (tried again at the next finished run, or in {every_s:g} s): {_first_line(error)}")
         if last:
             _log("stopped")
             return
@@ -221,6 +280,8 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name)
         sub.add_argument("--db", required=True, type=lambda p: Path(p).expanduser(), help="the SQLite store")
         sub.add_argument(flag, required=True, dest="dest", help="folder of the copy: s3://bucket/prefix or a path")
+        if name == "backup":
+            sub.add_argument("--force", action="store_true", help="replace a copy that holds more runs")
         if name == "watch":
             sub.add_argument("--every", type=float, default=EVERY_S, help="seconds between copies of a changing store")
             sub.add_argument("--poll", type=float, default=POLL_S, help="seconds between looks at the store")
@@ -229,13 +290,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    os.umask(0o077)  # the copies hold every run: readable by this user only (a shared folder's default is wider)
     try:
         if args.command == "watch":
             if not (args.every > 0 and args.poll > 0):
                 raise StoreBackupError("--every and --poll: expected seconds > 0")
             watch(args.db, args.dest, args.every, args.poll)
         elif args.command == "backup":
-            _log("backup: " + backup(args.db, args.dest))
+            _log("backup: " + backup(args.db, args.dest, force=args.force))
         else:
             _log("restore: " + restore(args.dest, args.db))
     except StoreBackupError as error:

@@ -76,3 +76,26 @@ def test_readings_table__paired_against_rec_sup_and_marked(store):
     assert "-0.049" in online and "lower in 3 of 3 seeds" in online
     assert "\\dag{}" in render.to_latex(table)
     assert "D_best_paired" in render.to_csv(table).splitlines()[0]
+
+
+def _table4(store, sup: str):
+    for seed, shift in enumerate([0.0, 0.3, 0.6]):
+        weights = {"loss.rec": "1.0", "loss.sup": sup, "loss.res": "0.0"}
+        store.trial("contralord-losses", weights | {"loss.con": "0.0"}, {"disentanglement": 0.5 + shift}, seed)
+        store.trial("contralord-losses", weights | {"loss.con": "0.1"},  # the best row: not what finds the baseline
+                    {"disentanglement": 0.6 + shift + 0.001 * seed}, seed)
+
+
+@pytest.mark.parametrize("sup", ["1.0", "0.1"], ids=["default-lambda-sup", "older-lambda-sup"])
+def test_table4__each_row_against_rec_sup__also_at_an_older_lambda_sup(store, sup):
+    """The baseline is rec+sup at the default λ_sup; a sweep run at another λ_sup (every Table 4 before λ_sup
+    became 1) still compares each row with its own rec+sup row, found by which terms are on."""
+    _table4(store, sup)
+    source = from_experiment(MlflowClient(store.uri), "contralord-losses")
+    table = build_table(source.runs, specs.SPECS["table4"], source.description)
+    mark = "" if sup == "1.0" else f" ({float(sup):g})"
+    assert specs.SPECS["table4"].is_baseline((1.0, float(sup), 0.0, 0.0)) == (sup == "1.0")
+    lines = [n for n in render.paired_notes(table) if n.startswith("paired D:")]
+    against = f"minus loss.rec=1, loss.sup={float(sup):g}, loss.con=0, loss.res=0:"
+    assert any("loss.con=0.1, loss.res=0 " + against in n and "higher in 3 and lower in 0" in n for n in lines), lines
+    assert f"| ✓ | ✓{mark} |  |  | 3 |" in render.to_markdown(table)

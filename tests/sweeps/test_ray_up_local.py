@@ -202,6 +202,7 @@ def test_ray_up__exec_sweep__down_on_two_hosts(tmp_path, test_hosts, monkeypatch
                                                hosts, name, dir_ / "id_ed25519", token, worker_env,
                                                dir_ / "shared")))
     (tmp_path / "driver").mkdir()
+    (dir_ / "shared").mkdir()  # YOUR-SHARED-DIR: mounted before `ray up` (a missing one stops the restore)
     # TMPDIR: the launcher's cluster state and lock files; never this machine's /tmp/ray.
     env = os.environ | {"TMPDIR": str(tmp_path / "driver"), "RAY_USAGE_STATS_ENABLED": "0"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -69,6 +69,7 @@ def _runs_of_copy(dest: Path, tmp_path: Path) -> dict:
 
 
 def test_backup_then_restore_into_a_new_head__every_run_and_point_back(store, tmp_path):
+    (tmp_path / "bucket").mkdir()
     dest = tmp_path / "bucket" / "mlflow-store"
     assert "3 runs" in backup(store, str(dest))
     assert copy_problem(dest / "mlflow.db") == ""  # MLflow's own schema (its one trigger included) passes
@@ -77,6 +78,7 @@ def test_backup_then_restore_into_a_new_head__every_run_and_point_back(store, tm
     assert "restored" in restore(str(dest), new_head)
     assert _runs(new_head) == _runs(store)
     assert sorted(p.name for p in new_head.parent.iterdir()) == ["mlflow.db"]
+    assert new_head.stat().st_mode & 0o777 == 0o600  # every run of the cluster: this user's only
 
 
 def test_backup_while_mlflow_writes__the_copy_is_whole_and_holds_what_came_before(store, tmp_path):
@@ -143,10 +145,26 @@ def _with_a_trigger(path: Path, made: Path) -> None:
         db.execute("CREATE TRIGGER zero AFTER INSERT ON metrics BEGIN UPDATE metrics SET value = 0; END")
 
 
-@pytest.mark.parametrize("make, expected", [(_garbage, "not an SQLite database"), (_truncated, ""),
-                                            (_not_mlflow, "not an MLflow store"),
-                                            (_with_a_trigger, "trigger(s) MLflow does not make: zero")],
-                         ids=["garbage", "truncated", "not-mlflow", "extra-trigger"])
+def _trigger_under_mlflows_name(path: Path, made: Path) -> None:
+    shutil.copyfile(made, path)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TRIGGER prevent_secrets_aad_mutation")
+        db.execute("CREATE TRIGGER prevent_secrets_aad_mutation AFTER INSERT ON metrics BEGIN "
+                   "UPDATE metrics SET value = 0; END")
+
+
+def _with_a_view(path: Path, made: Path) -> None:
+    shutil.copyfile(made, path)
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE VIEW watching AS SELECT * FROM runs")
+
+
+@pytest.mark.parametrize("make, expected", [
+    (_garbage, "not an SQLite database"), (_truncated, "database disk image is malformed"),
+    (_not_mlflow, "not an MLflow store"), (_with_a_trigger, "SQL MLflow does not make: trigger zero"),
+    (_trigger_under_mlflows_name, "SQL MLflow does not make: trigger prevent_secrets_aad_mutation"),
+    (_with_a_view, "SQL MLflow does not make: view watching")],
+    ids=["garbage", "truncated", "not-mlflow", "extra-trigger", "trigger-under-mlflows-name", "view"])
 def test_restore_refuses_a_hostile_or_broken_copy__one_line_exit_2_nothing_written(make, expected, made_store,
                                                                                       tmp_path, capsys):
     dest = tmp_path / "dest"
@@ -169,15 +187,55 @@ def test_backup_of_a_store_that_is_not_mlflows__refused_and_the_last_copy_kept(s
     _not_mlflow(foreign, store)
     assert store_backup.main(["backup", "--db", str(foreign), "--to", str(dest)]) == 2
     assert "store_backup: --db: not copied" in capsys.readouterr().err
-    assert (dest / "mlflow.db").read_bytes() == kept and sorted(p.name for p in dest.iterdir()) == ["mlflow.db"]
+    assert (dest / "mlflow.db").read_bytes() == kept
+    assert sorted(p.name for p in dest.iterdir()) == ["mlflow.db", "mlflow.db.runs"]
 
 
 def test_backup_to_a_destination_that_cannot_be_written__one_line_naming_to(store, tmp_path, capsys):
-    blocker = tmp_path / "a-file"
+    blocker = tmp_path / "a-file"  # where the copy's folder should be
     blocker.write_text("not a folder")
-    assert store_backup.main(["backup", "--db", str(store), "--to", str(blocker / "store")]) == 2
+    assert store_backup.main(["backup", "--db", str(store), "--to", str(blocker)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("store_backup: --to: cannot write") and len(err.strip().splitlines()) == 1
+
+
+def test_an_unmounted_shared_folder_is_an_error__not_an_empty_place_to_start(store, tmp_path, capsys):
+    unmounted = tmp_path / "shared" / "mlflow-store"  # tmp_path/shared does not exist
+    new_head = tmp_path / "new-head"
+    new_head.mkdir()
+    assert store_backup.main(["restore", "--db", str(new_head / "mlflow.db"), "--from", str(unmounted)]) == 2
+    assert store_backup.main(["backup", "--db", str(store), "--to", str(unmounted)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("does not exist (the shared folder not mounted?)" in line for line in err)
+    assert not (tmp_path / "shared").exists() and list(new_head.iterdir()) == []
+
+
+def test_a_store_with_fewer_runs_never_replaces_the_copy__unless_forced(store, tmp_path, capsys):
+    dest = tmp_path / "dest"
+    backup(store, str(dest))
+    kept = (dest / "mlflow.db").read_bytes()
+    fewer = tmp_path / "other-cluster" / "mlflow.db"  # e.g. another cluster on the same bucket
+    fewer.parent.mkdir()
+    shutil.copyfile(store, fewer)
+    client = _client(fewer)
+    client.delete_experiment(client.get_experiment_by_name("contralord-negatives").experiment_id)
+    with sqlite3.connect(fewer) as db:
+        db.execute("DELETE FROM metrics")
+        db.execute("DELETE FROM tags")
+        db.execute("DELETE FROM runs WHERE run_uuid IN (SELECT run_uuid FROM runs LIMIT 1)")
+    assert store_backup.main(["backup", "--db", str(fewer), "--to", str(dest)]) == 2
+    assert "holds 2 runs and the copy at" in capsys.readouterr().err
+    assert (dest / "mlflow.db").read_bytes() == kept
+    assert store_backup.main(["backup", "--db", str(fewer), "--to", str(dest), "--force"]) == 0
+    assert (dest / "mlflow.db.runs").read_text() == "2\n"
+    assert sorted(p.name for p in dest.iterdir()) == ["mlflow.db", "mlflow.db.runs"]  # no partial left
+
+
+def test_mlflows_own_schema_makes_exactly_the_triggers_a_copy_may_have(made_store):
+    with sqlite3.connect(f"file:{made_store}?mode=ro", uri=True) as db:
+        found = {(name, table, " ".join(sql.split())) for name, table, sql in
+                 db.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type IN ('trigger', 'view')")}
+    assert found == store_backup.MLFLOW_TRIGGERS
 
 
 def test_a_copy_is_due_only_when_the_store_changed__at_once_after_a_run_ends():

@@ -1,9 +1,11 @@
 """Fault a of issue 33: the tracking server dies mid-sweep (SIGKILL) and comes back 30 s later on the same port and
-store. The trials go on training; MLflow's client retries its requests (MLFLOW_HTTP_REQUEST_MAX_RETRIES, exponential
-backoff, 7 retries over about 4 min by default), so every run ends FINISHED with every metric point it would have had
-without the fault: the points are counted against the epochs each trial trained."""
+store. A trial's logging call waits in MLflow's client, which retries its requests (MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+exponential backoff, 7 retries over about 4 min by default), so every run ends FINISHED with every metric point it
+would have had without the fault: the points are counted against the epochs each trial trained, and one of them was
+logged while the server was down (else the fault was not exercised)."""
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -62,8 +64,12 @@ def test_tracking_server_killed_mid_sweep_and_back_after_30_s__no_point_lost(tmp
         while _trial_points(db) == 0:  # a trial is training and logging: now the server dies
             assert sweep.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.log").read_text()[-3000:]
             time.sleep(0.5)
-        end_group(server.pid)
+        killed_ms = int(time.time() * 1000)
+        os.killpg(server.pid, signal.SIGKILL)  # no shutdown: a batch may be committed and never acknowledged
+        end_group(server.pid)  # reaps it (every member already gone)
+        assert sweep.poll() is None  # the sweep outlives its server
         time.sleep(OUTAGE_S)
+        back_ms = int(time.time() * 1000)
         _start_server(servers, db, port, server_log)
         assert sweep.wait(timeout=800) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
     finally:
@@ -81,5 +87,8 @@ def test_tracking_server_killed_mid_sweep_and_back_after_30_s__no_point_lost(tmp
             for key in (k for k in trial.data.metrics if k.startswith("encoder/train/")):
                 assert sorted(m.step for m in client.get_metric_history(trial.info.run_id, key)) == steps, key
             assert "encoder/eval/disentanglement" in trial.data.metrics
+        during = [m for t in trials for m in client.get_metric_history(t.info.run_id, "encoder/train/epoch")
+                  if killed_ms <= m.timestamp <= back_ms]
+        assert during, "no point was logged while the server was down: the fault was not exercised"
     finally:
         servers.end_all()
