@@ -1,8 +1,8 @@
 """Fault a of issue 33: the tracking server dies mid-sweep (SIGKILL) and comes back 30 s later on the same port and
 store. A trial's logging call waits in MLflow's client, which retries its requests (MLFLOW_HTTP_REQUEST_MAX_RETRIES,
 exponential backoff, 7 retries over about 4 min by default), so every run ends FINISHED with every metric point it
-would have had without the fault: the points are counted against the epochs each trial trained, and one of them was
-logged while the server was down (else the fault was not exercised)."""
+would have had without the fault: the points are counted against the epochs each trial trained, and some of them
+reached the store only after the server was back (else the fault was not exercised)."""
 
 import os
 import signal
@@ -64,12 +64,12 @@ def test_tracking_server_killed_mid_sweep_and_back_after_30_s__no_point_lost(tmp
         while _trial_points(db) == 0:  # a trial is training and logging: now the server dies
             assert sweep.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.log").read_text()[-3000:]
             time.sleep(0.5)
-        killed_ms = int(time.time() * 1000)
         os.killpg(server.pid, signal.SIGKILL)  # no shutdown: a batch may be committed and never acknowledged
+        at_kill = _trial_points(db)  # the store as the server left it
         end_group(server.pid)  # reaps it (every member already gone)
         assert sweep.poll() is None  # the sweep outlives its server
         time.sleep(OUTAGE_S)
-        back_ms = int(time.time() * 1000)
+        assert sweep.poll() is None  # still training when the server comes back
         _start_server(servers, db, port, server_log)
         assert sweep.wait(timeout=800) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
     finally:
@@ -87,8 +87,7 @@ def test_tracking_server_killed_mid_sweep_and_back_after_30_s__no_point_lost(tmp
             for key in (k for k in trial.data.metrics if k.startswith("encoder/train/")):
                 assert sorted(m.step for m in client.get_metric_history(trial.info.run_id, key)) == steps, key
             assert "encoder/eval/disentanglement" in trial.data.metrics
-        during = [m for t in trials for m in client.get_metric_history(t.info.run_id, "encoder/train/epoch")
-                  if killed_ms <= m.timestamp <= back_ms]
-        assert during, "no point was logged while the server was down: the fault was not exercised"
+        # the fault was exercised: points the server had not stored when it died arrived afterwards
+        assert at_kill < 2 * EPOCHS == _trial_points(db), (at_kill, _trial_points(db))
     finally:
         servers.end_all()
