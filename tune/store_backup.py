@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sqlite3
 import sys
@@ -31,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
 
-from ablations.store import sqlite_store_problem  # noqa: E402
+from ablations.store import _first_line, sqlite_store_problem  # noqa: E402
 
 COPY_NAME = "mlflow.db"
 # MLflow 3.17's schema makes this one trigger and no view: (name, table, SQL with its whitespace collapsed).
@@ -58,10 +59,6 @@ def _destination(dest: str):
     except (pyarrow.ArrowInvalid, OSError, ValueError) as error:
         raise StoreBackupError(f"--to/--from: cannot open {dest!r} ({_first_line(error)})") from None
     return fs, f"{base.rstrip('/')}/{COPY_NAME}"
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def copy_problem(path: Path) -> str:
@@ -139,8 +136,7 @@ def _put(fs, local: Path, target: str) -> None:
     partial = f"{target}.partial-{os.getpid()}-{time.monotonic_ns()}"
     try:
         with open(local, "rb") as src, fs.open_output_stream(partial) as out:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
+            shutil.copyfileobj(src, out, 1 << 20)
         fs.move(partial, target)
     except BaseException:
         try:
@@ -223,8 +219,7 @@ def restore(dest: str, db: Path) -> str:
     fd, partial = tempfile.mkstemp(prefix=f".{db.name}.restore-", dir=db.parent)  # 0600, like the store's folder
     try:
         with os.fdopen(fd, "wb") as out, fs.open_input_stream(source) as src:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
+            shutil.copyfileobj(src, out, 1 << 20)
         problem = copy_problem(Path(partial))
         if problem:
             raise StoreBackupError(f"--from: the copy at {dest} is refused, nothing restored: {problem}")
