@@ -18,13 +18,14 @@ import contextvars
 import functools
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -47,7 +48,9 @@ STAGE1_FIXED_S = 15.0  # per stage-1 run besides its steps: the task's start, ML
 class Timing:
     """One calibration: seconds (the median of the timed steps, or the whole timed call), the fastest and slowest
     step scaled alike, the 1-minute load average and CPU count of this machine while it ran, when, and whether it
-    was read from the cache."""
+    was read from the cache. ``idle_low``/``idle_high`` bound the seconds on an idle machine where the timing's
+    threads did not fit the cores other work left free and it was timed again on those (``retimed`` says how);
+    None: the busy timing divided by load / CPUs (``idle``)."""
 
     seconds: float
     low: float
@@ -56,20 +59,36 @@ class Timing:
     cpus: int
     when: str
     cached: bool = False
+    idle_low: float | None = None
+    idle_high: float | None = None
+    retimed: str = ""
 
     def scaled(self, factor: float, plus: float = 0.0) -> Timing:
-        return Timing(self.seconds * factor + plus, self.low * factor + plus, self.high * factor + plus, self.load,
-                      self.cpus, self.when, self.cached)
+        idle = [None if v is None else v * factor + plus for v in (self.idle_low, self.idle_high)]
+        return replace(self, seconds=self.seconds * factor + plus, low=self.low * factor + plus,
+                       high=self.high * factor + plus, idle_low=idle[0], idle_high=idle[1])
 
     def plus(self, other: Timing) -> Timing:
         """Both timings' seconds added (the higher load of the two, this one's date, cached if both were)."""
+        lows, highs = zip(self.idle(), other.idle(), strict=True)
+        bounded = self.idle_low is not None or other.idle_low is not None
         return Timing(self.seconds + other.seconds, self.low + other.low, self.high + other.high,
-                      max(self.load, other.load), self.cpus, self.when, self.cached and other.cached)
+                      max(self.load, other.load), self.cpus, self.when, self.cached and other.cached,
+                      sum(lows) if bounded else None, sum(highs) if bounded else None,
+                      "; ".join(filter(None, (self.retimed, other.retimed))))
 
     @property
     def busy(self) -> bool:
         """Other work ran beside the timing: a load average above half this machine's CPUs."""
         return self.load > 0.5 * self.cpus
+
+    def idle(self) -> tuple[float, float]:
+        """(low, high) seconds on an idle machine: the bounds of a timing retimed on the free cores, else the
+        busy timing divided by load / CPUs (time-slicing), else the timing itself."""
+        if self.idle_low is not None and self.idle_high is not None:
+            return self.idle_low, self.idle_high
+        seconds = self.seconds / max(1.0, self.load / self.cpus) if self.busy else self.seconds
+        return seconds, seconds
 
 
 def cache_file() -> Path:
@@ -115,33 +134,73 @@ def cache_only():
         _CACHE_ONLY.reset(token)
 
 
-def cached(key: str, measure: Callable[[], tuple[float, float, float]], what: str) -> Timing:
+def cached(key: str, measure: Callable[[], tuple[float, float, float]], what: str, threads: int = 1,
+           measure_at: Callable[[int], tuple[float, float, float]] | None = None) -> Timing:
     """The cached timing under ``key``, else ``measure()`` -> (seconds, low, high) timed now (saying so: ``what``
     it times, and about how long that takes where an earlier timing of the same ``what`` ran on this machine) and
-    cached (a cache that cannot be written is left alone: the timing is still returned)."""
+    cached (a cache that cannot be written is left alone: the timing is still returned). A cached timing that ran
+    on a busy machine is timed again when this machine is idle now. ``measure_at(n)`` times the same at ``n``
+    threads: a ``threads``-thread timing on a busy machine whose free cores are fewer is timed again on them,
+    which bounds the idle machine's seconds (``_retime_on_free_cores``)."""
     found = _read_cache()
     entry = found.get(key)
     try:
-        return Timing(**{k: entry[k] for k in ("seconds", "low", "high", "load", "cpus", "when")}, cached=True)
+        timing = Timing(**{k: entry[k] for k in ("seconds", "low", "high", "load", "cpus", "when")},
+                        **{k: entry[k] for k in ("idle_low", "idle_high", "retimed") if k in entry}, cached=True)
     except (KeyError, TypeError):
-        pass
+        timing = None
+    if timing is not None and (_CACHE_ONLY.get() or not timing.busy or _busy_now(timing.cpus)):
+        return timing
     if _CACHE_ONLY.get():
         raise NotCalibrated(what)
     took = sorted(e["took"] for e in found.values() if isinstance(e, dict) and e.get("what") == what
                   and isinstance(e.get("took"), int | float))
     about = f", about {took[len(took) // 2]:.0f} s as before" if took else ""
-    print(f"calibration: timing {what} on this machine{about} (cached for the next run in {cache_file()}; "
+    again = (f" again (the cached timing ran on a busy machine: load average {timing.load:.1f} on {timing.cpus} "
+             f"CPUs, {timing.when}; it is idle now)" if timing else "")
+    print(f"calibration: timing {what}{again} on this machine{about} (cached for the next run in {cache_file()}; "
           f"--no-calibrate times nothing)", flush=True)
     load, cpus, started = os.getloadavg()[0], os.cpu_count() or 1, time.perf_counter()
     seconds, low, high = measure()
     timing = Timing(seconds, low, high, max(load, os.getloadavg()[0]), cpus, time.strftime("%Y-%m-%d %H:%M"))
-    record = {k: v for k, v in asdict(timing).items() if k != "cached"} | {
+    if measure_at is not None and timing.busy:
+        timing = _retime_on_free_cores(timing, threads, load, measure_at, what)
+    record = {k: v for k, v in asdict(timing).items() if k != "cached" and v not in (None, "")} | {
         "what": what, "took": round(time.perf_counter() - started, 1)}
     try:
         checkpoint.write_json_atomic(_read_cache() | {key: record}, cache_file())
     except OSError:
         pass
     return timing
+
+
+def _busy_now(cpus: int) -> bool:
+    return os.getloadavg()[0] > 0.5 * cpus
+
+
+def free_cores(load_before: float, cpus: int) -> int:
+    """Cores other work left free as a timing started: the load average less this process's own one (it was
+    building the data and the networks), at least one."""
+    return max(1, math.floor(cpus - max(0.0, load_before - 1.0)))
+
+
+def _retime_on_free_cores(timing: Timing, threads: int, load_before: float,
+                          measure_at: Callable[[int], tuple[float, float, float]], what: str) -> Timing:
+    """``threads`` torch threads on fewer free cores wait on each other far beyond load / CPUs (measured: 5
+    stage-1 steps at 2 threads beside a 1-thread trial on 2 cores took 3.35 s a step, at 1 thread 0.60 s), so
+    dividing by the load would not give the idle machine's time. Timed again on the ``free`` cores, the idle
+    machine's seconds lie between perfect scaling from ``free`` to ``threads`` threads (that time divided by
+    load / CPUs for time-slicing too) and none (that time)."""
+    free = free_cores(load_before, timing.cpus)
+    if threads <= free:
+        return timing
+    at_free, _, _ = measure_at(free)
+    factor = at_free / timing.seconds if timing.seconds > 0 else 1.0
+    slicing = max(1.0, timing.load / timing.cpus)
+    return replace(timing, idle_low=timing.seconds * factor * free / threads / slicing,
+                   idle_high=timing.seconds * factor,
+                   retimed=f"{what}: {timing.seconds:.2f} s on {free} free core(s), {at_free:.2f} s at {free} "
+                           "thread(s)")
 
 
 def _spread(times: list[float]) -> tuple[float, float, float]:
@@ -176,20 +235,21 @@ def stage1_seconds(cfg: ContraLordConfig, data: ImageFactorData, threads: int,
         with _threads(threads):
             return build_trainer(cfg, data, _runtime(gpu))
 
-    def measure() -> tuple[float, float, float]:
+    def measure_at(n: int) -> tuple[float, float, float]:
         built, spe = trainer(), sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
-        with _threads(threads):
+        with _threads(n):
             return _spread(step_times(lambda i: built.step(0, i % spe, i), STEPS))
 
-    per_step = cached(_step_key("stage1", cfg, ("data", "latent"), threads, gpu), measure,
-                      f"{STEPS} stage-1 steps at {threads} thread(s)")
+    per_step = cached(_step_key("stage1", cfg, ("data", "latent"), threads, gpu), lambda: measure_at(threads),
+                      f"{STEPS} stage-1 steps at {threads} thread(s)", threads, measure_at)
     steps = sampling.steps_per_epoch(len(data), cfg.latent.batch_size) * cfg.latent.epochs
     stage1 = per_step.scaled(steps, STAGE1_FIXED_S)
     references = reference_steps(cfg, data)
     if not references:
         return stage1, trainer
     step = cached(_step_key("reference", cfg, ("data", "latent"), threads, gpu),
-                  lambda: _reference_step(cfg, data, threads, gpu), f"{STEPS} reference steps at {threads} thread(s)")
+                  lambda: _reference_step(cfg, data, threads, gpu), f"{STEPS} reference steps at {threads} thread(s)",
+                  threads, lambda n: _reference_step(cfg, data, n, gpu))
     return stage1.plus(step.scaled(references)), trainer
 
 
@@ -245,8 +305,8 @@ def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1: Callable
         latent = _random_latent(cfg, data, stage1()) if stage1 is not None else None
         return latent, EncoderTrainer(cfg, data, latent, runtime)
 
-    def measure_steps() -> tuple[float, float, float]:
-        with _threads(threads):
+    def measure_steps_at(n: int) -> tuple[float, float, float]:
+        with _threads(n):
             trainer, spe = built()[1], sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
             return _spread(step_times(lambda i: trainer.step(0, i % spe, i), STEPS))
 
@@ -258,8 +318,8 @@ def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1: Callable
             return seconds, seconds, seconds
 
     sections = ("data", "latent", "encoder", "loss")
-    per_step = cached(_step_key("stage2", cfg, sections, threads, gpu), measure_steps,
-                      f"{STEPS} stage-2 steps at {threads} thread(s)")
+    per_step = cached(_step_key("stage2", cfg, sections, threads, gpu), lambda: measure_steps_at(threads),
+                      f"{STEPS} stage-2 steps at {threads} thread(s)", threads, measure_steps_at)
     parts = {"train": per_step.scaled(sampling.encoder_steps(cfg, len(data))[0])}
     if with_eval and cfg.eval.enabled:
         parts["eval"] = cached(_step_key("eval", cfg, (*sections, "eval"), threads, gpu), measure_eval,

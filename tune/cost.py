@@ -299,9 +299,15 @@ def describe_calibrations(est: SweepEstimate) -> list[str]:
     if busy:
         worst = max(busy, key=lambda t: t.load / t.cpus)
         slowdown = max(1.0, worst.load / worst.cpus)
+        low, high = (sum(t.idle()[side] for t in timings) / seconds if seconds > 0 else 1.0 for side in (0, 1))
+        idle = (f"{rest + timed * low:.0f} s" if math.isclose(low, high, rel_tol=0.01)
+                else f"{rest + timed * low:.0f}-{rest + timed * high:.0f} s")
+        retimed = sorted({t.retimed for t in timings if t.retimed})
+        how = (f"stage 1 and trials divided by load / CPUs = {slowdown:.1f}" if not retimed else
+               "a timing whose threads outnumbered the free cores was timed again on them: " + "; ".join(retimed)
+               + "; idle lies between perfect and no scaling to its threads, the rest divided by load / CPUs")
         lines.append(f"  machine busy while timing (load average {worst.load:.1f} on {worst.cpus} CPUs, "
-                     f"{worst.when}): the estimate assumes that load lasts; on an idle machine about "
-                     f"{rest + timed / slowdown:.0f} s (stage 1 and trials divided by load / CPUs = {slowdown:.1f})")
+                     f"{worst.when}): the estimate assumes that load lasts; on an idle machine about {idle} ({how})")
     else:
         loads = max(t.load for t in timings)
         lines.append(f"  load while timing: at most {loads:.1f} on {timings[0].cpus} CPUs (idle enough)")

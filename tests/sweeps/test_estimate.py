@@ -158,7 +158,7 @@ def test_stage1_calibration__counts_the_references_steps(tiny_overrides, monkeyp
     assert calibrate.reference_steps(off, data) == 0
     monkeypatch.setenv("CONTRALORD_CACHE", str(tmp_path))
     stage1 = {"stage-1": (1.0, 1.0, 1.0), "reference": (0.5, 0.5, 0.5)}
-    monkeypatch.setattr(calibrate, "cached", lambda key, measure, what: calibrate.Timing(
+    monkeypatch.setattr(calibrate, "cached", lambda key, measure, what, *threads: calibrate.Timing(
         *stage1[what.split()[1]], 0.0, 2, "now"))
     timing, _ = calibrate.stage1_seconds(cfg, data, 1)
     assert timing.seconds == pytest.approx(6 * 1.0 + calibrate.STAGE1_FIXED_S + 0.5 * (6 + 70))
