@@ -21,7 +21,7 @@ lose to the same networks trained well on the same labels. This one picks its re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +49,12 @@ class Choice:
     val_accuracy: float
 
 
+def best_reference_steps(lat, factors: int) -> int:
+    """The best reference's classifier steps at most: every recipe's search, then a refit per chosen recipe (at
+    most one per labelled factor)."""
+    return lat.best_reference_steps * (len(RECIPES) + min(factors, len(RECIPES)))
+
+
 def split_labelled(labelled: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, validation) dataset positions: a seeded fifth (at least one) of ``labelled`` held out, sorted."""
     if len(labelled) < 2:
@@ -72,7 +78,7 @@ def _images(data: ImageFactorData, index: torch.Tensor, device: torch.device) ->
 
 def train_recipe(cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.LabelledFactors,
                  device: torch.device, recipe: Recipe, pool: torch.Tensor, probe: torch.Tensor | None = None,
-                 curve: list | None = None) -> FactorCodes:
+                 curve: list | None = None, tick: Callable[[], None] | None = None) -> FactorCodes:
     """The classifier networks trained with ``recipe`` on batches of ``pool`` (dataset positions), from the best
     reference's own initialisation (the global RNG is restored), returned in eval mode. With ``probe``, every
     tenth of the steps appends (steps done, accuracy on ``probe``) to ``curve``."""
@@ -96,6 +102,8 @@ def train_recipe(cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if tick:
+            tick()
         if step in reads:
             curve.append((step, classifier_accuracy(model, data, labelled, device, probe)))
     return model.eval()
@@ -115,19 +123,20 @@ def choose(scores: dict[Recipe, list[float]]) -> list[Recipe]:
 
 
 def train_best_reference(cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.LabelledFactors,
-                         device: torch.device, probe: torch.Tensor | None = None
+                         device: torch.device, probe: torch.Tensor | None = None,
+                         tick: Callable[[], None] | None = None
                          ) -> tuple[list[float], list[Choice], list[tuple[int, list[float]]]]:
     """The best reference's accuracy per labelled factor on the images without labels, each factor's choice, and
     its curve on ``probe`` (every tenth of the refit; each factor's from its own recipe's refit)."""
     train, held = split_labelled(labelled.labelled, cfg.run.seed)
     recipes = [(beta1, cfg.latent.lr_classifier * scale) for beta1, scale in RECIPES]
-    scores = {r: validation_accuracy(train_recipe(cfg, data, labelled, device, r, train), data, labelled, held,
-                                     device) for r in recipes}
+    scores = {r: validation_accuracy(train_recipe(cfg, data, labelled, device, r, train, tick=tick), data, labelled,
+                                     held, device) for r in recipes}
     picks = choose(scores)
     accuracy, curves = [float("nan")] * len(picks), {}
     for recipe in dict.fromkeys(picks):  # each chosen recipe refits once, on every labelled image
         curves[recipe] = []
-        model = train_recipe(cfg, data, labelled, device, recipe, labelled.labelled, probe, curves[recipe])
+        model = train_recipe(cfg, data, labelled, device, recipe, labelled.labelled, probe, curves[recipe], tick)
         refit = classifier_accuracy(model, data, labelled, device)
         for j in (j for j, pick in enumerate(picks) if pick == recipe):
             accuracy[j] = refit[j]

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contralord import distributed, evaluation, labels, sampling
-from contralord.best_reference import best_reference_metrics, train_best_reference
+from contralord import distributed, evaluation, labels, progress, sampling
+from contralord.best_reference import best_reference_metrics, best_reference_steps, train_best_reference
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.latent_base import CodeTableTrainer
@@ -95,6 +95,7 @@ class FactorTrainer(CodeTableTrainer):
     def __init__(self, cfg: ContraLordConfig, data: ImageFactorData, runtime: LocalRuntime, generator: Generator,
                  recon):
         self.cfg, self.data, self.device, self.recon = cfg, data, runtime.device, recon
+        self.progress = runtime.progress  # the references' steps after stage 1's (``diagnostics``)
         self.labelled = labels.resolve(cfg, data)
         self.known = self.labelled.known.to(self.device)  # (N, F_l), -1 where unlabelled
         self.probe = probe_positions(self.labelled, cfg.run.seed)  # the accuracy curve's images without labels
@@ -185,19 +186,22 @@ class FactorTrainer(CodeTableTrainer):
         names, lat = self.labelled.names, self.cfg.latent
         accuracy = classifier_accuracy(self.state.decoder.factor_codes, self.data, self.labelled, self.device)
         result = {f"latent/final/classifier_acc/{n}": a for n, a in zip(names, accuracy, strict=True)}
-        if lat.reference_classifier:
-            steps = min(lat.epochs * self.steps_per_epoch, REFERENCE_MAX_STEPS)
-            reference, curve = train_reference(self.cfg, self.data, self.labelled, self.device, steps,
+        matched = min(lat.epochs * self.steps_per_epoch, REFERENCE_MAX_STEPS) if lat.reference_classifier else 0
+        steps = progress.Bounded(self.progress, matched + best_reference_steps(lat, len(names)),
+                                 f"[stage 1 references, seed {self.cfg.run.seed}]")  # no silent minutes after 100 %
+        if matched:
+            reference, curve = train_reference(self.cfg, self.data, self.labelled, self.device, matched,
                                                lambda step: labelled_positions(self.cfg, self.labelled, step),
-                                               self.steps_per_epoch if len(self.probe) else 0, self.probe)
+                                               self.steps_per_epoch if len(self.probe) else 0, self.probe, steps.tick)
             _log_curve(logger, "latent/ref/probe_acc", names, curve)
             result |= {f"latent/final/ref_accuracy/{n}": a for n, a in zip(names, reference, strict=True)}
-            result["latent/final/ref_steps"] = float(steps)
+            result["latent/final/ref_steps"] = float(matched)
         if lat.best_reference_steps:
             best, choices, curve = train_best_reference(self.cfg, self.data, self.labelled, self.device,
-                                                        self.probe if len(self.probe) else None)
+                                                        self.probe if len(self.probe) else None, steps.tick)
             _log_curve(logger, "latent/best_ref/probe_acc", names, curve)
             result |= best_reference_metrics(names, best, choices)
+        steps.finish()
         return result | stage1_code_scores(self.cfg, self.data, content, self.state.codes.residual.detach().cpu())
 
     def artifact(self, key: str, metrics: dict[str, float], logger: MetricsLogger) -> dict[str, Any]:

@@ -77,3 +77,19 @@ class Silent:
 
     def close(self) -> None:
         pass
+
+
+class Bounded:
+    """Progress over at most ``total`` steps (``make``: ``LocalRuntime.progress``): ``tick()`` per step done;
+    ``finish()`` counts the steps that turned out not to be needed as done, and closes it. Nothing for 0 steps."""
+
+    def __init__(self, make, total: int, desc: str):
+        self.bar, self.total, self.done = (make(total, 0, desc) if total else Silent()), total, 0
+
+    def tick(self) -> None:
+        self.done += 1
+        self.bar.update(1)
+
+    def finish(self) -> None:
+        self.bar.update(self.total - self.done)
+        self.bar.close()

@@ -14,6 +14,8 @@ only loss. Both are scored by ``classifier_accuracy`` on the unlabelled images.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -57,10 +59,12 @@ def classifier_accuracy(factor_codes: FactorCodes, data: ImageFactorData, labell
 
 def train_reference(cfg: ContraLordConfig, data: ImageFactorData, labelled: labels.LabelledFactors,
                     device: torch.device, steps: int, batches, every: int = 0,
-                    probe: torch.Tensor | None = None) -> tuple[list[float], list[tuple[int, list[float]]]]:
+                    probe: torch.Tensor | None = None, tick: Callable[[], None] | None = None
+                    ) -> tuple[list[float], list[tuple[int, list[float]]]]:
     """Train the supervised-only classifier for ``steps`` steps on ``batches(step)`` (stage 1's labelled
     batches: positions into ``data``); return its accuracy per labelled factor on the unlabelled images and its
-    curve: (steps done, accuracy on ``probe``) every ``every`` steps (none when 0)."""
+    curve: (steps done, accuracy on ``probe``) every ``every`` steps (none when 0). ``tick()`` after each step
+    (the console's progress)."""
     lat = cfg.latent
     state = torch.random.get_rng_state()
     torch.manual_seed(cfg.run.seed + REFERENCE_SEED_SALT)  # the trunks draw from the global RNG
@@ -80,6 +84,8 @@ def train_reference(cfg: ContraLordConfig, data: ImageFactorData, labelled: labe
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if tick:
+            tick()
         if every and (step + 1) % every == 0:
             curve.append((step + 1, classifier_accuracy(model, data, labelled, device, probe)))
     return classifier_accuracy(model, data, labelled, device), curve

@@ -3,8 +3,12 @@ with the epoch, the loss and the time left; a resumed run counts from where it r
 
 import io
 
-from contralord import progress
+import pytest
+
+from contralord import labels, progress
+from contralord.best_reference import RECIPES
 from contralord.config import ContraLordConfig
+from contralord.latent_factors import REFERENCE_MAX_STEPS
 from contralord.latent_stage import train_latent
 from contralord.runtime import LocalRuntime
 from contralord.trainer import build_data
@@ -37,8 +41,28 @@ def test_stage1__progress_lines_name_epoch_and_loss(tmp_path, tiny_overrides, ca
         seen.append((total, initial, desc))
         return progress.console(total, initial, desc, stream=stream)
 
-    train_latent(cfg, build_data(cfg), tmp_path, LocalRuntime(progress=recording))
-    (total, initial, desc), = seen
+    data = build_data(cfg)
+    train_latent(cfg, data, tmp_path, LocalRuntime(progress=recording))
+    (total, initial, desc), (references, start, then) = seen  # stage 1, then its references: no silent minutes
     assert initial == 0 and desc == f"[stage 1, seed {cfg.run.seed}]" and total == 3 * cfg.latent.epochs
-    last = stream.getvalue().splitlines()[-1]
+    lines = stream.getvalue().splitlines()
+    last = [line for line in lines if line.startswith(desc + " ")][-1]
     assert f"100% {total}/{total} steps, epoch {cfg.latent.epochs}/{cfg.latent.epochs}, loss " in last, last
+    factors = len(labels.labelled_names(cfg, data))
+    matched = min(total, REFERENCE_MAX_STEPS)  # latent.reference_classifier is on, then the best reference's search
+    assert (start, then) == (0, f"[stage 1 references, seed {cfg.run.seed}]")
+    assert references == matched + cfg.latent.best_reference_steps * (len(RECIPES) + min(factors, len(RECIPES)))
+    assert lines[-1].startswith(f"{then} 100% {references}/{references} steps"), lines[-1]
+
+
+def test_bounded__the_steps_not_needed_count_as_done_and_none_for_zero():
+    stream = io.StringIO()
+    steps = progress.Bounded(lambda *a: progress.console(*a, stream=stream), 40, "[refs]")
+    for _ in range(25):  # a recipe's refit turned out not to be needed
+        steps.tick()
+    steps.finish()
+    assert stream.getvalue().splitlines()[-1].startswith("[refs] 100% 40/40 steps")
+    assert steps.done == 25 and stream.getvalue().count("\n") == 12 + 1  # every 2 steps to 24, then the jump
+    empty = progress.Bounded(lambda *a: pytest.fail("no bar for 0 steps"), 0, "[none]")
+    empty.tick()
+    empty.finish()

@@ -256,15 +256,14 @@ def stage1_seconds(cfg: ContraLordConfig, data: ImageFactorData, threads: int,
 def reference_steps(cfg: ContraLordConfig, data: ImageFactorData) -> int:
     """The classifier steps stage 1's supervised-only references train after it (labelled factors only): the matched
     one's, and the best one's search and refits (a refit per labelled factor at most, one per recipe)."""
-    from contralord.best_reference import RECIPES
+    from contralord.best_reference import best_reference_steps
     from contralord.latent_factors import REFERENCE_MAX_STEPS
 
     if labels.structure(cfg, data) != "factors":
         return 0
     lat = cfg.latent
     matched = min(lat.epochs * sampling.steps_per_epoch(len(data), lat.batch_size), REFERENCE_MAX_STEPS)
-    refits = min(len(labels.labelled_names(cfg, data)), len(RECIPES))
-    return matched * lat.reference_classifier + lat.best_reference_steps * (len(RECIPES) + refits)
+    return matched * lat.reference_classifier + best_reference_steps(lat, len(labels.labelled_names(cfg, data)))
 
 
 def _reference_step(cfg: ContraLordConfig, data: ImageFactorData, threads: int, gpu: bool) -> tuple[float, ...]:
