@@ -195,10 +195,8 @@ def _retime_on_free_cores(timing: Timing, threads: int, load_before: float,
     if threads <= free:
         return timing
     at_free, _, _ = measure_at(free)
-    factor = at_free / timing.seconds if timing.seconds > 0 else 1.0
     slicing = max(1.0, timing.load / timing.cpus)
-    return replace(timing, idle_low=timing.seconds * factor * free / threads / slicing,
-                   idle_high=timing.seconds * factor,
+    return replace(timing, idle_low=at_free * free / threads / slicing, idle_high=at_free,
                    retimed=f"{what}: {timing.seconds:.2f} s on {free} free core(s), {at_free:.2f} s at {free} "
                            "thread(s)")
 
