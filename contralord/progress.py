@@ -91,5 +91,6 @@ class Bounded:
         self.bar.update(1)
 
     def finish(self) -> None:
-        self.bar.update(self.total - self.done)
+        if self.total > self.done:
+            self.bar.update(self.total - self.done)
         self.bar.close()

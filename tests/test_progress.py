@@ -53,6 +53,8 @@ def test_stage1__progress_lines_name_epoch_and_loss(tmp_path, tiny_overrides, ca
     assert (start, then) == (0, f"[stage 1 references, seed {cfg.run.seed}]")
     assert references == matched + cfg.latent.best_reference_steps * (len(RECIPES) + min(factors, len(RECIPES)))
     assert lines[-1].startswith(f"{then} 100% {references}/{references} steps"), lines[-1]
+    ticked = [line for line in lines if line.startswith(then + " ")]
+    assert len(ticked) >= 15 and ticked[0].startswith(f"{then}   5% "), ticked  # each classifier step told
 
 
 def test_bounded__the_steps_not_needed_count_as_done_and_none_for_zero():

@@ -62,6 +62,7 @@ class Timing:
     idle_low: float | None = None
     idle_high: float | None = None
     retimed: str = ""
+    part: str = ""  # the estimate's part it prices: "stage1" or "trials" (tune/cost.py)
 
     def scaled(self, factor: float, plus: float = 0.0) -> Timing:
         idle = [None if v is None else v * factor + plus for v in (self.idle_low, self.idle_high)]
@@ -143,13 +144,8 @@ def cached(key: str, measure: Callable[[], tuple[float, float, float]], what: st
     threads: a ``threads``-thread timing on a busy machine whose free cores are fewer is timed again on them,
     which bounds the idle machine's seconds (``_retime_on_free_cores``)."""
     found = _read_cache()
-    entry = found.get(key)
-    try:
-        timing = Timing(**{k: entry[k] for k in ("seconds", "low", "high", "load", "cpus", "when")},
-                        **{k: entry[k] for k in ("idle_low", "idle_high", "retimed") if k in entry}, cached=True)
-    except (KeyError, TypeError):
-        timing = None
-    if timing is not None and (_CACHE_ONLY.get() or not timing.busy or _busy_now(timing.cpus)):
+    timing = _timing_from_entry(found.get(key))
+    if timing is not None and (_CACHE_ONLY.get() or not timing.busy or not _idle_since(timing)):
         return timing
     if _CACHE_ONLY.get():
         raise NotCalibrated(what)
@@ -174,20 +170,41 @@ def cached(key: str, measure: Callable[[], tuple[float, float, float]], what: st
     return timing
 
 
-def _busy_now(cpus: int) -> bool:
-    return os.getloadavg()[0] > 0.5 * cpus
+def _timing_from_entry(entry) -> Timing | None:
+    """A cached timing, or None (time it again) for an entry that is not one: numbers that are finite and not
+    negative, a CPU count of at least 1, text where text belongs, both idle bounds or neither."""
+    if not isinstance(entry, dict):
+        return None
+    numbers = [entry.get(k) for k in ("seconds", "low", "high", "load")] + [
+        entry[k] for k in ("idle_low", "idle_high") if k in entry]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+               for v in numbers):
+        return None
+    cpus, when, retimed = entry.get("cpus"), entry.get("when"), entry.get("retimed", "")
+    if (not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 1 or not isinstance(when, str)
+            or not isinstance(retimed, str) or ("idle_low" in entry) != ("idle_high" in entry)):
+        return None
+    return Timing(*(float(entry[k]) for k in ("seconds", "low", "high", "load")), cpus, when, True,
+                  entry.get("idle_low"), entry.get("idle_high"), retimed)
+
+
+def _idle_since(timing: Timing) -> bool:
+    """The machine is idle now, and less loaded than when ``timing`` ran by at least a core's worth of other
+    work (so a timing this process's own load made look busy is not timed again on every dry run)."""
+    now = os.getloadavg()[0]
+    return now <= 0.5 * (os.cpu_count() or 1) and now <= timing.load - 1.0
 
 
 def free_cores(load_before: float, cpus: int) -> int:
     """Cores other work left free as a timing started: the load average less this process's own one (it was
-    building the data and the networks), at least one."""
-    return max(1, math.floor(cpus - max(0.0, load_before - 1.0)))
+    building the data and the networks), rounded, at least one."""
+    return max(1, round(cpus - max(0.0, load_before - 1.0)))
 
 
 def _retime_on_free_cores(timing: Timing, threads: int, load_before: float,
                           measure_at: Callable[[int], tuple[float, float, float]], what: str) -> Timing:
     """``threads`` torch threads on fewer free cores wait on each other far beyond load / CPUs (measured: 5
-    stage-1 steps at 2 threads beside a 1-thread trial on 2 cores took 3.35 s a step, at 1 thread 0.60 s), so
+    stage-1 steps at 2 threads beside a 1-thread trial on 2 cores took 3.35 s a step, at 1 thread 0.61 s), so
     dividing by the load would not give the idle machine's time. Timed again on the ``free`` cores, the idle
     machine's seconds lie between perfect scaling from ``free`` to ``threads`` threads (that time divided by
     load / CPUs for time-slicing too) and none (that time)."""
@@ -239,7 +256,7 @@ def stage1_seconds(cfg: ContraLordConfig, data: ImageFactorData, threads: int,
             return _spread(step_times(lambda i: built.step(0, i % spe, i), STEPS))
 
     per_step = cached(_step_key("stage1", cfg, ("data", "latent"), threads, gpu), lambda: measure_at(threads),
-                      f"{STEPS} stage-1 steps at {threads} thread(s)", threads, measure_at)
+                      f"{STEPS} stage-1 steps at {threads} thread(s)", threads, None if gpu else measure_at)
     steps = sampling.steps_per_epoch(len(data), cfg.latent.batch_size) * cfg.latent.epochs
     stage1 = per_step.scaled(steps, STAGE1_FIXED_S)
     references = reference_steps(cfg, data)
@@ -247,7 +264,7 @@ def stage1_seconds(cfg: ContraLordConfig, data: ImageFactorData, threads: int,
         return stage1, trainer
     step = cached(_step_key("reference", cfg, ("data", "latent"), threads, gpu),
                   lambda: _reference_step(cfg, data, threads, gpu), f"{STEPS} reference steps at {threads} thread(s)",
-                  threads, lambda n: _reference_step(cfg, data, n, gpu))
+                  threads, None if gpu else lambda n: _reference_step(cfg, data, n, gpu))
     return stage1.plus(step.scaled(references)), trainer
 
 
@@ -316,7 +333,7 @@ def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1: Callable
 
     sections = ("data", "latent", "encoder", "loss")
     per_step = cached(_step_key("stage2", cfg, sections, threads, gpu), lambda: measure_steps_at(threads),
-                      f"{STEPS} stage-2 steps at {threads} thread(s)", threads, measure_steps_at)
+                      f"{STEPS} stage-2 steps at {threads} thread(s)", threads, None if gpu else measure_steps_at)
     parts = {"train": per_step.scaled(sampling.encoder_steps(cfg, len(data))[0])}
     if with_eval and cfg.eval.enabled:
         parts["eval"] = cached(_step_key("eval", cfg, (*sections, "eval"), threads, gpu), measure_eval,

@@ -131,7 +131,7 @@ def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
                 if shape not in calibrated:
                     calibrated[shape] = calibrate.stage1_seconds(cfg, data, stage1_threads(plan),
                                                                  plan.args.gpus_per_worker > 0)
-                    _note(seen, calibrated[shape][0])
+                    _note(seen, calibrated[shape][0], "stage1")
                 past = calibrated[shape][0].seconds
             except calibrate.NotCalibrated:  # --no-calibrate, and neither a past run nor the cache knows it
                 past = UNPRICED
@@ -149,7 +149,7 @@ def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: d
     runs = history.past_trials(client, threads) if client else []
     starts = any(trial not in (reused or {}) for trial in trial_list(plan))
     try:
-        launch = _note(seen, calibrate.launch_seconds()).seconds if starts else 0.0
+        launch = _note(seen, calibrate.launch_seconds(), "trials").seconds if starts else 0.0
     except calibrate.NotCalibrated:
         launch = 0.0  # --no-calibrate: a few seconds a trial, not counted
     per_variant: dict[str, tuple[float, str]] = {}
@@ -167,7 +167,7 @@ def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: d
             except calibrate.NotCalibrated:
                 per_variant[variant] = (UNPRICED, "not priced: no past run and no cached calibration (--no-calibrate)")
                 continue
-            parts = {name: _note(seen, timing).seconds for name, timing in timed.items()}
+            parts = {name: _note(seen, timing, "trials").seconds for name, timing in timed.items()}
             eval_s = parts.get("eval", 0.0) if eval_s is None else eval_s
             rest = calibrate.data_seconds(cfg) + calibrate.LOG_S
             found = (parts["train"] + eval_s + rest + own, f"calibration: train {parts['train']:.0f} s + eval "
@@ -227,9 +227,10 @@ def _estimate_sweep(plan: SweepPlan, client, reused: dict | None) -> SweepEstima
     return dataclasses.replace(est, calibrations=tuple(seen))
 
 
-def _note(seen: list | None, timing: calibrate.Timing) -> calibrate.Timing:
+def _note(seen: list | None, timing: calibrate.Timing, part: str) -> calibrate.Timing:
+    """Keep ``timing`` in ``seen``, marked with the estimate's part it prices (``describe_calibrations``)."""
     if seen is not None:
-        seen.append(timing)
+        seen.append(dataclasses.replace(timing, part=part))
     return timing
 
 
@@ -299,9 +300,9 @@ def describe_calibrations(est: SweepEstimate) -> list[str]:
     if busy:
         worst = max(busy, key=lambda t: t.load / t.cpus)
         slowdown = max(1.0, worst.load / worst.cpus)
-        low, high = (sum(t.idle()[side] for t in timings) / seconds if seconds > 0 else 1.0 for side in (0, 1))
-        idle = (f"{rest + timed * low:.0f} s" if math.isclose(low, high, rel_tol=0.01)
-                else f"{rest + timed * low:.0f}-{rest + timed * high:.0f} s")
+        low, high = (rest + sum(est.parts.get(part, 0.0) * _idle_share(timings, part, slowdown)[side]
+                                for part in ("stage1", "trials")) for side in (0, 1))
+        idle = f"{low:.0f} s" if math.isclose(low, high, rel_tol=0.01) else f"{low:.0f}-{high:.0f} s"
         retimed = sorted({t.retimed for t in timings if t.retimed})
         how = (f"stage 1 and trials divided by load / CPUs = {slowdown:.1f}" if not retimed else
                "a timing whose threads outnumbered the free cores was timed again on them: " + "; ".join(retimed)
@@ -312,6 +313,17 @@ def describe_calibrations(est: SweepEstimate) -> list[str]:
         loads = max(t.load for t in timings)
         lines.append(f"  load while timing: at most {loads:.1f} on {timings[0].cpus} CPUs (idle enough)")
     return lines
+
+
+def _idle_share(timings: list, part: str, slowdown: float) -> tuple[float, float]:
+    """(low, high) share of ``part``'s busy seconds an idle machine takes: its own timings' idle bounds against
+    their seconds (each timing counts once: a ratio, whatever the seeds and trials it prices), else 1 / the
+    worst load / CPUs (a part priced from past runs alone)."""
+    own = [t for t in timings if t.part == part]
+    seconds = sum(t.seconds for t in own)
+    if seconds <= 0:
+        return 1.0 / slowdown, 1.0 / slowdown
+    return sum(t.idle()[0] for t in own) / seconds, sum(t.idle()[1] for t in own) / seconds
 
 
 def describe_climbs(rungs: str, max_rung: int) -> str:

@@ -3,6 +3,7 @@ work left free is timed again on those cores, which bounds the idle machine's ti
 again once the machine is idle; the dry run's last lines give the idle machine's range. Fake clocks and loads, no
 Ray: what is checked is the arithmetic and which timings run, not how fast anything is."""
 
+import dataclasses
 import json
 
 import pytest
@@ -24,15 +25,9 @@ def machine(monkeypatch, tmp_path):
     return state
 
 
-def _timer(seconds: float, calls: list):
-    def measure_at(threads: int) -> tuple[float, float, float]:
-        calls.append(threads)
-        return seconds / threads if threads == 1 else seconds, seconds, seconds
-    return measure_at
-
-
 @pytest.mark.parametrize("load, cpus, free", [
-    (0.0, 2, 2), (1.0, 2, 2), (2.0, 2, 1), (3.2, 2, 1), (9.0, 2, 1), (2.5, 8, 6), (1.9, 16, 15)])
+    (0.0, 2, 2), (1.0, 2, 2), (1.2, 2, 2), (1.6, 2, 1), (2.0, 2, 1), (3.2, 2, 1), (9.0, 2, 1), (2.5, 8, 6),
+    (1.9, 16, 15)])
 def test_free_cores__load_less_this_process_and_at_least_one(load, cpus, free):
     assert calibrate.free_cores(load, cpus) == free
 
@@ -64,8 +59,8 @@ def test_busy_timing__threads_that_fit_are_not_timed_again_and_idle_divides_by_t
 
 def test_cached_busy_timing__timed_again_once_the_machine_is_idle(machine, tmp_path, capsys):
     machine["load"], calls = 3.0, []
-    calibrate.cached("k", lambda: (3.35, 3.35, 3.35), WHAT, 2, _timer(1.2, calls))
-    assert json.loads((tmp_path / "calibrations.json").read_text())["k"]["retimed"]
+    calibrate.cached("k", lambda: (3.35, 3.35, 3.35), WHAT, 2, lambda n: calls.append(n) or (0.6, 0.6, 0.6))
+    assert calls == [1] and json.loads((tmp_path / "calibrations.json").read_text())["k"]["retimed"]
     with calibrate.cache_only():  # --no-calibrate never times, busy or not
         machine["load"] = 0.2
         assert calibrate.cached("k", lambda: pytest.fail("timed"), WHAT).cached
@@ -80,6 +75,32 @@ def test_cached_busy_timing__timed_again_once_the_machine_is_idle(machine, tmp_p
     assert calibrate.cached("k", lambda: pytest.fail("an idle timing is kept"), WHAT).seconds == 0.45
 
 
+def test_cached_busy_timing__kept_when_the_machine_is_only_a_little_less_busy(machine):
+    """A timing this process's own load made look busy (1.4 on 2 CPUs) is not timed again at load 1.0: only a
+    core's worth less other work counts as idle since, so a second dry run does not time everything again."""
+    machine["load"] = 1.4
+    calibrate.cached("k", lambda: (0.5, 0.5, 0.5), WHAT, 2, lambda n: pytest.fail("2 threads fit 2 free cores"))
+    machine["load"] = 1.0
+    assert calibrate.cached("k", lambda: pytest.fail("timed again"), WHAT).cached
+    machine["load"] = 0.3
+    assert not calibrate.cached("k", lambda: (0.4, 0.4, 0.4), WHAT).cached
+
+
+@pytest.mark.parametrize("change", [
+    {"load": "3.0"}, {"cpus": "2"}, {"cpus": 0}, {"cpus": True}, {"seconds": float("nan")}, {"seconds": -1.0},
+    {"idle_low": "0.2"}, {"idle_high": None}, {"retimed": 7}, {"when": None}, {"seconds": True}])
+def test_cached_entry_that_is_not_a_timing__timed_again(machine, tmp_path, change):
+    """calibrations.json is read back from disk: an entry of the wrong types or values is timed again, never a
+    crash later in the estimate's arithmetic."""
+    good = {"seconds": 0.5, "low": 0.4, "high": 0.6, "load": 3.0, "cpus": 2, "when": "then", "idle_low": 0.2,
+            "idle_high": 0.6, "retimed": "x", "what": WHAT, "took": 3.0}
+    assert calibrate._timing_from_entry(good) is not None
+    entry = {k: v for k, v in (good | change).items() if v is not None}
+    calibrate.checkpoint.write_json_atomic({"k": entry}, tmp_path / "calibrations.json")
+    timing = calibrate.cached("k", lambda: (0.7, 0.7, 0.7), WHAT)
+    assert not timing.cached and timing.seconds == 0.7 and timing.idle() == (0.7, 0.7)
+
+
 def test_plus__a_retimed_stage1_and_its_references_keep_their_bounds():
     stage1 = calibrate.Timing(3.0, 3.0, 3.0, 3.0, 2, "now", idle_low=0.2, idle_high=0.6, retimed="a")
     references = calibrate.Timing(1.0, 1.0, 1.0, 3.0, 2, "now")  # not retimed: idle = 1.0 / 1.5
@@ -92,12 +113,13 @@ def test_describe_calibrations__the_idle_range_and_how_it_was_found():
     stage1 = calibrate.Timing(1000.0, 900.0, 1100.0, 3.0, 2, "2026-12-06 21:41", idle_low=100.0, idle_high=300.0,
                               retimed="5 stage-1 steps at 2 thread(s): 3.35 s on 1 free core(s), 0.60 s at 1 thread(s)")
     trial = calibrate.Timing(300.0, 300.0, 300.0, 3.0, 2, "2026-12-06 21:41")  # 1 thread: 300 / 1.5 idle
-    est = SweepEstimate([], {0: 1000.0}, [], 1, "tune", "", parts={"stage1": 1000.0, "trials": 300.0, "table": 8.0},
-                        calibrations=(stage1, trial))
+    stage1, trial = (dataclasses.replace(stage1, part="stage1"), dataclasses.replace(trial, part="trials"))
+    est = SweepEstimate([], {0: 1000.0, 1: 1000.0, 2: 1000.0}, [], 1, "tune", "",  # 3 seeds, 20 trials
+                        parts={"stage1": 3000.0, "trials": 6000.0, "table": 8.0}, calibrations=(stage1, trial))
     busy = describe_calibrations(est)[-1]
-    low, high = 8 + 1300 * (100 + 200) / 1300, 8 + 1300 * (300 + 200) / 1300
+    low, high = 8 + 3000 * 0.1 + 6000 / 1.5, 8 + 3000 * 0.3 + 6000 / 1.5  # each part by its own timings' share
     assert f"on an idle machine about {low:.0f}-{high:.0f} s" in busy
     assert "timed again on them: 5 stage-1 steps at 2 thread(s): 3.35 s on 1 free core(s), 0.60 s at 1" in busy
-    plain = describe_calibrations(SweepEstimate([], {}, [], 1, "tune", "", parts={"trials": 300.0},
-                                                calibrations=(trial,)))[-1]
-    assert "on an idle machine about 200 s (stage 1 and trials divided by load / CPUs = 1.5)" in plain
+    plain = describe_calibrations(SweepEstimate([], {0: 600.0}, [], 1, "tune", "",
+                                                parts={"stage1": 600.0, "trials": 300.0}, calibrations=(trial,)))[-1]
+    assert "on an idle machine about 600 s (stage 1 and trials divided by load / CPUs = 1.5)" in plain
