@@ -207,13 +207,14 @@ def _retime_on_free_cores(timing: Timing, threads: int, load_before: float,
     stage-1 steps at 2 threads beside a 1-thread trial on 2 cores took 3.35 s a step, at 1 thread 0.61 s), so
     dividing by the load would not give the idle machine's time. Timed again on the ``free`` cores, the idle
     machine's seconds lie between perfect scaling from ``free`` to ``threads`` threads (that time divided by
-    load / CPUs for time-slicing too) and none (that time)."""
+    load / CPUs for time-slicing too) and none (that time, or the busy timing where that was quicker)."""
     free = free_cores(load_before, timing.cpus)
     if threads <= free:
         return timing
     at_free, _, _ = measure_at(free)
     slicing = max(1.0, timing.load / timing.cpus)
-    return replace(timing, idle_low=at_free * free / threads / slicing, idle_high=at_free,
+    high = min(at_free, timing.seconds)  # an idle machine is no slower than the busy one was
+    return replace(timing, idle_low=min(high, at_free * free / threads / slicing), idle_high=high,
                    retimed=f"{what}: {timing.seconds:.2f} s on {free} free core(s), {at_free:.2f} s at {free} "
                            "thread(s)")
 

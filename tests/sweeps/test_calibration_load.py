@@ -48,6 +48,13 @@ def test_busy_timing__threads_beyond_the_free_cores_are_timed_again_on_them(mach
         (0.2 * 1920 + 15, 0.6 * 1920 + 15))
 
 
+def test_busy_timing__the_idle_bound_is_never_slower_than_the_busy_timing(machine):
+    """Under load the timings are noisy: 2 threads once took 0.35 s a step where 1 thread took 0.47 s."""
+    machine["load"] = 3.0
+    timing = calibrate.cached("k", lambda: (0.35, 0.3, 0.4), WHAT, 2, lambda n: (0.47, 0.47, 0.47))
+    assert timing.idle() == pytest.approx((0.47 / 2 / 1.5, 0.35))
+
+
 def test_busy_timing__threads_that_fit_are_not_timed_again_and_idle_divides_by_the_load(machine):
     machine["load"] = 1.4  # busy on 2 CPUs, but 1 thread fits beside this process's own load
     timing = calibrate.cached("k", lambda: (1.0, 1.0, 1.0), "x", 1, lambda n: pytest.fail("timed again"))
