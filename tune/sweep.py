@@ -48,8 +48,11 @@ def start_ray(plan: SweepPlan) -> bool:
     if started and plan.args.address in (None, "", "local"):
         # Ray starts its workers at nice 15 (its worker_niceness): beside any other work on this machine, stage 1
         # and the trials then got ~5 % of a core (a smoke stage-1 step took 65 s beside two busy processes, not
-        # 1 s). A sweep on one's own machine takes its fair share; a cluster keeps Ray's default.
-        ray.init(_system_config={"worker_niceness": 0}, resources={DRIVER_RESOURCE: DRIVER_SLOTS}, **kwargs)
+        # 1 s). A sweep on one's own machine takes its fair share; a cluster keeps Ray's default. address="local":
+        # a new Ray even where one runs on this machine already (`ray start`'s file, $RAY_ADDRESS), which Ray would
+        # join without it and then refuse these resources with a traceback; --address auto joins that one.
+        ray.init(address="local", _system_config={"worker_niceness": 0}, resources={DRIVER_RESOURCE: DRIVER_SLOTS},
+                 **kwargs)
     elif started:
         ray.init(address=plan.args.address, **kwargs)
     alive = sum(1 for node in ray.nodes() if node.get("Alive"))

@@ -240,12 +240,15 @@ def test_search__the_train_path_on_this_machine_is_limited_to_the_trials_its_cpu
 def test_train_path_drivers__hold_no_cpu_on_a_ray_the_sweep_started(tmp_path, monkeypatch):
     """A local Ray started by the sweep has a resource of its own for the train path's drivers, so two one-CPU
     trials fit two CPUs (with 0.01 CPU per driver they needed 2.02); --driver-resource names a cluster's; a Ray
-    someone else started has neither, and the driver takes 0.01 CPU as before."""
+    someone else started has neither, and the driver takes 0.01 CPU as before. A Ray already running on this
+    machine (here $RAY_ADDRESS names one; `ray start` leaves a file Ray reads alike) is not joined without --address:
+    before, ray.init joined it and refused the sweep's resources with a ValueError traceback."""
     ray = pytest.importorskip("ray")
     from types import SimpleNamespace
 
     import tune.sweep as sweep
 
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens there
     plan = SimpleNamespace(args=SimpleNamespace(address=None, driver_resource="", shared_fs=False),
                            storage=str(tmp_path / "ray"))
     started = sweep.start_ray(plan)
