@@ -186,7 +186,7 @@ class FactorTrainer(CodeTableTrainer):
         names, lat = self.labelled.names, self.cfg.latent
         accuracy = classifier_accuracy(self.state.decoder.factor_codes, self.data, self.labelled, self.device)
         result = {f"latent/final/classifier_acc/{n}": a for n, a in zip(names, accuracy, strict=True)}
-        matched = min(lat.epochs * self.steps_per_epoch, REFERENCE_MAX_STEPS) if lat.reference_classifier else 0
+        matched = matched_reference_steps(lat, self.steps_per_epoch)
         steps = progress.Bounded(self.progress, matched + best_reference_steps(lat, len(names)),
                                  f"[stage 1 references, seed {self.cfg.run.seed}]")  # no silent minutes after 100 %
         if matched:
@@ -214,6 +214,11 @@ class FactorTrainer(CodeTableTrainer):
                 "factor_codes": {k: v.cpu() for k, v in fc.state_dict().items()},
                 "metrics": metrics | diagnostics, "config": self.cfg.to_flat_dict(),
                 "data_fingerprint": self.data.fingerprint, "labelled": self.labelled.labelled}
+
+
+def matched_reference_steps(lat, steps_per_epoch: int) -> int:
+    """The matched reference's classifier steps: stage 1's, at most ``REFERENCE_MAX_STEPS``; 0 when it is off."""
+    return min(lat.epochs * steps_per_epoch, REFERENCE_MAX_STEPS) if lat.reference_classifier else 0
 
 
 def labelled_positions(cfg: ContraLordConfig, labelled: labels.LabelledFactors, step: int) -> torch.Tensor:

@@ -80,8 +80,8 @@ class Timing:
 
     @property
     def busy(self) -> bool:
-        """Other work ran beside the timing: a load average above half this machine's CPUs."""
-        return self.load > 0.5 * self.cpus
+        """Other work ran beside the timing (``is_busy``)."""
+        return is_busy(self.load, self.cpus)
 
     def idle(self) -> tuple[float, float]:
         """(low, high) seconds on an idle machine: the bounds of a timing retimed on the free cores, else the
@@ -90,6 +90,11 @@ class Timing:
             return self.idle_low, self.idle_high
         seconds = self.seconds / max(1.0, self.load / self.cpus) if self.busy else self.seconds
         return seconds, seconds
+
+
+def is_busy(load: float, cpus: int) -> bool:
+    """A load average above half the machine's CPUs: other work runs beside this one."""
+    return load > 0.5 * cpus
 
 
 def cache_file() -> Path:
@@ -192,7 +197,7 @@ def _idle_since(timing: Timing) -> bool:
     """The machine is idle now, and less loaded than when ``timing`` ran by at least a core's worth of other
     work (so a timing this process's own load made look busy is not timed again on every dry run)."""
     now = os.getloadavg()[0]
-    return now <= 0.5 * (os.cpu_count() or 1) and now <= timing.load - 1.0
+    return not is_busy(now, os.cpu_count() or 1) and now <= timing.load - 1.0
 
 
 def free_cores(load_before: float, cpus: int) -> int:
@@ -273,13 +278,13 @@ def reference_steps(cfg: ContraLordConfig, data: ImageFactorData) -> int:
     """The classifier steps stage 1's supervised-only references train after it (labelled factors only): the matched
     one's, and the best one's search and refits (a refit per labelled factor at most, one per recipe)."""
     from contralord.best_reference import best_reference_steps
-    from contralord.latent_factors import REFERENCE_MAX_STEPS
+    from contralord.latent_factors import matched_reference_steps
 
     if labels.structure(cfg, data) != "factors":
         return 0
     lat = cfg.latent
-    matched = min(lat.epochs * sampling.steps_per_epoch(len(data), lat.batch_size), REFERENCE_MAX_STEPS)
-    return matched * lat.reference_classifier + best_reference_steps(lat, len(labels.labelled_names(cfg, data)))
+    return (matched_reference_steps(lat, sampling.steps_per_epoch(len(data), lat.batch_size))
+            + best_reference_steps(lat, len(labels.labelled_names(cfg, data))))
 
 
 def _reference_step(cfg: ContraLordConfig, data: ImageFactorData, threads: int, gpu: bool) -> tuple[float, ...]:
