@@ -77,6 +77,7 @@ class LatentConfig:
     factor_dim: int = 1  # factors: dims of each labelled factor's code (zerodim: 1)
     classifier_width: int = 16  # factors: first conv width of the classifier for unlabelled images
     lr_classifier: float = 1e-3  # factors: classifier learning rate (zerodim 1e-4; 1e-3 at our scale)
+    classifier_beta1: float = 0.5  # factors: Adam beta1 of the classifiers (zerodim: 0.5, as every group)
     labelled_weight: float = 10.0  # factors: weight of the labelled batch's loss (zerodim: 10)
     label_ce: float = 0.001  # factors: cross-entropy weight of the classifier on labelled images
     entropy: float = 0.001  # factors: entropy weight of the classifier on unlabelled images
@@ -99,6 +100,7 @@ class LatentConfig:
         for key in ("factor_dim", "classifier_width"):
             _check(0 < getattr(self, key) <= MAX_FACTOR_DIM, f"latent.{key}", f"an int in [1, {MAX_FACTOR_DIM}]",
                    getattr(self, key))
+        _check(0 <= self.classifier_beta1 < 1, "latent.classifier_beta1", "a float in [0, 1)", self.classifier_beta1)
         for key in ("lr_classifier", "labelled_weight", "label_ce", "entropy"):
             _check(getattr(self, key) >= 0, f"latent.{key}", "a float >= 0", getattr(self, key))
         _check(self.entropy_start_epoch >= 0, "latent.entropy_start_epoch", "an int >= 0", self.entropy_start_epoch)
@@ -322,6 +324,9 @@ KEYS_ADDED_WITH_OLD_BEHAVIOUR: dict[str, Any] = {"encoder.content_head": "learne
 
 # a safety cap (changes what is refused, never a number); where an extended ladder starts (equal to a straight run)
 HASH_IGNORED = ("data.max_array_gib", "run.extend_from")
+# Keys added after stage-1 artifacts were cached, with the value those artifacts were trained under: at that value
+# a key is left out of ``section_hash``, so the artifacts trained before it existed keep their cache key.
+HASH_SINCE_ADDED = {"latent.classifier_beta1": 0.5}
 
 SECTIONS = {"data": DataConfig, "latent": LatentConfig, "encoder": EncoderConfig, "loss": LossConfig,
             "eval": EvalConfig, "run": RunConfig}
@@ -378,8 +383,9 @@ class ContraLordConfig:
 
     def section_hash(self, *sections: str) -> str:
         """sha256 (16 hex) of the named sections' flat values (less ``HASH_IGNORED``, which change no
-        number): a cache key for stage-1 artifacts."""
-        flat = {k: v for k, v in self.to_flat_dict().items() if k.split(".")[0] in sections and k not in HASH_IGNORED}
+        number, and less ``HASH_SINCE_ADDED`` keys at their old value): a cache key for stage-1 artifacts."""
+        flat = {k: v for k, v in self.to_flat_dict().items() if k.split(".")[0] in sections and k not in HASH_IGNORED
+                and not (k in HASH_SINCE_ADDED and v == HASH_SINCE_ADDED[k])}
         return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -106,7 +106,8 @@ class FactorTrainer(CodeTableTrainer):
         self.optimizer = torch.optim.Adam([
             {"params": self.state.decoder.generator.parameters(), "lr": lat.lr},
             {"params": [*fc.tables, self.state.codes.residual], "lr": lat.lr_codes},
-            {"params": [*fc.trunks.parameters(), *fc.classifiers.parameters()], "lr": lat.lr_classifier},
+            {"params": [*fc.trunks.parameters(), *fc.classifiers.parameters()], "lr": lat.lr_classifier,
+             "betas": (lat.classifier_beta1, 0.999)},
         ], betas=(0.5, 0.999))
         total = lat.epochs * sampling.steps_per_epoch(len(data), lat.batch_size)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)

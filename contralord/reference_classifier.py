@@ -6,10 +6,10 @@ should classify the unlabelled images at least as well as the same network train
 if it scores below that anchor, stage 1 is not using its labels, and every stage-2 row inherits it.
 
 The reference is stage 1 minus the reconstruction: the same ``FactorCodes`` architecture
-(``latent.classifier_trunks``, ``latent.classifier_width``), the same optimiser (Adam, betas 0.5/0.999,
-``latent.lr_classifier``, cosine over the same number of steps) and exactly stage 1's labelled batches
-(``latent_factors.labelled_positions``: one draw per step), with the mean cross-entropy over factors as its
-only loss. Both are scored by ``classifier_accuracy`` on the unlabelled images.
+(``latent.classifier_trunks``, ``latent.classifier_width``), the same optimiser (Adam, betas
+``latent.classifier_beta1``/0.999, ``latent.lr_classifier``, cosine over the same number of steps) and exactly
+stage 1's labelled batches (``latent_factors.labelled_positions``: one draw per step), with the mean
+cross-entropy over factors as its only loss. Both are scored by ``classifier_accuracy`` on the unlabelled images.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def train_reference(cfg: ContraLordConfig, data: ImageFactorData, labelled: labe
     model = build_factor_codes(lat, labelled.sizes, data.channels, cfg.data.image_size, rng).to(device)
     torch.random.set_rng_state(state)  # stage 1's own draws are unchanged by the reference
     params = [*model.trunks.parameters(), *model.classifiers.parameters()]
-    optimizer = torch.optim.Adam(params, lr=lat.lr_classifier, betas=(0.5, 0.999))
+    optimizer = torch.optim.Adam(params, lr=lat.lr_classifier, betas=(lat.classifier_beta1, 0.999))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     known, curve = labelled.known, []
     for step in range(steps):

@@ -300,7 +300,8 @@ def _reference_step(cfg: ContraLordConfig, data: ImageFactorData, threads: int, 
     def run(steps: int) -> float:
         sized = dataclasses.replace(cfg, latent=dataclasses.replace(cfg.latent, best_reference_steps=steps))
         started = time.perf_counter()
-        train_recipe(sized, data, found, runtime.device, (0.5, cfg.latent.lr_classifier), found.labelled)
+        matched = (cfg.latent.classifier_beta1, cfg.latent.lr_classifier)
+        train_recipe(sized, data, found, runtime.device, matched, found.labelled)
         return time.perf_counter() - started
 
     with _threads(threads):
