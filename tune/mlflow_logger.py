@@ -10,19 +10,25 @@ as logged PyTorch models (``docs/MLFLOW.md``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from ablations.store import without_password
+from ablations.store import DB_SCHEMES, without_password
 from contralord import labels
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -36,15 +42,37 @@ ARTIFACT_FOLDER = "mlartifacts"  # beside a file-based store's database: every e
 BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per-request limits of log_batch
 
 
+def open_store(tracking_uri: str) -> MlflowClient:
+    """A client of ``tracking_uri`` whose database holds MLflow's schema. The first client of a new database
+    creates the schema, and MLflow's tracking store does so unguarded: two sweeps started at once on a new store
+    fail with "table ... already exists" or "duplicate column name" (3 of 4 processes, measured). Here one process
+    of this machine at a time opens a database store, under a lock file keyed by the database (as MLflow guards
+    its other stores' schemas, ``mlflow.store.db.utils._safe_initialize_tables``); a server migrates its own."""
+    if urlparse(tracking_uri).scheme.split("+")[0] not in DB_SCHEMES:
+        return MlflowClient(tracking_uri)
+    where = tracking_uri
+    if tracking_uri.startswith("sqlite:///"):  # one file, however its URI is spelt
+        where = str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"contralord-store-{digest}.lock"):
+        return MlflowClient(tracking_uri)  # MLflow keeps the store (and its engine) per URI, schema checked
+
+
 def get_experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created if missing (on the driver, once, to avoid races), marked as
-    a model-training experiment (an older one gets the mark too). In a file-based store a new experiment
-    keeps its artifacts beside the database (``experiment_artifacts``); an older one keeps its own place,
-    and says so."""
+    """The id of experiment ``name``, created if missing, marked as a model-training experiment (an older one gets
+    the mark too). Another sweep may create it between our read and our create: its experiment is then ours. In a
+    file-based store a new experiment keeps its artifacts beside the database (``experiment_artifacts``); an older
+    one keeps its own place, and says so."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = experiment_artifacts(client.tracking_uri, name)
-        return client.create_experiment(name, artifact_location=location and str(location), tags=EXPERIMENT_KIND)
+        try:
+            return client.create_experiment(name, artifact_location=location and str(location),
+                                            tags=EXPERIMENT_KIND)
+        except MlflowException as error:
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            experiment = client.get_experiment_by_name(name)
     for key, value in EXPERIMENT_KIND.items():
         if experiment.tags.get(key) != value:
             client.set_experiment_tag(experiment.experiment_id, key, value)

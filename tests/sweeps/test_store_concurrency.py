@@ -1,0 +1,79 @@
+"""Issue 33 fault e: sweeps that start at once on one store. MLflow's tracking store creates a new database's
+schema without a guard, so processes opening a new SQLite store together fail ("table ... already exists",
+"duplicate column name"), and two drivers that both miss an experiment both create it. ``open_store`` and
+``get_experiment_id`` (tune/mlflow_logger.py) make both safe: every process here opens, creates, logs and finishes."""
+
+import sys
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from tune.mlflow_logger import get_experiment_id
+
+PROCESSES = 4
+POINTS = 20
+
+# each process: import, wait for the go file (so all open the store within milliseconds), then do what a sweep's
+# driver does first (open the store, find or create the experiments) and log a run
+SCRIPT = """
+import sys, time
+from pathlib import Path
+from mlflow.entities import Metric
+from tune.mlflow_logger import get_experiment_id, open_store
+uri, go, kind, index = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+Path(str(go) + "." + index).touch()
+while not go.exists():
+    time.sleep(0.001)
+client = open_store(uri)
+get_experiment_id(client, "contralord-stage1")
+run = client.create_run(get_experiment_id(client, "contralord-" + kind))
+client.log_batch(run.info.run_id, metrics=[Metric("loss", float(i), 0, i) for i in range({points})])
+client.set_terminated(run.info.run_id)
+""".replace("{points}", str(POINTS))
+
+
+def test_sweeps_starting_together__on_a_new_store_all_open_create_and_log(own_processes, tmp_path):
+    uri, go = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "go"
+    kinds = ["negatives", "losses"] * (PROCESSES // 2)
+    started = [own_processes.start([sys.executable, "-c", SCRIPT, uri, str(go), kind, str(index)],
+                                   cwd=Path(__file__).resolve().parents[2], stdout=-1, stderr=-1, text=True)
+               for index, kind in enumerate(kinds)]
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{go}.{i}").exists() for i in range(len(kinds))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # every process past its imports, polling for the go file
+    go.touch()
+    for process in started:
+        _, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err[-2000:]
+
+    client = MlflowClient(uri)
+    names = sorted(e.name for e in client.search_experiments())
+    assert names == ["Default", "contralord-losses", "contralord-negatives", "contralord-stage1"]
+    for kind in set(kinds):
+        experiment = client.get_experiment_by_name(f"contralord-{kind}")
+        runs = client.search_runs([experiment.experiment_id])
+        assert len(runs) == PROCESSES // 2 and all(r.info.status == "FINISHED" for r in runs)
+        for run in runs:
+            history = client.get_metric_history(run.info.run_id, "loss")
+            assert sorted(m.step for m in history) == list(range(POINTS))  # no point lost or written twice
+
+
+def test_experiment_created_by_another_sweep_between_read_and_create__is_ours(tmp_path, monkeypatch):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    other = client.create_experiment("contralord-negatives")
+    monkeypatch.setattr(client, "get_experiment_by_name", _missing_once(client.get_experiment_by_name))
+    assert get_experiment_id(client, "contralord-negatives") == other
+    assert len([e for e in client.search_experiments() if e.name == "contralord-negatives"]) == 1
+
+
+def _missing_once(read):
+    """``read`` that answers None the first time: the other sweep creates the experiment just after our read."""
+    calls = []
+
+    def reading(name):
+        calls.append(name)
+        return None if len(calls) == 1 else read(name)
+
+    return reading
