@@ -1,0 +1,44 @@
+"""tune/bench_store.py (issue 33 fault f): N loggers against an ``mlflow server`` on loopback, bounded and
+self-stopping; every point the server acknowledged is in the store afterwards."""
+
+import json
+import os
+import tempfile
+
+import pytest
+
+from tune import bench_store
+from tune.bench_store import main
+
+
+@pytest.mark.slow
+def test_bench__loggers_write_every_acknowledged_point_and_the_server_ends(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its temporary store goes
+    servers, start = [], bench_store._start_server
+    monkeypatch.setattr(bench_store, "_start_server", lambda *a: servers.append(start(*a)) or servers[-1])
+    out = tmp_path / "bench.json"
+    assert main(["--loggers", "3", "--seconds", "3", "--processes", "2", "--out", str(out)]) == 0
+    (outcome,) = json.loads(out.read_text())
+    assert outcome["store"] == "sqlite" and outcome["loggers"] == 3
+    assert outcome["requests"] > 0 and outcome["failed"] == 0
+    assert outcome["points_acknowledged"] == 10 * outcome["requests"]
+    assert outcome["points_stored"] == outcome["points_acknowledged"] and outcome["points_lost"] == 0
+    assert "N=3" in capsys.readouterr().out
+    ((server, _),) = servers
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server.pid, 0)  # the server's whole process group has ended
+    assert list(tmp_path.iterdir()) == [out]  # its temporary store (and the server's folder) is removed
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--loggers", "8,x"], "--loggers: expected comma-separated positive ints"),
+    (["--loggers", "0"], "--loggers: expected each N in [1, 1024]"),
+    (["--seconds", "0"], "--seconds: expected (0, 600]"),
+    (["--store", "mongodb://host/db"], "--store: expected sqlite or a database URI"),
+    (["--store", "postgresql://u:secret@h/db", "--out", "/no/such/folder/x.json"], "--out: the folder of"),
+])
+def test_bench__bad_flags_one_line_exit_2_before_any_server(argv, needle, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "secret" not in err

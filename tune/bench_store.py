@@ -1,0 +1,229 @@
+"""Load on a tracking server (issue 33 fault f): N trial loggers write to one ``mlflow server`` at once.
+
+For each store and each N, the benchmark starts ``mlflow server`` on loopback (as the cluster's head runs it:
+default workers, no job execution) on that store, lets N loggers each open a run and log a batch of metrics per
+request for ``--seconds``, ends the server by its process group, then reads every run back from the store itself.
+It reports requests per second, latency, failed requests and points lost (acknowledged by the server but not in
+the store). Bounded: every logger stops at its deadline, the server is ended in any case, and a new SQLite store
+lives in a temporary folder that is removed.
+
+    python tune/bench_store.py --store sqlite --loggers 8,32,64 --seconds 20
+    python tune/bench_store.py --store postgresql+psycopg://user:pass@127.0.0.1:5432/throwaway  # writes there
+
+A PostgreSQL store gets an experiment per N (``bench-store-<time>-<N>``): point it at a throwaway database.
+Loggers are threads, spread over up to ``--processes`` processes (a real trial is one process; a few thousand
+threads' worth of processes would measure this machine, not the server). Each request retries at most
+``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` = 2 times (MLflow's default, 7, hides a failing server for minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
+
+from ablations.store import without_password  # noqa: E402
+
+METRICS_PER_REQUEST = 10  # one epoch of a trial's training metrics, as MlflowLogger sends them in one log_batch
+SERVER_READY_S = 120
+RETRIES = "2"
+
+
+@dataclass
+class Outcome:
+    store: str
+    loggers: int
+    seconds: float
+    requests: int
+    failed: int
+    points_acknowledged: int
+    points_stored: int
+    points_lost: int
+    requests_per_s: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _start_server(store: str, folder: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    log = open(folder / f"server-{port}.log", "w")
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host", "127.0.0.1",
+               "--port", str(port), "--artifacts-destination", str(folder / "artifacts")]
+    server = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                              env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + SERVER_READY_S
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return server, url
+        except OSError:
+            time.sleep(0.5)
+    _stop_server(server)
+    raise RuntimeError(f"mlflow server on {without_password(store)} did not answer in {SERVER_READY_S} s "
+                       f"(log: {folder})")
+
+
+def _stop_server(server: subprocess.Popen) -> None:
+    """End the server's whole process group (its workers too): SIGTERM, then SIGKILL."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(server.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            server.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _log_until(url: str, run_id: str, deadline: float, out: list) -> None:
+    """One logger: a batch of metrics per request to ``run_id`` until ``deadline`` (``time.time``); appends its
+    record to ``out``."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client, latencies, failed, acknowledged, step = MlflowClient(url), [], 0, 0, 0
+    while time.time() < deadline:
+        metrics = [Metric(f"m{j}", float(step), int(time.time() * 1000), step) for j in range(METRICS_PER_REQUEST)]
+        started = time.monotonic()
+        try:
+            client.log_batch(run_id, metrics=metrics)
+            acknowledged += len(metrics)
+        except Exception:  # a failed request is counted, never retried here beyond MLflow's own retries
+            failed += 1
+        latencies.append(time.monotonic() - started)
+        step += 1
+    out.append({"run_id": run_id, "latencies": latencies, "failed": failed, "acknowledged": acknowledged})
+
+
+def _worker(url: str, experiment_id: str, threads: int, ready, go, deadline, results) -> None:
+    """A process of ``threads`` loggers: their runs are made first, then all start when the parent says go (so
+    that N loggers write for the whole time, not the ones that finished importing first)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(url)
+    runs = [client.create_run(experiment_id).info.run_id for _ in range(threads)]
+    ready.put(len(runs))
+    go.wait(timeout=SERVER_READY_S)
+    out: list = []
+    workers = [threading.Thread(target=_log_until, args=(url, run_id, deadline.value, out)) for run_id in runs]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=max(deadline.value - time.time(), 0) + 120)
+    results.put(out)
+
+
+def _stored_points(store: str, run_ids: list[str]) -> int:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store)
+    return sum(len(client.get_metric_history(run_id, f"m{j}")) for run_id in run_ids
+               for j in range(METRICS_PER_REQUEST))
+
+
+def measure(store: str, loggers: int, seconds: float, processes: int, folder: Path) -> Outcome:
+    """N = ``loggers`` writers against a fresh server on ``store`` for ``seconds``."""
+    from mlflow import MlflowClient
+
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = RETRIES
+    server, url = _start_server(store, folder)
+    try:
+        experiment_id = MlflowClient(url).create_experiment(f"bench-store-{int(time.time())}-{loggers}")
+        context = multiprocessing.get_context("spawn")
+        ready, results, go, deadline = context.Queue(), context.Queue(), context.Event(), context.Value("d", 0.0)
+        count = min(processes, loggers)
+        shares = [loggers // count + (i < loggers % count) for i in range(count)]
+        started = [context.Process(target=_worker, args=(url, experiment_id, n, ready, go, deadline, results))
+                   for n in shares]
+        for process in started:
+            process.start()
+        for _ in started:
+            ready.get(timeout=SERVER_READY_S)
+        deadline.value = time.time() + seconds
+        go.set()
+        records = [r for _ in started for r in results.get(timeout=seconds + 300)]
+        for process in started:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+    finally:
+        _stop_server(server)
+    latencies = sorted(t for r in records for t in r["latencies"])
+    acknowledged = sum(r["acknowledged"] for r in records)
+    stored = _stored_points(store, [r["run_id"] for r in records])
+    return Outcome(without_password(store), loggers, seconds, len(latencies), sum(r["failed"] for r in records),
+                   acknowledged, stored, acknowledged - stored, round(len(latencies) / seconds, 1),
+                   round(1000 * statistics.median(latencies), 1) if latencies else float("nan"),
+                   round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else float("nan"))
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", action="append", default=[],
+                        help="sqlite (a new store in a temporary folder, per N) or a database URI; repeatable")
+    parser.add_argument("--loggers", default="8,32,64", help="comma-separated N (default 8,32,64)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long the loggers write, per N")
+    parser.add_argument("--processes", type=int, default=8, help="the loggers' threads are spread over these")
+    parser.add_argument("--out", default="", help="also write the outcomes to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        args.loggers = [int(n) for n in args.loggers.split(",")]
+    except ValueError:
+        parser.exit(2, f"--loggers: expected comma-separated positive ints, got {args.loggers!r}\n")
+    if not all(0 < n <= 1024 for n in args.loggers):
+        parser.exit(2, f"--loggers: expected each N in [1, 1024], got {args.loggers}\n")
+    if not 0 < args.seconds <= 600 or not 0 < args.processes <= 64:
+        parser.exit(2, "--seconds: expected (0, 600] and --processes [1, 64]\n")
+    for store in args.store:
+        if store != "sqlite" and not store.startswith(("postgresql", "mysql", "mssql")):
+            parser.exit(2, f"--store: expected sqlite or a database URI, got {without_password(store)!r}\n")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        parser.exit(2, f"--out: the folder of {args.out} does not exist\n")
+    args.store = args.store or ["sqlite"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        for store in args.store:
+            for n in args.loggers:
+                folder = Path(tmp) / f"{len(outcomes)}"
+                folder.mkdir()
+                uri = f"sqlite:///{folder / 'mlflow.db'}" if store == "sqlite" else store
+                outcome = measure(uri, n, args.seconds, args.processes, folder)
+                outcome.store = "sqlite" if store == "sqlite" else outcome.store
+                outcomes.append(outcome)
+                print(f"{outcome.store}  N={n:<4} {outcome.requests_per_s:8.1f} req/s  p50 {outcome.latency_p50_ms} "
+                      f"ms  p95 {outcome.latency_p95_ms} ms  failed {outcome.failed}/{outcome.requests}  points "
+                      f"lost {outcome.points_lost} of {outcome.points_acknowledged}", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
