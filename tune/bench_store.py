@@ -22,6 +22,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import signal
 import socket
 import statistics
@@ -135,6 +136,22 @@ def _worker(url: str, experiment_id: str, threads: int, ready, go, deadline, res
     results.put(out)
 
 
+def _wait_ready(ready, started: list) -> None:
+    """Every logger process has made its runs; one that died first (exit code set) is named, not waited for."""
+    waiting, deadline = len(started), time.monotonic() + SERVER_READY_S
+    while waiting:
+        try:
+            ready.get(timeout=1.0)
+            waiting -= 1
+        except queue.Empty:
+            dead = [p.exitcode for p in started if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for process in started:
+                    process.kill()
+                raise RuntimeError(f"{waiting} of {len(started)} logger processes never got ready (exit codes "
+                                   f"{dead or 'none'}: they could not reach the server or make their runs)") from None
+
+
 def _stored_points(store: str, run_ids: list[str]) -> int:
     from mlflow import MlflowClient
 
@@ -159,8 +176,7 @@ def measure(store: str, loggers: int, seconds: float, processes: int, folder: Pa
                    for n in shares]
         for process in started:
             process.start()
-        for _ in started:
-            ready.get(timeout=SERVER_READY_S)
+        _wait_ready(ready, started)
         deadline.value = time.time() + seconds
         go.set()
         records = [r for _ in started for r in results.get(timeout=seconds + 300)]
