@@ -38,6 +38,8 @@ from ablations.runs import (  # noqa: E402
     latest_sweep_run,
     out_folder,
 )
+from ablations.stage1_compare import build_comparison  # noqa: E402
+from ablations.stage1_compare import to_markdown as comparison_markdown  # noqa: E402
 from ablations.stage1_curves import plot_curves, read_curves  # noqa: E402
 from ablations.stage1_table import build_stage1_table, stage1_runs  # noqa: E402
 from ablations.stage1_table import to_markdown as stage1_markdown  # noqa: E402
@@ -237,8 +239,13 @@ def stage1_main(args: argparse.Namespace) -> int:
         other = args.rungs or args.by or args.experiment or args.paper or args.ignore_key
         if other or (args.format or ["markdown"]) != ["markdown"]:
             raise AblationError("--spec stage1: takes --tracking-uri, --sweep-run, --out and --overwrite only")
-        output = out_folder(args.out) / "stage1.md" if args.out else None
-        figure = output.with_name("stage1_curves.png") if output else None
+        sides = (args.sweep_run or "").split(",")
+        if len(sides) > 2:
+            raise AblationError("--sweep-run: --spec stage1 takes one sweep's parent run id, or two (A,B) to "
+                                "compare their stage 1s paired by seed")
+        name = "stage1_compare.md" if len(sides) == 2 else "stage1.md"
+        output = out_folder(args.out) / name if args.out else None
+        figure = output.with_name("stage1_curves.png") if output and len(sides) == 1 else None
         for path in (output, figure):
             if path and path.exists() and not args.overwrite:
                 raise AblationError(f"--out: {path} exists; pass --overwrite to replace it, or another --out; "
@@ -248,6 +255,9 @@ def stage1_main(args: argparse.Namespace) -> int:
             raise AblationError("--spec stage1: give --sweep-run the id of a sweep's parent run (stage-1 runs are "
                                 "shared by sweeps of every experiment), or leave it out for every stage-1 run")
         client = MlflowClient(args.tracking_uri)
+        if len(sides) == 2:  # two recipes paired by seed (ablations/stage1_compare.py)
+            tables = [build_stage1_table(*stage1_runs(client, side.strip())) for side in sides]
+            return _show(comparison_markdown(build_comparison(*tables)), output)
         table = build_stage1_table(*stage1_runs(client, args.sweep_run))
         curves = read_curves(client, table.runs, table.factors) if figure else {}
     except AblationError as error:

@@ -14,10 +14,11 @@ ACC = {"floor_hue": (0.95, 0.90), "object_hue": (0.60, 0.50)}  # (stage 1, refer
 BEST = {"floor_hue": 0.97, "object_hue": 0.70}  # the best reference at every seed
 
 
-def _stage1(store, seed: int, epochs: str = "30", best: bool = True) -> str:
+def _stage1(store, seed: int, epochs: str = "30", best: bool = True, shift: float = 0.0, params: dict | None = None,
+            machine: str = "m1") -> str:
     experiment = store.experiment(EXPERIMENT)
-    run = store.client.create_run(experiment, tags={"role": "stage1", "seed": str(seed), "machine": "m1"})
-    metrics = {f"latent/final/classifier_acc/{f}": ours + 0.01 * seed for f, (ours, _) in ACC.items()}
+    run = store.client.create_run(experiment, tags={"role": "stage1", "seed": str(seed), "machine": machine})
+    metrics = {f"latent/final/classifier_acc/{f}": ours + 0.01 * seed + shift for f, (ours, _) in ACC.items()}
     metrics |= {f"latent/final/ref_accuracy/{f}": ref + 0.02 * seed * (f == "floor_hue") for f, (_, ref) in ACC.items()}
     metrics |= {f"latent/final/best_ref_accuracy/{f}": acc for f, acc in BEST.items() if best}
     for step in (64, 128) if best else ():  # the accuracy curves, logged by stage 1 since the best reference
@@ -28,7 +29,8 @@ def _stage1(store, seed: int, epochs: str = "30", best: bool = True) -> str:
                 "latent/final/codes/residual_leakage_chance": 0.125}
     for key, value in metrics.items():
         store.client.log_metric(run.info.run_id, key, value)
-    for key, value in {"data.name": "shapes3d", "latent.epochs": epochs, "run.seed": str(seed)}.items():
+    params = {"data.name": "shapes3d", "latent.epochs": epochs, "run.seed": str(seed)} | (params or {})
+    for key, value in params.items():
         store.client.log_param(run.info.run_id, key, value)
     store.client.set_terminated(run.info.run_id)
     return run.info.run_id
@@ -72,6 +74,31 @@ def test_stage1_table__other_configs_refused_and_a_sweep_selects_its_own(store, 
     text = capsys.readouterr().out
     assert f"the stage-1 runs of sweep run {parent}; 2 seed(s)" in text
     assert "| 0 | 0.950 / 0.900 / – |" in text and "minus best reference" not in text  # runs before the best ref
+
+
+def _sweep(store, stage1_ids: dict[str, str]) -> str:
+    return store.client.create_run(store.experiment("contralord-methods"), tags={
+        "role": "sweep", "stage1_run_ids": json.dumps(stage1_ids)}).info.run_id
+
+
+def test_stage1_compare__two_recipes_paired_by_seed_naming_what_differs(store, capsys, tmp_path):
+    new = _sweep(store, {str(s): _stage1(store, s, shift=0.05 + 0.01 * s, params={"latent.classifier_beta1": "0.9"})
+                         for s in range(3)})
+    old = _sweep(store, {str(s): _stage1(store, s) for s in range(3)})
+    argv = ["--tracking-uri", store.uri, "--spec", "stage1", "--out", str(tmp_path)]
+    assert make_tables.main([*argv, "--sweep-run", f"{new},{old}"]) == 0
+    text = capsys.readouterr().out
+    assert "A and B differ in: `latent.classifier_beta1` 0.9 (A) against (not logged) (B)" in text
+    # stage 1 moved by +0.05, +0.06, +0.07; the references and the codes did not move
+    assert "| object_hue: stage 1 | 0.670 | 0.610 | +0.060 [+0.035, +0.085] | 3 / 0 of 3 | **above** |" in text
+    assert "| object_hue: matched reference | 0.500 | 0.500 | +0.000 [+0.000, +0.000] | 0 / 0 of 3 |" in text
+    assert "| codes D | 0.800 | 0.800 | +0.000" in text
+    assert (tmp_path / "stage1_compare.md").read_text().strip() == text.strip()
+    elsewhere = _sweep(store, {str(s): _stage1(store, s, machine="m2") for s in range(3)})
+    assert make_tables.main([*argv, "--overwrite", "--sweep-run", f"{new},{elsewhere}"]) == 2
+    assert "refusing to compare stage-1 runs of 2 machines" in capsys.readouterr().err
+    assert make_tables.main([*argv, "--overwrite", "--sweep-run", f"{new},{old},{old}"]) == 2
+    assert "takes one sweep's parent run id, or two (A,B)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, needle", [
