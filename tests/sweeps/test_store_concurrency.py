@@ -1,8 +1,11 @@
 """Issue 33 fault e: sweeps that start at once on one store. MLflow's tracking store creates a new database's
 schema without a guard, so processes opening a new SQLite store together fail ("table ... already exists",
 "duplicate column name"), and two drivers that both miss an experiment both create it. ``open_store`` and
-``get_experiment_id`` (tune/mlflow_logger.py) make both safe: every process here opens, creates, logs and finishes."""
+``get_experiment_id`` (tune/mlflow_logger.py) make both safe: every process here opens, creates, logs and finishes,
+while a reader (what ``make_tables`` does: ``check_readable``, then MLflow's reads) reads the store throughout
+and never writes, fails or waits on a lock."""
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,20 +36,61 @@ client.set_terminated(run.info.run_id)
 """.replace("{points}", str(POINTS))
 
 
+# a reader: make_tables' check, then every run and metric history, again and again until the writers are done;
+# a store that is not (yet) a whole MLflow store is refused by the check and read again later
+READER = """
+import json, sys, time
+from pathlib import Path
+from mlflow import MlflowClient
+from ablations.runs import AblationError, check_readable
+uri, go, done = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+Path(str(go) + ".reader").touch()
+refused = reads = 0
+while not go.exists():
+    time.sleep(0.001)
+while True:
+    last = done.exists()
+    try:
+        check_readable(uri)
+    except AblationError:
+        refused += 1
+        time.sleep(0.05)
+        continue
+    client = MlflowClient(uri)
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id]):
+            client.get_metric_history(run.info.run_id, "loss")
+    reads += 1
+    if last:
+        break
+print(json.dumps({"refused": refused, "reads": reads}))
+"""
+
+
 def test_sweeps_starting_together__on_a_new_store_all_open_create_and_log(own_processes, tmp_path):
     uri, go = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "go"
     kinds = ["negatives", "losses"] * (PROCESSES // 2)
     started = [own_processes.start([sys.executable, "-c", SCRIPT, uri, str(go), kind, str(index)],
                                    cwd=Path(__file__).resolve().parents[2], stdout=-1, stderr=-1, text=True)
                for index, kind in enumerate(kinds)]
+    done = tmp_path / "done"
+    reader = own_processes.start([sys.executable, "-c", READER, uri, str(go), str(done)],
+                                 cwd=Path(__file__).resolve().parents[2], stdout=-1, stderr=-1, text=True)
     deadline = time.monotonic() + 120
-    while not all(Path(f"{go}.{i}").exists() for i in range(len(kinds))) and time.monotonic() < deadline:
+    ready = [Path(f"{go}.{i}") for i in range(len(kinds))] + [Path(f"{go}.reader")]
+    while not all(path.exists() for path in ready) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # every process past its imports, polling for the go file
     go.touch()
     for process in started:
         _, err = process.communicate(timeout=180)
         assert process.returncode == 0, err[-2000:]
+    done.touch()
+    out, err = reader.communicate(timeout=180)
+    assert reader.returncode == 0 and "locked" not in err, err[-2000:]
+    counts = json.loads(out.strip().splitlines()[-1])
+    print(f"reader: {counts}")
+    assert counts["reads"] >= 1
 
     client = MlflowClient(uri)
     names = sorted(e.name for e in client.search_experiments())
