@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import queue
+import random
 import signal
 import socket
 import statistics
@@ -49,6 +50,7 @@ class Outcome:
     store: str
     loggers: int
     seconds: float
+    interval: float
     requests: int
     failed: int
     points_acknowledged: int
@@ -57,6 +59,7 @@ class Outcome:
     requests_per_s: float
     latency_p50_ms: float
     latency_p95_ms: float
+    errors: dict[str, int]  # the failed requests by exception and first line of its message
 
 
 def _free_port() -> int:
@@ -98,27 +101,33 @@ def _stop_server(server: subprocess.Popen) -> None:
             continue
 
 
-def _log_until(url: str, run_id: str, deadline: float, out: list) -> None:
-    """One logger: a batch of metrics per request to ``run_id`` until ``deadline`` (``time.time``); appends its
-    record to ``out``."""
+def _log_until(url: str, run_id: str, deadline: float, interval: float, out: list) -> None:
+    """One logger: a batch of metrics per request to ``run_id`` until ``deadline`` (``time.time``), a request every
+    ``interval`` seconds from a random offset (0: each as soon as the last is answered); appends its record to
+    ``out``."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    client, latencies, failed, acknowledged, step = MlflowClient(url), [], 0, 0, 0
+    client, latencies, failed, acknowledged, step, errors = MlflowClient(url), [], 0, 0, 0, {}
+    time.sleep(random.uniform(0, interval))
     while time.time() < deadline:
         metrics = [Metric(f"m{j}", float(step), int(time.time() * 1000), step) for j in range(METRICS_PER_REQUEST)]
         started = time.monotonic()
         try:
             client.log_batch(run_id, metrics=metrics)
             acknowledged += len(metrics)
-        except Exception:  # a failed request is counted, never retried here beyond MLflow's own retries
+        except Exception as error:  # a failed request is counted, never retried here beyond MLflow's own retries
             failed += 1
+            kind = f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}"
+            errors[kind] = errors.get(kind, 0) + 1
         latencies.append(time.monotonic() - started)
         step += 1
-    out.append({"run_id": run_id, "latencies": latencies, "failed": failed, "acknowledged": acknowledged})
+        time.sleep(max(0.0, min(interval - latencies[-1], deadline - time.time())))
+    out.append({"run_id": run_id, "latencies": latencies, "failed": failed, "acknowledged": acknowledged,
+                "errors": errors})
 
 
-def _worker(url: str, experiment_id: str, threads: int, ready, go, deadline, results) -> None:
+def _worker(url: str, experiment_id: str, threads: int, interval: float, ready, go, deadline, results) -> None:
     """A process of ``threads`` loggers: their runs are made first, then all start when the parent says go (so
     that N loggers write for the whole time, not the ones that finished importing first)."""
     from mlflow import MlflowClient
@@ -128,7 +137,8 @@ def _worker(url: str, experiment_id: str, threads: int, ready, go, deadline, res
     ready.put(len(runs))
     go.wait(timeout=SERVER_READY_S)
     out: list = []
-    workers = [threading.Thread(target=_log_until, args=(url, run_id, deadline.value, out)) for run_id in runs]
+    workers = [threading.Thread(target=_log_until, args=(url, run_id, deadline.value, interval, out))
+               for run_id in runs]
     for thread in workers:
         thread.start()
     for thread in workers:
@@ -160,8 +170,10 @@ def _stored_points(store: str, run_ids: list[str]) -> int:
                for j in range(METRICS_PER_REQUEST))
 
 
-def measure(store: str, loggers: int, seconds: float, processes: int, folder: Path) -> Outcome:
-    """N = ``loggers`` writers against a fresh server on ``store`` for ``seconds``."""
+def measure(store: str, loggers: int, seconds: float, processes: int, folder: Path, interval: float = 0.0
+            ) -> Outcome:
+    """N = ``loggers`` writers against a fresh server on ``store`` for ``seconds``, each sending a request every
+    ``interval`` seconds (0: as fast as the server answers)."""
     from mlflow import MlflowClient
 
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = RETRIES
@@ -172,8 +184,8 @@ def measure(store: str, loggers: int, seconds: float, processes: int, folder: Pa
         ready, results, go, deadline = context.Queue(), context.Queue(), context.Event(), context.Value("d", 0.0)
         count = min(processes, loggers)
         shares = [loggers // count + (i < loggers % count) for i in range(count)]
-        started = [context.Process(target=_worker, args=(url, experiment_id, n, ready, go, deadline, results))
-                   for n in shares]
+        started = [context.Process(target=_worker, args=(url, experiment_id, n, interval, ready, go, deadline,
+                                                         results)) for n in shares]
         for process in started:
             process.start()
         _wait_ready(ready, started)
@@ -189,10 +201,20 @@ def measure(store: str, loggers: int, seconds: float, processes: int, folder: Pa
     latencies = sorted(t for r in records for t in r["latencies"])
     acknowledged = sum(r["acknowledged"] for r in records)
     stored = _stored_points(store, [r["run_id"] for r in records])
-    return Outcome(without_password(store), loggers, seconds, len(latencies), sum(r["failed"] for r in records),
-                   acknowledged, stored, acknowledged - stored, round(len(latencies) / seconds, 1),
+    failed = sum(r["failed"] for r in records)
+    return Outcome(without_password(store), loggers, seconds, interval, len(latencies), failed, acknowledged, stored,
+                   acknowledged - stored, round(len(latencies) / seconds, 1),
                    round(1000 * statistics.median(latencies), 1) if latencies else float("nan"),
-                   round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else float("nan"))
+                   round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else float("nan"),
+                   _merged([r["errors"] for r in records]))
+
+
+def _merged(counts: list[dict[str, int]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for count in counts:
+        for kind, n in count.items():
+            merged[kind] = merged.get(kind, 0) + n
+    return dict(sorted(merged.items(), key=lambda item: -item[1]))
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -201,6 +223,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="sqlite (a new store in a temporary folder, per N) or a database URI; repeatable")
     parser.add_argument("--loggers", default="8,32,64", help="comma-separated N (default 8,32,64)")
     parser.add_argument("--seconds", type=float, default=20.0, help="how long the loggers write, per N")
+    parser.add_argument("--interval", type=float, default=0.0,
+                        help="seconds between a logger's requests (a trial sends its system metrics every 2 s); "
+                             "0, the default: each as soon as the last is answered (the server's capacity)")
     parser.add_argument("--processes", type=int, default=8, help="the loggers' threads are spread over these")
     parser.add_argument("--out", default="", help="also write the outcomes to this JSON file")
     args = parser.parse_args(argv)
@@ -210,8 +235,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.exit(2, f"--loggers: expected comma-separated positive ints, got {args.loggers!r}\n")
     if not all(0 < n <= 1024 for n in args.loggers):
         parser.exit(2, f"--loggers: expected each N in [1, 1024], got {args.loggers}\n")
-    if not 0 < args.seconds <= 600 or not 0 < args.processes <= 64:
-        parser.exit(2, "--seconds: expected (0, 600] and --processes [1, 64]\n")
+    if not 0 < args.seconds <= 600 or not 0 < args.processes <= 64 or not 0 <= args.interval <= 60:
+        parser.exit(2, "--seconds: expected (0, 600], --processes [1, 64] and --interval [0, 60]\n")
     for store in args.store:
         if store != "sqlite" and not store.startswith(("postgresql", "mysql", "mssql")):
             parser.exit(2, f"--store: expected sqlite or a database URI, got {without_password(store)!r}\n")
@@ -230,12 +255,16 @@ def main(argv: list[str] | None = None) -> int:
                 folder = Path(tmp) / f"{len(outcomes)}"
                 folder.mkdir()
                 uri = f"sqlite:///{folder / 'mlflow.db'}" if store == "sqlite" else store
-                outcome = measure(uri, n, args.seconds, args.processes, folder)
+                outcome = measure(uri, n, args.seconds, args.processes, folder, args.interval)
                 outcome.store = "sqlite" if store == "sqlite" else outcome.store
                 outcomes.append(outcome)
-                print(f"{outcome.store}  N={n:<4} {outcome.requests_per_s:8.1f} req/s  p50 {outcome.latency_p50_ms} "
-                      f"ms  p95 {outcome.latency_p95_ms} ms  failed {outcome.failed}/{outcome.requests}  points "
-                      f"lost {outcome.points_lost} of {outcome.points_acknowledged}", flush=True)
+                pace = f"every {args.interval} s" if args.interval else "closed loop"
+                print(f"{outcome.store}  N={n:<4} {pace}  {outcome.requests_per_s:8.1f} req/s  p50 "
+                      f"{outcome.latency_p50_ms} ms  p95 {outcome.latency_p95_ms} ms  failed "
+                      f"{outcome.failed}/{outcome.requests}  points lost {outcome.points_lost} of "
+                      f"{outcome.points_acknowledged}", flush=True)
+                for kind, count in list(outcome.errors.items())[:3]:
+                    print(f"    {count} x {kind}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
     return 0

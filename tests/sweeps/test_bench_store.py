@@ -34,6 +34,7 @@ def test_bench__loggers_write_every_acknowledged_point_and_the_server_ends(tmp_p
     (["--loggers", "8,x"], "--loggers: expected comma-separated positive ints"),
     (["--loggers", "0"], "--loggers: expected each N in [1, 1024]"),
     (["--seconds", "0"], "--seconds: expected (0, 600]"),
+    (["--interval", "-1"], "--interval [0, 60]"),
     (["--store", "mongodb://host/db"], "--store: expected sqlite or a database URI"),
     (["--store", "postgresql://u:secret@h/db", "--out", "/no/such/folder/x.json"], "--out: the folder of"),
 ])
