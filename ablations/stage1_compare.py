@@ -67,7 +67,7 @@ def to_markdown(comparison: Stage1Comparison) -> str:
                      f"{p.wins} / {p.losses} of {p.n} | {verdict(p)} |")
     machines = sorted(machines_of(comparison.a.runs).values())
     lines += ["", f"- machine: {'; '.join(machines) or 'not recorded'}",
-              f"- {ABSENT}: the run predates the key; it ran at the key's value from before it existed "
-              f"(contralord/config.py HASH_SINCE_ADDED)",
+              f"- a key a run predates is read at the value it ran with (contralord/config.py "
+              f"KEYS_ADDED_WITH_OLD_BEHAVIOUR); {ABSENT}: no such value is known",
               "- verdict: the 95 % paired-t interval over the seeds both sides ran excludes 0 (**above**: A higher)"]
     return "\n".join(lines) + "\n"

@@ -320,13 +320,15 @@ KEYS_ADDED_WITH_OLD_BEHAVIOUR: dict[str, Any] = {"encoder.content_head": "learne
                                                  "encoder.schedule": "cosine", "encoder.warmup_steps": 0,
                                                  "encoder.decay_fraction": 0.2, "encoder.rungs": "",
                                                  "encoder.mask_own_keys": False, "run.extend_from": "",
-                                                 "encoder.bn_splits": 1, "eval.floors": False, "eval.floor_steps": 400}
+                                                 "encoder.bn_splits": 1, "eval.floors": False, "eval.floor_steps": 400,
+                                                 "latent.classifier_beta1": 0.5}
 
 # a safety cap (changes what is refused, never a number); where an extended ladder starts (equal to a straight run)
 HASH_IGNORED = ("data.max_array_gib", "run.extend_from")
-# Keys added after stage-1 artifacts were cached, with the value those artifacts were trained under: at that value
-# a key is left out of ``section_hash``, so the artifacts trained before it existed keep their cache key.
-HASH_SINCE_ADDED = {"latent.classifier_beta1": 0.5}
+# Keys added after stage-1 artifacts were cached: at the value those artifacts were trained under a key is left out
+# of ``section_hash``, so the artifacts trained before it existed keep their cache key. (The keys above them were
+# added before this rule and stay in every hash, so that the runs hashed with them are found again.)
+HASH_SINCE_ADDED = {k: KEYS_ADDED_WITH_OLD_BEHAVIOUR[k] for k in ("latent.classifier_beta1",)}
 
 SECTIONS = {"data": DataConfig, "latent": LatentConfig, "encoder": EncoderConfig, "loss": LossConfig,
             "eval": EvalConfig, "run": RunConfig}

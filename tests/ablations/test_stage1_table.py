@@ -88,7 +88,8 @@ def test_stage1_compare__two_recipes_paired_by_seed_naming_what_differs(store, c
     argv = ["--tracking-uri", store.uri, "--spec", "stage1", "--out", str(tmp_path)]
     assert make_tables.main([*argv, "--sweep-run", f"{new},{old}"]) == 0
     text = capsys.readouterr().out
-    assert "A and B differ in: `latent.classifier_beta1` 0.9 (A) against (not logged) (B)" in text
+    # B predates the key: read at the value it ran with (config.KEYS_ADDED_WITH_OLD_BEHAVIOUR)
+    assert "A and B differ in: `latent.classifier_beta1` 0.9 (A) against 0.5 (B)" in text
     # stage 1 moved by +0.05, +0.06, +0.07; the references and the codes did not move
     assert "| object_hue: stage 1 | 0.670 | 0.610 | +0.060 [+0.035, +0.085] | 3 / 0 of 3 | **above** |" in text
     assert "| object_hue: matched reference | 0.500 | 0.500 | +0.000 [+0.000, +0.000] | 0 / 0 of 3 |" in text
