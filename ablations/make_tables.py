@@ -40,6 +40,8 @@ from ablations.runs import (  # noqa: E402
 )
 from ablations.stage1_compare import build_comparison  # noqa: E402
 from ablations.stage1_compare import to_markdown as comparison_markdown  # noqa: E402
+from ablations.stage1_confusion import run_confusions  # noqa: E402
+from ablations.stage1_confusion import to_markdown as confusion_markdown  # noqa: E402
 from ablations.stage1_curves import plot_curves, read_curves  # noqa: E402
 from ablations.stage1_table import build_stage1_table, stage1_runs  # noqa: E402
 from ablations.stage1_table import to_markdown as stage1_markdown  # noqa: E402
@@ -67,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--paper", action="store_true", help="add the paper's values under each matching row")
     parser.add_argument("--rungs", action="store_true", help="the table at every rung of a budget ladder "
                         "(encoder.rungs), with each row's convergence and each paired verdict's stability")
+    parser.add_argument("--confusion", action="store_true", help="--spec stage1: where each run's classifiers err "
+                        "on the images without labels (largest confusions; reads each run's stage-1 artifact); "
+                        "stage1_confusion.md in --out")
     parser.add_argument("--balance", action="store_true", help="each row's loss balance instead: every weighted "
                         "term's gradient norm on the backbone and its ratio to L_rec's (encoder/train/grad/<term>); "
                         "<table>_balance.md in --out")
@@ -155,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.spec == "stage1":
         return stage1_main(args)
+    if args.confusion:
+        print("error: --confusion: only with --spec stage1 (where stage 1's classifiers err)", file=sys.stderr)
+        return 2
     if args.rungs:
         return ladder_main(args)
     if args.balance:
@@ -238,14 +246,17 @@ def stage1_main(args: argparse.Namespace) -> int:
     try:
         other = args.rungs or args.by or args.experiment or args.paper or args.ignore_key
         if other or (args.format or ["markdown"]) != ["markdown"]:
-            raise AblationError("--spec stage1: takes --tracking-uri, --sweep-run, --out and --overwrite only")
+            raise AblationError("--spec stage1: takes --tracking-uri, --sweep-run, --confusion, --out and --overwrite "
+                                "only")
         sides = (args.sweep_run or "").split(",")
         if len(sides) > 2:
             raise AblationError("--sweep-run: --spec stage1 takes one sweep's parent run id, or two (A,B) to "
                                 "compare their stage 1s paired by seed")
-        name = "stage1_compare.md" if len(sides) == 2 else "stage1.md"
+        if args.confusion and len(sides) == 2:
+            raise AblationError("--confusion: takes one sweep's stage-1 runs (--sweep-run with one id, or none)")
+        name = "stage1_compare.md" if len(sides) == 2 else "stage1_confusion.md" if args.confusion else "stage1.md"
         output = out_folder(args.out) / name if args.out else None
-        figure = output.with_name("stage1_curves.png") if output and len(sides) == 1 else None
+        figure = output.with_name("stage1_curves.png") if output and len(sides) == 1 and not args.confusion else None
         for path in (output, figure):
             if path and path.exists() and not args.overwrite:
                 raise AblationError(f"--out: {path} exists; pass --overwrite to replace it, or another --out; "
@@ -259,6 +270,9 @@ def stage1_main(args: argparse.Namespace) -> int:
             tables = [build_stage1_table(*stage1_runs(client, side.strip())) for side in sides]
             return _show(comparison_markdown(build_comparison(*tables)), output)
         table = build_stage1_table(*stage1_runs(client, args.sweep_run))
+        if args.confusion:
+            text = confusion_markdown({run.seed: run_confusions(client, run) for run in table.runs})
+            return _show(f"{table.source}\n\n{text}", output)
         curves = read_curves(client, table.runs, table.factors) if figure else {}
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)

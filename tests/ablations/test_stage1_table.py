@@ -104,7 +104,7 @@ def test_stage1_compare__two_recipes_paired_by_seed_naming_what_differs(store, c
 
 @pytest.mark.parametrize("extra, needle", [
     (["--sweep-run", "latest"], "give --sweep-run the id of a sweep's parent run"),
-    (["--rungs"], "--spec stage1: takes --tracking-uri, --sweep-run, --out and --overwrite only"),
+    (["--rungs"], "--spec stage1: takes --tracking-uri, --sweep-run, --confusion, --out and --overwrite only"),
     (["--sweep-run", "nope"], "--sweep-run: no run 'nope'"),
 ])
 def test_stage1_table__refusals_in_one_line(store, capsys, extra, needle):
