@@ -35,14 +35,19 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
 
-from ablations.store import without_password  # noqa: E402
+from ablations.store import DB_SCHEMES, without_password  # noqa: E402
 
 METRICS_PER_REQUEST = 10  # one epoch of a trial's training metrics, as MlflowLogger sends them in one log_batch
 SERVER_READY_S = 120
 RETRIES = "2"
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (a server that does not start, loggers that never get ready): one line, exit 1."""
 
 
 @dataclass
@@ -70,11 +75,12 @@ def _free_port() -> int:
 
 def _start_server(store: str, folder: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    log = open(folder / f"server-{port}.log", "w")
+    log_path = folder / f"server-{port}.log"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host", "127.0.0.1",
                "--port", str(port), "--artifacts-destination", str(folder / "artifacts")]
-    server = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                              env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    with open(log_path, "w") as log:  # the child keeps its own descriptor
+        server = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env=os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + SERVER_READY_S
     while time.monotonic() < deadline and server.poll() is None:
         try:
@@ -82,23 +88,30 @@ def _start_server(store: str, folder: Path) -> tuple[subprocess.Popen, str]:
             return server, url
         except OSError:
             time.sleep(0.5)
+    code = server.poll()
     _stop_server(server)
-    raise RuntimeError(f"mlflow server on {without_password(store)} did not answer in {SERVER_READY_S} s "
-                       f"(log: {folder})")
+    tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-2:])[-300:]
+    what = f"exited with code {code}" if code is not None else f"did not answer in {SERVER_READY_S} s"
+    password = urlparse(store).password
+    tail = tail.replace(password, "***") if password else tail
+    raise BenchError(f"mlflow server on {without_password(store)} {what}; its log ends: {tail or '(empty)'}")
 
 
 def _stop_server(server: subprocess.Popen) -> None:
-    """End the server's whole process group (its workers too): SIGTERM, then SIGKILL."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+    """End the server's whole process group (its workers too): SIGTERM, then SIGKILL to whatever is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(server.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
-            server.wait(timeout=wait)
-            return
+            server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             continue
+    try:  # a worker may outlive the group's leader
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _log_until(url: str, run_id: str, deadline: float, interval: float, out: list) -> None:
@@ -130,6 +143,7 @@ def _log_until(url: str, run_id: str, deadline: float, interval: float, out: lis
 def _worker(url: str, experiment_id: str, threads: int, interval: float, ready, go, deadline, results) -> None:
     """A process of ``threads`` loggers: their runs are made first, then all start when the parent says go (so
     that N loggers write for the whole time, not the ones that finished importing first)."""
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = RETRIES  # this logger process only
     from mlflow import MlflowClient
 
     client = MlflowClient(url)
@@ -158,7 +172,7 @@ def _wait_ready(ready, started: list) -> None:
             if dead or time.monotonic() > deadline:
                 for process in started:
                     process.kill()
-                raise RuntimeError(f"{waiting} of {len(started)} logger processes never got ready (exit codes "
+                raise BenchError(f"{waiting} of {len(started)} logger processes never got ready (exit codes "
                                    f"{dead or 'none'}: they could not reach the server or make their runs)") from None
 
 
@@ -176,8 +190,8 @@ def measure(store: str, loggers: int, seconds: float, processes: int, folder: Pa
     ``interval`` seconds (0: as fast as the server answers)."""
     from mlflow import MlflowClient
 
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = RETRIES
     server, url = _start_server(store, folder)
+    started = []
     try:
         experiment_id = MlflowClient(url).create_experiment(f"bench-store-{int(time.time())}-{loggers}")
         context = multiprocessing.get_context("spawn")
@@ -185,18 +199,22 @@ def measure(store: str, loggers: int, seconds: float, processes: int, folder: Pa
         count = min(processes, loggers)
         shares = [loggers // count + (i < loggers % count) for i in range(count)]
         started = [context.Process(target=_worker, args=(url, experiment_id, n, interval, ready, go, deadline,
-                                                         results)) for n in shares]
+                                                         results), daemon=True) for n in shares]
         for process in started:
             process.start()
         _wait_ready(ready, started)
         deadline.value = time.time() + seconds
         go.set()
-        records = [r for _ in started for r in results.get(timeout=seconds + 300)]
+        try:
+            records = [r for _ in started for r in results.get(timeout=seconds + 300)]
+        except queue.Empty:
+            raise BenchError(f"the loggers sent no result within {seconds + 300:.0f} s of their deadline") from None
         for process in started:
             process.join(timeout=30)
+    finally:
+        for process in started:
             if process.is_alive():
                 process.kill()
-    finally:
         _stop_server(server)
     latencies = sorted(t for r in records for t in r["latencies"])
     acknowledged = sum(r["acknowledged"] for r in records)
@@ -238,8 +256,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if not 0 < args.seconds <= 600 or not 0 < args.processes <= 64 or not 0 <= args.interval <= 60:
         parser.exit(2, "--seconds: expected (0, 600], --processes [1, 64] and --interval [0, 60]\n")
     for store in args.store:
-        if store != "sqlite" and not store.startswith(("postgresql", "mysql", "mssql")):
-            parser.exit(2, f"--store: expected sqlite or a database URI, got {without_password(store)!r}\n")
+        if store != "sqlite" and urlparse(store).scheme.split("+")[0] not in DB_SCHEMES:
+            parser.exit(2, f"--store: expected sqlite (a new store) or a database URI ({', '.join(DB_SCHEMES)}), "
+                           f"got {without_password(store)!r}\n")
     if args.out and not Path(args.out).resolve().parent.is_dir():
         parser.exit(2, f"--out: the folder of {args.out} does not exist\n")
     args.store = args.store or ["sqlite"]
@@ -255,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
                 folder = Path(tmp) / f"{len(outcomes)}"
                 folder.mkdir()
                 uri = f"sqlite:///{folder / 'mlflow.db'}" if store == "sqlite" else store
-                outcome = measure(uri, n, args.seconds, args.processes, folder, args.interval)
+                try:
+                    outcome = measure(uri, n, args.seconds, args.processes, folder, args.interval)
+                except BenchError as error:
+                    print(f"error: {error}", file=sys.stderr)
+                    return 1
                 outcome.store = "sqlite" if store == "sqlite" else outcome.store
                 outcomes.append(outcome)
                 pace = f"every {args.interval} s" if args.interval else "closed loop"

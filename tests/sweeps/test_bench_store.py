@@ -13,6 +13,7 @@ from tune.bench_store import main
 
 @pytest.mark.slow
 def test_bench__loggers_write_every_acknowledged_point_and_the_server_ends(tmp_path, capsys, monkeypatch):
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its temporary store goes
     servers, start = [], bench_store._start_server
     monkeypatch.setattr(bench_store, "_start_server", lambda *a: servers.append(start(*a)) or servers[-1])
@@ -27,7 +28,8 @@ def test_bench__loggers_write_every_acknowledged_point_and_the_server_ends(tmp_p
     ((server, _),) = servers
     with pytest.raises(ProcessLookupError):
         os.killpg(server.pid, 0)  # the server's whole process group has ended
-    assert list(tmp_path.iterdir()) == [out]  # its temporary store (and the server's folder) is removed
+    assert list(tmp_path.iterdir()) == [out]
+    assert os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") == retries  # set in the loggers only  # its temporary store (and the server's folder) is removed
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -35,7 +37,7 @@ def test_bench__loggers_write_every_acknowledged_point_and_the_server_ends(tmp_p
     (["--loggers", "0"], "--loggers: expected each N in [1, 1024]"),
     (["--seconds", "0"], "--seconds: expected (0, 600]"),
     (["--interval", "-1"], "--interval [0, 60]"),
-    (["--store", "mongodb://host/db"], "--store: expected sqlite or a database URI"),
+    (["--store", "mongodb://host/db"], "--store: expected sqlite (a new store) or a database URI"),
     (["--store", "postgresql://u:secret@h/db", "--out", "/no/such/folder/x.json"], "--out: the folder of"),
 ])
 def test_bench__bad_flags_one_line_exit_2_before_any_server(argv, needle, capsys):
@@ -43,3 +45,11 @@ def test_bench__bad_flags_one_line_exit_2_before_any_server(argv, needle, capsys
         main(argv)
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1 and "secret" not in err
+
+
+@pytest.mark.slow
+def test_bench__a_server_that_cannot_start__one_line_exit_1(capsys):
+    assert main(["--store", "sqlite:////proc/no-such-store/mlflow.db", "--loggers", "1", "--seconds", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: mlflow server on sqlite:////proc/no-such-store/mlflow.db exited with code")
+    assert len(err.splitlines()) == 1
