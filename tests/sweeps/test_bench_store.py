@@ -28,8 +28,8 @@ def test_bench__loggers_write_every_acknowledged_point_and_the_server_ends(tmp_p
     ((server, _),) = servers
     with pytest.raises(ProcessLookupError):
         os.killpg(server.pid, 0)  # the server's whole process group has ended
-    assert list(tmp_path.iterdir()) == [out]
-    assert os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") == retries  # set in the loggers only  # its temporary store (and the server's folder) is removed
+    assert list(tmp_path.iterdir()) == [out]  # its temporary store (and the server's folder) is removed
+    assert os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") == retries  # set in the loggers only
 
 
 @pytest.mark.parametrize("argv, needle", [
