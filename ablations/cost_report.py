@@ -28,10 +28,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import ablations`
+import ablations  # noqa: E402
+
+ablations.telemetry_off()  # before mlflow is imported here (docs/MLFLOW.md, "Telemetry")
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 
 from ablations import specs  # noqa: E402
 from ablations.runs import (  # noqa: E402
