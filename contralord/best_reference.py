@@ -3,19 +3,19 @@ own optimiser recipe, chosen on a validation split of the labelled images, never
 
 The matched reference (``reference_classifier.py``) is stage 1 minus the reconstruction: it inherits stage 1's
 Adam beta1 (``latent.classifier_beta1``, 0.5 as zerodim's) and lr, chosen with the generator rather than for a
-small classifier alone. A stage 1 that beats it may still
+small classifier alone. This one searches the same ``RECIPES`` whatever stage 1's recipe, so it stays one anchor
+when stage-1 recipes are compared. A stage 1 that beats it may still
 lose to the same networks trained well on the same labels. This one picks its recipe:
 
 1. **Split.** A fifth of the labelled images (at least one) is held out as a validation split, drawn from the
    run's seed (``VALIDATION_FRACTION``; its own generator, so stage 1's draws are unchanged).
-2. **Search.** Every recipe of ``RECIPES`` (Adam beta1 in {0.5, 0.9} x lr in {1, 3} x ``latent.lr_classifier``;
-   also the matched reference's, beta1 ``latent.classifier_beta1`` at x1, when that is not among them;
+2. **Search.** Every recipe of ``RECIPES`` (Adam beta1 in {0.5, 0.9} x lr in {1, 3} x ``latent.lr_classifier``,
    cosine to 0 over ``latent.best_reference_steps`` steps, batches of ``latent.batch_size`` drawn from the
    training split) trains the same architecture (``latent.classifier_trunks``, ``latent.classifier_width``) from
    the same initialisation, with the mean cross-entropy over the labelled factors.
 3. **Choice, per factor.** Each factor's classifier is its own network when the trunks are per factor (Adam's step
    does not see the other factors' losses), so each factor takes the recipe of highest validation accuracy; a tie
-   goes to the earlier recipe (the matched reference's beta1 and lr come first, then ``RECIPES``' order).
+   goes to the earlier recipe of ``RECIPES`` (zerodim's beta1 0.5 and ``latent.lr_classifier`` first).
 4. **Refit.** Each chosen recipe trains again, from the same initialisation, on every labelled image (the usual
    refit after a validation search); the factor's accuracy on the images without labels is
    ``latent/final/best_ref_accuracy/<factor>``, with the recipe and its validation accuracy beside it.
@@ -42,12 +42,6 @@ RECIPES = ((0.5, 1.0), (0.5, 3.0), (0.9, 1.0), (0.9, 3.0))  # (Adam beta1, x lat
 Recipe = tuple[float, float]  # (beta1, lr)
 
 
-def recipe_order(matched_beta1: float) -> list[tuple[float, float]]:
-    """``RECIPES`` in tie order, the matched reference's (``matched_beta1``, x1) first: a tie keeps its recipe."""
-    matched = (matched_beta1, 1.0)
-    return [matched, *(r for r in RECIPES if r != matched)]
-
-
 @dataclass(frozen=True)
 class Choice:
     """One factor's pick: the recipe and the validation accuracy it was picked by."""
@@ -60,8 +54,7 @@ class Choice:
 def best_reference_steps(lat, factors: int) -> int:
     """The best reference's classifier steps at most: every recipe's search, then a refit per chosen recipe (at
     most one per labelled factor)."""
-    recipes = len(recipe_order(lat.classifier_beta1))
-    return lat.best_reference_steps * (recipes + min(factors, recipes))
+    return lat.best_reference_steps * (len(RECIPES) + min(factors, len(RECIPES)))
 
 
 def split_labelled(labelled: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +131,7 @@ def train_best_reference(cfg: ContraLordConfig, data: ImageFactorData, labelled:
     """The best reference's accuracy per labelled factor on the images without labels, each factor's choice, and
     its curve on ``probe`` (every tenth of the refit; each factor's from its own recipe's refit)."""
     train, held = split_labelled(labelled.labelled, cfg.run.seed)
-    recipes = [(beta1, cfg.latent.lr_classifier * scale) for beta1, scale in recipe_order(cfg.latent.classifier_beta1)]
+    recipes = [(beta1, cfg.latent.lr_classifier * scale) for beta1, scale in RECIPES]
     scores = {r: validation_accuracy(train_recipe(cfg, data, labelled, device, r, train, tick=tick), data, labelled,
                                      held, device) for r in recipes}
     picks = choose(scores)

@@ -1,6 +1,7 @@
 """``latent.classifier_beta1``: Adam's beta1 of stage 1's classifiers and of the matched reference (the generator
-and the code tables keep zerodim's 0.5), first in the best reference's tie order, and left out of the stage-1
-cache key at 0.5 so the artifacts trained before the key existed keep their key."""
+and the code tables keep zerodim's 0.5); the best reference searches the same recipes whatever it is; left out of
+the stage-1 cache key at 0.5 so the artifacts trained before the key existed keep their key, and a checkpoint saved
+before it resumes."""
 
 import dataclasses
 import hashlib
@@ -9,8 +10,8 @@ import json
 import pytest
 import torch
 
-from contralord import labels
-from contralord.best_reference import RECIPES, best_reference_steps, recipe_order
+from contralord import best_reference, labels
+from contralord.best_reference import RECIPES
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.latent_factors import FactorTrainer
 from contralord.latent_stage import build_generator, build_recon_loss
@@ -67,10 +68,48 @@ def test_matched_reference__trains_with_it(tiny_overrides, monkeypatch):
     assert seen == [(0.9, 0.999)]
 
 
-def test_best_reference__the_matched_recipe_first_and_searched_when_off_the_grid(tiny_overrides):
-    assert recipe_order(0.5) == list(RECIPES)
-    assert recipe_order(0.9) == [(0.9, 1.0), (0.5, 1.0), (0.5, 3.0), (0.9, 3.0)]
-    assert recipe_order(0.8) == [(0.8, 1.0), *RECIPES]
-    lat = ContraLordConfig.from_overrides(tiny_overrides | {"latent.classifier_beta1": 0.8}).latent
-    assert best_reference_steps(lat, 3) == lat.best_reference_steps * (5 + 3)
-    assert best_reference_steps(lat, 9) == lat.best_reference_steps * (5 + 5)
+def test_best_reference__the_same_search_whatever_stage1s_beta1(tiny_overrides, monkeypatch):
+    """The best reference is one anchor for every stage-1 recipe: the same recipes, in the same tie order."""
+    searched = {}
+    for beta1 in (0.5, 0.9, 0.8):
+        cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.classifier_beta1": beta1,
+                                                                 "latent.best_reference_steps": 2})
+        data = build_data(cfg)
+        cfg = labels.resolved(cfg, data)
+        seen = []
+        monkeypatch.setattr(best_reference, "train_recipe", _recording(seen, best_reference.train_recipe))
+        best_reference.train_best_reference(cfg, data, labels.resolve(cfg, data), torch.device("cpu"))
+        searched[beta1] = seen[:len(RECIPES)]
+        assert best_reference.best_reference_steps(cfg.latent, 3) == 2 * (len(RECIPES) + 3)
+        monkeypatch.undo()
+    lr = cfg.latent.lr_classifier
+    assert searched[0.5] == searched[0.9] == searched[0.8] == [(b, round(lr * m, 12)) for b, m in RECIPES]
+
+
+def _recording(seen, train):
+    def recording(cfg, data, labelled, device, recipe, *args, **kwargs):
+        seen.append((recipe[0], round(recipe[1], 12)))
+        return train(cfg, data, labelled, device, recipe, *args, **kwargs)
+
+    return recording
+
+
+def test_checkpoint_saved_before_the_key__resumes_at_its_old_value_and_is_refused_off_it(tmp_path):
+    from contralord.checkpoint import check_compatible
+
+    now = ContraLordConfig().to_flat_dict()
+    before = {k: v for k, v in now.items() if k != "latent.classifier_beta1"}  # a config saved before the key
+    check_compatible(before, now, tmp_path / "last.pt")  # it ran at 0.5: the same config
+    changed = dataclasses.replace(ContraLordConfig(), latent=dataclasses.replace(ContraLordConfig().latent,
+                                                                                 classifier_beta1=0.9))
+    with pytest.raises(ValueError, match=r"latent.classifier_beta1: 0.5 in checkpoint vs 0.9 now"):
+        check_compatible(before, changed.to_flat_dict(), tmp_path / "last.pt")
+
+
+def test_cost_history__a_run_logged_before_the_key_is_the_same_config():
+    from tune.history import _same
+
+    flat = ContraLordConfig().to_flat_dict()
+    logged = {k: str(v) for k, v in flat.items() if k != "latent.classifier_beta1"}
+    assert _same(logged, flat, shape_only=False)
+    assert not _same(logged, flat | {"latent.classifier_beta1": 0.9}, shape_only=False)
