@@ -251,6 +251,9 @@ def stage1_main(args: argparse.Namespace) -> int:
             raise AblationError("--spec stage1: takes --tracking-uri, --sweep-run, --confusion, --out and --overwrite "
                                 "only")
         sides = (args.sweep_run or "").split(",")
+        if len(sides) == 2 and not all(side.strip() and side.strip() != "latest" for side in sides):
+            raise AblationError(f"--sweep-run: two sweeps' parent run ids, A,B (not empty, not latest), got "
+                                f"{args.sweep_run!r}")
         if len(sides) > 2:
             raise AblationError("--sweep-run: --spec stage1 takes one sweep's parent run id, or two (A,B) to "
                                 "compare their stage 1s paired by seed")

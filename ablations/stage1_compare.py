@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from ablations import stats
 from ablations.runs import AblationError
-from ablations.stage1_table import ACCURACY, BEST, CODE_PREFIX, REFERENCE, SHARED, Stage1Table, _number, verdict
-from ablations.tables import machines_of
+from ablations.stage1_table import ACCURACY, BEST, CODE_PREFIX, REFERENCE, SHARED, Stage1Table, number, verdict
+from ablations.tables import IGNORED_KEYS, machines_of
 
 COMPARED_CODES = {"codes D": CODE_PREFIX + "disentanglement", "codes MIG": CODE_PREFIX + "mig"}
 ABSENT = "(not logged)"
@@ -40,7 +40,11 @@ def build_comparison(a: Stage1Table, b: Stage1Table) -> Stage1Comparison:
                             f"differs by machine and thread count alone); compare sweeps of one machine")
     if not {r.seed for r in a.runs} & {r.seed for r in b.runs}:
         raise AblationError("--spec stage1: the two sweeps' stage-1 runs share no seed; nothing to pair")
-    keys = sorted({k for r in [*a.runs, *b.runs] for k in r.params if k.startswith(SHARED) and k != "run.seed"})
+    if a.factors != b.factors:
+        raise AblationError(f"--spec stage1: the two sweeps label different factors ({', '.join(a.factors)} against "
+                            f"{', '.join(b.factors)}); compare stage 1s of one labelling")
+    keys = sorted({k for r in [*a.runs, *b.runs] for k in r.params
+                   if k.startswith(SHARED) and k != "run.seed" and k not in IGNORED_KEYS})
     differing = {k: (_values(a, k), _values(b, k)) for k in keys if _values(a, k) != _values(b, k)}
     rows = []
     measures = [(f"{f}: {what}", prefix + f) for f in a.factors
@@ -49,7 +53,7 @@ def build_comparison(a: Stage1Table, b: Stage1Table) -> Stage1Comparison:
     for what, metric in measures:
         ours = {r.seed: r.metrics[metric] for r in a.runs if metric in r.metrics}
         theirs = {r.seed: r.metrics[metric] for r in b.runs if metric in r.metrics}
-        if ours and theirs:
+        if {*ours} & {*theirs}:  # a measure one side did not log (the best reference of older runs) is left out
             rows.append((what, sum(ours.values()) / len(ours), sum(theirs.values()) / len(theirs),
                          stats.paired(ours, theirs)))
     return Stage1Comparison(a, b, differing, rows)
@@ -63,7 +67,7 @@ def to_markdown(comparison: Stage1Comparison) -> str:
              "|---|---|---|---|---|---|"]
     for what, mean_a, mean_b, p in comparison.rows:
         interval = f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]" if p.n >= 2 else "–"
-        lines.append(f"| {what} | {_number(mean_a)} | {_number(mean_b)} | {p.mean:+.3f} {interval} | "
+        lines.append(f"| {what} | {number(mean_a)} | {number(mean_b)} | {p.mean:+.3f} {interval} | "
                      f"{p.wins} / {p.losses} of {p.n} | {verdict(p)} |")
     machines = sorted(machines_of(comparison.a.runs).values())
     lines += ["", f"- machine: {'; '.join(machines) or 'not recorded'}",

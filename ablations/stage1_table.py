@@ -102,17 +102,17 @@ def build_stage1_table(runs: list[TrialRun], source: str) -> Stage1Table:
     return table
 
 
-def _number(value: float | None) -> str:
+def number(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
 def _cells(metrics: dict[str, float], factors: list[str]) -> list[str]:
     get = lambda key: metrics.get(key)  # noqa: E731
-    cells = [f"{_number(get(ACCURACY + f))} / {_number(get(REFERENCE + f))} / {_number(get(BEST + f))}"
+    cells = [f"{number(get(ACCURACY + f))} / {number(get(REFERENCE + f))} / {number(get(BEST + f))}"
              for f in factors]
-    cells += [_number(get(CODE_PREFIX + name)) for name in CODES.values()]
+    cells += [number(get(CODE_PREFIX + name)) for name in CODES.values()]
     leak, chance = (get(k) for k in LEAKAGE)
-    return cells + [f"{_number(leak)} ({_number(chance)})"]
+    return cells + [f"{number(leak)} ({number(chance)})"]
 
 
 def verdict(p: stats.Paired) -> str:

@@ -100,6 +100,19 @@ def test_stage1_compare__two_recipes_paired_by_seed_naming_what_differs(store, c
     assert "refusing to compare stage-1 runs of 2 machines" in capsys.readouterr().err
     assert make_tables.main([*argv, "--overwrite", "--sweep-run", f"{new},{old},{old}"]) == 2
     assert "takes one sweep's parent run id, or two (A,B)" in capsys.readouterr().err
+    for sides in (f"{new},", f",{old}", f"latest,{old}"):  # never the whole store or the newest sweep by accident
+        assert make_tables.main([*argv, "--overwrite", "--sweep-run", sides]) == 2
+        assert "--sweep-run: two sweeps' parent run ids, A,B (not empty, not latest)" in capsys.readouterr().err
+
+
+def test_stage1_compare__different_labelled_factors_refused_naming_them():
+    from ablations.runs import AblationError, TrialRun
+    from ablations.stage1_compare import build_comparison
+    from ablations.stage1_table import Stage1Table
+
+    run = TrialRun("r", "FINISHED", {"run.seed": "0"}, {}, "0", 0, {"machine": "m1"})
+    with pytest.raises(AblationError, match="label different factors \\(floor_hue, object_hue against posX\\)"):
+        build_comparison(Stage1Table([run], ["floor_hue", "object_hue"], "A"), Stage1Table([run], ["posX"], "B"))
 
 
 @pytest.mark.parametrize("extra, needle", [
