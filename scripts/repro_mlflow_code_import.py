@@ -41,7 +41,7 @@ def main() -> int:
         try:
             mlflow.pytorch.load_model(str(folder))
         except Exception as error:  # the pickle check refuses, after the import
-            refused = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+            refused = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}"
         else:
             refused = "nothing (the model loaded)"
         ran = marker.exists()

@@ -21,15 +21,17 @@ from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from sqlalchemy.engine import make_url
 
 from ablations.store import DB_SCHEMES, without_password
 from contralord import labels
+from tune.checks import SweepError
 
 PARENT_TAG = "mlflow.parentRunId"
 STOPPED_EARLY = "stopped_early"  # tag of a trial a scheduler (ASHA) stopped before its evaluation
@@ -39,23 +41,39 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it)
 SYSTEM_METRICS_INTERVAL = 2.0
 ARTIFACT_FOLDER = "mlartifacts"  # beside a file-based store's database: every experiment's artifacts
+STORE_LOCK_TIMEOUT_S = 600.0  # a schema is made in seconds; a holder past this is stuck or gone
 BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's per-request limits of log_batch
 
 
-def open_store(tracking_uri: str) -> MlflowClient:
+def open_store_for_writing(tracking_uri: str, timeout_s: float = STORE_LOCK_TIMEOUT_S) -> MlflowClient:
     """A client of ``tracking_uri`` whose database holds MLflow's schema. The first client of a new database
     creates the schema, and MLflow's tracking store does so unguarded: two sweeps started at once on a new store
     fail with "table ... already exists" or "duplicate column name" (3 of 4 processes, measured). Here one process
-    of this machine at a time opens a database store, under a lock file keyed by the database (as MLflow guards
-    its other stores' schemas, ``mlflow.store.db.utils._safe_initialize_tables``); a server migrates its own."""
-    if urlparse(tracking_uri).scheme.split("+")[0] not in DB_SCHEMES:
+    of this machine at a time opens a database store, under a lock file in the temporary folder keyed by the
+    database (the file for SQLite, backend, host, port and database otherwise), as MLflow guards its other stores'
+    schemas (``mlflow.store.db.utils._safe_initialize_tables``). Drivers on two machines that open one new
+    database server at once are not covered; a tracking server migrates its own store."""
+    if urlparse(tracking_uri).scheme.split("+")[0].lower() not in DB_SCHEMES:
         return MlflowClient(tracking_uri)
-    where = tracking_uri
-    if tracking_uri.startswith("sqlite:///"):  # one file, however its URI is spelt
-        where = str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
-    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
-    with FileLock(Path(tempfile.gettempdir()) / f"contralord-store-{digest}.lock"):
-        return MlflowClient(tracking_uri)  # MLflow keeps the store (and its engine) per URI, schema checked
+    digest = hashlib.sha256(_database(tracking_uri).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"contralord-store-{digest}.lock"
+    try:
+        with FileLock(lock, timeout=timeout_s):
+            return MlflowClient(tracking_uri)  # MLflow keeps the store (and its engine) per URI, schema checked
+    except Timeout:
+        raise SweepError(f"--tracking-uri: another process has held {lock} for {timeout_s:.0f} s while opening "
+                         f"{without_password(tracking_uri)}; if none is running, remove the lock file") from None
+
+
+def _database(tracking_uri: str) -> str:
+    """Which database ``tracking_uri`` names, however it is spelt: a SQLite file's resolved path, else backend,
+    host, port and database (no driver, user, password or query)."""
+    url = make_url(tracking_uri)
+    backend = url.get_backend_name().lower()
+    if backend == "sqlite":
+        memory = url.database in (None, "", ":memory:")
+        return "sqlite::memory:" if memory else f"sqlite:{Path(url.database).resolve()}"
+    return f"{backend}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
 
 
 def get_experiment_id(client: MlflowClient, name: str) -> str:

@@ -25,7 +25,13 @@ from tune import publish, reuse, rounds, spaces
 from tune.checks import SweepInterrupted, TrialsFailed, check_storage_shared, is_uri
 from tune.context import SweepContext
 from tune.estimate import concurrency
-from tune.mlflow_logger import find_run, get_experiment_id, mark_failed_if_running, mark_stopped_early, open_store
+from tune.mlflow_logger import (
+    find_run,
+    get_experiment_id,
+    mark_failed_if_running,
+    mark_stopped_early,
+    open_store_for_writing,
+)
 from tune.plan import REPO, SweepPlan, git_commit, local_work_dir
 from tune.records import ParentRun
 from tune.stage1 import ensure_stage1
@@ -303,7 +309,7 @@ def _failure(sweep: _Sweep, table: Table | None) -> str:
 
 def _start(plan: SweepPlan) -> _Sweep:
     """The parent run, the sweep's context (stage-1 runs come per round) and how trials are matched."""
-    client = open_store(plan.tracking_uri)
+    client = open_store_for_writing(plan.tracking_uri)
     experiment_id = get_experiment_id(client, f"contralord-{plan.kind}")
     run_tags = _source_tags(plan)
     records = ParentRun.open(plan, client, experiment_id, run_tags, lambda: _tuner_exists(plan))

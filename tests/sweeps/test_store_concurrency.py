@@ -1,6 +1,6 @@
 """Issue 33 fault e: sweeps that start at once on one store. MLflow's tracking store creates a new database's
 schema without a guard, so processes opening a new SQLite store together fail ("table ... already exists",
-"duplicate column name"), and two drivers that both miss an experiment both create it. ``open_store`` and
+"duplicate column name"), and two drivers that both miss an experiment both create it. ``open_store_for_writing`` and
 ``get_experiment_id`` (tune/mlflow_logger.py) make both safe: every process here opens, creates, logs and finishes,
 while a reader (what ``make_tables`` does: ``check_readable``, then MLflow's reads) reads the store throughout
 and never writes, fails or waits on a lock."""
@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+from filelock import Timeout
 from mlflow import MlflowClient
 
-from tune.mlflow_logger import get_experiment_id
+from tune import mlflow_logger
+from tune.checks import SweepError
+from tune.mlflow_logger import _database, get_experiment_id, open_store_for_writing
 
 PROCESSES = 4
 POINTS = 20
@@ -23,12 +27,12 @@ SCRIPT = """
 import sys, time
 from pathlib import Path
 from mlflow.entities import Metric
-from tune.mlflow_logger import get_experiment_id, open_store
+from tune.mlflow_logger import get_experiment_id, open_store_for_writing
 uri, go, kind, index = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 Path(str(go) + "." + index).touch()
 while not go.exists():
     time.sleep(0.001)
-client = open_store(uri)
+client = open_store_for_writing(uri)
 get_experiment_id(client, "contralord-stage1")
 run = client.create_run(get_experiment_id(client, "contralord-" + kind))
 client.log_batch(run.info.run_id, metrics=[Metric("loss", float(i), 0, i) for i in range({points})])
@@ -41,6 +45,8 @@ client.set_terminated(run.info.run_id)
 READER = """
 import json, sys, time
 from pathlib import Path
+import pytest
+from filelock import Timeout
 from mlflow import MlflowClient
 from ablations.runs import AblationError, check_readable
 uri, go, done = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
@@ -67,6 +73,7 @@ print(json.dumps({"refused": refused, "reads": reads}))
 """
 
 
+@pytest.mark.slow
 def test_sweeps_starting_together__on_a_new_store_all_open_create_and_log(own_processes, tmp_path):
     uri, go = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "go"
     kinds = ["negatives", "losses"] * (PROCESSES // 2)
@@ -121,3 +128,31 @@ def _missing_once(read):
         return None if len(calls) == 1 else read(name)
 
     return reading
+
+
+def test_lock__one_per_database_however_its_uri_is_spelt(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _database("sqlite:///mlflow.db") == _database(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert _database("sqlite:///mlflow.db") != _database("sqlite:///other.db")
+    spellings = ["postgresql://u:one@db.example:5432/mlflow", "postgresql+psycopg://v:two@db.example:5432/mlflow",
+                 "postgresql+psycopg://u:one@db.example:5432/mlflow?sslmode=require"]
+    assert len({_database(uri) for uri in spellings}) == 1
+    assert _database(spellings[0]) != _database("postgresql://u:one@db.example:5432/other")
+
+
+def test_lock__held_past_its_timeout_is_one_line_naming_the_flag_and_the_file(tmp_path, monkeypatch):
+    class Held:
+        def __init__(self, path, timeout):
+            self.path = path
+
+        def __enter__(self):
+            raise Timeout(str(self.path))
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(mlflow_logger, "FileLock", Held)
+    with pytest.raises(SweepError, match=r"--tracking-uri: another process has held .*contralord-store-\w+\.lock "
+                                         r"for 5 s while opening sqlite:///"):
+        open_store_for_writing(f"sqlite:///{tmp_path / 'mlflow.db'}", timeout_s=5)
+    assert not (tmp_path / "mlflow.db").exists()  # nothing opened, nothing created
