@@ -42,6 +42,10 @@ from tune.worker import run_in_tune_trial, train_fn_per_worker, trial_started
 # 2-CPU machine trained one such trial at a time. A cluster's head gives --driver-resource the same way.
 DRIVER_RESOURCE = "contralord_driver"
 DRIVER_SLOTS = 1000.0  # 0.01 per driver: 100000 drivers
+# A train-path trial waits this many times Ray Train's worker-group start timeout (60 s) for its workers' CPUs, then
+# fails naming the cause. Ray Train's default retries for ever: on a 1-CPU cluster a driver's 0.01 CPU and a 1-CPU
+# worker never fit, and a trial hung 65 minutes (2026-12-07). 30 minutes leaves an autoscaler time to add a node.
+WORKER_GROUP_START_TRIES = 30
 
 
 def start_ray(plan: SweepPlan) -> bool:
@@ -158,13 +162,36 @@ def train_driver_fn(config: dict, ctx: SweepContext, plan_storage: str) -> None:
     trial_id, trial_name = context.get_trial_id(), context.get_trial_name()
     scaling = ray.train.ScalingConfig(num_workers=ctx.workers, use_gpu=ctx.use_gpu,
                                       resources_per_worker={"CPU": ctx.cpus_per_worker})
-    run_config = ray.train.RunConfig(name=f"train-{trial_id}", storage_path=plan_storage,
-                                     callbacks=[TuneReportCallback()],
-                                     failure_config=ray.train.FailureConfig(max_failures=ctx.max_failures),
-                                     checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
+    run_config = train_run_config(ctx, plan_storage, trial_id, [TuneReportCallback()])
     loop = {"ctx": ctx, "config": config, "trial_id": trial_id, "trial_name": trial_name,
             "trial_started": trial_started()}
     TorchTrainer(train_fn_per_worker, train_loop_config=loop, scaling_config=scaling, run_config=run_config).fit()
+
+
+def train_run_config(ctx: SweepContext, plan_storage: str, trial_id: str, callbacks: list) -> ray.train.RunConfig:
+    """A train-path trial's RunConfig: ``--max-failures`` retries of a failed worker group, and a worker group that
+    cannot start (no node holds its CPUs) given up after ``WORKER_GROUP_START_TRIES`` minutes."""
+    failure = ray.train.FailureConfig(max_failures=ctx.max_failures, controller_failure_limit=WORKER_GROUP_START_TRIES)
+    return ray.train.RunConfig(name=f"train-{trial_id}", storage_path=plan_storage, callbacks=callbacks,
+                               failure_config=failure, checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
+
+
+def placement_warning(plan: SweepPlan, cluster_cpus: float) -> str:
+    """One line when a train-path trial on a joined cluster needs more CPUs than the cluster has now: its workers'
+    and, without a resource of its own, its driver's 0.01. ("" when it fits, off a cluster, or on the tune path.)"""
+    a = plan.args
+    if getattr(a, "address", None) in (None, "", "local") or _path(plan) != "train":
+        return ""
+    driver = driver_placement(plan).get("CPU", 0.0)
+    need = a.workers_per_trial * a.cpus_per_worker + driver
+    if cluster_cpus + 1e-9 >= need:
+        return ""
+    fix = ("--trainer tune (the trial is its one worker)" if a.workers_per_trial == 1 else
+           "fewer --workers-per-trial or --cpus-per-worker")
+    return (f"--address: the cluster has {cluster_cpus:g} CPU(s) now and a trial needs {need:g} ({a.workers_per_trial} "
+            f"worker(s) x {a.cpus_per_worker:g} CPU + its driver's {driver:g}): each trial waits up to "
+            f"{WORKER_GROUP_START_TRIES} min for more nodes (an autoscaler), then fails; on a fixed cluster pass {fix} "
+            f"or --driver-resource")
 
 
 def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
@@ -271,6 +298,9 @@ def run_sweep(plan: SweepPlan) -> Table | None:
     """Run the sweep end to end; return its table (None when no trial finished)."""
     register = publish.register_target(plan)
     started = start_ray(plan)
+    warning = placement_warning(plan, ray.cluster_resources().get("CPU", 0.0))
+    if warning:
+        print(f"warning: {warning}", flush=True)
     sweep = _start(plan)
     try:
         _run_round(sweep, [(name, s) for name, _ in plan.variants for s in plan.seeds], 0)
