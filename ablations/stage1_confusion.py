@@ -109,7 +109,7 @@ def to_markdown(rows: dict[str, list[FactorConfusion]]) -> str:
             cells = "; ".join(f"{t} → {p}: {n} ({n / c.errors:.0%})" for t, p, n in c.cells) or "none"
             near = f"{c.adjacent / c.errors:.0%}" if c.errors else "–"
             lines.append(f"| {seed} | {c.factor} | {c.accuracy:.3f} | {c.errors} | {near} | {cells} |")
-    lines += ["", "- to a neighbouring value: the predicted value is the true one ±1, the first and last values counted "
-              "as neighbours (a circle, as hues are; for a linear factor such as a position that adds its rare "
+    lines += ["", "- to a neighbouring value: the predicted value is the true one ±1, the first and last values "
+              "counted as neighbours (a circle, as hues are; for a linear factor such as a position that adds its rare "
               "first ↔ last confusions)"]
     return "\n".join(lines) + "\n"

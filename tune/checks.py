@@ -36,6 +36,10 @@ class TrialsFailed(SweepError):
 
 
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "hdfs")
+# A train-path trial's driver: a resource of its own where one exists (a Ray a sweep starts; --driver-resource),
+# else this much CPU (tune/sweep.py driver_placement)
+DRIVER_RESOURCE = "contralord_driver"
+DRIVER_CPU = 0.01
 
 
 def check_tracking_uri(uri: str, read_only: bool = False) -> None:
@@ -243,20 +247,24 @@ def cluster_shape(address: str, timeout: float = 30) -> dict | None:
         return None
 
 
-def check_cluster_resources(args: Namespace) -> None:
+def check_cluster_resources(args: Namespace) -> bool:
     """With ``--address``, one worker's CPUs and GPUs must fit a node the cluster has or its autoscaler may add
     (its node groups), else the trial, and stage 1 before it, would wait forever. Read from the GCS: a fixed
     cluster (``ray start``, the autoscaler's report names no node types) by its alive nodes, an autoscaler that
     publishes its node groups (v2) by those too. A ``ray up`` cluster of named node types (v1 autoscaler, which
-    keeps their resources in its own YAML) is not judged: it may add a node this check cannot see."""
+    keeps their resources in its own YAML) is not judged: it may add a node this check cannot see.
+
+    On a fixed cluster a train-path trial's driver takes ``DRIVER_CPU`` too, unless a driver resource exists:
+    refused with ``--trainer train`` or several workers per trial; with ``--trainer auto`` the answer is False (take
+    the tune path, where the trial is its one worker), else True."""
     address = getattr(args, "address", None)
     if address in (None, "", "local") or address.startswith("ray://"):
-        return
+        return True
     if address == "auto":
         address = _auto_address()
     shape = cluster_shape(address)
     if shape is None or not (shape["fixed"] or shape["groups"]):
-        return  # node types unknown here (an autoscaler of named node types): Ray warns of an infeasible trial
+        return True  # node types unknown here (an autoscaler of named node types): Ray warns of an infeasible trial
     need = {"CPU": args.cpus_per_worker, "GPU": args.gpus_per_worker}
     nodes = shape["nodes"] + shape["groups"]
     if not any(all(node.get(key, 0) >= value for key, value in need.items() if value) for node in nodes):
@@ -270,6 +278,16 @@ def check_cluster_resources(args: Namespace) -> None:
             raise SweepError(f"--workers-per-trial x --{key.lower()}s-per-worker: a trial needs "
                              f"{value * args.workers_per_trial:g} {key}(s), the cluster at {address} has {total[key]:g}"
                              f" and adds no nodes, so its trials would never start")
+    own_driver = getattr(args, "driver_resource", "") or any(DRIVER_RESOURCE in node for node in shape["nodes"])
+    with_driver = args.cpus_per_worker * args.workers_per_trial + DRIVER_CPU
+    if shape["groups"] or own_driver or with_driver <= total["CPU"] + 1e-9:
+        return True
+    if getattr(args, "trainer", "auto") == "train" or args.workers_per_trial > 1:
+        raise SweepError(f"--trainer: a train-path trial needs {with_driver:g} CPU(s) ({args.workers_per_trial} "
+                         f"worker(s) x {args.cpus_per_worker:g} + its driver's {DRIVER_CPU:g}), the cluster at "
+                         f"{address} has {total['CPU']:g} and adds no nodes, so its workers would never start: pass "
+                         f"fewer --cpus-per-worker, --driver-resource, or --trainer tune with one worker per trial")
+    return False
 
 
 def check_register_best(spec: str) -> None:

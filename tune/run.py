@@ -102,7 +102,10 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     tracking_uri = args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     check_tracking_uri(tracking_uri, read_only=args.dry_run)
     check_address(args.address)
-    check_cluster_resources(args)  # read from the cluster's GCS; nothing joined or started
+    if not check_cluster_resources(args) and args.trainer == "auto":  # read from the cluster's GCS; nothing joined
+        args.trainer = "tune"
+        print(f"trainer: tune (auto): a train-path trial's driver would not fit the cluster at {args.address} "
+              f"beside its worker", flush=True)
     check_bucket(storage)
     _check_resumable(kind, storage, name, tracking_uri, args.resume)
     base = resolve_presets([args.preset, *args.method], parse_set_args(args.set))

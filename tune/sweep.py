@@ -22,7 +22,7 @@ from ablations.tables import Table
 from contralord.config import ContraLordConfig
 from tune import mlflow_logger as ml
 from tune import publish, reuse, rounds, spaces
-from tune.checks import SweepInterrupted, TrialsFailed, check_storage_shared, is_uri
+from tune.checks import DRIVER_CPU, DRIVER_RESOURCE, SweepInterrupted, TrialsFailed, check_storage_shared, is_uri
 from tune.context import SweepContext
 from tune.estimate import concurrency
 from tune.mlflow_logger import (
@@ -40,7 +40,6 @@ from tune.worker import run_in_tune_trial, train_fn_per_worker, trial_started
 # A Ray this sweep starts on its own machine has a resource of its own for the train path's drivers, so that a
 # driver holds no CPU: with 0.01 CPU each, two drivers and two one-CPU workers did not fit 2 CPUs (2.02), and a
 # 2-CPU machine trained one such trial at a time. A cluster's head gives --driver-resource the same way.
-DRIVER_RESOURCE = "contralord_driver"
 DRIVER_SLOTS = 1000.0  # 0.01 per driver: 100000 drivers
 # A train-path trial waits this many times Ray Train's worker-group start timeout (60 s) for its workers' CPUs, then
 # fails naming the cause. Ray Train's default retries for ever: on a 1-CPU cluster a driver's 0.01 CPU and a 1-CPU
@@ -143,7 +142,7 @@ def driver_placement(plan: SweepPlan) -> dict[str, float]:
     """A train-path driver's resources: none of the CPUs its workers need where a resource of its own exists
     (``--driver-resource``, or the one a local Ray this sweep started has), else 0.01 CPU."""
     own = plan.args.driver_resource or (DRIVER_RESOURCE if ray.cluster_resources().get(DRIVER_RESOURCE) else "")
-    return {"CPU": 0.0, own: 0.01} if own else {"CPU": 0.01}
+    return {"CPU": 0.0, own: DRIVER_CPU} if own else {"CPU": DRIVER_CPU}
 
 
 def _path_without_estimate(plan: SweepPlan) -> str:

@@ -53,18 +53,26 @@ def test_register_best__every_metric_a_trial_logs_is_known(tmp_path, tiny_overri
 @pytest.mark.slow
 def test_address__a_worker_larger_than_every_node__refused_from_the_gcs(capsys, tmp_path):
     """A one-CPU cluster started here (ray.init in this process, stopped at the end: only its own processes)."""
-    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")  # not a running one
     try:
         address = ray.get_runtime_context().gcs_address
         base = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri",
                 f"sqlite:///{tmp_path}/m.db", "--address", address, "--dry-run"]
         for args, needle in ((["--cpus-per-worker", "2"], "a worker needs 2 CPU(s) and 0 GPU(s) on one node"),
                              (["--gpus-per-worker", "1"], "a worker needs 1 CPU(s) and 1 GPU(s) on one node"),
-                             (["--workers-per-trial", "2", "--trainer", "train"], "a trial needs 2 CPU(s)")):
+                             (["--workers-per-trial", "2", "--trainer", "train"], "a trial needs 2 CPU(s)"),
+                             (["--trainer", "train"], "a train-path trial needs 1.01 CPU(s) (1 worker(s) x 1 + its "
+                                                      "driver's 0.01)")):
             assert main("negatives", base + args) == 2
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and needle in err[0] and address in err[0], err
         assert sorted(p.name for p in tmp_path.iterdir()) == []
+        # --trainer auto takes the tune path there (the trial is its one worker), which fits: it hung on the train
+        # path for 65 minutes before (2026-12-07)
+        assert main("negatives", base) == 0
+        out = capsys.readouterr().out
+        assert "trainer: tune (auto): a train-path trial's driver would not fit" in out
+        assert "trainer path: tune (--trainer tune" in out
     finally:
         ray.shutdown()
 
