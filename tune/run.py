@@ -111,6 +111,7 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     base = resolve_presets([args.preset, *args.method], parse_set_args(args.set))
     knob, variants = (("optuna", [("optuna", {})]) if kind == "optuna" else spaces.variants(kind, args.preset))
     variants = only_rows(variants, args.row)
+    check_set_not_overridden(parse_set_args(args.set), base, variants, kind)
     seeds = list(range(args.seeds))
     configs = [ContraLordConfig.from_overrides(base | v | {"run.seed": s}) for _, v in variants for s in seeds]
     data = build_data(configs[0])
@@ -127,6 +128,23 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     check_backbone(configs[0], data)
     check_weight_contents(configs[0], data)  # user weight files load (weights_only) into their modules
     return SweepPlan(kind, args, knob, variants, base, seeds, storage, tracking_uri, name)
+
+
+def check_set_not_overridden(overrides: dict, base: dict, variants: list, kind: str) -> None:
+    """A ``--set`` key that a row of the sweep sets to another value would be silently unused in that row (the row
+    wins: it is what the row means, e.g. Table 4's loss weights): refused, naming the key, the rows and their value.
+    (A readings sweep with --set loss.sup=1 ran at the rows' 0.1, 2026-12-07.)"""
+    for key in overrides:
+        wanted = ContraLordConfig.from_overrides(base).to_flat_dict().get(key)
+        rows = [(name, ContraLordConfig.from_overrides(base | keys).to_flat_dict().get(key))
+                for name, keys in variants if key in keys]
+        differing = [(name, value) for name, value in rows if value != wanted]
+        if differing:
+            shown = ", ".join(f"{name} ({value!r})" for name, value in differing[:4])
+            more = f" and {len(differing) - 4} more" if len(differing) > 4 else ""
+            raise SweepError(f"--set {key}={wanted!r}: the {kind} sweep's rows set it themselves, so these rows would "
+                             f"not use it: {shown}{more}; drop it, choose other rows with --row, or sweep it with "
+                             f"the sweep that varies it")
 
 
 def only_rows(variants: list, rows: list[str]) -> list:

@@ -177,3 +177,17 @@ def test_sweep__existing_name_without_resume_refused_before_ray(capsys, tmp_path
     line = _refused(capsys, tmp_path)
     assert "--name: sweep 'sweep-negatives-smoke' already exists" in line and "--resume" in line
     assert (state / "tuner.pkl").read_bytes() == b"an earlier sweep's state"
+
+
+def test_sweep__a_set_key_the_rows_override_refused_naming_them(capsys, tmp_path):
+    """--set of a key the sweep's rows set themselves was silently unused in those rows (a readings sweep with
+    --set loss.sup=1 ran at the rows' 0.1, 2026-12-07)."""
+    base = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db",
+            "--dry-run", "--no-calibrate"]
+    assert main("losses", base + ["--set", "loss.con=0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--set loss.con=0.5: the losses sweep's rows set it themselves" in err and "rec+sup+con+res (0.1)" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "ray").exists()
+    assert main("negatives", base + ["--set", "encoder.queue_size=16"]) == 2  # the swept key itself
+    assert "--set encoder.queue_size=16: the negatives sweep's rows set it themselves" in capsys.readouterr().err
+    assert main("losses", base + ["--set", "encoder.steps=16"]) == 0  # a key no row sets
