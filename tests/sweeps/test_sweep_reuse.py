@@ -32,7 +32,8 @@ def swept(tmp_path_factory):
     uri = f"sqlite:///{root}/mlflow.db"
     common = ["--preset", "smoke", "--storage", str(root / "ray"), "--tracking-uri", uri, *FAST]
     walls = {}
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    ray.init(address="local", num_cpus=2, include_dashboard=False,  # its own, not a running one
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     try:
         for name, extra in (("first", ROUNDS), ("second", ROUNDS), ("plain", ["--seeds", "1"])):
             start = time.perf_counter()
