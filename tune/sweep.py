@@ -297,10 +297,10 @@ def run_sweep(plan: SweepPlan) -> Table | None:
     """Run the sweep end to end; return its table (None when no trial finished)."""
     register = publish.register_target(plan)
     started = start_ray(plan)
-    warning = placement_warning(plan, ray.cluster_resources().get("CPU", 0.0))
+    sweep = _start(plan)
+    warning = placement_warning(plan, ray.cluster_resources().get("CPU", 0.0))  # after _start: it chose the path
     if warning:
         print(f"warning: {warning}", flush=True)
-    sweep = _start(plan)
     try:
         _run_round(sweep, [(name, s) for name, _ in plan.variants for s in plan.seeds], 0)
         if getattr(plan.args, "until_decided", False):
