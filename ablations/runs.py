@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from ablations import store
 from ablations.specs import ROUNDS_ARTIFACT  # noqa: F401  (cost_report reads it through here)
-from contralord.config import KEYS_ADDED_WITH_OLD_BEHAVIOUR
+from contralord.config import KEYS_ADDED_WITH_OLD_BEHAVIOUR, as_it_ran
 from contralord.preflight import unwritable_reason
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -89,7 +89,7 @@ def classify(status: str, tags: dict[str, str]) -> str:
 
 def trial_run(run) -> TrialRun:
     params, tags = dict(run.data.params), dict(run.data.tags)
-    params = {key: str(value) for key, value in KEYS_ADDED_WITH_OLD_BEHAVIOUR.items()} | params  # as it ran
+    params = as_it_ran(params, text=True)
     if params.get("encoder.backbone", "lord") == "lord":  # no BatchNorm: its split changes nothing, as it ran before
         params["encoder.bn_splits"] = str(KEYS_ADDED_WITH_OLD_BEHAVIOUR["encoder.bn_splits"])
     seed = params.get("run.seed", tags.get("seed", ""))

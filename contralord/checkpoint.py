@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from contralord import distributed
-from contralord.config import KEYS_ADDED_WITH_OLD_BEHAVIOUR
+from contralord.config import as_it_ran
 
 
 class CheckpointWriteError(OSError):
@@ -115,7 +115,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: Path, ignore: tuple[str, ...] = ()) -> None:
     """Refuse to resume from a checkpoint of another config; name the differing keys. A key the checkpoint
     predates is read at the value it ran with (``config.KEYS_ADDED_WITH_OLD_BEHAVIOUR``)."""
-    saved = {k: v for k, v in KEYS_ADDED_WITH_OLD_BEHAVIOUR.items() if k in current} | dict(saved)
+    saved = as_it_ran(saved)
     keys = sorted(k for k in set(saved) | set(current) if not k.startswith(ignore) and saved.get(k) != current.get(k))
     if keys:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} in checkpoint vs {current.get(k)!r} now" for k in keys[:5])

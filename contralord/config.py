@@ -323,6 +323,14 @@ KEYS_ADDED_WITH_OLD_BEHAVIOUR: dict[str, Any] = {"encoder.content_head": "learne
                                                  "encoder.bn_splits": 1, "eval.floors": False, "eval.floor_steps": 400,
                                                  "latent.classifier_beta1": 0.5}
 
+
+
+def as_it_ran(saved: dict[str, Any], text: bool = False) -> dict[str, Any]:
+    """A run's saved or logged flat config with each key it predates at the value it ran with
+    (``KEYS_ADDED_WITH_OLD_BEHAVIOUR``); ``text``: those values as MLflow logs params (``str``)."""
+    return {k: str(v) if text else v for k, v in KEYS_ADDED_WITH_OLD_BEHAVIOUR.items()} | dict(saved)
+
+
 # a safety cap (changes what is refused, never a number); where an extended ladder starts (equal to a straight run)
 HASH_IGNORED = ("data.max_array_gib", "run.extend_from")
 # Keys added after stage-1 artifacts were cached: at the value those artifacts were trained under a key is left out

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from contralord import machine
-from contralord.config import KEYS_ADDED_WITH_OLD_BEHAVIOUR
+from contralord.config import as_it_ran
 from tune import reuse, stage1
 from tune.checks import DB_SCHEMES, database_problem, sqlite_store_problem
 
@@ -51,7 +51,7 @@ def machine_filter(threads: int) -> str:
 
 def _same(params: dict[str, str], flat: dict[str, Any], shape_only: bool) -> bool:
     """A run logged before a key existed ran it at its old value (``KEYS_ADDED_WITH_OLD_BEHAVIOUR``)."""
-    params = {k: str(v) for k, v in KEYS_ADDED_WITH_OLD_BEHAVIOUR.items()} | params
+    params = as_it_ran(params, text=True)
     keys = [k for k in flat if k not in IGNORED and (not shape_only or k.startswith(SHAPE))]
     return all(params.get(k) == str(flat[k]) for k in keys)
 

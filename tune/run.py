@@ -108,10 +108,11 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
               f"beside its worker", flush=True)
     check_bucket(storage)
     _check_resumable(kind, storage, name, tracking_uri, args.resume)
-    base = resolve_presets([args.preset, *args.method], parse_set_args(args.set))
+    overrides = parse_set_args(args.set)
+    base = resolve_presets([args.preset, *args.method], overrides)
     knob, variants = (("optuna", [("optuna", {})]) if kind == "optuna" else spaces.variants(kind, args.preset))
     variants = only_rows(variants, args.row)
-    check_set_not_overridden(parse_set_args(args.set), base, variants, kind)
+    check_set_not_overridden(overrides, base, variants, kind)
     seeds = list(range(args.seeds))
     configs = [ContraLordConfig.from_overrides(base | v | {"run.seed": s}) for _, v in variants for s in seeds]
     data = build_data(configs[0])
@@ -134,17 +135,17 @@ def check_set_not_overridden(overrides: dict, base: dict, variants: list, kind: 
     """A ``--set`` key that a row of the sweep sets to another value would be silently unused in that row (the row
     wins: it is what the row means, e.g. Table 4's loss weights): refused, naming the key, the rows and their value.
     (A readings sweep with --set loss.sup=1 ran at the rows' 0.1, 2026-12-07.)"""
+    wanted = ContraLordConfig.from_overrides(base).to_flat_dict()
+    rows = [(name, keys, ContraLordConfig.from_overrides(base | keys).to_flat_dict()) for name, keys in variants
+            if set(keys) & set(overrides)]
     for key in overrides:
-        wanted = ContraLordConfig.from_overrides(base).to_flat_dict().get(key)
-        rows = [(name, ContraLordConfig.from_overrides(base | keys).to_flat_dict().get(key))
-                for name, keys in variants if key in keys]
-        differing = [(name, value) for name, value in rows if value != wanted]
+        differing = [(name, flat[key]) for name, keys, flat in rows if key in keys and flat[key] != wanted[key]]
         if differing:
             shown = ", ".join(f"{name} ({value!r})" for name, value in differing[:4])
             more = f" and {len(differing) - 4} more" if len(differing) > 4 else ""
-            raise SweepError(f"--set {key}={wanted!r}: the {kind} sweep's rows set it themselves, so these rows would "
-                             f"not use it: {shown}{more}; drop it, choose other rows with --row, or sweep it with "
-                             f"the sweep that varies it")
+            raise SweepError(f"--set {key}={wanted[key]!r}: the {kind} sweep's rows set it themselves, so these rows "
+                             f"would not use it: {shown}{more}; drop it, choose other rows with --row, or sweep it "
+                             f"with the sweep that varies it")
 
 
 def only_rows(variants: list, rows: list[str]) -> list:
