@@ -111,7 +111,32 @@ def _stop_server(server: subprocess.Popen) -> None:
     try:  # a worker may outlive the group's leader
         os.killpg(server.pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + 10
+    while group_running(server.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def group_running(pgid: int) -> list[int]:
+    """PIDs of process group ``pgid`` that still run. A killed worker whose leader died first waits as a zombie
+    until the machine's init reaps it (some containers' init never does): it no longer runs, but ``killpg(pgid,
+    0)`` still finds it, so on Linux this reads each process's state instead."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]
+    running = []
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(comm)": state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue  # ended while we read
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            running.append(int(stat.parent.name))
+    return running
 
 
 def _log_until(url: str, run_id: str, deadline: float, interval: float, out: list) -> None:

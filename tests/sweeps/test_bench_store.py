@@ -26,8 +26,7 @@ def test_bench__loggers_write_every_acknowledged_point_and_the_server_ends(tmp_p
     assert outcome["points_stored"] == outcome["points_acknowledged"] and outcome["points_lost"] == 0
     assert "N=3" in capsys.readouterr().out
     ((server, _),) = servers
-    with pytest.raises(ProcessLookupError):
-        os.killpg(server.pid, 0)  # the server's whole process group has ended
+    assert server.poll() is not None and bench_store.group_running(server.pid) == []  # its whole group has ended
     assert list(tmp_path.iterdir()) == [out]  # its temporary store (and the server's folder) is removed
     assert os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") == retries  # set in the loggers only
 
@@ -53,3 +52,25 @@ def test_bench__a_server_that_cannot_start__one_line_exit_1(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: mlflow server on sqlite:////proc/no-such-store/mlflow.db exited with code")
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_group_running__a_zombie_member_has_ended_a_live_one_runs():
+    import signal
+    import subprocess
+    import sys
+    import time
+    leader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        assert bench_store.group_running(leader.pid) == [leader.pid]
+        os.kill(leader.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while f") Z " not in open(f"/proc/{leader.pid}/stat").read() and time.monotonic() < deadline:
+            time.sleep(0.05)  # not reaped yet: a zombie, which killpg(pgid, 0) still finds
+        os.killpg(leader.pid, 0)
+        assert bench_store.group_running(leader.pid) == []
+    finally:
+        leader.kill()
+        leader.wait()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(leader.pid, 0)
