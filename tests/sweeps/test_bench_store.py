@@ -4,6 +4,7 @@ self-stopping; every point the server acknowledged is in the store afterwards.""
 import json
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_group_running__a_zombie_member_has_ended_a_live_one_runs():
         assert bench_store.group_running(leader.pid) == [leader.pid]
         os.kill(leader.pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while f") Z " not in open(f"/proc/{leader.pid}/stat").read() and time.monotonic() < deadline:
+        while ") Z " not in Path(f"/proc/{leader.pid}/stat").read_text() and time.monotonic() < deadline:
             time.sleep(0.05)  # not reaped yet: a zombie, which killpg(pgid, 0) still finds
         os.killpg(leader.pid, 0)
         assert bench_store.group_running(leader.pid) == []

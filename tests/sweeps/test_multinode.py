@@ -2,30 +2,41 @@
 real ``mlflow server`` process: a sweep joins the cluster with --address and logs over HTTP, each trial a
 Ray Train ``TorchTrainer`` with 2 DDP workers (gloo) of which rank 0 alone logs. (The multi-worker path had a
 sweep of its own on a local Ray, tests/sweeps/test_sweep_ddp.py, until CI time mattered: the same sweep now
-checks both.)"""
+checks both.) Then issue 33's fault b: the worker node is killed (SIGKILL to its raylet, its workers and everything
+else it runs, at once) while each node trains a trial, and the killed node's trial restarts on the head from its last
+checkpoint, its history without a gap or a repeat."""
 
+import contextlib
+import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytest.importorskip("ray")
-from conftest import free_port  # noqa: E402
+from conftest import free_port, group_members  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.epochs=2",
-        "--set", "eval.num_train=64", "--set", "eval.num_test=32", "--set", "eval.grid_size=2"]
+SMALL = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "eval.num_train=64",
+         "--set", "eval.num_test=32", "--set", "eval.grid_size=2"]
+FAST = [*SMALL, "--set", "encoder.epochs=2"]
+NODE_LOSS_EPOCHS = 6
 
 
 @pytest.fixture
 def cluster(tmp_path, own_processes, mlflow_server):
     """A head and a worker (``ray start``), each started in a process group of its own, so that teardown ends
     exactly their processes (``ray stop`` or a pattern kill would end every Ray on the machine, such as a
-    sweep the user is running while the tests run)."""
+    sweep the user is running while the tests run). Yields the env, the head's address, the MLflow URL and the
+    worker node's process group."""
     import tempfile
 
     env = os.environ | {"RAY_AUTH_MODE": "token", "PYTHONPATH": str(REPO)}
@@ -38,8 +49,9 @@ def cluster(tmp_path, own_processes, mlflow_server):
                                    str(free_port()), "--resources", '{"head": 1}', *node], env)
         _ray_start(own_processes, [ray, "start", "--address", f"127.0.0.1:{ray_port}", "--resources",
                                    '{"worker_node": 1}', *node], env)
+        worker_node = own_processes.groups[-1]
         uri = mlflow_server(f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "artifacts"))
-        yield env, f"127.0.0.1:{ray_port}", uri
+        yield env, f"127.0.0.1:{ray_port}", uri, worker_node
     finally:
         own_processes.end_all()
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -52,8 +64,8 @@ def _ray_start(own_processes, command: list[str], env: dict) -> None:
 
 
 @pytest.mark.slow
-def test_sweep__across_two_nodes_with_an_mlflow_server(tmp_path, cluster, own_processes):
-    env, address, uri = cluster
+def test_sweep__across_two_nodes_with_an_mlflow_server__then_a_worker_node_killed(tmp_path, cluster, own_processes):
+    env, address, uri, worker_node = cluster
     base = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke", "--address", address,
             "--tracking-uri", uri, "--storage", str(tmp_path / "ray"), *FAST]
     local_only = own_processes.run(base, timeout=300, env=env, cwd=tmp_path)
@@ -70,4 +82,77 @@ def test_sweep__across_two_nodes_with_an_mlflow_server(tmp_path, cluster, own_pr
     assert {a.path for a in client.list_artifacts(trials[0].info.run_id)} >= {"metrics.json", "config.json"}
     for trial in trials:  # rank 0 alone logs: one point per epoch
         assert len(client.get_metric_history(trial.info.run_id, "encoder/train/total")) == 2
+    _worker_node_killed_mid_trial(tmp_path, env, address, uri, worker_node, own_processes)
     shutil.rmtree(tmp_path / "ray", ignore_errors=True)
+
+
+def _worker_node_killed_mid_trial(tmp_path, env, address, uri, worker_node, own_processes) -> None:
+    """Fault b: a sweep of two one-worker trials, one a node (stage 1 is the first sweep's, cached in the shared
+    storage); once each has reported an epoch, the worker node's daemons and all they spawned are SIGKILLed."""
+    storage = tmp_path / "ray"
+    command = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke", "--address", address,
+               "--tracking-uri", uri, "--storage", str(storage), "--shared-fs", "--name", "node-loss", "--trainer",
+               "tune", *SMALL, "--set", f"encoder.epochs={NODE_LOSS_EPOCHS}"]
+    with open(tmp_path / "node-loss.log", "w") as log:
+        driver = own_processes.start(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 900
+    while len(reported := _reports(storage)) < 2 or not all(reported.values()):
+        assert driver.poll() is None and time.monotonic() < deadline, (tmp_path / "node-loss.log").read_text()[-3000:]
+        time.sleep(0.2)
+    node = _node_processes(worker_node)
+    on_worker = {p.pid for p in node}
+    for process in node:  # at once, as a machine that loses power
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    assert driver.wait(timeout=900) == 0, (tmp_path / "node-loss.log").read_text()[-3000:]
+
+    reports = _reports(storage)
+    attempts = {trial: [r["pid"] for r in rows] for trial, rows in reports.items()}
+    moved = [t for t, pids in attempts.items() if len(set(pids)) == 2]
+    assert len(reports) == 2 and len(moved) == 1, attempts  # one trial was on the killed node, and it ran again
+    (killed,) = moved
+    (other,) = set(reports) - {killed}
+    first_pid = attempts[killed][0]
+    assert first_pid in on_worker and not set(attempts[other]) & on_worker  # where each trained before the kill
+    for rows in reports.values():  # every epoch reported once, in order, then the final evaluation
+        epochs = [r["epoch"] for r in rows if r["checkpoint_dir_name"]]  # an epoch's report carries its checkpoint
+        assert epochs == list(range(1, NODE_LOSS_EPOCHS + 1)), rows
+        assert len(rows) == NODE_LOSS_EPOCHS + 1 and rows[-1]["epoch"] == NODE_LOSS_EPOCHS
+    retry = [r for r in reports[killed] if r["pid"] != first_pid]
+    assert retry[0]["iterations_since_restore"] == 1 and retry[0]["epoch"] > 1  # restored, not from scratch
+    print(f"fault b: killed after epoch {retry[0]['epoch'] - 1:.0f} of {NODE_LOSS_EPOCHS}; the retry's first epoch "
+          f"reported {retry[0]['timestamp'] - killed_at:.0f} s after the kill, "
+          f"{retry[0]['timestamp'] - reports[other][-1]['timestamp']:.0f} s after the head's trial ended")
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("contralord-negatives")
+    trials = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("role") == "trial"
+              and r.data.params.get("encoder.epochs") == str(NODE_LOSS_EPOCHS)]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)  # no run twice
+    steps = [[m.step for m in client.get_metric_history(t.info.run_id, "encoder/train/total")] for t in trials]
+    assert len(steps[0]) == NODE_LOSS_EPOCHS and steps[0] == sorted(set(steps[0])) and steps[0] == steps[1]
+
+
+def _node_processes(group: int) -> list[psutil.Process]:
+    """Everything a node started with ``ray start`` runs: its daemons (``group``) and what they spawned, such as
+    the raylet's workers, which Ray starts in process groups of their own."""
+    found = {}
+    for leader in group_members(group):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for process in [leader, *leader.children(recursive=True)]:
+                found[process.pid] = process
+    return list(found.values())
+
+
+def _reports(storage: Path) -> dict[str, list[dict]]:
+    """Each trial's reports as Tune recorded them (its result.json, one JSON object a line), by trial folder."""
+    reports = {}
+    for path in storage.glob("node-loss*/*/result.json"):
+        reports[path.parent.name] = rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # the line Tune is writing now
+                break
+    return reports
