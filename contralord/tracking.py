@@ -24,7 +24,7 @@ class NullLogger:
 
 
 class StdoutLogger:
-    """One line per epoch: ``[encoder] epoch 3 step 120 | rec 0.0123 sup 1.234 ...``, and one per rung of a budget
+    """One line per epoch: ``[encoder] epoch 3 step 120 | rec 0.0123 sup 1.234 ... grad/rec 0.08 ...``, and one per rung of a budget
     ladder with its headline scores: ``[rung 640] disentanglement 0.41 ...``. A run's end-of-run summary goes to
     the tracker only (hundreds of numbers; the sweep's table and summary.json show them named)."""
 
@@ -42,8 +42,8 @@ class StdoutLogger:
         stage = next(iter(metrics)).split("/")[0]
         epoch = metrics.get(f"{stage}/train/epoch")
         if epoch is not None:
-            body = " ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in metrics.items()
-                            if not k.endswith(("/epoch", "/step_end")))
+            body = " ".join(f"{k.removeprefix(f'{stage}/train/')} {v:.4g}" for k, v in metrics.items()
+                            if not k.endswith(("/epoch", "/step_end")))  # grad/rec: not a second "rec"
             self._write(f"[{stage}] epoch {int(epoch)} step {step} | {body}")
         elif stage == "rung":
             scores = {k.rsplit("/", 1)[-1]: v for k, v in metrics.items() if k.startswith("rung/encoder/eval/")}
