@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from contralord.config import ContraLordConfig
+from tune.bench_store import group_running
 
 # The tiniest honest configuration: 32x32 procedural shapes, 2-3 steps per stage.
 TINY = {
@@ -157,12 +159,9 @@ def wait_http(url: str, timeout: float = 120) -> None:
 def group_members(pgid: int) -> list[psutil.Process]:
     """The live processes of process group ``pgid`` (zombies are already dead)."""
     members = []
-    for process in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
-                members.append(process)
-        except (ProcessLookupError, psutil.Error):
-            continue
+    for pid in group_running(pgid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            members.append(psutil.Process(pid))
     return members
 
 

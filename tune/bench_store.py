@@ -120,22 +120,16 @@ def _stop_server(server: subprocess.Popen) -> None:
 def group_running(pgid: int) -> list[int]:
     """PIDs of process group ``pgid`` that still run. A killed worker whose leader died first waits as a zombie
     until the machine's init reaps it (some containers' init never does): it no longer runs, but ``killpg(pgid,
-    0)`` still finds it, so on Linux this reads each process's state instead."""
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        return [pgid]
+    0)`` still finds it, so this reads each process's state."""
+    import psutil
+
     running = []
-    for stat in proc.glob("[0-9]*/stat"):
+    for process in psutil.process_iter(["status"]):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(comm)": state, ppid, pgrp, ...
-        except (OSError, IndexError):
-            continue  # ended while we read
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            running.append(int(stat.parent.name))
+            if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                running.append(process.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue  # ended while we looked
     return running
 
 
