@@ -32,6 +32,11 @@ def test_choose_trainer__path_for_predicted_duration(mode, workers, predicted, g
     assert f"{predicted:.0f} s" in why and "\n" not in why  # one line with the numbers
 
 
+def test_choose_trainer__no_trial_priced_says_so_not_an_infinite_share():
+    _, why = choose_trainer("tune", 1, 0.0, False)  # --no-calibrate, nothing known: the trials are unpriced
+    assert "no trial priced" in why and "inf" not in why
+
+
 @pytest.mark.parametrize("mode, workers, needle", [
     ("bogus", 1, "--trainer: expected auto, train or tune, got 'bogus'"),
     ("tune", 2, "--trainer tune runs one worker inside the Tune trial, but --workers-per-trial is 2"),
