@@ -24,9 +24,10 @@ class NullLogger:
 
 
 class StdoutLogger:
-    """One line per epoch: ``[encoder] epoch 3 step 120 | rec 0.0123 sup 1.234 ... grad/rec 0.08 ...``, and one per rung of a budget
-    ladder with its headline scores: ``[rung 640] disentanglement 0.41 ...``. A run's end-of-run summary goes to
-    the tracker only (hundreds of numbers; the sweep's table and summary.json show them named)."""
+    """One line per epoch: ``[encoder] epoch 3 step 120 | rec 0.0123 sup 1.234 ... grad/rec 0.08 ...``, and one
+    per rung of a budget ladder with its headline scores: ``[rung 640] disentanglement 0.41 ...``. A run's
+    end-of-run summary goes to the tracker only (hundreds of numbers; the sweep's table and summary.json show them
+    named)."""
 
     HEADLINE = ("disentanglement", "completeness", "informativeness_test", "mig", "content_corr_min")
 

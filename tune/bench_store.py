@@ -113,8 +113,10 @@ def _stop_server(server: subprocess.Popen) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + 10
-    while group_running(server.pid) and time.monotonic() < deadline:
+    while (left := group_running(server.pid)) and time.monotonic() < deadline:
         time.sleep(0.1)
+    if left:  # its temporary store must not be removed under a live server
+        raise BenchError(f"mlflow server (process group {server.pid}): processes {left} outlived SIGKILL for 10 s")
 
 
 def group_running(pgid: int) -> list[int]:

@@ -108,7 +108,7 @@ def choose_trainer(mode: str, workers: int, predicted_s: float, use_gpu: bool,
     check_trainer(mode, workers)
     share = startup_s / predicted_s if predicted_s > 0 else math.inf
     numbers = (f"worker-group start-up {startup_s:.0f} s = {share:.1%} of a predicted {predicted_s:.0f} s trial"
-               if predicted_s > 0 else f"worker-group start-up {startup_s:.0f} s; no trial priced")
+               if predicted_s > 0 else f"worker-group start-up {startup_s:.0f} s; no trial to run is priced")
     if mode != "auto":
         return mode, f"--trainer {mode} ({numbers}; {workers} worker(s) per trial)"
     if workers > 1:

@@ -34,7 +34,7 @@ def test_choose_trainer__path_for_predicted_duration(mode, workers, predicted, g
 
 def test_choose_trainer__no_trial_priced_says_so_not_an_infinite_share():
     _, why = choose_trainer("tune", 1, 0.0, False)  # --no-calibrate, nothing known: the trials are unpriced
-    assert "no trial priced" in why and "inf" not in why
+    assert "no trial to run is priced" in why and "inf" not in why
 
 
 @pytest.mark.parametrize("mode, workers, needle", [
