@@ -324,7 +324,6 @@ KEYS_ADDED_WITH_OLD_BEHAVIOUR: dict[str, Any] = {"encoder.content_head": "learne
                                                  "latent.classifier_beta1": 0.5}
 
 
-
 def as_it_ran(saved: dict[str, Any], text: bool = False) -> dict[str, Any]:
     """A run's saved or logged flat config with each key it predates at the value it ran with
     (``KEYS_ADDED_WITH_OLD_BEHAVIOUR``); ``text``: those values as MLflow logs params (``str``)."""

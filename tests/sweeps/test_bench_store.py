@@ -3,7 +3,11 @@ self-stopping; every point the server acknowledged is in the store afterwards.""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -57,10 +61,6 @@ def test_bench__a_server_that_cannot_start__one_line_exit_1(capsys):
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
 def test_group_running__a_zombie_member_has_ended_a_live_one_runs():
-    import signal
-    import subprocess
-    import sys
-    import time
     leader = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     try:
         assert bench_store.group_running(leader.pid) == [leader.pid]
