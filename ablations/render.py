@@ -52,10 +52,10 @@ def footnotes(table: Table) -> list[str]:
     notes += machine_notes(table)
     if any(c in specs.UNRANKED for c in table.columns):
         notes.append(specs.SPREAD_NOTE)
-    unmarked = [c for c in table.columns if table.best[c] is None and c not in specs.UNRANKED]
+    unmarked = [c for c in table.columns if not table.best[c] and c not in specs.UNRANKED]
     rule = "bold (unpaired rule): best mean whose 95% CI lies above every other row's 95% CI (Student t over seeds)"
     notes.append(rule + (f"; no row is best beyond the intervals in {', '.join(unmarked)}" if unmarked else ""))
-    unmarked = [c for c in table.columns if table.best_paired.get(c) is None and c not in specs.UNRANKED]
+    unmarked = [c for c in table.columns if not table.best_paired.get(c) and c not in specs.UNRANKED]
     rule = ("† (paired rule): best mean above every other row paired by seed (95% paired-t interval of the "
             "per-seed difference above 0; rows of one seed share its stage 1)")
     notes.append(rule + (f"; no row is best paired by seed in {', '.join(unmarked)}" if unmarked else ""))
@@ -86,13 +86,8 @@ def paired_comparisons(table: Table) -> list[tuple[str, str, str, stats.Paired]]
     baseline row (when the table has one) and against the best mean of each of ``PAIRED_COLUMNS``."""
     found = []
     for column in [c for c in (table.spec.columns or PAIRED_COLUMNS) if c in table.columns]:
-        means = [(i, row.cells[column].mean) for i, row in enumerate(table.rows) if row.cells[column] is not None]
-        references = [i for i, row in enumerate(table.rows) if table.spec.is_baseline(row.key)]
-        if not references:  # e.g. a Table 4 run at an older λ_sup: its rec+sup row, by the terms that are on
-            references = [i for i, row in enumerate(table.rows) if table.spec.is_baseline(row.key, on_off=True)]
-        best = [max(means, key=lambda m: m[1])[0]] if len(means) >= 2 and not table.spec.paired_within else []
-        references += best  # a table of twins compares twins only
-        pairs = [(i, ref) for ref in dict.fromkeys(references) for i in range(len(table.rows)) if i != ref]
+        pairs = [pair for group in table.spec.groups([row.key for row in table.rows])
+                 for pair in _pairs(table, column, group)]
         pairs += _twin_pairs(table)
         for i, ref in pairs:
             row = table.rows[i]
@@ -100,6 +95,18 @@ def paired_comparisons(table: Table) -> list[tuple[str, str, str, stats.Paired]]
                 found.append((column, row_label(table, row), row_label(table, table.rows[ref]),
                               stats.paired(row.values[column], table.rows[ref].values[column])))
     return found
+
+
+def _pairs(table: Table, column: str, group: list[int]) -> list[tuple[int, int]]:
+    """(row, reference) within one group of rows: each row against the group's baseline row and its best mean."""
+    rows = [(i, table.rows[i]) for i in group]
+    means = [(i, row.cells[column].mean) for i, row in rows if row.cells[column] is not None]
+    references = [i for i, row in rows if table.spec.is_baseline(row.key)]
+    if not references:  # e.g. a Table 4 run at an older λ_sup: its rec+sup row, by the terms that are on
+        references = [i for i, row in rows if table.spec.is_baseline(row.key, on_off=True)]
+    best = [max(means, key=lambda m: m[1])[0]] if len(means) >= 2 and not table.spec.paired_within else []
+    references += best  # a table of twins compares twins only
+    return [(i, ref) for ref in dict.fromkeys(references) for i in group if i != ref]
 
 
 def _twin_pairs(table: Table) -> list[tuple[int, int]]:
@@ -137,8 +144,8 @@ def to_markdown(table: Table) -> str:
              "| " + " | ".join(map(_md, _header(table))) + " |", "|" + "---|" * len(_header(table))]
     for i, row in enumerate(table.rows):
         cells = [cell_text(row.cells[c], row.n) for c in table.columns]
-        cells = [f"**{text}**" if table.best[c] == i else text for c, text in zip(table.columns, cells, strict=True)]
-        cells = [f"{text} †" if table.best_paired.get(c) == i else text
+        cells = [f"**{text}**" if i in table.best[c] else text for c, text in zip(table.columns, cells, strict=True)]
+        cells = [f"{text} †" if i in table.best_paired.get(c, ()) else text
                  for c, text in zip(table.columns, cells, strict=True)]
         label = table.spec.row_label(row.key, table.setting.get("data.size"))
         lines.append("| " + " | ".join([*map(_md, label), str(row.n), *cells]) + " |")
@@ -167,8 +174,8 @@ def to_latex(table: Table) -> str:
              r"\begin{tabular}{" + "c" * len(header) + "}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
     for i, row in enumerate(table.rows):
         cells = [cell_text(row.cells[c], row.n, pm=r"$\pm$") for c in table.columns]
-        cells = [rf"\textbf{{{t}}}" if table.best[c] == i else t for c, t in zip(table.columns, cells, strict=True)]
-        cells = [rf"{t}$^\dagger$" if table.best_paired.get(c) == i else t
+        cells = [rf"\textbf{{{t}}}" if i in table.best[c] else t for c, t in zip(table.columns, cells, strict=True)]
+        cells = [rf"{t}$^\dagger$" if i in table.best_paired.get(c, ()) else t
                  for c, t in zip(table.columns, cells, strict=True)]
         label = [_latex_escape(text) for text in table.spec.row_label(row.key, table.setting.get("data.size"))]
         lines.append(" & ".join([*label, str(row.n), *cells]) + r" \\")
@@ -196,7 +203,7 @@ def to_csv(table: Table) -> str:
             s = row.cells[c]
             paper = row.paper.get(c) if row.paper else None
             values += ([_float(s.mean), _float(s.std), _float(s.ci_low), _float(s.ci_high), s.n] if s else [""] * 5)
-            values += [int(table.best[c] == i), int(table.best_paired.get(c) == i)]
+            values += [int(i in table.best[c]), int(i in table.best_paired.get(c, ()))]
             values += ["" if paper is None else repr(paper)]
         writer.writerow([*row.key, row.n, " ".join(row.seeds), *(row.excluded[r] for r in EXCLUDED), *values])
     return out.getvalue()

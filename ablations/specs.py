@@ -47,7 +47,10 @@ class TableSpec:
     check_marks: bool = False  # label rows with a check mark per key (on when the value is > 0), as Table 4
     implied: tuple[str, ...] = ()  # keys a row's preset sets (they may differ between rows, not within one)
     names: tuple[tuple[str, str], ...] = ()  # (key value, the paper's name for it) where the paper names rows
-    baseline: tuple = ()  # the row every other row is compared with, paired by seed (values of ``by``)
+    baseline: tuple = ()  # the row every other row is compared with, paired by seed (``by`` less ``separate``)
+    # keys whose values are separate experiments (a data set): rows are ranked and paired only with the rows of the
+    # same values, since seed s of one data set shares no stage 1 and no image with seed s of another
+    separate: tuple[str, ...] = ()
     # (key, value): each row is compared with its twin, the row equal in every other key of ``by`` whose ``key``
     # has ``value`` (the schedule table: each WSD row against the cosine row of the same losses)
     paired_within: tuple = ()
@@ -78,11 +81,24 @@ class TableSpec:
                 cells[index] += f" ({100 * float(key[index]) / float(data_size):.3g} % of N)"
         return cells
 
+    def group(self, key: tuple) -> tuple:
+        """The values of ``separate`` in ``key``: rows of one group are compared, rows of two never."""
+        return tuple(value for name, value in zip(self.by, key, strict=True) if name in self.separate)
+
+    def groups(self, keys: list[tuple]) -> list[list[int]]:
+        """The indices of ``keys`` in each group (one group when the spec separates nothing), in order."""
+        found: dict[tuple, list[int]] = {}
+        for i, key in enumerate(keys):
+            found.setdefault(self.group(key), []).append(i)
+        return list(found.values())
+
     def is_baseline(self, key: tuple, on_off: bool = False) -> bool:
         """``key`` is the baseline row's (numbers compared as numbers, other values as text); with ``on_off``, on a
-        check-mark table, the same terms are on (weight > 0) whatever their weights: rec+sup at an older λ_sup."""
+        check-mark table, the same terms are on (weight > 0) whatever their weights: rec+sup at an older λ_sup.
+        The keys of ``separate`` are not compared: each group has its own baseline row."""
         if not self.baseline:
             return False
+        key = tuple(value for name, value in zip(self.by, key, strict=True) if name not in self.separate)
         if on_off and self.check_marks:
             return all((float(a) > 0) == (float(b) > 0) for a, b in zip(key, self.baseline, strict=True))
         return all(_same(a, b) for a, b in zip(key, self.baseline, strict=True))
@@ -142,9 +158,11 @@ SPECS = {
                         ("data.name", "run.method"), "contralord-linear", "table1",
                         implied=METHOD_KEYS + DATA_KEYS + ("eval.floors", "encoder.augment_anchor",
                                                            "encoder.negatives"),
-                        names=LINEAR_NAMES, columns=("Top-1", "Top-5"), floors=True, note=LINEAR_NOTE),
+                        names=LINEAR_NAMES, columns=("Top-1", "Top-5"), floors=True, note=LINEAR_NOTE,
+                        baseline=("contralord",), separate=("data.name",)),
     "table2": TableSpec("table2", "Table 2: methods under partial labels", ("data.name", "run.method"),
-                        "contralord-methods", "table2", implied=METHOD_KEYS + DATA_KEYS, names=METHOD_NAMES),
+                        "contralord-methods", "table2", implied=METHOD_KEYS + DATA_KEYS, names=METHOD_NAMES,
+                        baseline=("contralord",), separate=("data.name",)),
     "table4": TableSpec("table4", "Table 4: each loss", ("loss.rec", "loss.sup", "loss.con", "loss.res"),
                         "contralord-losses", "table4", check_marks=True, baseline=(1.0, LossConfig().sup, 0.0, 0.0)),
     "table5": TableSpec("table5", "Table 5: batch size", ("encoder.batch_size",), "contralord-batch_size", "table5"),

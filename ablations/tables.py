@@ -58,14 +58,14 @@ class Table:
     spec: specs.TableSpec
     rows: list[Row]
     columns: list[str]
-    best: dict[str, int | None]  # the unpaired rule (ablations/stats.py)
+    best: dict[str, tuple[int, ...]]  # the unpaired rule (ablations/stats.py): the best row of each group, if any
     source: str
     unplaced: int = 0  # runs without the grouping keys (failed before logging their config)
     setting: dict[str, str] = field(default_factory=dict)  # the averaged runs' scale (SETTING_KEYS)
     commits: list[str] = field(default_factory=list)  # git commits of the averaged runs
     machines: dict[str, str] = field(default_factory=dict)  # machine id -> description, of the averaged runs
     unknown_machine: int = 0  # averaged runs without the machine tag
-    best_paired: dict[str, int | None] = field(default_factory=dict)  # the paired rule, per column
+    best_paired: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the paired rule, per column and group
     handicaps: list[str] = field(default_factory=list)  # rows measured where the data cannot show the factor
 
     @property
@@ -248,6 +248,17 @@ def handicapped(runs: list[TrialRun]) -> list[str]:
     return sorted(notes)
 
 
+def best_per_group(rows: list[Row], spec: specs.TableSpec, value, rule) -> tuple[int, ...]:
+    """The row ``rule`` (a function of one group's ``value(row)`` list, giving an index or None) marks in each
+    group, as indices of ``rows``."""
+    marked = []
+    for group in spec.groups([row.key for row in rows]):
+        best = rule([value(rows[i]) for i in group])
+        if best is not None:
+            marked.append(group[best])
+    return tuple(marked)
+
+
 def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_paper: bool = False,
                 ignore: tuple[str, ...] = ()) -> Table:
     """Group ``runs`` into the rows of ``spec``; raise AblationError for input that cannot make a table."""
@@ -273,8 +284,9 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     if with_paper and spec.paper_table:
         _attach_paper(rows, spec, setting)
     ranked = [c for c in columns if c not in specs.UNRANKED]
-    best = {c: stats.best_beyond_intervals([row.cells[c] for row in rows]) if c in ranked else None for c in columns}
-    best_paired = {c: stats.best_paired([row.values[c] for row in rows]) for c in ranked}
+    best = {c: best_per_group(rows, spec, lambda r, c=c: r.cells[c], stats.best_beyond_intervals) if c in ranked
+            else () for c in columns}
+    best_paired = {c: best_per_group(rows, spec, lambda r, c=c: r.values[c], stats.best_paired) for c in ranked}
     commits = sorted({r.tags.get("git_commit", "")[:10] for r in averaged} - {""})
     unknown = sum(1 for r in averaged if not r.tags.get(MACHINE_TAG))
     return Table(spec, rows, columns, best, source, len(runs) - len(placed), setting, commits,

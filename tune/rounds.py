@@ -105,13 +105,14 @@ def open_variants(table: Table, variant_of_row: dict[tuple, str], columns: list[
     for row in table.rows:
         if row.key in variant_of_row:
             why[variant_of_row[row.key]] = []
-    for column in columns:
+    for column, group in [(c, g) for c in columns for g in table.spec.groups([row.key for row in table.rows])]:
+        rows = [table.rows[i] for i in group]  # rows of one data set are decided among themselves
         if rule == "paired":
-            still_open = stats.open_rows_paired([row.values.get(column) for row in table.rows])
+            still_open = stats.open_rows_paired([row.values.get(column) for row in rows])
         else:
-            still_open = stats.open_rows([row.cells.get(column) for row in table.rows])
+            still_open = stats.open_rows([row.cells.get(column) for row in rows])
         for index, reason in still_open.items():
-            variant = variant_of_row.get(table.rows[index].key)
+            variant = variant_of_row.get(rows[index].key)
             if variant is not None:
                 why[variant].append(f"{column}: {reason}")
     return {v: "; ".join(reasons) for v, reasons in why.items() if reasons}

@@ -69,10 +69,10 @@ def test_table__best_marked_only_beyond_the_intervals(clear_rows):
     store = clear_rows
     table = _table(store)
     # D: [0.770, 0.870] clears [-0.048, 0.448]; SAP: 0.51 ± 0.025 overlaps 0.5 ± 0
-    assert table.best == {"D": 1, "SAP": None}
+    assert table.best == {"D": (1,), "SAP": ()}
     markdown = render.to_markdown(table)
     # D is best under the paired rule too (†): lower in every seed; SAP's paired differences 0, .01, .02 are not
-    assert table.best_paired == {"D": 1, "SAP": None}
+    assert table.best_paired == {"D": (1,), "SAP": ()}
     assert "| 256 (12.5 % of N) | 3 | **0.820 ± 0.020** † | 0.510 ± 0.010 |" in markdown
     assert "| 128 (6.25 % of N) | 3 | 0.200 ± 0.100 | 0.500 ± 0.000 |" in markdown
     assert "no row is best beyond the intervals in SAP" in markdown
@@ -99,7 +99,7 @@ def test_table__excluded_runs_are_counted_not_averaged(store):
     assert "encoder.queue_size=128: 1 FAILED run(s) not averaged" in markdown
     assert "encoder.queue_size=256: 1 stopped early run(s)" in markdown
     assert "encoder.queue_size=128: 1 repeated seed (newest kept)" in markdown
-    assert table.best["D"] is None  # a row with one seed has no interval
+    assert table.best["D"] == ()  # a row with one seed has no interval
 
 
 def test_table__a_cell_with_fewer_runs_than_its_row_says_so(store):

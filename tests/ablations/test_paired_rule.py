@@ -65,7 +65,7 @@ def test_readings_table__paired_against_rec_sup_and_marked(store):
     baseline = (0.0, "online", "True", "False", "online")  # label_aware_negatives: not logged, read as it ran
     assert baseline in keys and specs.SPECS["readings"].is_baseline(baseline)
     stage1 = keys.index((0.1, "stage1", "True", "False", "online"))
-    assert table.best["D"] is None and table.best_paired["D"] == stage1
+    assert table.best["D"] == () and table.best_paired["D"] == (stage1,)
     text = render.to_markdown(table)
     assert "†" in text and "paired rule" in text
     lines = [n for n in render.paired_notes(table) if "minus loss.con=0, encoder.anchor=online" in n]

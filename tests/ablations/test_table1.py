@@ -46,3 +46,26 @@ def test_table1__paper_values_beside_a_dataset_the_paper_measured(store):
     papers = {row.key[1]: row.paper for row in table.rows}
     assert papers["moco"] == {"Top-1": 0.933, "Top-5": 0.9985} and papers["contralord"]["Top-1"] == 0.9401
     assert papers["pixels"] is None and papers["supervised"] is None
+
+
+def test_table1__two_data_sets_are_ranked_and_paired_each_on_its_own(store):
+    """Seed s of dSprites shares no stage 1 and no image with seed s of Shapes3D: every mark and paired comparison
+    stays within one data set, and each row is compared with ContraLORD of its own data set (the paper's claim)."""
+    _fabricate(store, "shapes3d")
+    for seed in range(3):  # dSprites: every score lower, MoCo below ContraLORD in every seed
+        floors = {"floor_pixels_top1": 0.20 + 0.01 * seed, "floor_supervised_top1": 0.21 + 0.02 * seed}
+        store.trial(EXP, METHOD["contralord"] | {"data.name": "dsprites"},
+                    {"probe_top1": 0.38 + 0.01 * seed} | floors, seed)
+        store.trial(EXP, METHOD["moco"] | {"data.name": "dsprites"}, {"probe_top1": 0.30 + 0.02 * seed}, seed)
+    source = from_experiment(store.client, EXP)
+    table = build_table(source.runs, TABLE1, source.description)
+    keys = [row.key for row in table.rows]
+    best = {keys[i] for i in table.best_paired["Top-1"]}
+    assert best == {("shapes3d", "contralord"), ("dsprites", "contralord")}  # one per data set
+    notes = render.paired_notes(table)
+    crossed = [n for n in notes if "shapes3d" in n and "dsprites" in n]
+    assert notes and not crossed
+    against = [n for n in notes if "dsprites, run.method=moco minus data.name=dsprites, run.method=contralord" in n]
+    assert len(against) == 1 and "lower in 3 of 3 seeds" in against[0]
+    text = render.to_markdown(table)
+    assert text.count("†") == 2 + 1  # two marked cells, and the rule's footnote

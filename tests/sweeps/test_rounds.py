@@ -34,6 +34,19 @@ def test_open_variants__paired_rule_decides_rows_that_move_together_by_seed():
     assert rounds.open_variants(table, VARIANTS, ["D"], "paired") == {"K512": "no row in the table"}
 
 
+def test_open_variants__rows_of_two_data_sets_are_decided_each_among_their_own():
+    # Table 2 over two data sets: Shapes3D's best clears its rival, dSprites' two rows tie. Pooled, both dSprites
+    # rows would count as decided, far below Shapes3D's best, with which they share neither images nor stage 1
+    values = {("shapes3d", "contralord"): [0.80, 0.82, 0.81], ("shapes3d", "gabbay"): [0.70, 0.71, 0.72],
+              ("dsprites", "contralord"): [0.30, 0.33, 0.31], ("dsprites", "gabbay"): [0.31, 0.32, 0.30]}
+    rows = [Row(key, ["0", "1", "2"], {"D": stats.summarize(v)}, values={"D": {str(i): x for i, x in enumerate(v)}})
+            for key, v in values.items()]
+    table = Table(SPECS["table2"], rows, ["D"], {}, "test")
+    variants = {key: f"{key[0]}:{key[1]}" for key in values}
+    for rule in rounds.RULES:
+        assert set(rounds.open_variants(table, variants, ["D"], rule)) == {"dsprites:contralord", "dsprites:gabbay"}
+
+
 def test_check_flags__decide_rule():
     rounds.check_flags("negatives", _args(decide_rule="paired"))
     assert rounds.decide_rule(_args()) == "unpaired"
