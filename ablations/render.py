@@ -43,6 +43,7 @@ def footnotes(table: Table) -> list[str]:
     if table.setting:
         notes.append("setting: " + ", ".join(f"{k}={v}" for k, v in table.setting.items()))
     notes += table.handicaps
+    notes += table.stage1
     if table.spec.note:
         notes.append(table.spec.note)
     if table.commits:

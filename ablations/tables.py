@@ -67,6 +67,7 @@ class Table:
     unknown_machine: int = 0  # averaged runs without the machine tag
     best_paired: dict[str, tuple[int, ...]] = field(default_factory=dict)  # the paired rule, per column and group
     handicaps: list[str] = field(default_factory=list)  # rows measured where the data cannot show the factor
+    stage1: list[str] = field(default_factory=list)  # which stage-1 run each seed's rows regress (stage1_notes)
 
     @property
     def has_paper(self) -> bool:
@@ -259,6 +260,34 @@ def best_per_group(rows: list[Row], spec: specs.TableSpec, value, rule) -> tuple
     return tuple(marked)
 
 
+STAGE1_TAG = "stage1_run_id"  # a trial's tag: the sweep's stage-1 run it regresses ("" when it trains none)
+
+
+def stage1_notes(rows: list[Row], runs: list[TrialRun], spec: specs.TableSpec) -> list[str]:
+    """Which stage-1 run the rows of each seed regress (their ``stage1_run_id``), per group of ``spec.separate``,
+    and a warning naming any seed whose rows regress more than one: the paired rule assumes they share it."""
+    by_id = {run.run_id: run for run in runs}
+    separate = [name for name in spec.by if name in spec.separate]
+    notes = []
+    for group in spec.groups([row.key for row in rows]):
+        used: dict[str, set[str]] = {}
+        for run in (by_id[run_id] for i in group for run_id in rows[i].run_ids if run_id in by_id):
+            if run.tags.get(STAGE1_TAG):
+                used.setdefault(run.seed, set()).add(run.tags[STAGE1_TAG])
+        if not used:
+            continue
+        where = ", ".join(f"{k}={v}" for k, v in zip(separate, spec.group(rows[group[0]].key), strict=True))
+        seeds = sorted(used, key=parse_value)
+        notes.append(f"stage 1{f' ({where})' if where else ''}, the run each seed's rows regress (tag {STAGE1_TAG}; "
+                     "a row without one trains no stage 1 or its own): "
+                     + "; ".join(f"seed {seed} {', '.join(sorted(used[seed]))}" for seed in seeds))
+        mixed = [seed for seed in seeds if len(used[seed]) > 1]
+        if mixed:
+            notes.append(f"warning: the rows of seed(s) {', '.join(mixed)}{f' ({where})' if where else ''} regress "
+                         "different stage-1 runs, so their paired comparisons are not on one stage 1")
+    return notes
+
+
 def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_paper: bool = False,
                 ignore: tuple[str, ...] = ()) -> Table:
     """Group ``runs`` into the rows of ``spec``; raise AblationError for input that cannot make a table."""
@@ -290,4 +319,4 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     commits = sorted({r.tags.get("git_commit", "")[:10] for r in averaged} - {""})
     unknown = sum(1 for r in averaged if not r.tags.get(MACHINE_TAG))
     return Table(spec, rows, columns, best, source, len(runs) - len(placed), setting, commits,
-                 machines_of(averaged), unknown, best_paired, handicapped(averaged))
+                 machines_of(averaged), unknown, best_paired, handicapped(averaged), stage1_notes(rows, grouped, spec))

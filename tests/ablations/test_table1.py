@@ -69,3 +69,19 @@ def test_table1__two_data_sets_are_ranked_and_paired_each_on_its_own(store):
     assert len(against) == 1 and "lower in 3 of 3 seeds" in against[0]
     text = render.to_markdown(table)
     assert text.count("†") == 2 + 1  # two marked cells, and the rule's footnote
+
+
+def test_table2__names_each_seeds_stage1_and_warns_when_a_seeds_rows_regress_two(store):
+    """The paired rule assumes the rows of one seed regress one stage 1: the table names it per seed and data set
+    (the trials' stage1_run_id), and says so when a seed's rows do not share it."""
+    for seed in range(2):
+        for method, stage1 in (("contralord", f"s1-seed{seed}"), ("gabbay", f"s1-seed{seed}"), ("lord", "")):
+            other = "s1-other" if (seed, method) == (1, "gabbay") else stage1
+            store.trial("contralord-methods", {"run.method": method, "data.name": "shapes3d"},
+                        {"disentanglement": 0.5 + 0.1 * seed}, seed, tags={"stage1_run_id": other})
+    source = from_experiment(store.client, "contralord-methods")
+    table = build_table(source.runs, specs.SPECS["table2"], source.description)
+    text = render.to_markdown(table)
+    assert "stage 1 (data.name=shapes3d), the run each seed's rows regress" in text
+    assert "seed 0 s1-seed0; seed 1 s1-other, s1-seed1" in text
+    assert "warning: the rows of seed(s) 1 (data.name=shapes3d) regress different stage-1 runs" in text
