@@ -177,6 +177,16 @@ def last_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
     return {metric.key: metric.step for metric in latest_metrics(client, run_id)}
 
 
+DATASET_TRIES = 3  # log_dataset: a lost race on a new dataset's row is retried (each try is one whole transaction)
+
+
+def is_dataset_race(error: MlflowException) -> bool:
+    """``error`` is the datasets table's unique key refusing a row another run inserted first (SQLite's or
+    PostgreSQL's wording, directly or through a tracking server), not another failure."""
+    text = str(error)
+    return "datasets" in text and ("UNIQUE constraint failed" in text or "duplicate key value" in text)
+
+
 class MlflowLogger:
     """``contralord.tracking.MetricsLogger`` onto one MLflow run (use it on rank 0 only)."""
 
@@ -209,9 +219,21 @@ class MlflowLogger:
         log_batch(self.client, self.run_id, tags=tags)
 
     def log_dataset(self, dataset: mlflow.data.dataset.Dataset, context: str = "train") -> None:
-        """The run's data as an MLflow dataset input (the UI's Dataset column)."""
+        """The run's data as an MLflow dataset input (the UI's Dataset column).
+
+        MLflow's SQL store looks the dataset up in the experiment, then inserts it when missing, in one transaction:
+        two runs logging the same new dataset at once (two trials starting together, or two sweeps' stage 1s) both
+        miss it, and the second insert fails on the table's unique key. Nothing of that transaction was written, and
+        a second try finds the dataset the other run wrote, so the race is retried rather than failing the run."""
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags)]
+        for attempt in range(DATASET_TRIES):
+            try:
+                self.client.log_inputs(self.run_id, datasets=inputs)
+                return
+            except MlflowException as error:
+                if attempt == DATASET_TRIES - 1 or not is_dataset_race(error):
+                    raise
 
     def log_images(self, folder: Path, names: tuple[str, ...], step: int) -> None:
         """PNG files as MLflow images (key = file stem, one per step), which the UI compares across runs."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from filelock import Timeout
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from tune import mlflow_logger
 from tune.checks import SweepError
@@ -156,3 +157,54 @@ def test_lock__held_past_its_timeout_is_one_line_naming_the_flag_and_the_file(tm
                                          r"for 5 s while opening sqlite:///"):
         open_store_for_writing(f"sqlite:///{tmp_path / 'mlflow.db'}", timeout_s=5)
     assert not (tmp_path / "mlflow.db").exists()  # nothing opened, nothing created
+
+
+# each process: a run of its own in one experiment, then the same new dataset logged to it at the same moment, as two
+# trials of one sweep (or two sweeps' stage 1s) do when they start together
+DATASET_SCRIPT = """
+import sys, time
+from pathlib import Path
+from mlflow import MlflowClient
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from tune.mlflow_logger import MlflowLogger
+uri, go, experiment_id, index = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+client = MlflowClient(uri)
+run = client.create_run(experiment_id)
+dataset = MetaDataset(CodeDatasetSource({"dataset": "shapes3d"}), name="shapes3d", digest="0123456789abcdef")
+Path(str(go) + "." + index).touch()
+while not go.exists():
+    time.sleep(0.0005)
+MlflowLogger(uri, run.info.run_id).log_dataset(dataset)
+client.set_terminated(run.info.run_id)
+"""
+
+
+@pytest.mark.slow
+def test_runs_logging_one_new_dataset_at_once__all_link_it_and_it_is_stored_once(own_processes, tmp_path):
+    uri, go = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "go"
+    experiment_id = get_experiment_id(open_store_for_writing(uri), "contralord-stage1")
+    started = [own_processes.start([sys.executable, "-c", DATASET_SCRIPT, uri, str(go), experiment_id, str(index)],
+                                   cwd=Path(__file__).resolve().parents[2], stdout=-1, stderr=-1, text=True)
+               for index in range(2 * PROCESSES)]
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{go}.{i}").exists() for i in range(len(started))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    for process in started:
+        _, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err[-2000:]  # before the retry: "UNIQUE constraint failed: datasets..."
+    client = MlflowClient(uri)
+    runs = client.search_runs([experiment_id])
+    assert len(runs) == len(started) and all(r.info.status == "FINISHED" for r in runs)
+    assert all([d.dataset.digest for d in r.inputs.dataset_inputs] == ["0123456789abcdef"] for r in runs)
+    assert len({d.dataset.name for r in runs for d in r.inputs.dataset_inputs}) == 1
+
+
+def test_is_dataset_race__only_the_datasets_unique_key():
+    sqlite = "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"
+    postgres = 'duplicate key value violates unique constraint "dataset_pk" ... INSERT INTO datasets'
+    assert mlflow_logger.is_dataset_race(MlflowException(sqlite))
+    assert mlflow_logger.is_dataset_race(MlflowException(postgres))
+    assert not mlflow_logger.is_dataset_race(MlflowException("UNIQUE constraint failed: experiments.name"))
+    assert not mlflow_logger.is_dataset_race(MlflowException("Run 'abc' not found"))
