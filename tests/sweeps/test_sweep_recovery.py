@@ -9,6 +9,7 @@ trials fail exits 1 with one line naming their error files. (Until CI time matte
 interrupted driver were tests of their own, each with its own sweep.)"""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -74,6 +75,21 @@ def _stop_driver_at(root: Path, moment, what: str, stop: int = signal.SIGKILL) -
                 leftover.kill()
         err.seek(0)
         return driver.returncode, err.read()
+
+
+def _run_or_dump_stack(command: list[str], root: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``subprocess.run``; a driver still running after ``timeout`` gets SIGABRT, on which Python's faulthandler
+    prints every thread's stack, and the test fails with it. (CI saw this resume hang once, 2026-12-07: the
+    restored Tuner asked Ray for nothing in 600 s; the stack says where the next one waits.)"""
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    driver = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = driver.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        driver.send_signal(signal.SIGABRT)
+        out, err = driver.communicate(timeout=60)
+        pytest.fail(f"the driver hung for {timeout:.0f} s; its stack at SIGABRT:\n{err[-6000:]}")
+    return subprocess.CompletedProcess(command, driver.returncode, out, err)
 
 
 def _children(process: psutil.Process, known: list) -> list:
@@ -152,7 +168,7 @@ def test_killed_and_interrupted_sweep__resume_finishes_as_a_straight_run(root):
     _stop_driver_at(root, lambda _: len(_finished(root)) == 2, "both trials finished")  # the table follows
     assert not any(r.info.status == "FINISHED" for r in _runs(root, "sweep")), "the kill came after the table"
 
-    done = subprocess.run(_cmd(root, "--resume"), cwd=root, capture_output=True, text=True, timeout=600)
+    done = _run_or_dump_stack(_cmd(root, "--resume"), root)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| 128 (40 % of N) | 1 |" in done.stdout and "| 256 (80 % of N) | 1 |" in done.stdout  # of 320 images
     trials, stage1, sweeps = (_runs(root, role) for role in ("trial", "stage1", "sweep"))
