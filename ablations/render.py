@@ -87,8 +87,7 @@ def paired_comparisons(table: Table) -> list[tuple[str, str, str, stats.Paired]]
     baseline row (when the table has one) and against the best mean of each of ``PAIRED_COLUMNS``."""
     found = []
     for column in [c for c in (table.spec.columns or PAIRED_COLUMNS) if c in table.columns]:
-        pairs = [pair for group in table.spec.groups([row.key for row in table.rows])
-                 for pair in _pairs(table, column, group)]
+        pairs = [pair for group in table.groups for pair in _pairs(table, column, group)]
         pairs += _twin_pairs(table)
         for i, ref in pairs:
             row = table.rows[i]

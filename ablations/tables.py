@@ -70,6 +70,11 @@ class Table:
     stage1: list[str] = field(default_factory=list)  # which stage-1 run each seed's rows regress (stage1_notes)
 
     @property
+    def groups(self) -> list[list[int]]:
+        """The row indices of each group of ``spec.separate`` (one group when the spec separates nothing)."""
+        return self.spec.groups([row.key for row in self.rows])
+
+    @property
     def has_paper(self) -> bool:
         return any(row.paper for row in self.rows)
 
@@ -249,11 +254,11 @@ def handicapped(runs: list[TrialRun]) -> list[str]:
     return sorted(notes)
 
 
-def best_per_group(rows: list[Row], spec: specs.TableSpec, value, rule) -> tuple[int, ...]:
+def best_per_group(rows: list[Row], groups: list[list[int]], value, rule) -> tuple[int, ...]:
     """The row ``rule`` (a function of one group's ``value(row)`` list, giving an index or None) marks in each
-    group, as indices of ``rows``."""
+    of ``groups`` (indices of ``rows``), as indices of ``rows``."""
     marked = []
-    for group in spec.groups([row.key for row in rows]):
+    for group in groups:
         best = rule([value(rows[i]) for i in group])
         if best is not None:
             marked.append(group[best])
@@ -263,13 +268,13 @@ def best_per_group(rows: list[Row], spec: specs.TableSpec, value, rule) -> tuple
 STAGE1_TAG = "stage1_run_id"  # a trial's tag: the sweep's stage-1 run it regresses ("" when it trains none)
 
 
-def stage1_notes(rows: list[Row], runs: list[TrialRun], spec: specs.TableSpec) -> list[str]:
+def stage1_notes(rows: list[Row], groups: list[list[int]], runs: list[TrialRun], spec: specs.TableSpec) -> list[str]:
     """Which stage-1 run the rows of each seed regress (their ``stage1_run_id``), per group of ``spec.separate``,
     and a warning naming any seed whose rows regress more than one: the paired rule assumes they share it."""
     by_id = {run.run_id: run for run in runs}
     separate = [name for name in spec.by if name in spec.separate]
     notes = []
-    for group in spec.groups([row.key for row in rows]):
+    for group in groups:
         used: dict[str, set[str]] = {}
         for run in (by_id[run_id] for i in group for run_id in rows[i].run_ids if run_id in by_id):
             if run.tags.get(STAGE1_TAG):
@@ -313,10 +318,12 @@ def build_table(runs: list[TrialRun], spec: specs.TableSpec, source: str, with_p
     if with_paper and spec.paper_table:
         _attach_paper(rows, spec, setting)
     ranked = [c for c in columns if c not in specs.UNRANKED]
-    best = {c: best_per_group(rows, spec, lambda r, c=c: r.cells[c], stats.best_beyond_intervals) if c in ranked
+    groups = spec.groups([row.key for row in rows])
+    best = {c: best_per_group(rows, groups, lambda r, c=c: r.cells[c], stats.best_beyond_intervals) if c in ranked
             else () for c in columns}
-    best_paired = {c: best_per_group(rows, spec, lambda r, c=c: r.values[c], stats.best_paired) for c in ranked}
+    best_paired = {c: best_per_group(rows, groups, lambda r, c=c: r.values[c], stats.best_paired) for c in ranked}
     commits = sorted({r.tags.get("git_commit", "")[:10] for r in averaged} - {""})
     unknown = sum(1 for r in averaged if not r.tags.get(MACHINE_TAG))
     return Table(spec, rows, columns, best, source, len(runs) - len(placed), setting, commits,
-                 machines_of(averaged), unknown, best_paired, handicapped(averaged), stage1_notes(rows, grouped, spec))
+                 machines_of(averaged), unknown, best_paired, handicapped(averaged),
+                 stage1_notes(rows, groups, grouped, spec))

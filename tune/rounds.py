@@ -105,7 +105,8 @@ def open_variants(table: Table, variant_of_row: dict[tuple, str], columns: list[
     for row in table.rows:
         if row.key in variant_of_row:
             why[variant_of_row[row.key]] = []
-    for column, group in [(c, g) for c in columns for g in table.spec.groups([row.key for row in table.rows])]:
+    groups = table.groups
+    for column, group in [(c, g) for c in columns for g in groups]:
         rows = [table.rows[i] for i in group]  # rows of one data set are decided among themselves
         if rule == "paired":
             still_open = stats.open_rows_paired([row.values.get(column) for row in rows])

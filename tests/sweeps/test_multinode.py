@@ -105,11 +105,7 @@ def _worker_node_killed_mid_trial(tmp_path, env, address, uri, worker_node, own_
     while len(reported := _reports(storage)) < 2 or not all(reported.values()):
         assert driver.poll() is None and time.monotonic() < deadline, (tmp_path / "node-loss.log").read_text()[-3000:]
         time.sleep(0.2)
-    node = _node_processes(worker_node)
-    on_worker = {p.pid for p in node}
-    for process in node:  # at once, as a machine that loses power
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.send_signal(signal.SIGKILL)
+    on_worker = _kill_node(worker_node)
     killed_at = time.time()
     assert driver.wait(timeout=900) == 0, (tmp_path / "node-loss.log").read_text()[-3000:]
 
@@ -171,9 +167,7 @@ def _node_lost_under_a_ddp_trial(tmp_path, env, address, uri, own_processes) -> 
     while not (logged := _ddp_history(client)):  # rank 0 logs each epoch to MLflow at once; Tune's record lags
         assert driver.poll() is None and time.monotonic() < deadline, log_tail()
         time.sleep(0.2)
-    for process in _node_processes(doomed):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.send_signal(signal.SIGKILL)
+    _kill_node(doomed)
     killed_at = time.time()
     assert len(logged) < DDP_EPOCHS, "the trial ended before the kill: raise DDP_EPOCHS"
     _ray_start(own_processes, [ray, "start", "--address", address, *node], env)  # the replacement node
@@ -222,6 +216,15 @@ def _train_workers(env: dict, address: str) -> list[dict]:
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
+
+
+def _kill_node(group: int) -> set[int]:
+    """SIGKILL everything a node runs (``_node_processes``) at once, as a machine that loses power; the PIDs."""
+    node = _node_processes(group)
+    for process in node:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
+    return {process.pid for process in node}
 
 
 def _node_processes(group: int) -> list[psutil.Process]:
