@@ -205,9 +205,14 @@ SWEEP_KIND_KEYS = {
 }
 
 
+# config keys whose values are always separate experiments: a table grouped by one ranks within each of its values
+SEPARATE_KEYS = ("data.name",)
+
+
 def spec_for_keys(keys: tuple[str, ...]) -> TableSpec:
-    """A plain table grouped by ``keys`` (no paper column)."""
-    return TableSpec("by-" + "-".join(keys), "Grouped by " + ", ".join(keys), keys, "")
+    """A plain table grouped by ``keys`` (no paper column); a data set among them separates (``SEPARATE_KEYS``)."""
+    return TableSpec("by-" + "-".join(keys), "Grouped by " + ", ".join(keys), keys, "",
+                     separate=tuple(k for k in keys if k in SEPARATE_KEYS))
 
 
 def spec_for_sweep_kind(kind: str) -> TableSpec | None:

@@ -69,8 +69,9 @@ def _clears(top: Summary, other: Summary) -> bool:
     return top.ci_low > other.ci_high
 
 
-def open_rows(column: list[Summary | None]) -> dict[int, str]:
+def open_rows(column: list[Summary | None], names: list[str] | None = None) -> dict[int, str]:
     """{row index: why its verdict is open} under ``best_beyond_intervals``'s rule; rows not listed are decided.
+    ``names`` (one per row) name the best row in the reasons; without them it is named by its index in ``column``.
 
     A row is open when it has no value or no interval (n < 2), or when its interval and the best row's overlap
     (the best row itself is then open too). A row whose interval lies below the best row's is decided; so is
@@ -86,13 +87,17 @@ def open_rows(column: list[Summary | None]) -> dict[int, str]:
         if not s.has_interval:
             why[i] = f"n={s.n}: no interval"
         elif i != best and not top.has_interval:
-            why[i] = f"the best mean (row {best}) has no interval yet"
+            why[i] = f"the best mean ({_name(best, names)}) has no interval yet"
         elif i != best and not _clears(top, s):
             why[i] = f"[{s.ci_low:.4g}, {s.ci_high:.4g}] overlaps the best's [{top.ci_low:.4g}, {top.ci_high:.4g}]"
     others = [i for i, _ in present if i != best and i in why]
     if others and best not in why:
         why[best] = f"best mean, its interval overlaps {len(others)} other row(s)"
     return why
+
+
+def _name(index: int, names: list[str] | None) -> str:
+    return names[index] if names is not None else f"row {index}"
 
 
 @dataclass(frozen=True)
@@ -143,9 +148,10 @@ def best_paired(rows: list[dict[str, float] | None]) -> int | None:
     return best if all(c.decided for c in others) else None
 
 
-def open_rows_paired(rows: list[dict[str, float] | None]) -> dict[int, str]:
+def open_rows_paired(rows: list[dict[str, float] | None], names: list[str] | None = None) -> dict[int, str]:
     """{row index: why it is open} under the paired rule (``best_paired``); rows not listed are decided.
-    A row is decided once the best row is above it paired by seed; the best row once every other row is."""
+    A row is decided once the best row is above it paired by seed; the best row once every other row is.
+    ``names`` as in ``open_rows``."""
     why = {i: "no finished value" for i, r in enumerate(rows) if not r}
     best = _best_by_mean(rows)
     if best is None:
@@ -154,7 +160,7 @@ def open_rows_paired(rows: list[dict[str, float] | None]) -> dict[int, str]:
         if r and i != best:
             c = paired(rows[best], r)
             if c.n < 2:
-                why[i] = f"{c.n} seed(s) shared with the best row (row {best}): no paired interval"
+                why[i] = f"{c.n} seed(s) shared with the best row ({_name(best, names)}): no paired interval"
             elif not c.decided:
                 why[i] = f"paired difference to the best [{c.ci_low:.4g}, {c.ci_high:.4g}] includes 0"
     others = [i for i in why if i != best]

@@ -308,6 +308,23 @@ def test_table2__each_dataset_checks_its_own_data_per_seed(store):
         build_table(source.runs, specs.SPECS["table2"], source.description)
 
 
+def test_by_keys_with_a_data_set__ranks_each_data_set_among_its_own_rows(store):
+    """``--by data.name,KEY``: Shapes3D's K=256 is best of its own rows, and dSprites' K=128 of its rows, although
+    every dSprites row lies below every Shapes3D row (pooled, only Shapes3D's best would be marked)."""
+    values = {("shapes3d", "128"): 0.60, ("shapes3d", "256"): 0.80,
+              ("dsprites", "128"): 0.30, ("dsprites", "256"): 0.10}
+    for (name, queue), value in values.items():
+        for seed in range(3):
+            store.trial(EXP, {"data.name": name, "encoder.queue_size": queue}, {"disentanglement": value + 0.01 * seed},
+                        seed)
+    spec = specs.spec_for_keys(("data.name", "encoder.queue_size"))
+    assert spec.separate == ("data.name",) and specs.spec_for_keys(("encoder.queue_size",)).separate == ()
+    table = _table(store, spec=spec)
+    best = {table.rows[i].key for i in table.best["D"]}
+    assert best == {("shapes3d", 256), ("dsprites", 128)}
+    assert {table.rows[i].key for i in table.best_paired["D"]} == best
+
+
 def test_table6_mask__rows_with_and_without_the_mask_and_the_paper_only_beside_the_unmasked(store):
     """The paper's K = 12800 row sits beside our unmasked K = 12800 row only (the paper has no mask); K/N is worked
     out from data.size (12800 of 480,000: 2.7 %)."""

@@ -47,6 +47,21 @@ def test_open_variants__rows_of_two_data_sets_are_decided_each_among_their_own()
         assert set(rounds.open_variants(table, variants, ["D"], rule)) == {"dsprites:contralord", "dsprites:gabbay"}
 
 
+def test_open_variants__reasons_name_the_best_row_by_its_variant_in_its_own_group():
+    # dSprites is the second group: its best row is its group's row 0 but the table's row 2; name it, not an index
+    values = {("shapes3d", "contralord"): [0.80], ("shapes3d", "gabbay"): [0.70],
+              ("dsprites", "contralord"): [0.33], ("dsprites", "gabbay"): [0.31, 0.32]}
+    rows = [Row(key, [str(i) for i in range(len(v))], {"D": stats.summarize(v)},
+                values={"D": {str(i): x for i, x in enumerate(v)}}) for key, v in values.items()]
+    table = Table(SPECS["table2"], rows, ["D"], {}, "test")
+    variants = {key: f"{key[0]}:{key[1]}" for key in values}
+    paired = rounds.open_variants(table, variants, ["D"], "paired")
+    assert "shared with the best row (dsprites:contralord)" in paired["dsprites:gabbay"], paired
+    assert "shared with the best row (shapes3d:contralord)" in paired["shapes3d:gabbay"], paired
+    unpaired = rounds.open_variants(table, variants, ["D"])
+    assert "the best mean (dsprites:contralord) has no interval" in unpaired["dsprites:gabbay"], unpaired
+
+
 def test_check_flags__decide_rule():
     rounds.check_flags("negatives", _args(decide_rule="paired"))
     assert rounds.decide_rule(_args()) == "unpaired"
