@@ -206,6 +206,9 @@ SWEEP_KIND_KEYS = {
 
 
 # config keys whose values are always separate experiments: a table grouped by one ranks within each of its values
+# (grouped by such keys alone, it marks no row best). Another data set shares no image with this one, so ranking
+# across it means nothing; data.size or data.image_size stay comparable rows (which size is better is a question a
+# table may ask), though their seeds regress different stage-1 runs (the table's stage-1 notes name them)
 SEPARATE_KEYS = ("data.name",)
 
 
