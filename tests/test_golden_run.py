@@ -6,9 +6,9 @@ value as they were.
   exactly on every machine.
 - The summary's values (``summary.json`` as written, whose numbers ``metrics.json`` holds by step) must match
   **bit for bit** on a machine the file has an entry for: ``contralord.machine``'s id (CPU model, torch build,
-  threads) with the CPU's vector capability and the numpy, scipy and scikit-learn versions (the probes and DCI's
-  trees run on them). Other kernels round differently, so elsewhere only the set of summary keys must match, and
-  the training losses (continuous, 3 steps from the same start) to a relative 1e-4.
+  threads) with the CPU's generation and vector capability and the numpy, scipy and scikit-learn versions (the
+  probes and DCI's trees run on them). Other kernels round differently, so elsewhere only the set of summary keys
+  must match, and the training losses (continuous, 3 steps from the same start) to a relative 1e-4.
 
 The run is on the CPU (a GPU's TF32 convolutions round otherwise). Times and throughputs are left out. To record a
 deliberate change of behaviour, run ``CONTRALORD_UPDATE_GOLDEN=1 pytest tests/test_golden_run.py`` and commit the
@@ -67,10 +67,18 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
+def _cpu_generation() -> str:
+    """``family F model M`` of /proc/cpuinfo: a virtual CPU's model name may be only its brand ("AMD EPYC")."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []
+    field = lambda name: next((ln.split(":", 1)[1].strip() for ln in lines if ln.split(":")[0].strip() == name), "?")  # noqa: E731
+    return f"family {field('cpu family')} model {field('model')}"
+
+
 def _numerics(summary: dict) -> tuple[str, str]:
     """(key, description) of what the summary's last digits depend on: the run's machine id (its own record, not a
-    second look), the CPU's vector capability and the numeric libraries' versions."""
-    capability = torch.backends.cpu.get_cpu_capability()
+    second look), the CPU's generation and vector capability, and the numeric libraries' versions."""
+    capability = f"{_cpu_generation()}, {torch.backends.cpu.get_cpu_capability()}"
     versions = f"numpy {numpy.__version__}, scipy {scipy.__version__}, scikit-learn {sklearn.__version__}"
     key = f"{summary['machine']['id']}/{capability}/{numpy.__version__}/{scipy.__version__}/{sklearn.__version__}"
     fields = (summary["machine"].get(k, "") for k in ("cpu", "torch", "threads", "gpu", "blas_threads"))
