@@ -30,6 +30,7 @@ IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every", "data.max_array_gib"
 SEED_KEY = "run.seed"
 DATA_TAG = "data_fingerprint"  # the same config and seed on other data is not comparable
 MACHINE_TAG = "machine"  # the short id; machine.cpu, .torch, .threads, .gpu (and .blas_threads) describe it
+GENERATION_TAG = "machine.cpu_generation"  # not in the id (contralord/machine.py); two under one id are two machines
 EXCLUDED = ("failed", "unfinished", "early_stopped", "duplicate")
 SETTING_KEYS = ("data.name", "data.image_size", "data.size", "latent.epochs", "encoder.epochs", "encoder.steps",
                 "encoder.schedule", "encoder.rungs", "eval.protocol", "eval.scored_code")
@@ -139,8 +140,22 @@ def describe_machine(tags: dict[str, str]) -> str:
 
 
 def machines_of(runs: list[TrialRun]) -> dict[str, str]:
-    """{machine id: description} of the runs that carry the tag."""
-    return {r.tags[MACHINE_TAG]: describe_machine(r.tags) for r in runs if r.tags.get(MACHINE_TAG)}
+    """{machine id: description} of the runs that carry the tag. Where the runs of one id carry two CPU
+    generations or more (tag ``machine.cpu_generation``: one model name, e.g. "AMD EPYC", for CPUs whose kernels
+    round differently), each generation is a machine of its own, "id (generation)"; a run without that tag (logged
+    before it) stays under the bare id."""
+    tagged = [r for r in runs if r.tags.get(MACHINE_TAG)]
+    generations: dict[str, set[str]] = {}
+    for run in tagged:
+        generations.setdefault(run.tags[MACHINE_TAG], set()).add(run.tags.get(GENERATION_TAG, ""))
+    machines = {}
+    for run in tagged:
+        key, generation = run.tags[MACHINE_TAG], run.tags.get(GENERATION_TAG, "")
+        if len(generations[key] - {""}) > 1 and generation:
+            machines[f"{key} ({generation})"] = f"{describe_machine(run.tags)}, {generation}"
+        else:
+            machines[key] = describe_machine(run.tags)
+    return machines
 
 
 def refuse_other_machines(runs: list[TrialRun], ignore: tuple[str, ...]) -> None:

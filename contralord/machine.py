@@ -26,6 +26,10 @@ class Machine:
     # the most threads a loaded BLAS (numpy's, scipy's) may use: the probe's logistic regression runs on it, and
     # its iterates (so its accuracy's last digits) change with it; "" when not described
     blas_threads: str = ""
+    # vendor, family and model (``cpu_generation``): a virtual CPU's model name may be its brand alone
+    # ("AMD EPYC"), the same for two generations whose kernels round differently. Not part of the id, so runs
+    # tagged before it keep theirs; tables and reuse refuse to pool one id's runs of two generations instead
+    cpu_generation: str = ""
 
     @property
     def id(self) -> str:
@@ -33,6 +37,7 @@ class Machine:
         equal to torch's (the usual case: Ray and OMP_NUM_THREADS set both) or not described leaves the id
         as it was before the field existed, so earlier runs of the same machine still pool with new ones."""
         fields = asdict(self)
+        del fields["cpu_generation"]
         if self.blas_threads in ("", self.threads):
             del fields["blas_threads"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
@@ -42,7 +47,7 @@ class Machine:
 
     def tags(self) -> dict[str, str]:
         """``machine`` (the id) and ``machine.cpu``, ``machine.torch``, ``machine.threads``, ``machine.gpu``,
-        ``machine.blas_threads``."""
+        ``machine.blas_threads``, ``machine.cpu_generation``."""
         return {TAG: self.id} | {f"{TAG}.{k}": v for k, v in asdict(self).items() if v != ""}
 
     def __str__(self) -> str:
@@ -76,6 +81,22 @@ def cpu_model() -> str:
     return f"{name} ({os.cpu_count()} CPUs)"
 
 
+def cpu_generation() -> str:
+    """``GenuineIntel family 6 model 143`` from /proc/cpuinfo's first CPU; "" where there is none."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return ""
+    fields = {}
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if not line.strip():
+            break  # the first CPU's block ends
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    parts = [fields.get("vendor_id", "")] + [f"{k} {fields[n]}" for k, n in
+                                              (("family", "cpu family"), ("model", "model")) if fields.get(n)]
+    return " ".join(p for p in parts if p)
+
+
 def describe() -> Machine:
     """This process's machine, with the thread count torch uses now."""
     import torch  # here, not at the top: ``describe_fields`` serves the tables, which load no torch
@@ -83,4 +104,4 @@ def describe() -> Machine:
     build = hashlib.sha256(torch.__config__.show().encode()).hexdigest()[:8]
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return Machine(cpu_model(), f"{torch.__version__} (build {build})", str(torch.get_num_threads()), gpu,
-                   blas_threads())
+                   blas_threads(), cpu_generation())

@@ -67,18 +67,10 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _cpu_generation() -> str:
-    """``family F model M`` of /proc/cpuinfo: a virtual CPU's model name may be only its brand ("AMD EPYC")."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []
-    field = lambda name: next((ln.split(":", 1)[1].strip() for ln in lines if ln.split(":")[0].strip() == name), "?")  # noqa: E731
-    return f"family {field('cpu family')} model {field('model')}"
-
-
 def _numerics(summary: dict) -> tuple[str, str]:
     """(key, description) of what the summary's last digits depend on: the run's machine id (its own record, not a
     second look), the CPU's generation and vector capability, and the numeric libraries' versions."""
-    capability = f"{_cpu_generation()}, {torch.backends.cpu.get_cpu_capability()}"
+    capability = f"{machine.cpu_generation() or 'unknown CPU generation'}, {torch.backends.cpu.get_cpu_capability()}"
     versions = f"numpy {numpy.__version__}, scipy {scipy.__version__}, scikit-learn {sklearn.__version__}"
     key = f"{summary['machine']['id']}/{capability}/{numpy.__version__}/{scipy.__version__}/{sklearn.__version__}"
     fields = (summary["machine"].get(k, "") for k in ("cpu", "torch", "threads", "gpu", "blas_threads"))

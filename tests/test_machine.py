@@ -19,9 +19,28 @@ def test_describe__stable_and_complete():
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     assert "CPUs)" in first.cpu and first.gpu == gpu
     assert first.blas_threads.isdigit() or first.blas_threads == "none"
+    generation = {"machine.cpu_generation": first.cpu_generation} if first.cpu_generation else {}
     assert first.tags() == {"machine": first.id, "machine.cpu": first.cpu, "machine.torch": first.torch,
                             "machine.threads": first.threads, "machine.gpu": first.gpu,
-                            "machine.blas_threads": first.blas_threads}
+                            "machine.blas_threads": first.blas_threads} | generation
+
+
+def test_cpu_generation__vendor_family_and_model_of_the_first_cpu(tmp_path, monkeypatch):
+    block = "processor\t: {}\nvendor_id\t: AuthenticAMD\ncpu family\t: {}\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+    (tmp_path / "cpuinfo").write_text(block.format(0, 26) + "\n" + block.format(1, 25))
+    real = machine.Path
+    monkeypatch.setattr(machine, "Path", lambda p: real(tmp_path / "cpuinfo") if p == "/proc/cpuinfo" else real(p))
+    assert machine.cpu_generation() == "AuthenticAMD family 26 model 2"
+    (tmp_path / "cpuinfo").unlink()
+    assert machine.cpu_generation() == ""
+
+
+def test_id__not_changed_by_the_cpu_generation():
+    # runs tagged before the field keep their id; tables split one id's runs by generation instead
+    base = machine.Machine("AMD EPYC (2 CPUs)", "2.14.1 (build 1a2b3c4d)", "1", "none")
+    tagged = replace(base, cpu_generation="AuthenticAMD family 26 model 2")
+    assert tagged.id == base.id and tagged.tags()["machine.cpu_generation"] == "AuthenticAMD family 26 model 2"
+    assert "machine.cpu_generation" not in base.tags()
 
 
 def test_id__changes_with_every_field():

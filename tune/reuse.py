@@ -45,6 +45,7 @@ from tune.mlflow_logger import PARENT_TAG, log_batch, send_batches
 
 CORE = Path(__file__).resolve().parents[1] / "contralord"
 KEY_TAG = "reuse_key"
+GENERATION_TAG = f"{machine.TAG}.cpu_generation"  # one machine id may name two CPU generations
 CODE_TAG = "code_version"
 FROM_TAG = REUSED_TAG  # the id of the run whose numbers a copy holds
 NO_NUMBER_KEYS = frozenset({*IGNORED_KEYS, *HASH_IGNORED})  # where files go, checkpoint cadence, a memory cap
@@ -64,6 +65,7 @@ class Planned:
     seed: int
     key: str
     machine: str = ""  # the machine id a reused run must carry ("" on a cluster: the table's check decides)
+    generation: str = ""  # and its CPU generation, where the run carries one (``machine.cpu_generation``)
     trunk: str = ""  # ``trunk_key`` of a ladder trial ("" otherwise)
     rungs: tuple[int, ...] = ()
     decay_fraction: float = 0.2
@@ -136,9 +138,10 @@ def plan_trials(configs: list[dict], overrides_of: Callable[[dict], dict], code:
         data_id = (json.dumps(dataclasses.asdict(cfg.data), sort_keys=True, default=str), cfg.run.seed)
         if data_id not in prints:
             prints[data_id] = build_data(cfg).fingerprint
-        where = local(cfg).id if local else ""
+        where = local(cfg) if local else None
         planned.append(Planned(config.get("variant", ""), cfg.run.seed, reuse_key(cfg, prints[data_id], code),
-                               where, trunk_key(cfg, prints[data_id], code), parse_rungs(cfg.encoder.rungs),
+                               where.id if where else "", where.cpu_generation if where else "",
+                               trunk_key(cfg, prints[data_id], code), parse_rungs(cfg.encoder.rungs),
                                cfg.encoder.decay_fraction))
     return planned
 
@@ -165,6 +168,8 @@ def find_extension(client: MlflowClient, experiment_ids: list[str], trial: Plann
     for run in client.search_runs(experiment_ids, query, max_results=200):
         if FROM_TAG in run.data.tags or run.data.tags.get("stopped_early") == "true":
             continue
+        if not same_generation(run, trial.generation):
+            continue
         try:
             rungs = parse_rungs(run.data.params.get("encoder.rungs", ""))
         except ValueError:
@@ -184,7 +189,7 @@ def split_reused(client: MlflowClient, planned: list[Planned]) -> tuple[list[tup
     experiments = sweep_experiments(client)
     reused, pending = [], []
     for trial in planned:
-        earlier = find_earlier(client, experiments, trial.key, trial.machine or None)
+        earlier = find_earlier(client, experiments, trial.key, trial.machine or None, trial.generation)
         if earlier is None:
             pending.append(trial)
         else:
@@ -198,16 +203,25 @@ def sweep_experiments(client: MlflowClient) -> list[str]:
     return [e.experiment_id for e in found if e.name != stage1.EXPERIMENT]
 
 
-def find_earlier(client: MlflowClient, experiment_ids: list[str], key: str, machine_id: str | None):
-    """A finished trial run with ``key`` (on ``machine_id`` when given; an original, not a copy), or None. A run
-    stopped early by a scheduler is KILLED, so FINISHED excludes it; its tag is checked too."""
+def same_generation(run, generation: str) -> bool:
+    """``run`` ran on the CPU generation ``generation``, or one of them is not known (a run from before the tag, a
+    machine without /proc/cpuinfo): one machine id can name two generations (``contralord/machine.py``)."""
+    theirs = run.data.tags.get(GENERATION_TAG, "")
+    return not generation or not theirs or theirs == generation
+
+
+def find_earlier(client: MlflowClient, experiment_ids: list[str], key: str, machine_id: str | None,
+                 generation: str = ""):
+    """A finished trial run with ``key`` (on ``machine_id`` when given, and ``generation`` where both are known;
+    an original, not a copy), or None. A run stopped early by a scheduler is KILLED, so FINISHED excludes it; its
+    tag is checked too."""
     if not experiment_ids:
         return None
     query = f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED' and tags.role = 'trial'"
     if machine_id:
         query += f" and tags.machine = '{machine_id}'"
     runs = client.search_runs(experiment_ids, query, max_results=50, order_by=["attributes.start_time ASC"])
-    runs = [r for r in runs if r.data.tags.get("stopped_early") != "true"]
+    runs = [r for r in runs if r.data.tags.get("stopped_early") != "true" and same_generation(r, generation)]
     originals = [r for r in runs if FROM_TAG not in r.data.tags]  # a copy only when its original was deleted
     return (originals or runs or [None])[0]
 

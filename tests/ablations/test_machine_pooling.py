@@ -65,3 +65,20 @@ def test_make_tables__ignore_key_machine_on_the_command_line(store, capsys):
     assert make_tables(["--tracking-uri", store.uri, "--experiment", EXP, "--spec", "table6",
                         "--ignore-key", "machine"]) == 0
     assert "pooled with --ignore-key machine" in capsys.readouterr().out
+
+
+ZEN5, ZEN4 = "AuthenticAMD family 26 model 2", "AuthenticAMD family 25 model 17"
+
+
+def test_table__one_id_of_two_cpu_generations_is_two_machines(store):
+    # a virtual CPU named only "AMD EPYC": one id for two generations whose kernels round differently
+    _runs(store, [BOX | {"machine.cpu_generation": ZEN5}, BOX | {"machine.cpu_generation": ZEN4}])
+    with pytest.raises(AblationError, match="2 machines") as error:
+        _table(store)
+    assert f"aaaaaaaaaa ({ZEN5}) = AMD EPYC (2 CPUs)" in str(error.value) and ZEN4 in str(error.value)
+
+
+def test_table__one_generation_or_runs_from_before_the_tag_pool_as_one_machine(store):
+    _runs(store, [BOX | {"machine.cpu_generation": ZEN5}, BOX, BOX | {"machine.cpu_generation": ZEN5}])
+    table = _table(store)
+    assert table.rows[0].n == 3 and set(table.machines) == {"aaaaaaaaaa"}

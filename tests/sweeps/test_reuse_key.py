@@ -102,6 +102,19 @@ def test_find_and_link__only_finished_runs_of_the_machine_and_copies_point_at_th
     assert reuse.linked_keys(client, other, parent) == {"k1"}
 
 
+def test_find_earlier__one_machine_id_of_another_cpu_generation_is_not_reused(store):
+    zen5, zen4 = "AuthenticAMD family 26 model 2", "AuthenticAMD family 25 model 17"
+    tags = {"reuse_key": "k1", "machine": "m1"}
+    store.trial("contralord-negatives", {}, {"disentanglement": 0.5}, 0, tags=tags | {"machine.cpu_generation": zen4})
+    client = store.client
+    experiments = reuse.sweep_experiments(client)
+    assert reuse.find_earlier(client, experiments, "k1", "m1", zen5) is None  # same id, other kernels
+    assert reuse.find_earlier(client, experiments, "k1", "m1", zen4) is not None
+    assert reuse.find_earlier(client, experiments, "k1", "m1") is not None  # this machine's generation not known
+    before = store.trial("contralord-negatives", {}, {"disentanglement": 0.5}, 1, tags=tags | {"reuse_key": "k2"})
+    assert reuse.find_earlier(client, experiments, "k2", "m1", zen5).info.run_id == before  # a run before the tag
+
+
 def test_experiment_tables__leave_out_a_copy_whose_original_they_read(store):
     original = store.trial("contralord-negatives", {}, {"disentanglement": 0.5}, 0, tags={"reuse_key": "k"})
     parent = store.parent("contralord-negatives", "negatives")
