@@ -115,6 +115,19 @@ def test_find_earlier__one_machine_id_of_another_cpu_generation_is_not_reused(st
     assert reuse.find_earlier(client, experiments, "k2", "m1", zen5).info.run_id == before  # a run before the tag
 
 
+def test_plan_trials__carry_the_local_machines_id_and_cpu_generation():
+    import functools
+
+    local = functools.partial(reuse.trial_machine, cpus_per_worker=1.0, use_gpu=False)
+    config = [{"variant": "a", "run.seed": 0}]
+    (here,) = reuse.plan_trials(config, lambda c: BASE | {"run.seed": c["run.seed"]}, "code", local)
+    expected = reuse.trial_machine(ContraLordConfig.from_overrides(BASE), 1.0, False)
+    assert (here.machine, here.generation) == (expected.id, expected.cpu_generation) == (expected.id,
+                                                                                         machine.cpu_generation())
+    (cluster,) = reuse.plan_trials(config, lambda c: BASE | {"run.seed": c["run.seed"]}, "code", None)
+    assert (cluster.machine, cluster.generation) == ("", "") and cluster.key == here.key
+
+
 def test_experiment_tables__leave_out_a_copy_whose_original_they_read(store):
     original = store.trial("contralord-negatives", {}, {"disentanglement": 0.5}, 0, tags={"reuse_key": "k"})
     parent = store.parent("contralord-negatives", "negatives")
