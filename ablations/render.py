@@ -98,7 +98,8 @@ def paired_comparisons(table: Table) -> list[tuple[str, str, str, stats.Paired]]
 
 
 def _pairs(table: Table, column: str, group: list[int]) -> list[tuple[int, int]]:
-    """(row, reference) within one group of rows: each row against the group's baseline row and its best mean."""
+    """(row, reference) within one group of rows: each row against the group's baseline row and its best mean; a
+    pair already compared the other way round (the best row against the baseline) is not repeated."""
     rows = [(i, table.rows[i]) for i in group]
     means = [(i, row.cells[column].mean) for i, row in rows if row.cells[column] is not None]
     references = [i for i, row in rows if table.spec.is_baseline(row.key)]
@@ -106,7 +107,8 @@ def _pairs(table: Table, column: str, group: list[int]) -> list[tuple[int, int]]
         references = [i for i, row in rows if table.spec.is_baseline(row.key, on_off=True)]
     best = [max(means, key=lambda m: m[1])[0]] if len(means) >= 2 and not table.spec.paired_within else []
     references += best  # a table of twins compares twins only
-    return [(i, ref) for ref in dict.fromkeys(references) for i in group if i != ref]
+    pairs = [(i, ref) for ref in dict.fromkeys(references) for i in group if i != ref]
+    return [(i, ref) for n, (i, ref) in enumerate(pairs) if (ref, i) not in pairs[:n]]  # a pair once, not reversed
 
 
 def _twin_pairs(table: Table) -> list[tuple[int, int]]:

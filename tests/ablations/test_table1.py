@@ -85,3 +85,16 @@ def test_table2__names_each_seeds_stage1_and_warns_when_a_seeds_rows_regress_two
     assert "stage 1 (data.name=shapes3d), the run each seed's rows regress" in text
     assert "seed 0 s1-seed0; seed 1 s1-other, s1-seed1" in text
     assert "warning: the rows of seed(s) 1 (data.name=shapes3d) regress different stage-1 runs" in text
+
+
+def test_table2__best_row_against_the_baseline_is_one_note_not_two(store):
+    """Gabbay et al. is best and ContraLORD the baseline: one paired line per column, the row minus the baseline
+    (the best row's own comparisons would repeat it reversed)."""
+    for seed in range(3):
+        for method, value in (("gabbay", 0.80), ("contralord", 0.60)):
+            store.trial("contralord-methods", {"run.method": method, "data.name": "shapes3d"},
+                        {"disentanglement": value + 0.01 * seed * (method == "gabbay")}, seed)
+    source = from_experiment(store.client, "contralord-methods")
+    table = build_table(source.runs, specs.SPECS["table2"], source.description)
+    lines = [n for n in render.paired_notes(table) if n.startswith("paired D:")]
+    assert len(lines) == 1 and "run.method=gabbay minus data.name=shapes3d, run.method=contralord" in lines[0], lines
