@@ -30,7 +30,7 @@ def footnotes(table: Table) -> list[str]:
     """Excluded runs per row, and what the bold marks mean (or that there are none)."""
     notes = []
     for row in table.rows:
-        label = ", ".join(f"{k}={specs.show_value(v)}" for k, v in zip(table.spec.by, row.key, strict=True))
+        label = row_label(table, row)
         for reason in EXCLUDED:
             if row.excluded[reason]:
                 ids = ", ".join(run_id[:8] for run_id in row.excluded_ids[reason])

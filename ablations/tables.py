@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ablations import specs, stats
 from ablations.runs import AblationError, TrialRun
-from contralord.machine import describe_fields
+from contralord.machine import GENERATION_TAG, describe_fields
 
 # where files go and how often checkpoints are written: neither changes a result (resume is bit-exact)
 # where files go, checkpoint cadence, a memory cap, where a ladder started, how long stage 1's best reference searches
@@ -30,7 +30,6 @@ IGNORED_KEYS = ("run.latent_cache", "run.checkpoint_every", "data.max_array_gib"
 SEED_KEY = "run.seed"
 DATA_TAG = "data_fingerprint"  # the same config and seed on other data is not comparable
 MACHINE_TAG = "machine"  # the short id; machine.cpu, .torch, .threads, .gpu (and .blas_threads) describe it
-GENERATION_TAG = "machine.cpu_generation"  # not in the id (contralord/machine.py); two under one id are two machines
 EXCLUDED = ("failed", "unfinished", "early_stopped", "duplicate")
 SETTING_KEYS = ("data.name", "data.image_size", "data.size", "latent.epochs", "encoder.epochs", "encoder.steps",
                 "encoder.schedule", "encoder.rungs", "eval.protocol", "eval.scored_code")

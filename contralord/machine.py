@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 TAG = "machine"  # the short id; the fields are tagged as machine.<field>
+GENERATION_TAG = f"{TAG}.cpu_generation"  # not in the id: one id may name two CPU generations (Machine)
 
 
 @dataclass(frozen=True)
@@ -70,24 +71,23 @@ def blas_threads() -> str:
     return str(max(counts)) if counts else "none"
 
 
+def _cpuinfo_lines() -> list[str]:
+    """The lines of /proc/cpuinfo (Linux); none elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.is_file() else []
+
+
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux) and the logical CPU count."""
-    name = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = cpuinfo.read_text(errors="replace").splitlines()
-        name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    name = next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")), "")
     name = name or platform.processor() or platform.machine() or "unknown CPU"
     return f"{name} ({os.cpu_count()} CPUs)"
 
 
 def cpu_generation() -> str:
     """``GenuineIntel family 6 model 143`` from /proc/cpuinfo's first CPU; "" where there is none."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return ""
     fields = {}
-    for line in cpuinfo.read_text(errors="replace").splitlines():
+    for line in _cpuinfo_lines():
         if not line.strip():
             break  # the first CPU's block ends
         name, _, value = line.partition(":")

@@ -70,7 +70,8 @@ def _same(a, b) -> bool:
 def _numerics(summary: dict) -> tuple[str, str]:
     """(key, description) of what the summary's last digits depend on: the run's machine id (its own record, not a
     second look), the CPU's generation and vector capability, and the numeric libraries' versions."""
-    capability = f"{machine.cpu_generation() or 'unknown CPU generation'}, {torch.backends.cpu.get_cpu_capability()}"
+    generation = summary["machine"].get("cpu_generation") or "unknown CPU generation"
+    capability = f"{generation}, {torch.backends.cpu.get_cpu_capability()}"
     versions = f"numpy {numpy.__version__}, scipy {scipy.__version__}, scikit-learn {sklearn.__version__}"
     key = f"{summary['machine']['id']}/{capability}/{numpy.__version__}/{scipy.__version__}/{sklearn.__version__}"
     fields = (summary["machine"].get(k, "") for k in ("cpu", "torch", "threads", "gpu", "blas_threads"))

@@ -45,7 +45,6 @@ from tune.mlflow_logger import PARENT_TAG, log_batch, send_batches
 
 CORE = Path(__file__).resolve().parents[1] / "contralord"
 KEY_TAG = "reuse_key"
-GENERATION_TAG = f"{machine.TAG}.cpu_generation"  # one machine id may name two CPU generations
 CODE_TAG = "code_version"
 FROM_TAG = REUSED_TAG  # the id of the run whose numbers a copy holds
 NO_NUMBER_KEYS = frozenset({*IGNORED_KEYS, *HASH_IGNORED})  # where files go, checkpoint cadence, a memory cap
@@ -206,7 +205,7 @@ def sweep_experiments(client: MlflowClient) -> list[str]:
 def same_generation(run, generation: str) -> bool:
     """``run`` ran on the CPU generation ``generation``, or one of them is not known (a run from before the tag, a
     machine without /proc/cpuinfo): one machine id can name two generations (``contralord/machine.py``)."""
-    theirs = run.data.tags.get(GENERATION_TAG, "")
+    theirs = run.data.tags.get(machine.GENERATION_TAG, "")
     return not generation or not theirs or theirs == generation
 
 

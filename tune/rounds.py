@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ablations import specs, stats
+from ablations import render, specs, stats
 from contralord.schedules import parse_rungs
 from tune.checks import SweepError
 
@@ -108,7 +108,7 @@ def open_variants(table: Table, variant_of_row: dict[tuple, str], columns: list[
     groups = table.groups
     for column, group in [(c, g) for c in columns for g in groups]:
         rows = [table.rows[i] for i in group]  # rows of one data set are decided among themselves
-        names = [variant_of_row.get(row.key) or _key_text(table, row.key) for row in rows]
+        names = [variant_of_row.get(row.key) or render.row_label(table, row) for row in rows]
         if rule == "paired":
             still_open = stats.open_rows_paired([row.values.get(column) for row in rows], names)
         else:
@@ -118,11 +118,6 @@ def open_variants(table: Table, variant_of_row: dict[tuple, str], columns: list[
             if variant is not None:
                 why[variant].append(f"{column}: {reason}")
     return {v: "; ".join(reasons) for v, reasons in why.items() if reasons}
-
-
-def _key_text(table: Table, key: tuple) -> str:
-    """A row named by its config values, for a row that is no variant of this sweep."""
-    return ", ".join(f"{name}={value}" for name, value in zip(table.spec.by, key, strict=True))
 
 
 def plan_round(open_why: dict[str, str], seeds: dict[str, int], max_seeds: int) -> list[RowDecision]:
