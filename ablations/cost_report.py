@@ -45,7 +45,7 @@ from ablations.runs import (  # noqa: E402
     latest_sweep_run,
     out_folder,
 )
-from ablations.store import without_password  # noqa: E402
+from ablations.store import tracking_client, without_password  # noqa: E402
 from ablations.tables import parse_value  # noqa: E402
 from contralord.cli import OneLineParser  # noqa: E402
 
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise AblationError(f"{flag}: each at most once (a sweep counted twice would share rows with itself)")
         out = check_out(args.out, args.overwrite)
         check_readable(args.tracking_uri)
-        client = MlflowClient(args.tracking_uri)
+        client = tracking_client(args.tracking_uri)
         chosen = [specs.SPECS[name] for name in args.spec]
         run_ids = args.sweep_run or [latest_sweep_run(client, spec.experiment, f"--spec {spec.name}")
                                      for spec in chosen]

@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import ablations  # noqa: E402
 
 ablations.telemetry_off()  # before mlflow is imported here (docs/MLFLOW.md, "Telemetry")
-from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
 from ablations import render, specs  # noqa: E402
@@ -47,7 +46,7 @@ from ablations.stage1_confusion import to_markdown as confusion_markdown  # noqa
 from ablations.stage1_curves import plot_curves, read_curves  # noqa: E402
 from ablations.stage1_table import build_stage1_table, stage1_runs  # noqa: E402
 from ablations.stage1_table import to_markdown as stage1_markdown  # noqa: E402
-from ablations.store import without_password  # noqa: E402
+from ablations.store import tracking_client, without_password  # noqa: E402
 from ablations.tables import Table, build_table  # noqa: E402
 from contralord.cli import OneLineParser  # noqa: E402
 
@@ -109,7 +108,7 @@ def load_source(args: argparse.Namespace) -> RunSource:
     experiment = args.experiment or (specs.SPECS[args.spec].experiment if args.spec else None)
     flag = "--experiment" if args.experiment else f"--spec {args.spec}"
     try:
-        client = MlflowClient(args.tracking_uri)  # MLflow 3 refuses a file store here unless allowed
+        client = tracking_client(args.tracking_uri)  # MLflow 3 refuses a file store here unless allowed
         if args.sweep_run == "latest":
             if experiment is None:
                 raise AblationError("--sweep-run latest: also give --experiment NAME or --spec")
@@ -201,7 +200,7 @@ def ladder_main(args: argparse.Namespace) -> int:
         if any(p.exists() for p in outputs) and not args.overwrite:
             raise AblationError(f"--out: {next(p for p in outputs if p.exists())} exists; pass --overwrite to "
                                 f"replace it, or another --out; nothing written")
-        ladder = build_ladder(MlflowClient(args.tracking_uri), source.runs, spec, source.description, args.paper,
+        ladder = build_ladder(tracking_client(args.tracking_uri), source.runs, spec, source.description, args.paper,
                               tuple(args.ignore_key), args.converged_within)
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -221,7 +220,7 @@ def balance_main(args: argparse.Namespace) -> int:
         if output is not None and output.exists() and not args.overwrite:
             raise AblationError(f"--out: {output} exists; pass --overwrite to replace it, or another --out; "
                                 f"nothing written")
-        rows = build_balance(MlflowClient(args.tracking_uri), table, source.runs)
+        rows = build_balance(tracking_client(args.tracking_uri), table, source.runs)
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -270,7 +269,7 @@ def stage1_main(args: argparse.Namespace) -> int:
         if args.sweep_run == "latest":
             raise AblationError("--spec stage1: give --sweep-run the id of a sweep's parent run (stage-1 runs are "
                                 "shared by sweeps of every experiment), or leave it out for every stage-1 run")
-        client = MlflowClient(args.tracking_uri)
+        client = tracking_client(args.tracking_uri)
         if len(sides) == 2:  # two recipes paired by seed (ablations/stage1_compare.py)
             tables = [build_stage1_table(*stage1_runs(client, side.strip())) for side in sides]
             return _show(comparison_markdown(build_comparison(*tables)), output)

@@ -57,12 +57,12 @@ done
     --format markdown --format csv --out results/ --overwrite
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec schedule --sweep-run latest --rungs --out results/ --overwrite
 # stage 1 against its reference: the schedule sweep's stage-1 runs (the seeds every table above shares)
-SCHEDULE_RUN=$("$PY" -c "import sys; from mlflow import MlflowClient; from ablations.runs import latest_sweep_run; \
-print(latest_sweep_run(MlflowClient(sys.argv[1]), 'contralord-schedule'))" "$URI")
+SCHEDULE_RUN=$("$PY" -c "import sys; from ablations.runs import latest_sweep_run; from ablations.store import tracking_client; \
+print(latest_sweep_run(tracking_client(sys.argv[1]), 'contralord-schedule'))" "$URI")
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec stage1 --sweep-run "$SCHEDULE_RUN" --out results/ --overwrite
 "$PY" ablations/cost_report.py --tracking-uri "$URI" --spec table4 --spec table5 --spec table6 --out results/
 ladder
-LADDER=$("$PY" -c "import sys; from mlflow import MlflowClient; c = MlflowClient(sys.argv[1]); \
+LADDER=$("$PY" -c "import sys; from ablations.store import tracking_client; c = tracking_client(sys.argv[1]); \
 e = c.get_experiment_by_name('contralord-losses').experiment_id; \
 print(','.join(c.search_runs([e], f\"tags.sweep_path LIKE '%/results-ladder-{s}-{sys.argv[2]}'\")[0].info.run_id \
 for s in (160, 640, 2560)))" "$URI" "$STAMP")

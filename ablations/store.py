@@ -22,12 +22,26 @@ import sqlite3
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse, urlsplit
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 SQLITE_HEADER = b"SQLite format 3\x00"
 MLFLOW_TABLES = {"experiments", "runs", "alembic_version"}  # the least a store has; the schema check does the rest
 CONNECT_TIMEOUT = {"postgresql": {"connect_timeout": 5}, "mysql": {"connect_timeout": 5}}
+
+
+def tracking_client(tracking_uri: str) -> MlflowClient:
+    """A client of the store at ``tracking_uri``, built here and nowhere else (tests/sweeps/test_one_mlflow_writer.py).
+    Any module may read with it; only ``tune/mlflow_logger.py``, the one writer, writes with it (and opens a new
+    database store with it under a lock: ``open_store_for_writing``). MLflow is imported here, not above: checking
+    a store, the rest of this module, needs no MLflow."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
 
 
 def without_password(uri: str) -> str:

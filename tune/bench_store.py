@@ -39,7 +39,7 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
 
-from ablations.store import DB_SCHEMES, without_password  # noqa: E402
+from ablations.store import DB_SCHEMES, tracking_client, without_password  # noqa: E402
 
 METRICS_PER_REQUEST = 10  # one epoch of a trial's training metrics, as MlflowLogger sends them in one log_batch
 SERVER_READY_S = 120
@@ -139,16 +139,17 @@ def _log_until(url: str, run_id: str, deadline: float, interval: float, out: lis
     """One logger: a batch of metrics per request to ``run_id`` until ``deadline`` (``time.time``), a request every
     ``interval`` seconds from a random offset (0: each as soon as the last is answered); appends its record to
     ``out``."""
-    from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    client, latencies, failed, acknowledged, step, errors = MlflowClient(url), [], 0, 0, 0, {}
+    from tune.mlflow_logger import send_batches
+
+    client, latencies, failed, acknowledged, step, errors = tracking_client(url), [], 0, 0, 0, {}
     time.sleep(random.uniform(0, interval))
     while time.time() < deadline:
         metrics = [Metric(f"m{j}", float(step), int(time.time() * 1000), step) for j in range(METRICS_PER_REQUEST)]
         started = time.monotonic()
         try:
-            client.log_batch(run_id, metrics=metrics)
+            send_batches(client, run_id, "metrics", metrics)
             acknowledged += len(metrics)
         except Exception as error:  # a failed request is counted, never retried here beyond MLflow's own retries
             failed += 1
@@ -165,10 +166,10 @@ def _worker(url: str, experiment_id: str, threads: int, interval: float, ready, 
     """A process of ``threads`` loggers: their runs are made first, then all start when the parent says go (so
     that N loggers write for the whole time, not the ones that finished importing first)."""
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = RETRIES  # this logger process only
-    from mlflow import MlflowClient
+    from tune.mlflow_logger import create_run
 
-    client = MlflowClient(url)
-    runs = [client.create_run(experiment_id).info.run_id for _ in range(threads)]
+    client = tracking_client(url)
+    runs = [create_run(client, experiment_id) for _ in range(threads)]
     ready.put(len(runs))
     go.wait(timeout=SERVER_READY_S)
     out: list = []
@@ -198,9 +199,7 @@ def _wait_ready(ready, started: list) -> None:
 
 
 def _stored_points(store: str, run_ids: list[str]) -> int:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(store)
+    client = tracking_client(store)
     return sum(len(client.get_metric_history(run_id, f"m{j}")) for run_id in run_ids
                for j in range(METRICS_PER_REQUEST))
 
@@ -209,12 +208,12 @@ def measure(store: str, loggers: int, seconds: float, processes: int, folder: Pa
             ) -> Outcome:
     """N = ``loggers`` writers against a fresh server on ``store`` for ``seconds``, each sending a request every
     ``interval`` seconds (0: as fast as the server answers)."""
-    from mlflow import MlflowClient
+    from tune.mlflow_logger import create_experiment
 
     server, url = _start_server(store, folder)
     started = []
     try:
-        experiment_id = MlflowClient(url).create_experiment(f"bench-store-{int(time.time())}-{loggers}")
+        experiment_id = create_experiment(tracking_client(url), f"bench-store-{int(time.time())}-{loggers}")
         context = multiprocessing.get_context("spawn")
         ready, results, go, deadline = context.Queue(), context.Queue(), context.Event(), context.Value("d", 0.0)
         count = min(processes, loggers)

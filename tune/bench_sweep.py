@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ablations.store import tracking_client  # noqa: E402
 from contralord.config import ContraLordConfig  # noqa: E402
 from contralord.presets import resolve_presets  # noqa: E402
 from contralord.trainer import build_data, train  # noqa: E402
@@ -48,9 +49,7 @@ PARTS = ("time/start", "time/stage1_fetch", "time/data", "time/stage1", "time/tr
 def time_breakdown(tracking_uri: str, kind: str) -> dict[str, float]:
     """Mean seconds of each ``time/*`` part over the FINISHED trials of ``contralord-<kind>``, plus ``other``
     (``time/total`` less the parts: what no part names)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
+    client = tracking_client(tracking_uri)
     experiment = client.get_experiment_by_name(f"contralord-{kind}")
     runs = client.search_runs([experiment.experiment_id], "tags.role = 'trial' and attributes.status = 'FINISHED'")
     runs = [r for r in runs if "time/total" in r.data.metrics]

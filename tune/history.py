@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ablations.store import tracking_client
 from contralord import machine
 from contralord.config import as_it_ran
 from tune import reuse, stage1
@@ -31,15 +32,13 @@ def open_store(uri: str):
     """A read-only view of the store at ``uri``, or None when it has nothing to read: a missing or empty
     sqlite file, or a database without MLflow's tables (a new PostgreSQL database), is never created or
     initialised (MLflow would write its schema into it: a dry run on an empty PostgreSQL database wrote 65 tables)."""
-    from mlflow import MlflowClient
-
     if uri.startswith("sqlite:"):
         path = Path(uri[len("sqlite:///"):])
         if not path.is_file() or path.stat().st_size == 0 or sqlite_store_problem(path):
             return None
     elif urlparse(uri).scheme.split("+")[0] in DB_SCHEMES and database_problem(uri):
         return None
-    return MlflowClient(uri)
+    return tracking_client(uri)
 
 
 def machine_filter(threads: int) -> str:

@@ -1,4 +1,8 @@
-"""The only writer of MLflow runs: experiments, the sweep's parent run, stage-1 runs, trial runs.
+"""The one MLflow writer: every experiment, run, param, metric, tag, artifact and model that tune/ writes goes
+through this module. Other modules decide what a run records (``tune/records.py`` the sweep's parent run,
+``tune/stage1.py`` the stage-1 runs, ``tune/reuse.py`` the copies of reused trials) and write it with the functions
+and the ``MlflowLogger`` here; they only read the store themselves. ``tests/sweeps/test_one_mlflow_writer.py`` fails
+on a write anywhere else, and on an ``MlflowClient`` built anywhere but ``ablations.store.tracking_client``.
 
 A trial's run is found again by its Ray trial id, so a restarted or resumed trial continues its own
 run instead of starting a duplicate. Params are the trial's full flat config (``to_flat_dict``).
@@ -29,7 +33,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from sqlalchemy.engine import make_url
 
-from ablations.store import DB_SCHEMES, without_password
+from ablations.store import DB_SCHEMES, tracking_client, without_password
 from contralord import labels
 from tune.checks import SweepError
 
@@ -54,12 +58,12 @@ def open_store_for_writing(tracking_uri: str, timeout_s: float = STORE_LOCK_TIME
     schemas (``mlflow.store.db.utils._safe_initialize_tables``). Drivers on two machines that open one new
     database server at once are not covered; a tracking server migrates its own store."""
     if urlparse(tracking_uri).scheme.split("+")[0].lower() not in DB_SCHEMES:
-        return MlflowClient(tracking_uri)
+        return tracking_client(tracking_uri)
     digest = hashlib.sha256(_database(tracking_uri).encode()).hexdigest()[:16]
     lock = Path(tempfile.gettempdir()) / f"contralord-store-{digest}.lock"
     try:
         with FileLock(lock, timeout=timeout_s):
-            return MlflowClient(tracking_uri)  # MLflow keeps the store (and its engine) per URI, schema checked
+            return tracking_client(tracking_uri)  # MLflow keeps the store (and its engine) per URI, schema checked
     except Timeout:
         raise SweepError(f"--tracking-uri: another process has held {lock} for {timeout_s:.0f} s while opening "
                          f"{without_password(tracking_uri)}; if none is running, remove the lock file") from None
@@ -139,12 +143,60 @@ def find_or_create_run(client: MlflowClient, experiment_id: str, key_tags: dict[
     """The run identified by ``key_tags`` (set back to RUNNING), or a new one."""
     run_id = find_run(client, experiment_id, key_tags)
     if run_id is None:
-        return client.create_run(experiment_id, run_name=run_name, tags=key_tags | (tags or {})).info.run_id
-    client.update_run(run_id, status="RUNNING")
+        return create_run(client, experiment_id, run_name, key_tags | (tags or {}))
+    set_running(client, run_id)
     if STOPPED_EARLY in client.get_run(run_id).data.tags:  # continued after all: no longer stopped early
         client.delete_tag(run_id, STOPPED_EARLY)
     log_batch(client, run_id, tags=tags or {})
     return run_id
+
+
+def create_experiment(client: MlflowClient, name: str) -> str:
+    """A new plain experiment ``name`` (a sweep's own come from ``get_experiment_id``); returns its id."""
+    return client.create_experiment(name)
+
+
+def create_run(client: MlflowClient, experiment_id: str, run_name: str | None = None,
+               tags: dict[str, str] | None = None) -> str:
+    """A new RUNNING run in the experiment; returns its id."""
+    return client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+
+
+def set_running(client: MlflowClient, run_id: str) -> None:
+    """An existing run continued: RUNNING again."""
+    client.update_run(run_id, status="RUNNING")
+
+
+def end_run(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
+    """The run's end: FINISHED, FAILED or KILLED."""
+    client.set_terminated(run_id, status=status)
+
+
+def set_tag(client: MlflowClient, run_id: str, key: str, value: str) -> None:
+    client.set_tag(run_id, key, value)
+
+
+def delete_tag(client: MlflowClient, run_id: str, key: str) -> None:
+    client.delete_tag(run_id, key)
+
+
+def log_metric(client: MlflowClient, run_id: str, key: str, value: float) -> None:
+    client.log_metric(run_id, key, value)
+
+
+def log_artifact(client: MlflowClient, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    """The file at ``path`` into the run's artifacts (under ``artifact_path``)."""
+    client.log_artifact(run_id, str(path), artifact_path)
+
+
+def log_dict(client: MlflowClient, run_id: str, dictionary: dict, artifact_file: str) -> None:
+    """``dictionary`` as the run's artifact ``artifact_file`` (JSON or YAML by its suffix)."""
+    client.log_dict(run_id, dictionary, artifact_file)
+
+
+def log_outputs(client: MlflowClient, run_id: str, model_outputs: list) -> None:
+    """Logged models (``LoggedModelOutput``) as the run's outputs."""
+    client.log_outputs(run_id, model_outputs)
 
 
 def log_batch(client: MlflowClient, run_id: str, metrics: dict[str, float] | None = None, step: int = 0,
@@ -191,7 +243,7 @@ class MlflowLogger:
     """``contralord.tracking.MetricsLogger`` onto one MLflow run (use it on rank 0 only)."""
 
     def __init__(self, tracking_uri: str, run_id: str):
-        self.client, self.run_id = MlflowClient(tracking_uri), run_id
+        self.client, self.run_id = tracking_client(tracking_uri), run_id
         self._last_step: dict[str, int] | None = None  # per metric: the last step already in the run
 
     def _already_logged(self, key: str, step: int) -> bool:
@@ -213,7 +265,10 @@ class MlflowLogger:
     def log_artifacts(self, folder: Path, names: tuple[str, ...], artifact_path: str | None = None) -> None:
         for name in names:
             if (Path(folder) / name).is_file():
-                self.client.log_artifact(self.run_id, str(Path(folder) / name), artifact_path)
+                self.log_artifact(Path(folder) / name, artifact_path)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        log_artifact(self.client, self.run_id, path, artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         log_batch(self.client, self.run_id, tags=tags)

@@ -1,11 +1,12 @@
-"""The sweep's parent run, written in one place.
+"""What the sweep's parent run records, decided in one place and written through ``tune/mlflow_logger.py``, the
+one MLflow writer.
 
 A sweep is one MLflow run (``role=sweep``) with its trials nested under it. Everything the driver records on
 that run goes through ``ParentRun``: the sweep's params, the wall-time estimate and the actual wall time,
 how many trials ran or were reused, the code version, the stage-1 runs, the table with its files, the
 registered encoder, the rounds of ``--until-decided`` (planned by ``tune/rounds.py``) and their cost, and the
-run's end. Trial runs are written by the trials (``MlflowLogger``), stage-1 runs by ``tune/stage1.py``, linked
-copies of reused trials by ``tune/reuse.py``.
+run's end. Trial runs are recorded by the trials (``MlflowLogger``), stage-1 runs by ``tune/stage1.py``, linked
+copies of reused trials by ``tune/reuse.py``; all of them write through the writer too.
 """
 
 from __future__ import annotations
@@ -43,13 +44,12 @@ class ParentRun:
             if found is None:
                 raise SweepError(f"--resume: no MLflow sweep run for {sweep_path} in "
                                  f"{without_password(plan.tracking_uri)}")
-            client.update_run(found, status="RUNNING")
+            ml.set_running(client, found)
             return cls(client, found)
         if found is not None and tuner_exists():
             raise SweepError(f"--name: sweep {plan.name!r} already exists under {plan.storage} (pass --resume, "
                              f"or another --name)")
-        run_id = client.create_run(experiment_id, run_name=plan.name,
-                                   tags=key | {"git_commit": git_commit()} | tags).info.run_id
+        run_id = ml.create_run(client, experiment_id, plan.name, key | {"git_commit": git_commit()} | tags)
         parent = cls(client, run_id)
         parent._log_params(_sweep_params(plan))
         return parent
@@ -88,18 +88,18 @@ class ParentRun:
         return SweepEstimate([], {}, [], 1, path, why, parts, unpriced_logged=unpriced)
 
     def estimate_failed(self, line: str) -> None:
-        self.client.set_tag(self.run_id, "estimate_error", line)
+        ml.set_tag(self.client, self.run_id, "estimate_error", line)
 
     def log_seconds(self, name: str, seconds: float) -> None:
         """A measured time: ``actual/wall_s``, ``actual/first_round_s``."""
-        self.client.log_metric(self.run_id, name, seconds)
+        ml.log_metric(self.client, self.run_id, name, seconds)
 
     def log_code_version(self, tag: str, code: str) -> None:
-        self.client.set_tag(self.run_id, tag, code)
+        ml.set_tag(self.client, self.run_id, tag, code)
 
     def log_stage1_runs(self, runs: dict[str, str]) -> None:
         """{seed: stage-1 run id} of every round so far."""
-        self.client.set_tag(self.run_id, "stage1_run_ids", json.dumps(runs))
+        ml.set_tag(self.client, self.run_id, "stage1_run_ids", json.dumps(runs))
 
     def log_counts(self, trained: int, reused: int) -> None:
         ml.log_batch(self.client, self.run_id, tags={"trials_trained": trained, "trials_reused": reused})
@@ -108,35 +108,35 @@ class ParentRun:
         """The table as the run's description and per-cell metrics (``ml.log_sweep_table``), and its files."""
         ml.log_sweep_table(self.client, self.run_id, markdown, means)
         for path in files:
-            self.client.log_artifact(self.run_id, str(path))
+            ml.log_artifact(self.client, self.run_id, path)
 
     def no_table(self, why: str) -> None:
-        self.client.set_tag(self.run_id, "mlflow.note.content", f"No table: {why}")
+        ml.set_tag(self.client, self.run_id, "mlflow.note.content", f"No table: {why}")
 
     def log_registered(self, name: str, version: str) -> None:
-        self.client.set_tag(self.run_id, "registered_model", f"{name}/{version}")
+        ml.set_tag(self.client, self.run_id, "registered_model", f"{name}/{version}")
 
     def log_rounds(self, log: dict, artifact: str, rounds: int) -> None:
         """``--until-decided``'s log so far (rule, columns, each round's decisions) and how many rounds ran."""
-        self.client.log_dict(self.run_id, log, artifact)
-        self.client.set_tag(self.run_id, "until_decided.rounds", str(rounds))
+        ml.log_dict(self.client, self.run_id, log, artifact)
+        ml.set_tag(self.client, self.run_id, "until_decided.rounds", str(rounds))
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         ml.log_batch(self.client, self.run_id, metrics=metrics)
 
     def finish(self) -> None:
         if "sweep_failed" in self.client.get_run(self.run_id).data.tags:  # an earlier attempt's, now rerun
-            self.client.delete_tag(self.run_id, "sweep_failed")
-        self.client.set_terminated(self.run_id, status="FINISHED")
+            ml.delete_tag(self.client, self.run_id, "sweep_failed")
+        ml.end_run(self.client, self.run_id, "FINISHED")
 
     def fail(self, why: str) -> None:
         """A sweep that ran to its end with trials in error or no table (``--resume`` reruns the failed trials)."""
-        self.client.set_tag(self.run_id, "sweep_failed", why[:5000])
-        self.client.set_terminated(self.run_id, status="FAILED")
+        ml.set_tag(self.client, self.run_id, "sweep_failed", why[:5000])
+        ml.end_run(self.client, self.run_id, "FAILED")
 
     def kill(self) -> None:
         """An interrupted or failed sweep (``--resume`` continues it)."""
-        self.client.set_terminated(self.run_id, status="KILLED")
+        ml.end_run(self.client, self.run_id, "KILLED")
 
 
 def _sweep_params(plan: SweepPlan) -> dict[str, object]:

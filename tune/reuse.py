@@ -41,7 +41,7 @@ from contralord import machine
 from contralord.config import HASH_IGNORED, ContraLordConfig
 from contralord.schedules import branch_start, parse_rungs
 from tune import stage1
-from tune.mlflow_logger import PARENT_TAG, log_batch, send_batches
+from tune.mlflow_logger import PARENT_TAG, create_run, end_run, log_batch, log_outputs, send_batches
 
 CORE = Path(__file__).resolve().parents[1] / "contralord"
 KEY_TAG = "reuse_key"
@@ -233,15 +233,15 @@ def link_earlier(client: MlflowClient, experiment_id: str, parent: str, earlier)
     tags = {k: v for k, v in earlier.data.tags.items() if not k.startswith(NOT_COPIED)}
     note = f"Reused: the numbers of run {earlier.info.run_id} (same config, seed, data, code version)."
     tags |= {PARENT_TAG: parent, FROM_TAG: earlier.info.run_id, "mlflow.note.content": note}
-    run_id = client.create_run(experiment_id, run_name=f"{name}-reused", tags=tags).info.run_id
+    run_id = create_run(client, experiment_id, f"{name}-reused", tags)
     curves = [key for key in earlier.data.metrics if key.startswith(CURVES)]
     log_batch(client, run_id, metrics={k: v for k, v in earlier.data.metrics.items() if k not in curves},
               params=earlier.data.params)
     points = [point for key in curves for point in client.get_metric_history(earlier.info.run_id, key)]
     send_batches(client, run_id, "metrics", points)  # at their steps: the rung tables and the UI's curves read them
     if earlier.outputs and earlier.outputs.model_outputs:
-        client.log_outputs(run_id, earlier.outputs.model_outputs)
-    client.set_terminated(run_id, status="FINISHED")
+        log_outputs(client, run_id, earlier.outputs.model_outputs)
+    end_run(client, run_id, "FINISHED")
     return run_id
 
 

@@ -16,6 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ablations.store import tracking_client
 from contralord.cli import OneLineParser
 from contralord.config import ConfigError, ContraLordConfig, parse_set_args
 from contralord.data import DataError
@@ -194,11 +195,9 @@ def _check_resumable(kind: str, storage: str, name: str, tracking_uri: str, resu
 def started_before_tuner(kind: str, storage: str, name: str, tracking_uri: str) -> bool:
     """The store holds the parent run of sweep ``name`` under ``storage``: it started, then stopped before its
     first Tuner saved any state (during stage 1)."""
-    from mlflow import MlflowClient
-
     from tune.mlflow_logger import find_run
 
-    client = MlflowClient(tracking_uri)
+    client = tracking_client(tracking_uri)
     experiment = client.get_experiment_by_name(f"contralord-{kind}")
     tags = {"sweep_path": f"{storage}/{name}", "role": "sweep"}
     return experiment is not None and find_run(client, experiment.experiment_id, tags) is not None

@@ -14,10 +14,11 @@ from typing import Any
 
 from mlflow import MlflowClient
 
+from ablations.store import tracking_client
 from contralord.config import ContraLordConfig
 from contralord.latent_stage import ARTIFACT, latent_key
 from contralord.trainer import build_data, needs_latent
-from tune.mlflow_logger import find_run, get_experiment_id
+from tune.mlflow_logger import create_run, find_run, get_experiment_id, set_running
 
 EXPERIMENT = "contralord-stage1"
 
@@ -63,7 +64,7 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
         logger.set_tags(machine.describe().tags())
         logger.log_metrics(result.final_metrics(), step=0)  # before the model: its link copies step 0's metrics
         # also in MLflow's artifact store (S3 on a cluster): trials on other nodes fetch it from there
-        logger.client.log_artifact(run_id, str(result.path))
+        logger.log_artifact(result.path)
         logger.best_effort("generator_model", _log_generator, logger, cfg, data, result)
     except BaseException:
         logger.finish("FAILED")
@@ -89,7 +90,7 @@ def _log_generator(logger, cfg: ContraLordConfig, data, result) -> None:
 
 def fetch_stage1(tracking_uri: str, run_id: str, cache: str) -> None:
     """Make the stage-1 artifact of ``run_id`` present in this node's ``cache`` (no-op if it is)."""
-    client = MlflowClient(tracking_uri)
+    client = tracking_client(tracking_uri)
     key = client.get_run(run_id).data.tags.get("latent_key")
     target = Path(cache) / key
     if key and not (target / ARTIFACT).is_file():
@@ -113,7 +114,7 @@ def interrupted_run(client: MlflowClient, experiment_id: str, key: str) -> str |
     run_id = find_run(client, experiment_id, {"latent_key": key})
     if run_id is None or client.get_run(run_id).info.status == "FINISHED":
         return None
-    client.update_run(run_id, status="RUNNING")
+    set_running(client, run_id)
     return run_id
 
 
@@ -123,7 +124,7 @@ def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tra
     source/git tags) go on the runs created here."""
     import ray
 
-    client = MlflowClient(tracking_uri)
+    client = tracking_client(tracking_uri)
     experiment_id = get_experiment_id(client, EXPERIMENT)
     runs, pending = {}, []
     for seed, overrides in overrides_per_seed.items():
@@ -137,10 +138,10 @@ def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tra
             continue
         # a sweep killed during stage 1 left its run unfinished: continue that run (training resumes from the
         # cache's checkpoint) rather than leave it RUNNING for ever beside a new one
-        runs[str(seed)] = run_id = interrupted_run(client, experiment_id, key) or client.create_run(
-            experiment_id, run_name=f"stage1-seed{seed}-{key}",
-            tags={"latent_key": key, "data_fingerprint": data.fingerprint, "seed": str(seed), "role": "stage1"}
-            | (run_tags or {})).info.run_id
+        runs[str(seed)] = run_id = interrupted_run(client, experiment_id, key) or create_run(
+            client, experiment_id, f"stage1-seed{seed}-{key}",
+            {"latent_key": key, "data_fingerprint": data.fingerprint, "seed": str(seed), "role": "stage1"}
+            | (run_tags or {}))
         task = ray.remote(**_task_resources(resources))(_train_stage1)
         pending.append(task.remote(overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1))),
                                    sys.stdout.isatty()))  # a terminal: a bar in place; else a line every 5 %

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ablations.store import tracking_client
 from contralord import checkpoint as ckpt
 from contralord import distributed, labels, machine
 from contralord.config import ContraLordConfig
@@ -71,9 +72,7 @@ def _saved_step(path: Path) -> int:
 
 
 def _trial_logger(ctx: SweepContext, cfg: ContraLordConfig, trial_id: str, trial_name: str) -> MlflowLogger:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(ctx.tracking_uri)
+    client = tracking_client(ctx.tracking_uri)
     seed = str(cfg.run.seed)
     tags = {PARENT_TAG: ctx.parent_run_id, "role": "trial", "sweep_kind": ctx.kind, "seed": seed,
             "config_hash": cfg.section_hash("data", "latent", "encoder", "loss", "eval", "run"),
@@ -85,12 +84,10 @@ def _trial_logger(ctx: SweepContext, cfg: ContraLordConfig, trial_id: str, trial
 def _stage1_tags(ctx: SweepContext, cfg: ContraLordConfig, data) -> dict[str, str]:
     """``stage1_run_id``: the sweep's stage-1 run of this seed when it is this trial's stage 1; a trial whose
     stage 1 differs (Table 2's LORD row: class codes) trains its own inside the trial and names none."""
-    from mlflow import MlflowClient
-
     run_id = ctx.stage1_runs.get(str(cfg.run.seed), "")
     if not run_id or not needs_latent(cfg):
         return {"stage1_run_id": ""}
-    shared = MlflowClient(ctx.tracking_uri).get_run(run_id).data.tags.get("latent_key")
+    shared = tracking_client(ctx.tracking_uri).get_run(run_id).data.tags.get("latent_key")
     if shared == latent_key(labels.resolved(cfg, data), data):
         return {"stage1_run_id": run_id}
     return {"stage1_run_id": "", "stage1": "trained in the trial (its stage 1 differs from the sweep's of this seed)"}
@@ -149,20 +146,17 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
 
 def _fetch_stable_state(tracking_uri: str, run_id: str, out_dir: Path) -> Path:
     """The stable state of the ladder run ``run_id`` (its ``stable/`` artifact), in ``out_dir/extend/``."""
-    from mlflow import MlflowClient
-
     folder = out_dir / "extend"
     folder.mkdir(parents=True, exist_ok=True)
-    return Path(MlflowClient(tracking_uri).download_artifacts(run_id, f"{reuse.STABLE_ARTIFACT}/{STABLE}", str(folder)))
+    client = tracking_client(tracking_uri)
+    return Path(client.download_artifacts(run_id, f"{reuse.STABLE_ARTIFACT}/{STABLE}", str(folder)))
 
 
 def finished_summary(ctx: SweepContext, trial_id: str) -> dict[str, Any] | None:
     """The summary of this trial's run when the run has FINISHED (its evaluation, files and model all logged), else
     None. A driver killed outright after the trial's end, before Tune recorded it, restarts the trial: it reports
     what it logged instead of evaluating and logging again. Every rank asks, so all of them return alike."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(ctx.tracking_uri)
+    client = tracking_client(ctx.tracking_uri)
     run_id = find_run(client, ctx.experiment_id, {"ray_trial_id": trial_id})
     if run_id is None or client.get_run(run_id).info.status != "FINISHED":
         return None
