@@ -19,11 +19,9 @@ import torch
 from mlflow import MlflowClient
 
 from ablations.runs import AblationError, TrialRun
-from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig, all_keys
-from contralord.latent_factors import load_factor_codes
-from contralord.latent_stage import ARTIFACT, load_latent
-from contralord.trainer import build_data
+from contralord.latent_result import ARTIFACT, load_factor_codes, load_latent
+from contralord.setup import Setup, build_data
 
 TOP = 3  # cells shown per factor
 
@@ -70,9 +68,8 @@ def _config(run: TrialRun) -> ContraLordConfig:
 @torch.no_grad()
 def run_confusions(client: MlflowClient, run: TrialRun) -> list[FactorConfusion]:
     cfg = _config(run)
-    data = build_data(cfg)
-    cfg = labels.resolved(cfg, data)
-    found = labels.resolve(cfg, data)
+    setup = Setup.of(cfg, build_data(cfg))
+    data, found = setup.data, setup.labelled
     with tempfile.TemporaryDirectory(prefix="stage1-confusion-") as folder:
         try:
             path = client.download_artifacts(run.run_id, ARTIFACT, folder)
@@ -82,7 +79,7 @@ def run_confusions(client: MlflowClient, run: TrialRun) -> list[FactorConfusion]
         artifact = load_latent(Path(path))
     if artifact.factor_codes is None:
         raise AblationError(f"--confusion: stage-1 run {run.run_id}'s artifact holds no classifiers")
-    model = load_factor_codes(cfg, data, artifact.factor_codes, torch.device("cpu"))
+    model = load_factor_codes(setup, artifact.factor_codes, torch.device("cpu"))
     unlabelled = torch.nonzero(~found.mask).squeeze(1)
     predicted = [[] for _ in found.names]
     for chunk in unlabelled.split(256):

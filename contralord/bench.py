@@ -21,12 +21,13 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from contralord import labels
 from contralord.config import ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer
-from contralord.latent_stage import LatentResult, build_trainer
+from contralord.latent_result import LatentResult
+from contralord.latent_stage import build_trainer
+from contralord.preflight import validate_against_data
 from contralord.runtime import LocalRuntime, resolve_device
-from contralord.trainer import build_data, validate_against_data
+from contralord.setup import Setup, build_data
 
 
 def step_times(step_fn, steps: int) -> list[float]:
@@ -64,9 +65,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _random_latent(cfg: ContraLordConfig, data, stage1) -> LatentResult:
+def _random_latent(setup: Setup, stage1) -> LatentResult:
     """A stage-1 result of the right shapes from an untrained stage-1 trainer (either structure)."""
-    state, (_, content_dim, _) = stage1.state, labels.layout(cfg, data).dims
+    cfg, data = setup.cfg, setup.data
+    state, (_, content_dim, _) = stage1.state, setup.layout.dims
     content = state.codes.content.detach()
     if content.shape[1] != content_dim:  # the labelled-factor codes come from tables, not a per-image table
         content = torch.rand(len(data), content_dim, generator=torch.Generator().manual_seed(0)) * cfg.latent.init_scale
@@ -98,16 +100,17 @@ def measure(cfg: ContraLordConfig, steps: int) -> dict[str, float | str]:
     runtime = LocalRuntime(device=device)
     data = build_data(cfg)
     validate_against_data(cfg, len(data))
+    setup = Setup.of(cfg, data)
     spe1, spe2 = len(data) // cfg.latent.batch_size, len(data) // cfg.encoder.batch_size
-    stage1 = build_trainer(cfg, data, runtime)
-    latent = _random_latent(cfg, data, stage1)
+    stage1 = build_trainer(setup, runtime)
+    latent = _random_latent(setup, stage1)
     fns = {"latent": lambda i: (stage1.step(0, i % spe1, i), _sync(device))}
     variants = {"contralord": cfg,
                 "lord": _encoder_variant(cfg, **{"loss.con": 0.0, "loss.res": 0.0}),
                 "separate_ema": _encoder_variant(cfg, **{"encoder.shared_momentum_backbone": False}),
                 "fast": _encoder_variant(cfg, **fast_path(device))}
     for name, variant in variants.items():
-        trainer = EncoderTrainer(variant, data, latent, runtime)
+        trainer = EncoderTrainer(Setup.of(variant, data), latent, runtime)
         fns[name] = lambda i, t=trainer: (t.step(0, i % spe2, i), _sync(device))
     results = {f"{name}_flops": _step_flops(fn) for name, fn in fns.items()}  # also the warm-up step
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -118,7 +121,7 @@ def measure(cfg: ContraLordConfig, steps: int) -> dict[str, float | str]:
             times[name].append(time.perf_counter() - started)
     results |= {f"{name}_s": statistics.median(t) for name, t in times.items()}
     results["gemm_flops_per_s"] = gemm_flops_per_s(device)
-    results["latent_structure"] = labels.structure(cfg, data)
+    results["latent_structure"] = setup.structure
     return results
 
 

@@ -103,15 +103,15 @@ def _main(args: argparse.Namespace) -> int:
 
             run_bench(cfg, steps=args.steps)
             return 0
-        from contralord.preflight import check_out
-        from contralord.trainer import prepare
+        from contralord.file_checks import check_out
+        from contralord.preflight import prepare
 
         args.out = str(check_out(args.out, args.resume))  # the real folder: symlinks resolved
-        data = prepare(cfg, args.out, resume=args.resume)  # also the weight files and the evaluation
+        setup = prepare(cfg, args.out, resume=args.resume)  # also the weight files and the evaluation
     except (ValueError, OSError) as error:  # bad input: one line, before training
         print(f"contralord: error: {error}", file=sys.stderr)
         return 2
-    return _train(cfg, args, data)
+    return _train(cfg, args, setup)
 
 
 def _bad_counts(args: argparse.Namespace) -> str:
@@ -130,7 +130,7 @@ def _bad_counts(args: argparse.Namespace) -> str:
     return ""
 
 
-def _train(cfg: ContraLordConfig, args: argparse.Namespace, data) -> int:
+def _train(cfg: ContraLordConfig, args: argparse.Namespace, setup) -> int:
     from contralord.checkpoint import CheckpointWriteError
     from contralord.loop import NonFiniteLossError
     from contralord.runtime import LocalRuntime, resolve_device
@@ -140,7 +140,7 @@ def _train(cfg: ContraLordConfig, args: argparse.Namespace, data) -> int:
     started = time.perf_counter()
     runtime = LocalRuntime(device=resolve_device(cfg.run.device))  # checked by prepare
     try:
-        summary = train(cfg, args.out, runtime=runtime, logger=StdoutLogger(), resume=args.resume, data=data)
+        summary = train(cfg, args.out, runtime=runtime, logger=StdoutLogger(), resume=args.resume, setup=setup)
     except KeyboardInterrupt:  # the folder is consistent: checkpoints are written atomically
         print(f"\ncontralord: interrupted; continue with: {_resume_command(args)}", file=sys.stderr)
         return 130

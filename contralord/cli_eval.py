@@ -118,8 +118,9 @@ def _disentanglement(arrays: dict, seed: int) -> dict:
 def run_evaluate(args: argparse.Namespace) -> int:
     from contralord import checkpoint
     from contralord.encoder_stage import CHECKPOINT
-    from contralord.preflight import check_creatable, check_device
-    from contralord.trainer import build_data
+    from contralord.file_checks import check_creatable
+    from contralord.preflight import check_device
+    from contralord.setup import Setup, build_data
 
     folder = Path(args.checkpoint)
     try:
@@ -131,17 +132,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_device(cfg)
         check_creatable(out, "--checkpoint")
         saved = checkpoint.load(folder / "checkpoints" / CHECKPOINT, required=("online",))
-        data = build_data(cfg)
-        online = _restore_online(cfg, data, saved["online"], folder)
+        setup = Setup.of(cfg, build_data(cfg))
+        online = _restore_online(setup, saved["online"], folder)
     except (ValueError, OSError) as error:
         return _fail(str(error))
-    return _evaluate_into(cfg, online, data, out)
+    return _evaluate_into(setup, online, out)
 
 
-def _restore_online(cfg: ContraLordConfig, data, state: dict, folder: Path):
+def _restore_online(setup, state: dict, folder: Path):
     from contralord.encoder_stage import build_online
 
-    online = build_online(cfg, data, latent=None)
+    online = build_online(setup, latent=None)
     try:
         online.load_state_dict(state)
     except RuntimeError as error:
@@ -151,13 +152,13 @@ def _restore_online(cfg: ContraLordConfig, data, state: dict, folder: Path):
     return online
 
 
-def _evaluate_into(cfg: ContraLordConfig, online, data, out: Path) -> int:
+def _evaluate_into(setup, online, out: Path) -> int:
     from contralord.evaluation import evaluate
     from contralord.runtime import resolve_device
 
-    device = resolve_device(cfg.run.device)
+    device = resolve_device(setup.cfg.run.device)
     try:
-        result = evaluate(cfg, online.to(device), data, out, device)
+        result = evaluate(setup, online.to(device), out, device)
     except KeyboardInterrupt:
         print(f"\ncontralord: interrupted; the training run is unchanged, {out} may be incomplete", file=sys.stderr)
         return 130
@@ -168,7 +169,7 @@ def _evaluate_into(cfg: ContraLordConfig, online, data, out: Path) -> int:
 
 
 def _run_config(folder: Path, args: argparse.Namespace) -> ContraLordConfig:
-    from contralord.preflight import read_run_config
+    from contralord.file_checks import read_run_config
 
     path = folder / "config.json"
     if not path.is_file():

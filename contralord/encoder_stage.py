@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
-from contralord import augment, checkpoint, distributed, labels, latent_factors, sampling, schedules
+from contralord import augment, checkpoint, distributed, sampling, schedules
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
-from contralord.latent_stage import LatentResult, build_generator, build_recon_loss
+from contralord.latent_result import LatentResult
 from contralord.loop import LoopSpec, run_loop
 from contralord.losses import info_nce_loss, nt_xent_loss, supervision_loss
 from contralord.models import stage1_content
+from contralord.models.build import build_generator, build_recon_loss
 from contralord.models.contralord import EncoderOutput, MomentumEncoders, OnlineEncoder, Projectors
 from contralord.models.encoders import build_backbone
 from contralord.models.heads import EncoderHeads
@@ -31,6 +32,7 @@ from contralord.models.latent import build_factor_codes
 from contralord.models.split_bn import has_batch_norm, split_batch_norms
 from contralord.precision import autocast, fast_images, fast_module
 from contralord.runtime import LocalRuntime
+from contralord.setup import Setup
 from contralord.tracking import MetricsLogger, NullLogger
 from contralord.vae_baseline import SemiSupervisedVAE, vae_terms
 
@@ -45,9 +47,9 @@ def uses_contrastive(cfg: ContraLordConfig) -> bool:
     return cfg.loss.con > 0 or cfg.loss.res > 0
 
 
-def key_dims(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[int, int]:
+def key_dims(setup: Setup) -> tuple[int, int]:
     """Sizes of the InfoNCE embeddings (the queues' keys): the projection, or the codes themselves."""
-    _, content_dim, residual_dim = labels.layout(cfg, data).dims
+    cfg, (_, content_dim, residual_dim) = setup.cfg, setup.layout.dims
     projection = cfg.encoder.projection_dim if uses_contrastive(cfg) else 0
     return (projection, projection) if projection else (content_dim, residual_dim)
 
@@ -68,25 +70,26 @@ def bn_group_size(cfg: ContraLordConfig) -> int:
     return local // cfg.encoder.bn_splits
 
 
-def build_online(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None) -> OnlineEncoder:
+def build_online(setup: Setup, latent: LatentResult | None) -> OnlineEncoder:
     """f + (h_d, h_c, h_r), the InfoNCE projections, and the stage-1 generator when L_rec is on
     (frozen unless fine-tuned)."""
+    cfg, data = setup.cfg, setup.data
     torch.manual_seed(cfg.run.seed)
     enc = cfg.encoder
-    class_dim, content_dim, residual_dim = labels.layout(cfg, data).dims
+    class_dim, content_dim, residual_dim = setup.layout.dims
     backbone, feat_dim = build_backbone(enc.backbone, data.channels, cfg.data.image_size,
                                         enc.pretrained_path or None, width=enc.backbone_width)
     if shuffles_bn(cfg, backbone):
         split_batch_norms(backbone, bn_group_size(cfg))
     heads = EncoderHeads(feat_dim, class_dim, content_dim, residual_dim, hidden_dim=enc.head_hidden)
     if enc.content_head != "learned":
-        backbone = _stage1_content(cfg, data, latent, backbone, feat_dim, heads)
+        backbone = _stage1_content(setup, latent, backbone, feat_dim, heads)
     if enc.model == "vae":  # Locatello et al.: a decoder trained from scratch, log-variance heads
         log_variance = EncoderHeads(feat_dim, class_dim, content_dim, residual_dim, hidden_dim=enc.head_hidden)
-        return SemiSupervisedVAE(backbone, heads, build_generator(cfg, data), log_variance)
+        return SemiSupervisedVAE(backbone, heads, build_generator(setup), log_variance)
     generator = None
     if cfg.loss.rec > 0:
-        generator = build_generator(cfg, data)
+        generator = build_generator(setup)
         if latent is not None:
             generator.load_state_dict(latent.generator_state)
         generator.requires_grad_(enc.finetune_generator)
@@ -94,11 +97,11 @@ def build_online(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentRes
     return OnlineEncoder(backbone, heads, generator, Projectors(content_dim, residual_dim, projection))
 
 
-def _stage1_content(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None, backbone, feat_dim: int,
-                    heads: EncoderHeads):
+def _stage1_content(setup: Setup, latent: LatentResult | None, backbone, feat_dim: int, heads: EncoderHeads):
     """The backbone that feeds ``heads`` once h_c is stage 1's classifiers (``encoder.content_head``), loaded
     from the stage-1 artifact (without one, e.g. when a saved run is rebuilt, its checkpoint fills them)."""
-    factor_codes = build_factor_codes(cfg.latent, labels.resolve(cfg, data).sizes, data.channels,
+    cfg, data = setup.cfg, setup.data
+    factor_codes = build_factor_codes(cfg.latent, setup.labelled.sizes, data.channels,
                                       cfg.data.image_size, torch.Generator().manual_seed(cfg.run.seed))
     if latent is not None:
         factor_codes.load_state_dict(latent.classifiers("encoder.content_head"))
@@ -109,18 +112,18 @@ def _stage1_content(cfg: ContraLordConfig, data: ImageFactorData, latent: Latent
 class EncoderTrainer:
     """Stage 2's modules, optimiser and one training step."""
 
-    def __init__(self, cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None,
-                 runtime: LocalRuntime):
-        self.cfg, self.data, self.latent, self.device = cfg, data, latent, runtime.device
+    def __init__(self, setup: Setup, latent: LatentResult | None, runtime: LocalRuntime):
+        cfg, data = setup.cfg, setup.data
+        self.setup, self.cfg, self.data, self.latent, self.device = setup, cfg, data, latent, runtime.device
         self.vae = cfg.encoder.model == "vae"
-        self.labelled = labels.resolve(cfg, data) if self.vae else None
-        self.online = build_online(cfg, data, latent).to(self.device)
+        self.labelled = setup.labelled if self.vae else None
+        self.online = build_online(setup, latent).to(self.device)
         self.model = fast_module(runtime.wrap_model(self.online), cfg.run)
         self.use_queue = cfg.encoder.negatives == "queue" and uses_contrastive(cfg)
         self.shuffle_bn = shuffles_bn(cfg, self.online.backbone)
         rng = torch.Generator().manual_seed(cfg.run.seed + 1)
-        self.combinations = _combinations(cfg, data, latent, self.device) if cfg.encoder.label_aware_negatives else None
-        self.momentum = MomentumEncoders(self.online, cfg.encoder.queue_size, key_dims(cfg, data),
+        self.combinations = _combinations(setup, latent, self.device) if cfg.encoder.label_aware_negatives else None
+        self.momentum = MomentumEncoders(self.online, cfg.encoder.queue_size, key_dims(setup),
                                          cfg.encoder.shared_momentum_backbone, rng,
                                          labelled_content=self.combinations is not None,
                                          indexed=cfg.encoder.mask_own_keys).to(self.device)
@@ -131,7 +134,7 @@ class EncoderTrainer:
         self.recon = build_recon_loss(cfg, self.device) if cfg.loss.rec > 0 else None
         needs_targets = cfg.loss.sup > 0 or (uses_contrastive(cfg) and cfg.encoder.anchor == "stage1")
         self.targets = _stage1_targets(data, latent) if needs_targets else None
-        self.augmentation = _augmentation(cfg, data)
+        self.augmentation = _augmentation(setup)
         self.history: list[dict[str, float]] = []  # per-epoch metrics: a resumed checkpoint's, then the loop's
         self.rungs: dict[int, dict[str, float]] = {}  # encoder.rungs evaluated so far (in the checkpoint too)
 
@@ -209,7 +212,7 @@ class EncoderTrainer:
 
     def _vae_terms(self, index: torch.Tensor, step: int) -> tuple[tuple, dict[str, torch.Tensor]]:
         """The semi-supervised beta-VAE's terms (``vae_baseline``), noise drawn for the global batch."""
-        batch, layout = self.cfg.encoder.batch_size, labels.layout(self.cfg, self.data)
+        batch, layout = self.cfg.encoder.batch_size, self.setup.layout
         _, content_dim, residual_dim = layout.dims
         rng, part = sampling.step_generator(self.cfg.run.seed, "encoder", step), sampling.rank_slice(batch)
         noise = tuple(torch.randn(batch, d, generator=rng)[part].to(self.device) for d in (content_dim, residual_dim))
@@ -331,26 +334,24 @@ def _rows_reordered(rows: torch.Tensor, batch: int, inverse: torch.Tensor) -> to
     return torch.cat([rows[:batch], rows[batch:2 * batch][inverse], rows[2 * batch:]])
 
 
-def _augmentation(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[float, bool, float]:
+def _augmentation(setup: Setup) -> tuple[float, bool, float]:
     """(crop_scale_min, flip, color_jitter) of the query view; under partial labels with
     ``encoder.preserve_labelled``, nothing that changes a labelled factor (``augment.preserving``); with
     ``encoder.augment=false``, the identity (a scale-1 crop, no flip, no jitter)."""
-    enc = cfg.encoder
+    cfg, enc = setup.cfg, setup.cfg.encoder
     if not enc.augment:
         return 1.0, False, 0.0
     params = (enc.crop_scale_min, enc.flip, enc.color_jitter)
-    if enc.preserve_labelled and cfg.eval.protocol == "partial-labels" and data.factors is not None:
-        return augment.preserving(*params, labels.labelled_names(cfg, data))
+    if enc.preserve_labelled and cfg.eval.protocol == "partial-labels" and setup.data.factors is not None:
+        return augment.preserving(*params, setup.labelled_names)
     return params
 
 
-def _combinations(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None,
-                  device: torch.device) -> torch.Tensor:
-    """Each training image's labelled-factor combination (``latent_factors.stage1_combinations``), on ``device``."""
+def _combinations(setup: Setup, latent: LatentResult | None, device: torch.device) -> torch.Tensor:
+    """Each training image's labelled-factor combination (``LatentResult.combinations``), on ``device``."""
     if latent is None:
         raise ConfigError("encoder.label_aware_negatives: needs this run's stage 1 (its labelled-factor classifiers)")
-    state = latent.classifiers("encoder.label_aware_negatives")
-    return latent_factors.stage1_combinations(cfg, data, state, device).to(device)
+    return latent.combinations(setup, "encoder.label_aware_negatives", device).to(device)
 
 
 def _stage1_targets(data: ImageFactorData, latent: LatentResult | None) -> tuple[torch.Tensor, ...]:
@@ -360,7 +361,7 @@ def _stage1_targets(data: ImageFactorData, latent: LatentResult | None) -> tuple
     return latent.class_codes[data.classes], latent.content, latent.residual
 
 
-def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentResult | None, out_dir: str | Path,
+def train_encoders(setup: Setup, latent: LatentResult | None, out_dir: str | Path,
                    runtime: LocalRuntime | None = None, logger: MetricsLogger | None = None,
                    on_rung: Callable[[int, EncoderTrainer], dict[str, float]] | None = None,
                    extended: dict | None = None) -> EncoderTrainer:
@@ -370,8 +371,8 @@ def train_encoders(cfg: ContraLordConfig, data: ImageFactorData, latent: LatentR
     handed to ``on_rung`` (the evaluation: its metrics are kept in ``trainer.rungs`` and in the checkpoint, so a
     resumed run does not branch again), then the trunk goes on from its state before the branch. Where the top
     rung's cooldown starts, the trunk is saved as ``checkpoints/stable.pt``: what a longer ladder extends."""
-    runtime, logger = runtime or LocalRuntime(), logger or NullLogger()
-    trainer = EncoderTrainer(cfg, data, latent, runtime)
+    runtime, logger, cfg, data = runtime or LocalRuntime(), logger or NullLogger(), setup.cfg, setup.data
+    trainer = EncoderTrainer(setup, latent, runtime)
     path = Path(out_dir) / "checkpoints" / CHECKPOINT
     start = trainer.resume(path)
     if not path.is_file() and extended is not None:

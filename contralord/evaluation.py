@@ -33,11 +33,12 @@ import torch
 from sklearn.model_selection import train_test_split
 from torchvision.utils import save_image
 
-from contralord import checkpoint, floors, labels, metrics
+from contralord import checkpoint, floors, metrics
 from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import DataError, ImageFactorData, build_dataset
 from contralord.encoding import BATCH, CodeCache, encode_classifier
 from contralord.models.contralord import OnlineEncoder
+from contralord.setup import Setup
 
 SPLIT_TEST, SPLIT_SEED = 0.2, 1337  # zerodim's train_test_split of the scored images
 
@@ -139,19 +140,19 @@ def within_combination_variance(codes: np.ndarray, values: np.ndarray) -> float:
     return float(((codes - means[group]) ** 2).sum()) / total
 
 
-def _partial_labels(cfg: ContraLordConfig, train: ImageFactorData, codes: dict[str, np.ndarray], values: np.ndarray,
+def _partial_labels(setup: Setup, codes: dict[str, np.ndarray], values: np.ndarray,
                     classifier_codes: np.ndarray | None) -> dict[str, Any]:
     """The paper's protocol on encoded training images: ``codes`` from ``encode``, ``values`` (N, F_l);
     ``classifier_codes`` (N, Dc) replaces h_c under ``eval.scored_code=classifier``."""
-    names, code_names = labels.labelled_names(cfg, train), labels.layout(cfg, train).content_names
+    names, code_names = setup.labelled_names, setup.layout.content_names
     if classifier_codes is not None:
         scored, what = classifier_codes, "stage1-classifier"
-    elif labels.structure(cfg, train) == "factors":
+    elif setup.structure == "factors":
         scored, what = codes["content"], "content"
     else:  # LORD's class structure has no labelled-factor code: score the generative code
         scored, what = np.concatenate([codes["content"], codes["residual"]], axis=1), "content+residual"
         code_names = code_names + [f"r{i}" for i in range(codes["residual"].shape[1])]
-    return {"scored_code": what} | score_labelled_codes(cfg, scored, codes["residual"], values, names, code_names)
+    return {"scored_code": what} | score_labelled_codes(setup.cfg, scored, codes["residual"], values, names, code_names)
 
 
 def _residual_leakage(residual: np.ndarray, values: np.ndarray, names: tuple[str, ...], fit: np.ndarray,
@@ -172,16 +173,17 @@ def _residual_leakage(residual: np.ndarray, values: np.ndarray, names: tuple[str
     return result
 
 
-def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorData, out_dir: str | Path,
-             device: torch.device | None = None, train_codes: CodeCache | None = None,
-             factor_codes: torch.nn.Module | None = None) -> dict[str, Any]:
-    """Compute every metric the dataset allows, write ``metrics.json`` and the PNG grids.
+def evaluate(setup: Setup, online: OnlineEncoder, out_dir: str | Path, device: torch.device | None = None,
+             train_codes: CodeCache | None = None, factor_codes: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Compute every metric the dataset allows on the run's training set (``setup.data``) and held-out images,
+    write ``metrics.json`` and the PNG grids.
 
-    ``train_codes``: the codes of ``train``'s images, shared with the caller (``trainer.train``'s summary
+    ``train_codes``: the codes of the training images, shared with the caller (``trainer.train``'s summary
     reads the same images); by default a fresh ``CodeCache``. Each image set is encoded once.
     ``factor_codes``: stage 1's labelled-factor classifiers and tables (``models.latent.FactorCodes``),
     needed by ``eval.scored_code=classifier``.
     """
+    cfg, train = setup.cfg, setup.data
     classifier = cfg.eval.scored_code == "classifier"
     if classifier and factor_codes is None:
         raise ConfigError("eval.scored_code: classifier needs stage 1's labelled-factor classifiers "
@@ -199,13 +201,13 @@ def evaluate(cfg: ContraLordConfig, online: OnlineEncoder, train: ImageFactorDat
     size = len(order)
     codes = _codes_of(data, train, train_codes)(order)
     result: dict[str, Any] = {"protocol": cfg.eval.protocol, "heldout": heldout, "num_eval_images": size,
-                              "structure": labels.structure(cfg, train)}
+                              "structure": setup.structure}
     result |= metrics.compute_smoothness(codes["content"], codes["residual"]) | spread(online, codes["content"])
     result["smoothness_centred"] = metrics.compute_smoothness(codes["content"], codes["residual"],
                                                               centre=True)["smoothness"]
     if partial:
         soft = encode_classifier(factor_codes, train.images, order, device) if classifier else None
-        result |= _partial_labels(cfg, train, codes, labelled_values(cfg, train, order), soft)
+        result |= _partial_labels(setup, codes, labelled_values(setup, order), soft)
     elif data.factors is not None:
         factors, names = _informative_factors(data)
         result["factors"] = names
@@ -254,10 +256,9 @@ def partial_labels_order(cfg: ContraLordConfig, train: ImageFactorData) -> torch
     return scored_order(cfg, len(train), min(len(train), cfg.eval.num_train + cfg.eval.num_test))
 
 
-def labelled_values(cfg: ContraLordConfig, train: ImageFactorData, order: torch.Tensor) -> np.ndarray:
-    """(N, F_l) values of the labelled factors of ``train.images[order]``."""
-    columns = [train.factor_names.index(n) for n in labels.labelled_names(cfg, train)]
-    return train.factors[order][:, columns].numpy()
+def labelled_values(setup: Setup, order: torch.Tensor) -> np.ndarray:
+    """(N, F_l) values of the labelled factors of the training images ``order``."""
+    return setup.data.factors[order][:, list(setup.labelled.columns)].numpy()
 
 
 @torch.no_grad()

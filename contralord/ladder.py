@@ -23,7 +23,7 @@ from typing import Any
 
 from contralord import checkpoint, distributed
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.encoder_stage import RESUME_IGNORED, RESUME_KEYS, STABLE
+from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, RESUME_KEYS, STABLE
 from contralord.schedules import branch_start, parse_rungs
 from contralord.tracking import MetricsLogger
 
@@ -88,6 +88,11 @@ def add_top_rung(out_dir: str | Path, top: int, metrics: dict[str, float]) -> No
     if distributed.is_main() and path.is_file():
         state = checkpoint.load(path, required=("rungs",))
         checkpoint.save_atomic(state | {"rungs": state["rungs"] | {str(top): dict(metrics)}}, path)
+
+
+def extends(cfg: ContraLordConfig, out_dir: Path) -> bool:
+    """The run starts from ``run.extend_from`` (set, and no checkpoint of its own to resume yet)."""
+    return bool(cfg.run.extend_from) and not (Path(out_dir) / "checkpoints" / CHECKPOINT).is_file()
 
 
 def load_extension(cfg: ContraLordConfig) -> dict:

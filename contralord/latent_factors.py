@@ -27,7 +27,6 @@ stage-2 head regressing those codes can reach.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -44,6 +43,7 @@ from contralord.models.latent import FactorCodes, ImageCodes, build_factor_codes
 from contralord.precision import autocast, fast_images, fast_module
 from contralord.reference_classifier import classifier_accuracy, probe_positions, train_reference
 from contralord.runtime import LocalRuntime
+from contralord.setup import Setup
 from contralord.tracking import MetricsLogger
 
 LABEL_DRAW = 20_000_000  # step-generator counter offset of the labelled batch's draw
@@ -92,11 +92,11 @@ def _cross_entropy(logits: list[torch.Tensor], known: torch.Tensor) -> torch.Ten
 class FactorTrainer(CodeTableTrainer):
     """Stage 1 under ``latent.structure=factors``: the interface of ``latent_stage._LatentTrainer``."""
 
-    def __init__(self, cfg: ContraLordConfig, data: ImageFactorData, runtime: LocalRuntime, generator: Generator,
-                 recon):
-        self.cfg, self.data, self.device, self.recon = cfg, data, runtime.device, recon
+    def __init__(self, setup: Setup, runtime: LocalRuntime, generator: Generator, recon):
+        cfg, data = setup.cfg, setup.data
+        self.setup, self.cfg, self.data, self.device, self.recon = setup, cfg, data, runtime.device, recon
         self.progress = runtime.progress  # the references' steps after stage 1's (``diagnostics``)
-        self.labelled = labels.resolve(cfg, data)
+        self.labelled = setup.labelled
         self.known = self.labelled.known.to(self.device)  # (N, F_l), -1 where unlabelled
         self.probe = probe_positions(self.labelled, cfg.run.seed)  # the accuracy curve's images without labels
         self.steps_per_epoch = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
@@ -203,7 +203,7 @@ class FactorTrainer(CodeTableTrainer):
             _log_curve(logger, "latent/best_ref/probe_acc", names, curve)
             result |= best_reference_metrics(names, best, choices)
         steps.finish()
-        return result | stage1_code_scores(self.cfg, self.data, content, self.state.codes.residual.detach().cpu())
+        return result | stage1_code_scores(self.setup, content, self.state.codes.residual.detach().cpu())
 
     def artifact(self, key: str, metrics: dict[str, float], logger: MetricsLogger) -> dict[str, Any]:
         content = self.final_content()
@@ -237,40 +237,11 @@ def _log_curve(logger: MetricsLogger, prefix: str, names: tuple[str, ...],
         logger.log_metrics({f"{prefix}/{n}": a for n, a in zip(names, accuracy, strict=True)}, step)
 
 
-def stage1_code_scores(cfg: ContraLordConfig, data: ImageFactorData, content: torch.Tensor,
-                       residual: torch.Tensor) -> dict[str, float]:
+def stage1_code_scores(setup: Setup, content: torch.Tensor, residual: torch.Tensor) -> dict[str, float]:
     """DCI, SAP, MIG and leakage of stage 1's own codes on the images the evaluation scores, as
     ``latent/final/codes/<metric>``: the D a stage-2 head that regresses g^c exactly would get."""
-    order = evaluation.partial_labels_order(cfg, data)
-    names = labels.labelled_names(cfg, data)
-    scores = evaluation.score_labelled_codes(cfg, content[order].double().numpy(), residual[order].double().numpy(),
-                                             evaluation.labelled_values(cfg, data, order), names,
-                                             labels.layout(cfg, data).content_names)
+    order = evaluation.partial_labels_order(setup.cfg, setup.data)
+    scores = evaluation.score_labelled_codes(setup.cfg, content[order].double().numpy(),
+                                             residual[order].double().numpy(), evaluation.labelled_values(setup, order),
+                                             setup.labelled_names, setup.layout.content_names)
     return {f"latent/final/codes/{k}": v for k, v in scores.items() if isinstance(v, float)}
-
-
-def load_factor_codes(cfg: ContraLordConfig, data: ImageFactorData, state: dict[str, torch.Tensor],
-                      device: torch.device) -> FactorCodes:
-    """Stage 1's factor model (classifiers + tables) rebuilt from an artifact's ``factor_codes`` state dict."""
-    lat = cfg.latent
-    model = build_factor_codes(lat, labels.resolve(cfg, data).sizes, data.channels, cfg.data.image_size,
-                               torch.Generator().manual_seed(0))
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
-@torch.no_grad()
-def stage1_combinations(cfg: ContraLordConfig, data: ImageFactorData, state: dict[str, torch.Tensor],
-                        device: torch.device) -> torch.Tensor:
-    """(N,) int64: each training image's combination of labelled-factor values as stage 1 knows it, one id per
-    combination: an image's own labels where it carries them, else the value its stage-1 classifier C_j ranks
-    first (``encoder.label_aware_negatives``: a queued key of the same combination is no negative)."""
-    found = labels.resolve(cfg, data)
-    model = load_factor_codes(cfg, data, state, device)
-    values = []
-    for chunk in torch.arange(len(data)).split(256):
-        x = data.images[chunk].to(device).float().div_(255)  # (B, C, H, W)
-        values.append(torch.stack([logit.argmax(dim=1) for logit in model.logits(x)], dim=1).cpu())  # (B, F_l)
-    values = torch.where(found.known >= 0, found.known, torch.cat(values))  # (N, F_l)
-    radix = torch.tensor([math.prod(found.sizes[j + 1:]) for j in range(len(found.sizes))], dtype=torch.long)
-    return (values * radix).sum(dim=1)

@@ -1,120 +1,181 @@
-"""Checks on a run's inputs that need no model and no training: output folders, file headers, device,
-and the memory of the tables a config asks for. Each failure is one ``ConfigError`` line naming the key
-or flag, the expected and the found value (docs/BAD_INPUT.md); ``trainer.prepare`` runs them first."""
+"""Every check on a run's input that needs no training, run before the first step, and the run's ``Setup``.
+
+``prepare(cfg, out_dir, resume)`` checks the device and the user's files, builds the data, resolves the config on it
+(``Setup.of``), and checks the config against the data, the evaluation, an earlier run in ``out_dir`` and a cached
+stage 1, in that order; the trainer then only trains. Each failure is one ``ConfigError`` line naming the key, the
+expected and the found value (docs/BAD_INPUT.md). Path and file checks are in ``file_checks``, those of the end of a
+run (weights, evaluation) in ``evaluation_checks``.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+import torch
+
+from contralord import checkpoint, distributed, sampling
 from contralord.config import ConfigError, ContraLordConfig
-
-if TYPE_CHECKING:
-    from contralord.data import ImageFactorData
-# The checks on data import torch where they run, so that the path and file checks above them serve
-# ablations/ (which loads no torch) too.
-
-# torch.save writes a zip (PK..); the legacy format starts with a pickle protocol byte (0x80).
-TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
-
-
-def check_out(out_dir: str | Path, resume: bool) -> Path:
-    """``--out`` as the real folder the run will write (symlinks resolved first, so a link cannot point the
-    run at someone else's folder): new or empty, or holding one of our runs (``config.json``) with --resume.
-    A non-empty folder that is not a run of ours is refused: its files would be overwritten."""
-    if not str(out_dir).strip():
-        raise ConfigError("--out: expected a folder path, got ''")
-    given = Path(out_dir)
-    check_name_lengths(given, "--out")
-    out = given.resolve()
-    shown = f"{given} (-> {out})" if out != given.absolute() else str(given)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {shown} is a file, expected a folder (new, or a run's folder with --resume)")
-    check_creatable(out, "--out")
-    ours = (out / "config.json").is_file()
-    if ours and not resume:
-        raise FileExistsError(f"--out: {shown} already holds a run (config.json); pass --resume to continue it, "
-                              f"or another --out (nothing was changed)")
-    if not ours and out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"--out: {shown} is a non-empty folder that holds no contralord run (no config.json); "
-                          f"expected a new or empty folder (nothing was changed)")
-    link = next((p for p in out.rglob("*") if p.is_symlink()), None) if ours else None
-    if link is not None:  # checkpoints, caches and grids would be written wherever it points
-        raise ConfigError(f"--out: {link} in the run folder is a symbolic link (to {os.readlink(link)}); a run "
-                          f"folder holds only its own files (nothing was changed)")
-    return out
+from contralord.data import ImageFactorData
+from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED
+from contralord.evaluation_checks import check_against_data
+from contralord.file_checks import check_creatable, check_weight_file, read_run_config
+from contralord.ladder import extends, load_extension
+from contralord.latent_result import ARTIFACT, latent_key, load_latent
+from contralord.models.encoders import build_backbone
+from contralord.models.generator import SUPPORTED_IMAGE_SIZES
+from contralord.runtime import resolve_device
+from contralord.schedules import branch_start
+from contralord.setup import Setup, build_data, needs_latent
 
 
-NAME_MAX = 255  # bytes in one name of a path (Linux, macOS); a longer one is ENAMETOOLONG wherever it is touched
+def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) -> Setup:
+    """Every check on the user's input, before any training: returns the run's ``Setup``. (The CLI also runs
+    ``check_out`` first; a sweep trial's folder is the sweep's, so it may hold an earlier attempt.)"""
+    out_dir = Path(out_dir)
+    check_device(cfg)
+    check_files(cfg)
+    data = build_data(cfg)
+    validate_against_data(cfg, len(data))
+    setup = Setup.of(cfg, data)  # the labelled factors and data.num_labels, checked against the data
+    check_vae(setup)
+    check_labelled_settings(setup)
+    check_sizes(setup)
+    check_backbone(cfg, data)
+    check_against_data(setup)  # weight files and the evaluation: they used to fail after training
+    check_resume(setup.cfg, out_dir, resume)
+    check_cached_stage1(setup, out_dir)
+    if extends(cfg, out_dir):
+        check_extension(setup)
+    return setup
 
 
-def check_name_lengths(path: Path, key: str) -> None:
-    """Every name in ``path`` fits in ``NAME_MAX`` bytes (checked before the path is touched: even ``exists()``
-    raises on a longer one)."""
-    long = next((part for part in Path(path).parts if len(os.fsencode(part)) > NAME_MAX), None)
-    if long is not None:
-        raise ConfigError(f"{key}: the name {long[:40]}... is {len(os.fsencode(long))} bytes long, expected at most "
-                          f"{NAME_MAX} (the file system's limit for one name in a path)")
+def validate_against_data(cfg: ContraLordConfig, num_images: int) -> None:
+    """Checks that need the dataset's size; raise ConfigError naming the key, with the numbers."""
+    for stage in ("latent", "encoder") if needs_latent(cfg) else ("encoder",):
+        batch = getattr(cfg, stage).batch_size
+        if batch > num_images:
+            raise ConfigError(f"{stage}.batch_size: {batch} is larger than the dataset ({num_images} images)")
+        if batch % distributed.world_size():
+            raise ConfigError(f"{stage}.batch_size: {batch} does not split over {distributed.world_size()} workers")
+    uses_queue = cfg.encoder.negatives == "queue" and (cfg.loss.con > 0 or cfg.loss.res > 0)
+    k = cfg.encoder.queue_size
+    if uses_queue and k >= num_images:
+        message = (f"encoder.queue_size: K={k} >= {num_images} training images, so every image's own earlier "
+                   f"key sits in the queue as a false negative")
+        if not cfg.encoder.allow_large_queue:
+            raise ConfigError(message + " (lower K, or set encoder.allow_large_queue=true to run anyway)")
+        warnings.warn(message, stacklevel=2)
+    if needs_latent(cfg) and cfg.data.image_size not in SUPPORTED_IMAGE_SIZES:
+        raise ConfigError(f"data.image_size: the generator supports {sorted(SUPPORTED_IMAGE_SIZES)}, "
+                          f"got {cfg.data.image_size}")
+    if cfg.eval.scored_code == "classifier" and not (needs_latent(cfg) and cfg.eval.protocol == "partial-labels"):
+        raise ConfigError("eval.scored_code: classifier scores stage 1's labelled-factor classifiers; it needs "
+                          "eval.protocol=partial-labels and a stage 1 (loss.rec or loss.sup > 0, no VAE)")
+    if cfg.encoder.content_head != "learned" and not (needs_latent(cfg) and cfg.encoder.model == "contralord"):
+        raise ConfigError(f"encoder.content_head: {cfg.encoder.content_head} copies stage 1's classifiers; it needs "
+                          "a stage 1 (loss.rec or loss.sup > 0) and encoder.model=contralord")
+    if cfg.encoder.label_aware_negatives and not (needs_latent(cfg) and uses_queue and cfg.loss.con > 0
+                                                  and cfg.encoder.model == "contralord"):
+        raise ConfigError("encoder.label_aware_negatives: masks L_con's queue by stage 1's labelled factors; it needs "
+                          "loss.con > 0, encoder.negatives=queue and a stage 1 (loss.rec or loss.sup > 0)")
+    budget, _ = sampling.encoder_steps(cfg, num_images)
+    cooldown = branch_start(budget, cfg.encoder.decay_fraction)
+    if cfg.encoder.schedule == "wsd" and cfg.encoder.warmup_steps > cooldown:
+        raise ConfigError(f"encoder.warmup_steps: {cfg.encoder.warmup_steps} runs into the cooldown, which starts "
+                          f"at step {cooldown} of {budget}")
+    if cfg.encoder.mask_own_keys and not (uses_queue and cfg.encoder.model == "contralord"):
+        raise ConfigError("encoder.mask_own_keys: masks the queue's keys of the anchor's own image; it needs "
+                          "encoder.negatives=queue and loss.con or loss.res > 0")
+    if cfg.encoder.finetune_generator and cfg.loss.rec == 0:
+        raise ConfigError("encoder.finetune_generator: needs loss.rec > 0 (only L_rec trains the generator)")
 
 
-def check_creatable(folder: Path, key: str) -> None:
-    """``folder`` exists as a folder, or can be created: its nearest existing ancestor is a writable folder and
-    every name on the way fits the file system (a 300-character name used to end in an OS errno)."""
-    check_name_lengths(folder, key)
-    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
-    if existing == folder and not folder.is_dir():
-        raise ConfigError(f"{key}: {folder} is a file, expected a folder")
-    if not existing.is_dir():
-        raise ConfigError(f"{key}: {existing} is a file, so the folder {folder} cannot be created in it")
-    problem = unwritable_reason(existing)
-    if problem:
-        raise ConfigError(f"{key}: cannot write in {existing} ({problem})")
+def check_labelled_settings(setup: Setup) -> None:
+    """The settings that read stage 1's labelled-factor classifiers need the ``factors`` structure."""
+    cfg = setup.cfg
+    for key, value, default in (("eval.scored_code", cfg.eval.scored_code, "encoder"),
+                                ("encoder.content_head", cfg.encoder.content_head, "learned"),
+                                ("encoder.label_aware_negatives", cfg.encoder.label_aware_negatives, False)):
+        if value != default and setup.structure != "factors":
+            raise ConfigError(f"{key}: {value} needs latent.structure=factors (stage 1's labelled-factor "
+                              f"classifiers), got {setup.structure}")
 
 
-def unwritable_reason(folder: Path) -> str:
-    """'' when ``folder`` may be written, else why not. ``os.access`` alone says yes to root everywhere, so a
-    folder on a read-only mount, or with no write bit at all (someone marked it read-only), is refused for
-    root too: root could write there, but the folder's owner said not to."""
-    if os.statvfs(folder).f_flag & os.ST_RDONLY:
-        return "a read-only file system"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return "permission denied for this user"
-    mode = folder.stat().st_mode
-    if os.geteuid() == 0 and not mode & 0o222:
-        return f"mode {mode & 0o777:04o}: no one may write there, and root is not let past that"
-    return ""
+def check_vae(setup: Setup) -> None:
+    """encoder.model=vae (Locatello et al.) needs the labelled-factor codes and only its own losses."""
+    cfg = setup.cfg
+    if cfg.encoder.model != "vae":
+        return
+    if setup.structure != "factors":
+        raise ConfigError("encoder.model: vae needs latent.structure=factors (labelled factors), got "
+                          f"{setup.structure}")
+    on = [k for k in ("sup", "con", "res") if getattr(cfg.loss, k) > 0]
+    if on or cfg.loss.rec <= 0:
+        raise ConfigError(f"encoder.model: vae trains with loss.rec > 0, loss.kl and loss.label only; "
+                          f"set {', '.join(f'loss.{k}=0' for k in on) or 'loss.rec > 0'}")
 
 
-def read_run_config(path: Path) -> dict[str, Any]:
-    """A run's config.json as flat keys, or a ConfigError naming the file."""
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"{path}: expected a JSON object written by contralord train, cannot read it "
-                          f"({type(error).__name__})") from None
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{path}: expected a JSON object written by contralord train, found {type(saved).__name__}")
-    return saved
+def check_backbone(cfg: ContraLordConfig, data: ImageFactorData) -> None:
+    """The backbone accepts this image size and channel count (a dry build, no weights loaded)."""
+    enc = cfg.encoder
+    build_backbone(enc.backbone, data.channels, cfg.data.image_size, None, width=enc.backbone_width)
 
 
-def check_weight_file(key: str, path: str) -> None:
-    """A user-supplied weights file exists and starts like a torch checkpoint (a cheap header check)."""
-    if not Path(path).is_file():
-        raise ConfigError(f"{key}: file {path!r} does not exist")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head.startswith(TORCH_MAGIC):
-        raise ConfigError(f"{key}: {path!r} is not a torch weights file (expected torch.save's zip format, "
-                          f"found {Path(path).stat().st_size} bytes starting {head!r})")
+def check_files(cfg: ContraLordConfig) -> None:
+    """User-supplied weight files exist (the dataset file is checked by its loader)."""
+    user_files = (("encoder.pretrained_path", cfg.encoder.pretrained_path),
+                  ("latent.vgg_weights", cfg.latent.vgg_weights if cfg.latent.recon_loss == "perceptual" else ""),
+                  ("eval.inception_weights", cfg.eval.inception_weights),
+                  ("eval.lpips_weights", cfg.eval.lpips_weights))
+    for key, path in user_files:
+        if path:
+            check_weight_file(key, path)
+    if cfg.latent.recon_loss == "perceptual" and not cfg.latent.vgg_weights:
+        raise ConfigError("latent.vgg_weights: recon_loss=perceptual needs a torchvision vgg16 weights file")
+    if cfg.run.latent_cache:
+        check_creatable(Path(cfg.run.latent_cache), "run.latent_cache")
+
+
+def check_resume(cfg: ContraLordConfig, out_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite a run by accident, and to resume a run of another config."""
+    path = out_dir / "checkpoints" / CHECKPOINT
+    if not path.is_file():
+        if resume and (out_dir / "config.json").is_file():  # interrupted before the first stage-2 checkpoint
+            checkpoint.check_compatible(read_run_config(out_dir / "config.json"), cfg.to_flat_dict(),
+                                        out_dir / "config.json", ignore=RESUME_IGNORED)
+        return
+    if not resume:
+        raise FileExistsError(f"{path}: a run already exists here (pass --resume to continue it, or another --out)")
+    saved = checkpoint.load(path, required=("config",))["config"]
+    checkpoint.check_compatible(saved, cfg.to_flat_dict(), path, ignore=RESUME_IGNORED)
+
+
+def check_cached_stage1(setup: Setup, out_dir: Path) -> None:
+    """A cached stage-1 artifact this run would reuse loads (``load_latent``: the checked loader); a corrupt one is
+    one line naming its folder, before anything is written (it used to end in a traceback with --out created)."""
+    cfg = setup.cfg
+    if needs_latent(cfg):
+        cached = Path(cfg.run.latent_cache or out_dir / "latent_cache") / latent_key(setup) / ARTIFACT
+        if cached.is_file():
+            load_latent(cached)
+
+
+def check_extension(setup: Setup) -> None:
+    """The state ``run.extend_from`` names loads, is of this config (``ladder.load_extension``), and was trained on
+    this run's stage 1."""
+    cfg = setup.cfg
+    state = load_extension(cfg)
+    key = latent_key(setup) if needs_latent(cfg) else None
+    if key is not None and state.get("latent_key") not in (None, key):
+        raise ConfigError(f"run.extend_from: {cfg.run.extend_from} was trained on stage 1 {state['latent_key']}, "
+                          f"this run's is {key} (another seed, data or stage-1 config)")
 
 
 def check_device(cfg: ContraLordConfig) -> None:
     """``run.device`` names a device this machine has (never a silent fallback to the CPU), and
     ``run.threads`` is at most 4 threads per core (torch crashes on absurd counts)."""
-    from contralord.runtime import resolve_device
-
     cores = os.cpu_count() or 1
     if cfg.run.threads > 4 * cores:
         raise ConfigError(f"run.threads: expected at most {4 * cores} (4 per core, {cores} cores here), "
@@ -125,178 +186,38 @@ def check_device(cfg: ContraLordConfig) -> None:
         raise ConfigError(str(error) if str(error).startswith("run.device") else
                           f"run.device: {cfg.run.device!r} is not a torch device ({error})") from None
     if device.type == "cuda" and device.index is not None:
-        import torch
-
         if device.index >= torch.cuda.device_count():
             raise ConfigError(f"run.device: expected cuda:0 to cuda:{torch.cuda.device_count() - 1}, "
                               f"got {cfg.run.device!r}")
 
 
-def _code_table(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[str, int, str]:
+def _code_table(setup: Setup) -> tuple[str, int, str]:
     """(key, bytes, what) of stage 1's per-value table: class codes, or the labelled factors' codes plus
     their classifier's output layer (one row per value)."""
-    from contralord import labels
-    from contralord.models.encoders import build_backbone
-
-    lat = cfg.latent
-    if labels.structure(cfg, data) == "class":
+    cfg, data, lat = setup.cfg, setup.data, setup.cfg.latent
+    if setup.structure == "class":
         return ("data.class_factor", 16 * data.num_classes * lat.class_dim,
                 f"{data.num_classes} values of the class factor (its largest value + 1; values must be indices "
                 f"0..C-1) x latent.class_dim={lat.class_dim}")
-    values = sum(labels.resolve(cfg, data).sizes)
+    values = sum(setup.labelled.sizes)
     _, features = build_backbone("lord", data.channels, cfg.data.image_size, None, width=lat.classifier_width)
     return ("data.labelled_factors", 16 * values * (lat.factor_dim + features),
             f"{values} values of the labelled factors (largest value + 1 each) x (latent.factor_dim + "
             f"{features} classifier features)")
 
 
-def check_sizes(cfg: ContraLordConfig, data: ImageFactorData, needs_latent: bool) -> None:
+def check_sizes(setup: Setup) -> None:
     """The largest tables a config allocates fit ``data.max_array_gib``: stage 1's class and per-image
     codes (with a gradient and Adam's two moments: 4 copies) and stage 2's two queues."""
+    cfg, data = setup.cfg, setup.data
     cap, lat = cfg.data.max_array_gib * 2**30, cfg.latent
     dims = lat.content_dim + lat.residual_dim
     tables = [("encoder.queue_size", 4 * cfg.encoder.queue_size * dims,
                f"two queues of K={cfg.encoder.queue_size} x {dims} dims")]
-    if needs_latent:
-        tables = [_code_table(cfg, data), ("latent.content_dim", 16 * len(data) * dims,
+    if needs_latent(cfg):
+        tables = [_code_table(setup), ("latent.content_dim", 16 * len(data) * dims,
                                            f"{len(data)} images x content_dim + residual_dim = {dims}"), *tables]
     for key, nbytes, what in tables:
         if nbytes > cap:
             raise ConfigError(f"{key}: {what} needs {nbytes / 2**30:.3g} GiB, over data.max_array_gib="
                               f"{cfg.data.max_array_gib:g} (raise it only if the machine has that memory)")
-
-
-def check_against_data(cfg: ContraLordConfig, data: ImageFactorData) -> None:
-    """What used to fail only after training, checked before it: the user's weight files load into the
-    modules that will use them, and the end-of-run evaluation can score this data (``check_evaluation``)."""
-    check_weight_contents(cfg, data)
-    check_evaluation(cfg, data)
-
-
-def check_weight_contents(cfg: ContraLordConfig, data: ImageFactorData) -> None:
-    """Each user weight file loads, with torch's ``weights_only`` loader (a pickled module is refused, nothing
-    runs), into the module that will use it: the encoder's backbone (``encoder.pretrained_path``, at the start
-    of stage 2), LPIPS' AlexNet and FID's Inception-v3 (``eval.lpips_weights``, ``eval.inception_weights``,
-    after training). The loaders are the ones training uses; their key and shape checks raise here."""
-    from contralord.metrics.inception import InceptionFeatures
-    from contralord.metrics.perceptual import build_lpips
-    from contralord.models.encoders import build_backbone
-
-    enc = cfg.encoder
-    loaders = {"encoder.pretrained_path": lambda path: build_backbone(
-                   enc.backbone, data.channels, cfg.data.image_size, path, width=enc.backbone_width),
-               "eval.lpips_weights": lambda path: build_lpips("alex", weights_path=path),
-               "eval.inception_weights": lambda path: InceptionFeatures(path)}
-    for key, load in loaders.items():
-        path = getattr(cfg.encoder if key.startswith("encoder.") else cfg.eval, key.partition(".")[2])
-        if path:
-            _load_weights(key, path, load)
-
-
-def _load_weights(key: str, path: str, load) -> None:
-    import pickle
-
-    try:
-        load(path)
-    except pickle.UnpicklingError:
-        raise ConfigError(f"{key}: {path!r} holds Python objects besides tensors (a pickled module?), which torch's "
-                          f"weights_only loader refuses; nothing was run. Save a state dict instead") from None
-    except (AttributeError, TypeError) as error:  # a bare tensor or a list where a state dict belongs
-        raise ConfigError(f"{key}: {path!r} does not hold a state dict (a mapping of parameter names to tensors; "
-                          f"{type(error).__name__}: {str(error)[:100]})") from None
-    except (ValueError, RuntimeError, KeyError, OSError, EOFError) as error:
-        found = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"{key}: {path!r} does not load into the module it is for ({found[:200]})") from None
-
-
-def check_evaluation(cfg: ContraLordConfig, data: ImageFactorData) -> None:
-    """The end-of-run evaluation can score this data. The linear probe's ``eval.num_train`` training images hold
-    2 classes (``_check_probe``); under all-factors, the held-out images and their split (``_check_all_factors``);
-    under partial-labels, each labelled factor takes at least 2 values in the kept
-    images (after ``data.factor_filter``), and the 20% test split of the scored images (``eval.num_train +
-    eval.num_test`` at most) holds at least as many images as the largest labelled factor has values, its
-    80% at least 2 (sklearn's split; the metrics' classifiers fail otherwise, after training)."""
-    import math
-
-    from contralord import labels
-    from contralord.evaluation import SPLIT_TEST
-
-    if not cfg.eval.enabled:
-        return
-    if cfg.eval.inception_weights and cfg.eval.num_test < 2:  # FID's covariance of the first num_test images
-        raise ConfigError(f"eval.num_test: FID (eval.inception_weights) compares the statistics of eval.num_test "
-                          f"images, expected at least 2, got {cfg.eval.num_test}")
-    if cfg.eval.protocol == "all-factors" or data.factors is None:
-        _check_all_factors(cfg, data)
-        _check_probe(cfg, data)
-        return
-    found = labels.resolve(cfg, data)
-    for name, column in zip(found.names, found.columns, strict=True):
-        present = data.factors[:, column].unique()
-        if len(present) < 2:
-            after = f" after data.factor_filter={cfg.data.factor_filter!r}" if cfg.data.factor_filter else ""
-            raise ConfigError(f"data.labelled_factors: factor {name!r} takes only the value {int(present[0])} in "
-                              f"the kept images{after}; a scored factor needs at least 2 values")
-    scored = min(len(data), cfg.eval.num_train + cfg.eval.num_test)
-    test = math.ceil(SPLIT_TEST * scored)
-    values = max(found.sizes)
-    if test < values or scored - test < 2:
-        raise ConfigError(f"eval.num_train/eval.num_test: the metrics score {scored} images (min of the {len(data)} "
-                          f"kept and num_train + num_test = {cfg.eval.num_train + cfg.eval.num_test}); their "
-                          f"{SPLIT_TEST:.0%} test split of {test} must hold at least {values} (the values of the "
-                          f"largest labelled factor) and the rest at least 2")
-    _check_probe(cfg, data)
-
-
-def _check_probe(cfg: ContraLordConfig, data: ImageFactorData) -> None:
-    """The linear probe (both protocols) fits a classifier of the class on ``min(eval.num_train, N)`` training
-    images drawn as ``evaluation._linear_probe`` draws them: they must hold at least 2 classes when the data has
-    2 (sklearn's logistic regression fails on one class, after training)."""
-    import torch
-
-    if len(data.classes.unique()) < 2:
-        return  # the probe is skipped (one class in the held-out images too)
-    n = min(cfg.eval.num_train, len(data))
-    index = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.run.seed))[:n]
-    drawn = data.classes[index].unique()
-    if len(drawn) < 2:
-        raise ConfigError(f"eval.num_train: the linear probe is fitted on {n} training image(s) (min of "
-                          f"eval.num_train={cfg.eval.num_train} and the {len(data)} kept), all of class "
-                          f"{int(drawn[0])}; it needs at least 2 classes: raise eval.num_train")
-
-
-def _check_all_factors(cfg: ContraLordConfig, data: ImageFactorData) -> None:
-    """The all-factors protocol scores held-out images (``evaluation.heldout_dataset``, built here as the
-    evaluation builds it: factors, not codes) in ``evaluation._disentanglement``'s split: the first
-    ``min(eval.num_test, M // 3)`` of them tested, the rest fitted. Smoothness needs 2 images; each factor that
-    varies (the class aside) needs 2 values among the fitted images, and the tested ones at least as many images
-    as a factor has values there (the metrics' own checks, which used to fail after training)."""
-    import numpy as np
-
-    from contralord.evaluation import _informative_factors, heldout_dataset, scored_order
-
-    wanted = cfg.eval.num_train + cfg.eval.num_test
-    held, heldout = heldout_dataset(cfg, data, wanted)
-    size = len(held)
-    what = (f"the all-factors evaluation scores {size} {'held-out' if heldout else 'training'} images (at most "
-            f"eval.num_train + eval.num_test = {wanted})")
-    if size < 2:
-        raise ConfigError(f"eval.num_train/eval.num_test: {what}; it needs at least 2")
-    if held.factors is None:
-        return
-    factors, names = _informative_factors(held)
-    if not names:
-        raise ConfigError(f"data.factor_filter: {what}, in which no factor but the class takes 2 values "
-                          f"(data.factor_filter={cfg.data.factor_filter!r}); the metrics need one that varies")
-    factors = factors[scored_order(cfg, size, size).numpy()]
-    n_test = min(cfg.eval.num_test, size // 3)
-    fitted = factors[n_test:]
-    counts = [len(np.unique(fitted[:, j])) for j in range(len(names))]
-    if min(counts) < 2 or n_test < max(counts):
-        name, values = names[int(np.argmax(counts))], max(counts)
-        if min(counts) < 2:
-            name, values = names[int(np.argmin(counts))], min(counts)
-        raise ConfigError(f"eval.num_train/eval.num_test: {what}, {n_test} of them tested (min of eval.num_test and "
-                          f"a third) and {len(fitted)} fitted; factor {name!r} takes {values} value(s) in the fitted "
-                          f"ones, expected at least 2 there and at least as many tested images as values: raise "
-                          f"eval.num_test (and eval.num_train)")

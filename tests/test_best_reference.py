@@ -14,8 +14,8 @@ from contralord.data import ImageFactorData
 from contralord.latent_factors import labelled_positions
 from contralord.latent_stage import train_latent
 from contralord.reference_classifier import probe_positions, train_reference
+from contralord.setup import Setup, build_data
 from contralord.tracking import NullLogger
-from contralord.trainer import build_data
 
 HUES = ["floor_hue", "wall_hue", "object_hue"]
 
@@ -68,8 +68,8 @@ def test_best_reference__chosen_without_the_scored_images_and_leaves_the_global_
 def test_best_reference__logged_beside_the_matched_one_and_stage1_unchanged(tmp_path, tiny_overrides):
     on = ContraLordConfig.from_overrides(tiny_overrides)
     off = ContraLordConfig.from_overrides(tiny_overrides | {"latent.best_reference_steps": 0})
-    with_best = train_latent(on, build_data(on), tmp_path / "a")
-    without = train_latent(off, build_data(off), tmp_path / "b")
+    with_best = train_latent(Setup.of(on, build_data(on)), tmp_path / "a")
+    without = train_latent(Setup.of(off, build_data(off)), tmp_path / "b")
     assert torch.equal(with_best.content, without.content) and torch.equal(with_best.residual, without.residual)
     for name in HUES:
         assert 0.0 <= with_best.metrics[f"latent/final/best_ref_accuracy/{name}"] <= 1.0
@@ -108,7 +108,7 @@ def test_curves__stage1_per_epoch_and_both_references_at_their_steps(tmp_path, t
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.epochs": 2, "latent.best_reference_steps": 10})
     data = build_data(cfg)
     logger = _Recording()
-    result = train_latent(cfg, data, tmp_path / "a", logger=logger)
+    result = train_latent(Setup.of(cfg, data), tmp_path / "a", logger=logger)
     spe = sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
     epochs = [(step, m) for step, m in logger.logged if "latent/train/epoch" in m]
     assert [step for step, _ in epochs] == [spe, 2 * spe]

@@ -11,10 +11,12 @@ import torch
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.encoder_stage import train_encoders
 from contralord.latent_stage import train_latent
+from contralord.preflight import validate_against_data
 from contralord.runtime import LocalRuntime
 from contralord.schedules import WarmupStableDecay, branch_start, cooldown_steps, parse_rungs, wsd_factor
+from contralord.setup import Setup, build_data
 from contralord.tracking import NullLogger
-from contralord.trainer import build_data, train, validate_against_data
+from contralord.trainer import train
 
 
 class RecordingLogger(NullLogger):
@@ -91,9 +93,9 @@ def _ladder(tiny_overrides, tmp_path, out: str):
     rung's branch parameters: (cfg, data, latent, trainer, {rung: parameters})."""
     cfg = _cfg(tiny_overrides, tmp_path, **{"encoder.rungs": "3,6,9"})
     data = build_data(cfg)
-    latent = train_latent(cfg, data, tmp_path / "cache")
+    latent = train_latent(Setup.of(cfg, data), tmp_path / "cache")
     branches = {}
-    trainer = train_encoders(cfg, data, latent, tmp_path / out,
+    trainer = train_encoders(Setup.of(cfg, data), latent, tmp_path / out,
                              on_rung=lambda rung, branch: branches.__setitem__(rung, _params(branch)) or {})
     return cfg, data, latent, trainer, branches
 
@@ -113,7 +115,7 @@ def test_each_rung__equals_a_straight_run_of_its_budget(tmp_path, tiny_overrides
     ladder, data, latent, top, branches = _ladder(tiny_overrides, tmp_path, "ladder")
     assert sorted(branches) == [3, 6]
     for steps in (3, 6, 9):
-        straight = train_encoders(_cfg(tiny_overrides, tmp_path, **{"encoder.steps": steps}), data, latent,
+        straight = train_encoders(Setup.of(_cfg(tiny_overrides, tmp_path, **{"encoder.steps": steps}), data), latent,
                                   tmp_path / f"straight{steps}")
         assert _same(branches.get(steps) or _params(top), _params(straight)), steps
     assert _same({k: v for k, v in top.momentum.state_dict().items()},
@@ -145,8 +147,9 @@ def test_run_stopped_inside_a_branch__resumes_bit_for_bit(tmp_path, tiny_overrid
         return {"rung": float(rung)}
 
     with pytest.raises(KeyboardInterrupt):
-        train_encoders(cfg, data, latent, tmp_path / "resumed", on_rung=stop_at_six)
-    resumed = train_encoders(cfg, data, latent, tmp_path / "resumed",  # rung 3 is in the checkpoint: not run again
+        train_encoders(Setup.of(cfg, data), latent, tmp_path / "resumed", on_rung=stop_at_six)
+    # rung 3 is in the checkpoint: not run again
+    resumed = train_encoders(Setup.of(cfg, data), latent, tmp_path / "resumed",
                              on_rung=lambda rung, trainer: resumed_rungs.__setitem__(rung, _params(trainer)) or {})
     assert sorted(resumed_rungs) == [3, 6] and resumed.rungs[3] == {"rung": 3.0}
     assert all(_same(resumed_rungs[r], straight_rungs[r]) for r in (3, 6))

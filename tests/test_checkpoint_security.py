@@ -10,7 +10,7 @@ import torch
 
 from contralord import checkpoint
 from contralord.config import ContraLordConfig
-from contralord.latent_stage import load_latent
+from contralord.latent_result import load_latent
 
 
 class _Payload:

@@ -14,10 +14,10 @@ from contralord import best_reference, labels
 from contralord.best_reference import RECIPES
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.latent_factors import FactorTrainer
-from contralord.latent_stage import build_generator, build_recon_loss
+from contralord.models.build import build_generator, build_recon_loss
 from contralord.reference_classifier import train_reference
 from contralord.runtime import LocalRuntime
-from contralord.trainer import build_data
+from contralord.setup import Setup, build_data
 
 
 def _hash_without(cfg: ContraLordConfig, key: str) -> str:
@@ -44,7 +44,8 @@ def test_classifier_beta1__outside_0_1_refused_naming_the_key(tiny_overrides, va
 def test_stage1__only_the_classifiers_take_it(tiny_overrides):
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.classifier_beta1": 0.9})
     data = build_data(cfg)
-    trainer = FactorTrainer(cfg, data, LocalRuntime(), build_generator(cfg, data), build_recon_loss(cfg, "cpu"))
+    setup = Setup.of(cfg, data)
+    trainer = FactorTrainer(setup, LocalRuntime(), build_generator(setup), build_recon_loss(cfg, "cpu"))
     generator, tables, classifiers = trainer.optimizer.param_groups
     assert generator["betas"] == tables["betas"] == (0.5, 0.999)
     assert classifiers["betas"] == (0.9, 0.999)

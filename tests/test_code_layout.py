@@ -5,7 +5,7 @@ import torch
 from contralord import labels
 from contralord.config import ContraLordConfig
 from contralord.models.latent import build_factor_codes
-from contralord.trainer import build_data
+from contralord.setup import build_data
 
 
 def test_factors__one_block_per_labelled_factor_in_order(tiny_overrides):

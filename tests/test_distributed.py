@@ -21,7 +21,7 @@ from contralord.latent_stage import train_latent
 from contralord.models.latent import ImageCodes
 from contralord.presets import PROTOCOL_PRESETS
 from contralord.runtime import DDPRuntime, LocalRuntime
-from contralord.trainer import build_data
+from contralord.setup import Setup, build_data
 
 STEPS = 3
 
@@ -38,8 +38,8 @@ def _cfg(tiny, variant):
 
 def _run_steps(cfg, cache, runtime):
     data = build_data(cfg)
-    latent = train_latent(cfg, data, cache)
-    trainer = EncoderTrainer(cfg, data, latent, runtime)
+    latent = train_latent(Setup.of(cfg, data), cache)
+    trainer = EncoderTrainer(Setup.of(cfg, data), latent, runtime)
     totals = [trainer.step(s // 3, s % 3, s)["total"] for s in range(STEPS)]
     return trainer, totals
 

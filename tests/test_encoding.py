@@ -13,7 +13,8 @@ from contralord import encoding
 from contralord.config import ContraLordConfig
 from contralord.encoder_stage import build_online
 from contralord.encoding import PARTS, CodeCache, encode
-from contralord.trainer import build_data, train
+from contralord.setup import Setup, build_data
+from contralord.trainer import train
 
 SMALL_BATCH = 16  # 96 images make 6 batches, so that the cache's batches hold other images than encode's
 
@@ -21,7 +22,7 @@ SMALL_BATCH = 16  # 96 images make 6 batches, so that the cache's batches hold o
 def _online_and_data(tiny_overrides, backbone="lord"):
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"encoder.backbone": backbone})
     data = build_data(cfg)
-    online = build_online(cfg, data, latent=None)
+    online = build_online(Setup.of(cfg, data), latent=None)
     for module in online.modules():  # resnet18's running statistics as after training: eval mode matters
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5), module.running_var.uniform_(0.5, 2.0)
@@ -62,5 +63,5 @@ def test_train__encodes_each_training_image_once_at_the_end(tiny_overrides, tmp_
     counting = lambda online, images, index, device: (  # noqa: E731
         encoded.extend(index.tolist()) if images is data.images else None, encode(online, images, index, device))[1]
     monkeypatch.setattr(encoding, "encode", counting)
-    train(cfg, tmp_path, data=data)
+    train(cfg, tmp_path, setup=Setup.of(cfg, data))
     assert sorted(encoded) == list(range(len(data)))  # summary, scored codes and probe: each image once

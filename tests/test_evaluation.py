@@ -10,7 +10,8 @@ import torch
 
 from contralord.config import ContraLordConfig
 from contralord.evaluation import heldout_dataset
-from contralord.trainer import build_data, train
+from contralord.setup import Setup, build_data
+from contralord.trainer import train
 
 
 def _cfg(tiny, **extra):
@@ -134,7 +135,7 @@ def test_encode__eval_mode_is_deterministic(trained_run, tiny_overrides):
 
     cfg = _cfg(tiny_overrides)
     data = build_data(cfg)
-    online = build_online(cfg, data, None)
+    online = build_online(Setup.of(cfg, data), None)
     index = torch.arange(10)
     a, b = (encode(online, data.images, index, torch.device("cpu")) for _ in range(2))
     np.testing.assert_array_equal(a["content"], b["content"])
@@ -155,13 +156,13 @@ def test_generative_scores__lpips_and_fid_with_user_weight_files(tmp_path, tiny_
     cfg = _cfg(tiny_overrides, **{"eval.lpips_weights": str(tmp_path / "alex.pt"),
                                   "eval.inception_weights": str(tmp_path / "inception.pt")})
     data = build_data(cfg)
-    online = build_online(cfg, data, None)
+    online = build_online(Setup.of(cfg, data), None)
     scores = generative_scores(cfg, online, data, torch.arange(12), torch.device("cpu"))
     assert scores["lpips_reconstruction"] > 0 and np.isfinite(scores["fid_translation"])
 
 
 def test_prepare__missing_eval_weights_refused(tmp_path, tiny_overrides):
-    from contralord.trainer import prepare
+    from contralord.preflight import prepare
 
     with pytest.raises(ValueError, match="eval.inception_weights"):
         prepare(_cfg(tiny_overrides, **{"eval.inception_weights": "/no/inception.pt"}), tmp_path)

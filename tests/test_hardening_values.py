@@ -59,7 +59,7 @@ def test_images_the_evaluation_cannot_take__refused(tmp_path, tiny_overrides, ca
 @pytest.mark.parametrize("channels, kept, name", [(4, 3, "RGBA"), (2, 1, "LA")])
 def test_images_with_alpha__the_alpha_dropped_with_a_warning_naming_the_file_and_key(tmp_path, channels, kept, name):
     from contralord.config import ContraLordConfig
-    from contralord.trainer import build_data
+    from contralord.setup import build_data
 
     path = tmp_path / "mine.npz"
     images = np.arange(12 * 8 * 8 * channels, dtype=np.int64).reshape(12, 8, 8, channels) % 251
@@ -130,16 +130,15 @@ def test_cars3d_mat_v73__one_line(tmp_path, tiny_overrides, capsys):
 
 
 def test_corrupt_cached_stage1__one_line_naming_its_folder_before_out_is_made(tmp_path, tiny_overrides, capsys):
-    from contralord import labels
     from contralord.config import ContraLordConfig
-    from contralord.latent_stage import ARTIFACT, latent_key
-    from contralord.trainer import build_data
+    from contralord.latent_result import ARTIFACT, latent_key
+    from contralord.setup import Setup, build_data
 
     cache = tmp_path / "cache"
     overrides = tiny_overrides | {"run.latent_cache": str(cache)}
     cfg = ContraLordConfig.from_overrides(overrides)
     data = build_data(cfg)
-    artifact = cache / latent_key(labels.resolved(cfg, data), data) / ARTIFACT
+    artifact = cache / latent_key(Setup.of(cfg, data)) / ARTIFACT
     artifact.parent.mkdir(parents=True)
     artifact.write_bytes(b"PK\x03\x04 not a checkpoint")
     line = refused_before_work(tmp_path, capsys, overrides, "stage-1 artifact:")

@@ -11,8 +11,8 @@ import torch
 from test_hardening_values import KEYS, refused_before_work
 
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.preflight import check_evaluation
-from contralord.trainer import build_data
+from contralord.evaluation_checks import check_evaluation
+from contralord.setup import Setup, build_data
 
 ALL = {"eval.protocol": "all-factors"}
 
@@ -34,14 +34,14 @@ def test_evaluation_that_fails_after_training__refused_before(tmp_path, tiny_ove
 def test_evaluation_that_runs__accepted(tiny_overrides, setting):
     """The same rules pass configs whose evaluation completes (each was trained to the end once, by hand)."""
     cfg = ContraLordConfig.from_overrides(tiny_overrides | setting)
-    check_evaluation(cfg, build_data(cfg))
+    check_evaluation(Setup.of(cfg, build_data(cfg)))
 
 
 def test_fid_on_one_image__refused(tiny_overrides):
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"eval.num_test": 1, "eval.num_train": 200})
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, inception_weights="/any/inception.pt"))
     with pytest.raises(ConfigError, match="^eval.num_test: FID"):
-        check_evaluation(cfg, build_data(cfg))
+        check_evaluation(Setup.of(cfg, build_data(cfg)))
 
 
 @pytest.mark.parametrize("key", KEYS)

@@ -10,12 +10,13 @@ import torch.nn.functional as F
 from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer
-from contralord.latent_factors import load_factor_codes, stage1_combinations
+from contralord.latent_result import load_factor_codes
 from contralord.latent_stage import train_latent
 from contralord.losses import info_nce_loss
+from contralord.preflight import prepare
 from contralord.queue import FeatureQueue
 from contralord.runtime import LocalRuntime
-from contralord.trainer import build_data, prepare
+from contralord.setup import Setup, build_data
 
 CPU = torch.device("cpu")
 
@@ -57,13 +58,13 @@ def test_labelled_queue__labels_follow_their_keys_through_the_ring():
 def test_stage1_combinations__labels_where_known_else_the_classifiers_choice(tmp_path, tiny_overrides):
     cfg = ContraLordConfig.from_overrides(tiny_overrides)
     data = build_data(cfg)
-    latent = train_latent(cfg, data, tmp_path / "cache")
+    latent = train_latent(Setup.of(cfg, data), tmp_path / "cache")
     found = labels.resolve(cfg, data)
-    ids = stage1_combinations(cfg, data, latent.factor_codes, CPU)
+    ids = latent.combinations(Setup.of(cfg, data), "encoder.label_aware_negatives", CPU)
     radix = [math.prod(found.sizes[j + 1:]) for j in range(len(found.sizes))]
     truth = (data.factors[:, list(found.columns)] * torch.tensor(radix)).sum(1)
     assert torch.equal(ids[found.labelled], truth[found.labelled])
-    model = load_factor_codes(cfg, data, latent.factor_codes, CPU)
+    model = load_factor_codes(Setup.of(cfg, data), latent.factor_codes, CPU)
     with torch.no_grad():
         chosen = torch.stack([lg.argmax(1) for lg in model.logits(data.images.float().div(255))], 1)
     unlabelled = ~found.mask
@@ -75,7 +76,7 @@ def test_trainer__masks_the_keys_of_the_anchors_combination(tmp_path, tiny_overr
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"encoder.label_aware_negatives": True,
                                                            "loss.res": 0.0, "encoder.queue_size": 32})
     data = build_data(cfg)
-    trainer = EncoderTrainer(cfg, data, train_latent(cfg, data, tmp_path / "cache"), LocalRuntime())
+    trainer = EncoderTrainer(Setup.of(cfg, data), train_latent(Setup.of(cfg, data), tmp_path / "cache"), LocalRuntime())
     for step in range(3):
         trainer.step(0, step, step)
     queue = trainer.momentum.content_queue

@@ -8,7 +8,8 @@ import torch
 from contralord import encoder_stage
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.ladder import PREFIX, stable_path
-from contralord.trainer import prepare, train
+from contralord.preflight import prepare
+from contralord.trainer import train
 from tests.test_budget_ladder import RecordingLogger
 
 TIMED = "images_per_s"  # a wall-clock rate, the one number a rerun changes

@@ -112,10 +112,10 @@ def test_bce_reconstruction__the_closed_form_on_binary_pixels():
 def test_recon_loss_bce__stage1_trains_with_it(tmp_path, tiny_overrides):
     from contralord.config import ContraLordConfig
     from contralord.latent_stage import train_latent
-    from contralord.trainer import build_data
+    from contralord.setup import Setup, build_data
 
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.recon_loss": "bce"})
-    result = train_latent(cfg, build_data(cfg), tmp_path)
+    result = train_latent(Setup.of(cfg, build_data(cfg)), tmp_path)
     assert 0 < result.metrics["latent/train/recon"] < 1  # a mean BCE near ln 2 at the start, below it after
 
 

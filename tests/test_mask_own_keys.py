@@ -11,9 +11,10 @@ from contralord import sampling
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer
 from contralord.losses import info_nce_loss
+from contralord.preflight import validate_against_data
 from contralord.queue import FeatureQueue
 from contralord.runtime import LocalRuntime
-from contralord.trainer import build_data, validate_against_data
+from contralord.setup import Setup, build_data
 
 
 def test_own_key_mask__closed_form():
@@ -38,7 +39,7 @@ def _losses(tiny_overrides, mask: bool, steps: int) -> tuple[list[float], Encode
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"encoder.mask_own_keys": mask, "loss.con": 0.1,
                                                             "loss.res": 0.2, "loss.rec": 0.0, "loss.sup": 0.0})
     data = build_data(cfg)
-    trainer = EncoderTrainer(cfg, data, None, LocalRuntime())
+    trainer = EncoderTrainer(Setup.of(cfg, data), None, LocalRuntime())
     per_epoch = sampling.steps_per_epoch(len(data), cfg.encoder.batch_size)
     losses, own, batches = [], [], []
     for step in range(steps):

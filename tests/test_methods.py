@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from contralord.config import ConfigError, ContraLordConfig
+from contralord.preflight import prepare
 from contralord.presets import resolve_presets
-from contralord.trainer import prepare, train
+from contralord.trainer import train
 from contralord.vae_baseline import label_loss
 
 

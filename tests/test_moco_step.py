@@ -19,7 +19,7 @@ from contralord import sampling
 from contralord.config import ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer
 from contralord.runtime import LocalRuntime
-from contralord.trainer import build_data
+from contralord.setup import Setup, build_data
 
 MOCO = {"loss.rec": 0.0, "loss.sup": 0.0, "loss.con": 1.0, "loss.res": 0.0, "encoder.momentum": 0.9,
         "encoder.temperature": 0.2, "encoder.augment_anchor": True}
@@ -69,7 +69,7 @@ def _trainer(tiny_overrides, **extra) -> tuple[EncoderTrainer, list[tuple[torch.
     """Our trainer before its first step, and the (anchor view, query view) of its first two steps."""
     cfg = ContraLordConfig.from_overrides(tiny_overrides | MOCO | extra)
     data = build_data(cfg)
-    trainer = EncoderTrainer(cfg, data, None, LocalRuntime())
+    trainer = EncoderTrainer(Setup.of(cfg, data), None, LocalRuntime())
     order = sampling.epoch_order(len(data), cfg.run.seed, "encoder", 0)
     views = []
     for step in range(2):  # drawn from each step's own generator: the steps draw the same

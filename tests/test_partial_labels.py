@@ -13,8 +13,10 @@ from contralord.encoder_stage import EncoderTrainer
 from contralord.evaluation import score_labelled_codes
 from contralord.latent_stage import train_latent
 from contralord.models.latent import FactorCodes
+from contralord.preflight import prepare
 from contralord.runtime import LocalRuntime
-from contralord.trainer import build_data, prepare, train
+from contralord.setup import Setup, build_data
+from contralord.trainer import train
 
 HUES = ["floor_hue", "wall_hue", "object_hue"]
 
@@ -86,7 +88,7 @@ def test_augmentations__keep_labelled_factors():
 def test_latent_factors__artifact_holds_label_codes_for_labelled_images(tmp_path, tiny_overrides):
     cfg = _cfg(tiny_overrides)
     data = build_data(cfg)
-    latent = train_latent(cfg, data, tmp_path / "cache")
+    latent = train_latent(Setup.of(cfg, data), tmp_path / "cache")
     found = labels.resolve(cfg, data)
     assert latent.content.shape == (96, 3) and latent.residual.shape == (96, 4) and latent.class_codes.shape[1] == 0
     state = torch.load(latent.path, weights_only=True)
@@ -102,8 +104,8 @@ def test_latent_factors__artifact_holds_label_codes_for_labelled_images(tmp_path
 def _one_step_backbone_grad(tmp_path, tiny_overrides, **extra):
     cfg = _cfg(tiny_overrides, **{"loss.rec": 0.0, "loss.sup": 0.0, "loss.res": 0.0, **extra})
     data = build_data(cfg)
-    latent = train_latent(cfg, data, tmp_path / "cache")
-    trainer = EncoderTrainer(cfg, data, latent, LocalRuntime())
+    latent = train_latent(Setup.of(cfg, data), tmp_path / "cache")
+    trainer = EncoderTrainer(Setup.of(cfg, data), latent, LocalRuntime())
     seen = {}
     original = trainer.optimizer.step
 

@@ -8,7 +8,7 @@ from contralord.config import ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer
 from contralord.latent_stage import build_trainer, train_latent
 from contralord.runtime import LocalRuntime
-from contralord.trainer import build_data
+from contralord.setup import Setup, build_data
 
 STEPS = 3
 
@@ -16,14 +16,14 @@ STEPS = 3
 def _stage2_losses(tmp_path, overrides, **run):
     cfg = ContraLordConfig.from_overrides(overrides | run)
     data = build_data(cfg)
-    latent = train_latent(cfg, data, tmp_path / "cache")  # the stage-1 key ignores run.* keys: one stage 1
-    trainer = EncoderTrainer(cfg, data, latent, LocalRuntime())
+    latent = train_latent(Setup.of(cfg, data), tmp_path / "cache")  # the stage-1 key ignores run.* keys: one stage 1
+    trainer = EncoderTrainer(Setup.of(cfg, data), latent, LocalRuntime())
     return [trainer.step(0, s, s) for s in range(STEPS)]
 
 
 def _stage1_losses(overrides, **run):
     cfg = ContraLordConfig.from_overrides(overrides | run)
-    trainer = build_trainer(cfg, build_data(cfg), LocalRuntime())
+    trainer = build_trainer(Setup.of(cfg, build_data(cfg)), LocalRuntime())
     return [trainer.step(0, s, s)["total"] for s in range(STEPS)]
 
 

@@ -11,7 +11,7 @@ from contralord.config import ContraLordConfig
 from contralord.latent_factors import REFERENCE_MAX_STEPS
 from contralord.latent_stage import train_latent
 from contralord.runtime import LocalRuntime
-from contralord.trainer import build_data
+from contralord.setup import Setup, build_data
 
 
 def test_lines__one_per_five_percent_with_the_time_left():
@@ -42,7 +42,7 @@ def test_stage1__progress_lines_name_epoch_and_loss(tmp_path, tiny_overrides, ca
         return progress.console(total, initial, desc, stream=stream)
 
     data = build_data(cfg)
-    train_latent(cfg, data, tmp_path, LocalRuntime(progress=recording))
+    train_latent(Setup.of(cfg, data), tmp_path, LocalRuntime(progress=recording))
     (total, initial, desc), (references, start, then) = seen  # stage 1, then its references: no silent minutes
     assert initial == 0 and desc == f"[stage 1, seed {cfg.run.seed}]" and total == 3 * cfg.latent.epochs
     lines = stream.getvalue().splitlines()

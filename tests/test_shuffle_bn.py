@@ -13,7 +13,7 @@ from contralord.encoder_stage import EncoderTrainer
 from contralord.models.encoders import build_backbone
 from contralord.models.split_bn import SplitBatchNorm2d, split_batch_norms
 from contralord.runtime import LocalRuntime
-from contralord.trainer import build_data
+from contralord.setup import Setup, build_data
 
 RESNET = {"encoder.backbone": "resnet18", "data.image_size": 16, "encoder.batch_size": 8, "loss.rec": 0.0,
           "loss.sup": 0.0, "loss.con": 1.0, "loss.res": 0.0, "encoder.queue_size": 16}
@@ -62,7 +62,7 @@ def _groups_of_one_step(tiny_overrides, **extra) -> tuple[list[list[list[int]]],
     both views, then the momentum keys'), read off the backbone's inputs: anchor rows are the original images in
     batch order, query rows are matched to the step's query views."""
     cfg = ContraLordConfig.from_overrides(tiny_overrides | RESNET | extra)
-    trainer = EncoderTrainer(cfg, build_data(cfg), None, LocalRuntime())
+    trainer = EncoderTrainer(Setup.of(cfg, build_data(cfg)), None, LocalRuntime())
     index = sampling.global_batch(sampling.epoch_order(len(trainer.data), cfg.run.seed, "encoder", 0), 0, 8)
     _, anchor, query = trainer.views(index, 0)
     inputs = []
@@ -114,7 +114,7 @@ def test_shuffled_views__come_back_in_the_anchors_order(tiny_overrides, positive
     results = []
     for splits in (1, 2):
         cfg = ContraLordConfig.from_overrides(overrides | {"encoder.bn_splits": splits})
-        trainer = EncoderTrainer(cfg, build_data(cfg), None, LocalRuntime())
+        trainer = EncoderTrainer(Setup.of(cfg, build_data(cfg)), None, LocalRuntime())
         trainer.shuffle_bn = splits > 1  # lord has no BN: force the shuffle to see that it is undone exactly
         results.append((trainer.step(0, 0, 0)["nce_content"], trainer.momentum.content_queue.features.clone()))
     assert results[0][0] == pytest.approx(results[1][0], abs=1e-6)

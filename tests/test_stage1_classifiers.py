@@ -12,14 +12,19 @@ from contralord import labels, sampling
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.encoding import encode_classifier
 from contralord.evaluation import within_combination_variance
-from contralord.latent_factors import FactorTrainer, labelled_positions, load_factor_codes
-from contralord.latent_stage import build_generator, build_recon_loss, train_latent
+from contralord.latent_factors import FactorTrainer, labelled_positions
+from contralord.latent_result import load_factor_codes
+from contralord.latent_stage import train_latent
 from contralord.loop import LoopSpec, run_loop
+from contralord.models.build import build_generator, build_recon_loss
 from contralord.models.latent import FactorCodes, build_factor_codes
+from contralord.preflight import prepare
 from contralord.reference_classifier import classifier_accuracy
 from contralord.runtime import LocalRuntime
+from contralord.setup import Setup, build_data
+from contralord.summary import per_dim_correlation
 from contralord.tracking import NullLogger
-from contralord.trainer import build_data, per_dim_correlation, prepare, train
+from contralord.trainer import train
 
 HUES = ["floor_hue", "wall_hue", "object_hue"]
 
@@ -68,7 +73,8 @@ def test_entropy__off_before_its_start_epoch(tiny_overrides):
                                   "latent.code_penalty": 0.0})
     data = build_data(cfg)
     torch.manual_seed(0)
-    trainer = FactorTrainer(cfg, data, LocalRuntime(), build_generator(cfg, data), build_recon_loss(cfg, "cpu"))
+    setup = Setup.of(cfg, data)
+    trainer = FactorTrainer(setup, LocalRuntime(), build_generator(setup), build_recon_loss(cfg, "cpu"))
     lat = cfg.latent
     without = lambda m: m["recon"] + lat.labelled_weight * (m["recon_labelled"] + lat.label_ce * m["label_ce"])  # noqa
     before, after = trainer.step(0, 0, 0), trainer.step(1, 0, 1)
@@ -98,9 +104,9 @@ def test_classifier_accuracy__counts_unlabelled_images_only(tiny_overrides):
 
 
 def test_reference__leaves_stage1_bit_identical_and_is_logged(tmp_path, tiny_overrides):
-    with_ref = train_latent(_cfg(tiny_overrides), build_data(_cfg(tiny_overrides)), tmp_path / "a")
+    with_ref = train_latent(Setup.of(_cfg(tiny_overrides), build_data(_cfg(tiny_overrides))), tmp_path / "a")
     off = _cfg(tiny_overrides, **{"latent.reference_classifier": False})
-    without = train_latent(off, build_data(off), tmp_path / "b")
+    without = train_latent(Setup.of(off, build_data(off)), tmp_path / "b")
     assert torch.equal(with_ref.content, without.content) and torch.equal(with_ref.residual, without.residual)
     for name in HUES:
         assert 0.0 <= with_ref.metrics[f"latent/final/ref_accuracy/{name}"] <= 1.0
@@ -124,8 +130,8 @@ def test_scored_code_classifier__scores_stage1_classifier_codes(tmp_path, tiny_o
     scores = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert scores["scored_code"] == "stage1-classifier" and 0.0 <= scores["disentanglement"] <= 1.0
     data = build_data(cfg)
-    latent = train_latent(cfg, data, tmp_path / "run" / "latent_cache")
-    model = load_factor_codes(cfg, data, latent.factor_codes, torch.device("cpu"))
+    latent = train_latent(Setup.of(cfg, data), tmp_path / "run" / "latent_cache")
+    model = load_factor_codes(Setup.of(cfg, data), latent.factor_codes, torch.device("cpu"))
     index = torch.arange(len(data))
     soft = encode_classifier(model, data.images, index, torch.device("cpu"))
     with torch.no_grad():

@@ -11,11 +11,13 @@ import torch
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer, build_online, train_encoders
 from contralord.encoding import encode, encode_classifier
-from contralord.latent_factors import load_factor_codes
+from contralord.latent_result import load_factor_codes, scored_factor_model
 from contralord.latent_stage import train_latent
 from contralord.models.stage1_content import StackedBackbone
+from contralord.preflight import prepare
 from contralord.runtime import LocalRuntime
-from contralord.trainer import build_data, prepare, stage1_factor_codes, train
+from contralord.setup import Setup, build_data
+from contralord.trainer import train
 
 CPU = torch.device("cpu")
 
@@ -23,11 +25,11 @@ CPU = torch.device("cpu")
 def _stage1(tmp_path, tiny_overrides, **extra):
     cfg = ContraLordConfig.from_overrides(tiny_overrides | extra)
     data = build_data(cfg)
-    return cfg, data, train_latent(cfg, data, tmp_path / "latent_cache")
+    return cfg, data, train_latent(Setup.of(cfg, data), tmp_path / "latent_cache")
 
 
 def _classifier_codes(cfg, data, latent):
-    model = load_factor_codes(cfg, data, latent.factor_codes, CPU)
+    model = load_factor_codes(Setup.of(cfg, data), latent.factor_codes, CPU)
     return encode_classifier(model, data.images, torch.arange(len(data)), CPU)
 
 
@@ -37,10 +39,10 @@ def test_frozen__h_c_is_stage1_classifier_code_before_and_after_training(tmp_pat
                                                              "latent.classifier_trunks": trunks})
     expected = _classifier_codes(cfg, data, latent)  # softmax(C_j(x)) @ E_j, no label used
     index = torch.arange(len(data))
-    online = build_online(cfg, data, latent)
+    online = build_online(Setup.of(cfg, data), latent)
     assert isinstance(online.backbone, StackedBackbone)
     np.testing.assert_allclose(encode(online, data.images, index, CPU)["content"], expected, rtol=1e-5, atol=1e-6)
-    trainer = train_encoders(cfg, data, latent, tmp_path / "run")
+    trainer = train_encoders(Setup.of(cfg, data), latent, tmp_path / "run")
     codes = encode(trainer.online, data.images, index, CPU)
     np.testing.assert_allclose(codes["content"], expected, rtol=1e-5, atol=1e-6)  # stage 2 left it as it was
     assert codes["features"].shape[1] > codes["content"].shape[1]  # f(x) then the classifier trunks' features
@@ -51,10 +53,10 @@ def test_frozen__h_c_is_stage1_classifier_code_before_and_after_training(tmp_pat
 def test_init__h_c_starts_at_the_stage1_code_and_trains(tmp_path, tiny_overrides):
     cfg, data, latent = _stage1(tmp_path, tiny_overrides, **{"encoder.content_head": "stage1_init"})
     expected, index = _classifier_codes(cfg, data, latent), torch.arange(len(data))
-    online = build_online(cfg, data, latent)
+    online = build_online(Setup.of(cfg, data), latent)
     np.testing.assert_allclose(encode(online, data.images, index, CPU)["content"], expected, rtol=1e-5, atol=1e-6)
     before = {n: p.detach().clone() for n, p in online.heads.content_head.named_parameters()}
-    trainer = train_encoders(cfg, data, latent, tmp_path / "run")
+    trainer = train_encoders(Setup.of(cfg, data), latent, tmp_path / "run")
     after = dict(trainer.online.heads.content_head.named_parameters())
     assert all(p.requires_grad for p in after.values())
     assert any(not torch.equal(before[n], after[n]) for n in before)  # the copy was trained
@@ -62,7 +64,7 @@ def test_init__h_c_starts_at_the_stage1_code_and_trains(tmp_path, tiny_overrides
 
 def test_residual_and_class_heads_read_f_alone(tmp_path, tiny_overrides):
     cfg, data, latent = _stage1(tmp_path, tiny_overrides, **{"encoder.content_head": "stage1_frozen"})
-    online = build_online(cfg, data, latent).eval()
+    online = build_online(Setup.of(cfg, data), latent).eval()
     x = data.images[:4].float().div(255)
     features = online.backbone(x)
     shifted = features.clone()
@@ -75,8 +77,8 @@ def test_residual_and_class_heads_read_f_alone(tmp_path, tiny_overrides):
 
 def test_saved_run__rebuilds_from_its_checkpoint_without_stage1(tmp_path, tiny_overrides):
     cfg, data, latent = _stage1(tmp_path, tiny_overrides, **{"encoder.content_head": "stage1_init"})
-    trainer = train_encoders(cfg, data, latent, tmp_path / "run")
-    rebuilt = build_online(cfg, data, None)  # what evaluating a saved run does: the checkpoint fills the copy
+    trainer = train_encoders(Setup.of(cfg, data), latent, tmp_path / "run")
+    rebuilt = build_online(Setup.of(cfg, data), None)  # what evaluating a saved run does: the checkpoint fills the copy
     rebuilt.load_state_dict(trainer.online.state_dict())
     index = torch.arange(8)
     for part, values in encode(rebuilt, data.images, index, CPU).items():
@@ -114,7 +116,8 @@ def test_old_stage1_artifact__each_setting_that_needs_its_classifiers_names_itse
     for key, overrides in (("encoder.content_head", {"encoder.content_head": "stage1_frozen"}),
                            ("encoder.label_aware_negatives", {"encoder.label_aware_negatives": True})):
         with pytest.raises(ConfigError, match=rf"{key}: needs a stage-1 artifact with its classifiers; .*retrain"):
-            EncoderTrainer(ContraLordConfig.from_overrides(tiny_overrides | overrides), data, old, LocalRuntime())
+            EncoderTrainer(Setup.of(ContraLordConfig.from_overrides(tiny_overrides | overrides), data), old,
+                           LocalRuntime())
     with pytest.raises(ConfigError, match=r"eval\.scored_code: needs a stage-1 artifact"):
-        stage1_factor_codes(ContraLordConfig.from_overrides(tiny_overrides | {"eval.scored_code": "classifier"}),
-                            data, old, CPU)
+        scoring = ContraLordConfig.from_overrides(tiny_overrides | {"eval.scored_code": "classifier"})
+        scored_factor_model(Setup.of(scoring, data), old, CPU)

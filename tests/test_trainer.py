@@ -11,9 +11,11 @@ from contralord import checkpoint
 from contralord.config import ContraLordConfig
 from contralord.encoder_stage import EncoderTrainer, train_encoders
 from contralord.latent_stage import train_latent
+from contralord.preflight import prepare
 from contralord.runtime import LocalRuntime
+from contralord.setup import Setup, build_data
 from contralord.tracking import NullLogger
-from contralord.trainer import build_data, prepare, train
+from contralord.trainer import train
 
 
 class RecordingLogger(NullLogger):
@@ -47,17 +49,17 @@ def test_train__smoke_two_stages_finite_and_logged(tmp_path, tiny_overrides):
 def test_train_latent__artifact_is_cached_by_config_and_data(tmp_path, tiny_overrides):
     cfg = _cfg(tiny_overrides)
     data = build_data(cfg)
-    first = train_latent(cfg, data, tmp_path)
-    again = train_latent(cfg, data, tmp_path)
+    first = train_latent(Setup.of(cfg, data), tmp_path)
+    again = train_latent(Setup.of(cfg, data), tmp_path)
     assert not first.reused and again.reused and again.key == first.key
     torch.testing.assert_close(again.content, first.content)
     other = _cfg(tiny_overrides, **{"latent.code_penalty": 0.01})
-    assert train_latent(other, data, tmp_path, logger=NullLogger()).key != first.key
+    assert train_latent(Setup.of(other, data), tmp_path, logger=NullLogger()).key != first.key
 
 
 def _run_encoder(cfg, data, latent, out, epochs):
     cfg = ContraLordConfig.from_overrides(cfg.to_flat_dict() | {"encoder.epochs": epochs})
-    return train_encoders(cfg, data, latent, out)
+    return train_encoders(Setup.of(cfg, data), latent, out)
 
 
 @pytest.mark.slow
@@ -65,15 +67,15 @@ def test_encoder_resume__bit_identical_to_straight_run(tmp_path, tiny_overrides)
     # 96 images / batch 32 = 3 steps an epoch; checkpoint every step; 2 epochs.
     cfg = _cfg(tiny_overrides, **{"run.checkpoint_every": 1, "encoder.epochs": 2})
     data = build_data(cfg)
-    latent = train_latent(cfg, data, tmp_path / "cache")
-    straight = train_encoders(cfg, data, latent, tmp_path / "straight")
+    latent = train_latent(Setup.of(cfg, data), tmp_path / "cache")
+    straight = train_encoders(Setup.of(cfg, data), latent, tmp_path / "straight")
     # interrupted: stop after step 4 (mid-epoch 2), then resume with a fresh trainer
     partial = tmp_path / "resumed" / "checkpoints" / "encoder.pt"
-    trainer = EncoderTrainer(cfg, data, latent, LocalRuntime())
+    trainer = EncoderTrainer(Setup.of(cfg, data), latent, LocalRuntime())
     for step in range(4):
         trainer.step(step // 3, step % 3, step)
     checkpoint.save_atomic(trainer.state_dict(4), partial)
-    resumed = train_encoders(cfg, data, latent, tmp_path / "resumed")
+    resumed = train_encoders(Setup.of(cfg, data), latent, tmp_path / "resumed")
     for part in ("online", "momentum"):
         a_state, b_state = getattr(straight, part).state_dict(), getattr(resumed, part).state_dict()
         assert a_state.keys() == b_state.keys()
@@ -87,17 +89,18 @@ def test_encoder_resume__bit_identical_to_straight_run(tmp_path, tiny_overrides)
 def test_latent_resume__bit_identical_to_straight_run(tmp_path, tiny_overrides, structure):
     cfg = _cfg(tiny_overrides, **{"latent.epochs": 2, "latent.structure": structure})
     data = build_data(cfg)
-    straight = train_latent(cfg, data, tmp_path / "a")
+    straight = train_latent(Setup.of(cfg, data), tmp_path / "a")
     one = ContraLordConfig.from_overrides(cfg.to_flat_dict() | {"latent.epochs": 2})
     # run 1 epoch worth of steps by hand through the same code path, then resume
-    from contralord.latent_stage import CHECKPOINT, build_trainer, latent_key
+    from contralord.latent_result import latent_key
+    from contralord.latent_stage import CHECKPOINT, build_trainer
     from contralord.runtime import LocalRuntime
 
-    trainer = build_trainer(one, data, LocalRuntime())
+    trainer = build_trainer(Setup.of(one, data), LocalRuntime())
     for step in range(3):
         trainer.step(0, step, step)
-    trainer.save(tmp_path / "b" / latent_key(one, data) / CHECKPOINT, 3)
-    resumed = train_latent(one, data, tmp_path / "b")
+    trainer.save(tmp_path / "b" / latent_key(Setup.of(one, data)) / CHECKPOINT, 3)
+    resumed = train_latent(Setup.of(one, data), tmp_path / "b")
     assert torch.equal(straight.content, resumed.content) and torch.equal(straight.class_codes, resumed.class_codes)
     assert torch.equal(straight.residual, resumed.residual)
     for (name, a), b in zip(straight.generator_state.items(), resumed.generator_state.values(), strict=True):
@@ -126,9 +129,9 @@ def test_shared_momentum_backbone__equals_two_separate_ema_encoders(tmp_path, ti
     shared = _cfg(base, **{"encoder.shared_momentum_backbone": True})
     separate = _cfg(base, **{"encoder.shared_momentum_backbone": False})
     data = build_data(shared)
-    latent = train_latent(shared, data, tmp_path / "cache")
-    a = train_encoders(shared, data, latent, tmp_path / "shared")
-    b = train_encoders(separate, data, latent, tmp_path / "separate")
+    latent = train_latent(Setup.of(shared, data), tmp_path / "cache")
+    a = train_encoders(Setup.of(shared, data), latent, tmp_path / "shared")
+    b = train_encoders(Setup.of(separate, data), latent, tmp_path / "separate")
     assert [h["encoder/train/total"] for h in a.history] == [h["encoder/train/total"] for h in b.history]
     torch.testing.assert_close(a.momentum.content_queue.features, b.momentum.content_queue.features, rtol=0, atol=0)
     torch.testing.assert_close(a.momentum.residual_queue.features, b.momentum.residual_queue.features, rtol=0, atol=0)

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from contralord import checkpoint, labels, machine, sampling
+from contralord import checkpoint, machine, sampling
 from contralord.bench import step_times
 from contralord.config import ContraLordConfig
-from contralord.data import ImageFactorData
 from contralord.runtime import LocalRuntime
+from contralord.setup import Setup
 
 _CACHE_ONLY = contextvars.ContextVar("cache_only", default=False)  # --no-calibrate: time nothing
 CACHE_ENV = "CONTRALORD_CACHE"  # the folder of calibrations.json (default ~/.cache/contralord)
@@ -245,16 +245,18 @@ def _runtime(gpu: bool) -> LocalRuntime:
     return LocalRuntime(device=torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu"))
 
 
-def stage1_seconds(cfg: ContraLordConfig, data: ImageFactorData, threads: int,
+def stage1_seconds(cfg: ContraLordConfig, setup: Setup, threads: int,
                    gpu: bool = False) -> tuple[Timing, Callable[[], object]]:
-    """Predicted stage 1 (cached per shape), and a function building its untrained trainer once, for a stage-2
-    calibration that needs it."""
+    """Predicted stage 1 (cached per shape: ``cfg``, the config as the sweep gives it), and a function building its
+    untrained trainer once, for a stage-2 calibration that needs it."""
     from contralord.latent_stage import build_trainer
+
+    data = setup.data
 
     @functools.cache
     def trainer():
         with _threads(threads):
-            return build_trainer(cfg, data, _runtime(gpu))
+            return build_trainer(setup, _runtime(gpu))
 
     def measure_at(n: int) -> tuple[float, float, float]:
         built, spe = trainer(), sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
@@ -265,36 +267,36 @@ def stage1_seconds(cfg: ContraLordConfig, data: ImageFactorData, threads: int,
                       f"{STEPS} stage-1 steps at {threads} thread(s)", threads, None if gpu else measure_at)
     steps = sampling.steps_per_epoch(len(data), cfg.latent.batch_size) * cfg.latent.epochs
     stage1 = per_step.scaled(steps, STAGE1_FIXED_S)
-    references = reference_steps(cfg, data)
+    references = reference_steps(setup)
     if not references:
         return stage1, trainer
     step = cached(_step_key("reference", cfg, ("data", "latent"), threads, gpu),
-                  lambda: _reference_step(cfg, data, threads, gpu), f"{STEPS} reference steps at {threads} thread(s)",
-                  threads, None if gpu else lambda n: _reference_step(cfg, data, n, gpu))
+                  lambda: _reference_step(setup, threads, gpu), f"{STEPS} reference steps at {threads} thread(s)",
+                  threads, None if gpu else lambda n: _reference_step(setup, n, gpu))
     return stage1.plus(step.scaled(references)), trainer
 
 
-def reference_steps(cfg: ContraLordConfig, data: ImageFactorData) -> int:
+def reference_steps(setup: Setup) -> int:
     """The classifier steps stage 1's supervised-only references train after it (labelled factors only): the matched
     one's, and the best one's search and refits (a refit per labelled factor at most, one per recipe)."""
     from contralord.best_reference import best_reference_steps
     from contralord.latent_factors import matched_reference_steps
 
-    if labels.structure(cfg, data) != "factors":
+    if setup.structure != "factors":
         return 0
-    lat = cfg.latent
-    return (matched_reference_steps(lat, sampling.steps_per_epoch(len(data), lat.batch_size))
-            + best_reference_steps(lat, len(labels.labelled_names(cfg, data))))
+    lat = setup.cfg.latent
+    return (matched_reference_steps(lat, sampling.steps_per_epoch(len(setup.data), lat.batch_size))
+            + best_reference_steps(lat, len(setup.labelled_names)))
 
 
-def _reference_step(cfg: ContraLordConfig, data: ImageFactorData, threads: int, gpu: bool) -> tuple[float, ...]:
+def _reference_step(setup: Setup, threads: int, gpu: bool) -> tuple[float, ...]:
     """Seconds of one reference step: the best reference's recipe trained for a warm-up step, then for ``STEPS``
     more, the difference divided (the networks' build and the first call's set-up cancel)."""
     import dataclasses
 
     from contralord.best_reference import train_recipe
 
-    found = labels.resolve(cfg, data)
+    cfg, data, found = setup.cfg, setup.data, setup.labelled
     runtime = _runtime(gpu)
 
     def run(steps: int) -> float:
@@ -310,21 +312,21 @@ def _reference_step(cfg: ContraLordConfig, data: ImageFactorData, threads: int, 
     return per_step, per_step, per_step
 
 
-def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1: Callable[[], object] | None, threads: int,
+def trial_seconds(setup: Setup, stage1: Callable[[], object] | None, threads: int,
                   with_eval: bool = True, gpu: bool = False) -> dict[str, Timing]:
     """Predicted ``train`` and ``eval`` of one trial at ``threads`` torch threads (each cached); ``stage1``
     builds the untrained stage-1 trainer its random codes come from (None: the trial needs no stage 1)."""
     from contralord.bench import _random_latent
     from contralord.encoder_stage import EncoderTrainer
-    from contralord.trainer import stage1_factor_codes
+    from contralord.latent_result import scored_factor_model
 
-    cfg = labels.resolved(cfg, data)
+    cfg, data = setup.cfg, setup.data
     runtime = _runtime(gpu)
 
     @functools.cache
     def built():
-        latent = _random_latent(cfg, data, stage1()) if stage1 is not None else None
-        return latent, EncoderTrainer(cfg, data, latent, runtime)
+        latent = _random_latent(setup, stage1()) if stage1 is not None else None
+        return latent, EncoderTrainer(setup, latent, runtime)
 
     def measure_steps_at(n: int) -> tuple[float, float, float]:
         with _threads(n):
@@ -334,8 +336,8 @@ def trial_seconds(cfg: ContraLordConfig, data: ImageFactorData, stage1: Callable
     def measure_eval() -> tuple[float, float, float]:
         with _threads(threads):
             latent, trainer = built()
-            factor_codes = stage1_factor_codes(cfg, data, latent, runtime.device)  # scored_code=classifier
-            seconds = eval_seconds(cfg, trainer.online, data, runtime.device, factor_codes)
+            factor_codes = scored_factor_model(setup, latent, runtime.device)  # scored_code=classifier
+            seconds = eval_seconds(setup, trainer.online, runtime.device, factor_codes)
             return seconds, seconds, seconds
 
     sections = ("data", "latent", "encoder", "loss")
@@ -363,7 +365,7 @@ def launch_seconds() -> Timing:
 
 def data_seconds(cfg: ContraLordConfig) -> float:
     """Building the trial's dataset (``time/data``)."""
-    from contralord.trainer import build_data
+    from contralord.setup import build_data
 
     started = time.perf_counter()
     build_data(cfg)
@@ -378,26 +380,26 @@ def _env() -> dict[str, str]:
     return os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")]))}
 
 
-def _eval_sized(cfg: ContraLordConfig, fraction: float, data: ImageFactorData) -> ContraLordConfig:
+def _eval_sized(setup: Setup, fraction: float) -> Setup:
     """The evaluation at ``fraction`` of its sizes, never below what the metrics accept: every held-out
     split (``all-factors``: num_test; ``partial-labels``: 20% of the scored images) holds at least as many
     images as the largest factor has values (dSprites' positions: 32)."""
-    values = max(data.factor_sizes, default=1)
-    return ContraLordConfig.from_overrides(cfg.to_flat_dict() | {
+    cfg, values = setup.cfg, max(setup.data.factor_sizes, default=1)
+    sized = ContraLordConfig.from_overrides(cfg.to_flat_dict() | {
         "eval.num_train": max(100, 4 * values, round(cfg.eval.num_train * fraction)),
         "eval.num_test": max(50, 2 * values, round(cfg.eval.num_test * fraction))})
+    return replace(setup, cfg=sized)
 
 
-def eval_seconds(cfg: ContraLordConfig, online, data: ImageFactorData, device: torch.device,
-                 factor_codes: torch.nn.Module | None = None) -> float:
+def eval_seconds(setup: Setup, online, device: torch.device, factor_codes: torch.nn.Module | None = None) -> float:
     """The evaluation at ``EVAL_FRACTION`` of its sizes, timed and scaled back to the full sizes
     (``factor_codes``: stage 1's classifiers, which ``eval.scored_code=classifier`` scores)."""
     from contralord.evaluation import evaluate
 
-    small = _eval_sized(cfg, EVAL_FRACTION, data)
-    scale = (cfg.eval.num_train + cfg.eval.num_test) / (small.eval.num_train + small.eval.num_test)
+    cfg, small = setup.cfg, _eval_sized(setup, EVAL_FRACTION)
+    scale = (cfg.eval.num_train + cfg.eval.num_test) / (small.cfg.eval.num_train + small.cfg.eval.num_test)
     with tempfile.TemporaryDirectory() as folder:
-        evaluate(_eval_sized(cfg, 0.0, data), online, data, folder, device, factor_codes=factor_codes)  # warm-up
+        evaluate(_eval_sized(setup, 0.0), online, folder, device, factor_codes=factor_codes)  # warm-up
         started = time.perf_counter()
-        evaluate(small, online, data, folder, device, factor_codes=factor_codes)
+        evaluate(small, online, folder, device, factor_codes=factor_codes)
         return (time.perf_counter() - started) * scale

@@ -20,7 +20,7 @@ from ablations.store import (  # noqa: F401
     uri_problem,
     without_password,
 )
-from contralord.preflight import unwritable_reason
+from contralord.file_checks import unwritable_reason
 
 
 class SweepError(ValueError):

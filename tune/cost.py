@@ -11,11 +11,10 @@ import os
 import time
 from pathlib import Path
 
-from contralord import labels
 from contralord.config import ContraLordConfig
-from contralord.latent_stage import ARTIFACT, latent_key
+from contralord.latent_result import ARTIFACT, latent_key
 from contralord.schedules import parse_rungs
-from contralord.trainer import build_data, needs_latent
+from contralord.setup import Setup, build_data, needs_latent
 from tune import calibrate, history, reuse, stage1
 from tune.checks import is_uri
 from tune.estimate import WORKER_GROUP_S, SweepEstimate, TrialCost, combine, concurrency, later_rounds
@@ -99,8 +98,8 @@ def stage1_threads(plan: SweepPlan) -> int:
     return cpus if single else max(1, int(plan.args.cpus_per_worker))
 
 
-def _stage1_shape(cfg: ContraLordConfig, data) -> str:
-    return labels.resolved(cfg, data).section_hash("data", "latent")
+def _stage1_shape(setup: Setup) -> str:
+    return setup.cfg.section_hash("data", "latent")
 
 
 def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
@@ -118,18 +117,18 @@ def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
         cfg = _config(plan, None, seed)
         if not needs_latent(cfg):
             continue
-        data = build_data(cfg)
-        key = latent_key(cfg, data)
+        setup = Setup.of(cfg, build_data(cfg))
+        key = latent_key(setup)
         if client and stage1.cached_run(client, latent_cache(plan), key):
             cached.append(seed)
             continue
         # a stage-1 run logs its unresolved config (tune/stage1.py)
         past = history.stage1_seconds(client, cfg.to_flat_dict(), stage1_threads(plan)) if client else None
         if past is None:
-            shape = _stage1_shape(cfg, data)
+            shape = _stage1_shape(setup)
             try:
                 if shape not in calibrated:
-                    calibrated[shape] = calibrate.stage1_seconds(cfg, data, stage1_threads(plan),
+                    calibrated[shape] = calibrate.stage1_seconds(cfg, setup, stage1_threads(plan),
                                                                  plan.args.gpus_per_worker > 0)
                     _note(seen, calibrated[shape][0], "stage1")
                 past = calibrated[shape][0].seconds
@@ -158,12 +157,12 @@ def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: d
         if variant in per_variant:
             continue
         cfg = _config(plan, variant, seed)
-        data = build_data(cfg)
-        found = history.trial_seconds(runs, labels.resolved(cfg, data).to_flat_dict())
+        setup = Setup.of(cfg, build_data(cfg))
+        found = history.trial_seconds(runs, setup.cfg.to_flat_dict())
         if found is None:
             try:
-                own, trainer = _own_stage1(plan, cfg, data, trainers, threads, gpu)
-                timed = calibrate.trial_seconds(cfg, data, trainer, threads, eval_s is None, gpu)
+                own, trainer = _own_stage1(plan, cfg, setup, trainers, threads, gpu)
+                timed = calibrate.trial_seconds(setup, trainer, threads, eval_s is None, gpu)
             except calibrate.NotCalibrated:
                 per_variant[variant] = (UNPRICED, "not priced: no past run and no cached calibration (--no-calibrate)")
                 continue
@@ -177,19 +176,19 @@ def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: d
     return [TrialCost(v, s, *per_variant[v], reused=reused.get((v, s), "")) for v, s in trial_list(plan)]
 
 
-def _own_stage1(plan: SweepPlan, cfg: ContraLordConfig, data, trainers: dict[str, object], threads: int,
+def _own_stage1(plan: SweepPlan, cfg: ContraLordConfig, setup: Setup, trainers: dict[str, object], threads: int,
                 gpu: bool) -> tuple[float, object]:
     """(seconds of the stage 1 this trial trains itself, 0 when the sweep's serves it or it is cached; an
     untrained stage-1 trainer of its shape for the calibration, None when it needs no stage 1). A variant
     whose stage 1 differs from the sweep's (Table 2's LORD row) trains its own inside the trial."""
     if not needs_latent(cfg):
         return 0.0, None
-    shape = _stage1_shape(cfg, data)
-    own = shape != _stage1_shape(_config(plan, None, cfg.run.seed), data)
-    cached = (Path(latent_cache(plan)) / latent_key(cfg, data) / ARTIFACT).is_file()
+    shape = _stage1_shape(setup)
+    own = shape != _stage1_shape(Setup.of(_config(plan, None, cfg.run.seed), setup.data))
+    cached = (Path(latent_cache(plan)) / latent_key(setup) / ARTIFACT).is_file()
     if shape in trainers and not own:
         return 0.0, trainers[shape]
-    timing, trainers[shape] = calibrate.stage1_seconds(cfg, data, threads, gpu)
+    timing, trainers[shape] = calibrate.stage1_seconds(cfg, setup, threads, gpu)
     return (timing.seconds if own and not cached else 0.0), trainers[shape]
 
 

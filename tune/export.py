@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from contralord import checkpoint
-from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.encoder_stage import build_online
 from contralord.models.contralord import OnlineEncoder
+from contralord.setup import Setup
 
 
 class CodeEncoder(nn.Module):
@@ -45,13 +45,13 @@ class CodeGenerator(nn.Module):
         return self.generator(d, gc, gr)
 
 
-def load_online(cfg: ContraLordConfig, data: ImageFactorData, path: str | Path) -> OnlineEncoder:
+def load_online(setup: Setup, path: str | Path) -> OnlineEncoder:
     """The online encoder (and generator, when L_rec is on) of a stage-2 checkpoint, on the CPU, in eval mode.
 
     Building seeds the global RNG (``build_online``); ``fork_rng`` puts it back, so calling this between
     epochs changes nothing in training."""
     with torch.random.fork_rng(devices=[]):
-        online = build_online(cfg, data, None)
+        online = build_online(setup, None)
     online.load_state_dict(checkpoint.load(path, required=("online",))["online"])
     return online.eval()
 

@@ -34,7 +34,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from sqlalchemy.engine import make_url
 
 from ablations.store import DB_SCHEMES, tracking_client, without_password
-from contralord import labels
+from contralord.setup import Setup
 from tune.checks import SweepError
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -398,7 +398,7 @@ def _tracking_uri(uri: str) -> Iterator[None]:
         yield
 
 
-def image_dataset(data, cfg) -> mlflow.data.dataset.Dataset:
+def image_dataset(setup: Setup) -> mlflow.data.dataset.Dataset:
     """The training data as an MLflow dataset: name, digest = our data fingerprint (its first 36 hex digits,
     MLflow's limit), source (the embedded generator or the file), schema = class and factor columns,
     profile = size, image shape, factor names and sizes, the kept subset and the labelled subset."""
@@ -406,12 +406,13 @@ def image_dataset(data, cfg) -> mlflow.data.dataset.Dataset:
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types import ColSpec, Schema
 
+    cfg, data = setup.cfg, setup.data
     d, e = cfg.data, cfg.eval
     source = {"dataset": d.name, "path": d.path or "embedded (procedural, contralord.data)", "split": d.split}
     columns = [ColSpec("long", "class")] + [ColSpec("long", f"factor.{n}") for n in data.factor_names]
     labelled: dict[str, object] = {"eval.protocol": e.protocol}
     if e.protocol == "partial-labels" and data.factors is not None:  # the images whose labels training saw
-        found = labels.resolve(cfg, data)
+        found = setup.labelled
         where = data.positions[found.labelled] if data.positions is not None else found.labelled
         labelled |= {"data.labelled_factors": list(found.names), "data.num_labels": len(found.labelled),
                      "labelled_source_positions": where.tolist()}

@@ -128,7 +128,7 @@ def plan_trials(configs: list[dict], overrides_of: Callable[[dict], dict], code:
                 local: Callable[[ContraLordConfig], machine.Machine] | None) -> list[Planned]:
     """Each Tune config ({"variant", "run.seed", sampled keys}) with its reuse key, and its machine's id when
     ``local`` says where it would run. The data is built once per (data section, seed) for its fingerprint."""
-    from contralord.trainer import build_data
+    from contralord.setup import build_data
 
     prints: dict[tuple[str, int], str] = {}
     planned = []

@@ -20,10 +20,11 @@ from ablations.store import tracking_client
 from contralord.cli import OneLineParser
 from contralord.config import ConfigError, ContraLordConfig, parse_set_args
 from contralord.data import DataError
+from contralord.evaluation_checks import check_evaluation, check_weight_contents
 from contralord.loop import NonFiniteLossError
-from contralord.preflight import check_evaluation, check_sizes, check_weight_contents
+from contralord.preflight import check_backbone, check_sizes, validate_against_data
 from contralord.presets import PRESETS, SCALE_PRESETS, resolve_presets
-from contralord.trainer import build_data, check_backbone, needs_latent, validate_against_data
+from contralord.setup import Setup, build_data
 from tune import rounds, spaces
 from tune.checks import (
     SweepError,
@@ -120,9 +121,10 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
     evaluations = set()  # (data, eval, seed): what check_evaluation reads (all-factors builds the held-out images)
     for cfg in configs:
         validate_against_data(cfg, len(data))
-        check_sizes(cfg, data, needs_latent(cfg))
+        setup = Setup.of(cfg, data)
+        check_sizes(setup)
         if (cfg.data, cfg.eval, cfg.run.seed) not in evaluations:
-            check_evaluation(cfg, data)  # the end-of-trial metrics can score this data
+            check_evaluation(setup)  # the end-of-trial metrics can score this data
             evaluations.add((cfg.data, cfg.eval, cfg.run.seed))
         if args.register_best:
             check_register_best_logged(args.register_best, cfg)

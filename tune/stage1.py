@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 
 from ablations.store import tracking_client
 from contralord.config import ContraLordConfig
-from contralord.latent_stage import ARTIFACT, latent_key
-from contralord.trainer import build_data, needs_latent
+from contralord.latent_result import ARTIFACT, latent_key
+from contralord.setup import Setup, build_data, needs_latent
 from tune.mlflow_logger import create_run, find_run, get_experiment_id, set_running
 
 EXPERIMENT = "contralord-stage1"
@@ -55,17 +55,17 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
     logger = MlflowLogger(tracking_uri, run_id)
     logger.log_params({k: v for k, v in cfg.to_flat_dict().items() if k.split(".")[0] in ("data", "latent", "run")})
     try:
-        data = build_data(cfg)
-        logger.log_dataset(image_dataset(data, cfg))
+        setup = Setup.of(cfg, build_data(cfg))
+        logger.log_dataset(image_dataset(setup))
         with logger.system_metrics():
             # the console gets a progress line every 5 % (epoch, loss, time left); the epochs' metrics go to MLflow
             runtime = LocalRuntime(progress=_DriverBar) if in_place else LocalRuntime()
-            result = train_latent(cfg, data, cache, runtime, logger=logger)
+            result = train_latent(setup, cache, runtime, logger=logger)
         logger.set_tags(machine.describe().tags())
         logger.log_metrics(result.final_metrics(), step=0)  # before the model: its link copies step 0's metrics
         # also in MLflow's artifact store (S3 on a cluster): trials on other nodes fetch it from there
         logger.log_artifact(result.path)
-        logger.best_effort("generator_model", _log_generator, logger, cfg, data, result)
+        logger.best_effort("generator_model", _log_generator, logger, setup, result)
     except BaseException:
         logger.finish("FAILED")
         raise
@@ -73,19 +73,19 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
     return result.metrics
 
 
-def _log_generator(logger, cfg: ContraLordConfig, data, result) -> None:
+def _log_generator(logger, setup: Setup, result) -> None:
     """The stage-1 generator G as an MLflow PyTorch model: codes [d, g^c, g^r] (B, Dd+Dc+Dr) -> images."""
     import torch
 
-    from contralord import labels
-    from contralord.latent_stage import build_generator
+    from contralord.models.build import build_generator
     from tune.export import CodeGenerator
 
-    generator = build_generator(cfg, data)
+    data = setup.data
+    generator = build_generator(setup)
     generator.load_state_dict(result.generator_state)
     index = torch.arange(min(2, len(data)))
     codes = torch.cat([result.class_codes[data.classes[index]], result.content[index], result.residual[index]], 1)
-    logger.log_model(CodeGenerator(generator.eval(), labels.layout(cfg, data).dims), "generator", codes.float())
+    logger.log_model(CodeGenerator(generator.eval(), setup.layout.dims), "generator", codes.float())
 
 
 def fetch_stage1(tracking_uri: str, run_id: str, cache: str) -> None:
@@ -132,7 +132,7 @@ def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tra
         if not needs_latent(cfg):
             continue
         data = build_data(cfg)
-        key = latent_key(cfg, data)
+        key = latent_key(Setup.of(cfg, data))
         runs[str(seed)] = run_id = cached_run(client, cache, key)
         if run_id is not None:
             continue

@@ -25,15 +25,16 @@ import torch
 
 from ablations.store import tracking_client
 from contralord import checkpoint as ckpt
-from contralord import distributed, labels, machine
+from contralord import distributed, machine
 from contralord.config import ContraLordConfig
-from contralord.data import ImageFactorData
 from contralord.encoder_stage import CHECKPOINT, STABLE
-from contralord.latent_stage import latent_key
+from contralord.latent_result import latent_key
+from contralord.preflight import prepare
 from contralord.progress import Silent
 from contralord.runtime import DDPRuntime, LocalRuntime
+from contralord.setup import Setup, needs_latent
 from contralord.tracking import MultiLogger, NullLogger, StdoutLogger
-from contralord.trainer import needs_latent, prepare, train
+from contralord.trainer import train
 from tune import export, reuse
 from tune.context import SweepContext
 from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run, find_run, image_dataset
@@ -81,14 +82,14 @@ def _trial_logger(ctx: SweepContext, cfg: ContraLordConfig, trial_id: str, trial
     return MlflowLogger(ctx.tracking_uri, run_id)
 
 
-def _stage1_tags(ctx: SweepContext, cfg: ContraLordConfig, data) -> dict[str, str]:
+def _stage1_tags(ctx: SweepContext, setup: Setup) -> dict[str, str]:
     """``stage1_run_id``: the sweep's stage-1 run of this seed when it is this trial's stage 1; a trial whose
     stage 1 differs (Table 2's LORD row: class codes) trains its own inside the trial and names none."""
-    run_id = ctx.stage1_runs.get(str(cfg.run.seed), "")
-    if not run_id or not needs_latent(cfg):
+    run_id = ctx.stage1_runs.get(str(setup.cfg.run.seed), "")
+    if not run_id or not needs_latent(setup.cfg):
         return {"stage1_run_id": ""}
     shared = tracking_client(ctx.tracking_uri).get_run(run_id).data.tags.get("latent_key")
-    if shared == latent_key(labels.resolved(cfg, data), data):
+    if shared == latent_key(setup):
         return {"stage1_run_id": run_id}
     return {"stage1_run_id": "", "stage1": "trained in the trial (its stage 1 differs from the sweep's of this seed)"}
 
@@ -117,16 +118,16 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
         if ctx.stage1_runs.get(str(cfg.run.seed)):
             fetch_stage1(ctx.tracking_uri, ctx.stage1_runs[str(cfg.run.seed)], ctx.latent_cache)
         clock.lap("time/stage1_fetch")
-        data = prepare(cfg, out_dir, resume=True)  # refuses only a checkpoint of another config
+        setup = prepare(cfg, out_dir, resume=True)  # refuses only a checkpoint of another config
         if logger:
-            logger.set_tags(_stage1_tags(ctx, cfg, data))
+            logger.set_tags(_stage1_tags(ctx, setup))
         clock.lap("time/data")
         sinks = MultiLogger(StdoutLogger(), logger) if logger else NullLogger()
         if logger:
-            logger.log_dataset(image_dataset(data, cfg))
-            runtime = dataclasses.replace(runtime, report=_with_epoch_images(runtime.report, logger, cfg, data))
+            logger.log_dataset(image_dataset(setup))
+            runtime = dataclasses.replace(runtime, report=_with_epoch_images(runtime.report, logger, setup))
         with logger.system_metrics() if logger else contextlib.nullcontext():
-            summary = train(cfg, out_dir, runtime=runtime, logger=sinks, resume=True, data=data)
+            summary = train(cfg, out_dir, runtime=runtime, logger=sinks, resume=True, setup=setup)
         clock.lap("time/train_call")
     except SystemExit as stop:  # Tune ends a trial its scheduler stopped (ASHA) with sys.exit(0) in report()
         if logger:
@@ -137,7 +138,7 @@ def run_trial(ctx: SweepContext, config: dict[str, Any], trial_id: str, trial_na
             logger.finish("FAILED")
         raise
     if logger:
-        _publish_trial(logger, cfg, data, out_dir, summary)
+        _publish_trial(logger, cfg, setup, out_dir, summary)
         clock.lap("time/log")
         logger.log_metrics(clock.breakdown(summary), step=0)
         logger.finish()
@@ -198,9 +199,10 @@ def trial_started() -> float:
     return float(getattr(current, "last_report_time", 0.0) or time.time()) if current else time.time()
 
 
-def _publish_trial(logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFactorData, out_dir: Path,
+def _publish_trial(logger: MlflowLogger, cfg: ContraLordConfig, setup: Setup, out_dir: Path,
                    summary: dict[str, Any]) -> None:
-    """What a finished trial adds to its run: tags of its data and machine, files, images, the encoder."""
+    """What a finished trial adds to its run: tags of its data and machine, files, images, the encoder. ``cfg``:
+    the trial's config as Tune gave it (its reuse keys), ``setup`` the run's resolved inputs."""
     tags = {"data_fingerprint": summary["data_fingerprint"], "latent_key": summary.get("latent_key", "")}
     if summary.get("machine"):  # what the trainer ran on (its thread count, not the driver's)
         tags |= machine.Machine(**{k: v for k, v in summary["machine"].items() if k != "id"}).tags()
@@ -213,27 +215,27 @@ def _publish_trial(logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFacto
     logger.set_tags(tags)
     logger.log_artifacts(out_dir, ARTIFACTS)
     logger.log_images(out_dir, GRIDS, step=cfg.encoder.epochs)
-    logger.best_effort("encoder_model", _log_encoder, logger, cfg, data, out_dir / "checkpoints" / CHECKPOINT)
+    logger.best_effort("encoder_model", _log_encoder, logger, setup, out_dir / "checkpoints" / CHECKPOINT)
 
 
-def _log_encoder(logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFactorData, path: Path) -> None:
-    online = export.load_online(cfg, data, path)
-    logger.log_model(export.CodeEncoder(online), "encoder", export.example_images(data))
+def _log_encoder(logger: MlflowLogger, setup: Setup, path: Path) -> None:
+    online = export.load_online(setup, path)
+    logger.log_model(export.CodeEncoder(online), "encoder", export.example_images(setup.data))
 
 
-def _with_epoch_images(report: Callable, logger: MlflowLogger, cfg: ContraLordConfig, data: ImageFactorData):
+def _with_epoch_images(report: Callable, logger: MlflowLogger, setup: Setup):
     """The runtime's report hook, and after each stage-2 epoch (when L_rec gives a generator) the first
     ``EPOCH_IMAGES`` training images over their reconstructions as the image ``epoch_reconstructions``, read
     from the checkpoint the trainer just wrote (the core stays free of MLflow)."""
-    if cfg.loss.rec <= 0:
+    if setup.cfg.loss.rec <= 0:
         return report
     from torchvision.utils import make_grid
 
-    x = export.example_images(data, EPOCH_IMAGES)  # (n, C, H, W)
+    x = export.example_images(setup.data, EPOCH_IMAGES)  # (n, C, H, W)
 
     @torch.no_grad()
     def render(path: str, epoch: int) -> None:
-        recon = export.load_online(cfg, data, path)(x, decode=True)[1].clamp(0, 1)  # (n, C, H, W)
+        recon = export.load_online(setup, path)(x, decode=True)[1].clamp(0, 1)  # (n, C, H, W)
         grid = make_grid(torch.cat([x, recon]), nrow=len(x)).permute(1, 2, 0).numpy()  # (H', W', C)
         logger.log_image(grid, "epoch_reconstructions", epoch)
 

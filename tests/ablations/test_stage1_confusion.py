@@ -12,7 +12,7 @@ from ablations.stage1_confusion import adjacent_errors, confusion_matrix, larges
 from ablations.stage1_table import EXPERIMENT
 from contralord.config import ContraLordConfig
 from contralord.latent_stage import train_latent
-from contralord.trainer import build_data
+from contralord.setup import Setup, build_data
 
 
 def test_cells__counts_the_largest_and_the_neighbours_on_a_circle():
@@ -29,7 +29,7 @@ def test_cells__counts_the_largest_and_the_neighbours_on_a_circle():
 def test_confusion__from_the_logged_artifact_with_the_accuracy_stage1_logged(store, tiny_overrides, tmp_path,
                                                                              capsys):
     cfg = ContraLordConfig.from_overrides(tiny_overrides)
-    result = train_latent(cfg, build_data(cfg), tmp_path / "cache")
+    result = train_latent(Setup.of(cfg, build_data(cfg)), tmp_path / "cache")
     run = store.client.create_run(store.experiment(EXPERIMENT), tags={"role": "stage1", "seed": "0",
                                                                        "machine": "m1"})
     for key, value in cfg.to_flat_dict().items():

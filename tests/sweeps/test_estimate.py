@@ -87,7 +87,7 @@ def test_eval_sized__every_held_out_split_holds_a_factors_values(name):
     """The calibration's small evaluations must pass the metrics' own checks: dSprites' 32 positions need
     32 held-out images under both protocols (a warm-up at 150 images once failed with 'found N=30')."""
     from contralord.config import ContraLordConfig
-    from contralord.trainer import build_data
+    from contralord.setup import build_data
     from tune.calibrate import _eval_sized
 
     cfg = ContraLordConfig.from_overrides({"data.name": name, "data.size": 256})
@@ -152,22 +152,23 @@ def test_stage1_calibration__counts_the_references_steps(tiny_overrides, monkeyp
     """Stage 1's estimate adds the classifier steps its references train after it: the matched one's (as many as
     stage 1's) and the best one's four searches and its refits (one per labelled factor, at most one per recipe)."""
     from contralord.config import ContraLordConfig
-    from contralord.trainer import build_data
+    from contralord.setup import Setup, build_data
     from tune import calibrate
 
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.epochs": 2, "latent.best_reference_steps": 10})
     data = build_data(cfg)
-    assert calibrate.reference_steps(cfg, data) == 2 * 3 + 10 * (4 + 3)  # 96 images, batch 32: 3 steps an epoch
+    assert calibrate.reference_steps(Setup.of(cfg, data)) == 2 * 3 + 10 * (4 + 3)  # 96 images, batch 32: 3 an epoch
     off = ContraLordConfig.from_overrides(tiny_overrides | {"latent.epochs": 2, "latent.best_reference_steps": 0,
                                                             "latent.reference_classifier": False})
-    assert calibrate.reference_steps(off, data) == 0
+    assert calibrate.reference_steps(Setup.of(off, data)) == 0
     monkeypatch.setenv("CONTRALORD_CACHE", str(tmp_path))
     stage1 = {"stage-1": (1.0, 1.0, 1.0), "reference": (0.5, 0.5, 0.5)}
     monkeypatch.setattr(calibrate, "cached", lambda key, measure, what, *threads: calibrate.Timing(
         *stage1[what.split()[1]], 0.0, 2, "now"))
-    timing, _ = calibrate.stage1_seconds(cfg, data, 1)
+    timing, _ = calibrate.stage1_seconds(cfg, Setup.of(cfg, data), 1)
     assert timing.seconds == pytest.approx(6 * 1.0 + calibrate.STAGE1_FIXED_S + 0.5 * (6 + 70))
-    assert calibrate.stage1_seconds(off, data, 1)[0].seconds == pytest.approx(6 * 1.0 + calibrate.STAGE1_FIXED_S)
+    unreferenced = calibrate.stage1_seconds(off, Setup.of(off, data), 1)[0]
+    assert unreferenced.seconds == pytest.approx(6 * 1.0 + calibrate.STAGE1_FIXED_S)
 
 
 def test_unpriced__left_out_of_the_sums_and_named_as_lower_bounds():

@@ -15,8 +15,8 @@ from mlflow import MlflowClient
 
 from contralord import labels
 from contralord.encoder_stage import build_online
-from contralord.latent_stage import build_generator
-from contralord.trainer import build_data
+from contralord.models.build import build_generator
+from contralord.setup import Setup, build_data
 from tune import export
 from tune.mlflow_logger import (
     EXPERIMENT_KIND,
@@ -114,7 +114,7 @@ def test_logged_model__in_the_runs_experiment_not_default(tmp_path, monkeypatch)
 def test_dataset_input__name_digest_source_factors_subsets(store, tiny_cfg):
     data = build_data(tiny_cfg)
     logger = _logger(store)
-    logger.log_dataset(image_dataset(data, tiny_cfg))
+    logger.log_dataset(image_dataset(Setup.of(tiny_cfg, data)))
     (entry,) = logger.client.get_run(logger.run_id).inputs.dataset_inputs
     assert entry.dataset.digest == data.fingerprint[:36] and entry.dataset.name == "shapes3d-32px-96"
     assert json.loads(entry.dataset.source)["tags"]["dataset"] == "shapes3d"
@@ -132,7 +132,7 @@ def test_encoder_model__loads_and_matches(store, tiny_cfg, monkeypatch):
     import mlflow
 
     data = build_data(tiny_cfg)
-    module = export.CodeEncoder(build_online(tiny_cfg, data, None)).eval()
+    module = export.CodeEncoder(build_online(Setup.of(tiny_cfg, data), None)).eval()
     logger = _logger(store)
     logger.log_metrics({"encoder/train/total": 0.5}, step=1)
     logger.log_metrics({"encoder/train/total": 0.25, "system/cpu": 9.0}, step=2)
@@ -168,7 +168,7 @@ def test_generator_model__codes_to_images(store, tiny_cfg):
     import mlflow
 
     data = build_data(tiny_cfg)
-    generator = build_generator(tiny_cfg, data).eval()
+    generator = build_generator(Setup.of(tiny_cfg, data)).eval()
     module = export.CodeGenerator(generator, labels.layout(tiny_cfg, data).dims)
     logger = _logger(store)
     uri = logger.log_model(module, "generator", torch.randn(2, 7))
@@ -240,7 +240,7 @@ def test_source_tags__standard_names_and_empty_left_out():
 
 def test_register_best__the_best_runs_encoder(store, tiny_cfg):
     data = build_data(tiny_cfg)
-    module = export.CodeEncoder(build_online(tiny_cfg, data, None)).eval()
+    module = export.CodeEncoder(build_online(Setup.of(tiny_cfg, data), None)).eval()
     client, experiment = store
     for mig in (0.1, 0.3, 0.2):
         logger = _logger(store)

@@ -16,7 +16,7 @@ from mlflow import MlflowClient  # noqa: E402
 from contralord import labels, machine  # noqa: E402
 from contralord.config import ContraLordConfig, parse_set_args  # noqa: E402
 from contralord.presets import resolve_presets  # noqa: E402
-from contralord.trainer import build_data  # noqa: E402
+from contralord.setup import build_data  # noqa: E402
 from tune.run import main  # noqa: E402
 
 FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.epochs=2",

@@ -23,7 +23,8 @@ pytest.importorskip("ray")
 from mlflow import MlflowClient  # noqa: E402
 
 from contralord.config import ContraLordConfig  # noqa: E402
-from contralord.latent_stage import ARTIFACT, CHECKPOINT  # noqa: E402
+from contralord.latent_result import ARTIFACT  # noqa: E402
+from contralord.latent_stage import CHECKPOINT
 from contralord.presets import resolve_presets  # noqa: E402
 from contralord.trainer import train  # noqa: E402
 

@@ -12,8 +12,9 @@ import torch
 from mlflow import MlflowClient
 
 from contralord.config import ContraLordConfig
-from contralord.latent_stage import ARTIFACT, latent_key
-from contralord.trainer import build_data, train
+from contralord.latent_result import ARTIFACT, latent_key
+from contralord.setup import Setup, build_data
+from contralord.trainer import train
 from tune import run, sweep
 from tune.checks import SweepError, SweepInterrupted, TrialsFailed
 from tune.worker import _restore, _saved_step
@@ -63,7 +64,7 @@ def test_run_resumed_at_its_last_step__reports_the_last_epochs_metrics(tmp_path,
     keeps the last epoch's metrics."""
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"encoder.epochs": 2, "latent.epochs": 2})
     straight = train(cfg, tmp_path)
-    key = latent_key(cfg, build_data(cfg))
+    key = latent_key(Setup.of(cfg, build_data(cfg)))
     artifact = tmp_path / "latent_cache" / key / ARTIFACT
     first = torch.load(artifact, weights_only=True)["metrics"]
     artifact.unlink()  # as if killed after stage 1's last checkpoint, before its artifact

@@ -5,10 +5,9 @@ from types import SimpleNamespace
 
 from mlflow import MlflowClient
 
-from contralord import labels
 from contralord.config import ContraLordConfig
-from contralord.latent_stage import latent_key
-from contralord.trainer import build_data
+from contralord.latent_result import latent_key
+from contralord.setup import Setup, build_data
 from tune.worker import _stage1_tags
 
 
@@ -17,7 +16,7 @@ def test_stage1_tag__only_for_the_trial_whose_stage1_it_is(tmp_path, tiny_overri
     client = MlflowClient(uri)
     shared = ContraLordConfig.from_overrides(tiny_overrides)
     data = build_data(shared)
-    key = latent_key(labels.resolved(shared, data), data)
+    key = latent_key(Setup.of(shared, data))
     run_id = client.create_run(client.create_experiment("stage1"), tags={"latent_key": key}).info.run_id
     ctx = SimpleNamespace(stage1_runs={str(shared.run.seed): run_id}, tracking_uri=uri)
     assert _stage1_tags(ctx, shared, data) == {"stage1_run_id": run_id}
