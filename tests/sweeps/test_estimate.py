@@ -87,13 +87,13 @@ def test_eval_sized__every_held_out_split_holds_a_factors_values(name):
     """The calibration's small evaluations must pass the metrics' own checks: dSprites' 32 positions need
     32 held-out images under both protocols (a warm-up at 150 images once failed with 'found N=30')."""
     from contralord.config import ContraLordConfig
-    from contralord.setup import build_data
+    from contralord.setup import Setup, build_data
     from tune.calibrate import _eval_sized
 
     cfg = ContraLordConfig.from_overrides({"data.name": name, "data.size": 256})
     data = build_data(cfg)
     for fraction in (0.0, 0.25):
-        small = _eval_sized(cfg, fraction, data)
+        small = _eval_sized(Setup.of(cfg, data), fraction).cfg
         biggest = max(data.factor_sizes)
         assert small.eval.num_test >= biggest
         assert 0.2 * (small.eval.num_train + small.eval.num_test) >= biggest
