@@ -296,3 +296,84 @@ def test_two_sweeps_two_folders__models_in_their_experiments_artifacts_beside_th
     for model in [*encoders, generator]:
         assert Path(model.artifact_location).is_relative_to(store), model.artifact_location
         assert (Path(model.artifact_location) / "MLmodel").is_file()
+
+
+# --- a golden copy of what the two sweeps record (issue 31: a restructuring must not change it) -------------------
+GOLDEN = REPO / "tests" / "golden" / "smoke_sweeps.json"
+UPDATE = os.environ.get("CONTRALORD_UPDATE_GOLDEN", "")  # "1": replace the file; "add": add this machine's values
+VOLATILE = ("time/", "system/", "estimate/", "actual/", "cost/", "round/")  # clocks, load, the machine's timings
+VOLATILE_WORDS = ("seconds", "images_per_s", "wall", "_s/")
+VOLATILE_TAGS = ("mlflow.", "git_", "machine", "sweep_path", "stage1_run_ids", "latent_run_id", "stage1_run_id",
+                 "ray_trial_id", "trial_", "registered_model", "estimate_error", "reused_from")
+
+
+def _run_name(client, run, params: dict) -> str:
+    """A name for ``run`` that another sweep of the same commands gives it too: its experiment, role, seed and what
+    its knobs were set to (the loss weights and K, which tell the variants of these sweeps apart)."""
+    experiment = client.get_experiment(run.info.experiment_id).name
+    knobs = ",".join(f"{k}={params.get(k, '')}" for k in ("encoder.queue_size", "loss.con", "loss.res"))
+    return f"{experiment}/{run.data.tags.get('role', '?')}/seed{params.get('run.seed', '')}/{knobs}"
+
+
+def _steady(name: str) -> bool:
+    return not name.startswith(VOLATILE) and not any(word in name for word in VOLATILE_WORDS)
+
+
+def _recorded(client, folders) -> dict:
+    """Per run: its params (folders of this test written as <first>/<second>), its tag names and metric names, and
+    the last value of each metric, times and system samples left out."""
+    text = lambda value: value.replace(str(folders[0]), "<first>").replace(str(folders[1]), "<second>")  # noqa: E731
+    runs = {}
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id]):
+            params = {k: text(v) for k, v in run.data.params.items() if _steady(k)}
+            name = _run_name(client, run, params)
+            assert name not in runs, f"two runs named {name}"
+            runs[name] = {"params": params,
+                          "tags": sorted(k for k in run.data.tags if not k.startswith(VOLATILE_TAGS)),
+                          "metrics": {k: v for k, v in run.data.metrics.items() if _steady(k)}}
+    return runs
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)  # NaN equal to NaN
+
+
+def _numerics() -> str:
+    import numpy
+    import scipy
+    import sklearn
+
+    from contralord import machine
+
+    generation = machine.describe().as_dict().get("cpu_generation", "")
+    return (f"{machine.describe().id}/{generation}/{torch.backends.cpu.get_cpu_capability()}/{numpy.__version__}/"
+            f"{scipy.__version__}/{sklearn.__version__}")
+
+
+@pytest.mark.slow
+def test_sweep__params_tags_and_metrics_as_stored(swept, folders):
+    """Both sweeps' runs record the params, tag names and metric names of the stored copy, on every machine; on a
+    machine the copy has values for (``_numerics``: CPU, torch build, threads, numeric libraries), every metric's
+    last value bit for bit. ``CONTRALORD_UPDATE_GOLDEN=1`` re-records it after a deliberate change."""
+    now, key = _recorded(swept, folders), _numerics()
+    if UPDATE:
+        stored = json.loads(GOLDEN.read_text()) if GOLDEN.exists() and UPDATE == "add" else {"values": {}}
+        stored["runs"] = {name: {k: run[k] for k in ("params", "tags")} | {"metrics": sorted(run["metrics"])}
+                          for name, run in now.items()}
+        stored["values"][key] = {name: run["metrics"] for name, run in now.items()}
+        GOLDEN.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+        pytest.fail(f"wrote {GOLDEN} for {key}; commit it and run again without CONTRALORD_UPDATE_GOLDEN")
+    golden = json.loads(GOLDEN.read_text())
+    assert sorted(now) == sorted(golden["runs"]), sorted(set(now) ^ set(golden["runs"]))
+    for name, run in golden["runs"].items():
+        assert now[name]["params"] == run["params"], (name, {k: (run["params"].get(k), now[name]["params"].get(k))
+                                                             for k in run["params"].keys() | now[name]["params"].keys()
+                                                             if run["params"].get(k) != now[name]["params"].get(k)})
+        assert now[name]["tags"] == run["tags"], (name, sorted(set(run["tags"]) ^ set(now[name]["tags"])))
+        names = sorted(now[name]["metrics"])
+        assert names == run["metrics"], (name, sorted(set(run["metrics"]) ^ set(names)))
+    if key in golden["values"]:
+        differ = {(name, k): (v, now[name]["metrics"][k]) for name, values in golden["values"][key].items()
+                  for k, v in values.items() if not _same(now[name]["metrics"][k], v)}
+        assert not differ, f"on {key} these metrics changed (stored, now): {differ}"
