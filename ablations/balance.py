@@ -2,7 +2,7 @@
 the backbone, read from MLflow.
 
 The trainer logs ||d(weight * term) / d f|| per term at the first step of every epoch (``encoder/train/grad/<term>``,
-``contralord/encoder_stage.py: _grad_norms``). Per run, each term's median over its logged epochs after the first
+``contralord/stage2/encoder_stage.py: _grad_norms``). Per run, each term's median over its logged epochs after the first
 (the first step's queue holds random keys, so L_con's and L_res's gradients are then unrepresentative); per row,
 the mean over its seeds of those medians, each term's ratio to L_rec's, and the largest ratio between any two terms.
 A reused trial's copy carries no history: its original (tag ``reused_from``) is read instead.

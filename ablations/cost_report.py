@@ -47,7 +47,7 @@ from ablations.runs import (  # noqa: E402
 )
 from ablations.store import tracking_client, without_password  # noqa: E402
 from ablations.tables import parse_value  # noqa: E402
-from contralord.cli import OneLineParser  # noqa: E402
+from contralord.cli.main import OneLineParser  # noqa: E402
 
 REPORT = "cost_to_verdict.md"
 

@@ -26,7 +26,7 @@ from ablations.runs import AblationError, TrialRun
 from ablations.stats import Paired
 from ablations.tables import Table, build_table
 
-PREFIX = "rung/"  # contralord/ladder.py logs rung/<metric> at step = the rung's steps
+PREFIX = "rung/"  # contralord/run/ladder.py logs rung/<metric> at step = the rung's steps
 CONVERGENCE = ("encoder/eval/disentanglement", "encoder/eval/content_corr_min")
 THRESHOLD = 0.02
 BUDGET_METRIC = "encoder/train/epoch"  # logged at step = the optimiser steps done, once per epoch

@@ -48,7 +48,7 @@ from ablations.stage1_table import build_stage1_table, stage1_runs  # noqa: E402
 from ablations.stage1_table import to_markdown as stage1_markdown  # noqa: E402
 from ablations.store import tracking_client, without_password  # noqa: E402
 from ablations.tables import Table, build_table  # noqa: E402
-from contralord.cli import OneLineParser  # noqa: E402
+from contralord.cli.main import OneLineParser  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

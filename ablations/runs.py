@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from ablations import store
 from ablations.specs import ROUNDS_ARTIFACT  # noqa: F401  (cost_report reads it through here)
 from contralord.config import KEYS_ADDED_WITH_OLD_BEHAVIOUR, as_it_ran
-from contralord.file_checks import unwritable_reason
+from contralord.run.file_checks import unwritable_reason
 
 PARENT_TAG = "mlflow.parentRunId"
 REUSED_TAG = "reused_from"  # a trial a sweep did not run again: the id of the run whose numbers it copies

@@ -2,7 +2,7 @@
 ``stage1_curves.png``): a panel per labelled factor, a line per seed and curve.
 
 All three read the same probe images, a seeded draw of at most 1024 images without labels
-(``contralord/reference_classifier.py: probe_positions``): stage 1's classifiers at every epoch's end
+(``contralord/stage1/reference_classifier.py: probe_positions``): stage 1's classifiers at every epoch's end
 (``latent/train/probe_acc/<factor>``), the matched reference on stage 1's steps (``latent/ref/probe_acc/<factor>``),
 and the best reference's refit on its own steps (``latent/best_ref/probe_acc/<factor>``: a tenth of
 ``latent.best_reference_steps`` apart). A curve that still climbs at its end was stopped early.

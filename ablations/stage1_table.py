@@ -4,9 +4,9 @@
 A stage-1 run (experiment ``contralord-stage1``, tag ``role=stage1``; ``tune/stage1.py``) logs, per labelled
 factor, its classifier's accuracy on the images without labels (``latent/final/classifier_acc/<factor>``) and the
 matched reference's: the same networks, optimiser and labelled batches trained on the labels alone
-(``latent/final/ref_accuracy/<factor>``; ``contralord/reference_classifier.py``), the best reference's: the same
+(``latent/final/ref_accuracy/<factor>``; ``contralord/stage1/reference_classifier.py``), the best reference's: the same
 networks with their own recipe chosen on a validation split of the labels (``latent/final/best_ref_accuracy/<factor>``;
-``contralord/best_reference.py``), and the DCI, MIG and SAP of its
+``contralord/stage1/best_reference.py``), and the DCI, MIG and SAP of its
 codes g^c scored as an encoder is (``latent/final/codes/...``). Here: one row per seed, their mean, and per factor
 stage 1 minus each reference paired by seed (a 95 % paired-t interval; **above** or **below** when it excludes 0).
 With ``--sweep-run`` the stage-1 runs that sweep used (its parent's tag ``stage1_run_ids``), else every finished
@@ -28,7 +28,7 @@ from ablations.tables import differing_keys, machines_of
 
 EXPERIMENT = "contralord-stage1"
 ACCURACY, REFERENCE = "latent/final/classifier_acc/", "latent/final/ref_accuracy/"
-BEST = "latent/final/best_ref_accuracy/"  # contralord/best_reference.py: its own recipe, chosen on validation
+BEST = "latent/final/best_ref_accuracy/"  # contralord/stage1/best_reference.py: its own recipe, chosen on validation
 REFERENCES = {"matched reference": REFERENCE, "best reference": BEST}
 CODES = {"codes D": "disentanglement", "C": "completeness", "I (test)": "informativeness_test", "MIG": "mig",
          "SAP": "sap"}

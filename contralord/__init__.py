@@ -11,7 +11,7 @@ __all__ = ["ConfigError", "ContraLordConfig", "PRESETS", "resolve_presets", "tra
 
 
 def train(*args, **kwargs):
-    """See ``contralord.trainer.train`` (imported lazily to keep ``import contralord`` light)."""
-    from contralord.trainer import train as _train
+    """See ``contralord.run.trainer.train`` (imported lazily to keep ``import contralord`` light)."""
+    from contralord.run.trainer import train as _train
 
     return _train(*args, **kwargs)

@@ -1,5 +1,5 @@
 import sys
 
-from contralord.cli import main
+from contralord.cli.main import main
 
 sys.exit(main())

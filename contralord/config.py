@@ -275,11 +275,11 @@ class RunConfig:
     latent_cache: str = ""  # folder of stage-1 artifacts keyed by hash ("" = <out>/latent_cache)
     eval_size: int = 2000  # training images encoded for the end-of-run summary
     method: str = "contralord"  # the row name of Table 2 (set by the method presets; changes no number)
-    precision: str = "fp32"  # fp32 | bf16 (autocast for the forward passes; contralord/precision.py)
+    precision: str = "fp32"  # fp32 | bf16 (autocast for the forward passes; contralord/training/precision.py)
     channels_last: bool = False  # NHWC convolutions and batches
     compile: bool = False  # torch.compile the trained modules
     # a finished WSD ladder's stable state (<its out>/checkpoints/stable.pt) this run extends: it starts there with
-    # that run's rung evaluations and trains only the steps above them (contralord/ladder.py); the numbers equal a
+    # that run's rung evaluations and trains only the steps above them (contralord/run/ladder.py); the numbers equal a
     # straight run's, so no hash or reuse key holds it
     extend_from: str = ""
 

@@ -33,12 +33,13 @@ import torch
 from sklearn.model_selection import train_test_split
 from torchvision.utils import save_image
 
-from contralord import checkpoint, floors, metrics
+from contralord import floors, metrics
 from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import DataError, ImageFactorData, build_dataset
 from contralord.encoding import BATCH, CodeCache, encode_classifier
 from contralord.models.contralord import OnlineEncoder
 from contralord.setup import Setup
+from contralord.training import checkpoint
 
 SPLIT_TEST, SPLIT_SEED = 0.2, 1337  # zerodim's train_test_split of the scored images
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from contralord import checkpoint
 from contralord.config import ConfigError
-from contralord.loop import final_names
 from contralord.models.latent import FactorCodes, build_factor_codes
 from contralord.setup import Setup
+from contralord.training import checkpoint
+from contralord.training.loop import final_names
 
 ARTIFACT = "latent.pt"
 ARTIFACT_KEYS = ("key", "content", "residual", "class_codes", "generator", "metrics")

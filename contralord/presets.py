@@ -8,7 +8,7 @@ labels of every image, then amortisation with L_rec + L_sup), ``gabbay`` (Gabbay
 zerodim: the labelled-factor stage 1, then amortisation with L_rec + L_sup, no contrastive term, scored as
 zerodim scores it: the stage-1 classifiers' codes softmax(C_j(x)) @ E_j, ``eval.scored_code=classifier``),
 ``locatello`` (Locatello et al. 2020: a semi-supervised beta-VAE whose labelled latents are supervised
-by the same few labels; ``contralord.vae_baseline``),
+by the same few labels; ``contralord.stage2.vae_baseline``),
 ``moco`` (instance contrastive only: a queue, two augmented views), ``simclr`` (in-batch NT-Xent, no
 queue, no momentum encoder).
 Protocol preset: ``all-factors`` restores the first protocol and every reading it used (LORD class

@@ -31,7 +31,7 @@ PARTS = {  # part -> (module, attribute): wrapped where the evaluation looks the
     "dci": [("contralord.metrics", "compute_dci")],
     "logistic_regressions": [("contralord.metrics", "compute_linear_probe")],
     "grids": [("contralord.evaluation", "render_grids")],
-    "head_agreement": [("contralord.trainer", "_head_agreement")],
+    "head_agreement": [("contralord.run.trainer", "_head_agreement")],
 }
 
 
@@ -74,12 +74,13 @@ def worker(run: Path, latent_cache: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from contralord import checkpoint, trainer
+    from contralord.training import checkpoint
+    from contralord.run import trainer
     from contralord.config import ContraLordConfig
-    from contralord.encoder_stage import build_online
+    from contralord.stage2.encoder_stage import build_online
     from contralord.evaluation import evaluate
-    from contralord.latent_stage import train_latent
-    from contralord.preflight import read_run_config
+    from contralord.stage1.latent_stage import train_latent
+    from contralord.run.preflight import read_run_config
 
     cfg = ContraLordConfig.from_saved(read_run_config(run / "config.json"), {})
     data = trainer.build_data(cfg)

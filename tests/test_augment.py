@@ -1,6 +1,6 @@
 import torch
 
-from contralord.augment import augment, draw_params
+from contralord.stage2.augment import augment, draw_params
 
 
 def _images(b=6, c=3, s=16):

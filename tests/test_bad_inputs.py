@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contralord.cli import main
+from contralord.cli.main import main
 from contralord.config import ContraLordConfig
 from contralord.data import DataError, build_dataset
-from contralord.loop import LoopSpec, NonFiniteLossError, run_loop
-from contralord.tracking import NullLogger
+from contralord.training.loop import LoopSpec, NonFiniteLossError, run_loop
+from contralord.training.tracking import NullLogger
 
 
 def _sets(overrides):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from test_bad_inputs import hashes, refused
 
-from contralord.cli import main
+from contralord.cli.main import main
 from contralord.config import ContraLordConfig
-from contralord.trainer import train
+from contralord.run.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_bench_metrics__sizes_must_fit_memory(capsys):
 @pytest.mark.slow
 def test_train__ctrl_c_is_one_line_that_says_how_to_resume(tmp_path, tiny_overrides):
     sets = [a for k, v in (tiny_overrides | {"latent.epochs": 400}).items() for a in ("--set", f"{k}={v}")]
-    cmd = [sys.executable, "-m", "contralord.cli", "train", *sets, "--out", str(tmp_path / "run")]
+    cmd = [sys.executable, "-m", "contralord.cli.main", "train", *sets, "--out", str(tmp_path / "run")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120

@@ -1,4 +1,4 @@
-"""The best supervised-only reference (contralord/best_reference.py): a validation split carved from the labelled
+"""The best supervised-only reference (contralord/stage1/best_reference.py): a validation split carved from the labelled
 images, a recipe chosen per factor on it (never on the images it is scored on), a refit on every label, and
 stage 1 unchanged by it."""
 
@@ -7,15 +7,16 @@ import dataclasses
 import pytest
 import torch
 
-from contralord import labels, sampling
-from contralord.best_reference import RECIPES, choose, split_labelled, train_best_reference
+from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
-from contralord.latent_factors import labelled_positions
-from contralord.latent_stage import train_latent
-from contralord.reference_classifier import probe_positions, train_reference
 from contralord.setup import Setup, build_data
-from contralord.tracking import NullLogger
+from contralord.stage1.best_reference import RECIPES, choose, split_labelled, train_best_reference
+from contralord.stage1.latent_factors import labelled_positions
+from contralord.stage1.latent_stage import train_latent
+from contralord.stage1.reference_classifier import probe_positions, train_reference
+from contralord.training import sampling
+from contralord.training.tracking import NullLogger
 
 HUES = ["floor_hue", "wall_hue", "object_hue"]
 

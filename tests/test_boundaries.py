@@ -1,5 +1,5 @@
 """The core never imports Ray or MLflow (checked in a fresh interpreter), and only
-contralord/distributed.py touches torch.distributed."""
+contralord/training/distributed.py touches torch.distributed."""
 
 import re
 import subprocess
@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "contralord"
 
 
 def test_core_imports__neither_ray_nor_mlflow():
-    code = ("import sys, contralord, contralord.trainer, contralord.cli, contralord.bench, contralord.data; "
+    code = ("import sys, contralord, contralord.run.trainer, contralord.cli.main, contralord.cli.bench, "
+            "contralord.data; "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')); print(bad)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

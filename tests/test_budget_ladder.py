@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.encoder_stage import train_encoders
-from contralord.latent_stage import train_latent
-from contralord.preflight import validate_against_data
-from contralord.runtime import LocalRuntime
+from contralord.run.preflight import validate_against_data
+from contralord.run.trainer import train
 from contralord.schedules import WarmupStableDecay, branch_start, cooldown_steps, parse_rungs, wsd_factor
 from contralord.setup import Setup, build_data
-from contralord.tracking import NullLogger
-from contralord.trainer import train
+from contralord.stage1.latent_stage import train_latent
+from contralord.stage2.encoder_stage import train_encoders
+from contralord.training.runtime import LocalRuntime
+from contralord.training.tracking import NullLogger
 
 
 class RecordingLogger(NullLogger):
@@ -75,7 +75,7 @@ def test_ladder_config__refused_naming_the_key(overrides, key):
 def test_ladder_config__budget_is_the_top_rung(tiny_overrides):
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"encoder.schedule": "wsd", "encoder.rungs": "3,6"})
     assert parse_rungs(cfg.encoder.rungs) == (3, 6)
-    from contralord.sampling import encoder_steps
+    from contralord.training.sampling import encoder_steps
 
     assert encoder_steps(cfg, 96) == (6, 2)
     with pytest.raises(ConfigError, match="^encoder.warmup_steps: 9 runs into the cooldown"):

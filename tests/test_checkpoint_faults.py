@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from contralord import checkpoint
-from contralord.cli import main
+from contralord.cli.main import main
+from contralord.training import checkpoint
 
 STAGE2_STEPS_PER_EPOCH = 3  # TINY: 96 images, batch 32
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from contralord import checkpoint
 from contralord.config import ContraLordConfig
 from contralord.latent_result import load_latent
+from contralord.training import checkpoint
 
 
 class _Payload:
@@ -84,7 +84,7 @@ def test_cli_evaluate__payload_one_line_exit_2_nothing_run(tmp_path, tiny_overri
     _write_payload(run / "checkpoints" / "encoder.pt", marker)
     (run / "config.json").write_text(json.dumps(ContraLordConfig.from_overrides(tiny_overrides).to_flat_dict()))
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    result = subprocess.run([sys.executable, "-m", "contralord.cli", "evaluate", "--checkpoint", str(run)],
+    result = subprocess.run([sys.executable, "-m", "contralord.cli.main", "evaluate", "--checkpoint", str(run)],
                             capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -10,14 +10,15 @@ import json
 import pytest
 import torch
 
-from contralord import best_reference, labels
-from contralord.best_reference import RECIPES
+from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.latent_factors import FactorTrainer
 from contralord.models.build import build_generator, build_recon_loss
-from contralord.reference_classifier import train_reference
-from contralord.runtime import LocalRuntime
 from contralord.setup import Setup, build_data
+from contralord.stage1 import best_reference
+from contralord.stage1.best_reference import RECIPES
+from contralord.stage1.latent_factors import FactorTrainer
+from contralord.stage1.reference_classifier import train_reference
+from contralord.training.runtime import LocalRuntime
 
 
 def _hash_without(cfg: ContraLordConfig, key: str) -> str:
@@ -96,7 +97,7 @@ def _recording(seen, train):
 
 
 def test_checkpoint_saved_before_the_key__resumes_at_its_old_value_and_is_refused_off_it(tmp_path):
-    from contralord.checkpoint import check_compatible
+    from contralord.training.checkpoint import check_compatible
 
     now = ContraLordConfig().to_flat_dict()
     before = {k: v for k, v in now.items() if k != "latent.classifier_beta1"}  # a config saved before the key

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from contralord.cli import main
+from contralord.cli.main import main
 
 
 def _sets(overrides):
@@ -31,7 +31,7 @@ def test_cli_train__smoke_writes_summary(tmp_path, tiny_overrides, capsys):
     (["--set", "data.name=factors_file", "--set", "data.path=/no/such.npz"], "data.path"),
 ])
 def test_cli_train__bad_input_one_line_exit_2(tmp_path, tiny_overrides, args, needle):
-    cmd = [sys.executable, "-m", "contralord.cli", "train", *_sets(tiny_overrides), *args, "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "contralord.cli.main", "train", *_sets(tiny_overrides), *args, "--out", str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -14,14 +14,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from contralord import distributed
 from contralord.config import ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer
-from contralord.latent_stage import train_latent
 from contralord.models.latent import ImageCodes
 from contralord.presets import PROTOCOL_PRESETS
-from contralord.runtime import DDPRuntime, LocalRuntime
 from contralord.setup import Setup, build_data
+from contralord.stage1.latent_stage import train_latent
+from contralord.stage2.encoder_stage import EncoderTrainer
+from contralord.training import distributed
+from contralord.training.runtime import DDPRuntime, LocalRuntime
 
 STEPS = 3
 

@@ -11,10 +11,10 @@ import torch
 
 from contralord import encoding
 from contralord.config import ContraLordConfig
-from contralord.encoder_stage import build_online
 from contralord.encoding import PARTS, CodeCache, encode
+from contralord.run.trainer import train
 from contralord.setup import Setup, build_data
-from contralord.trainer import train
+from contralord.stage2.encoder_stage import build_online
 
 SMALL_BATCH = 16  # 96 images make 6 batches, so that the cache's batches hold other images than encode's
 

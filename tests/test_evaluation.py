@@ -10,8 +10,8 @@ import torch
 
 from contralord.config import ContraLordConfig
 from contralord.evaluation import heldout_dataset
+from contralord.run.trainer import train
 from contralord.setup import Setup, build_data
-from contralord.trainer import train
 
 
 def _cfg(tiny, **extra):
@@ -80,7 +80,7 @@ def test_train__writes_metrics_and_grids(trained_run):
 @pytest.mark.slow
 def test_evaluate_cli__recomputes_with_another_protocol(trained_run):
     out, _ = trained_run
-    cmd = [sys.executable, "-m", "contralord.cli", "evaluate", "--checkpoint", str(out), "--protocol", "all-factors",
+    cmd = [sys.executable, "-m", "contralord", "evaluate", "--checkpoint", str(out), "--protocol", "all-factors",
            "--set", "eval.num_test=20"]
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     scores = json.loads(result.stdout)
@@ -90,7 +90,7 @@ def test_evaluate_cli__recomputes_with_another_protocol(trained_run):
 
 @pytest.mark.slow
 def test_evaluate_cli__bad_folder_one_line(tmp_path):
-    cmd = [sys.executable, "-m", "contralord.cli", "evaluate", "--checkpoint", str(tmp_path)]
+    cmd = [sys.executable, "-m", "contralord", "evaluate", "--checkpoint", str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "config.json" in result.stderr
@@ -108,7 +108,7 @@ def test_metrics_cli__identity_codes_score_high(tmp_path):
     factors = rng.integers(0, 4, size=(600, 2))
     codes = factors + 0.01 * rng.standard_normal(factors.shape)
     paths = _save(tmp_path, codes=codes, factors=factors)
-    cmd = [sys.executable, "-m", "contralord.cli", "metrics", "--codes", paths["codes"], "--factors", paths["factors"]]
+    cmd = [sys.executable, "-m", "contralord", "metrics", "--codes", paths["codes"], "--factors", paths["factors"]]
     result = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     assert result["mig"] > 0.9 and result["disentanglement"] > 0.9 and result["split"].startswith("first 400")
 
@@ -118,7 +118,7 @@ def test_metrics_cli__smoothness_and_errors(tmp_path):
     rng = np.random.default_rng(1)
     paths = _save(tmp_path, a=rng.standard_normal((50, 3)), b=rng.standard_normal((50, 2)),
                   bad=rng.standard_normal((40, 3)), f=rng.integers(0, 2, size=(50, 1)))
-    base = [sys.executable, "-m", "contralord.cli", "metrics"]
+    base = [sys.executable, "-m", "contralord", "metrics"]
     ok = subprocess.run(base + ["--content", paths["a"], "--residual", paths["b"]], capture_output=True, text=True)
     assert ok.returncode == 0 and "smoothness_content" in json.loads(ok.stdout)
     for args, needle in ((["--content", paths["a"]], "--residual"),
@@ -130,8 +130,8 @@ def test_metrics_cli__smoothness_and_errors(tmp_path):
 
 
 def test_encode__eval_mode_is_deterministic(trained_run, tiny_overrides):
-    from contralord.encoder_stage import build_online
     from contralord.encoding import encode
+    from contralord.stage2.encoder_stage import build_online
 
     cfg = _cfg(tiny_overrides)
     data = build_data(cfg)
@@ -147,8 +147,8 @@ def test_generative_scores__lpips_and_fid_with_user_weight_files(tmp_path, tiny_
     """The real weight-loading path, fed random weights (nothing can be downloaded here)."""
     import torchvision
 
-    from contralord.encoder_stage import build_online
     from contralord.evaluation import generative_scores
+    from contralord.stage2.encoder_stage import build_online
 
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), tmp_path / "alex.pt")
     torch.save(torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(),
@@ -162,7 +162,7 @@ def test_generative_scores__lpips_and_fid_with_user_weight_files(tmp_path, tiny_
 
 
 def test_prepare__missing_eval_weights_refused(tmp_path, tiny_overrides):
-    from contralord.preflight import prepare
+    from contralord.run.preflight import prepare
 
     with pytest.raises(ValueError, match="eval.inception_weights"):
         prepare(_cfg(tiny_overrides, **{"eval.inception_weights": "/no/inception.pt"}), tmp_path)

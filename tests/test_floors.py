@@ -11,7 +11,7 @@ import torch
 from contralord import floors
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
-from contralord.trainer import train
+from contralord.run.trainer import train
 
 
 def _images_with_class_in_pixels(n: int, classes: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:

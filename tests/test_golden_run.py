@@ -31,7 +31,7 @@ from conftest import TINY
 
 from contralord import machine
 from contralord.config import ContraLordConfig
-from contralord.trainer import train
+from contralord.run.trainer import train
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_train.json"
 UPDATE = os.environ.get("CONTRALORD_UPDATE_GOLDEN", "")  # "1": replace every entry; "add": add this machine's

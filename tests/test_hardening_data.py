@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from contralord.cli import main
+from contralord.cli.main import main
 from contralord.data import DataError, build_dataset
 
 N, SIDE = 12, 16

@@ -13,7 +13,7 @@ import pytest
 from test_bad_inputs import _sets, hashes, refused  # the CLI's one-line refusal and the files it must not touch
 
 from contralord.config import ConfigError
-from contralord.file_checks import check_out, unwritable_reason
+from contralord.run.file_checks import check_out, unwritable_reason
 
 
 @pytest.fixture

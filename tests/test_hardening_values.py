@@ -12,7 +12,7 @@ import pytest
 import scipy.io
 import torch
 
-from contralord.cli import main
+from contralord.cli.main import main
 
 
 def _sets(overrides):

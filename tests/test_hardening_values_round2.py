@@ -11,7 +11,7 @@ import torch
 from test_hardening_values import KEYS, refused_before_work
 
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.evaluation_checks import check_evaluation
+from contralord.run.evaluation_checks import check_evaluation
 from contralord.setup import Setup, build_data
 
 ALL = {"eval.protocol": "all-factors"}

@@ -9,14 +9,14 @@ import torch.nn.functional as F
 
 from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer
 from contralord.latent_result import load_factor_codes
-from contralord.latent_stage import train_latent
 from contralord.losses import info_nce_loss
-from contralord.preflight import prepare
-from contralord.queue import FeatureQueue
-from contralord.runtime import LocalRuntime
+from contralord.models.queue import FeatureQueue
+from contralord.run.preflight import prepare
 from contralord.setup import Setup, build_data
+from contralord.stage1.latent_stage import train_latent
+from contralord.stage2.encoder_stage import EncoderTrainer
+from contralord.training.runtime import LocalRuntime
 
 CPU = torch.device("cpu")
 

@@ -1,15 +1,15 @@
-"""Extending a finished budget ladder (``run.extend_from``, contralord/ladder.py): a 3,6 ladder extended to 3,6,12
+"""Extending a finished budget ladder (``run.extend_from``, contralord/run/ladder.py): a 3,6 ladder extended to 3,6,12
 trains only the steps above its stable state and ends equal to a straight 3,6,12 run, rung by rung; a state it
 cannot extend is refused naming the key, before any training."""
 
 import pytest
 import torch
 
-from contralord import encoder_stage
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.ladder import PREFIX, stable_path
-from contralord.preflight import prepare
-from contralord.trainer import train
+from contralord.run.ladder import PREFIX, stable_path
+from contralord.run.preflight import prepare
+from contralord.run.trainer import train
+from contralord.stage2 import encoder_stage
 from tests.test_budget_ladder import RecordingLogger
 
 TIMED = "images_per_s"  # a wall-clock rate, the one number a rerun changes

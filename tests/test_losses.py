@@ -111,8 +111,8 @@ def test_bce_reconstruction__the_closed_form_on_binary_pixels():
 
 def test_recon_loss_bce__stage1_trains_with_it(tmp_path, tiny_overrides):
     from contralord.config import ContraLordConfig
-    from contralord.latent_stage import train_latent
     from contralord.setup import Setup, build_data
+    from contralord.stage1.latent_stage import train_latent
 
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.recon_loss": "bce"})
     result = train_latent(Setup.of(cfg, build_data(cfg)), tmp_path)

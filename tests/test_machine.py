@@ -8,7 +8,7 @@ import torch
 
 from contralord import machine
 from contralord.config import ContraLordConfig
-from contralord.trainer import train
+from contralord.run.trainer import train
 
 
 def test_describe__stable_and_complete():

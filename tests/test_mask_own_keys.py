@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from contralord import sampling
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer
 from contralord.losses import info_nce_loss
-from contralord.preflight import validate_against_data
-from contralord.queue import FeatureQueue
-from contralord.runtime import LocalRuntime
+from contralord.models.queue import FeatureQueue
+from contralord.run.preflight import validate_against_data
 from contralord.setup import Setup, build_data
+from contralord.stage2.encoder_stage import EncoderTrainer
+from contralord.training import sampling
+from contralord.training.runtime import LocalRuntime
 
 
 def test_own_key_mask__closed_form():

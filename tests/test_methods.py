@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.preflight import prepare
 from contralord.presets import resolve_presets
-from contralord.trainer import train
-from contralord.vae_baseline import label_loss
+from contralord.run.preflight import prepare
+from contralord.run.trainer import train
+from contralord.stage2.vae_baseline import label_loss
 
 
 @pytest.mark.parametrize("method, structure", [("lord", "class"), ("gabbay", "factors"), ("locatello", "factors")])

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contralord import sampling
 from contralord.config import ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer
-from contralord.runtime import LocalRuntime
 from contralord.setup import Setup, build_data
+from contralord.stage2.encoder_stage import EncoderTrainer
+from contralord.training import sampling
+from contralord.training.runtime import LocalRuntime
 
 MOCO = {"loss.rec": 0.0, "loss.sup": 0.0, "loss.con": 1.0, "loss.res": 0.0, "encoder.momentum": 0.9,
         "encoder.temperature": 0.2, "encoder.augment_anchor": True}

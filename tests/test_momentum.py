@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from contralord.momentum import init_momentum, update_momentum
+from contralord.models.momentum import init_momentum, update_momentum
 
 
 def _pair():

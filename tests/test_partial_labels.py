@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from contralord import augment, labels
+from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer
 from contralord.evaluation import score_labelled_codes
-from contralord.latent_stage import train_latent
 from contralord.models.latent import FactorCodes
-from contralord.preflight import prepare
-from contralord.runtime import LocalRuntime
+from contralord.run.preflight import prepare
+from contralord.run.trainer import train
 from contralord.setup import Setup, build_data
-from contralord.trainer import train
+from contralord.stage1.latent_stage import train_latent
+from contralord.stage2 import augment
+from contralord.stage2.encoder_stage import EncoderTrainer
+from contralord.training.runtime import LocalRuntime
 
 HUES = ["floor_hue", "wall_hue", "object_hue"]
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from contralord.config import ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer
-from contralord.latent_stage import build_trainer, train_latent
-from contralord.runtime import LocalRuntime
 from contralord.setup import Setup, build_data
+from contralord.stage1.latent_stage import build_trainer, train_latent
+from contralord.stage2.encoder_stage import EncoderTrainer
+from contralord.training.runtime import LocalRuntime
 
 STEPS = 3
 

@@ -1,17 +1,18 @@
-"""Progress on the console (contralord/progress.py): outside a terminal at most one line per 5 % of the steps, each
-with the epoch, the loss and the time left; a resumed run counts from where it resumed; trials show none."""
+"""Progress on the console (contralord/training/progress.py): outside a terminal at most one line per 5 % of the
+steps, each with the epoch, the loss and the time left; a resumed run counts from where it resumed; trials show none."""
 
 import io
 
 import pytest
 
-from contralord import labels, progress
-from contralord.best_reference import RECIPES
+from contralord import labels
 from contralord.config import ContraLordConfig
-from contralord.latent_factors import REFERENCE_MAX_STEPS
-from contralord.latent_stage import train_latent
-from contralord.runtime import LocalRuntime
 from contralord.setup import Setup, build_data
+from contralord.stage1.best_reference import RECIPES
+from contralord.stage1.latent_factors import REFERENCE_MAX_STEPS
+from contralord.stage1.latent_stage import train_latent
+from contralord.training import progress
+from contralord.training.runtime import LocalRuntime
 
 
 def test_lines__one_per_five_percent_with_the_time_left():

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from contralord.queue import FeatureQueue
+from contralord.models.queue import FeatureQueue
 
 
 def _unit(n, dim=4, start=0):

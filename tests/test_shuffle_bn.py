@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from contralord import sampling
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer
 from contralord.models.encoders import build_backbone
 from contralord.models.split_bn import SplitBatchNorm2d, split_batch_norms
-from contralord.runtime import LocalRuntime
 from contralord.setup import Setup, build_data
+from contralord.stage2.encoder_stage import EncoderTrainer
+from contralord.training import sampling
+from contralord.training.runtime import LocalRuntime
 
 RESNET = {"encoder.backbone": "resnet18", "data.image_size": 16, "encoder.batch_size": 8, "loss.rec": 0.0,
           "loss.sup": 0.0, "loss.con": 1.0, "loss.res": 0.0, "encoder.queue_size": 16}
@@ -77,7 +77,7 @@ def _groups_of_one_step(tiny_overrides, **extra) -> tuple[list[list[list[int]]],
                   for position, row in enumerate(rows)]
         group = size or len(images)  # plain BatchNorm: the whole forward is one group
         forwards.append([images[i:i + group] for i in range(0, len(images), group)])
-    keys, online = forwards  # MoCo's order: the keys first (contralord/encoder_stage.py)
+    keys, online = forwards  # MoCo's order: the keys first (contralord/stage2/encoder_stage.py)
     return [online, keys], len(anchor)
 
 

@@ -8,23 +8,24 @@ import numpy as np
 import pytest
 import torch
 
-from contralord import labels, sampling
+from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.encoding import encode_classifier
 from contralord.evaluation import within_combination_variance
-from contralord.latent_factors import FactorTrainer, labelled_positions
 from contralord.latent_result import load_factor_codes
-from contralord.latent_stage import train_latent
-from contralord.loop import LoopSpec, run_loop
 from contralord.models.build import build_generator, build_recon_loss
 from contralord.models.latent import FactorCodes, build_factor_codes
-from contralord.preflight import prepare
-from contralord.reference_classifier import classifier_accuracy
-from contralord.runtime import LocalRuntime
+from contralord.run.preflight import prepare
+from contralord.run.summary import per_dim_correlation
+from contralord.run.trainer import train
 from contralord.setup import Setup, build_data
-from contralord.summary import per_dim_correlation
-from contralord.tracking import NullLogger
-from contralord.trainer import train
+from contralord.stage1.latent_factors import FactorTrainer, labelled_positions
+from contralord.stage1.latent_stage import train_latent
+from contralord.stage1.reference_classifier import classifier_accuracy
+from contralord.training import sampling
+from contralord.training.loop import LoopSpec, run_loop
+from contralord.training.runtime import LocalRuntime
+from contralord.training.tracking import NullLogger
 
 HUES = ["floor_hue", "wall_hue", "object_hue"]
 

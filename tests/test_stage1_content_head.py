@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer, build_online, train_encoders
 from contralord.encoding import encode, encode_classifier
 from contralord.latent_result import load_factor_codes, scored_factor_model
-from contralord.latent_stage import train_latent
 from contralord.models.stage1_content import StackedBackbone
-from contralord.preflight import prepare
-from contralord.runtime import LocalRuntime
+from contralord.run.preflight import prepare
+from contralord.run.trainer import train
 from contralord.setup import Setup, build_data
-from contralord.trainer import train
+from contralord.stage1.latent_stage import train_latent
+from contralord.stage2.encoder_stage import EncoderTrainer, build_online, train_encoders
+from contralord.training.runtime import LocalRuntime
 
 CPU = torch.device("cpu")
 

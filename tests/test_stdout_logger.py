@@ -1,9 +1,9 @@
-"""The console's epoch line (contralord/tracking.py: StdoutLogger): every metric under a name of its own, so that a
-loss and its gradient norm are not both printed as "rec" (issue 32: a log line that lists metrics names them)."""
+"""The console's epoch line (contralord/training/tracking.py: StdoutLogger): every metric under a name of its own, so
+that a loss and its gradient norm are not both printed as "rec" (issue 32: a log line that lists metrics names them)."""
 
 import io
 
-from contralord.tracking import StdoutLogger
+from contralord.training.tracking import StdoutLogger
 
 
 def test_epoch_line__names_each_metric_once_losses_apart_from_their_gradient_norms():

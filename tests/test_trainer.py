@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from contralord import checkpoint
 from contralord.config import ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer, train_encoders
-from contralord.latent_stage import train_latent
-from contralord.preflight import prepare
-from contralord.runtime import LocalRuntime
+from contralord.run.preflight import prepare
+from contralord.run.trainer import train
 from contralord.setup import Setup, build_data
-from contralord.tracking import NullLogger
-from contralord.trainer import train
+from contralord.stage1.latent_stage import train_latent
+from contralord.stage2.encoder_stage import EncoderTrainer, train_encoders
+from contralord.training import checkpoint
+from contralord.training.runtime import LocalRuntime
+from contralord.training.tracking import NullLogger
 
 
 class RecordingLogger(NullLogger):
@@ -93,8 +93,8 @@ def test_latent_resume__bit_identical_to_straight_run(tmp_path, tiny_overrides, 
     one = ContraLordConfig.from_overrides(cfg.to_flat_dict() | {"latent.epochs": 2})
     # run 1 epoch worth of steps by hand through the same code path, then resume
     from contralord.latent_result import latent_key
-    from contralord.latent_stage import CHECKPOINT, build_trainer
-    from contralord.runtime import LocalRuntime
+    from contralord.stage1.latent_stage import CHECKPOINT, build_trainer
+    from contralord.training.runtime import LocalRuntime
 
     trainer = build_trainer(Setup.of(one, data), LocalRuntime())
     for step in range(3):
@@ -187,7 +187,7 @@ def test_save_atomic__failed_write_keeps_last_good_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("structure", ["class", "factors"])
 def test_bench_measure__both_stage1_structures(tiny_overrides, structure):
-    from contralord.bench import measure
+    from contralord.cli.bench import measure
 
     result = measure(_cfg(tiny_overrides, **{"latent.structure": structure}), steps=1)
     for name in ("latent", "contralord", "lord", "separate_ema", "fast"):

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablations.store import tracking_client  # noqa: E402
 from contralord.config import ContraLordConfig  # noqa: E402
 from contralord.presets import resolve_presets  # noqa: E402
+from contralord.run.trainer import train  # noqa: E402
 from contralord.setup import Setup, build_data  # noqa: E402
-from contralord.trainer import train  # noqa: E402
 from tune import spaces  # noqa: E402
 
 

@@ -30,11 +30,12 @@ from pathlib import Path
 
 import torch
 
-from contralord import checkpoint, machine, sampling
-from contralord.bench import step_times
+from contralord import machine
+from contralord.cli.bench import step_times
 from contralord.config import ContraLordConfig
-from contralord.runtime import LocalRuntime
 from contralord.setup import Setup
+from contralord.training import checkpoint, sampling
+from contralord.training.runtime import LocalRuntime
 
 _CACHE_ONLY = contextvars.ContextVar("cache_only", default=False)  # --no-calibrate: time nothing
 CACHE_ENV = "CONTRALORD_CACHE"  # the folder of calibrations.json (default ~/.cache/contralord)
@@ -249,7 +250,7 @@ def stage1_seconds(cfg: ContraLordConfig, setup: Setup, threads: int,
                    gpu: bool = False) -> tuple[Timing, Callable[[], object]]:
     """Predicted stage 1 (cached per shape: ``cfg``, the config as the sweep gives it), and a function building its
     untrained trainer once, for a stage-2 calibration that needs it."""
-    from contralord.latent_stage import build_trainer
+    from contralord.stage1.latent_stage import build_trainer
 
     data = setup.data
 
@@ -279,8 +280,8 @@ def stage1_seconds(cfg: ContraLordConfig, setup: Setup, threads: int,
 def reference_steps(setup: Setup) -> int:
     """The classifier steps stage 1's supervised-only references train after it (labelled factors only): the matched
     one's, and the best one's search and refits (a refit per labelled factor at most, one per recipe)."""
-    from contralord.best_reference import best_reference_steps
-    from contralord.latent_factors import matched_reference_steps
+    from contralord.stage1.best_reference import best_reference_steps
+    from contralord.stage1.latent_factors import matched_reference_steps
 
     if setup.structure != "factors":
         return 0
@@ -294,7 +295,7 @@ def _reference_step(setup: Setup, threads: int, gpu: bool) -> tuple[float, ...]:
     more, the difference divided (the networks' build and the first call's set-up cancel)."""
     import dataclasses
 
-    from contralord.best_reference import train_recipe
+    from contralord.stage1.best_reference import train_recipe
 
     cfg, data, found = setup.cfg, setup.data, setup.labelled
     runtime = _runtime(gpu)
@@ -316,9 +317,9 @@ def trial_seconds(setup: Setup, stage1: Callable[[], object] | None, threads: in
                   with_eval: bool = True, gpu: bool = False) -> dict[str, Timing]:
     """Predicted ``train`` and ``eval`` of one trial at ``threads`` torch threads (each cached); ``stage1``
     builds the untrained stage-1 trainer its random codes come from (None: the trial needs no stage 1)."""
-    from contralord.bench import _random_latent
-    from contralord.encoder_stage import EncoderTrainer
+    from contralord.cli.bench import _random_latent
     from contralord.latent_result import scored_factor_model
+    from contralord.stage2.encoder_stage import EncoderTrainer
 
     cfg, data = setup.cfg, setup.data
     runtime = _runtime(gpu)

@@ -20,7 +20,7 @@ from ablations.store import (  # noqa: F401
     uri_problem,
     without_password,
 )
-from contralord.file_checks import unwritable_reason
+from contralord.run.file_checks import unwritable_reason
 
 
 class SweepError(ValueError):
@@ -191,7 +191,7 @@ def check_counts(args: Namespace) -> None:
 MIN_FRACTION = 0.01  # of a CPU or GPU per worker: Ray's resources are fractions of 1e-4, a slot is not a job
 MAX_SEEDS = 100  # --seeds and --max-seeds: each seed is a trial per variant (100000 hung the dry run)
 MAX_SAMPLES = 1000  # --num-samples: each is an Optuna trial (100000 ran the dry run past 2 minutes)
-TRIAL_METRIC_PREFIXES = ("encoder/eval/", "encoder/train/")  # what a trial run logs (contralord/trainer.py)
+TRIAL_METRIC_PREFIXES = ("encoder/eval/", "encoder/train/")  # what a trial run logs (contralord/run/trainer.py)
 
 
 def check_local_resources(args: Namespace) -> None:
@@ -329,7 +329,7 @@ def check_register_best_logged(spec: str, cfg) -> None:
                          f"turns off (eval.enabled=false)")
 
 
-# What a trial logs under encoder/eval/ (contralord/evaluation.py's scores, contralord/trainer.py's summary); the
+# What a trial logs under encoder/eval/ (contralord/evaluation.py's scores, contralord/run/trainer.py's summary); the
 # families end in their factor or code names. A name outside them is never logged: registering on it used to fail
 # only after the whole sweep had run. tests/sweeps/test_hardening_register_best.py trains both protocols and
 # checks that every logged name is here.

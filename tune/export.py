@@ -1,7 +1,7 @@
 """The trained modules as MLflow logs them: plain-tensor views, one tensor in and one out.
 
 MLflow 3's PyTorch flavour saves with ``torch.export`` ("pt2": a traced graph plus weights, no pickled
-classes). Load one with ``load_logged_model`` (``contralord.model_folder``), which checks the folder is that
+classes). Load one with ``load_logged_model`` (``contralord.cli.model_folder``), which checks the folder is that
 layout and that the archive holds no pickle before torch reads it: ``mlflow.pytorch.load_model`` would run
 a pickle-format folder, a ``code/`` module, or a pickle swapped into the archive. Export needs one input
 tensor and one output tensor, hence:
@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from contralord import checkpoint
 from contralord.data import ImageFactorData
-from contralord.encoder_stage import build_online
 from contralord.models.contralord import OnlineEncoder
 from contralord.setup import Setup
+from contralord.stage2.encoder_stage import build_online
+from contralord.training import checkpoint
 
 
 class CodeEncoder(nn.Module):
@@ -62,7 +62,7 @@ def example_images(data: ImageFactorData, n: int = 2) -> torch.Tensor:
 
 
 def load_logged_model(tracking_uri: str, model_uri: str) -> nn.Module:
-    """A logged model (``models:/<id>`` or ``models:/<name>/<version>``) through ``contralord.model_folder``:
+    """A logged model (``models:/<id>`` or ``models:/<name>/<version>``) through ``contralord.cli.model_folder``:
     its files are downloaded (nothing runs), the folder must be our pt2 layout, and only the graph loads.
     Use this instead of ``mlflow.pytorch.load_model``, which runs pickles and ``code/`` from the folder."""
     import tempfile
@@ -70,7 +70,7 @@ def load_logged_model(tracking_uri: str, model_uri: str) -> nn.Module:
     import mlflow
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # models:/ resolves through it
 
-    from contralord.model_folder import load_model_folder
+    from contralord.cli.model_folder import load_model_folder
 
     with tempfile.TemporaryDirectory(prefix="contralord-model-") as folder, _use_tracking_uri(tracking_uri):
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder)

@@ -240,7 +240,7 @@ def is_dataset_race(error: MlflowException) -> bool:
 
 
 class MlflowLogger:
-    """``contralord.tracking.MetricsLogger`` onto one MLflow run (use it on rank 0 only)."""
+    """``contralord.training.tracking.MetricsLogger`` onto one MLflow run (use it on rank 0 only)."""
 
     def __init__(self, tracking_uri: str, run_id: str):
         self.client, self.run_id = tracking_client(tracking_uri), run_id
@@ -482,7 +482,7 @@ def register_best(client: MlflowClient, runs: list, metric: str, mode: str, name
 def check_logged_model(client: MlflowClient, model_uri: str, run_id: str) -> None:
     """The logged model is our pt2 layout and loads as a graph with no code run (``tune.export.load_logged_model``);
     else a ValueError naming the run, so nothing is registered."""
-    from contralord.model_folder import ModelFolderError
+    from contralord.cli.model_folder import ModelFolderError
     from tune.export import load_logged_model
 
     try:

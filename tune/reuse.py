@@ -16,7 +16,7 @@ with the original's params, final metrics and tags: the sweep's table counts it 
 experiment drops a copy whose original it also reads (``ablations/runs.py``).
 
 **Extending a ladder.** A WSD trial with rungs (``encoder.rungs``) also tags its run ``trunk_key``: the reuse key
-less the budget (``LADDER_KEYS``), and logs its stable state (``stable/stable.pt``, ``contralord/ladder.py``). A
+less the budget (``LADDER_KEYS``), and logs its stable state (``stable/stable.pt``, ``contralord/run/ladder.py``). A
 planned ladder trial no finished run answers, whose trunk key a finished ladder of lower top shares (every planned
 rung at or below that top among its rungs), is an **extension**: the trial starts from that run's stable state
 with its rung evaluations and trains only the steps above them (``tune/worker.py``: ``run.extend_from``); its

@@ -17,14 +17,14 @@ import sys
 from pathlib import Path
 
 from ablations.store import tracking_client
-from contralord.cli import OneLineParser
+from contralord.cli.main import OneLineParser
 from contralord.config import ConfigError, ContraLordConfig, parse_set_args
 from contralord.data import DataError
-from contralord.evaluation_checks import check_evaluation, check_weight_contents
-from contralord.loop import NonFiniteLossError
-from contralord.preflight import check_backbone, check_sizes, validate_against_data
 from contralord.presets import PRESETS, SCALE_PRESETS, resolve_presets
+from contralord.run.evaluation_checks import check_evaluation, check_weight_contents
+from contralord.run.preflight import check_backbone, check_sizes, validate_against_data
 from contralord.setup import Setup, build_data
+from contralord.training.loop import NonFiniteLossError
 from tune import rounds, spaces
 from tune.checks import (
     SweepError,

@@ -46,8 +46,8 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
     import torch
 
     from contralord import machine
-    from contralord.latent_stage import train_latent
-    from contralord.runtime import LocalRuntime
+    from contralord.stage1.latent_stage import train_latent
+    from contralord.training.runtime import LocalRuntime
     from tune.mlflow_logger import MlflowLogger, image_dataset
 
     torch.set_num_threads(threads)

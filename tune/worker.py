@@ -24,17 +24,18 @@ from typing import Any
 import torch
 
 from ablations.store import tracking_client
-from contralord import checkpoint as ckpt
-from contralord import distributed, machine
+from contralord import machine
 from contralord.config import ContraLordConfig
-from contralord.encoder_stage import CHECKPOINT, STABLE
 from contralord.latent_result import latent_key
-from contralord.preflight import prepare
-from contralord.progress import Silent
-from contralord.runtime import DDPRuntime, LocalRuntime
+from contralord.run.preflight import prepare
+from contralord.run.trainer import train
 from contralord.setup import Setup, needs_latent
-from contralord.tracking import MultiLogger, NullLogger, StdoutLogger
-from contralord.trainer import train
+from contralord.stage2.encoder_stage import CHECKPOINT, STABLE
+from contralord.training import checkpoint as ckpt
+from contralord.training import distributed
+from contralord.training.progress import Silent
+from contralord.training.runtime import DDPRuntime, LocalRuntime
+from contralord.training.tracking import MultiLogger, NullLogger, StdoutLogger
 from tune import export, reuse
 from tune.context import SweepContext
 from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run, find_run, image_dataset

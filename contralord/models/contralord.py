@@ -14,8 +14,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from contralord.momentum import init_momentum, update_momentum
-from contralord.queue import FeatureQueue
+from contralord.models.momentum import init_momentum, update_momentum
+from contralord.models.queue import FeatureQueue
 
 
 class EncoderOutput(NamedTuple):

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from contralord import distributed
 from contralord.models.encoders import build_backbone
+from contralord.training import distributed
 
 
 class ImageCodes(nn.Module):

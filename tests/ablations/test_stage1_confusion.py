@@ -11,8 +11,8 @@ from ablations import make_tables
 from ablations.stage1_confusion import adjacent_errors, confusion_matrix, largest_errors
 from ablations.stage1_table import EXPERIMENT
 from contralord.config import ContraLordConfig
-from contralord.latent_stage import train_latent
 from contralord.setup import Setup, build_data
+from contralord.stage1.latent_stage import train_latent
 
 
 def test_cells__counts_the_largest_and_the_neighbours_on_a_circle():

@@ -1,4 +1,4 @@
-"""Loading a logged model runs no code from it (issue 18, class 1): ``contralord.model_folder`` refuses a
+"""Loading a logged model runs no code from it (issue 18, class 1): ``contralord.cli.model_folder`` refuses a
 pickle-format folder, a pt2 folder whose sample inputs were swapped for a pickle payload, a pickled weight
 and a ``code/`` module, and loads our pt2 layout as a graph. Marker files prove the payloads are live (MLflow's
 loader or torch.export.load runs them, in a subprocess) and that ours runs none; --register-best refuses a
@@ -19,7 +19,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
-from contralord.model_folder import ModelFolderError, load_model_folder
+from contralord.cli.model_folder import ModelFolderError, load_model_folder
 from tune.mlflow_logger import MlflowLogger, get_experiment_id, register_best
 
 

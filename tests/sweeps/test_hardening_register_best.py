@@ -41,7 +41,7 @@ def test_register_best__every_metric_a_trial_logs_is_known(tmp_path, tiny_overri
     """Trains the tiny config to its end once per protocol: every encoder/eval/ name it logs is accepted, so the
     list in tune/checks.py follows the evaluation."""
     from contralord.config import ContraLordConfig
-    from contralord.trainer import train
+    from contralord.run.trainer import train
 
     summary = train(ContraLordConfig.from_overrides(tiny_overrides | {"eval.protocol": protocol}), tmp_path / "run")
     logged = [k for k, v in summary.items() if k.startswith("encoder/eval/") and isinstance(v, float)]

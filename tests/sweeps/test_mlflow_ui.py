@@ -14,9 +14,9 @@ import torch
 from mlflow import MlflowClient
 
 from contralord import labels
-from contralord.encoder_stage import build_online
 from contralord.models.build import build_generator
 from contralord.setup import Setup, build_data
+from contralord.stage2.encoder_stage import build_online
 from tune import export
 from tune.mlflow_logger import (
     EXPERIMENT_KIND,

@@ -24,9 +24,9 @@ from mlflow import MlflowClient  # noqa: E402
 
 from contralord.config import ContraLordConfig  # noqa: E402
 from contralord.latent_result import ARTIFACT  # noqa: E402
-from contralord.latent_stage import CHECKPOINT
 from contralord.presets import resolve_presets  # noqa: E402
-from contralord.trainer import train  # noqa: E402
+from contralord.run.trainer import train  # noqa: E402
+from contralord.stage1.latent_stage import CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[2]
 # two stage-1 epochs (a checkpoint between them); stage 2 on a budget ladder of 10 and 20 steps (WSD; 5 steps an

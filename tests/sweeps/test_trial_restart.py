@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 
 from contralord.config import ContraLordConfig
 from contralord.latent_result import ARTIFACT, latent_key
+from contralord.run.trainer import train
 from contralord.setup import Setup, build_data
-from contralord.trainer import train
 from tune import run, sweep
 from tune.checks import SweepError, SweepInterrupted, TrialsFailed
 from tune.worker import _restore, _saved_step

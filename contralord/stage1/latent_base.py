@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from contralord import checkpoint, distributed
+from contralord.training import checkpoint, distributed
 
 RESUME_KEYS = ("state", "optimizer", "scheduler", "step", "rng")
 

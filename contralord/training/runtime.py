@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from contralord import progress
+from contralord.training import progress
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,7 +32,7 @@ class LocalRuntime:
 
     device: torch.device = torch.device("cpu")
     report: Callable[[dict[str, float], str | None], Any] = lambda metrics, checkpoint: None
-    # (total steps, steps done, description) -> what is told of each step (contralord/progress.py)
+    # (total steps, steps done, description) -> what is told of each step (contralord/training/progress.py)
     progress: Callable[[int, int, str], Any] = progress.console
 
     def wrap_model(self, model: nn.Module) -> nn.Module:

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import torch
 
-from contralord import augment, checkpoint, distributed, sampling, schedules
+from contralord import schedules
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.latent_result import LatentResult
-from contralord.loop import LoopSpec, run_loop
 from contralord.losses import info_nce_loss, nt_xent_loss, supervision_loss
 from contralord.models import stage1_content
 from contralord.models.build import build_generator, build_recon_loss
@@ -30,14 +29,17 @@ from contralord.models.encoders import build_backbone
 from contralord.models.heads import EncoderHeads
 from contralord.models.latent import build_factor_codes
 from contralord.models.split_bn import has_batch_norm, split_batch_norms
-from contralord.precision import autocast, fast_images, fast_module
-from contralord.runtime import LocalRuntime
 from contralord.setup import Setup
-from contralord.tracking import MetricsLogger, NullLogger
-from contralord.vae_baseline import SemiSupervisedVAE, vae_terms
+from contralord.stage2 import augment
+from contralord.stage2.vae_baseline import SemiSupervisedVAE, vae_terms
+from contralord.training import checkpoint, distributed, sampling
+from contralord.training.loop import LoopSpec, run_loop
+from contralord.training.precision import autocast, fast_images, fast_module
+from contralord.training.runtime import LocalRuntime
+from contralord.training.tracking import MetricsLogger, NullLogger
 
 CHECKPOINT = "encoder.pt"
-STABLE = "stable.pt"  # under encoder.rungs: the trunk where the top rung's cooldown starts (contralord/ladder.py)
+STABLE = "stable.pt"  # under encoder.rungs: the trunk where the top rung's cooldown starts (contralord/run/ladder.py)
 RESUME_KEYS = ("online", "momentum", "optimizer", "scheduler", "step", "rng", "config")
 RESUME_IGNORED = ("run.checkpoint_every", "run.threads", "run.device", "run.eval_size", "run.latent_cache", "eval.",
                   "data.max_array_gib", "run.extend_from", "latent.best_reference_steps")

@@ -33,7 +33,7 @@ from contralord import labels
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.models.latent import FactorCodes, build_factor_codes
-from contralord.reference_classifier import classifier_accuracy
+from contralord.stage1.reference_classifier import classifier_accuracy
 
 BEST_SEED_SALT = 130_363  # the split, the batches and the initialisation draw from run.seed + this
 VALIDATION_FRACTION = 0.2

@@ -57,7 +57,7 @@ class Bar:
 def console(total: int, initial: int, desc: str, stream=None):
     """A bar on stderr where it is a terminal; else lines on stdout, beside the epoch lines (stderr stays for
     errors: a refusal is one line there); nothing on a rank other than 0. ``stream`` forces one (tests)."""
-    from contralord import distributed
+    from contralord.training import distributed
 
     if not distributed.is_main():
         return Silent()

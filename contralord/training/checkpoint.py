@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from contralord import distributed
 from contralord.config import as_it_ran
+from contralord.training import distributed
 
 
 class CheckpointWriteError(OSError):

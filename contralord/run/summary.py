@@ -6,11 +6,11 @@ from typing import Any
 
 import torch
 
-from contralord.encoder_stage import EncoderTrainer
 from contralord.encoding import CodeCache
 from contralord.latent_result import LatentResult
-from contralord.loop import final_names
 from contralord.setup import Setup
+from contralord.stage2.encoder_stage import EncoderTrainer
+from contralord.training.loop import final_names
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import hashlib
 
 import torch
 
-from contralord import distributed
+from contralord.training import distributed
 
 _STAGES = {"latent": 1, "encoder": 2, "queue": 3, "eval": 4, "shuffle_bn": 5}
 

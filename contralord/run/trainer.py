@@ -14,20 +14,21 @@ from typing import Any
 
 import torch
 
-from contralord import checkpoint, distributed, machine, sampling
+from contralord import machine
 from contralord.config import ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer, train_encoders
 from contralord.encoding import CodeCache
 from contralord.evaluation import evaluate
-from contralord.ladder import RungRecords, add_top_rung, extends, load_extension
 from contralord.latent_result import LatentResult, scored_factor_model
-from contralord.latent_stage import train_latent
-from contralord.preflight import prepare
-from contralord.runtime import LocalRuntime
+from contralord.run.ladder import RungRecords, add_top_rung, extends, load_extension
+from contralord.run.preflight import prepare
+from contralord.run.summary import summarize
 from contralord.schedules import parse_rungs
 from contralord.setup import Setup, needs_latent
-from contralord.summary import summarize
-from contralord.tracking import MetricsLogger, NullLogger
+from contralord.stage1.latent_stage import train_latent
+from contralord.stage2.encoder_stage import EncoderTrainer, train_encoders
+from contralord.training import checkpoint, distributed, sampling
+from contralord.training.runtime import LocalRuntime
+from contralord.training.tracking import MetricsLogger, NullLogger
 
 
 def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | None = None,

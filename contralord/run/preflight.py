@@ -15,19 +15,19 @@ from pathlib import Path
 
 import torch
 
-from contralord import checkpoint, distributed, sampling
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.data import ImageFactorData
-from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED
-from contralord.evaluation_checks import check_against_data
-from contralord.file_checks import check_creatable, check_weight_file, read_run_config
-from contralord.ladder import extends, load_extension
 from contralord.latent_result import ARTIFACT, latent_key, load_latent
 from contralord.models.encoders import build_backbone
 from contralord.models.generator import SUPPORTED_IMAGE_SIZES
-from contralord.runtime import resolve_device
+from contralord.run.evaluation_checks import check_against_data
+from contralord.run.file_checks import check_creatable, check_weight_file, read_run_config
+from contralord.run.ladder import extends, load_extension
 from contralord.schedules import branch_start
 from contralord.setup import Setup, build_data, needs_latent
+from contralord.stage2.encoder_stage import CHECKPOINT, RESUME_IGNORED
+from contralord.training import checkpoint, distributed, sampling
+from contralord.training.runtime import resolve_device
 
 
 def prepare(cfg: ContraLordConfig, out_dir: str | Path, resume: bool = False) -> Setup:

@@ -14,18 +14,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from contralord import checkpoint, distributed, sampling
-from contralord.latent_base import CodeTableTrainer
-from contralord.latent_factors import FactorTrainer
 from contralord.latent_result import ARTIFACT, LatentResult, latent_key, load_latent
-from contralord.loop import LoopSpec, run_loop
 from contralord.losses import code_penalty_loss
 from contralord.models.build import build_generator, build_recon_loss
 from contralord.models.latent import ImageCodes, LatentDecoder
-from contralord.precision import autocast, fast_images, fast_module
-from contralord.runtime import LocalRuntime
 from contralord.setup import Setup
-from contralord.tracking import MetricsLogger, NullLogger
+from contralord.stage1.latent_base import CodeTableTrainer
+from contralord.stage1.latent_factors import FactorTrainer
+from contralord.training import checkpoint, distributed, sampling
+from contralord.training.loop import LoopSpec, run_loop
+from contralord.training.precision import autocast, fast_images, fast_module
+from contralord.training.runtime import LocalRuntime
+from contralord.training.tracking import MetricsLogger, NullLogger
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contralord import distributed
+from contralord.training import distributed
 
 TAG_QUEUES = {"labels": "a labelled", "ids": "an indexed"}  # a per-key tag -> the queue that keeps it
 

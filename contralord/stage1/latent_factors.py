@@ -33,18 +33,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contralord import distributed, evaluation, labels, progress, sampling
-from contralord.best_reference import best_reference_metrics, best_reference_steps, train_best_reference
+from contralord import evaluation, labels
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
-from contralord.latent_base import CodeTableTrainer
 from contralord.models.generator import Generator
 from contralord.models.latent import FactorCodes, ImageCodes, build_factor_codes
-from contralord.precision import autocast, fast_images, fast_module
-from contralord.reference_classifier import classifier_accuracy, probe_positions, train_reference
-from contralord.runtime import LocalRuntime
 from contralord.setup import Setup
-from contralord.tracking import MetricsLogger
+from contralord.stage1.best_reference import best_reference_metrics, best_reference_steps, train_best_reference
+from contralord.stage1.latent_base import CodeTableTrainer
+from contralord.stage1.reference_classifier import classifier_accuracy, probe_positions, train_reference
+from contralord.training import distributed, progress, sampling
+from contralord.training.precision import autocast, fast_images, fast_module
+from contralord.training.runtime import LocalRuntime
+from contralord.training.tracking import MetricsLogger
 
 LABEL_DRAW = 20_000_000  # step-generator counter offset of the labelled batch's draw
 # The reference trains on stage 1's labelled batches, as many steps as stage 1 up to this: a classifier of a few

@@ -116,11 +116,11 @@ def _disentanglement(arrays: dict, seed: int) -> dict:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from contralord import checkpoint
-    from contralord.encoder_stage import CHECKPOINT
-    from contralord.file_checks import check_creatable
-    from contralord.preflight import check_device
+    from contralord.run.file_checks import check_creatable
+    from contralord.run.preflight import check_device
     from contralord.setup import Setup, build_data
+    from contralord.stage2.encoder_stage import CHECKPOINT
+    from contralord.training import checkpoint
 
     folder = Path(args.checkpoint)
     try:
@@ -140,7 +140,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _restore_online(setup, state: dict, folder: Path):
-    from contralord.encoder_stage import build_online
+    from contralord.stage2.encoder_stage import build_online
 
     online = build_online(setup, latent=None)
     try:
@@ -154,7 +154,7 @@ def _restore_online(setup, state: dict, folder: Path):
 
 def _evaluate_into(setup, online, out: Path) -> int:
     from contralord.evaluation import evaluate
-    from contralord.runtime import resolve_device
+    from contralord.training.runtime import resolve_device
 
     device = resolve_device(setup.cfg.run.device)
     try:
@@ -169,7 +169,7 @@ def _evaluate_into(setup, online, out: Path) -> int:
 
 
 def _run_config(folder: Path, args: argparse.Namespace) -> ContraLordConfig:
-    from contralord.file_checks import read_run_config
+    from contralord.run.file_checks import read_run_config
 
     path = folder / "config.json"
     if not path.is_file():

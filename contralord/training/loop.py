@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from contralord.tracking import MetricsLogger
+from contralord.training.tracking import MetricsLogger
 
 
 class NonFiniteLossError(RuntimeError):
@@ -29,7 +29,7 @@ class LoopSpec:
     total_steps: int = 0  # stop after this many steps, inside the last epoch if need be (0 = epochs * steps_per_epoch)
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch, from the checkpoint's on
     last_step: dict[str, float] = field(default_factory=dict)  # the metrics of the latest step
-    progress: Any = None  # ``contralord/progress.py``: told of every step (None: nothing shown)
+    progress: Any = None  # ``contralord/training/progress.py``: told of every step (None: nothing shown)
 
 
 def run_loop(spec: LoopSpec, start_step: int, step_fn: Callable[[int, int, int], dict[str, float]],

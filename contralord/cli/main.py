@@ -90,21 +90,21 @@ def _main(args: argparse.Namespace) -> int:
         run_metrics_bench(n_train=args.n_train, n_test=args.n_test, d=args.dims, f=args.factors)
         return 0
     if args.command in ("evaluate", "metrics"):
-        from contralord.cli_eval import run_evaluate, run_metrics
+        from contralord.cli.evaluate import run_evaluate, run_metrics
 
         return (run_evaluate if args.command == "evaluate" else run_metrics)(args)
     try:
         cfg = config_from_args(args)
         if args.command == "bench":
-            from contralord.bench import run_bench
-            from contralord.preflight import check_device
+            from contralord.cli.bench import run_bench
+            from contralord.run.preflight import check_device
 
             check_device(cfg)
 
             run_bench(cfg, steps=args.steps)
             return 0
-        from contralord.file_checks import check_out
-        from contralord.preflight import prepare
+        from contralord.run.file_checks import check_out
+        from contralord.run.preflight import prepare
 
         args.out = str(check_out(args.out, args.resume))  # the real folder: symlinks resolved
         setup = prepare(cfg, args.out, resume=args.resume)  # also the weight files and the evaluation
@@ -131,11 +131,11 @@ def _bad_counts(args: argparse.Namespace) -> str:
 
 
 def _train(cfg: ContraLordConfig, args: argparse.Namespace, setup) -> int:
-    from contralord.checkpoint import CheckpointWriteError
-    from contralord.loop import NonFiniteLossError
-    from contralord.runtime import LocalRuntime, resolve_device
-    from contralord.tracking import StdoutLogger
-    from contralord.trainer import train
+    from contralord.run.trainer import train
+    from contralord.training.checkpoint import CheckpointWriteError
+    from contralord.training.loop import NonFiniteLossError
+    from contralord.training.runtime import LocalRuntime, resolve_device
+    from contralord.training.tracking import StdoutLogger
 
     started = time.perf_counter()
     runtime = LocalRuntime(device=resolve_device(cfg.run.device))  # checked by prepare

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from contralord import checkpoint, distributed
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.encoder_stage import CHECKPOINT, RESUME_IGNORED, RESUME_KEYS, STABLE
 from contralord.schedules import branch_start, parse_rungs
-from contralord.tracking import MetricsLogger
+from contralord.stage2.encoder_stage import CHECKPOINT, RESUME_IGNORED, RESUME_KEYS, STABLE
+from contralord.training import checkpoint, distributed
+from contralord.training.tracking import MetricsLogger
 
 PREFIX = "rung/"  # rung/encoder/eval/disentanglement at step 640: the rung of 640 steps
 

@@ -22,12 +22,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from contralord.config import ContraLordConfig
-from contralord.encoder_stage import EncoderTrainer
 from contralord.latent_result import LatentResult
-from contralord.latent_stage import build_trainer
-from contralord.preflight import validate_against_data
-from contralord.runtime import LocalRuntime, resolve_device
+from contralord.run.preflight import validate_against_data
 from contralord.setup import Setup, build_data
+from contralord.stage1.latent_stage import build_trainer
+from contralord.stage2.encoder_stage import EncoderTrainer
+from contralord.training.runtime import LocalRuntime, resolve_device
 
 
 def step_times(step_fn, steps: int) -> list[float]:
