@@ -26,4 +26,4 @@ def test_snapshot__equals_git_archive_of_its_commit(path, tmp_path):
     with tarfile.open(path) as stored, tarfile.open(fresh) as expected:
         stored_files = _files(stored)
         assert stored_files == _files(expected)
-    assert "contralord/cli/main.py" in stored_files and len(stored_files) > 20
+    assert "contralord/cli.py" in stored_files and len(stored_files) > 20  # the layout of those commits

@@ -6,7 +6,7 @@ import pytest
 from fabricated_runs import mlflow_store  # noqa: F401  (the `store` fixture)
 
 from ablations import cost_report, make_tables
-from contralord.cli.main import main as cli
+from contralord.cli import main as cli
 
 
 def _one_line(capsys) -> str:
