@@ -24,13 +24,11 @@ else the training images with ``heldout: false``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torchvision.utils import save_image
 
 from contralord import floors, metrics
@@ -38,10 +36,9 @@ from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import DataError, ImageFactorData, build_dataset
 from contralord.encoding import BATCH, CodeCache, encode_classifier
 from contralord.models.contralord import OnlineEncoder
+from contralord.scoring import dci_jobs, labelled_values, partial_labels_order, score_labelled_codes, scored_order
 from contralord.setup import Setup
 from contralord.training import checkpoint
-
-SPLIT_TEST, SPLIT_SEED = 0.2, 1337  # zerodim's train_test_split of the scored images
 
 
 def heldout_dataset(cfg: ContraLordConfig, train: ImageFactorData, size: int) -> tuple[ImageFactorData, bool]:
@@ -58,14 +55,6 @@ def heldout_dataset(cfg: ContraLordConfig, train: ImageFactorData, size: int) ->
                          factor_filter=parse_factor_filter(d.factor_filter) or None,
                          exclude=train.positions.numpy() if train.positions is not None else None, **common)
     return (rest, True) if len(rest) else (train, False)
-
-
-def dci_jobs(cfg: ContraLordConfig, num_factors: int) -> int:
-    """``eval.dci_jobs``, or (0) one parallel DCI fit per factor and per CPU this process was given:
-    torch's intra-op threads (``run.threads``, a sweep's CPUs per trial), at most the cores. A 1-CPU
-    sweep trial then fits its factors in turn; more fit in threads (``metrics.dci``). Every ``n_jobs`` gives
-    the same numbers (``metrics.dci``)."""
-    return cfg.eval.dci_jobs or max(1, min(num_factors, torch.get_num_threads(), os.cpu_count() or 1))
 
 
 def _disentanglement(cfg: ContraLordConfig, codes: np.ndarray, factors: np.ndarray) -> dict[str, float]:
@@ -105,42 +94,6 @@ def _linear_probe(cfg, train: ImageFactorData, train_codes: CodeCache, test: Ima
     return result
 
 
-def score_labelled_codes(cfg: ContraLordConfig, scored: np.ndarray, residual: np.ndarray, values: np.ndarray,
-                         names: tuple[str, ...], code_names: list[str]) -> dict[str, Any]:
-    """The paper's protocol on codes of training images: ``scored`` (N, D) against the labelled factors'
-    ``values`` (N, F_l), and the leakage of ``residual`` (N, Dr). Also the DCI importance matrix R (D, F_l),
-    nested under ``dci_importance`` and flat as ``dci_importance/<code>/<factor>`` (a float per cell, so a
-    tracker logs it): which code dimension carries which factor, which a single D hides."""
-    fit, test = train_test_split(np.arange(len(scored)), test_size=SPLIT_TEST, random_state=SPLIT_SEED)
-    result: dict[str, Any] = {"factors": list(names), "num_metric_train": float(len(fit)),
-                              "num_metric_test": float(len(test))}
-    result |= metrics.compute_mig(scored[fit], values[fit])
-    result |= metrics.compute_sap(scored[fit], values[fit], scored[test], values[test])
-    result |= metrics.compute_dci(scored[fit], values[fit], scored[test], values[test], random_state=cfg.run.seed,
-                                  n_jobs=dci_jobs(cfg, values.shape[1]), with_importance=True)
-    importance = result.pop("importance")  # (D, F_l) nested lists
-    result["dci_importance"] = {"codes": list(code_names), "factors": list(names), "matrix": importance}
-    result |= {f"dci_importance/{code}/{factor}": float(importance[i][j])
-               for i, code in enumerate(code_names) for j, factor in enumerate(names)}
-    result["within_combination_variance"] = within_combination_variance(scored, values)
-    return result | _residual_leakage(residual, values, names, fit, test)
-
-
-def within_combination_variance(codes: np.ndarray, values: np.ndarray) -> float:
-    """The share of the codes' total variance (N, D) left within the groups of images that share every
-    labelled factor's value (``values`` (N, F_l)): 0 when the code is a function of the labelled factors,
-    1 when it ignores them. An instance-contrastive term that spreads same-label images apart raises it."""
-    total = float(((codes - codes.mean(0)) ** 2).sum())
-    if total == 0.0:
-        return 0.0
-    _, group = np.unique(values, axis=0, return_inverse=True)
-    group = group.reshape(-1)
-    sums = np.zeros((group.max() + 1, codes.shape[1]))
-    np.add.at(sums, group, codes)
-    means = sums / np.bincount(group)[:, None]  # (G, D)
-    return float(((codes - means[group]) ** 2).sum()) / total
-
-
 def _partial_labels(setup: Setup, codes: dict[str, np.ndarray], values: np.ndarray,
                     classifier_codes: np.ndarray | None) -> dict[str, Any]:
     """The paper's protocol on encoded training images: ``codes`` from ``encode``, ``values`` (N, F_l);
@@ -154,24 +107,6 @@ def _partial_labels(setup: Setup, codes: dict[str, np.ndarray], values: np.ndarr
         scored, what = np.concatenate([codes["content"], codes["residual"]], axis=1), "content+residual"
         code_names = code_names + [f"r{i}" for i in range(codes["residual"].shape[1])]
     return {"scored_code": what} | score_labelled_codes(setup.cfg, scored, codes["residual"], values, names, code_names)
-
-
-def _residual_leakage(residual: np.ndarray, values: np.ndarray, names: tuple[str, ...], fit: np.ndarray,
-                      test: np.ndarray) -> dict[str, float]:
-    """Held-out accuracy of a logistic regression h_r -> each labelled factor, and its chance level."""
-    result, accuracies, chances = {}, [], []
-    for j, name in enumerate(names):
-        y_fit, y_test = values[fit, j], values[test, j]
-        if len(np.unique(y_fit)) < 2:
-            continue  # a factor constant in the fitted images: nothing to leak
-        accuracy = metrics.compute_linear_probe(residual[fit], y_fit, residual[test], y_test)["top1"]
-        chance = float(np.bincount(y_test).max() / len(y_test))
-        result[f"residual_leakage/{name}"], result[f"residual_leakage_chance/{name}"] = accuracy, chance
-        accuracies.append(accuracy), chances.append(chance)
-    if accuracies:
-        result["residual_leakage"] = float(np.mean(accuracies))
-        result["residual_leakage_chance"] = float(np.mean(chances))
-    return result
 
 
 def evaluate(setup: Setup, online: OnlineEncoder, out_dir: str | Path, device: torch.device | None = None,
@@ -245,21 +180,6 @@ def spread(online, content: np.ndarray) -> dict[str, float]:
 def _codes_of(data: ImageFactorData, train: ImageFactorData, train_codes: CodeCache) -> CodeCache:
     """``train_codes`` when ``data`` is the training set, else a cache of ``data``'s images."""
     return train_codes if data is train else CodeCache(train_codes.online, data.images, train_codes.device)
-
-
-def scored_order(cfg: ContraLordConfig, num_images: int, size: int) -> torch.Tensor:
-    """(size,) the positions of the scored images: a permutation of ``num_images`` seeded by ``run.seed``."""
-    return torch.randperm(num_images, generator=torch.Generator().manual_seed(cfg.run.seed + 2))[:size]
-
-
-def partial_labels_order(cfg: ContraLordConfig, train: ImageFactorData) -> torch.Tensor:
-    """The training images the partial-labels protocol scores (``eval.num_train + eval.num_test`` at most)."""
-    return scored_order(cfg, len(train), min(len(train), cfg.eval.num_train + cfg.eval.num_test))
-
-
-def labelled_values(setup: Setup, order: torch.Tensor) -> np.ndarray:
-    """(N, F_l) values of the labelled factors of the training images ``order``."""
-    return setup.data.factors[order][:, list(setup.labelled.columns)].numpy()
 
 
 @torch.no_grad()

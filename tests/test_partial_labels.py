@@ -9,10 +9,10 @@ import torch
 
 from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig
-from contralord.evaluation import score_labelled_codes
 from contralord.models.latent import FactorCodes
 from contralord.run.preflight import prepare
 from contralord.run.trainer import train
+from contralord.scoring import score_labelled_codes
 from contralord.setup import Setup, build_data
 from contralord.stage1.latent_stage import train_latent
 from contralord.stage2 import augment

@@ -11,13 +11,13 @@ import torch
 from contralord import labels
 from contralord.config import ConfigError, ContraLordConfig
 from contralord.encoding import encode_classifier
-from contralord.evaluation import within_combination_variance
 from contralord.latent_result import load_factor_codes
 from contralord.models.build import build_generator, build_recon_loss
 from contralord.models.latent import FactorCodes, build_factor_codes
 from contralord.run.preflight import prepare
 from contralord.run.summary import per_dim_correlation
 from contralord.run.trainer import train
+from contralord.scoring import within_combination_variance
 from contralord.setup import Setup, build_data
 from contralord.stage1.latent_factors import FactorTrainer, labelled_positions
 from contralord.stage1.latent_stage import train_latent

@@ -62,7 +62,7 @@ def check_evaluation(setup: Setup) -> None:
     80% at least 2 (sklearn's split; the metrics' classifiers fail otherwise, after training)."""
     import math
 
-    from contralord.evaluation import SPLIT_TEST
+    from contralord.scoring import SPLIT_TEST
 
     cfg, data = setup.cfg, setup.data
     if not cfg.eval.enabled:
@@ -117,7 +117,8 @@ def _check_all_factors(cfg: ContraLordConfig, data: ImageFactorData) -> None:
     as a factor has values there (the metrics' own checks, which used to fail after training)."""
     import numpy as np
 
-    from contralord.evaluation import _informative_factors, heldout_dataset, scored_order
+    from contralord.evaluation import _informative_factors, heldout_dataset
+    from contralord.scoring import scored_order
 
     wanted = cfg.eval.num_train + cfg.eval.num_test
     held, heldout = heldout_dataset(cfg, data, wanted)

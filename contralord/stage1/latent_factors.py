@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contralord import evaluation, labels
+from contralord import labels, scoring
 from contralord.config import ContraLordConfig
 from contralord.data import ImageFactorData
 from contralord.models.generator import Generator
@@ -241,8 +241,8 @@ def _log_curve(logger: MetricsLogger, prefix: str, names: tuple[str, ...],
 def stage1_code_scores(setup: Setup, content: torch.Tensor, residual: torch.Tensor) -> dict[str, float]:
     """DCI, SAP, MIG and leakage of stage 1's own codes on the images the evaluation scores, as
     ``latent/final/codes/<metric>``: the D a stage-2 head that regresses g^c exactly would get."""
-    order = evaluation.partial_labels_order(setup.cfg, setup.data)
-    scores = evaluation.score_labelled_codes(setup.cfg, content[order].double().numpy(),
-                                             residual[order].double().numpy(), evaluation.labelled_values(setup, order),
-                                             setup.labelled_names, setup.layout.content_names)
+    order = scoring.partial_labels_order(setup.cfg, setup.data)
+    scores = scoring.score_labelled_codes(setup.cfg, content[order].double().numpy(), residual[order].double().numpy(),
+                                          scoring.labelled_values(setup, order), setup.labelled_names,
+                                          setup.layout.content_names)
     return {f"latent/final/codes/{k}": v for k, v in scores.items() if isinstance(v, float)}
