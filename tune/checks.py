@@ -7,7 +7,6 @@ import difflib
 import math
 import os
 import socket
-from argparse import Namespace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,6 +20,7 @@ from ablations.store import (  # noqa: F401
     without_password,
 )
 from contralord.run.file_checks import unwritable_reason
+from tune.options import SweepOptions
 
 
 class SweepError(ValueError):
@@ -164,28 +164,29 @@ def check_name(name: str) -> None:
                          f"which workers may write; choose another name")
 
 
-def check_counts(args: Namespace) -> None:
+def check_counts(options: SweepOptions) -> None:
     """The numeric flags of a sweep: the first one out of range raises, naming it."""
     rules = (("seeds", 1, "an int >= 1"), ("workers_per_trial", 1, "an int >= 1"),
              ("max_concurrent", 0, "an int >= 0 (0 = as resources allow)"),
              ("max_failures", -1, "an int >= 0 (or -1 = retry forever)"), ("num_samples", 1, "an int >= 1"),
              ("gpus_per_worker", 0, "a number >= 0"))
     for name, low, expected in rules:
-        value = getattr(args, name)
+        value = getattr(options, name)
         if not math.isfinite(value) or value < low:
             raise SweepError(f"--{name.replace('_', '-')}: expected {expected}, got {value}")
-    if not math.isfinite(args.cpus_per_worker) or args.cpus_per_worker < MIN_FRACTION:
-        raise SweepError(f"--cpus-per-worker: expected a number >= {MIN_FRACTION}, got {args.cpus_per_worker}")
-    if 0 < args.gpus_per_worker < MIN_FRACTION:
-        raise SweepError(f"--gpus-per-worker: expected 0 or a number >= {MIN_FRACTION}, got {args.gpus_per_worker}")
+    if not math.isfinite(options.cpus_per_worker) or options.cpus_per_worker < MIN_FRACTION:
+        raise SweepError(f"--cpus-per-worker: expected a number >= {MIN_FRACTION}, got {options.cpus_per_worker}")
+    if 0 < options.gpus_per_worker < MIN_FRACTION:
+        raise SweepError(f"--gpus-per-worker: expected 0 or a number >= {MIN_FRACTION}, "
+                         f"got {options.gpus_per_worker}")
     for name in ("seeds", "max_seeds"):
-        if getattr(args, name, 0) > MAX_SEEDS:
+        if getattr(options, name) > MAX_SEEDS:
             raise SweepError(f"--{name.replace('_', '-')}: expected at most {MAX_SEEDS} seeds a row, "
-                             f"got {getattr(args, name)}")
-    if getattr(args, "num_samples", 0) > MAX_SAMPLES:
-        raise SweepError(f"--num-samples: expected at most {MAX_SAMPLES} Optuna trials, got {args.num_samples}")
-    check_local_resources(args)
-    check_register_best(getattr(args, "register_best", ""))
+                             f"got {getattr(options, name)}")
+    if options.num_samples > MAX_SAMPLES:
+        raise SweepError(f"--num-samples: expected at most {MAX_SAMPLES} Optuna trials, got {options.num_samples}")
+    check_local_resources(options)
+    check_register_best(options.register_best)
 
 
 MIN_FRACTION = 0.01  # of a CPU or GPU per worker: Ray's resources are fractions of 1e-4, a slot is not a job
@@ -194,19 +195,19 @@ MAX_SAMPLES = 1000  # --num-samples: each is an Optuna trial (100000 ran the dry
 TRIAL_METRIC_PREFIXES = ("encoder/eval/", "encoder/train/")  # what a trial run logs (contralord/run/trainer.py)
 
 
-def check_local_resources(args: Namespace) -> None:
+def check_local_resources(options: SweepOptions) -> None:
     """On the local Ray (no --address) one trial's workers must fit this machine: more CPUs or GPUs than it
     has would leave the trial (and stage 1) pending forever. A cluster's resources are checked once joined."""
-    if getattr(args, "address", None) not in (None, "", "local"):
+    if not options.local_ray:
         return
-    cpus = args.cpus_per_worker * args.workers_per_trial
+    cpus = options.cpus_per_worker * options.workers_per_trial
     if cpus > (os.cpu_count() or 1):
         raise SweepError(f"--cpus-per-worker x --workers-per-trial: a trial needs {cpus:g} CPUs, this machine has "
                          f"{os.cpu_count()} (the local Ray could never start it)")
-    if args.gpus_per_worker > 0:
+    if options.gpus_per_worker > 0:
         import torch
 
-        gpus = args.gpus_per_worker * args.workers_per_trial
+        gpus = options.gpus_per_worker * options.workers_per_trial
         if gpus > torch.cuda.device_count():
             raise SweepError(f"--gpus-per-worker x --workers-per-trial: a trial needs {gpus:g} GPUs, this machine "
                              f"has {torch.cuda.device_count()}")
@@ -247,7 +248,7 @@ def cluster_shape(address: str, timeout: float = 30) -> dict | None:
         return None
 
 
-def check_cluster_resources(args: Namespace) -> bool:
+def check_cluster_resources(options: SweepOptions) -> bool:
     """With ``--address``, one worker's CPUs and GPUs must fit a node the cluster has or its autoscaler may add
     (its node groups), else the trial, and stage 1 before it, would wait forever. Read from the GCS: a fixed
     cluster (``ray start``, the autoscaler's report names no node types) by its alive nodes, an autoscaler that
@@ -257,15 +258,15 @@ def check_cluster_resources(args: Namespace) -> bool:
     On a fixed cluster a train-path trial's driver takes ``DRIVER_CPU`` too, unless a driver resource exists:
     refused with ``--trainer train`` or several workers per trial; with ``--trainer auto`` the answer is False (take
     the tune path, where the trial is its one worker), else True."""
-    address = getattr(args, "address", None)
-    if address in (None, "", "local") or address.startswith("ray://"):
+    address = options.address
+    if options.local_ray or address.startswith("ray://"):
         return True
     if address == "auto":
         address = _auto_address()
     shape = cluster_shape(address)
     if shape is None or not (shape["fixed"] or shape["groups"]):
         return True  # node types unknown here (an autoscaler of named node types): Ray warns of an infeasible trial
-    need = {"CPU": args.cpus_per_worker, "GPU": args.gpus_per_worker}
+    need = {"CPU": options.cpus_per_worker, "GPU": options.gpus_per_worker}
     nodes = shape["nodes"] + shape["groups"]
     if not any(all(node.get(key, 0) >= value for key, value in need.items() if value) for node in nodes):
         largest = max((node.get("CPU", 0), node.get("GPU", 0)) for node in nodes) if nodes else (0, 0)
@@ -274,17 +275,17 @@ def check_cluster_resources(args: Namespace) -> bool:
                          f"largest: {largest[0]:g} CPU(s), {largest[1]:g} GPU(s)), so its trials would never start")
     total = {key: sum(node.get(key, 0) for node in shape["nodes"]) for key in need}
     for key, value in need.items():
-        if not shape["groups"] and value * args.workers_per_trial > total[key]:
+        if not shape["groups"] and value * options.workers_per_trial > total[key]:
             raise SweepError(f"--workers-per-trial x --{key.lower()}s-per-worker: a trial needs "
-                             f"{value * args.workers_per_trial:g} {key}(s), the cluster at {address} has {total[key]:g}"
-                             f" and adds no nodes, so its trials would never start")
-    own_driver = getattr(args, "driver_resource", "") or any(DRIVER_RESOURCE in node for node in shape["nodes"])
-    with_driver = args.cpus_per_worker * args.workers_per_trial + DRIVER_CPU
+                             f"{value * options.workers_per_trial:g} {key}(s), the cluster at {address} has "
+                             f"{total[key]:g} and adds no nodes, so its trials would never start")
+    own_driver = options.driver_resource or any(DRIVER_RESOURCE in node for node in shape["nodes"])
+    with_driver = options.cpus_per_worker * options.workers_per_trial + DRIVER_CPU
     if shape["groups"] or own_driver or with_driver <= total["CPU"] + 1e-9:
         return True
-    if getattr(args, "trainer", "auto") == "train" or args.workers_per_trial > 1:
-        raise SweepError(f"--trainer: a train-path trial needs {with_driver:g} CPU(s) ({args.workers_per_trial} "
-                         f"worker(s) x {args.cpus_per_worker:g} + its driver's {DRIVER_CPU:g}), the cluster at "
+    if options.trainer == "train" or options.workers_per_trial > 1:
+        raise SweepError(f"--trainer: a train-path trial needs {with_driver:g} CPU(s) ({options.workers_per_trial} "
+                         f"worker(s) x {options.cpus_per_worker:g} + its driver's {DRIVER_CPU:g}), the cluster at "
                          f"{address} has {total['CPU']:g} and adds no nodes, so its workers would never start: pass "
                          f"fewer --cpus-per-worker, --driver-resource, or --trainer tune with one worker per trial")
     return False

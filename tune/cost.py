@@ -32,7 +32,7 @@ def latent_cache(plan: SweepPlan) -> str:
 def trial_list(plan: SweepPlan) -> list[tuple[str, int]]:
     """(variant, seed) of every trial, in Tune's grid order; Optuna: ``--num-samples`` trials of seed 0."""
     if plan.kind == "optuna":
-        return [("optuna", int(plan.base.get("run.seed", 0)))] * plan.args.num_samples
+        return [("optuna", int(plan.base.get("run.seed", 0)))] * plan.options.num_samples
     return [(name, seed) for seed in plan.seeds for name, _ in plan.variants]
 
 
@@ -40,12 +40,12 @@ def reused_runs(plan: SweepPlan) -> dict[tuple[str, int], str] | None:
     """(variant, seed) -> the earlier FINISHED run that answers it, as ``run_sweep`` would link it
     (``tune/reuse.py``: same config, seed, data, code and, on a local Ray, machine); None when reuse is off
     (``--no-reuse``, Optuna). Reads the store only; a missing store has nothing to reuse."""
-    if getattr(plan.args, "no_reuse", False) or plan.kind == "optuna":
+    if plan.options.no_reuse or plan.kind == "optuna":
         return None
     client = history.open_store(plan.tracking_uri)
     if client is None:
         return {}
-    local = reuse.local_machine(plan.args)
+    local = reuse.local_machine(plan.options)
     configs = [{"variant": variant, "run.seed": seed} for variant, seed in trial_list(plan)]
     planned = reuse.plan_trials(configs, lambda c: _config(plan, c["variant"], c["run.seed"]).to_flat_dict(),
                                 reuse.code_version(), local)
@@ -63,7 +63,7 @@ def extended_runs(plan: SweepPlan, client, reused: dict | None) -> dict[tuple[st
         return {}
     planned = reuse.plan_trials([{"variant": v, "run.seed": s} for v, s in pairs],
                                 lambda c: _config(plan, c["variant"], c["run.seed"]).to_flat_dict(),
-                                reuse.code_version(), reuse.local_machine(plan.args))
+                                reuse.code_version(), reuse.local_machine(plan.options))
     return reuse.find_extensions(client, planned)
 
 
@@ -94,8 +94,8 @@ def _node() -> tuple[int, int]:
 def stage1_threads(plan: SweepPlan) -> int:
     """Torch threads of a stage-1 run: every core of a one-node CPU sweep (``sweep._stage1_resources``)."""
     cpus, _ = _node()
-    single = plan.args.address in (None, "", "local") and not plan.args.gpus_per_worker
-    return cpus if single else max(1, int(plan.args.cpus_per_worker))
+    single = plan.options.local_ray and not plan.options.gpus_per_worker
+    return cpus if single else max(1, int(plan.options.cpus_per_worker))
 
 
 def _stage1_shape(setup: Setup) -> str:
@@ -129,7 +129,7 @@ def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
             try:
                 if shape not in calibrated:
                     calibrated[shape] = calibrate.stage1_seconds(cfg, setup, stage1_threads(plan),
-                                                                 plan.args.gpus_per_worker > 0)
+                                                                 plan.options.gpus_per_worker > 0)
                     _note(seen, calibrated[shape][0], "stage1")
                 past = calibrated[shape][0].seconds
             except calibrate.NotCalibrated:  # --no-calibrate, and neither a past run nor the cache knows it
@@ -144,7 +144,7 @@ def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: d
     variant; the evaluation once per sweep: every variant evaluates the same images). Either way plus the
     launch of the trial's process, timed now (``time/total`` starts after it); not timed when every trial
     is reused (no trial process starts)."""
-    threads, gpu = max(1, int(plan.args.cpus_per_worker)), plan.args.gpus_per_worker > 0
+    threads, gpu = max(1, int(plan.options.cpus_per_worker)), plan.options.gpus_per_worker > 0
     runs = history.past_trials(client, threads) if client else []
     starts = any(trial not in (reused or {}) for trial in trial_list(plan))
     try:
@@ -195,7 +195,7 @@ def _own_stage1(plan: SweepPlan, cfg: ContraLordConfig, setup: Setup, trainers: 
 def estimate_sweep(plan: SweepPlan, client, reused: dict | None = None) -> SweepEstimate:
     """The sweep's estimate (``client``: a read-only view of its store, or None; ``reused``: from
     ``reused_runs``)."""
-    if getattr(plan.args, "no_calibrate", False):
+    if plan.options.no_calibrate:
         with calibrate.cache_only():  # price from past runs and cached timings only
             return _estimate_sweep(plan, client, reused)
     return _estimate_sweep(plan, client, reused)
@@ -210,15 +210,15 @@ def _estimate_sweep(plan: SweepPlan, client, reused: dict | None) -> SweepEstima
     trials = [_extended(plan, t, extended.get((t.variant, t.seed)))
               for t in _trial_costs(plan, client, trainers, reused, seen)]
     cpus, gpus = _node()
-    a = plan.args
-    slots = concurrency(cpus, a.workers_per_trial * a.cpus_per_worker, gpus, a.workers_per_trial * a.gpus_per_worker,
-                        a.max_concurrent)
-    est = combine(trials, stage1, cached, slots, getattr(a, "trainer", "auto"), a.workers_per_trial,
-                  a.gpus_per_worker > 0)
-    if getattr(a, "until_decided", False):
+    options = plan.options
+    slots = concurrency(cpus, options.workers_per_trial * options.cpus_per_worker, gpus,
+                        options.workers_per_trial * options.gpus_per_worker, options.max_concurrent)
+    est = combine(trials, stage1, cached, slots, options.trainer, options.workers_per_trial,
+                  options.gpus_per_worker > 0)
+    if options.until_decided:
         extra = WORKER_GROUP_S if est.path == "train" else 0.0
         # a row's next seed is its seed count: the seeds --seeds did not run, up to --max-seeds
-        later = dataclasses.replace(plan, seeds=list(range(len(plan.seeds), a.max_seeds)))
+        later = dataclasses.replace(plan, seeds=list(range(len(plan.seeds), options.max_seeds)))
         more, _, _ = _stage1_costs(later, client, None, calibrated)  # 0 s where cached or no stage 1
         est = dataclasses.replace(est, later=later_rounds(trials, {s: more.get(s, 0.0) for s in later.seeds},
                                                           slots, extra))
@@ -234,17 +234,17 @@ def _note(seen: list | None, timing: calibrate.Timing, part: str) -> calibrate.T
 
 
 def resources(plan: SweepPlan, path: str) -> str:
-    a = plan.args
-    worker = f"CPU {a.cpus_per_worker:g}" + (f", GPU {a.gpus_per_worker:g}" if a.gpus_per_worker else "")
-    own = a.driver_resource or ("a resource of its own where the sweep starts Ray" if a.address in (None, "", "local")
-                                else "")
+    options = plan.options
+    gpu = f", GPU {options.gpus_per_worker:g}" if options.gpus_per_worker else ""
+    worker = f"CPU {options.cpus_per_worker:g}{gpu}"
+    own = options.driver_resource or ("a resource of its own where the sweep starts Ray" if options.local_ray else "")
     driver = (f" + a driver (no CPU: 0.01 of {own})" if own else " + a driver (CPU 0.01)") if path == "train" else ""
-    return f"{a.workers_per_trial} worker(s) x {{{worker}}}{driver}"
+    return f"{options.workers_per_trial} worker(s) x {{{worker}}}{driver}"
 
 
 def report(plan: SweepPlan, est: SweepEstimate, reused: dict | None) -> list[str]:
     """The dry run's lines: trials, reuse, stage 1, resources, path, estimate."""
-    lines = [f"dry run of {plan.name} ({plan.kind}, preset {plan.args.preset}): {len(est.trials)} trial(s); "
+    lines = [f"dry run of {plan.name} ({plan.kind}, preset {plan.options.preset}): {len(est.trials)} trial(s); "
              f"Ray not started, nothing written"]
     lines += [f"  {t.variant:<24} seed {t.seed}  ~{_seconds(t.seconds):>6} s  "
               f"({t.reused and 'reuses ' + t.reused or t.source})" for t in est.trials]
@@ -254,10 +254,10 @@ def report(plan: SweepPlan, est: SweepEstimate, reused: dict | None) -> list[str
     lines.append(f"stage 1 to train: {len(est.stage1)} ({stage1}); already cached: {len(est.stage1_cached)}"
                  + (f" (seed {', '.join(map(str, est.stage1_cached))})" if est.stage1_cached else ""))
     cpus, gpus = _node()
-    where = "this machine" if plan.args.address in (None, "", "local") else "this machine (the cluster's are unknown)"
+    where = "this machine" if plan.options.local_ray else "this machine (the cluster's are unknown)"
     lines.append(f"resources per trial: {resources(plan, est.path)}; {est.slots} trial(s) at once "
                  f"({cpus} CPU(s){f', {gpus} GPU(s)' if gpus else ''} of {where}, --max-concurrent "
-                 f"{plan.args.max_concurrent or 'unset'})")
+                 f"{plan.options.max_concurrent or 'unset'})")
     lines.append(f"trainer path: {est.path} ({est.why})")
     parts = " + ".join(f"{k} {v:.0f} s" for k, v in est.parts.items())
     early = " (an upper bound: ASHA stops trials early)" if plan.kind == "optuna" else ""
@@ -270,8 +270,8 @@ def report(plan: SweepPlan, est: SweepEstimate, reused: dict | None) -> list[str
     lines += describe_calibrations(est)
     if est.later:
         lines.append(describe_later(est.later))
-    if getattr(plan.args, "max_rung", 0):
-        lines.append(describe_climbs(_config(plan, plan.variants[0][0], 0).encoder.rungs, plan.args.max_rung))
+    if plan.options.max_rung:
+        lines.append(describe_climbs(_config(plan, plan.variants[0][0], 0).encoder.rungs, plan.options.max_rung))
     return lines
 
 

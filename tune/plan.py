@@ -1,4 +1,5 @@
-"""The sweep plan: what ``tune/run.py`` checked on the command line, handed to everything that runs the sweep.
+"""The sweep plan: what ``tune/run.py`` checked on the command line (its typed ``SweepOptions`` among it), handed
+to everything that runs the sweep.
 
 It sits below the command line (``run.py``), the dry run (``cost.py``), the sweep itself (``sweep.py``) and
 its table (``publish.py``), so that those import it and none of them imports the command line back.
@@ -6,7 +7,6 @@ its table (``publish.py``), so that those import it and none of them imports the
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -15,6 +15,7 @@ from typing import Any
 
 from tune import spaces
 from tune.checks import is_uri
+from tune.options import SweepOptions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 @dataclass
 class SweepPlan:
     kind: str
-    args: argparse.Namespace
+    options: SweepOptions
     knob: str
     variants: list[spaces.Variant]
     base: dict[str, Any]

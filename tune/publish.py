@@ -23,7 +23,7 @@ from tune.reuse import FROM_TAG
 
 def register_target(plan: SweepPlan) -> tuple[str, str] | None:
     """``--register-best METRIC[:max|min]`` as (metric, mode); checked before Ray starts."""
-    spec = getattr(plan.args, "register_best", None)
+    spec = plan.options.register_best
     if not spec:
         return None
     metric, _, mode = spec.partition(":")

@@ -40,7 +40,7 @@ class ParentRun:
         sweep_path = f"{plan.storage}/{plan.name}"
         key = {"sweep_path": sweep_path, "role": "sweep"}
         found = ml.find_run(client, experiment_id, key)
-        if plan.args.resume:
+        if plan.options.resume:
             if found is None:
                 raise SweepError(f"--resume: no MLflow sweep run for {sweep_path} in "
                                  f"{without_password(plan.tracking_uri)}")
@@ -140,6 +140,6 @@ class ParentRun:
 
 
 def _sweep_params(plan: SweepPlan) -> dict[str, object]:
-    return {"sweep.kind": plan.kind, "sweep.preset": plan.args.preset, "sweep.seeds": len(plan.seeds),
+    return {"sweep.kind": plan.kind, "sweep.preset": plan.options.preset, "sweep.seeds": len(plan.seeds),
             "sweep.knob": plan.knob, "sweep.variants": json.dumps([name for name, _ in plan.variants]),
-            "sweep.workers_per_trial": plan.args.workers_per_trial} | {f"base.{k}": v for k, v in plan.base.items()}
+            "sweep.workers_per_trial": plan.options.workers_per_trial} | {f"base.{k}": v for k, v in plan.base.items()}

@@ -42,6 +42,7 @@ from contralord.config import HASH_IGNORED, ContraLordConfig
 from contralord.schedules import branch_start, parse_rungs
 from tune import stage1
 from tune.mlflow_logger import PARENT_TAG, create_run, end_run, log_batch, log_outputs, send_batches
+from tune.options import SweepOptions
 
 CORE = Path(__file__).resolve().parents[1] / "contralord"
 KEY_TAG = "reuse_key"
@@ -116,12 +117,13 @@ def trial_machine(cfg: ContraLordConfig, cpus_per_worker: float, use_gpu: bool) 
     return dataclasses.replace(machine.describe(), threads=str(threads), gpu=gpu, blas_threads=str(cpus))
 
 
-def local_machine(args) -> Callable[[ContraLordConfig], machine.Machine] | None:
+def local_machine(options: SweepOptions) -> Callable[[ContraLordConfig], machine.Machine] | None:
     """config -> the machine a trial of this sweep would run on, when Ray is local; None on a cluster
     (``--address``), where a trial's node is not known before it is placed."""
-    if args.address not in (None, "", "local"):
+    if not options.local_ray:
         return None
-    return functools.partial(trial_machine, cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpus_per_worker > 0)
+    return functools.partial(trial_machine, cpus_per_worker=options.cpus_per_worker,
+                             use_gpu=options.gpus_per_worker > 0)
 
 
 def plan_trials(configs: list[dict], overrides_of: Callable[[dict], dict], code: str,

@@ -16,7 +16,6 @@ open moves, or the top is STEPS, rounds add seeds as above.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 from ablations import render, specs, stats
 from contralord.schedules import parse_rungs
 from tune.checks import SweepError
+from tune.options import SweepOptions
 
 if TYPE_CHECKING:  # tune/run.py imports this module before Ray, and must not load MLflow
     from ablations.tables import Table
@@ -42,49 +42,49 @@ class RowDecision:
     added_seed: int | None  # the seed this round runs for the row (None: decided, or at --max-seeds)
 
 
-def decide_columns(args: argparse.Namespace) -> list[str]:
+def decide_columns(options: SweepOptions) -> list[str]:
     """The table columns whose verdicts must be decided (``--decide-metric D,MIG``)."""
-    return [c.strip() for c in (args.decide_metric or DEFAULT_METRIC).split(",") if c.strip()]
+    return [c.strip() for c in (options.decide_metric or DEFAULT_METRIC).split(",") if c.strip()]
 
 
-def decide_rule(args: argparse.Namespace) -> str:
+def decide_rule(options: SweepOptions) -> str:
     """``--decide-rule``: which of ``RULES`` decides a row (default unpaired)."""
-    return getattr(args, "decide_rule", None) or RULES[0]
+    return options.decide_rule or RULES[0]
 
 
-def check_flags(kind: str, args: argparse.Namespace) -> None:
+def check_flags(kind: str, options: SweepOptions) -> None:
     """One-line errors for the round flags, before Ray starts."""
-    if decide_rule(args) not in RULES:
-        raise SweepError(f"--decide-rule: expected one of {', '.join(RULES)}, got {decide_rule(args)!r}")
-    if not getattr(args, "until_decided", False):
-        if args.max_seeds or args.decide_metric or getattr(args, "max_rung", 0):
+    if decide_rule(options) not in RULES:
+        raise SweepError(f"--decide-rule: expected one of {', '.join(RULES)}, got {decide_rule(options)!r}")
+    if not options.until_decided:
+        if options.max_seeds or options.decide_metric or options.max_rung:
             raise SweepError("--max-seeds/--decide-metric/--max-rung: only with --until-decided")
-        if getattr(args, "decide_rule", None):
+        if options.decide_rule:
             raise SweepError("--decide-rule: only with --until-decided")
         return
     if kind == "optuna":
         raise SweepError("--until-decided: an Optuna sweep has no fixed rows to decide; use a grid sweep")
-    if args.max_seeds <= args.seeds:
-        raise SweepError(f"--until-decided: needs --max-seeds greater than --seeds ({args.seeds}), "
-                         f"got {args.max_seeds}")
+    if options.max_seeds <= options.seeds:
+        raise SweepError(f"--until-decided: needs --max-seeds greater than --seeds ({options.seeds}), "
+                         f"got {options.max_seeds}")
     ranked = [c for c in specs.METRICS if c not in specs.UNRANKED]  # a row is best in these only
-    unknown = [c for c in decide_columns(args) if c not in ranked]
-    if unknown or not decide_columns(args):
+    unknown = [c for c in decide_columns(options) if c not in ranked]
+    if unknown or not decide_columns(options):
         raise SweepError(f"--decide-metric: expected table columns among {', '.join(ranked)}, "
-                         f"got {args.decide_metric!r}")
+                         f"got {options.decide_metric!r}")
 
 
-def check_ladder(args: argparse.Namespace, configs: list) -> None:
+def check_ladder(options: SweepOptions, configs: list) -> None:
     """``--max-rung``: every trial on one ladder (``encoder.rungs``) whose top is below it."""
-    if not getattr(args, "max_rung", 0):
+    if not options.max_rung:
         return
     ladders = {cfg.encoder.rungs for cfg in configs}
     if len(ladders) != 1 or not next(iter(ladders)):
         raise SweepError(f"--max-rung: needs every trial on one budget ladder (--set encoder.schedule=wsd --set "
                          f"encoder.rungs=160,640), got encoder.rungs {', '.join(sorted(map(repr, ladders)))}")
     top = parse_rungs(next(iter(ladders)))[-1]
-    if args.max_rung <= top:
-        raise SweepError(f"--max-rung: expected more steps than the ladder's top rung {top}, got {args.max_rung}")
+    if options.max_rung <= top:
+        raise SweepError(f"--max-rung: expected more steps than the ladder's top rung {top}, got {options.max_rung}")
 
 
 def next_ladder(rungs: str, max_rung: int) -> str:
@@ -147,7 +147,7 @@ def record(k: int, decisions: list[RowDecision], reused: int, trained: int) -> d
     return {"round": k, "reused": reused, "trained": trained, "rows": [asdict(d) for d in decisions]}
 
 
-def until_decided(records, args: argparse.Namespace, seeds: dict[str, int],
+def until_decided(records, options: SweepOptions, seeds: dict[str, int],
                   variant_of_row: dict[tuple, str], table_of: Callable[[], Table | None],
                   run_round: Callable[[list[tuple[str, int]], int], tuple[int, int]], climber=None) -> None:
     """Round after round: decide on the sweep's table so far; while an open row still moves at the top rung
@@ -155,14 +155,14 @@ def until_decided(records, args: argparse.Namespace, seeds: dict[str, int],
     ladder one rung higher, "" at ``--max-rung``; ``climber.climb(ladder, k)`` runs it, returning (reused,
     trained)); else run one more seed for every open row below ``--max-seeds`` (``run_round`` returns (reused,
     trained)). Record each round on the parent run (``records``: its ``tune.records.ParentRun``)."""
-    columns, log = decide_columns(args), []
+    columns, log = decide_columns(options), []
     for k in itertools.count(1):
         table = table_of()
         missing = [c for c in columns if table is None or c not in table.columns]
         if missing:
             print(f"until-decided: no column {', '.join(missing)} in the table; no more rounds", flush=True)
             return
-        why = open_variants(table, variant_of_row, columns, decide_rule(args))
+        why = open_variants(table, variant_of_row, columns, decide_rule(options))
         moving = climber.moving(set(why)) if why and climber is not None else {}
         ladder = climber.next_rungs() if moving else ""
         if ladder:
@@ -174,16 +174,16 @@ def until_decided(records, args: argparse.Namespace, seeds: dict[str, int],
                 f" (moving: {moving[variant]})" if variant in moving else ""), None)
                 for variant, count in seeds.items()]
             log.append(record(k, rows, reused, trained) | {"action": "rung", "rungs": ladder})
-            records.log_rounds({"decide": columns, "rule": decide_rule(args), "max_seeds": args.max_seeds,
+            records.log_rounds({"decide": columns, "rule": decide_rule(options), "max_seeds": options.max_seeds,
                                 "rounds": log}, ARTIFACT, k)
             continue
-        decisions = plan_round(why, dict(seeds), args.max_seeds)
+        decisions = plan_round(why, dict(seeds), options.max_seeds)
         pairs = [(d.variant, d.added_seed) for d in decisions if d.added_seed is not None]
         print(describe_round(k, decisions), flush=True)
         reused, trained = run_round(pairs, k) if pairs else (0, 0)
         log.append(record(k, decisions, reused, trained))
-        records.log_rounds({"decide": columns, "rule": decide_rule(args), "max_seeds": args.max_seeds, "rounds": log},
-                           ARTIFACT, k if pairs else k - 1)
+        records.log_rounds({"decide": columns, "rule": decide_rule(options), "max_seeds": options.max_seeds,
+                            "rounds": log}, ARTIFACT, k if pairs else k - 1)
         if not pairs:
             return
 

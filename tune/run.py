@@ -12,6 +12,7 @@ sweep with one nested run per trial, and the sweep's table and plots on the pare
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ from tune.checks import (
     check_tracking_uri,
     check_trainer,
 )
+from tune.options import SweepOptions
 from tune.plan import SweepPlan
 
 
@@ -95,27 +97,33 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     return parser
 
 
-def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
+def parse_options(kind: str, argv: list[str]) -> SweepOptions:
+    """The options of a ``kind`` sweep's command line ``argv`` (argparse exits 2 on a malformed flag)."""
+    return SweepOptions.from_namespace(build_parser(kind).parse_args(argv))
+
+
+def plan_sweep(kind: str, options: SweepOptions) -> SweepPlan:
     """Validate the whole sweep (flags, URIs, paths, every trial's config, the data) without starting Ray."""
-    _check_flags(kind, args)
-    name = args.name if args.name is not None else f"sweep-{kind}-{args.preset}"
+    _check_flags(kind, options)
+    name = options.name if options.name is not None else f"sweep-{kind}-{options.preset}"
     check_name(name)
-    storage = check_storage(args.storage or str(Path.cwd() / "ray_results"))
-    tracking_uri = args.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    check_tracking_uri(tracking_uri, read_only=args.dry_run)
-    check_address(args.address)
-    if not check_cluster_resources(args) and args.trainer == "auto":  # read from the cluster's GCS; nothing joined
-        args.trainer = "tune"
-        print(f"trainer: tune (auto): a train-path trial's driver would not fit the cluster at {args.address} "
+    storage = check_storage(options.storage or str(Path.cwd() / "ray_results"))
+    tracking_uri = options.tracking_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    check_tracking_uri(tracking_uri, read_only=options.dry_run)
+    check_address(options.address)
+    # check_cluster_resources reads the cluster's GCS; it joins nothing
+    if not check_cluster_resources(options) and options.trainer == "auto":
+        options = dataclasses.replace(options, trainer="tune")
+        print(f"trainer: tune (auto): a train-path trial's driver would not fit the cluster at {options.address} "
               f"beside its worker", flush=True)
     check_bucket(storage)
-    _check_resumable(kind, storage, name, tracking_uri, args.resume)
-    overrides = parse_set_args(args.set)
-    base = resolve_presets([args.preset, *args.method], overrides)
-    knob, variants = (("optuna", [("optuna", {})]) if kind == "optuna" else spaces.variants(kind, args.preset))
-    variants = only_rows(variants, args.row)
+    _check_resumable(kind, storage, name, tracking_uri, options.resume)
+    overrides = parse_set_args(list(options.set))
+    base = resolve_presets([options.preset, *options.method], overrides)
+    knob, variants = (("optuna", [("optuna", {})]) if kind == "optuna" else spaces.variants(kind, options.preset))
+    variants = only_rows(variants, options.row)
     check_set_not_overridden(overrides, base, variants, kind)
-    seeds = list(range(args.seeds))
+    seeds = list(range(options.seeds))
     configs = [ContraLordConfig.from_overrides(base | v | {"run.seed": s}) for _, v in variants for s in seeds]
     data = build_data(configs[0])
     evaluations = set()  # (data, eval, seed): what check_evaluation reads (all-factors builds the held-out images)
@@ -126,12 +134,12 @@ def plan_sweep(kind: str, args: argparse.Namespace) -> SweepPlan:
         if (cfg.data, cfg.eval, cfg.run.seed) not in evaluations:
             check_evaluation(setup)  # the end-of-trial metrics can score this data
             evaluations.add((cfg.data, cfg.eval, cfg.run.seed))
-        if args.register_best:
-            check_register_best_logged(args.register_best, cfg)
-    rounds.check_ladder(args, configs)
+        if options.register_best:
+            check_register_best_logged(options.register_best, cfg)
+    rounds.check_ladder(options, configs)
     check_backbone(configs[0], data)
     check_weight_contents(configs[0], data)  # user weight files load (weights_only) into their modules
-    return SweepPlan(kind, args, knob, variants, base, seeds, storage, tracking_uri, name)
+    return SweepPlan(kind, options, knob, variants, base, seeds, storage, tracking_uri, name)
 
 
 def check_set_not_overridden(overrides: dict, base: dict, variants: list, kind: str) -> None:
@@ -151,7 +159,7 @@ def check_set_not_overridden(overrides: dict, base: dict, variants: list, kind: 
                              f"with the sweep that varies it")
 
 
-def only_rows(variants: list, rows: list[str]) -> list:
+def only_rows(variants: list, rows: tuple[str, ...]) -> list:
     """The variants named in ``rows`` (--row), in the sweep's order; every variant when ``rows`` is empty."""
     names = [name for name, _ in variants]
     unknown = [row for row in rows if row not in names]
@@ -160,18 +168,18 @@ def only_rows(variants: list, rows: list[str]) -> list:
     return [(name, keys) for name, keys in variants if not rows or name in rows]
 
 
-def _check_flags(kind: str, args: argparse.Namespace) -> None:
-    if args.preset not in SCALE_PRESETS:
-        raise SweepError(f"--preset: expected one of {', '.join(SCALE_PRESETS)}, got {args.preset!r}")
-    unknown = [m for m in args.method if m not in PRESETS]
+def _check_flags(kind: str, options: SweepOptions) -> None:
+    if options.preset not in SCALE_PRESETS:
+        raise SweepError(f"--preset: expected one of {', '.join(SCALE_PRESETS)}, got {options.preset!r}")
+    unknown = [m for m in options.method if m not in PRESETS]
     if unknown:
         raise SweepError(f"--method: expected one of {', '.join(PRESETS)}, got {unknown[0]!r}")
-    if kind == "optuna" and not args.metric.startswith("encoder/train/"):
+    if kind == "optuna" and not options.metric.startswith("encoder/train/"):
         raise SweepError(f"--metric: Optuna and ASHA read the metric at every epoch, so it must be a per-epoch "
-                         f"encoder/train/... metric; {args.metric!r} is not reported per epoch")
-    check_counts(args)
-    rounds.check_flags(kind, args)
-    check_trainer(getattr(args, "trainer", "auto"), args.workers_per_trial)
+                         f"encoder/train/... metric; {options.metric!r} is not reported per epoch")
+    check_counts(options)
+    rounds.check_flags(kind, options)
+    check_trainer(options.trainer, options.workers_per_trial)
 
 
 def _check_resumable(kind: str, storage: str, name: str, tracking_uri: str, resume: bool) -> None:
@@ -233,9 +241,9 @@ def resume_command(kind: str, argv: list[str]) -> str:
 def main(kind: str, argv: list[str] | None = None) -> int:
     """Run a sweep; return its exit code (``EXIT_CODES``)."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(kind).parse_args(argv)
+    options = parse_options(kind, argv)
     try:
-        plan = plan_sweep(kind, args)
+        plan = plan_sweep(kind, options)
     except (SweepError, ConfigError, DataError, ValueError, OSError) as error:
         print(f"sweep: error: {error}", file=sys.stderr)
         return 2
@@ -243,7 +251,7 @@ def main(kind: str, argv: list[str] | None = None) -> int:
         print("\nsweep: interrupted while checking the sweep; Ray was not started, nothing was written",
               file=sys.stderr)
         return 130
-    if args.dry_run:
+    if options.dry_run:
         from tune.cost import dry_run
 
         return dry_run(plan)

@@ -54,7 +54,7 @@ def start_ray(plan: SweepPlan) -> bool:
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     kwargs = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
     started = not ray.is_initialized()  # else a caller (a notebook, a test) already connected
-    if started and plan.args.address in (None, "", "local"):
+    if started and plan.options.local_ray:
         # Ray starts its workers at nice 15 (its worker_niceness): beside any other work on this machine, stage 1
         # and the trials then got ~5 % of a core (a smoke stage-1 step took 65 s beside two busy processes, not
         # 1 s). A sweep on one's own machine takes its fair share; a cluster keeps Ray's default. address="local":
@@ -63,9 +63,9 @@ def start_ray(plan: SweepPlan) -> bool:
         ray.init(address="local", _system_config={"worker_niceness": 0}, resources={DRIVER_RESOURCE: DRIVER_SLOTS},
                  **kwargs)
     elif started:
-        ray.init(address=plan.args.address, **kwargs)
+        ray.init(address=plan.options.address, **kwargs)
     alive = sum(1 for node in ray.nodes() if node.get("Alive"))
-    check_storage_shared(plan.storage, alive, plan.args.shared_fs)
+    check_storage_shared(plan.storage, alive, plan.options.shared_fs)
     return started
 
 
@@ -77,9 +77,9 @@ def stop_ray(started: bool) -> None:
 
 
 def _resources(plan: SweepPlan) -> dict[str, float]:
-    res = {"CPU": plan.args.cpus_per_worker}
-    if plan.args.gpus_per_worker:
-        res["GPU"] = plan.args.gpus_per_worker
+    res = {"CPU": plan.options.cpus_per_worker}
+    if plan.options.gpus_per_worker:
+        res["GPU"] = plan.options.gpus_per_worker
     return res
 
 
@@ -87,7 +87,7 @@ def _stage1_resources(plan: SweepPlan) -> dict[str, float]:
     """Stage 1 runs before any trial: on one machine give it every core (its threads follow)."""
     res = _resources(plan)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) == 1 and not plan.args.gpus_per_worker:
+    if len(nodes) == 1 and not plan.options.gpus_per_worker:
         res["CPU"] = max(res["CPU"], float(nodes[0]["Resources"].get("CPU", 1)))
     return res
 
@@ -121,14 +121,14 @@ def _concurrency_limit(plan: SweepPlan) -> int:
     every trial's driver at once, each waiting for its workers and timing out every minute (with 0.01 CPU per
     driver their fractions also left the last worker a CPU short: a resumed sweep with 3 drivers on 2 CPUs
     trained one trial at a time). On a cluster the drivers may wait for the autoscaler: no limit there."""
-    if plan.args.max_concurrent:
-        return plan.args.max_concurrent
-    if getattr(plan.args, "address", None) not in (None, "", "local") or _path(plan) != "train":
+    options = plan.options
+    if options.max_concurrent:
+        return options.max_concurrent
+    if not options.local_ray or _path(plan) != "train":
         return 0
     held = ray.cluster_resources()
-    a = plan.args
-    return concurrency(held.get("CPU", 1.0), a.workers_per_trial * a.cpus_per_worker, held.get("GPU", 0.0),
-                       a.workers_per_trial * a.gpus_per_worker)
+    return concurrency(held.get("CPU", 1.0), options.workers_per_trial * options.cpus_per_worker,
+                       held.get("GPU", 0.0), options.workers_per_trial * options.gpus_per_worker)
 
 
 def _trainable(plan: SweepPlan, ctx: SweepContext):
@@ -141,14 +141,14 @@ def _trainable(plan: SweepPlan, ctx: SweepContext):
 def driver_placement(plan: SweepPlan) -> dict[str, float]:
     """A train-path driver's resources: none of the CPUs its workers need where a resource of its own exists
     (``--driver-resource``, or the one a local Ray this sweep started has), else 0.01 CPU."""
-    own = plan.args.driver_resource or (DRIVER_RESOURCE if ray.cluster_resources().get(DRIVER_RESOURCE) else "")
+    own = plan.options.driver_resource or (DRIVER_RESOURCE if ray.cluster_resources().get(DRIVER_RESOURCE) else "")
     return {"CPU": 0.0, own: DRIVER_CPU} if own else {"CPU": DRIVER_CPU}
 
 
 def _path_without_estimate(plan: SweepPlan) -> str:
     """The trainer path when no estimate could be made: the one ``--trainer`` forces, else by worker count."""
-    forced = getattr(plan.args, "trainer", "auto")
-    return forced if forced in ("train", "tune") else ("tune" if plan.args.workers_per_trial == 1 else "train")
+    forced = plan.options.trainer
+    return forced if forced in ("train", "tune") else ("tune" if plan.options.workers_per_trial == 1 else "train")
 
 
 def train_driver_fn(config: dict, ctx: SweepContext, plan_storage: str) -> None:
@@ -178,26 +178,26 @@ def train_run_config(ctx: SweepContext, plan_storage: str, trial_id: str, callba
 def placement_warning(plan: SweepPlan, cluster_cpus: float) -> str:
     """One line when a train-path trial on a joined cluster needs more CPUs than the cluster has now: its workers'
     and, without a resource of its own, its driver's 0.01. ("" when it fits, off a cluster, or on the tune path.)"""
-    a = plan.args
-    if getattr(a, "address", None) in (None, "", "local") or _path(plan) != "train":
+    options = plan.options
+    if options.local_ray or _path(plan) != "train":
         return ""
     driver = driver_placement(plan).get("CPU", 0.0)
-    need = a.workers_per_trial * a.cpus_per_worker + driver
+    need = options.workers_per_trial * options.cpus_per_worker + driver
     if cluster_cpus + 1e-9 >= need:
         return ""
-    fix = ("--trainer tune (the trial is its one worker)" if a.workers_per_trial == 1 else
+    fix = ("--trainer tune (the trial is its one worker)" if options.workers_per_trial == 1 else
            "fewer --workers-per-trial or --cpus-per-worker")
-    return (f"--address: the cluster has {cluster_cpus:g} CPU(s) now and a trial needs {need:g} ({a.workers_per_trial} "
-            f"worker(s) x {a.cpus_per_worker:g} CPU + its driver's {driver:g}): each trial waits up to "
-            f"{WORKER_GROUP_START_TRIES} min for more nodes (an autoscaler), then fails; on a fixed cluster pass {fix} "
-            f"or --driver-resource")
+    return (f"--address: the cluster has {cluster_cpus:g} CPU(s) now and a trial needs {need:g} "
+            f"({options.workers_per_trial} worker(s) x {options.cpus_per_worker:g} CPU + its driver's {driver:g}): "
+            f"each trial waits up to {WORKER_GROUP_START_TRIES} min for more nodes (an autoscaler), then fails; on a "
+            f"fixed cluster pass {fix} or --driver-resource")
 
 
 def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
     """Estimate the sweep (before stage 1), choose the trainer path, say both and log them on the parent run."""
     from tune.cost import estimate_sweep, reused_runs
 
-    first = ParentRun(client, parent).logged_estimate() if getattr(plan.args, "resume", False) else None
+    first = ParentRun(client, parent).logged_estimate() if plan.options.resume else None
     if first is not None:  # --resume: the sweep's estimate is its first attempt's (timing it again costs ~10 s)
         plan.estimate = first
         least = "at least " if first.unpriced else ""
@@ -239,13 +239,13 @@ def _tuner(plan: SweepPlan, ctx: SweepContext, name: str, k: int, pairs: list[tu
     train when it climbed), or the one a first attempt left there (``--resume``)."""
     trainable = _trainable(plan, ctx)
     path = f"{plan.storage}/{name}"
-    if plan.args.resume and tune.Tuner.can_restore(path):
+    if plan.options.resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     # --resume of a sweep stopped before this Tuner saved any state (a later round, or round 0 killed in stage 1;
     # tune/run.py checked that the sweep's parent run exists): the round starts its Tuner now
     tune_config, space = _search(plan, pairs, rungs)
     run_config = tune.RunConfig(name=name, storage_path=plan.storage, verbose=1,
-                                failure_config=tune.FailureConfig(max_failures=plan.args.max_failures))
+                                failure_config=tune.FailureConfig(max_failures=plan.options.max_failures))
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
@@ -262,13 +262,14 @@ def _search(plan: SweepPlan, pairs: list[tuple[str, int]] | None, rungs: str = "
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    define = functools.partial(spaces.optuna_space, preset=plan.args.preset)
-    searcher = OptunaSearch(space=define, metric=plan.args.metric, mode=plan.args.mode, seed=0)
+    options = plan.options
+    define = functools.partial(spaces.optuna_space, preset=options.preset)
+    searcher = OptunaSearch(space=define, metric=options.metric, mode=options.mode, seed=0)
     epochs = float(plan.base.get("encoder.epochs", 200))
     # max_t past the last epoch: ASHA stops at max_t, which would cut the trial's evaluation off
     asha = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=max(1.0, epochs // 4), reduction_factor=2)
-    config = tune.TuneConfig(metric=plan.args.metric, mode=plan.args.mode, search_alg=searcher, scheduler=asha,
-                             num_samples=plan.args.num_samples, max_concurrent_trials=limit)
+    config = tune.TuneConfig(metric=options.metric, mode=options.mode, search_alg=searcher, scheduler=asha,
+                             num_samples=options.num_samples, max_concurrent_trials=limit)
     return config, {}
 
 
@@ -303,7 +304,7 @@ def run_sweep(plan: SweepPlan) -> Table | None:
         print(f"warning: {warning}", flush=True)
     try:
         _run_round(sweep, [(name, s) for name, _ in plan.variants for s in plan.seeds], 0)
-        if getattr(plan.args, "until_decided", False):
+        if plan.options.until_decided:
             sweep.records.log_seconds("actual/first_round_s", time.time() - plan.started)
             _until_decided(sweep)
     except BaseException:
@@ -348,12 +349,12 @@ def _start(plan: SweepPlan) -> _Sweep:
     cache = f"{plan.storage}/latent_cache" if not is_uri(plan.storage) else local_work_dir(plan.storage, "latent")
     ctx = SweepContext(plan.kind, plan.base, dict(plan.variants), plan.storage, cache,
                        local_work_dir(plan.storage, plan.name), plan.tracking_uri, experiment_id, parent,
-                       {}, plan.args.workers_per_trial, plan.args.gpus_per_worker > 0,
-                       plan.args.cpus_per_worker, plan.args.max_failures, git_commit(), run_tags)
-    local = reuse.local_machine(plan.args)
+                       {}, plan.options.workers_per_trial, plan.options.gpus_per_worker > 0,
+                       plan.options.cpus_per_worker, plan.options.max_failures, git_commit(), run_tags)
+    local = reuse.local_machine(plan.options)
     code = reuse.code_version()
     records.log_code_version(reuse.CODE_TAG, code)
-    if not getattr(plan.args, "no_reuse", False) and plan.kind != "optuna":
+    if not plan.options.no_reuse and plan.kind != "optuna":
         where = ("runs of this machine only" if local else
                  "runs of any machine (on a cluster the table's machine check decides whether they pool)")
         print(f"reuse: finished trial runs with the same config, seed, data and code {code} ({where}); "
@@ -366,7 +367,7 @@ def _run_round(sweep: _Sweep, pairs: list[tuple[str, int]], k: int, climbing: bo
     the pairs are trials already counted, now on a higher ladder)."""
     plan = sweep.plan
     name = plan.name if k == 0 else f"{plan.name}-round{k}"
-    restored = bool(plan.args.resume) and tune.Tuner.can_restore(f"{plan.storage}/{name}")
+    restored = plan.options.resume and tune.Tuner.can_restore(f"{plan.storage}/{name}")
     for variant, _ in [] if climbing else pairs:
         sweep.seeds[variant] = sweep.seeds.get(variant, 0) + 1
     pending = _link_reused(sweep, pairs, restored) if plan.kind != "optuna" else None
@@ -382,7 +383,7 @@ def _run_round(sweep: _Sweep, pairs: list[tuple[str, int]], k: int, climbing: bo
 def _link_reused(sweep: _Sweep, pairs: list[tuple[str, int]], restored: bool) -> list[tuple[str, int]]:
     """Nested runs under the parent for the trials an earlier finished run stands for; return the others."""
     client, parent = sweep.client, sweep.parent
-    if getattr(sweep.plan.args, "no_reuse", False):
+    if sweep.plan.options.no_reuse:
         return pairs
     planned = reuse.plan_trials(_configs(pairs, sweep.rungs), sweep.ctx.trial_overrides, sweep.code, sweep.local)
     linked = reuse.linked_keys(client, sweep.ctx.experiment_id, parent)  # by a first attempt (--resume)
@@ -465,10 +466,10 @@ def _until_decided(sweep: _Sweep) -> None:
             return None
 
     rows = publish.variant_of_row(plan, publish.spec_of(plan))
-    climber = _Climber(sweep, rows) if getattr(plan.args, "max_rung", 0) else None
+    climber = _Climber(sweep, rows) if plan.options.max_rung else None
     run = functools.partial(_counted_round, sweep)
-    rounds.until_decided(sweep.records, plan.args, sweep.seeds, rows, table, run, climber)
-    rounds.log_cost(sweep.records, sweep.seeds, sweep.trained, sweep.reused, plan.args.max_seeds)
+    rounds.until_decided(sweep.records, plan.options, sweep.seeds, rows, table, run, climber)
+    rounds.log_cost(sweep.records, sweep.seeds, sweep.trained, sweep.reused, plan.options.max_seeds)
 
 
 def _counted_round(sweep: _Sweep, pairs: list[tuple[str, int]], k: int, climbing: bool = False) -> tuple[int, int]:
@@ -512,7 +513,7 @@ class _Climber:
         """The ladder one rung higher ("" when its top is ``--max-rung``)."""
         plan = self.sweep.plan
         current = self.sweep.rungs or ContraLordConfig.from_overrides(plan.base | plan.variants[0][1]).encoder.rungs
-        return rounds.next_ladder(current, plan.args.max_rung)
+        return rounds.next_ladder(current, plan.options.max_rung)
 
     def climb(self, ladder: str, k: int) -> tuple[int, int]:
         """Round ``k`` puts every trial so far on ``ladder`` (each extends its finished run); (reused, trained)."""

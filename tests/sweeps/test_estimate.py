@@ -102,12 +102,13 @@ def test_eval_sized__every_held_out_split_holds_a_factors_values(name):
 def test_log_cost__a_failed_estimate_is_one_line_and_the_sweep_goes_on(monkeypatch, capsys, tmp_path):
     """An estimate is advice: if it fails, the sweep says so in one line, tags the parent run and runs on
     the path --trainer forces (or the worker count's), instead of dying after Ray started."""
-    import argparse
+    import dataclasses
     import types
 
     from mlflow import MlflowClient
 
     from tune import cost, sweep
+    from tune.options import SweepOptions
 
     def broken(*args, **kwargs):
         raise ValueError("codes_test too small\nsecond line")
@@ -116,13 +117,13 @@ def test_log_cost__a_failed_estimate_is_one_line_and_the_sweep_goes_on(monkeypat
     monkeypatch.setattr(cost, "reused_runs", lambda plan: None)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     parent = client.create_run(client.create_experiment("x")).info.run_id
-    plan = types.SimpleNamespace(args=argparse.Namespace(trainer="train", workers_per_trial=1), estimate=None)
+    plan = types.SimpleNamespace(options=SweepOptions(trainer="train", workers_per_trial=1), estimate=None)
     sweep._log_cost(plan, client, parent)
     out = capsys.readouterr().out
     assert "estimate: not made (ValueError: codes_test too small); the sweep goes on, trainer path train" in out
     assert client.get_run(parent).data.tags["estimate_error"] == "ValueError: codes_test too small"
     assert plan.estimate is None
-    plan.args.trainer = "auto"
+    plan.options = dataclasses.replace(plan.options, trainer="auto")
     assert sweep._path_without_estimate(plan) == "tune"
 
 
@@ -130,10 +131,10 @@ def test_trial_costs__a_launch_is_timed_only_when_a_trial_process_starts(monkeyp
     """``calibrate.launch_seconds`` starts a Python that imports what a trial imports (~6 CPU-s): a sweep
     whose every trial is reused starts no trial process and pays none; one trial to train pays it once."""
     from tune import calibrate, cost, history
-    from tune.run import build_parser, plan_sweep
+    from tune.run import parse_options, plan_sweep
 
     args = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
-    plan = plan_sweep("negatives", build_parser("negatives").parse_args(args))
+    plan = plan_sweep("negatives", parse_options("negatives", args))
     launches = []
     monkeypatch.setattr(calibrate, "launch_seconds",
                         lambda: launches.append(1) or calibrate.Timing(7.0, 7.0, 7.0, 0.0, 2, "now"))

@@ -1,6 +1,6 @@
 """Seeds until decided (tune/rounds.py): which rows get a seed, the flags refused before Ray."""
 
-import argparse
+import dataclasses
 
 import pytest
 
@@ -9,6 +9,7 @@ from ablations.specs import SPECS
 from ablations.tables import Row, Table
 from tune import rounds
 from tune.checks import SweepError
+from tune.options import SweepOptions
 
 
 def _table(cells: dict[int, list[float]]) -> Table:
@@ -63,12 +64,12 @@ def test_open_variants__reasons_name_the_best_row_by_its_variant_in_its_own_grou
 
 
 def test_check_flags__decide_rule():
-    rounds.check_flags("negatives", _args(decide_rule="paired"))
-    assert rounds.decide_rule(_args()) == "unpaired"
+    rounds.check_flags("negatives", _options(decide_rule="paired"))
+    assert rounds.decide_rule(_options()) == "unpaired"
     with pytest.raises(SweepError, match="--decide-rule: expected one of unpaired, paired"):
-        rounds.check_flags("negatives", _args(decide_rule="sign"))
+        rounds.check_flags("negatives", _options(decide_rule="sign"))
     with pytest.raises(SweepError, match="--decide-rule: only with --until-decided"):
-        rounds.check_flags("negatives", _args(until_decided=False, max_seeds=0, decide_rule="paired"))
+        rounds.check_flags("negatives", _options(until_decided=False, max_seeds=0, decide_rule="paired"))
 
 
 def test_open_variants__a_variant_missing_from_the_table_is_open():
@@ -91,8 +92,8 @@ def test_cost_summary__trials_against_max_seeds_everywhere():
                     "until_decided/trials_fixed_seeds": 15, "until_decided/trials_saved": 4}
 
 
-def _args(**kw):
-    return argparse.Namespace(**({"until_decided": True, "seeds": 3, "max_seeds": 5, "decide_metric": ""} | kw))
+def _options(**kw) -> SweepOptions:
+    return SweepOptions(**({"until_decided": True, "seeds": 3, "max_seeds": 5} | kw))
 
 
 @pytest.mark.parametrize("kind, kw, needle", [
@@ -104,14 +105,14 @@ def _args(**kw):
 ])
 def test_check_flags__refused_in_one_line(kind, kw, needle):
     with pytest.raises(SweepError) as error:
-        rounds.check_flags(kind, _args(**kw))
+        rounds.check_flags(kind, _options(**kw))
     assert needle in str(error.value) and "\n" not in str(error.value)
 
 
 def test_check_flags__accepts_several_columns():
-    rounds.check_flags("negatives", _args(decide_metric="D,MIG"))
-    assert rounds.decide_columns(_args(decide_metric="D, MIG")) == ["D", "MIG"]
-    assert rounds.decide_columns(_args()) == ["D"]
+    rounds.check_flags("negatives", _options(decide_metric="D,MIG"))
+    assert rounds.decide_columns(_options(decide_metric="D, MIG")) == ["D", "MIG"]
+    assert rounds.decide_columns(_options()) == ["D"]
 
 
 def test_main__bad_round_flags_exit_2_before_ray(tmp_path, capsys):
@@ -133,7 +134,7 @@ def test_search__exactly_the_rounds_pairs_under_the_concurrency_limit():
 
     from tune.sweep import _search
 
-    plan = SimpleNamespace(kind="negatives", args=SimpleNamespace(max_concurrent=1))
+    plan = SimpleNamespace(kind="negatives", options=SweepOptions(max_concurrent=1))
     config, space = _search(plan, [("K=128", 1), ("K=512", 2)])
     generator = config.search_alg
     assert config.num_samples == 2 and generator.max_concurrent == 1
@@ -159,10 +160,10 @@ def test_check_ladder__refused_in_one_line(ladders, max_rung, needle):
 
     configs = [SimpleNamespace(encoder=SimpleNamespace(rungs=r)) for r in ladders]
     with pytest.raises(SweepError) as error:
-        rounds.check_ladder(_args(max_rung=max_rung), configs)
+        rounds.check_ladder(_options(max_rung=max_rung), configs)
     assert needle in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(SweepError, match="only with --until-decided"):
-        rounds.check_flags("negatives", _args(until_decided=False, max_seeds=0, max_rung=2560))
+        rounds.check_flags("negatives", _options(until_decided=False, max_seeds=0, max_rung=2560))
 
 
 class _Records:
@@ -198,7 +199,7 @@ def test_until_decided__a_moving_open_row_climbs_a_rung_before_it_gets_seeds():
         return 0, len(pairs)
 
     records = _Records()
-    rounds.until_decided(records, _args(max_seeds=4), seeds, {(128,): "K128", (256,): "K256"}, lambda: table,
+    rounds.until_decided(records, _options(max_seeds=4), seeds, {(128,): "K128", (256,): "K256"}, lambda: table,
                          run_round, Climber())
     assert calls == [("climb", "160,640,2560", 1), ("seeds", 2, [("K128", 3), ("K256", 3)])]
     first = records.logs[0][1][0]
@@ -228,7 +229,7 @@ def test_until_decided__at_max_rung_a_moving_row_gets_a_seed():
             seeds[variant] += 1
         return 0, len(pairs)
 
-    rounds.until_decided(_Records(), _args(max_seeds=4), seeds, {(128,): "K128", (256,): "K256"}, lambda: table,
+    rounds.until_decided(_Records(), _options(max_seeds=4), seeds, {(128,): "K128", (256,): "K256"}, lambda: table,
                          run_round, AtMaxRung())
     assert calls == [1] and seeds == {"K128": 4, "K256": 4}
 
@@ -239,7 +240,7 @@ def test_search__a_climbed_ladder_is_every_point_s_encoder_rungs():
 
     from tune.sweep import _search
 
-    plan = SimpleNamespace(kind="negatives", args=SimpleNamespace(max_concurrent=0, trainer="tune"))
+    plan = SimpleNamespace(kind="negatives", options=SweepOptions(max_concurrent=0, trainer="tune"))
     config, space = _search(plan, [("K=128", 0)], "10,20,40")
     assert config.search_alg._points_to_evaluate == [{"variant": "K=128", "run.seed": 0, "encoder.rungs": "10,20,40"}]
     assert set(space) == {"variant", "run.seed", "encoder.rungs"}
@@ -258,9 +259,9 @@ def test_search__the_train_path_on_this_machine_is_limited_to_the_trials_its_cpu
     import tune.sweep as sweep
 
     monkeypatch.setattr(sweep.ray, "cluster_resources", lambda: {"CPU": 5.0})
-    args = SimpleNamespace(max_concurrent=0, address=address, workers_per_trial=2, cpus_per_worker=1.0,
+    options = SweepOptions(max_concurrent=0, address=address, workers_per_trial=2, cpus_per_worker=1.0,
                            gpus_per_worker=0.0, trainer=path)
-    plan = SimpleNamespace(kind="negatives", args=args, estimate=None)
+    plan = SimpleNamespace(kind="negatives", options=options, estimate=None)
     config, _ = sweep._search(plan, [("K=128", 0), ("K=256", 0), ("K=512", 0)])
     assert config.search_alg.max_concurrent == expected
 
@@ -277,16 +278,16 @@ def test_train_path_drivers__hold_no_cpu_on_a_ray_the_sweep_started(tmp_path, mo
     import tune.sweep as sweep
 
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens there
-    plan = SimpleNamespace(args=SimpleNamespace(address=None, driver_resource="", shared_fs=False),
+    plan = SimpleNamespace(options=SweepOptions(address=None, driver_resource="", shared_fs=False),
                            storage=str(tmp_path / "ray"))
     started = sweep.start_ray(plan)
     try:
         assert started and ray.cluster_resources()[sweep.DRIVER_RESOURCE] == sweep.DRIVER_SLOTS
         assert sweep.driver_placement(plan) == {"CPU": 0.0, sweep.DRIVER_RESOURCE: 0.01}
-        plan.args.driver_resource = "head"
+        plan.options = dataclasses.replace(plan.options, driver_resource="head")
         assert sweep.driver_placement(plan) == {"CPU": 0.0, "head": 0.01}
     finally:
         sweep.stop_ray(started)
     monkeypatch.setattr(sweep.ray, "cluster_resources", lambda: {"CPU": 2.0})
-    plan.args.driver_resource = ""
+    plan.options = dataclasses.replace(plan.options, driver_resource="")
     assert sweep.driver_placement(plan) == {"CPU": 0.01}

@@ -10,14 +10,14 @@ import pytest
 pytest.importorskip("ray")
 
 from tune.checks import SweepError, check_address, check_storage, check_storage_shared, check_tracking_uri  # noqa: E402
-from tune.run import build_parser, plan_sweep  # noqa: E402
+from tune.run import parse_options, plan_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _plan(tmp_path, *args, kind="negatives"):
     base = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
-    return plan_sweep(kind, build_parser(kind).parse_args(base + list(args)))
+    return plan_sweep(kind, parse_options(kind, base + list(args)))
 
 
 def _free_port():

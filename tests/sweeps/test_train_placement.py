@@ -2,19 +2,19 @@
 so a sweep on a 1-CPU cluster (a driver's 0.01 CPU plus a 1-CPU worker) hung for 65 minutes. Now the trial gives up
 after ``WORKER_GROUP_START_TRIES`` starts, and the sweep says at its start when a trial cannot fit the cluster."""
 
-from argparse import Namespace
 from types import SimpleNamespace
 
 import pytest
 
 from tune import sweep
+from tune.options import SweepOptions
 from tune.sweep import WORKER_GROUP_START_TRIES, placement_warning, train_run_config
 
 
-def _plan(**args) -> SimpleNamespace:
+def _plan(**options) -> SimpleNamespace:
     base = {"address": "127.0.0.1:6391", "workers_per_trial": 1, "cpus_per_worker": 1.0, "driver_resource": "",
             "trainer": "train"}
-    return SimpleNamespace(args=Namespace(**(base | args)), estimate=None)
+    return SimpleNamespace(options=SweepOptions(**(base | options)), estimate=None)
 
 
 def test_run_config__a_worker_group_that_cannot_start_is_given_up():

@@ -17,6 +17,7 @@ from contralord.run.trainer import train
 from contralord.setup import Setup, build_data
 from tune import run, sweep
 from tune.checks import SweepError, SweepInterrupted, TrialsFailed
+from tune.options import SweepOptions
 from tune.worker import _restore, _saved_step
 
 
@@ -119,7 +120,7 @@ def test_exit_codes(monkeypatch, capsys, raised, code, last):
         if raised is not None:
             raise raised
 
-    monkeypatch.setattr(run, "plan_sweep", lambda kind, args: SimpleNamespace(args=args))
+    monkeypatch.setattr(run, "plan_sweep", lambda kind, options: SimpleNamespace(options=options))
     monkeypatch.setattr(sweep, "run_sweep", run_sweep)
     assert run.main("negatives", ["--seeds", "2"]) == code
     assert code in run.EXIT_CODES
@@ -154,7 +155,7 @@ def test_resumed_sweep__keeps_its_first_estimate_without_timing_again(tmp_path, 
 
     ParentRun(client, parent).log_estimate(first)
     monkeypatch.setattr(cost, "estimate_sweep", lambda *a, **k: pytest.fail("timed again on --resume"))
-    plan = SimpleNamespace(args=SimpleNamespace(resume=True), estimate=None)
+    plan = SimpleNamespace(options=SweepOptions(resume=True), estimate=None)
     sweep._log_cost(plan, client, parent)
     assert (plan.estimate.path, plan.estimate.wall_s, plan.estimate.parts) == ("tune", 52.0, first.parts)
     assert "the first attempt's, ~52 s wall for the whole sweep (not timed again)" in capsys.readouterr().out
