@@ -7,7 +7,7 @@ Each ``--spec`` reads the newest sweep of its experiment (or the ``--sweep-run``
 must have run with ``--until-decided`` (its parent holds ``rounds.json``). One report, the same verdict rule
 (``ablations/stats.py``) throughout, one line per way of reaching the tables:
 - fixed ``--seeds`` (measured: the sweeps' first round), with and without sharing a row that several tables
-  hold (trial reuse, ``tune/reuse.py``);
+  hold (trial reuse, ``tune/trial/reuse.py``);
 - seeds until decided (measured: every round);
 - fixed ``--max-seeds`` on every row (projected: each row's measured mean trial time times the seeds; not run).
 Machine time is CPU time: a trial's ``time/total`` (else its run's duration) times its threads (tag

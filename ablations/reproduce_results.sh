@@ -6,7 +6,7 @@
 # into results/. Tables 4-6 then add one seed per round to the rows whose D verdict is still open, up to
 # MAX_SEEDS (default 5; --until-decided), and results/cost_to_verdict.md sets that cost beside fixed seeds.
 # A trial already run with the same config, seed, data, code and machine is reused, not rerun
-# (tune/reuse.py), so a rerun after an interruption costs only what is missing.
+# (tune/trial/reuse.py), so a rerun after an interruption costs only what is missing.
 #   bash ablations/reproduce_results.sh            # several hours on 2 cores: run --dry-run first
 #   DRY=--dry-run bash ablations/reproduce_results.sh   # what each sweep would cost, nothing run
 set -euo pipefail

@@ -14,7 +14,7 @@ PAPER_VALUES = Path(__file__).with_name("paper_values.json")
 ROUNDS_ARTIFACT = "rounds.json"  # a sweep parent run's log of --until-decided (tune/rounds.py writes it)
 
 # column -> MLflow metric of a trial run (the end-of-run evaluation); all are higher-is-better but ``UNRANKED``. A
-# column name is also part of the sweep parent's metric names ("<column>/<variant>", tune/publish.py): letters,
+# column name is also part of the sweep parent's metric names ("<column>/<variant>", tune/driver/publish.py): letters,
 # digits, spaces, '-', '_', '.' and '/' only (MLflow refuses others)
 METRICS = {
     "D": "encoder/eval/disentanglement", "C": "encoder/eval/completeness", "I": "encoder/eval/informativeness_test",

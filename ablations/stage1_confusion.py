@@ -1,6 +1,6 @@
 """Where stage 1's classifiers err (``make_tables.py --spec stage1 --confusion``).
 
-For each stage-1 run: its artifact, downloaded from MLflow (``latent.pt``, logged by ``tune/stage1.py``), the
+For each stage-1 run: its artifact, downloaded from MLflow (``latent.pt``, logged by ``tune/trial/stage1.py``), the
 training set rebuilt from the run's own params (the data are procedural or the user's files, so the same config
 gives the same images), and per labelled factor the confusion of its classifier on the images without labels:
 accuracy, the number of errors, the share of errors that land on a neighbouring value (±1, first and last counted as

@@ -1,7 +1,7 @@
 """Stage 1 against its supervised-only reference, per labelled factor and seed, read from MLflow
 (``make_tables.py --spec stage1``): replaces RESULTS.md's hand-copied stage-1 table.
 
-A stage-1 run (experiment ``contralord-stage1``, tag ``role=stage1``; ``tune/stage1.py``) logs, per labelled
+A stage-1 run (experiment ``contralord-stage1``, tag ``role=stage1``; ``tune/trial/stage1.py``) logs, per labelled
 factor, its classifier's accuracy on the images without labels (``latent/final/classifier_acc/<factor>``) and the
 matched reference's: the same networks, optimiser and labelled batches trained on the labels alone
 (``latent/final/ref_accuracy/<factor>``; ``contralord/stage1/reference_classifier.py``), the best reference's: the same

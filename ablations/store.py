@@ -36,7 +36,7 @@ CONNECT_TIMEOUT = {"postgresql": {"connect_timeout": 5}, "mysql": {"connect_time
 
 def tracking_client(tracking_uri: str) -> MlflowClient:
     """A client of the store at ``tracking_uri``, built here and nowhere else (tests/sweeps/test_one_mlflow_writer.py).
-    Any module may read with it; only ``tune/mlflow_logger.py``, the one writer, writes with it (and opens a new
+    Any module may read with it; only ``tune/trial/mlflow_logger.py``, the one writer, writes with it (and opens a new
     database store with it under a lock: ``open_store_for_writing``). MLflow is imported here, not above: checking
     a store, the rest of this module, needs no MLflow."""
     from mlflow import MlflowClient

@@ -49,7 +49,7 @@ class LatentResult:
     def final_metrics(self) -> dict[str, float]:
         """What stage 1 ended with, as ``latent/final/...``: its last epoch's training metrics and, for labelled
         factors, what it learnt from its labels (``FactorTrainer.diagnostics``). A trial's summary carries them,
-        and the stage-1 MLflow run logs them at step 0, its final-evaluation step (``tune/stage1.py``)."""
+        and the stage-1 MLflow run logs them at step 0, its final-evaluation step (``tune/trial/stage1.py``)."""
         return final_names(self.metrics)
 
     def factor_model(self, setup: Setup, key: str, device: torch.device) -> FactorCodes:

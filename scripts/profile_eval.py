@@ -74,13 +74,13 @@ def worker(run: Path, latent_cache: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from contralord.training import checkpoint
-    from contralord.run import trainer
     from contralord.config import ContraLordConfig
-    from contralord.stage2.encoder_stage import build_online
     from contralord.evaluation import evaluate
-    from contralord.stage1.latent_stage import train_latent
+    from contralord.run import trainer
     from contralord.run.preflight import read_run_config
+    from contralord.stage1.latent_stage import train_latent
+    from contralord.stage2.encoder_stage import build_online
+    from contralord.training import checkpoint
 
     cfg = ContraLordConfig.from_saved(read_run_config(run / "config.json"), {})
     data = trainer.build_data(cfg)

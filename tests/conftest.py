@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from contralord.config import ContraLordConfig
-from tune.bench_store import group_running
+from tune.store.bench_store import group_running
 
 # The tiniest honest configuration: 32x32 procedural shapes, 2-3 steps per stage.
 TINY = {
@@ -111,8 +111,8 @@ def _copy_sqlite(engine, template, into_engine: bool) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _calibrations_of_the_session(tmp_path_factory):
-    """Calibration timings (tune/calibrate.py) go to a folder of the session, never the user's ~/.cache: a module's
-    sweep fixture (and the sweep processes it starts) reads and writes there."""
+    """Calibration timings (tune/pricing/calibrate.py) go to a folder of the session, never the user's ~/.cache: a
+    module's sweep fixture (and the sweep processes it starts) reads and writes there."""
     os.environ["CONTRALORD_CACHE"] = str(tmp_path_factory.mktemp("calibrations"))
     yield
 

@@ -109,7 +109,7 @@ def test_checkpoint_saved_before_the_key__resumes_at_its_old_value_and_is_refuse
 
 
 def test_cost_history__a_run_logged_before_the_key_is_the_same_config():
-    from tune.history import _same
+    from tune.pricing.history import _same
 
     flat = ContraLordConfig().to_flat_dict()
     logged = {k: str(v) for k, v in flat.items() if k != "latent.classifier_beta1"}

@@ -159,7 +159,7 @@ def install_problems(cfg: dict) -> list[str]:
 
 
 def store_copy_problems(head_start: list[str], copy_prefix: str) -> list[str]:
-    """The MLflow store outlives the cluster (tune/store_backup.py): restored before the server opens it, then
+    """The MLflow store outlives the cluster (tune/store/store_backup.py): restored before the server opens it, then
     watched for as long as the head lives (one watcher: flock), both on the server's database and on one copy
     folder that starts with ``copy_prefix`` (off the head)."""
     found = []

@@ -36,7 +36,7 @@ def allowed(action: str, key: str) -> bool:
 
 
 @pytest.mark.parametrize("key", [
-    f"{STORAGE}/train-4f2a_00000/checkpoint_000001/checkpoint.pt",  # Ray Train checkpoints (tune/sweep.py)
+    f"{STORAGE}/train-4f2a_00000/checkpoint_000001/checkpoint.pt",  # Ray Train checkpoints (tune/driver/sweep.py)
     f"{STORAGE}/train-4f2a_00000/checkpoint_manager_snapshot.json",
     f"{STORAGE}/sweep-negatives-paper/train_driver_fn_4f2a_00000_0_seed=0/result.json",  # a trial's own folder
 ])

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-# sqlite_store_problem is also read from here by tune/history.py
+# sqlite_store_problem is also read from here by tune/pricing/history.py
 from ablations.store import (  # noqa: F401
     DB_SCHEMES,
     database_problem,
@@ -37,7 +37,7 @@ class TrialsFailed(SweepError):
 
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "hdfs")
 # A train-path trial's driver: a resource of its own where one exists (a Ray a sweep starts; --driver-resource),
-# else this much CPU (tune/sweep.py driver_placement)
+# else this much CPU (tune/driver/sweep.py driver_placement)
 DRIVER_RESOURCE = "contralord_driver"
 DRIVER_CPU = 0.01
 
@@ -148,7 +148,7 @@ NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 
 
 MAX_NAME = 100  # a Tune experiment, its MLflow run name and <name>-round<k> folders stay well under NAME_MAX
-TRAIN_PREFIX = "train-"  # Ray Train's own run folders (tune/sweep.py), which the workers' IAM role may write
+TRAIN_PREFIX = "train-"  # Ray Train's own run folders (tune/driver/sweep.py), which the workers' IAM role may write
 
 
 def check_name(name: str) -> None:

@@ -1,4 +1,4 @@
-"""A sweep's command-line options, typed: ``tune/run.py`` parses the flags and builds one ``SweepOptions``, which
+"""A sweep's command-line options, typed: ``tune/driver/run.py`` parses the flags and builds one ``SweepOptions``, which
 the sweep plan (``tune/plan.py``) carries to everything that runs the sweep. Nothing after the parser reads argparse.
 
 It imports nothing of ``tune``, so that every module of the driver, the checks included, may import it.
@@ -14,7 +14,7 @@ LOCAL_ADDRESSES = (None, "", "local")  # --address values that start Ray on this
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """One field per flag of ``tune/run.py``'s parser (named as its ``dest``), with the parser's default."""
+    """One field per flag of ``tune/driver/run.py``'s parser (named as its ``dest``), with the parser's default."""
 
     preset: str = "cpu"
     method: tuple[str, ...] = ()  # --method, repeated: presets after the scale

@@ -1,4 +1,4 @@
-"""The sweep plan: what ``tune/run.py`` checked on the command line (its typed ``SweepOptions`` among it), handed
+"""The sweep plan: what ``tune/driver/run.py`` checked on the command line (its typed ``SweepOptions`` among it), handed
 to everything that runs the sweep.
 
 It sits below the command line (``run.py``), the dry run (``cost.py``), the sweep itself (``sweep.py``) and
@@ -32,7 +32,7 @@ class SweepPlan:
     tracking_uri: str
     name: str
     started: float = field(default_factory=time.time)  # validated: the sweep's work starts (its wall time's zero)
-    estimate: Any = None  # tune.estimate.SweepEstimate, once run_sweep has made it
+    estimate: Any = None  # tune.pricing.estimate.SweepEstimate, once run_sweep has made it
 
 
 def git_commit() -> str:

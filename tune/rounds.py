@@ -10,7 +10,7 @@ On a budget ladder (``encoder.rungs``) with ``--max-rung STEPS``, a verdict that
 rung before it gets seeds: while an open row still moves at the top rung (``ablations/ladder.py``: D or the
 minimum per-dimension correlation of h_c changed by more than 0.02 from the rung before, in some seed), the round
 climbs instead: every row's trials get the ladder's next rung (the top times the ratio of the last two rungs, at
-most STEPS), each extending its finished run (``tune/reuse.py``), so only the new steps are trained. Once nothing
+most STEPS), each extending its finished run (``tune/trial/reuse.py``), so only the new steps are trained. Once nothing
 open moves, or the top is STEPS, rounds add seeds as above.
 """
 
@@ -26,7 +26,7 @@ from contralord.schedules import parse_rungs
 from tune.checks import SweepError
 from tune.options import SweepOptions
 
-if TYPE_CHECKING:  # tune/run.py imports this module before Ray, and must not load MLflow
+if TYPE_CHECKING:  # tune/driver/run.py imports this module before Ray, and must not load MLflow
     from ablations.tables import Table
 
 DEFAULT_METRIC = "D"
@@ -154,7 +154,7 @@ def until_decided(records, options: SweepOptions, seeds: dict[str, int],
     (``climber.moving(open variants)``: {variant: how it moved}), climb a rung (``climber.next_rungs()``: the
     ladder one rung higher, "" at ``--max-rung``; ``climber.climb(ladder, k)`` runs it, returning (reused,
     trained)); else run one more seed for every open row below ``--max-seeds`` (``run_round`` returns (reused,
-    trained)). Record each round on the parent run (``records``: its ``tune.records.ParentRun``)."""
+    trained)). Record each round on the parent run (``records``: its ``tune.driver.records.ParentRun``)."""
     columns, log = decide_columns(options), []
     for k in itertools.count(1):
         table = table_of()

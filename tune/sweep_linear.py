@@ -8,7 +8,7 @@ LINEAR_METHODS; smoke: ContraLORD and MoCo).
         --address auto   # the paper's data on a cluster (README, "Table 1")
 
 Every row of a seed sees the same images, so the table compares rows paired by seed (``make_tables.py --spec
-table1``, one row per data set and method). See tune/run.py for every flag.
+table1``, one row per data set and method). See tune/driver/run.py for every flag.
 """
 
 import sys
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import tune`
 
-from tune.run import main  # noqa: E402
+from tune.driver.run import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("linear"))

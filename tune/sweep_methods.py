@@ -3,7 +3,7 @@ paper's partial-labels protocol (eval.protocol=partial-labels) on the same data 
 
     python tune/sweep_methods.py --preset cpu [--seeds 3] [--set data.name=dsprites ...]
 
-See tune/run.py for every flag (--address, --tracking-uri, --storage, --resume, --max-concurrent, ...).
+See tune/driver/run.py for every flag (--address, --tracking-uri, --storage, --resume, --max-concurrent, ...).
 """
 
 import sys
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import tune`
 
-from tune.run import main  # noqa: E402
+from tune.driver.run import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("methods"))

@@ -3,7 +3,7 @@
     python tune/sweep_readings.py --preset cpu --seeds 3 [--set key=value ...]
 
 Every row of a seed regresses the same stage 1, so the table compares each reading with rec+sup paired by
-seed (``make_tables.py --spec readings``). See tune/run.py for every flag.
+seed (``make_tables.py --spec readings``). See tune/driver/run.py for every flag.
 """
 
 import sys
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import tune`
 
-from tune.run import main  # noqa: E402
+from tune.driver.run import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("readings"))

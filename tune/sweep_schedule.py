@@ -6,7 +6,7 @@ rungs (tune/spaces.py: SCHEDULE_LADDERS; cpu: 160,640 against 640 steps).
 
 Every row of a seed regresses the same stage 1, so the table compares each WSD row with the cosine row of the
 same losses, paired by seed (``make_tables.py --spec schedule``); ``--rungs`` adds the WSD rows' lower rung.
-See tune/run.py for every flag.
+See tune/driver/run.py for every flag.
 """
 
 import sys
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `import tune`
 
-from tune.run import main  # noqa: E402
+from tune.driver.run import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("schedule"))

@@ -6,7 +6,7 @@ a ``pt2`` archive is read by ``torch.export.load``, which unpickles its sample i
 saved with ``use_pickle`` and any custom object (``weights_only=False``). A worker, or anyone who can write
 to the artifact store, can therefore run code in whoever loads the model.
 
-``load_model_folder`` accepts only the layout our sweeps log (``tune/export.py``): an ``MLmodel`` without
+``load_model_folder`` accepts only the layout our sweeps log (``tune/trial/export.py``): an ``MLmodel`` without
 code, ``data/model.pt2`` and MLflow's plain-text side files. Before ``torch.export.load`` sees the archive,
 every record in it is checked: text and JSON records, raw tensor bytes (``use_pickle: false``), and sample
 inputs that torch's restricted unpickler (``weights_only=True``) accepts. Anything else is one line naming

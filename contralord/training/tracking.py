@@ -1,4 +1,4 @@
-"""Metric sinks for the trainer, without MLflow (its adapter lives in ``tune/mlflow_logger.py``).
+"""Metric sinks for the trainer, without MLflow (its adapter lives in ``tune/trial/mlflow_logger.py``).
 
 Metric keys follow ``{stage}/{split}/{name}``, e.g. ``encoder/train/nce_content``.
 """

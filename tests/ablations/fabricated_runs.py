@@ -11,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from tune.mlflow_logger import experiment_artifacts
+from tune.trial.mlflow_logger import experiment_artifacts
 
 BASE = {"data.name": "shapes3d", "data.size": "2048", "encoder.queue_size": "128", "encoder.temperature": "0.07",
         "loss.rec": "1.0", "loss.sup": "1.0",

@@ -58,7 +58,7 @@ def test_cost_report__a_loss_weight_that_is_not_a_number__one_line(store, capsys
     ("http://:5000", "names no host"),
 ])
 def test_uri_that_does_not_parse__one_line_naming_the_flag_everywhere(capsys, tmp_path, uri, needle):
-    from tune.run import main as sweep
+    from tune.driver.run import main as sweep
 
     assert needle in uri_problem(uri)
     for run, argv in ((make_tables.main, ["--spec", "table6"]), (cost_report.main, ["--spec", "table6"])):

@@ -41,7 +41,7 @@ def test_spec__sampled_floats_are_shown_short():
 
 
 def test_table_columns__usable_in_mlflow_metric_names():
-    """A sweep's parent logs ``<column>/<variant>`` for every cell (tune/publish.py): MLflow refuses a name with
+    """A sweep's parent logs ``<column>/<variant>`` for every cell (tune/driver/publish.py): MLflow refuses a name with
     characters outside its set ("Smoothness (centred)" ended a real sweep in a traceback)."""
     import re
 

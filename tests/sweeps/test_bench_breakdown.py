@@ -1,12 +1,8 @@
-"""``tune/bench_sweep.py``'s per-trial time breakdown, read from a store with fabricated trial runs."""
-
-import sys
-from pathlib import Path
+"""``tune/pricing/bench_sweep.py``'s per-trial time breakdown, read from a store with fabricated trial runs."""
 
 from mlflow import MlflowClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tune"))
-from bench_sweep import print_breakdown, time_breakdown  # noqa: E402
+from tune.pricing.bench_sweep import print_breakdown, time_breakdown
 
 
 def test_time_breakdown__means_shares_and_the_rest(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""tune/bench_store.py (issue 33 fault f): N loggers against an ``mlflow server`` on loopback, bounded and
+"""tune/store/bench_store.py (issue 33 fault f): N loggers against an ``mlflow server`` on loopback, bounded and
 self-stopping; every point the server acknowledged is in the store afterwards."""
 
 import json
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tune import bench_store
-from tune.bench_store import main
+from tune.store import bench_store
+from tune.store.bench_store import main
 
 
 @pytest.mark.slow

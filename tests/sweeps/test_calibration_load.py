@@ -1,5 +1,5 @@
-"""A calibration on a busy machine (tune/calibrate.py, issue 32): a timing whose threads outnumber the cores other
-work left free is timed again on those cores, which bounds the idle machine's time; a cached busy timing is timed
+"""A calibration on a busy machine (tune/pricing/calibrate.py, issue 32): a timing whose threads outnumber the cores
+other work left free is timed again on those cores, which bounds the idle machine's time; a cached busy timing is timed
 again once the machine is idle; the dry run's last lines give the idle machine's range. Fake clocks and loads, no
 Ray: what is checked is the arithmetic and which timings run, not how fast anything is."""
 
@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tune import calibrate
-from tune.cost import describe_calibrations
-from tune.estimate import SweepEstimate
+from tune.pricing import calibrate
+from tune.pricing.cost import describe_calibrations
+from tune.pricing.estimate import SweepEstimate
 
 WHAT = "5 stage-1 steps at 2 thread(s)"
 

@@ -1,10 +1,10 @@
-"""The cost model of a sweep (tune/estimate.py): trials at once, the schedule of trials on slots, and the
+"""The cost model of a sweep (tune/pricing/estimate.py): trials at once, the schedule of trials on slots, and the
 execution path ``--trainer auto`` takes for given predicted trial durations. Pure functions, no Ray."""
 
 import pytest
 
 from tune.checks import SweepError
-from tune.estimate import (
+from tune.pricing.estimate import (
     TABLE_S,
     WORKER_GROUP_S,
     TrialCost,
@@ -88,7 +88,7 @@ def test_eval_sized__every_held_out_split_holds_a_factors_values(name):
     32 held-out images under both protocols (a warm-up at 150 images once failed with 'found N=30')."""
     from contralord.config import ContraLordConfig
     from contralord.setup import Setup, build_data
-    from tune.calibrate import _eval_sized
+    from tune.pricing.calibrate import _eval_sized
 
     cfg = ContraLordConfig.from_overrides({"data.name": name, "data.size": 256})
     data = build_data(cfg)
@@ -107,8 +107,9 @@ def test_log_cost__a_failed_estimate_is_one_line_and_the_sweep_goes_on(monkeypat
 
     from mlflow import MlflowClient
 
-    from tune import cost, sweep
+    from tune.driver import sweep
     from tune.options import SweepOptions
+    from tune.pricing import cost
 
     def broken(*args, **kwargs):
         raise ValueError("codes_test too small\nsecond line")
@@ -130,8 +131,8 @@ def test_log_cost__a_failed_estimate_is_one_line_and_the_sweep_goes_on(monkeypat
 def test_trial_costs__a_launch_is_timed_only_when_a_trial_process_starts(monkeypatch, tmp_path):
     """``calibrate.launch_seconds`` starts a Python that imports what a trial imports (~6 CPU-s): a sweep
     whose every trial is reused starts no trial process and pays none; one trial to train pays it once."""
-    from tune import calibrate, cost, history
-    from tune.run import parse_options, plan_sweep
+    from tune.driver.run import parse_options, plan_sweep
+    from tune.pricing import calibrate, cost, history
 
     args = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
     plan = plan_sweep("negatives", parse_options("negatives", args))
@@ -154,7 +155,7 @@ def test_stage1_calibration__counts_the_references_steps(tiny_overrides, monkeyp
     stage 1's) and the best one's four searches and its refits (one per labelled factor, at most one per recipe)."""
     from contralord.config import ContraLordConfig
     from contralord.setup import Setup, build_data
-    from tune import calibrate
+    from tune.pricing import calibrate
 
     cfg = ContraLordConfig.from_overrides(tiny_overrides | {"latent.epochs": 2, "latent.best_reference_steps": 10})
     data = build_data(cfg)
@@ -177,7 +178,7 @@ def test_unpriced__left_out_of_the_sums_and_named_as_lower_bounds():
     worker count, and the later rounds say their figures are lower bounds."""
     import math
 
-    from tune.estimate import TrialCost, combine, later_rounds
+    from tune.pricing.estimate import TrialCost, combine, later_rounds
 
     trials = [TrialCost("a", 0, 100.0, "history"), TrialCost("b", 0, math.nan, "not priced")]
     est = combine(trials, {0: math.nan}, [], 2, "auto", 1, False)

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from contralord.cli.model_folder import ModelFolderError, load_model_folder
-from tune.mlflow_logger import MlflowLogger, get_experiment_id, register_best
+from tune.trial.mlflow_logger import MlflowLogger, get_experiment_id, register_best
 
 
 class Payload:

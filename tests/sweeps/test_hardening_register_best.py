@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray")
 from test_hardening_sweep_flags import _refused  # noqa: E402
 
 from tune.checks import EVAL_METRICS, SweepError, check_register_best  # noqa: E402
-from tune.run import main  # noqa: E402
+from tune.driver.run import main  # noqa: E402
 
 
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])

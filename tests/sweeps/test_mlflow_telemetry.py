@@ -1,6 +1,6 @@
 """MLflow's usage telemetry is off in our processes unless the user turned it on (``ablations.telemetry_off``): its
 background thread unsets ``_MLFLOW_TELEMETRY_SESSION_ID`` while requests of other threads read the environment,
-and such a request fails (seen in tune/bench_store.py: ``create_run`` failed with exception
+and such a request fails (seen in tune/store/bench_store.py: ``create_run`` failed with exception
 '_MLFLOW_TELEMETRY_SESSION_ID'). MLflow keeps telemetry off by itself under pytest and CI, so each check runs in a
 process with a minimal environment, as a user's shell has it; the entry points run as scripts (``--help``), since
 a script's own imports come first."""
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ("ablations/make_tables.py", "ablations/cost_report.py", "tune/sweep_negatives.py", "tune/bench_store.py")
+SCRIPTS = ("ablations/make_tables.py", "ablations/cost_report.py", "tune/sweep_negatives.py",
+           "tune/store/bench_store.py")
 STATE = ("from mlflow.telemetry.client import get_telemetry_client\n"
          "print(get_telemetry_client() is not None, os.environ.get('MLFLOW_DISABLE_TELEMETRY'))")
 
@@ -36,6 +37,6 @@ def test_entry_points__start_no_telemetry_thread(script):
 
 @pytest.mark.slow
 def test_imports__start_none_plain_mlflow_does_and_a_users_choice_is_kept():
-    assert _telemetry("import tune.worker") == "False true"  # what a Ray worker imports
+    assert _telemetry("import tune.trial.worker") == "False true"  # what a Ray worker imports
     assert _telemetry("import mlflow") == "True None"  # what the above prevent
-    assert _telemetry("import tune.mlflow_logger", MLFLOW_DISABLE_TELEMETRY="false").endswith(" false")
+    assert _telemetry("import tune.trial.mlflow_logger", MLFLOW_DISABLE_TELEMETRY="false").endswith(" false")

@@ -1,4 +1,4 @@
-"""What the MLflow UI reads, written by tune/mlflow_logger.py, checked through MlflowClient without Ray:
+"""What the MLflow UI reads, written by tune/trial/mlflow_logger.py, checked through MlflowClient without Ray:
 the experiment kind, a dataset input, images, system metrics, models that load with
 ``mlflow.pytorch.load_model``, the sweep table on the parent run, and --register-best.
 (The smoke sweep in test_sweep_smoke.py checks the same on real trials.)"""
@@ -17,8 +17,8 @@ from contralord import labels
 from contralord.models.build import build_generator
 from contralord.setup import Setup, build_data
 from contralord.stage2.encoder_stage import build_online
-from tune import export
-from tune.mlflow_logger import (
+from tune.trial import export
+from tune.trial.mlflow_logger import (
     EXPERIMENT_KIND,
     MlflowLogger,
     experiment_artifacts,
@@ -191,7 +191,7 @@ def test_images__one_per_key_and_step(store, tmp_path):
 
 
 def test_system_metrics__sampled_while_the_block_runs(store, monkeypatch):
-    monkeypatch.setattr("tune.mlflow_logger.SYSTEM_METRICS_INTERVAL", 0.2)
+    monkeypatch.setattr("tune.trial.mlflow_logger.SYSTEM_METRICS_INTERVAL", 0.2)
     logger = _logger(store)
     history = lambda: logger.client.get_metric_history(logger.run_id, "system/cpu_utilization_percentage")  # noqa
     with logger.system_metrics():  # 5 samples due a second; a busy machine may take longer: wait up to 30 s

@@ -1,4 +1,4 @@
-"""One MLflow writer: only ``tune/mlflow_logger.py`` writes to an MLflow store, and only
+"""One MLflow writer: only ``tune/trial/mlflow_logger.py`` writes to an MLflow store, and only
 ``ablations/store.tracking_client`` builds an ``MlflowClient`` (issue 31, docs/MLFLOW.md).
 
 A scan of the source of tune/, ablations/ and contralord/ (no Ray, no store). A write is
@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("tune", "ablations", "contralord")
-WRITER = "tune/mlflow_logger.py"
-WRITER_MODULE = "tune.mlflow_logger"
+WRITER = "tune/trial/mlflow_logger.py"
+WRITER_MODULE = "tune.trial.mlflow_logger"
 FACTORY = ("ablations/store.py", "tracking_client")
 WRITE_PREFIXES = ("create_", "set_", "log_", "delete_", "update_", "rename_", "restore_", "transition_",
                   "finalize_", "copy_", "link_", "unlink_", "detach_", "register_", "add_", "remove_",

@@ -16,7 +16,7 @@ from pg_server import postgres_server  # noqa: E402, F401  (postgres_server: the
 
 from ablations.cost_report import main as cost_report  # noqa: E402
 from ablations.make_tables import main as make_tables  # noqa: E402
-from tune.run import main as sweep  # noqa: E402
+from tune.driver.run import main as sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.epochs=2",

@@ -1,6 +1,6 @@
 """What a sweep prints after Ray starts (the MLflow UI link) never shows the password of a tracking URI's login."""
 
-from tune.mlflow_logger import ui_link
+from tune.trial.mlflow_logger import ui_link
 
 
 def test_ui_link__masks_the_password():

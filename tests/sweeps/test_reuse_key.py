@@ -1,4 +1,4 @@
-"""The reuse key (tune/reuse.py): it changes with every number-changing config key, the data and the code of
+"""The reuse key (tune/trial/reuse.py): it changes with every number-changing config key, the data and the code of
 contralord/, and not with where files go; finding and linking an earlier run in a fabricated MLflow store."""
 
 import dataclasses
@@ -15,7 +15,7 @@ from mlflow.entities import LoggedModelOutput  # noqa: E402
 from ablations.runs import drop_reused_copies, from_experiment  # noqa: E402
 from contralord import machine  # noqa: E402
 from contralord.config import ContraLordConfig  # noqa: E402
-from tune import reuse  # noqa: E402
+from tune.trial import reuse  # noqa: E402
 
 BASE = {"data.name": "shapes3d", "encoder.queue_size": 128, "run.seed": 0}
 

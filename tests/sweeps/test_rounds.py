@@ -117,7 +117,7 @@ def test_check_flags__accepts_several_columns():
 
 def test_main__bad_round_flags_exit_2_before_ray(tmp_path, capsys):
     ray = pytest.importorskip("ray")
-    from tune.run import main
+    from tune.driver.run import main
 
     base = ["--preset", "smoke", "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]
     assert main("negatives", [*base, "--until-decided", "--seeds", "2", "--max-seeds", "2"]) == 2
@@ -132,7 +132,7 @@ def test_search__exactly_the_rounds_pairs_under_the_concurrency_limit():
     pytest.importorskip("ray")
     from types import SimpleNamespace
 
-    from tune.sweep import _search
+    from tune.driver.sweep import _search
 
     plan = SimpleNamespace(kind="negatives", options=SweepOptions(max_concurrent=1))
     config, space = _search(plan, [("K=128", 1), ("K=512", 2)])
@@ -238,7 +238,7 @@ def test_search__a_climbed_ladder_is_every_point_s_encoder_rungs():
     pytest.importorskip("ray")
     from types import SimpleNamespace
 
-    from tune.sweep import _search
+    from tune.driver.sweep import _search
 
     plan = SimpleNamespace(kind="negatives", options=SweepOptions(max_concurrent=0, trainer="tune"))
     config, space = _search(plan, [("K=128", 0)], "10,20,40")
@@ -256,7 +256,7 @@ def test_search__the_train_path_on_this_machine_is_limited_to_the_trials_its_cpu
     pytest.importorskip("ray")
     from types import SimpleNamespace
 
-    import tune.sweep as sweep
+    import tune.driver.sweep as sweep
 
     monkeypatch.setattr(sweep.ray, "cluster_resources", lambda: {"CPU": 5.0})
     options = SweepOptions(max_concurrent=0, address=address, workers_per_trial=2, cpus_per_worker=1.0,
@@ -275,7 +275,7 @@ def test_train_path_drivers__hold_no_cpu_on_a_ray_the_sweep_started(tmp_path, mo
     ray = pytest.importorskip("ray")
     from types import SimpleNamespace
 
-    import tune.sweep as sweep
+    import tune.driver.sweep as sweep
 
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens there
     plan = SimpleNamespace(options=SweepOptions(address=None, driver_resource="", shared_fs=False),

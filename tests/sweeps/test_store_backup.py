@@ -1,4 +1,4 @@
-"""tune/store_backup.py: the cluster's MLflow store copied where it outlives the cluster, and restored from there.
+"""tune/store/store_backup.py: the cluster's MLflow store copied where it outlives the cluster, and restored from there.
 
 Real MLflow SQLite stores made by MLflow itself; the destination is a local folder through pyarrow.fs (the same
 calls serve s3://). tests/sweeps/test_ray_up_local.py runs the watcher and the restore on test hosts.
@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tune import store_backup
-from tune.store_backup import StoreState, backup, backup_due, copy_problem, restore
+from tune.store import store_backup
+from tune.store.store_backup import StoreState, backup, backup_due, copy_problem, restore
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "tune" / "store_backup.py"
+SCRIPT = REPO / "tune" / "store" / "store_backup.py"
 
 
 def _client(db: Path) -> MlflowClient:

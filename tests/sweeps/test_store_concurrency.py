@@ -1,8 +1,8 @@
 """Issue 33 fault e: sweeps that start at once on one store. MLflow's tracking store creates a new database's
 schema without a guard, so processes opening a new SQLite store together fail ("table ... already exists",
 "duplicate column name"), and two drivers that both miss an experiment both create it. ``open_store_for_writing`` and
-``get_experiment_id`` (tune/mlflow_logger.py) make both safe: every process here opens, creates, logs and finishes,
-while a reader (what ``make_tables`` does: ``check_readable``, then MLflow's reads) reads the store throughout
+``get_experiment_id`` (tune/trial/mlflow_logger.py) make both safe: every process here opens, creates, logs and
+finishes, while a reader (what ``make_tables`` does: ``check_readable``, then MLflow's reads) reads the store throughout
 and never writes, fails or waits on a lock."""
 
 import json
@@ -15,9 +15,9 @@ from filelock import Timeout
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tune import mlflow_logger
 from tune.checks import SweepError
-from tune.mlflow_logger import _database, get_experiment_id, open_store_for_writing
+from tune.trial import mlflow_logger
+from tune.trial.mlflow_logger import _database, get_experiment_id, open_store_for_writing
 
 PROCESSES = 4
 POINTS = 20
@@ -28,7 +28,7 @@ SCRIPT = """
 import sys, time
 from pathlib import Path
 from mlflow.entities import Metric
-from tune.mlflow_logger import get_experiment_id, open_store_for_writing
+from tune.trial.mlflow_logger import get_experiment_id, open_store_for_writing
 uri, go, kind, index = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 Path(str(go) + "." + index).touch()
 while not go.exists():
@@ -167,7 +167,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
-from tune.mlflow_logger import MlflowLogger
+from tune.trial.mlflow_logger import MlflowLogger
 uri, go, experiment_id, index = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 client = MlflowClient(uri)
 run = client.create_run(experiment_id)

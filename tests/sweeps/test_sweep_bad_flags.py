@@ -10,7 +10,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from tune.run import main  # noqa: E402
+from tune.driver.run import main  # noqa: E402
 
 
 def _refused(capsys, tmp_path, *args, kind="negatives") -> str:

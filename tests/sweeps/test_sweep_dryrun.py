@@ -17,7 +17,7 @@ from contralord import labels, machine  # noqa: E402
 from contralord.config import ContraLordConfig, parse_set_args  # noqa: E402
 from contralord.presets import resolve_presets  # noqa: E402
 from contralord.setup import build_data  # noqa: E402
-from tune.run import main  # noqa: E402
+from tune.driver.run import main  # noqa: E402
 
 FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.epochs=2",
         "--set", "eval.num_train=64", "--set", "eval.num_test=32", "--set", "eval.grid_size=2"]
@@ -91,7 +91,7 @@ def test_dry_run__until_decided_bounds_the_later_rounds(tmp_path, capsys):
 
 
 def test_describe_climbs__the_ladders_a_moving_sweep_climbs_through():
-    from tune.cost import describe_climbs
+    from tune.pricing.cost import describe_climbs
 
     line = describe_climbs("160,640", 10000)
     assert "climb at most 2 rung(s) (640 -> 2560, 2560 -> 10000 steps)" in line and line.startswith("until-decided:")
@@ -123,7 +123,7 @@ def test_trainer_flag__one_line_exit_2(tmp_path, capsys, extra, needle):
 def test_dry_run__a_second_time_reads_its_calibrations_and_says_what_load_they_saw(tmp_path, capsys, monkeypatch):
     """The first dry run times stage 1, each variant, the evaluation and a launch, on a machine busy with other work
     (load average 6 on this machine's CPUs), and says so beside the idle estimate; the second times nothing."""
-    from tune import calibrate
+    from tune.pricing import calibrate
 
     monkeypatch.setattr(calibrate.os, "getloadavg", lambda: (6.0 * (os.cpu_count() or 1), 0.0, 0.0))
     assert main("negatives", _args(tmp_path)) == 0
@@ -147,7 +147,7 @@ def test_dry_run__a_second_time_reads_its_calibrations_and_says_what_load_they_s
 
 
 def test_dry_run__no_calibrate_times_nothing_and_says_what_it_left_unpriced(tmp_path, capsys, monkeypatch):
-    from tune import calibrate
+    from tune.pricing import calibrate
 
     monkeypatch.setenv("CONTRALORD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(calibrate, "step_times", lambda *a: pytest.fail("timed"))
@@ -162,7 +162,7 @@ def test_dry_run__no_calibrate_times_nothing_and_says_what_it_left_unpriced(tmp_
 
 
 def test_calibration__says_about_how_long_a_timing_took_before(tmp_path, capsys, monkeypatch):
-    from tune import calibrate
+    from tune.pricing import calibrate
 
     monkeypatch.setenv("CONTRALORD_CACHE", str(tmp_path))
     calibrate.cached("a", lambda: (1.0, 1.0, 1.0), "5 stage-1 steps at 2 thread(s)")

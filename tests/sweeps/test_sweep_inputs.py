@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("ray")
 
 from tune.checks import SweepError, check_address, check_storage, check_storage_shared, check_tracking_uri  # noqa: E402
-from tune.run import parse_options, plan_sweep  # noqa: E402
+from tune.driver.run import parse_options, plan_sweep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 

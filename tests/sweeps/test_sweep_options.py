@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
+from tune.driver.run import build_parser, parse_options
 from tune.options import SweepOptions
-from tune.run import build_parser, parse_options
 
 
 def test_options__one_field_per_flag_with_the_parsers_default():

@@ -18,7 +18,7 @@ from mlflow import MlflowClient  # noqa: E402
 from ablations.runs import from_experiment, from_sweep_run  # noqa: E402
 from ablations.specs import SPECS  # noqa: E402
 from ablations.tables import build_table  # noqa: E402
-from tune.run import main  # noqa: E402
+from tune.driver.run import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.epochs=2",

@@ -25,7 +25,7 @@ from conftest import SERVER_ENV, OwnProcesses, free_port, wait_http  # noqa: E40
 from mlflow import MlflowClient  # noqa: E402
 
 from ablations.make_tables import main as make_tables  # noqa: E402
-from tune.run import main  # noqa: E402
+from tune.driver.run import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--set", "data.size=320", "--set", "latent.epochs=1", "--set", "encoder.epochs=2",
@@ -115,7 +115,7 @@ def test_sweep__time_breakdown_and_estimate_logged(swept):
 
 @pytest.mark.slow
 def test_sweep__trials_tag_the_key_a_later_dry_run_finds(swept, tmp_path, capsys):
-    """Issue 12 item 1: each finished trial tags its own reuse key (tune/worker.py); a dry run of the same
+    """Issue 12 item 1: each finished trial tags its own reuse key (tune/trial/worker.py); a dry run of the same
     sweep under another name plans the same keys, so it would link both trials and train nothing."""
     trials = [r for r in _experiment_runs(swept, "contralord-negatives") if r.data.tags.get("role") == "trial"]
     assert all(t.data.tags.get("reuse_key") and t.data.tags.get("code_version") for t in trials)

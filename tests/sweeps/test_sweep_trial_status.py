@@ -7,10 +7,10 @@ import pytest
 from mlflow import MlflowClient
 
 from ablations.runs import classify, from_experiment
-from tune import worker
-from tune.context import SweepContext
-from tune.mlflow_logger import find_or_create_run, get_experiment_id
-from tune.sweep import _close_trial_runs
+from tune.driver.sweep import _close_trial_runs
+from tune.trial import worker
+from tune.trial.context import SweepContext
+from tune.trial.mlflow_logger import find_or_create_run, get_experiment_id
 
 
 @dataclass

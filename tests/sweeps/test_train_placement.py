@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from tune import sweep
+from tune.driver import sweep
+from tune.driver.sweep import WORKER_GROUP_START_TRIES, placement_warning, train_run_config
 from tune.options import SweepOptions
-from tune.sweep import WORKER_GROUP_START_TRIES, placement_warning, train_run_config
 
 
 def _plan(**options) -> SimpleNamespace:

@@ -15,10 +15,10 @@ from contralord.config import ContraLordConfig
 from contralord.latent_result import ARTIFACT, latent_key
 from contralord.run.trainer import train
 from contralord.setup import Setup, build_data
-from tune import run, sweep
 from tune.checks import SweepError, SweepInterrupted, TrialsFailed
+from tune.driver import run, sweep
 from tune.options import SweepOptions
-from tune.worker import _restore, _saved_step
+from tune.trial.worker import _restore, _saved_step
 
 
 class _TuneCheckpoint:
@@ -142,7 +142,7 @@ def test_failure_line__counts_failed_trials_and_what_the_table_holds():
 def test_resumed_sweep__keeps_its_first_estimate_without_timing_again(tmp_path, monkeypatch, capsys):
     """--resume reads the estimate and trainer path the first attempt logged on the parent run (the whole sweep's;
     calibrating again cost each resume ~10 s); a parent run without one is estimated as a new sweep is."""
-    from tune import cost
+    from tune.pricing import cost
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.create_experiment("contralord-negatives", artifact_location=str(tmp_path / "artifacts"))
@@ -151,7 +151,7 @@ def test_resumed_sweep__keeps_its_first_estimate_without_timing_again(tmp_path, 
                                                                              "estimate": 1.5}, later=None,
                             calibrations=(), unpriced="")
     first = SimpleNamespace(**vars(first), wall_s=sum(first.parts.values()))
-    from tune.records import ParentRun
+    from tune.driver.records import ParentRun
 
     ParentRun(client, parent).log_estimate(first)
     monkeypatch.setattr(cost, "estimate_sweep", lambda *a, **k: pytest.fail("timed again on --resume"))

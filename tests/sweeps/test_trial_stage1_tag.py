@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 from contralord.config import ContraLordConfig
 from contralord.latent_result import latent_key
 from contralord.setup import Setup, build_data
-from tune.worker import _stage1_tags
+from tune.trial.worker import _stage1_tags
 
 
 def test_stage1_tag__only_for_the_trial_whose_stage1_it_is(tmp_path, tiny_overrides):

@@ -36,10 +36,10 @@ from contralord.training import distributed
 from contralord.training.progress import Silent
 from contralord.training.runtime import DDPRuntime, LocalRuntime
 from contralord.training.tracking import MultiLogger, NullLogger, StdoutLogger
-from tune import export, reuse
-from tune.context import SweepContext
-from tune.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run, find_run, image_dataset
-from tune.stage1 import fetch_stage1
+from tune.trial import export, reuse
+from tune.trial.context import SweepContext
+from tune.trial.mlflow_logger import PARENT_TAG, MlflowLogger, find_or_create_run, find_run, image_dataset
+from tune.trial.stage1 import fetch_stage1
 
 GRIDS = ("reconstructions.png", "translation.png")  # written by the core's evaluation
 ARTIFACTS = ("metrics.json", "summary.json", "config.json", *GRIDS)
@@ -193,7 +193,7 @@ def trial_started() -> float:
     """The wall time Tune began setting up this trial's actor (its session's start), else now. What comes
     before it (placing the actor, starting its process, importing torch) is not measured here: Ray reuses
     worker processes across tasks and trials, so a process's start time is not this trial's. The sweep's
-    estimate times it separately (``tune/calibrate.py: launch_seconds``)."""
+    estimate times it separately (``tune/pricing/calibrate.py: launch_seconds``)."""
     from ray.train._internal import session  # Tune's function-trainable session (no public accessor)
 
     current = session.get_session()

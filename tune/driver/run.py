@@ -5,7 +5,7 @@
         --tracking-uri http://127.0.0.1:5000 --workers-per-trial 2 --gpus-per-worker 1
 
 Everything that can be wrong on the command line is checked before Ray starts a trial. Then: stage 1
-once per seed (``tune/stage1.py``), one Tune trial per (variant, seed), a parent MLflow run for the
+once per seed (``tune/trial/stage1.py``), one Tune trial per (variant, seed), a parent MLflow run for the
 sweep with one nested run per trial, and the sweep's table and plots on the parent run.
 """
 
@@ -205,7 +205,7 @@ def _check_resumable(kind: str, storage: str, name: str, tracking_uri: str, resu
 def started_before_tuner(kind: str, storage: str, name: str, tracking_uri: str) -> bool:
     """The store holds the parent run of sweep ``name`` under ``storage``: it started, then stopped before its
     first Tuner saved any state (during stage 1)."""
-    from tune.mlflow_logger import find_run
+    from tune.trial.mlflow_logger import find_run
 
     client = tracking_client(tracking_uri)
     experiment = client.get_experiment_by_name(f"contralord-{kind}")
@@ -220,7 +220,7 @@ EXIT_CODES = {0: "every trial finished and the table was built",
 
 
 def stop_driver_bars() -> None:
-    """Stage 1's bars in place on this terminal (``tune/stage1.py``: Ray's tqdm, drawn by the driver) are cleared
+    """Stage 1's bars in place on this terminal (``tune/trial/stage1.py``: Ray's tqdm, drawn by the driver) are cleared
     and no longer drawn: Ray redraws them after every print, and a stopped task's last update can arrive late."""
     tqdm_ray = sys.modules.get("ray.experimental.tqdm_ray")  # imported only where a bar was drawn
     manager = getattr(tqdm_ray, "_manager", None)
@@ -252,10 +252,10 @@ def main(kind: str, argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     if options.dry_run:
-        from tune.cost import dry_run
+        from tune.pricing.cost import dry_run
 
         return dry_run(plan)
-    from tune.sweep import run_sweep
+    from tune.driver.sweep import run_sweep
 
     try:
         try:

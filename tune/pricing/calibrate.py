@@ -1,6 +1,6 @@
 """A short calibration on this machine, for sweeps the store has no past runs of: a few training steps of
 stage 1 and of each variant's stage 2 with the trial's config and thread count, and the evaluation on a
-sample of its images, each scaled up to the full run (``tune/estimate.py`` adds the rest).
+sample of its images, each scaled up to the full run (``tune/pricing/estimate.py`` adds the rest).
 
 Codes and generator are random, as in ``contralord bench``: a step's time does not depend on their
 values. Every timing is cached per machine (CPU model, torch build, GPU), thread count, code version and
@@ -63,7 +63,7 @@ class Timing:
     idle_low: float | None = None
     idle_high: float | None = None
     retimed: str = ""
-    part: str = ""  # the estimate's part it prices: "stage1" or "trials" (tune/cost.py)
+    part: str = ""  # the estimate's part it prices: "stage1" or "trials" (tune/pricing/cost.py)
 
     def scaled(self, factor: float, plus: float = 0.0) -> Timing:
         idle = [None if v is None else v * factor + plus for v in (self.idle_low, self.idle_high)]
@@ -105,7 +105,7 @@ def cache_file() -> Path:
 def _cache_key(kind: str, **depends) -> str:
     """sha256 of what a timing depends on: its kind, this machine's CPU and torch build, the core's code, and
     ``depends`` (a stage's thread count, GPU and cost-shaping config sections)."""
-    from tune.reuse import code_version
+    from tune.trial.reuse import code_version
 
     here = machine.describe()
     key = {"kind": kind, "cpu": here.cpu, "torch": here.torch, "code": code_version()} | depends
@@ -242,7 +242,7 @@ def _threads(threads: int):
 
 
 def _runtime(gpu: bool) -> LocalRuntime:
-    """The trial's device: a GPU trial calibrates on this machine's GPU (``tune/worker.py`` does the same)."""
+    """The trial's device: a GPU trial calibrates on this machine's GPU (``tune/trial/worker.py`` does the same)."""
     return LocalRuntime(device=torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu"))
 
 
@@ -356,7 +356,7 @@ def launch_seconds() -> Timing:
     the core, MLflow, Ray Tune), timed once per machine and code (cached), with the load it ran under."""
     def measure() -> tuple[float, float, float]:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import ray.tune, tune.worker"], check=False, capture_output=True,
+        subprocess.run([sys.executable, "-c", "import ray.tune, tune.trial.worker"], check=False, capture_output=True,
                        timeout=300, env=_env())
         seconds = time.perf_counter() - started
         return seconds, seconds, seconds
@@ -377,7 +377,7 @@ def _env() -> dict[str, str]:
     import os
     from pathlib import Path
 
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     return os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")]))}
 
 

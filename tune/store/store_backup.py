@@ -1,8 +1,8 @@
 """A copy of the cluster's MLflow store (SQLite on the head) that outlives the cluster.
 
-    python tune/store_backup.py backup  --db ~/mlflow/mlflow.db --to DEST   # one consistent copy now
-    python tune/store_backup.py watch   --db ~/mlflow/mlflow.db --to DEST   # on the head, for its lifetime
-    python tune/store_backup.py restore --db ~/mlflow/mlflow.db --from DEST # before the MLflow server starts
+    python tune/store/store_backup.py backup  --db ~/mlflow/mlflow.db --to DEST   # one consistent copy now
+    python tune/store/store_backup.py watch   --db ~/mlflow/mlflow.db --to DEST   # on the head, for its lifetime
+    python tune/store/store_backup.py restore --db ~/mlflow/mlflow.db --from DEST # before the MLflow server starts
 
 DEST is a folder where the artifacts live and the cluster does not: ``s3://bucket/prefix`` on AWS, a shared path
 on-premise (any URI pyarrow.fs opens). The copy is ``DEST/mlflow.db``, made with SQLite's online backup (a
@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, when run as a script
 
 from ablations.store import _first_line, sqlite_store_problem  # noqa: E402
 

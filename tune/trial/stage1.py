@@ -18,7 +18,7 @@ from ablations.store import tracking_client
 from contralord.config import ContraLordConfig
 from contralord.latent_result import ARTIFACT, latent_key
 from contralord.setup import Setup, build_data, needs_latent
-from tune.mlflow_logger import create_run, find_run, get_experiment_id, set_running
+from tune.trial.mlflow_logger import create_run, find_run, get_experiment_id, set_running
 
 EXPERIMENT = "contralord-stage1"
 
@@ -48,7 +48,7 @@ def _train_stage1(overrides: dict[str, Any], cache: str, tracking_uri: str, run_
     from contralord import machine
     from contralord.stage1.latent_stage import train_latent
     from contralord.training.runtime import LocalRuntime
-    from tune.mlflow_logger import MlflowLogger, image_dataset
+    from tune.trial.mlflow_logger import MlflowLogger, image_dataset
 
     torch.set_num_threads(threads)
     cfg = ContraLordConfig.from_overrides(overrides)
@@ -78,7 +78,7 @@ def _log_generator(logger, setup: Setup, result) -> None:
     import torch
 
     from contralord.models.build import build_generator
-    from tune.export import CodeGenerator
+    from tune.trial.export import CodeGenerator
 
     data = setup.data
     generator = build_generator(setup)

@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 from ablations.store import tracking_client
 from contralord import machine
 from contralord.config import as_it_ran
-from tune import reuse, stage1
 from tune.checks import DB_SCHEMES, database_problem, sqlite_store_problem
+from tune.trial import reuse, stage1
 
 IGNORED = ("run.seed", "run.latent_cache", "run.method", "run.extend_from")  # change no cost
 SHAPE = ("data.", "encoder.epochs", "encoder.steps", "encoder.rungs", "encoder.batch_size", "encoder.backbone",

@@ -1,6 +1,6 @@
 """Benchmark the sweep service against plain Python, side by side in one run (not a test).
 
-    python tune/bench_sweep.py --preset cpu [--kind negatives]
+    python tune/pricing/bench_sweep.py --preset cpu [--kind negatives]
 
 Measures (1) the sweep script end to end (fresh storage and MLflow store, local Ray), (2) the same
 work in one plain Python process: stage 1 once, then the same stage-2 trials one after another, and
@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ablations.store import tracking_client  # noqa: E402
 from contralord.config import ContraLordConfig  # noqa: E402
@@ -82,7 +82,7 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="contralord-bench-"))
     started = time.perf_counter()
-    script = Path(__file__).resolve().parent / f"sweep_{args.kind}.py"
+    script = Path(__file__).resolve().parents[1] / f"sweep_{args.kind}.py"
     uri = f"sqlite:///{root}/mlflow.db"
     subprocess.run([sys.executable, str(script), "--preset", args.preset, "--storage", str(root / "ray"),
                     "--tracking-uri", uri], cwd=root, check=True)

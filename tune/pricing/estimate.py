@@ -3,8 +3,8 @@
 A sweep's wall time is modelled as Ray's start, then the stage-1 runs it still needs one after another
 (each takes every core of the node, ``sweep._stage1_resources``), then its trials on ``slots`` parallel
 slots in Tune's order (each trial starts when a slot frees), then the table. A trial's own seconds
-come from the store's past FINISHED runs of the same config on the same machine (``tune/history.py``)
-when there are any, else from a short calibration on this machine (``tune/calibrate.py``).
+come from the store's past FINISHED runs of the same config on the same machine (``tune/pricing/history.py``)
+when there are any, else from a short calibration on this machine (``tune/pricing/calibrate.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class SweepEstimate:
     why: str  # one line with the numbers
     parts: dict[str, float] = field(default_factory=dict)  # ray_start, stage1, trials, table
     later: LaterRounds | None = None  # --until-decided: the rounds after the first, at their most
-    calibrations: tuple = ()  # the tune/calibrate.py Timings the estimate used (cached or timed now)
+    calibrations: tuple = ()  # the tune/pricing/calibrate.py Timings the estimate used (cached or timed now)
     unpriced_logged: str = ""  # a resumed sweep's first estimate: what that one left unpriced (its parent's tag)
 
     @property

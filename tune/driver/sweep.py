@@ -20,22 +20,24 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ablations.runs import AblationError
 from ablations.tables import Table
 from contralord.config import ContraLordConfig
-from tune import mlflow_logger as ml
-from tune import publish, reuse, rounds, spaces
+from tune import rounds, spaces
 from tune.checks import DRIVER_CPU, DRIVER_RESOURCE, SweepInterrupted, TrialsFailed, check_storage_shared, is_uri
-from tune.context import SweepContext
-from tune.estimate import concurrency
-from tune.mlflow_logger import (
+from tune.driver import publish
+from tune.driver.records import ParentRun
+from tune.plan import REPO, SweepPlan, git_commit, local_work_dir
+from tune.pricing.estimate import concurrency
+from tune.trial import mlflow_logger as ml
+from tune.trial import reuse
+from tune.trial.context import SweepContext
+from tune.trial.mlflow_logger import (
     find_run,
     get_experiment_id,
     mark_failed_if_running,
     mark_stopped_early,
     open_store_for_writing,
 )
-from tune.plan import REPO, SweepPlan, git_commit, local_work_dir
-from tune.records import ParentRun
-from tune.stage1 import ensure_stage1
-from tune.worker import run_in_tune_trial, train_fn_per_worker, trial_started
+from tune.trial.stage1 import ensure_stage1
+from tune.trial.worker import run_in_tune_trial, train_fn_per_worker, trial_started
 
 # A Ray this sweep starts on its own machine has a resource of its own for the train path's drivers, so that a
 # driver holds no CPU: with 0.01 CPU each, two drivers and two one-CPU workers did not fit 2 CPUs (2.02), and a
@@ -195,7 +197,7 @@ def placement_warning(plan: SweepPlan, cluster_cpus: float) -> str:
 
 def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
     """Estimate the sweep (before stage 1), choose the trainer path, say both and log them on the parent run."""
-    from tune.cost import estimate_sweep, reused_runs
+    from tune.pricing.cost import estimate_sweep, reused_runs
 
     first = ParentRun(client, parent).logged_estimate() if plan.options.resume else None
     if first is not None:  # --resume: the sweep's estimate is its first attempt's (timing it again costs ~10 s)
@@ -217,7 +219,7 @@ def _log_cost(plan: SweepPlan, client: MlflowClient, parent: str) -> None:
     least = f"at least ~{est.wall_s:.0f} s wall ({est.unpriced} not priced: --no-calibrate)" if est.unpriced else (
         f"~{est.wall_s:.0f} s wall")
     print(f"trainer path: {est.path} ({est.why})\nestimate: {least} = {parts}", flush=True)
-    from tune.cost import describe_calibrations, describe_later
+    from tune.pricing.cost import describe_calibrations, describe_later
 
     for line in ([describe_later(est.later)] if est.later else []) + describe_calibrations(est):
         print(line, flush=True)
@@ -242,7 +244,7 @@ def _tuner(plan: SweepPlan, ctx: SweepContext, name: str, k: int, pairs: list[tu
     if plan.options.resume and tune.Tuner.can_restore(path):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     # --resume of a sweep stopped before this Tuner saved any state (a later round, or round 0 killed in stage 1;
-    # tune/run.py checked that the sweep's parent run exists): the round starts its Tuner now
+    # tune/driver/run.py checked that the sweep's parent run exists): the round starts its Tuner now
     tune_config, space = _search(plan, pairs, rungs)
     run_config = tune.RunConfig(name=name, storage_path=plan.storage, verbose=1,
                                 failure_config=tune.FailureConfig(max_failures=plan.options.max_failures))
@@ -281,7 +283,7 @@ class _Sweep:
     client: MlflowClient
     records: ParentRun  # the parent run's writer
     ctx: SweepContext
-    code: str  # contralord/'s code version (tune/reuse.py)
+    code: str  # contralord/'s code version (tune/trial/reuse.py)
     local: Callable | None  # config -> the machine a trial would run on (None on a cluster)
     seeds: dict[str, int] = field(default_factory=dict)  # variant -> seeds planned so far
     trained: int = 0  # trials Tune ran
@@ -403,7 +405,8 @@ def _link_reused(sweep: _Sweep, pairs: list[tuple[str, int]], restored: bool) ->
 
 
 def _plan_extensions(sweep: _Sweep, pending: list[reuse.Planned]) -> None:
-    """The ladder trials of ``pending`` that extend a finished ladder (tune/reuse.py), into the trials' context."""
+    """The ladder trials of ``pending`` that extend a finished ladder (tune/trial/reuse.py), into the trials'
+    context."""
     found = reuse.find_extensions(sweep.client, pending)
     for (variant, seed), extension in found.items():
         top = next(t.rungs[-1] for t in pending if (t.variant, t.seed) == (variant, seed))

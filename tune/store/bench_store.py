@@ -7,8 +7,8 @@ It reports requests per second, latency, failed requests and points lost (acknow
 the store). Bounded: every logger stops at its deadline, the server is ended in any case, and a new SQLite store
 lives in a temporary folder that is removed.
 
-    python tune/bench_store.py --store sqlite --loggers 8,32,64 --seconds 20
-    python tune/bench_store.py --store postgresql+psycopg://user:pass@127.0.0.1:5432/throwaway  # writes there
+    python tune/store/bench_store.py --store sqlite --loggers 8,32,64 --seconds 20
+    python tune/store/bench_store.py --store postgresql+psycopg://user:pass@127.0.0.1:5432/throwaway  # writes there
 
 A PostgreSQL store gets an experiment per N (``bench-store-<time>-<N>``): point it at a throwaway database.
 Loggers are threads, spread over up to ``--processes`` processes (a real trial is one process; a few thousand
@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run as a script
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, when run as a script
 
 from ablations.store import DB_SCHEMES, tracking_client, without_password  # noqa: E402
 
@@ -141,7 +141,7 @@ def _log_until(url: str, run_id: str, deadline: float, interval: float, out: lis
     ``out``."""
     from mlflow.entities import Metric
 
-    from tune.mlflow_logger import send_batches
+    from tune.trial.mlflow_logger import send_batches
 
     client, latencies, failed, acknowledged, step, errors = tracking_client(url), [], 0, 0, 0, {}
     time.sleep(random.uniform(0, interval))
@@ -166,7 +166,7 @@ def _worker(url: str, experiment_id: str, threads: int, interval: float, ready, 
     """A process of ``threads`` loggers: their runs are made first, then all start when the parent says go (so
     that N loggers write for the whole time, not the ones that finished importing first)."""
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = RETRIES  # this logger process only
-    from tune.mlflow_logger import create_run
+    from tune.trial.mlflow_logger import create_run
 
     client = tracking_client(url)
     runs = [create_run(client, experiment_id) for _ in range(threads)]
@@ -208,7 +208,7 @@ def measure(store: str, loggers: int, seconds: float, processes: int, folder: Pa
             ) -> Outcome:
     """N = ``loggers`` writers against a fresh server on ``store`` for ``seconds``, each sending a request every
     ``interval`` seconds (0: as fast as the server answers)."""
-    from tune.mlflow_logger import create_experiment
+    from tune.trial.mlflow_logger import create_experiment
 
     server, url = _start_server(store, folder)
     started = []

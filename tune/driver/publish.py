@@ -14,11 +14,11 @@ from ablations.runs import AblationError, from_sweep_run
 from ablations.store import without_password
 from ablations.tables import Table, build_table, parse_value
 from contralord.config import ContraLordConfig
-from tune import mlflow_logger as ml
 from tune.checks import SweepError
+from tune.driver.records import ParentRun
 from tune.plan import SweepPlan
-from tune.records import ParentRun
-from tune.reuse import FROM_TAG
+from tune.trial import mlflow_logger as ml
+from tune.trial.reuse import FROM_TAG
 
 
 def register_target(plan: SweepPlan) -> tuple[str, str] | None:

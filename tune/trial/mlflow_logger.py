@@ -1,8 +1,8 @@
 """The one MLflow writer: every experiment, run, param, metric, tag, artifact and model that tune/ writes goes
-through this module. Other modules decide what a run records (``tune/records.py`` the sweep's parent run,
-``tune/stage1.py`` the stage-1 runs, ``tune/reuse.py`` the copies of reused trials) and write it with the functions
-and the ``MlflowLogger`` here; they only read the store themselves. ``tests/sweeps/test_one_mlflow_writer.py`` fails
-on a write anywhere else, and on an ``MlflowClient`` built anywhere but ``ablations.store.tracking_client``.
+through this module. Other modules decide what a run records (``tune/driver/records.py`` the sweep's parent run,
+``tune/trial/stage1.py`` the stage-1 runs, ``tune/trial/reuse.py`` the copies of reused trials) and write it with the
+functions and the ``MlflowLogger`` here; they only read the store themselves. ``tests/sweeps/test_one_mlflow_writer.py``
+fails on a write anywhere else, and on an ``MlflowClient`` built anywhere but ``ablations.store.tracking_client``.
 
 A trial's run is found again by its Ray trial id, so a restarted or resumed trial continues its own
 run instead of starting a duplicate. Params are the trial's full flat config (``to_flat_dict``).
@@ -480,10 +480,10 @@ def register_best(client: MlflowClient, runs: list, metric: str, mode: str, name
 
 
 def check_logged_model(client: MlflowClient, model_uri: str, run_id: str) -> None:
-    """The logged model is our pt2 layout and loads as a graph with no code run (``tune.export.load_logged_model``);
-    else a ValueError naming the run, so nothing is registered."""
+    """The logged model is our pt2 layout and loads as a graph with no code run
+    (``tune.trial.export.load_logged_model``); else a ValueError naming the run, so nothing is registered."""
     from contralord.cli.model_folder import ModelFolderError
-    from tune.export import load_logged_model
+    from tune.trial.export import load_logged_model
 
     try:
         load_logged_model(client.tracking_uri, model_uri)

@@ -28,7 +28,8 @@ class SweepContext:
     extensions: dict[str, str] = field(default_factory=dict)  # "variant/seed" -> the ladder run a trial extends
 
     def extension_of(self, config: dict[str, Any]) -> str:
-        """The run id of the finished ladder this trial extends (tune/reuse.py), "" when it starts from scratch."""
+        """The run id of the finished ladder this trial extends (tune/trial/reuse.py), "" when it starts from
+        scratch."""
         return self.extensions.get(f"{config.get('variant', '')}/{config.get('run.seed', 0)}", "")
 
     def trial_overrides(self, config: dict[str, Any]) -> dict[str, Any]:

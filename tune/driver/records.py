@@ -1,12 +1,12 @@
-"""What the sweep's parent run records, decided in one place and written through ``tune/mlflow_logger.py``, the
+"""What the sweep's parent run records, decided in one place and written through ``tune/trial/mlflow_logger.py``, the
 one MLflow writer.
 
 A sweep is one MLflow run (``role=sweep``) with its trials nested under it. Everything the driver records on
 that run goes through ``ParentRun``: the sweep's params, the wall-time estimate and the actual wall time,
 how many trials ran or were reused, the code version, the stage-1 runs, the table with its files, the
 registered encoder, the rounds of ``--until-decided`` (planned by ``tune/rounds.py``) and their cost, and the
-run's end. Trial runs are recorded by the trials (``MlflowLogger``), stage-1 runs by ``tune/stage1.py``, linked
-copies of reused trials by ``tune/reuse.py``; all of them write through the writer too.
+run's end. Trial runs are recorded by the trials (``MlflowLogger``), stage-1 runs by ``tune/trial/stage1.py``, linked
+copies of reused trials by ``tune/trial/reuse.py``; all of them write through the writer too.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from ablations.store import without_password
-from tune import mlflow_logger as ml
 from tune.checks import SweepError
-from tune.estimate import SweepEstimate
 from tune.plan import SweepPlan, git_commit
+from tune.pricing.estimate import SweepEstimate
+from tune.trial import mlflow_logger as ml
 
 PARAM_CHARS = 6000  # MLflow's limit on a param value
 
@@ -60,7 +60,7 @@ class ParentRun:
                      params={k: str(v)[:PARAM_CHARS] for k, v in params.items() if k not in existing})
 
     def log_estimate(self, estimate) -> None:
-        """The trainer path and why, and the estimate's seconds (``tune.estimate.SweepEstimate``)."""
+        """The trainer path and why, and the estimate's seconds (``tune.pricing.estimate.SweepEstimate``)."""
         ml.log_batch(self.client, self.run_id, tags={"trainer_path": estimate.path, "trainer_why": estimate.why}
                      | ({"estimate.unpriced": estimate.unpriced} if estimate.unpriced else {}))
         self._log_params({"sweep.trainer": estimate.path})

@@ -5,7 +5,7 @@ from the machine. The **reuse key** hashes the first four: the full flat config 
 number (``NO_NUMBER_KEYS``), the data fingerprint (a seed picks the subset, and files on disk can change) and
 the **code version**, a hash of every ``.py`` file under ``contralord/`` (relative path and content; a git
 commit would miss uncommitted edits). Every finished trial tags its run ``reuse_key`` and ``code_version``
-(``tune/worker.py``, from the code its node ran).
+(``tune/trial/worker.py``, from the code its node ran).
 
 Where the sweep runs on this machine (no ``--address``) only runs tagged with the machine the trial would run
 on are reused (``contralord/machine.py``: CPU model, torch build, the trial's thread count, GPU); on a
@@ -19,7 +19,7 @@ experiment drops a copy whose original it also reads (``ablations/runs.py``).
 less the budget (``LADDER_KEYS``), and logs its stable state (``stable/stable.pt``, ``contralord/run/ladder.py``). A
 planned ladder trial no finished run answers, whose trunk key a finished ladder of lower top shares (every planned
 rung at or below that top among its rungs), is an **extension**: the trial starts from that run's stable state
-with its rung evaluations and trains only the steps above them (``tune/worker.py``: ``run.extend_from``); its
+with its rung evaluations and trains only the steps above them (``tune/trial/worker.py``: ``run.extend_from``); its
 numbers equal a straight run's, so its reuse key is a straight run's too.
 """
 
@@ -40,11 +40,11 @@ from ablations.tables import IGNORED_KEYS
 from contralord import machine
 from contralord.config import HASH_IGNORED, ContraLordConfig
 from contralord.schedules import branch_start, parse_rungs
-from tune import stage1
-from tune.mlflow_logger import PARENT_TAG, create_run, end_run, log_batch, log_outputs, send_batches
 from tune.options import SweepOptions
+from tune.trial import stage1
+from tune.trial.mlflow_logger import PARENT_TAG, create_run, end_run, log_batch, log_outputs, send_batches
 
-CORE = Path(__file__).resolve().parents[1] / "contralord"
+CORE = Path(__file__).resolve().parents[2] / "contralord"
 KEY_TAG = "reuse_key"
 CODE_TAG = "code_version"
 FROM_TAG = REUSED_TAG  # the id of the run whose numbers a copy holds
@@ -106,7 +106,7 @@ def trunk_key(cfg: ContraLordConfig, data_fingerprint: str, code: str) -> str:
 
 def trial_machine(cfg: ContraLordConfig, cpus_per_worker: float, use_gpu: bool) -> machine.Machine:
     """The machine a trial started here would run on: its thread count is ``run.threads``, else the worker's
-    CPUs (``tune/worker.py``); its BLAS threads are the worker's CPUs (Ray sets OMP_NUM_THREADS to them, and
+    CPUs (``tune/trial/worker.py``); its BLAS threads are the worker's CPUs (Ray sets OMP_NUM_THREADS to them, and
     BLAS reads it when it loads), not this driver's; its GPU is this machine's first one when the trial asks
     for GPUs."""
     import torch

@@ -15,11 +15,12 @@ from contralord.config import ContraLordConfig
 from contralord.latent_result import ARTIFACT, latent_key
 from contralord.schedules import parse_rungs
 from contralord.setup import Setup, build_data, needs_latent
-from tune import calibrate, history, reuse, stage1
 from tune.checks import is_uri
-from tune.estimate import WORKER_GROUP_S, SweepEstimate, TrialCost, combine, concurrency, later_rounds
 from tune.plan import SweepPlan, local_work_dir
+from tune.pricing import calibrate, history
+from tune.pricing.estimate import WORKER_GROUP_S, SweepEstimate, TrialCost, combine, concurrency, later_rounds
 from tune.rounds import next_ladder
+from tune.trial import reuse, stage1
 
 UNPRICED = math.nan  # --no-calibrate: a stage 1 or trial neither a past run nor a cached calibration prices
 
@@ -38,7 +39,7 @@ def trial_list(plan: SweepPlan) -> list[tuple[str, int]]:
 
 def reused_runs(plan: SweepPlan) -> dict[tuple[str, int], str] | None:
     """(variant, seed) -> the earlier FINISHED run that answers it, as ``run_sweep`` would link it
-    (``tune/reuse.py``: same config, seed, data, code and, on a local Ray, machine); None when reuse is off
+    (``tune/trial/reuse.py``: same config, seed, data, code and, on a local Ray, machine); None when reuse is off
     (``--no-reuse``, Optuna). Reads the store only; a missing store has nothing to reuse."""
     if plan.options.no_reuse or plan.kind == "optuna":
         return None
@@ -54,7 +55,7 @@ def reused_runs(plan: SweepPlan) -> dict[tuple[str, int], str] | None:
 
 
 def extended_runs(plan: SweepPlan, client, reused: dict | None) -> dict[tuple[str, int], reuse.Extension]:
-    """(variant, seed) -> the finished ladder each trial not reused would extend (``tune/reuse.py``), as
+    """(variant, seed) -> the finished ladder each trial not reused would extend (``tune/trial/reuse.py``), as
     ``run_sweep`` would find it; {} when reuse is off, the store is missing, or no trial is a ladder."""
     if reused is None or client is None:
         return {}
@@ -122,7 +123,7 @@ def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
         if client and stage1.cached_run(client, latent_cache(plan), key):
             cached.append(seed)
             continue
-        # a stage-1 run logs its unresolved config (tune/stage1.py)
+        # a stage-1 run logs its unresolved config (tune/trial/stage1.py)
         past = history.stage1_seconds(client, cfg.to_flat_dict(), stage1_threads(plan)) if client else None
         if past is None:
             shape = _stage1_shape(setup)
