@@ -151,10 +151,10 @@ class EncoderConfig:
     # amortisation) | stage1_init: the same copy as h_c's starting point, trained by stage 2 (models/stage1_content.py)
     content_head: str = "learned"
     # L_con (Eq. 4): a queued key whose image has the anchor's labelled-factor values (its labels, else stage 1's
-    # classifiers' first choice) is dropped from the negatives: it is no false negative (latent_factors.py)
+    # classifiers' first choice) is dropped from the negatives: it is no false negative (latent_result.py)
     label_aware_negatives: bool = False
     # L_con and L_res: a queued key encoded from the anchor's own image (an earlier step's view of it) is dropped
-    # from the negatives; it sits in the queue with probability ~ L(L+1)/2/(N/B)^2, L = K/B (queue.py)
+    # from the negatives; it sits in the queue with probability ~ L(L+1)/2/(N/B)^2, L = K/B (models/queue.py)
     mask_own_keys: bool = False
     # BatchNorm backbones (resnet*): BN statistics per group of batch_size / bn_splits images of a rank's batch, and
     # the query views shuffled, so no BN group holds both views of an image (MoCo's shuffle-BN on one device,

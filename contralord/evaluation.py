@@ -6,11 +6,8 @@ Two protocols (``eval.protocol``), named in every metrics.json:
   their code avivga/zerodim): a few images carried labels of some factors during training
   (``contralord.labels``). The scored code is the labelled-factor code h_c(f(x)) (under the LORD class
   structure, which has no such code, the generative code [h_c, h_r]); it is scored against the
-  labelled factors only, on the training images (up to ``eval.num_train + eval.num_test`` of them)
-  split 80/20 with ``random_state=1337`` as zerodim does: DCI and SAP fit on the 80% and score on
-  the 20%, MIG on the 80%. ``residual_leakage`` is the held-out accuracy of a logistic regression
-  from h_r to each labelled factor, beside its chance level (the majority value's share): a residual
-  code that knows the labelled factors is not disentangled from them.
+  labelled factors only, on training images, as ``contralord.scoring`` describes (its split, DCI, SAP, MIG,
+  and ``residual_leakage``: a residual code that knows the labelled factors is not disentangled from them).
 - **all-factors** (our first protocol, a harder and different question): [h_c, h_r] of held-out
   images against every factor but the class, disentanglement_lib's split (``eval.num_train`` fit,
   ``eval.num_test`` scored). LORD-family codes are not meant to be axis-aligned with the residual

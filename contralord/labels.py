@@ -98,13 +98,15 @@ def labelled_names(cfg: ContraLordConfig, data: ImageFactorData) -> tuple[str, .
     return names
 
 
-def resolve(cfg: ContraLordConfig, data: ImageFactorData) -> LabelledFactors:
-    """Which factors are labelled and which ``data.num_labels`` images carry the labels."""
+def resolve(cfg: ContraLordConfig, data: ImageFactorData, draw: bool = True) -> LabelledFactors:
+    """Which factors are labelled and which ``data.num_labels`` images carry the labels. ``draw=False``: which factors
+    only, no image carries labels (scoring a saved run reads no label of training; ``data.num_labels`` is not
+    checked against this data)."""
     names = labelled_names(cfg, data)
-    n, m = len(data), cfg.data.num_labels
+    n, m = len(data), cfg.data.num_labels if draw else 0
     if m > n:
         raise ConfigError(f"data.num_labels: expected at most the {n} training images, got {m}")
-    if m < 2 and cfg.latent.best_reference_steps and structure(cfg, data) == "factors":
+    if draw and m < 2 and cfg.latent.best_reference_steps and structure(cfg, data) == "factors":
         raise ConfigError(f"latent.best_reference_steps: the best reference holds out a validation split of the "
                           f"labelled images, so it needs data.num_labels >= 2, got {m}; set it to 0")
     columns = tuple(data.factor_names.index(name) for name in names)

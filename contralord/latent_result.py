@@ -108,3 +108,18 @@ def scored_factor_model(setup: Setup, latent: LatentResult | None, device: torch
     if latent is None:
         raise ConfigError("eval.scored_code: classifier needs this run's stage 1 (its labelled-factor classifiers)")
     return latent.factor_model(setup, "eval.scored_code", device)
+
+
+def untrained_result(setup: Setup, stage1) -> LatentResult:
+    """A stage-1 result of the right shapes from an untrained stage-1 trainer (either structure): what the benchmark
+    and the sweep's cost model time stage 2 with, without training stage 1."""
+    cfg, data = setup.cfg, setup.data
+    state, (_, content_dim, _) = stage1.state, setup.layout.dims
+    content = state.codes.content.detach()
+    if content.shape[1] != content_dim:  # the labelled-factor codes come from tables, not a per-image table
+        content = torch.rand(len(data), content_dim, generator=torch.Generator().manual_seed(0)) * cfg.latent.init_scale
+    class_codes = getattr(state.decoder, "class_codes", torch.zeros(data.num_classes, 0)).detach()
+    factor_codes = getattr(state.decoder, "factor_codes", None)  # the classifiers that encoder.content_head copies
+    return LatentResult("bench", None, content.cpu(), state.codes.residual.detach().cpu(), class_codes.cpu(),
+                        state.decoder.generator.state_dict(), {}, False,
+                        factor_codes=factor_codes.state_dict() if factor_codes is not None else None)

@@ -1,7 +1,7 @@
 """The paper's protocol on codes (ContraLORD Sec. 4.3, "with 100 labels", after Gabbay, Cohen & Hoshen 2021 and
-avivga/zerodim): which images are scored, and how codes are scored against the labelled factors. Pure functions of
-arrays; the evaluation scores a trained encoder's codes with them, stage 1 its own codes g^c (the ceiling of a head
-that regresses them).
+avivga/zerodim): which images are scored, and how codes are scored against the labelled factors. No model and no
+side effect: the evaluation scores a trained encoder's codes with these functions, stage 1 its own codes g^c (the
+ceiling of a head that regresses them).
 
 The scored images are up to ``eval.num_train + eval.num_test`` training images in a seeded order, split 80/20 with
 ``random_state=1337`` as zerodim does: DCI and SAP fit on the 80% and score on the 20%, MIG on the 80%.

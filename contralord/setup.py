@@ -8,6 +8,7 @@ the sweep's trial code read its fields instead of working the answers out again.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from contralord import labels
@@ -33,7 +34,13 @@ def build_data(cfg: ContraLordConfig) -> ImageFactorData:
                          max_array_bytes=int(d.max_array_gib * 2**30))
 
 
-@dataclass(frozen=True)
+def resolved_config(cfg: ContraLordConfig, data: ImageFactorData) -> ContraLordConfig:
+    """``cfg`` with ``latent.structure=auto`` replaced by what it means on ``data`` (what config.json records, what the
+    stage-1 cache key hashes); no other check."""
+    return labels.resolved(cfg, data)
+
+
+@dataclass(frozen=True, eq=False)  # identity: its tensors have no one truth value
 class Setup:
     """A run's resolved inputs.
 
@@ -52,12 +59,23 @@ class Setup:
     labelled: LabelledFactors | None
 
     @classmethod
-    def of(cls, cfg: ContraLordConfig, data: ImageFactorData) -> Setup:
-        """Resolve ``cfg`` on ``data`` (a ``ConfigError`` names the key that does not fit the data)."""
-        structure = labels.structure(cfg, data)
-        scores_labels = structure == "factors" or (cfg.eval.protocol == "partial-labels" and data.factors is not None)
-        labelled = labels.resolve(cfg, data) if scores_labels else None
-        return cls(labels.resolved(cfg, data), data, labels.layout(cfg, data), labelled)
+    def of(cls, cfg: ContraLordConfig, data: ImageFactorData, draw_labels: bool = True) -> Setup:
+        """Resolve ``cfg`` on ``data`` (a ``ConfigError`` names the key that does not fit the data).
+        ``draw_labels=False`` (scoring a saved run): the labelled factors without the images that carry labels,
+        ``data.num_labels`` unchecked."""
+        resolved = resolved_config(cfg, data)
+        scores_labels = (resolved.latent.structure == "factors"
+                         or (cfg.eval.protocol == "partial-labels" and data.factors is not None))
+        labelled = labels.resolve(resolved, data, draw=draw_labels) if scores_labels else None
+        return cls(resolved, data, labels.layout(resolved, data), labelled)
+
+    def with_eval(self, **changes) -> Setup:
+        """This setup with ``eval.<field>`` changed (sizes, floors): the protocol stays, and with it everything
+        ``Setup.of`` resolved."""
+        if "protocol" in changes:
+            raise ValueError("Setup.with_eval: eval.protocol decides the labelled factors; build another Setup.of")
+        cfg = self.cfg
+        return dataclasses.replace(self, cfg=dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, **changes)))
 
     @property
     def structure(self) -> str:

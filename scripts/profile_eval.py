@@ -31,7 +31,7 @@ PARTS = {  # part -> (module, attribute): wrapped where the evaluation looks the
     "dci": [("contralord.metrics", "compute_dci")],
     "logistic_regressions": [("contralord.metrics", "compute_linear_probe")],
     "grids": [("contralord.evaluation", "render_grids")],
-    "head_agreement": [("contralord.run.trainer", "_head_agreement")],
+    "head_agreement": [("contralord.run.summary", "_head_agreement"), ("contralord.trainer", "_head_agreement")],
 }
 
 
@@ -67,6 +67,25 @@ def _wrap_parts(seconds: dict[str, list[float]]) -> None:
                 setattr(module, attribute, timed(name, getattr(module, attribute)))
 
 
+def _package_api():
+    """(new_layout, {name: function}) of the package this process imports: this layout (a ``Setup`` per run, modules
+    in folders) or an earlier commit's (``(cfg, data)`` and flat modules), so that ``--before`` profiles either."""
+    import importlib
+
+    try:
+        importlib.import_module("contralord.setup")
+        places = {"read_run_config": "contralord.run.file_checks", "build_data": "contralord.setup",
+                  "train_latent": "contralord.stage1.latent_stage", "build_online": "contralord.stage2.encoder_stage",
+                  "summarize": "contralord.run.summary", "load": "contralord.training.checkpoint"}
+        new = True
+    except ImportError:
+        places = {"read_run_config": "contralord.preflight", "build_data": "contralord.trainer",
+                  "train_latent": "contralord.latent_stage", "build_online": "contralord.encoder_stage",
+                  "summarize": "contralord.trainer", "load": "contralord.checkpoint"}
+        new = False
+    return new, {name: getattr(importlib.import_module(module), name) for name, module in places.items()}
+
+
 def worker(run: Path, latent_cache: str, threads: int) -> dict:
     """One end of run in this process: {"seconds": {part: s}, "cpu_s", "metrics", "agreement"}."""
     from types import SimpleNamespace
@@ -76,32 +95,35 @@ def worker(run: Path, latent_cache: str, threads: int) -> dict:
     torch.set_num_threads(threads)
     from contralord.config import ContraLordConfig
     from contralord.evaluation import evaluate
-    from contralord.run import trainer
-    from contralord.run.preflight import read_run_config
-    from contralord.stage1.latent_stage import train_latent
-    from contralord.stage2.encoder_stage import build_online
-    from contralord.training import checkpoint
 
-    cfg = ContraLordConfig.from_saved(read_run_config(run / "config.json"), {})
-    data = trainer.build_data(cfg)
-    latent = train_latent(cfg, data, latent_cache)
+    new, api = _package_api()
+    cfg = ContraLordConfig.from_saved(api["read_run_config"](run / "config.json"), {})
+    data = api["build_data"](cfg)
+    if new:
+        from contralord.setup import Setup
+
+        inputs = (Setup.of(cfg, data),)
+    else:
+        inputs = (cfg, data)
+    latent = api["train_latent"](*inputs, latent_cache)
     if not latent.reused:
         raise SystemExit(f"{latent_cache}: holds no stage 1 of this run (key {latent.key})")
-    online = build_online(cfg, data, latent=None)
-    online.load_state_dict(checkpoint.load(run / "checkpoints" / "encoder.pt", required=("online",))["online"])
+    online = api["build_online"](*inputs, latent=None)
+    online.load_state_dict(api["load"](run / "checkpoints" / "encoder.pt", required=("online",))["online"])
     seconds: dict[str, list[float]] = {}
     _wrap_parts(seconds)
     cpu, started = time.process_time(), time.perf_counter()
     cpu_device = torch.device("cpu")
     trained = SimpleNamespace(online=online, device=cpu_device, history=None)
-    try:  # as trainer.train does: one cache of the training images' codes for the summary and evaluate
+    try:  # as the trainer does: one cache of the training images' codes for the summary and evaluate
         from contralord.encoding import CodeCache
         shared = (CodeCache(online, data.images, cpu_device),)
     except ImportError:  # the earlier code: each part encodes its own images
         shared = ()
-    agreement = trainer.summarize(cfg, data, latent, trained, *shared)
+    agreement = api["summarize"](*inputs, latent, trained, *shared)
     with tempfile.TemporaryDirectory() as out:
-        metrics = evaluate(cfg, online, data, out, cpu_device, *shared)
+        arguments = (inputs[0], online, out) if new else (cfg, online, data, out)
+        metrics = evaluate(*arguments, cpu_device, *shared)
     workers = _worker_processes_cpu()
     seconds["total"] = [time.perf_counter() - started, time.process_time() - cpu + workers]
     seconds.setdefault("dci", [0.0, 0.0])[1] += workers

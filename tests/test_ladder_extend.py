@@ -90,3 +90,15 @@ def test_a_checkpoint_that_is_no_finished_ladder__refused(short_ladder, tiny_ove
     with pytest.raises(ConfigError, match="^run.extend_from: .*no such file"):
         prepare(_cfg(tiny_overrides, short_ladder, "3,6,12", **{"run.extend_from": str(tmp_path / "x.pt")}),
                 tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_a_state_of_another_stage1__refused_before_training(short_ladder, tiny_overrides, tmp_path):
+    """The stable state records its stage 1's key; a run whose own stage 1 differs is refused by ``prepare``, before
+    its stage 1 is trained (the check once ran after it)."""
+    state = torch.load(stable_path(short_ladder / "short"), weights_only=True)
+    torch.save(state | {"latent_key": "0123456789abcdef"}, tmp_path / "other_stage1.pt")
+    cfg = _cfg(tiny_overrides, short_ladder, "3,6,12", **{"run.extend_from": str(tmp_path / "other_stage1.pt")})
+    with pytest.raises(ConfigError, match="^run.extend_from: .*was trained on stage 1 0123456789abcdef, this run's"):
+        prepare(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

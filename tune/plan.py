@@ -7,15 +7,20 @@ its table (``publish.py``), so that those import it and none of them imports the
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contralord import machine
+from contralord.config import ContraLordConfig
 from tune import spaces
 from tune.checks import is_uri
 from tune.options import SweepOptions
+from tune.trial import reuse
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,3 +52,12 @@ def local_work_dir(storage: str, name: str) -> str:
     """Node-local folder for trial working files (checkpoints travel through Ray's storage)."""
     root = Path.home() / ".contralord" if is_uri(storage) else Path(storage)
     return str(root / name / "work")
+
+
+def local_machine(options: SweepOptions) -> Callable[[ContraLordConfig], machine.Machine] | None:
+    """config -> the machine a trial of this sweep would run on, when Ray is local; None on a cluster
+    (``--address``), where a trial's node is not known before it is placed."""
+    if not options.local_ray:
+        return None
+    return functools.partial(reuse.trial_machine, cpus_per_worker=options.cpus_per_worker,
+                             use_gpu=options.gpus_per_worker > 0)

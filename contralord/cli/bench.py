@@ -22,28 +22,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from contralord.config import ContraLordConfig
-from contralord.latent_result import LatentResult
+from contralord.latent_result import untrained_result
 from contralord.run.preflight import validate_against_data
 from contralord.setup import Setup, build_data
 from contralord.stage1.latent_stage import build_trainer
 from contralord.stage2.encoder_stage import EncoderTrainer
 from contralord.training.runtime import LocalRuntime, resolve_device
-
-
-def step_times(step_fn, steps: int) -> list[float]:
-    """Seconds of each of ``steps`` calls of ``step_fn(i)``, after one warm-up call."""
-    step_fn(0)
-    times = []
-    for i in range(1, steps + 1):
-        started = time.perf_counter()
-        step_fn(i)
-        times.append(time.perf_counter() - started)
-    return times
-
-
-def time_steps(step_fn, steps: int) -> float:
-    """Median seconds of ``step_fn(i)`` over ``steps`` calls, after one warm-up call."""
-    return statistics.median(step_times(step_fn, steps))
+from contralord.training.timing import time_steps
 
 
 def _step_flops(step_fn) -> int:
@@ -63,20 +48,6 @@ def gemm_flops_per_s(device: torch.device, n: int = 1024, repeats: int = 10) -> 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _random_latent(setup: Setup, stage1) -> LatentResult:
-    """A stage-1 result of the right shapes from an untrained stage-1 trainer (either structure)."""
-    cfg, data = setup.cfg, setup.data
-    state, (_, content_dim, _) = stage1.state, setup.layout.dims
-    content = state.codes.content.detach()
-    if content.shape[1] != content_dim:  # the labelled-factor codes come from tables, not a per-image table
-        content = torch.rand(len(data), content_dim, generator=torch.Generator().manual_seed(0)) * cfg.latent.init_scale
-    class_codes = getattr(state.decoder, "class_codes", torch.zeros(data.num_classes, 0)).detach()
-    factor_codes = getattr(state.decoder, "factor_codes", None)  # the classifiers that encoder.content_head copies
-    return LatentResult("bench", None, content.cpu(), state.codes.residual.detach().cpu(), class_codes.cpu(),
-                        state.decoder.generator.state_dict(), {}, False,
-                        factor_codes=factor_codes.state_dict() if factor_codes is not None else None)
 
 
 def _encoder_variant(cfg: ContraLordConfig, **changes) -> ContraLordConfig:
@@ -103,7 +74,7 @@ def measure(cfg: ContraLordConfig, steps: int) -> dict[str, float | str]:
     setup = Setup.of(cfg, data)
     spe1, spe2 = len(data) // cfg.latent.batch_size, len(data) // cfg.encoder.batch_size
     stage1 = build_trainer(setup, runtime)
-    latent = _random_latent(setup, stage1)
+    latent = untrained_result(setup, stage1)
     fns = {"latent": lambda i: (stage1.step(0, i % spe1, i), _sync(device))}
     variants = {"contralord": cfg,
                 "lord": _encoder_variant(cfg, **{"loss.con": 0.0, "loss.res": 0.0}),

@@ -132,7 +132,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_device(cfg)
         check_creatable(out, "--checkpoint")
         saved = checkpoint.load(folder / "checkpoints" / CHECKPOINT, required=("online",))
-        setup = Setup.of(cfg, build_data(cfg))
+        setup = Setup.of(cfg, build_data(cfg), draw_labels=False)  # scores a saved run: reads no label
         online = _restore_online(setup, saved["online"], folder)
     except (ValueError, OSError) as error:
         return _fail(str(error))

@@ -1,8 +1,10 @@
 """Every check on a run's input that needs no training, run before the first step, and the run's ``Setup``.
 
-``prepare(cfg, out_dir, resume)`` checks the device and the user's files, builds the data, resolves the config on it
-(``Setup.of``), and checks the config against the data, the evaluation, an earlier run in ``out_dir`` and a cached
-stage 1, in that order; the trainer then only trains. Each failure is one ``ConfigError`` line naming the key, the
+``prepare(cfg, out_dir, resume)`` checks the device and the user's files, builds the data, checks the batch and queue
+sizes and the settings' combinations against it, resolves the config on it (``Setup.of``: the labelled factors), then
+checks the VAE baseline's and the labelled-factor settings, the tables' memory, the backbone, the user's weights and
+the evaluation, an earlier run in ``out_dir``, a cached stage 1 and a ladder this run extends, in that order; the
+trainer then only trains. Each failure is one ``ConfigError`` line naming the key, the
 expected and the found value (docs/BAD_INPUT.md). Path and file checks are in ``file_checks``, those of the end of a
 run (weights, evaluation) in ``evaluation_checks``.
 """

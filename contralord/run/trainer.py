@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,9 @@ from contralord.training.tracking import MetricsLogger, NullLogger
 
 def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | None = None,
           logger: MetricsLogger | None = None, resume: bool = False, setup: Setup | None = None) -> dict[str, Any]:
-    """Run both stages into ``out_dir``; return (and write to summary.json) the final summary. ``setup``: the
-    run's ``prepare``d inputs when the caller has them already (a sweep trial), else prepared here."""
+    """Run both stages into ``out_dir``; return (and write to summary.json) the final summary. ``setup``:
+    ``preflight.prepare(cfg, out_dir, resume)``'s result when the caller has it already (a sweep trial, the CLI); a
+    ``Setup`` built otherwise skips the checks ``prepare`` makes. Without it, ``prepare`` runs here."""
     runtime, logger, out_dir = runtime or LocalRuntime(), logger or NullLogger(), Path(out_dir)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
@@ -49,7 +49,7 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
     spe = sampling.steps_per_epoch(len(setup.data), cfg.encoder.batch_size)
     ladder = RungRecords(out_dir, logger, runtime.report, spe) if cfg.encoder.rungs else None
     extended = _extension(cfg, ladder) if extends(cfg, out_dir) else None
-    at_rungs = _without_floors(setup)
+    at_rungs = setup.with_eval(floors=False)  # Table 1's floors depend on the data and seed: scored once, at the end
 
     def score_rung(rung: int, branch: EncoderTrainer) -> dict[str, float]:
         return ladder.record(rung, _scored(at_rungs, latent, branch, ladder.folder(rung), runtime.device))
@@ -64,13 +64,6 @@ def train(cfg: ContraLordConfig, out_dir: str | Path, runtime: LocalRuntime | No
     logger.log_metrics({k: v for k, v in summary.items() if isinstance(v, float)}, step=0)
     checkpoint.write_json_atomic(summary, out_dir / "summary.json")
     return summary
-
-
-def _without_floors(setup: Setup) -> Setup:
-    """The setup a rung is scored with: Table 1's floors depend on the data and seed only, so they are scored once,
-    with the run's own evaluation."""
-    cfg = setup.cfg
-    return dataclasses.replace(setup, cfg=dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, floors=False)))
 
 
 def _extension(cfg: ContraLordConfig, ladder: RungRecords) -> dict:

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
 
 REPO = Path(__file__).resolve().parents[2]
-KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}  # as tune/mlflow_logger.EXPERIMENT_KIND
+KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}  # as tune/trial/mlflow_logger.EXPERIMENT_KIND
 
 
 def sweep_experiments(repo: Path = REPO) -> list[str]:

@@ -24,7 +24,7 @@ from tune import rounds, spaces
 from tune.checks import DRIVER_CPU, DRIVER_RESOURCE, SweepInterrupted, TrialsFailed, check_storage_shared, is_uri
 from tune.driver import publish
 from tune.driver.records import ParentRun
-from tune.plan import REPO, SweepPlan, git_commit, local_work_dir
+from tune.plan import REPO, SweepPlan, git_commit, local_machine, local_work_dir
 from tune.pricing.estimate import concurrency
 from tune.trial import mlflow_logger as ml
 from tune.trial import reuse
@@ -353,7 +353,7 @@ def _start(plan: SweepPlan) -> _Sweep:
                        local_work_dir(plan.storage, plan.name), plan.tracking_uri, experiment_id, parent,
                        {}, plan.options.workers_per_trial, plan.options.gpus_per_worker > 0,
                        plan.options.cpus_per_worker, plan.options.max_failures, git_commit(), run_tags)
-    local = reuse.local_machine(plan.options)
+    local = local_machine(plan.options)
     code = reuse.code_version()
     records.log_code_version(reuse.CODE_TAG, code)
     if not plan.options.no_reuse and plan.kind != "optuna":

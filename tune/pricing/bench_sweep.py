@@ -23,7 +23,6 @@ from ablations.store import tracking_client  # noqa: E402
 from contralord.config import ContraLordConfig  # noqa: E402
 from contralord.presets import resolve_presets  # noqa: E402
 from contralord.run.trainer import train  # noqa: E402
-from contralord.setup import Setup, build_data  # noqa: E402
 from tune import spaces  # noqa: E402
 
 
@@ -35,11 +34,11 @@ def plain(kind: str, preset: str, root: Path) -> dict[str, float]:
     for i, (name, overrides) in enumerate(variants):
         started = time.perf_counter()
         cfg = ContraLordConfig.from_overrides(base | overrides)
-        train(cfg, root / name, setup=Setup.of(cfg, build_data(cfg)))
+        train(cfg, root / name)
         times[name] = time.perf_counter() - started
         if i == 0:  # the first run trained stage 1: time it alone by timing a stage-2-only rerun
             started = time.perf_counter()
-            train(cfg, root / f"{name}-again", setup=Setup.of(cfg, build_data(cfg)))
+            train(cfg, root / f"{name}-again")
             times["stage2_first"] = time.perf_counter() - started
     return times
 

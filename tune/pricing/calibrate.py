@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 
 from contralord import machine
-from contralord.cli.bench import step_times
 from contralord.config import ContraLordConfig
 from contralord.setup import Setup
 from contralord.training import checkpoint, sampling
 from contralord.training.runtime import LocalRuntime
+from contralord.training.timing import step_times
 
 _CACHE_ONLY = contextvars.ContextVar("cache_only", default=False)  # --no-calibrate: time nothing
 CACHE_ENV = "CONTRALORD_CACHE"  # the folder of calibrations.json (default ~/.cache/contralord)
@@ -246,13 +246,14 @@ def _runtime(gpu: bool) -> LocalRuntime:
     return LocalRuntime(device=torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu"))
 
 
-def stage1_seconds(cfg: ContraLordConfig, setup: Setup, threads: int,
+def stage1_seconds(sweep_cfg: ContraLordConfig, setup: Setup, threads: int,
                    gpu: bool = False) -> tuple[Timing, Callable[[], object]]:
-    """Predicted stage 1 (cached per shape: ``cfg``, the config as the sweep gives it), and a function building its
-    untrained trainer once, for a stage-2 calibration that needs it."""
+    """Predicted stage 1, cached per shape (``sweep_cfg``: the config as the sweep gives it, ``latent.structure``
+    unresolved, as the cached timings were keyed), and a function building its untrained trainer once, for a stage-2
+    calibration that needs it."""
     from contralord.stage1.latent_stage import build_trainer
 
-    data = setup.data
+    data, lat = setup.data, setup.cfg.latent
 
     @functools.cache
     def trainer():
@@ -260,18 +261,18 @@ def stage1_seconds(cfg: ContraLordConfig, setup: Setup, threads: int,
             return build_trainer(setup, _runtime(gpu))
 
     def measure_at(n: int) -> tuple[float, float, float]:
-        built, spe = trainer(), sampling.steps_per_epoch(len(data), cfg.latent.batch_size)
+        built, spe = trainer(), sampling.steps_per_epoch(len(data), lat.batch_size)
         with _threads(n):
             return _spread(step_times(lambda i: built.step(0, i % spe, i), STEPS))
 
-    per_step = cached(_step_key("stage1", cfg, ("data", "latent"), threads, gpu), lambda: measure_at(threads),
+    per_step = cached(_step_key("stage1", sweep_cfg, ("data", "latent"), threads, gpu), lambda: measure_at(threads),
                       f"{STEPS} stage-1 steps at {threads} thread(s)", threads, None if gpu else measure_at)
-    steps = sampling.steps_per_epoch(len(data), cfg.latent.batch_size) * cfg.latent.epochs
+    steps = sampling.steps_per_epoch(len(data), lat.batch_size) * lat.epochs
     stage1 = per_step.scaled(steps, STAGE1_FIXED_S)
     references = reference_steps(setup)
     if not references:
         return stage1, trainer
-    step = cached(_step_key("reference", cfg, ("data", "latent"), threads, gpu),
+    step = cached(_step_key("reference", sweep_cfg, ("data", "latent"), threads, gpu),
                   lambda: _reference_step(setup, threads, gpu), f"{STEPS} reference steps at {threads} thread(s)",
                   threads, None if gpu else lambda n: _reference_step(setup, n, gpu))
     return stage1.plus(step.scaled(references)), trainer
@@ -317,8 +318,7 @@ def trial_seconds(setup: Setup, stage1: Callable[[], object] | None, threads: in
                   with_eval: bool = True, gpu: bool = False) -> dict[str, Timing]:
     """Predicted ``train`` and ``eval`` of one trial at ``threads`` torch threads (each cached); ``stage1``
     builds the untrained stage-1 trainer its random codes come from (None: the trial needs no stage 1)."""
-    from contralord.cli.bench import _random_latent
-    from contralord.latent_result import scored_factor_model
+    from contralord.latent_result import scored_factor_model, untrained_result
     from contralord.stage2.encoder_stage import EncoderTrainer
 
     cfg, data = setup.cfg, setup.data
@@ -326,7 +326,7 @@ def trial_seconds(setup: Setup, stage1: Callable[[], object] | None, threads: in
 
     @functools.cache
     def built():
-        latent = _random_latent(setup, stage1()) if stage1 is not None else None
+        latent = untrained_result(setup, stage1()) if stage1 is not None else None
         return latent, EncoderTrainer(setup, latent, runtime)
 
     def measure_steps_at(n: int) -> tuple[float, float, float]:
@@ -364,13 +364,18 @@ def launch_seconds() -> Timing:
     return cached(_cache_key("launch"), measure, "a trial process's start (its imports)")
 
 
-def data_seconds(cfg: ContraLordConfig) -> float:
-    """Building the trial's dataset (``time/data``)."""
+def data_seconds(cfg: ContraLordConfig) -> Timing:
+    """Building the trial's dataset (``time/data``), cached per data section as every other timing: a second dry run
+    prices the trials exactly as the first (it once timed the build again, and its estimate moved with the load)."""
     from contralord.setup import build_data
 
-    started = time.perf_counter()
-    build_data(cfg)
-    return time.perf_counter() - started
+    def measure() -> tuple[float, float, float]:
+        started = time.perf_counter()
+        build_data(cfg)
+        seconds = time.perf_counter() - started
+        return seconds, seconds, seconds
+
+    return cached(_step_key("data", cfg, ("data",), 1, False), measure, "building the training data")
 
 
 def _env() -> dict[str, str]:
@@ -386,10 +391,8 @@ def _eval_sized(setup: Setup, fraction: float) -> Setup:
     split (``all-factors``: num_test; ``partial-labels``: 20% of the scored images) holds at least as many
     images as the largest factor has values (dSprites' positions: 32)."""
     cfg, values = setup.cfg, max(setup.data.factor_sizes, default=1)
-    sized = ContraLordConfig.from_overrides(cfg.to_flat_dict() | {
-        "eval.num_train": max(100, 4 * values, round(cfg.eval.num_train * fraction)),
-        "eval.num_test": max(50, 2 * values, round(cfg.eval.num_test * fraction))})
-    return replace(setup, cfg=sized)
+    return setup.with_eval(num_train=max(100, 4 * values, round(cfg.eval.num_train * fraction)),
+                           num_test=max(50, 2 * values, round(cfg.eval.num_test * fraction)))
 
 
 def eval_seconds(setup: Setup, online, device: torch.device, factor_codes: torch.nn.Module | None = None) -> float:

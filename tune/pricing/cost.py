@@ -14,9 +14,9 @@ from pathlib import Path
 from contralord.config import ContraLordConfig
 from contralord.latent_result import ARTIFACT, latent_key
 from contralord.schedules import parse_rungs
-from contralord.setup import Setup, build_data, needs_latent
+from contralord.setup import Setup, build_data, needs_latent, resolved_config
 from tune.checks import is_uri
-from tune.plan import SweepPlan, local_work_dir
+from tune.plan import SweepPlan, local_machine, local_work_dir
 from tune.pricing import calibrate, history
 from tune.pricing.estimate import WORKER_GROUP_S, SweepEstimate, TrialCost, combine, concurrency, later_rounds
 from tune.rounds import next_ladder
@@ -46,7 +46,7 @@ def reused_runs(plan: SweepPlan) -> dict[tuple[str, int], str] | None:
     client = history.open_store(plan.tracking_uri)
     if client is None:
         return {}
-    local = reuse.local_machine(plan.options)
+    local = local_machine(plan.options)
     configs = [{"variant": variant, "run.seed": seed} for variant, seed in trial_list(plan)]
     planned = reuse.plan_trials(configs, lambda c: _config(plan, c["variant"], c["run.seed"]).to_flat_dict(),
                                 reuse.code_version(), local)
@@ -64,7 +64,7 @@ def extended_runs(plan: SweepPlan, client, reused: dict | None) -> dict[tuple[st
         return {}
     planned = reuse.plan_trials([{"variant": v, "run.seed": s} for v, s in pairs],
                                 lambda c: _config(plan, c["variant"], c["run.seed"]).to_flat_dict(),
-                                reuse.code_version(), reuse.local_machine(plan.options))
+                                reuse.code_version(), local_machine(plan.options))
     return reuse.find_extensions(client, planned)
 
 
@@ -99,8 +99,9 @@ def stage1_threads(plan: SweepPlan) -> int:
     return cpus if single else max(1, int(plan.options.cpus_per_worker))
 
 
-def _stage1_shape(setup: Setup) -> str:
-    return setup.cfg.section_hash("data", "latent")
+def _stage1_shape(cfg: ContraLordConfig, data) -> str:
+    """What stage 1's cost depends on: its sections, ``latent.structure`` resolved on ``data`` (no other check)."""
+    return resolved_config(cfg, data).section_hash("data", "latent")
 
 
 def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
@@ -126,7 +127,7 @@ def _stage1_costs(plan: SweepPlan, client, reused: dict | None,
         # a stage-1 run logs its unresolved config (tune/trial/stage1.py)
         past = history.stage1_seconds(client, cfg.to_flat_dict(), stage1_threads(plan)) if client else None
         if past is None:
-            shape = _stage1_shape(setup)
+            shape = _stage1_shape(cfg, setup.data)
             try:
                 if shape not in calibrated:
                     calibrated[shape] = calibrate.stage1_seconds(cfg, setup, stage1_threads(plan),
@@ -164,12 +165,12 @@ def _trial_costs(plan: SweepPlan, client, trainers: dict[str, object], reused: d
             try:
                 own, trainer = _own_stage1(plan, cfg, setup, trainers, threads, gpu)
                 timed = calibrate.trial_seconds(setup, trainer, threads, eval_s is None, gpu)
+                rest = calibrate.data_seconds(cfg).seconds + calibrate.LOG_S
             except calibrate.NotCalibrated:
                 per_variant[variant] = (UNPRICED, "not priced: no past run and no cached calibration (--no-calibrate)")
                 continue
             parts = {name: _note(seen, timing, "trials").seconds for name, timing in timed.items()}
             eval_s = parts.get("eval", 0.0) if eval_s is None else eval_s
-            rest = calibrate.data_seconds(cfg) + calibrate.LOG_S
             found = (parts["train"] + eval_s + rest + own, f"calibration: train {parts['train']:.0f} s + eval "
                      f"{eval_s:.0f} s + data, log {rest:.0f} s" + (f" + its own stage 1 {own:.0f} s" if own else ""))
         per_variant[variant] = (found[0] + launch, f"{found[1]} + launch {launch:.0f} s")
@@ -184,8 +185,8 @@ def _own_stage1(plan: SweepPlan, cfg: ContraLordConfig, setup: Setup, trainers: 
     whose stage 1 differs from the sweep's (Table 2's LORD row) trains its own inside the trial."""
     if not needs_latent(cfg):
         return 0.0, None
-    shape = _stage1_shape(setup)
-    own = shape != _stage1_shape(Setup.of(_config(plan, None, cfg.run.seed), setup.data))
+    shape = _stage1_shape(cfg, setup.data)
+    own = shape != _stage1_shape(_config(plan, None, cfg.run.seed), setup.data)
     cached = (Path(latent_cache(plan)) / latent_key(setup) / ARTIFACT).is_file()
     if shape in trainers and not own:
         return 0.0, trainers[shape]

@@ -26,7 +26,6 @@ numbers equal a straight run's, so its reuse key is a straight run's too.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -40,7 +39,6 @@ from ablations.tables import IGNORED_KEYS
 from contralord import machine
 from contralord.config import HASH_IGNORED, ContraLordConfig
 from contralord.schedules import branch_start, parse_rungs
-from tune.options import SweepOptions
 from tune.trial import stage1
 from tune.trial.mlflow_logger import PARENT_TAG, create_run, end_run, log_batch, log_outputs, send_batches
 
@@ -115,15 +113,6 @@ def trial_machine(cfg: ContraLordConfig, cpus_per_worker: float, use_gpu: bool) 
     threads = cfg.run.threads or cpus
     gpu = torch.cuda.get_device_name(0) if use_gpu and torch.cuda.is_available() else "none"
     return dataclasses.replace(machine.describe(), threads=str(threads), gpu=gpu, blas_threads=str(cpus))
-
-
-def local_machine(options: SweepOptions) -> Callable[[ContraLordConfig], machine.Machine] | None:
-    """config -> the machine a trial of this sweep would run on, when Ray is local; None on a cluster
-    (``--address``), where a trial's node is not known before it is placed."""
-    if not options.local_ray:
-        return None
-    return functools.partial(trial_machine, cpus_per_worker=options.cpus_per_worker,
-                             use_gpu=options.gpus_per_worker > 0)
 
 
 def plan_trials(configs: list[dict], overrides_of: Callable[[dict], dict], code: str,
