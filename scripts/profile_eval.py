@@ -72,13 +72,14 @@ def _package_api():
     in folders) or an earlier commit's (``(cfg, data)`` and flat modules), so that ``--before`` profiles either."""
     import importlib
 
-    try:
-        importlib.import_module("contralord.setup")
+    import contralord
+
+    if (Path(contralord.__file__).parent / "setup.py").is_file():  # not an import: an editable install would find it
         places = {"read_run_config": "contralord.run.file_checks", "build_data": "contralord.setup",
                   "train_latent": "contralord.stage1.latent_stage", "build_online": "contralord.stage2.encoder_stage",
                   "summarize": "contralord.run.summary", "load": "contralord.training.checkpoint"}
         new = True
-    except ImportError:
+    else:
         places = {"read_run_config": "contralord.preflight", "build_data": "contralord.trainer",
                   "train_latent": "contralord.latent_stage", "build_online": "contralord.encoder_stage",
                   "summarize": "contralord.trainer", "load": "contralord.checkpoint"}
