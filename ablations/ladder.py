@@ -29,6 +29,10 @@ from ablations.tables import Table, build_table
 PREFIX = "rung/"  # contralord/run/ladder.py logs rung/<metric> at step = the rung's steps
 CONVERGENCE = ("encoder/eval/disentanglement", "encoder/eval/content_corr_min")
 THRESHOLD = 0.02
+# what a reader checking convergence reads seed by seed (the ladder's "Per seed" section): the pooled D, the weakest
+# dimension of h_c against its stage-1 target, and how much of the labelled factors the residual h_r still holds
+PER_SEED = (("D", "encoder/eval/disentanglement"), ("content_corr_min", "encoder/eval/content_corr_min"),
+            ("h_r leakage", "encoder/eval/residual_leakage"))
 BUDGET_METRIC = "encoder/train/epoch"  # logged at step = the optimiser steps done, once per epoch
 
 
@@ -77,7 +81,8 @@ def _budget(client: MlflowClient, run: TrialRun) -> int:
 def build_ladder(client: MlflowClient, runs: list[TrialRun], spec: specs.TableSpec, source: str,
                  with_paper: bool = False, ignore: tuple[str, ...] = (), threshold: float = THRESHOLD) -> Ladder:
     """The spec's table at every rung the runs logged; AblationError when no run has a rung."""
-    values = rung_values(client, runs, tuple(dict.fromkeys([*specs.METRICS.values(), *CONVERGENCE])))
+    wanted = [*specs.METRICS.values(), *CONVERGENCE, *(metric for _, metric in PER_SEED)]
+    values = rung_values(client, runs, tuple(dict.fromkeys(wanted)))
     rungs = sorted({rung for per_run in values.values() for rung in per_run})
     if not rungs:
         raise AblationError("--rungs: no run of the table logged a rung (rung/<metric>); train with "
@@ -186,10 +191,38 @@ def to_markdown(ladder: Ladder) -> str:
     cost_rule = ("time/total summed over the runs whose budget (top rung) it is: a ladder run's covers its lower "
                  "rungs, a ladder of separate runs pays every rung in full")
     return "\n\n".join(parts + ["## Convergence by rung\n\n" + "\n".join(lines) + f"\n\n- {rule}",
+                                "## Per seed\n\n" + per_seed_markdown(ladder),
                                 "## Paired verdicts by rung\n\n" + "\n".join(verdicts or ["- none"])
                                 + f"\n- {stable_rule}",
                                 "## Cost by rung\n\n" + "\n".join(cost or ["- no run logged time/total"])
                                 + f"\n- {cost_rule}"])
+
+
+def per_seed_markdown(ladder: Ladder) -> str:
+    """One line per row and seed: ``PER_SEED``'s values at every rung (``–`` where a run did not log one)."""
+    names = [name for name, _ in PER_SEED]
+    header = "| row | seed | " + " | ".join(f"{name} at {rung}" for name in names for rung in ladder.rungs) + " |"
+    lines = [header, "|---|---|" + "---|" * (len(names) * len(ladder.rungs))]
+    by_seed = _by_seed(ladder)
+    labels = list(dict.fromkeys(label for rows in by_seed.values() for label in rows))
+    for label in labels:
+        seeds = sorted({seed for rows in by_seed.values() for seed in rows.get(label, {})}, key=_seed_order)
+        for seed in seeds:
+            cells = [_value_cell(by_seed[rung].get(label, {}).get(seed, {}).get(metric))
+                     for _, metric in PER_SEED for rung in ladder.rungs]
+            lines.append(f"| {label} | {seed} | " + " | ".join(cells) + " |")
+    note = ("- h_r leakage: the held-out accuracy of a logistic regression from the residual h_r to each labelled "
+            "factor, averaged over them (encoder/eval/residual_leakage; lower is cleaner, each factor's chance is "
+            "logged beside it); content_corr_min: the weakest dimension of h_c against its stage-1 target")
+    return "\n".join(lines) + "\n\n" + note
+
+
+def _seed_order(seed: str) -> tuple:
+    return (0, int(seed), "") if str(seed).isdigit() else (1, 0, str(seed))
+
+
+def _value_cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _move_cell(change: float | None, threshold: float) -> str:

@@ -14,7 +14,8 @@ LOCAL_ADDRESSES = (None, "", "local")  # --address values that start Ray on this
 
 @dataclass(frozen=True)
 class SweepOptions:
-    """One field per flag of ``tune/driver/run.py``'s parser (named as its ``dest``), with the parser's default."""
+    """One field per flag of ``tune/driver/run.py``'s parser (named as its ``dest``); the parser takes its defaults
+    from these fields (``build_parser``'s ``set_defaults``), so a default is stated once."""
 
     preset: str = "cpu"
     method: tuple[str, ...] = ()  # --method, repeated: presets after the scale

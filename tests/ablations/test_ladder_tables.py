@@ -57,6 +57,9 @@ def test_ladder_command__prints_writes_and_refuses(store, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "## At rung 20 (20 steps)" in text and "## At rung 80 (80 steps)" in text
     assert "| loss.con=0 | – | 0.100 ✗ | 0.010 ✓ |" in text and "→ **moving**" in text
+    # every seed's values at every rung, read from the runs' rung histories (leakage not logged here: –)
+    assert "| loss.con=0 | 2 | 0.320 | 0.420 | 0.430 | 0.900 | 0.900 | 0.900 | – | – | – |" in text
+    assert text.index("## Per seed") < text.index("## Paired verdicts by rung")
     assert (tmp_path / "out" / "by-loss.con_rungs.md").read_text().strip() == text.strip()
     assert (tmp_path / "out" / "by-loss.con_rungs.png").stat().st_size > 0
     assert make_tables.main(argv) == 2  # written before: refused without --overwrite

@@ -1,4 +1,4 @@
-"""The sweep's typed options (tune/options.py): one field per flag of the parser, with the parser's defaults."""
+"""The sweep's typed options (tune/options.py): one field per flag of the parser, whose defaults come from them."""
 
 import dataclasses
 

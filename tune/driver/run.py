@@ -44,56 +44,62 @@ from tune.checks import (
 from tune.options import SweepOptions
 from tune.plan import SweepPlan
 
+DEFAULTS = SweepOptions()
+
 
 def build_parser(kind: str) -> argparse.ArgumentParser:
     parser = OneLineParser(prog=f"tune/sweep_{kind}.py", description=f"ContraLORD sweep: {kind}")
-    parser.add_argument("--preset", default="cpu", help=f"scale preset: {', '.join(SCALE_PRESETS)} (default cpu)")
-    parser.add_argument("--method", action="append", default=[], help="extra presets after the scale (e.g. lord)")
-    parser.add_argument("--seeds", type=int, default=1, help="repeat every variant with seeds 0..N-1")
-    parser.add_argument("--row", action="append", default=[], metavar="NAME", help="run only this row (a variant "
+    parser.add_argument("--preset", help=f"scale preset: {', '.join(SCALE_PRESETS)} (default {DEFAULTS.preset})")
+    parser.add_argument("--method", action="append", help="extra presets after the scale (e.g. lord)")
+    parser.add_argument("--seeds", type=int, help="repeat every variant with seeds 0..N-1")
+    parser.add_argument("--row", action="append", metavar="NAME", help="run only this row (a variant "
                         "name as the dry run lists it; repeat for more), e.g. a longer budget for the rows a verdict "
                         "needs; default every row")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    parser.add_argument("--address", default=None, help="join a running Ray cluster (host:port or auto)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default sqlite:////$PWD/mlflow.db)")
-    parser.add_argument("--storage", default=None, help="absolute path or s3:// URI (default $PWD/ray_results)")
-    parser.add_argument("--name", default=None, help="sweep name (default sweep-<kind>-<preset>)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--address", help="join a running Ray cluster (host:port or auto)")
+    parser.add_argument("--tracking-uri", help="MLflow URI (default sqlite:////$PWD/mlflow.db)")
+    parser.add_argument("--storage", help="absolute path or s3:// URI (default $PWD/ray_results)")
+    parser.add_argument("--name", help="sweep name (default sweep-<kind>-<preset>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
-    parser.add_argument("--max-concurrent", type=int, default=0, help="trials at once (0 = as resources allow)")
-    parser.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers (DDP) per trial")
-    parser.add_argument("--gpus-per-worker", type=float, default=0.0)
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
-    parser.add_argument("--max-failures", type=int, default=2, help="retries of a trial after a lost worker")
+    parser.add_argument("--max-concurrent", type=int, help="trials at once (0 = as resources allow)")
+    parser.add_argument("--workers-per-trial", type=int, help="Ray Train workers (DDP) per trial")
+    parser.add_argument("--gpus-per-worker", type=float)
+    parser.add_argument("--cpus-per-worker", type=float)
+    parser.add_argument("--max-failures", type=int, help="retries of a trial after a lost worker")
     parser.add_argument("--shared-fs", action="store_true", help="--storage is a path every node mounts")
-    parser.add_argument("--driver-resource", default="", help="custom resource pinning multi-worker trial "
+    parser.add_argument("--driver-resource", help="custom resource pinning multi-worker trial "
                         "drivers to a node (ray_cluster.yaml's head has train_driver)")
-    parser.add_argument("--num-samples", type=int, default=8, help="Optuna: trials to sample")
-    parser.add_argument("--metric", default="encoder/train/rec", help="Optuna/ASHA: a per-epoch metric to optimise "
+    parser.add_argument("--num-samples", type=int, help="Optuna: trials to sample")
+    parser.add_argument("--metric", help="Optuna/ASHA: a per-epoch metric to optimise "
                         "(encoder/train/...; Optuna and ASHA read it at every epoch)")
-    parser.add_argument("--mode", default="min", choices=("max", "min"))
+    parser.add_argument("--mode", choices=("max", "min"))
     parser.add_argument("--no-reuse", action="store_true", help="run every trial, even one an earlier finished "
                         "run with the same config, seed, data and code (and machine) stands for")
     parser.add_argument("--until-decided", action="store_true", help="after --seeds, add one seed per round to the "
                         "rows whose verdict (best row's 95%% interval against the others') is still open")
-    parser.add_argument("--max-seeds", type=int, default=0, help="--until-decided: at most this many seeds a row")
-    parser.add_argument("--decide-metric", default="", metavar="COLUMN[,COLUMN]", help="--until-decided: the "
+    parser.add_argument("--max-seeds", type=int, help="--until-decided: at most this many seeds a row")
+    parser.add_argument("--decide-metric", metavar="COLUMN[,COLUMN]", help="--until-decided: the "
                         "table columns whose verdicts must be decided (default D)")
-    parser.add_argument("--decide-rule", default="", metavar="unpaired|paired", help="--until-decided: decide a "
+    parser.add_argument("--decide-rule", metavar="unpaired|paired", help="--until-decided: decide a "
                         "row by the unpaired 95%% intervals (default) or paired by seed (rows of a seed share its "
                         "stage 1; ablations/stats.py)")
-    parser.add_argument("--max-rung", type=int, default=0, metavar="STEPS", help="--until-decided on a budget "
+    parser.add_argument("--max-rung", type=int, metavar="STEPS", help="--until-decided on a budget "
                         "ladder (encoder.rungs): while an open row still moves at the top rung (D or content_corr_min "
                         "by more than 0.02 from the rung before), every row first climbs a rung (the ladder's ratio, "
                         "at most STEPS; its trials extend their runs) before open rows get seeds")
-    parser.add_argument("--register-best", default="", metavar="METRIC[:max|min]", help="register the encoder of "
+    parser.add_argument("--register-best", metavar="METRIC[:max|min]", help="register the encoder of "
                         "the trial with the best METRIC (default max) in the MLflow Model Registry")
     parser.add_argument("--no-calibrate", action="store_true", help="time nothing for the estimate: price stage 1 "
                         "and trials from the store's past runs and the cached calibrations only, and say what is left "
                         "unpriced (the estimate is then a lower bound)")
     parser.add_argument("--dry-run", action="store_true", help="print the trials, reuse, stage-1 runs, resources "
                         "and a wall-time estimate, then exit without starting Ray")
-    parser.add_argument("--trainer", default="auto", help="auto | train (Ray Train TorchTrainer) | tune (in the "
+    parser.add_argument("--trainer", help="auto | train (Ray Train TorchTrainer) | tune (in the "
                         "Tune trial, 1 worker); auto: TorchTrainer when >1 worker or its start-up is <5%% of a trial")
+    # the defaults are SweepOptions' (stated once): a flag's list starts empty, a repeated flag's tuple
+    parser.set_defaults(**{field.name: list(value) if isinstance(value, tuple) else value
+                           for field in dataclasses.fields(SweepOptions)
+                           for value in [getattr(DEFAULTS, field.name)]})
     return parser
 
 
