@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates RESULTS.md's tables on this machine under the paper's protocol (eval.protocol=partial-labels,
 # the default): Table 2 on procedural Shapes3D and dSprites, then Tables 4, 5 and 6 on Shapes3D, the schedule
-# check (WSD against cosine) and stage 1 against its reference, each at
+# check (WSD against cosine), stage 1 against its reference, and Tables 4 and 2 on budget ladders, each at
 # the cpu preset with SEEDS seeds (default 3; each seed retrains stage 1) into ./mlflow.db, and the tables
 # into results/. Tables 4-6 then add one seed per round to the rows whose D verdict is still open, up to
 # MAX_SEEDS (default 5; --until-decided), and results/cost_to_verdict.md sets that cost beside fixed seeds.
@@ -38,12 +38,27 @@ ladder() {
   "$PY" tune/sweep_losses.py --preset cpu --seeds "$SEEDS" --set encoder.steps=2560 --row rec+sup \
       --row rec+sup+con+res --name "results-ladder-2560-$STAMP" $DRY
 }
-if [ -n "$DRY" ]; then ladder; exit 0; fi
+# issue 28 item 7: Table 2 (ContraLORD against Gabbay et al.) on a ladder of separate cosine runs, up to 6400 steps
+# (the paper's 200 epochs at N = 2048, batch 64); every rung of a seed regresses that seed's one stage 1
+methods_ladder() {
+  for steps in 160 640 2560 6400; do
+    "$PY" tune/sweep_methods.py --preset cpu --seeds "$SEEDS" --row gabbay --row contralord \
+        --set encoder.steps=$steps --name "results-methods-ladder-$steps-$STAMP" $DRY
+  done
+}
+if [ -n "$DRY" ]; then ladder; methods_ladder; exit 0; fi
 URI="sqlite:///$PWD/mlflow.db"
-# Table 2 reads both datasets' sweeps (every finished trial of the experiment; the tables refuse to pool
-# runs that differ in anything but the row keys and the seed, or that ran on different machines)
-"$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table2 --experiment contralord-methods \
-    --paper --format markdown --format csv --out results/ --overwrite
+sweeps() {  # the parent runs of this call's sweeps named $2, $3, ... in experiment $1, joined by commas
+  "$PY" -c "import sys; from ablations.store import tracking_client; c = tracking_client(sys.argv[1]); \
+e = c.get_experiment_by_name(sys.argv[2]).experiment_id; \
+print(','.join(c.search_runs([e], f\"tags.sweep_path LIKE '%/{n}'\")[0].info.run_id for n in sys.argv[3:]))" \
+      "$URI" "$@"
+}
+# Table 2 reads both datasets' sweeps of this call (the tables refuse to pool runs that differ in anything but the
+# row keys and the seed, or that ran on different machines; the data set separates rows)
+"$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table2 --paper --format markdown --format csv \
+    --sweep-run "$(sweeps contralord-methods "results-methods-shapes3d-$STAMP" "results-methods-dsprites-$STAMP")" \
+    --out results/ --overwrite
 for table in readings content_head table4 table5 table6; do
   "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec $table --sweep-run latest \
     --paper --format markdown --format csv --out results/ --overwrite  # regenerates: replace the tables
@@ -62,8 +77,10 @@ print(latest_sweep_run(tracking_client(sys.argv[1]), 'contralord-schedule'))" "$
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec stage1 --sweep-run "$SCHEDULE_RUN" --out results/ --overwrite
 "$PY" ablations/cost_report.py --tracking-uri "$URI" --spec table4 --spec table5 --spec table6 --out results/
 ladder
-LADDER=$("$PY" -c "import sys; from ablations.store import tracking_client; c = tracking_client(sys.argv[1]); \
-e = c.get_experiment_by_name('contralord-losses').experiment_id; \
-print(','.join(c.search_runs([e], f\"tags.sweep_path LIKE '%/results-ladder-{s}-{sys.argv[2]}'\")[0].info.run_id \
-for s in (160, 640, 2560)))" "$URI" "$STAMP")
+LADDER=$(sweeps contralord-losses "results-ladder-160-$STAMP" "results-ladder-640-$STAMP" "results-ladder-2560-$STAMP")
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table4 --sweep-run "$LADDER" --rungs --out results/ --overwrite
+methods_ladder
+LADDER=$(sweeps contralord-methods "results-methods-ladder-160-$STAMP" "results-methods-ladder-640-$STAMP" \
+    "results-methods-ladder-2560-$STAMP" "results-methods-ladder-6400-$STAMP")
+"$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table2 --sweep-run "$LADDER" --rungs \
+    --out results/table2-ladder/ --overwrite
