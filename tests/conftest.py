@@ -29,10 +29,11 @@ TINY = {
 # 4.8 CPU-s instead of 19.6.
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 SLOW_TIMEOUT_S = 900  # a slow test (a real sweep or two on 2 busy cores) that runs past this is hung
-# Files handed to the xdist workers first, longest first (CI's --durations, 2026-12-04), so that the longest
+# Files handed to the xdist workers first, longest first (CI's --durations, 2026-12-07), so that the longest
 # work starts at once and the short files fill in at the end. A stale order costs time, never coverage.
-LONGEST_FIRST = ("test_sweep_recovery.py", "test_ray_up_local.py", "test_sweep_reuse.py",
-                 "test_sweep_smoke.py", "test_multinode.py")
+LONGEST_FIRST = ("test_sweep_recovery.py", "test_multinode.py", "test_tracking_server_outage.py",
+                 "test_ray_up_local.py", "test_two_sweeps_one_store.py", "test_postgres_store.py",
+                 "test_sweep_smoke.py", "test_sweep_reuse.py", "test_sweep_dryrun.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -72,7 +72,7 @@ def _ray_start(own_processes, command: list[str], env: dict) -> None:
 def test_sweep__across_two_nodes_with_an_mlflow_server__then_a_worker_node_killed(tmp_path, cluster, own_processes):
     env, address, uri, worker_node = cluster
     base = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke", "--address", address,
-            "--tracking-uri", uri, "--storage", str(tmp_path / "ray"), *FAST]
+            "--tracking-uri", uri, "--storage", str(tmp_path / "ray"), *FAST, "--no-calibrate"]
     local_only = own_processes.run(base, timeout=300, env=env, cwd=tmp_path)
     assert local_only.returncode == 2 and "2 nodes" in local_only.stderr  # a local path is not shared storage
     # two trials at once, one a node (1 CPU each): 2 workers x 0.45 CPU and the trial's driver, 0.01
@@ -98,7 +98,7 @@ def _worker_node_killed_mid_trial(tmp_path, env, address, uri, worker_node, own_
     storage = tmp_path / "ray"
     command = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke", "--address", address,
                "--tracking-uri", uri, "--storage", str(storage), "--shared-fs", "--name", "node-loss", "--trainer",
-               "tune", *SMALL, "--set", f"encoder.epochs={NODE_LOSS_EPOCHS}"]
+               "tune", "--no-calibrate", *SMALL, "--set", f"encoder.epochs={NODE_LOSS_EPOCHS}"]
     with open(tmp_path / "node-loss.log", "w") as log:
         driver = own_processes.start(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 900
@@ -158,7 +158,7 @@ def _node_lost_under_a_ddp_trial(tmp_path, env, address, uri, own_processes) -> 
     command = [sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke", "--address", address,
                "--tracking-uri", uri, "--storage", str(storage), "--shared-fs", "--name", "node-loss-ddp", "--row",
                "K=128", "--trainer", "train", "--workers-per-trial", "2", "--cpus-per-worker", "0.6",
-               "--driver-resource", "head", *SMALL, "--set", f"encoder.epochs={DDP_EPOCHS}"]
+               "--driver-resource", "head", "--no-calibrate", *SMALL, "--set", f"encoder.epochs={DDP_EPOCHS}"]
     with open(tmp_path / "node-loss-ddp.log", "w") as log:
         driver = own_processes.start(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 900

@@ -226,7 +226,7 @@ def test_ray_up__exec_sweep__down_on_two_hosts(tmp_path, test_hosts, monkeypatch
         started = time.monotonic()
         storage = dir_ / "shared" / "ray"  # both hosts see DIR at its path: a shared file system
         sweep = ("cd ~/contralord && python tune/sweep_negatives.py --preset smoke --address auto "
-                 f"--tracking-uri $MLFLOW_TRACKING_URI --storage {storage} --shared-fs {' '.join(FAST)}")
+                 f"--tracking-uri $MLFLOW_TRACKING_URI --storage {storage} --shared-fs --no-calibrate {' '.join(FAST)}")
         _run([RAY, "exec", str(config), sweep], env, timeout=1200)
         times["sweep (ray exec)"] = time.monotonic() - started
 

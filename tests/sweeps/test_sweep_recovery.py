@@ -34,6 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 SETS = {"data.size": "320", "latent.epochs": "2", "encoder.schedule": "wsd", "encoder.rungs": "10,20",
         "eval.num_train": "64", "eval.num_test": "32", "eval.grid_size": "2"}
 NAME = "recovers"
+# no calibration where the test reads no estimate (it re-times the steps in every fresh cache: about 45 s a
+# sweep on CI); the ladder extension below keeps it, its dry run prices the new steps
+UNPRICED = ("--no-calibrate",)
 
 
 def _cmd(root: Path, *extra: str, sets: dict[str, str] = SETS, name: str = NAME) -> list[str]:
@@ -57,7 +60,7 @@ def _stop_driver_at(root: Path, moment, what: str, stop: int = signal.SIGKILL) -
     Returns the exit code and what the driver wrote to stderr."""
     resume = ["--resume"] if any(r.data.tags["sweep_path"].endswith(f"/{NAME}") for r in _runs(root, "sweep")) else []
     with open(root / "out.log", "a") as out, open(root / "err.log", "w+") as err:
-        driver = subprocess.Popen(_cmd(root, *resume), cwd=root, stdout=out, stderr=err)
+        driver = subprocess.Popen(_cmd(root, *resume, *UNPRICED), cwd=root, stdout=out, stderr=err)
         process = psutil.Process(driver.pid)
         started, deadline = [], time.time() + 600
         try:
@@ -169,7 +172,7 @@ def test_killed_and_interrupted_sweep__resume_finishes_as_a_straight_run(root):
     _stop_driver_at(root, lambda _: len(_finished(root)) == 2, "both trials finished")  # the table follows
     assert not any(r.info.status == "FINISHED" for r in _runs(root, "sweep")), "the kill came after the table"
 
-    done = _run_or_dump_stack(_cmd(root, "--resume"), root)
+    done = _run_or_dump_stack(_cmd(root, "--resume", *UNPRICED), root)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| 128 (40 % of N) | 1 |" in done.stdout and "| 256 (80 % of N) | 1 |" in done.stdout  # of 320 images
     trials, stage1, sweeps = (_runs(root, role) for role in ("trial", "stage1", "sweep"))
@@ -238,7 +241,7 @@ def test_sweep_whose_trials_fail__exits_1_naming_their_error_files(root):
     """Every trial's stage 2 diverges (lr 1e30: a non-finite loss at once); the sweep says so and exits 1. (Stage
     1 is the recovery sweep's, from the same cache, when that test ran first.)"""
     sets = SETS | {"encoder.lr": "1e30"}
-    failed = subprocess.run(_cmd(root, "--max-failures", "0", sets=sets, name="diverges"), cwd=root,
+    failed = subprocess.run(_cmd(root, "--max-failures", "0", *UNPRICED, sets=sets, name="diverges"), cwd=root,
                             capture_output=True, text=True, timeout=600)
     assert failed.returncode == 1, (failed.returncode, failed.stderr[-3000:])
     last = failed.stderr.strip().splitlines()[-1]

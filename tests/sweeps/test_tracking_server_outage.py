@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ import pytest
 pytest.importorskip("ray")
 from conftest import SERVER_ENV, OwnProcesses, _venv_path, end_group, free_port, wait_http  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
+
+from tune.driver.sweep import KEEP_CHECKPOINTS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 4
@@ -58,7 +61,7 @@ def test_tracking_server_killed_mid_sweep_and_back_after_30_s__no_point_lost(tmp
         server = _start_server(servers, db, port, server_log)
         with open(tmp_path / "sweep.log", "w") as out:
             sweep = sweeps.start([sys.executable, str(REPO / "tune" / "sweep_negatives.py"), "--preset", "smoke",
-                                  *FAST, "--tracking-uri", uri, "--storage", str(tmp_path / "ray")],
+                                  *FAST, "--no-calibrate", "--tracking-uri", uri, "--storage", str(tmp_path / "ray")],
                                  cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
         deadline = time.monotonic() + 600
         while _trial_points(db) == 0:  # a trial is training and logging: now the server dies
@@ -87,6 +90,9 @@ def test_tracking_server_killed_mid_sweep_and_back_after_30_s__no_point_lost(tmp
             for key in (k for k in trial.data.metrics if k.startswith("encoder/train/")):
                 assert sorted(m.step for m in client.get_metric_history(trial.info.run_id, key)) == steps, key
             assert "encoder/eval/disentanglement" in trial.data.metrics
+        # a trial keeps its last checkpoints only (one a epoch without a limit), however many epochs it reported
+        kept = Counter(path.parent for path in (tmp_path / "ray").glob("*/run_in_tune_trial_*/checkpoint_0*"))
+        assert len(kept) == 2 and set(kept.values()) == {KEEP_CHECKPOINTS} and KEEP_CHECKPOINTS < EPOCHS, kept
         # the fault was exercised: points the server had not stored when it died arrived afterwards
         assert at_kill < 2 * EPOCHS == _trial_points(db), (at_kill, _trial_points(db))
     finally:

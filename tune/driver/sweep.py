@@ -47,6 +47,7 @@ DRIVER_SLOTS = 1000.0  # 0.01 per driver: 100000 drivers
 # fails naming the cause. Ray Train's default retries for ever: on a 1-CPU cluster a driver's 0.01 CPU and a 1-CPU
 # worker never fit, and a trial hung 65 minutes (2026-12-07). 30 minutes leaves an autoscaler time to add a node.
 WORKER_GROUP_START_TRIES = 30
+KEEP_CHECKPOINTS = 2  # a trial's checkpoints kept (Tune and Train paths): the latest is what a retry resumes
 
 
 def start_ray(plan: SweepPlan) -> bool:
@@ -174,7 +175,8 @@ def train_run_config(ctx: SweepContext, plan_storage: str, trial_id: str, callba
     cannot start (no node holds its CPUs) given up after ``WORKER_GROUP_START_TRIES`` minutes."""
     failure = ray.train.FailureConfig(max_failures=ctx.max_failures, controller_failure_limit=WORKER_GROUP_START_TRIES)
     return ray.train.RunConfig(name=f"train-{trial_id}", storage_path=plan_storage, callbacks=callbacks,
-                               failure_config=failure, checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2))
+                               failure_config=failure,
+                               checkpoint_config=ray.train.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS))
 
 
 def placement_warning(plan: SweepPlan, cluster_cpus: float) -> str:
@@ -246,8 +248,11 @@ def _tuner(plan: SweepPlan, ctx: SweepContext, name: str, k: int, pairs: list[tu
     # --resume of a sweep stopped before this Tuner saved any state (a later round, or round 0 killed in stage 1;
     # tune/driver/run.py checked that the sweep's parent run exists): the round starts its Tuner now
     tune_config, space = _search(plan, pairs, rungs)
+    # a trial resumes from its latest checkpoint only (a ladder's stable state is an MLflow artifact): without a
+    # limit Tune keeps one per epoch, 4.6 GB for a 6400-step cpu-preset trial
     run_config = tune.RunConfig(name=name, storage_path=plan.storage, verbose=1,
-                                failure_config=tune.FailureConfig(max_failures=plan.options.max_failures))
+                                failure_config=tune.FailureConfig(max_failures=plan.options.max_failures),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS))
     return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
