@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,7 +259,8 @@ def plot_ladder(ladder: Ladder, path: Path, metric: str = CONVERGENCE[0]) -> Pat
     axis.minorticks_off()
     axis.set_xlabel("stage-2 steps (rung)")
     axis.set_ylabel(metric.removeprefix("encoder/eval/"))
-    axis.set_title(f"{table.spec.title}: {metric.removeprefix('encoder/eval/')} by budget (a line per seed)")
+    title = f"{table.spec.title}: {metric.removeprefix('encoder/eval/')} by budget (a line per seed)"
+    axis.set_title(textwrap.fill(title, 70), fontsize=10)  # a long table title stays inside the figure
     axis.legend(fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
