@@ -18,6 +18,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from packaging.version import Version
 
 from contralord.cli.model_folder import ModelFolderError, load_model_folder
 from tune.trial.mlflow_logger import MlflowLogger, get_experiment_id, register_best
@@ -76,12 +77,14 @@ def _pickle_folder(good: Path, tmp_path: Path, marker: Path, name: str = "pickle
     return folder
 
 
-def _code_folder(good: Path, tmp_path: Path, marker: Path) -> Path:
-    """A folder whose MLmodel names code/ and whose pickle_module_info.txt names a module in it."""
-    folder = _pickle_folder(good, tmp_path, tmp_path / "unused", "with-code")
+def _code_folder(good: Path, tmp_path: Path, marker: Path, name: str = "with-code",
+                 module: str = "evil_pickle") -> Path:
+    """A folder whose MLmodel names code/ and whose pickle_module_info.txt names a module in it (``module``: a
+    process imports a module once, so two such folders loaded in one process need two names)."""
+    folder = _pickle_folder(good, tmp_path, tmp_path / "unused", name)
     (folder / "code").mkdir()
-    (folder / "code" / "evil_pickle.py").write_text(f"open({str(marker)!r}, 'w').close()\nfrom pickle import *\n")
-    (folder / "data" / "pickle_module_info.txt").write_text("evil_pickle")
+    (folder / "code" / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').close()\nfrom pickle import *\n")
+    (folder / "data" / "pickle_module_info.txt").write_text(module)
     text = (folder / "MLmodel").read_text().replace("code: null", "code: code")
     (folder / "MLmodel").write_text(text)
     return folder
@@ -115,20 +118,27 @@ def test_payload_folders__refused_and_nothing_runs(good_folder, tmp_path):
 
 @pytest.mark.slow
 def test_payload_folders__are_live_for_mlflow_and_torch(good_folder, tmp_path):
-    """The payloads above do run in the loaders we replace: MLflow's (pickle allowed, its default, and the
-    code/ module even with pickle disallowed) and torch.export.load on the swapped archive."""
-    markers = {name: tmp_path / f"live-{name}" for name in ("pickle", "code", "inputs")}
+    """The payloads above do run in the loaders we replace: MLflow's with pickle allowed (its default) for a
+    pickle-format folder and a code/ module, and torch.export.load on the swapped archive. With pickle disallowed,
+    MLflow up to 3.17 still imported the code/ module (docs/SECURITY.md); 3.18 refuses the folder first."""
+    names = ("pickle", "code", "code, pickle disallowed", "inputs")
+    markers = {name: tmp_path / f"live-{index}" for index, name in enumerate(names)}
     folders = {"pickle": _pickle_folder(good_folder, tmp_path, markers["pickle"]),
                "code": _code_folder(good_folder, tmp_path, markers["code"]),
+               "code, pickle disallowed": _code_folder(good_folder, tmp_path, markers["code, pickle disallowed"],
+                                                       "with-code-disallowed", "evil_pickle_disallowed"),
                "inputs": _swapped_inputs_folder(good_folder, tmp_path, markers["inputs"])}
     script = ("import os, sys, torch, mlflow\n"
               "def attempt(f):\n    try: f()\n    except Exception: pass\n"
               f"attempt(lambda: mlflow.pytorch.load_model({str(folders['pickle'])!r}))\n"
-              "os.environ['MLFLOW_ALLOW_PICKLE_DESERIALIZATION'] = 'false'\n"
               f"attempt(lambda: mlflow.pytorch.load_model({str(folders['code'])!r}))\n"
+              "os.environ['MLFLOW_ALLOW_PICKLE_DESERIALIZATION'] = 'false'\n"
+              f"attempt(lambda: mlflow.pytorch.load_model({str(folders['code, pickle disallowed'])!r}))\n"
               f"attempt(lambda: torch.export.load({str(folders['inputs'] / 'data' / 'model.pt2')!r}))\n")
     subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300, cwd=tmp_path)
-    assert {name: path.exists() for name, path in markers.items()} == dict.fromkeys(markers, True)
+    before_fix = Version(mlflow.__version__) < Version("3.18")  # scripts/repro_mlflow_code_import.py tells
+    expected = dict.fromkeys(markers, True) | {"code, pickle disallowed": before_fix}
+    assert {name: path.exists() for name, path in markers.items()} == expected
 
 
 def test_pickled_weight_or_extra_record__refused(good_folder, tmp_path):
