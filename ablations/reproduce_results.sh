@@ -72,8 +72,7 @@ done
     --format markdown --format csv --out results/ --overwrite
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec schedule --sweep-run latest --rungs --out results/ --overwrite
 # stage 1 against its reference: the schedule sweep's stage-1 runs (the seeds every table above shares)
-SCHEDULE_RUN=$("$PY" -c "import sys; from ablations.runs import latest_sweep_run; from ablations.store import tracking_client; \
-print(latest_sweep_run(tracking_client(sys.argv[1]), 'contralord-schedule'))" "$URI")
+SCHEDULE_RUN=$(sweeps contralord-schedule "results-schedule-$STAMP")
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec stage1 --sweep-run "$SCHEDULE_RUN" --out results/ --overwrite
 "$PY" ablations/cost_report.py --tracking-uri "$URI" --spec table4 --spec table5 --spec table6 --out results/
 ladder

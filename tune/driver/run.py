@@ -97,9 +97,8 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     parser.add_argument("--trainer", help="auto | train (Ray Train TorchTrainer) | tune (in the "
                         "Tune trial, 1 worker); auto: TorchTrainer when >1 worker or its start-up is <5%% of a trial")
     # the defaults are SweepOptions' (stated once): a flag's list starts empty, a repeated flag's tuple
-    parser.set_defaults(**{field.name: list(value) if isinstance(value, tuple) else value
-                           for field in dataclasses.fields(SweepOptions)
-                           for value in [getattr(DEFAULTS, field.name)]})
+    parser.set_defaults(**{name: list(value) if isinstance(value, tuple) else value
+                           for name, value in dataclasses.asdict(DEFAULTS).items()})
     return parser
 
 
