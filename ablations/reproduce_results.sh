@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates RESULTS.md's tables on this machine under the paper's protocol (eval.protocol=partial-labels,
 # the default): Table 2 on procedural Shapes3D and dSprites, then Tables 4, 5 and 6 on Shapes3D, the schedule
-# check (WSD against cosine), stage 1 against its reference, and Tables 4 and 2 on budget ladders, each at
+# check (WSD against cosine), stage 1 against its reference, and Tables 2 and 4 on budget ladders to 6400 steps, each at
 # the cpu preset with SEEDS seeds (default 3; each seed retrains stage 1) into ./mlflow.db, and the tables
 # into results/. Tables 4-6 then add one seed per round to the rows whose D verdict is still open, up to
 # MAX_SEEDS (default 5; --until-decided), and results/cost_to_verdict.md sets that cost beside fixed seeds.
@@ -28,15 +28,18 @@ done
 # issue 28: a WSD ladder's rung (160,640) against cosine runs of 640 steps, rec+sup and all four terms
 "$PY" tune/sweep_schedule.py --preset cpu --seeds "$SEEDS" --name "results-schedule-$STAMP" $DRY
 # issue 28 item 7: Table 4 on a budget ladder of separate cosine runs (WSD was not shown honest for the contrastive
-# rows): every row at 160 and 640 steps, rec+sup and all four terms at 2560 as well. Run after the tables below
-# (they read the latest sweep of each experiment, which must stay the losses sweep above)
+# rows): every row at 160 and 640 steps, rec+sup and all four terms at 2560 and 6400 as well. Run after the tables
+# below (they read the latest sweep of each experiment, which must stay the losses sweep above), and after
+# methods_ladder: its ContraLORD trials are the all-four row's (same config, seed, data and code), so they are reused
 ladder() {
   for steps in 160 640; do
     "$PY" tune/sweep_losses.py --preset cpu --seeds "$SEEDS" --set encoder.steps=$steps \
         --name "results-ladder-$steps-$STAMP" $DRY
   done
-  "$PY" tune/sweep_losses.py --preset cpu --seeds "$SEEDS" --set encoder.steps=2560 --row rec+sup \
-      --row rec+sup+con+res --name "results-ladder-2560-$STAMP" $DRY
+  for steps in 2560 6400; do
+    "$PY" tune/sweep_losses.py --preset cpu --seeds "$SEEDS" --set encoder.steps=$steps --row rec+sup \
+        --row rec+sup+con+res --name "results-ladder-$steps-$STAMP" $DRY
+  done
 }
 # issue 28 item 7: Table 2 (ContraLORD against Gabbay et al.) on a ladder of separate cosine runs, up to 6400 steps
 # (the paper's 200 epochs at N = 2048, batch 64); every rung of a seed regresses that seed's one stage 1
@@ -46,7 +49,7 @@ methods_ladder() {
         --set encoder.steps=$steps --name "results-methods-ladder-$steps-$STAMP" $DRY
   done
 }
-if [ -n "$DRY" ]; then ladder; methods_ladder; exit 0; fi
+if [ -n "$DRY" ]; then methods_ladder; ladder; exit 0; fi
 URI="sqlite:///$PWD/mlflow.db"
 sweeps() {  # the parent runs of this call's sweeps named $2, $3, ... in experiment $1, joined by commas
   "$PY" -c "import sys; from ablations.store import tracking_client; c = tracking_client(sys.argv[1]); \
@@ -75,11 +78,12 @@ done
 SCHEDULE_RUN=$(sweeps contralord-schedule "results-schedule-$STAMP")
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec stage1 --sweep-run "$SCHEDULE_RUN" --out results/ --overwrite
 "$PY" ablations/cost_report.py --tracking-uri "$URI" --spec table4 --spec table5 --spec table6 --out results/
-ladder
-LADDER=$(sweeps contralord-losses "results-ladder-160-$STAMP" "results-ladder-640-$STAMP" "results-ladder-2560-$STAMP")
-"$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table4 --sweep-run "$LADDER" --rungs --out results/ --overwrite
 methods_ladder
 LADDER=$(sweeps contralord-methods "results-methods-ladder-160-$STAMP" "results-methods-ladder-640-$STAMP" \
     "results-methods-ladder-2560-$STAMP" "results-methods-ladder-6400-$STAMP")
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table2 --sweep-run "$LADDER" --rungs \
     --out results/table2-ladder/ --overwrite
+ladder
+LADDER=$(sweeps contralord-losses "results-ladder-160-$STAMP" "results-ladder-640-$STAMP" "results-ladder-2560-$STAMP" \
+    "results-ladder-6400-$STAMP")
+"$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table4 --sweep-run "$LADDER" --rungs --out results/ --overwrite
