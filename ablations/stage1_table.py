@@ -121,6 +121,11 @@ def verdict(p: stats.Paired) -> str:
     return "**above**" if p.ci_low > 0 else "**below**" if p.ci_high < 0 else "not separated"
 
 
+def interval(p: stats.Paired) -> str:
+    """The 95 % paired-t interval, or what stands in for it where one seed gives none."""
+    return f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]" if math.isfinite(p.ci_low) else "(no interval from one seed)"
+
+
 def to_markdown(table: Stage1Table) -> str:
     header = ["seed", *[f"{f}: stage 1 / ref / best" for f in table.factors], *CODES, "h_r leakage (chance)"]
     lines = [f"**Stage 1 against its supervised-only references, and its codes** ({table.source}; "
@@ -131,7 +136,7 @@ def to_markdown(table: Stage1Table) -> str:
     mean = {k: math.fsum(r.metrics[k] for r in table.runs if k in r.metrics) / sum(k in r.metrics for r in table.runs)
             for k in keys}
     lines.append("| mean | " + " | ".join(_cells(mean, table.factors)) + " |")
-    notes = [f"stage 1 minus {reference}, {factor}: {p.mean:+.3f} [{p.ci_low:+.3f}, {p.ci_high:+.3f}], higher in "
+    notes = [f"stage 1 minus {reference}, {factor}: {p.mean:+.3f} {interval(p)}, higher in "
              f"{p.wins} and lower in {p.losses} of {p.n} seeds → {verdict(p)}"
              for (factor, reference), p in table.paired.items()]
     first = table.runs[0]

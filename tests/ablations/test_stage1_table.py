@@ -63,6 +63,15 @@ def test_stage1_table__per_seed_rows_a_mean_and_paired_verdicts(store, capsys, t
     assert curves[("1", "matched reference", "object_hue")] == [(64, pytest.approx(0.564)), (128, pytest.approx(0.628))]
 
 
+def test_stage1_table__one_seed_prints_its_difference_without_an_interval(store, capsys, tmp_path):
+    _stage1(store, 0)
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert ("stage 1 minus matched reference, object_hue: +0.100 (no interval from one seed), higher in 1 and lower "
+            "in 0 of 1 seeds → no paired test") in text
+    assert "nan" not in text
+
+
 def test_stage1_table__other_configs_refused_and_a_sweep_selects_its_own(store, capsys):
     ids = {str(seed): _stage1(store, seed, best=False) for seed in range(2)}
     _stage1(store, 0, epochs="10")  # another stage-1 config in the same experiment
