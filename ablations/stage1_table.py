@@ -121,6 +121,10 @@ def verdict(p: stats.Paired) -> str:
     return "**above**" if p.ci_low > 0 else "**below**" if p.ci_high < 0 else "not separated"
 
 
+SETTING_KEYS = ("data.name", "data.size", "data.image_size", "data.num_labels", "data.labelled_factors",
+                "data.factor_filter", "latent.epochs")  # the last two and labelled_factors only where set
+
+
 def interval(p: stats.Paired) -> str:
     """The 95 % paired-t interval, or what stands in for it where one seed gives none."""
     return f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]" if math.isfinite(p.ci_low) else "(no interval from one seed)"
@@ -140,8 +144,7 @@ def to_markdown(table: Stage1Table) -> str:
              f"{p.wins} and lower in {p.losses} of {p.n} seeds → {verdict(p)}"
              for (factor, reference), p in table.paired.items()]
     first = table.runs[0]
-    setting = ", ".join(f"{k}={first.params[k]}" for k in ("data.name", "data.size", "data.image_size",
-                                                           "data.num_labels", "latent.epochs") if k in first.params)
+    setting = ", ".join(f"{k}={first.params[k]}" for k in SETTING_KEYS if first.params.get(k, "") != "")
     machines = sorted(machines_of(table.runs).values())
     notes += [f"setting: {setting}", f"machine: {'; '.join(machines) or 'not recorded'}",
               "accuracy on the images without labels; ref (matched): the same networks, optimiser and labelled "

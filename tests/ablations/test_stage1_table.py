@@ -64,12 +64,16 @@ def test_stage1_table__per_seed_rows_a_mean_and_paired_verdicts(store, capsys, t
 
 
 def test_stage1_table__one_seed_prints_its_difference_without_an_interval(store, capsys, tmp_path):
-    _stage1(store, 0)
+    _stage1(store, 0, params={"data.labelled_factors": "floor_hue,object_hue", "data.factor_filter": "",
+                              "data.size": "2048"})
     assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert ("stage 1 minus matched reference, object_hue: +0.100 (no interval from one seed), higher in 1 and lower "
             "in 0 of 1 seeds → no paired test") in text
     assert "nan" not in text
+    # the setting names the labelled factors where set, and leaves out an empty factor filter
+    assert ("setting: data.name=shapes3d, data.size=2048, data.labelled_factors=floor_hue,object_hue, "
+            "latent.epochs=30") in text
 
 
 def test_stage1_table__other_configs_refused_and_a_sweep_selects_its_own(store, capsys):
