@@ -13,7 +13,17 @@ from dataclasses import dataclass
 
 from ablations import stats
 from ablations.runs import AblationError
-from ablations.stage1_table import ACCURACY, BEST, CODE_PREFIX, REFERENCE, SHARED, Stage1Table, number, verdict
+from ablations.stage1_table import (
+    ACCURACY,
+    BEST,
+    CODE_PREFIX,
+    REFERENCE,
+    SHARED,
+    Stage1Table,
+    interval,
+    number,
+    verdict,
+)
 from ablations.tables import IGNORED_KEYS, machines_of
 
 COMPARED_CODES = {"codes D": CODE_PREFIX + "disentanglement", "codes MIG": CODE_PREFIX + "mig"}
@@ -66,8 +76,7 @@ def to_markdown(comparison: Stage1Comparison) -> str:
              "| on the images without labels | A | B | A − B, paired [95 % CI] | A higher / lower | verdict |",
              "|---|---|---|---|---|---|"]
     for what, mean_a, mean_b, p in comparison.rows:
-        interval = f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]" if p.n >= 2 else "–"
-        lines.append(f"| {what} | {number(mean_a)} | {number(mean_b)} | {p.mean:+.3f} {interval} | "
+        lines.append(f"| {what} | {number(mean_a)} | {number(mean_b)} | {p.mean:+.3f} {interval(p)} | "
                      f"{p.wins} / {p.losses} of {p.n} | {verdict(p)} |")
     machines = sorted(machines_of(comparison.a.runs).values())
     lines += ["", f"- machine: {'; '.join(machines) or 'not recorded'}",

@@ -122,7 +122,7 @@ def verdict(p: stats.Paired) -> str:
 
 
 SETTING_KEYS = ("data.name", "data.size", "data.image_size", "data.num_labels", "data.labelled_factors",
-                "data.factor_filter", "latent.epochs")  # the last two and labelled_factors only where set
+                "data.factor_filter", "latent.epochs")  # each shown where the run logged a non-empty value
 
 
 def interval(p: stats.Paired) -> str:
