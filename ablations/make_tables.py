@@ -28,6 +28,8 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from ablations import render, specs  # noqa: E402
 from ablations.balance import build_balance  # noqa: E402
 from ablations.balance import to_markdown as balance_markdown  # noqa: E402
+from ablations.infonce import build_infonce  # noqa: E402
+from ablations.infonce import to_markdown as infonce_markdown  # noqa: E402
 from ablations.ladder import THRESHOLD, build_ladder, plot_ladder, to_markdown  # noqa: E402
 from ablations.runs import (  # noqa: E402
     AblationError,
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--balance", action="store_true", help="each row's loss balance instead: every weighted "
                         "term's gradient norm on the backbone and its ratio to L_rec's (encoder/train/grad/<term>); "
                         "<table>_balance.md in --out")
+    parser.add_argument("--infonce", action="store_true", help="each row's InfoNCE terms against chance, "
+                        "log(1+K): first, lowest and last training loss per seed (a loss that climbs back to chance "
+                        "as the lr anneals was solved through the momentum encoder's lag); <table>_infonce.md in --out")
     parser.add_argument("--converged-within", type=float, default=THRESHOLD, metavar="DELTA", help="--rungs: a row "
                         "is converged at a rung when D and content_corr_min moved by at most DELTA in every seed "
                         "(default %(default)s)")
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.rungs:
         return ladder_main(args)
-    if args.balance:
+    if args.balance or args.infonce:
         return balance_main(args)
     try:
         source = load_source(args)
@@ -210,21 +215,28 @@ def ladder_main(args: argparse.Namespace) -> int:
 
 
 def balance_main(args: argparse.Namespace) -> int:
-    """``--balance`` (``ablations/balance.py``): markdown, and ``<table>_balance.md`` in --out."""
+    """``--balance`` (``ablations/balance.py``) or ``--infonce`` (``ablations/infonce.py``): read from each run's
+    history; markdown, and ``<table>_balance.md`` or ``<table>_infonce.md`` in --out."""
+    flag = "--balance" if args.balance else "--infonce"
     try:
+        if args.balance and args.infonce:
+            raise AblationError("--balance and --infonce: give one (each is its own table)")
         if (args.format or ["markdown"]) != ["markdown"] or args.paper:
-            raise AblationError("--balance: prints markdown only (no --format, no --paper)")
+            raise AblationError(f"{flag}: prints markdown only (no --format, no --paper)")
         source = load_source(args)
         table = table_of(source, resolve_spec(args, source.sweep_kind), args)
-        output = out_folder(args.out) / f"{table.spec.name}_balance.md" if args.out else None
+        suffix = "balance" if args.balance else "infonce"
+        output = out_folder(args.out) / f"{table.spec.name}_{suffix}.md" if args.out else None
         if output is not None and output.exists() and not args.overwrite:
             raise AblationError(f"--out: {output} exists; pass --overwrite to replace it, or another --out; "
                                 f"nothing written")
-        rows = build_balance(tracking_client(args.tracking_uri), table, source.runs)
+        client = tracking_client(args.tracking_uri)
+        text = (balance_markdown(build_balance(client, table, source.runs), source.description) if args.balance
+                else infonce_markdown(build_infonce(client, table, source.runs), source.description))
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return _show(balance_markdown(rows, source.description), output)
+    return _show(text, output)
 
 
 def _show(text: str, markdown: Path | None, plot: tuple[Path, object] | None = None) -> int:

@@ -1,0 +1,121 @@
+"""Each row's InfoNCE terms against chance (``make_tables.py --infonce``): did L_con and L_res learn to tell images
+apart, read from MLflow.
+
+InfoNCE with K negatives is -log(e^(a.p/tau) / (e^(a.p/tau) + sum_k e^(a.n_k/tau))). When every similarity is the
+same, as for a projection that maps every image to one point, it is exactly log(1 + K): chance. A value far below
+chance says the positive stands out from the negatives, not why. Under Algorithm 1's online positive the positive is
+the online encoder's and the negatives are the momentum encoder's, so a projection that differs between the two
+encoders (the momentum encoder lags the online one by about 1 / (1 - m) steps) scores low without telling images
+apart. Such a loss rises towards chance when the lr anneals: the online encoder stops and the momentum encoder
+catches up. A loss that tells images apart does not rise when the keys stop lagging.
+
+Per run and term (``encoder/train/nce_content``, ``encoder/train/nce_residual``; every epoch's last step): the first
+logged value, the lowest and its step, the last, and chance, log(1 + encoder.queue_size) with the queue's negatives
+(log(2B - 1) with ``encoder.negatives=batch``, B = encoder.batch_size). A mask that drops negatives
+(``encoder.label_aware_negatives``, ``encoder.mask_own_keys``) lowers chance by what it drops, so log(1 + K) is then
+an upper bound. Per row, the mean over seeds, and how many seeds end within ``NEAR`` of chance. A reused trial's copy
+carries no history: its original (tag ``reused_from``) is read instead.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+
+from ablations import render
+from ablations.balance import history_run
+from ablations.runs import AblationError, TrialRun
+from ablations.tables import Table
+
+TERMS = {"con": "encoder/train/nce_content", "res": "encoder/train/nce_residual"}
+NEAR = 0.9  # a run ends near chance when its last value is at least this fraction of log(1 + K)
+
+
+@dataclass(frozen=True)
+class RunCurve:
+    """One run's InfoNCE term: its first, lowest and last logged value, the lowest's step, and chance."""
+
+    first: float
+    lowest: float
+    lowest_step: int
+    last: float
+    last_step: int
+    chance: float
+
+    @property
+    def near_chance(self) -> bool:
+        return self.last >= NEAR * self.chance
+
+
+@dataclass(frozen=True)
+class RowTerm:
+    label: str
+    term: str  # con | res
+    curves: tuple[RunCurve, ...]  # one per seed with a history
+
+    def mean(self, field: str) -> float:
+        return statistics.fmean(getattr(curve, field) for curve in self.curves)
+
+    def near(self) -> int:
+        return sum(curve.near_chance for curve in self.curves)
+
+
+def chance(params: dict[str, str]) -> float:
+    """log(1 + negatives): the InfoNCE of a projection that maps every image to one point (closed form)."""
+    if params.get("encoder.negatives", "queue") == "batch":
+        return math.log(2 * int(params["encoder.batch_size"]) - 1)
+    return math.log(1 + int(params["encoder.queue_size"]))
+
+
+def run_curve(client: MlflowClient, run_id: str, key: str, params: dict[str, str]) -> RunCurve | None:
+    """The run's ``key`` history summarised (None when it logged none)."""
+    history = sorted(client.get_metric_history(run_id, key), key=lambda point: point.step)
+    if not history:
+        return None
+    lowest = min(history, key=lambda point: (point.value, point.step))
+    return RunCurve(history[0].value, lowest.value, lowest.step, history[-1].value, history[-1].step, chance(params))
+
+
+def build_infonce(client: MlflowClient, table: Table, runs: list[TrialRun]) -> list[RowTerm]:
+    """One RowTerm per row of ``table`` and InfoNCE term its runs logged; AblationError when none logged one."""
+    by_id = {run.run_id: run for run in runs}
+    found = []
+    for row in table.rows:
+        members = [by_id[run_id] for run_id in row.run_ids if run_id in by_id]  # a floor row trains nothing
+        sources = [(history_run(client, run.run_id, run.tags), run.params) for run in members]
+        for term, key in TERMS.items():
+            curves = [run_curve(client, source, key, params) for (source, logged), params in sources if key in logged]
+            curves = [curve for curve in curves if curve is not None]
+            if curves:
+                found.append(RowTerm(render.row_label(table, row), term, tuple(curves)))
+    if not found:
+        raise AblationError("--infonce: no run of the table logged encoder/train/nce_content or nce_residual "
+                            "(rows without L_con and L_res have no InfoNCE term)")
+    return found
+
+
+def to_markdown(rows: list[RowTerm], source: str) -> str:
+    header = ["row", "term", "n", "chance log(1+K)", "first", "lowest (mean step)", "last (step)", "last / chance",
+              f"seeds ending ≥ {NEAR:g} × chance"]
+    title = (f"**InfoNCE against chance** ({source}): each contrastive term's training loss, mean over seeds; chance "
+             "is the loss of a projection that maps every image to one point")
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lowest = f"{row.mean('lowest'):.3f} ({row.mean('lowest_step'):.0f})"
+        last = f"{row.mean('last'):.3f} ({row.mean('last_step'):.0f})"
+        lines.append("| " + " | ".join([row.label, f"L_{row.term}", str(len(row.curves)), f"{row.mean('chance'):.3f}",
+                                         f"{row.mean('first'):.3f}", lowest, last,
+                                         f"{row.mean('last') / row.mean('chance'):.2f}",
+                                         f"{row.near()} of {len(row.curves)}"]) + " |")
+    lines += ["", "Per seed (first / lowest / last):", ""]
+    for row in rows:
+        seeds = "; ".join(f"{c.first:.2f} / {c.lowest:.2f} / {c.last:.2f}" for c in row.curves)
+        lines.append(f"- {row.label}, L_{row.term}: {seeds}")
+    lines += ["", "A loss far below chance that climbs back towards it as the lr anneals was low because the online "
+                  "encoder's positive differed from the momentum encoder's negatives, not because the projection "
+                  "tells images apart (ablations/infonce.py). With a mask on the negatives chance is lower than "
+                  "log(1+K)."]
+    return "\n".join(lines) + "\n"
