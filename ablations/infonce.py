@@ -14,14 +14,16 @@ logged value, the lowest and its step, the last, and chance, log(1 + encoder.que
 (log(2B - 1) with ``encoder.negatives=batch``, B = encoder.batch_size). A mask that drops negatives
 (``encoder.label_aware_negatives``, ``encoder.mask_own_keys``) lowers chance by what it drops, so log(1 + K) is then
 an upper bound. Per row, the mean over seeds, and how many seeds end within ``NEAR`` of chance. A reused trial's copy
-carries no history: its original (tag ``reused_from``) is read instead.
+carries no history: its original (tag ``reused_from``) is read instead. With ``--out``, ``<table>_infonce.png`` draws
+every run's curve against steps, a panel per term, with chance and the run's lr (``encoder/train/lr``) beside it.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlflow import MlflowClient
 
@@ -31,6 +33,7 @@ from ablations.runs import AblationError, TrialRun
 from ablations.tables import Table
 
 TERMS = {"con": "encoder/train/nce_content", "res": "encoder/train/nce_residual"}
+LR = "encoder/train/lr"
 NEAR = 0.9  # a run ends near chance when its last value is at least this fraction of log(1 + K)
 
 
@@ -44,6 +47,8 @@ class RunCurve:
     last: float
     last_step: int
     chance: float
+    points: tuple[tuple[int, float], ...] = field(default=(), compare=False, repr=False)  # (step, loss), by step
+    lr: tuple[tuple[int, float], ...] = field(default=(), compare=False, repr=False)  # (step, lr), by step
 
     @property
     def near_chance(self) -> bool:
@@ -76,7 +81,9 @@ def run_curve(client: MlflowClient, run_id: str, key: str, params: dict[str, str
     if not history:
         return None
     lowest = min(history, key=lambda point: (point.value, point.step))
-    return RunCurve(history[0].value, lowest.value, lowest.step, history[-1].value, history[-1].step, chance(params))
+    lr = sorted((int(point.step), float(point.value)) for point in client.get_metric_history(run_id, LR))
+    return RunCurve(history[0].value, lowest.value, lowest.step, history[-1].value, history[-1].step, chance(params),
+                    tuple((int(point.step), float(point.value)) for point in history), tuple(lr))
 
 
 def build_infonce(client: MlflowClient, table: Table, runs: list[TrialRun]) -> list[RowTerm]:
@@ -98,18 +105,19 @@ def build_infonce(client: MlflowClient, table: Table, runs: list[TrialRun]) -> l
 
 
 def to_markdown(rows: list[RowTerm], source: str) -> str:
-    header = ["row", "term", "n", "chance log(1+K)", "first", "lowest (mean step)", "last (step)", "last / chance",
+    header = ["#", "row", "term", "n", "chance log(1+K)", "first", "lowest (mean step)", "last (step)", "last / chance",
               f"seeds ending ≥ {NEAR:g} × chance"]
     title = (f"**InfoNCE against chance** ({source}): each contrastive term's training loss, mean over seeds; chance "
              "is the loss of a projection that maps every image to one point")
     lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    numbers = row_numbers(rows)
     for row in rows:
         lowest = f"{row.mean('lowest'):.3f} ({row.mean('lowest_step'):.0f})"
         last = f"{row.mean('last'):.3f} ({row.mean('last_step'):.0f})"
-        lines.append("| " + " | ".join([row.label, f"L_{row.term}", str(len(row.curves)), f"{row.mean('chance'):.3f}",
-                                         f"{row.mean('first'):.3f}", lowest, last,
-                                         f"{row.mean('last') / row.mean('chance'):.2f}",
-                                         f"{row.near()} of {len(row.curves)}"]) + " |")
+        cells = [str(numbers[row.label]), row.label, f"L_{row.term}", str(len(row.curves)),
+                 f"{row.mean('chance'):.3f}", f"{row.mean('first'):.3f}", lowest, last,
+                 f"{row.mean('last') / row.mean('chance'):.2f}", f"{row.near()} of {len(row.curves)}"]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Per seed (first / lowest / last):", ""]
     for row in rows:
         seeds = "; ".join(f"{c.first:.2f} / {c.lowest:.2f} / {c.last:.2f}" for c in row.curves)
@@ -119,3 +127,44 @@ def to_markdown(rows: list[RowTerm], source: str) -> str:
                   "tells images apart (ablations/infonce.py). With a mask on the negatives chance is lower than "
                   "log(1+K)."]
     return "\n".join(lines) + "\n"
+
+
+def row_numbers(rows: list[RowTerm]) -> dict[str, int]:
+    """Each row label's number (1, 2, ... in table order): the plot's legend names rows by it."""
+    return {label: i for i, label in enumerate(dict.fromkeys(row.label for row in rows), start=1)}
+
+
+def plot_infonce(rows: list[RowTerm], path: Path) -> Path:
+    """A panel per term: every run's loss against steps (a colour per row, a line per seed), chance dashed, and the
+    first run's lr on a grey second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    terms = [term for term in TERMS if any(row.term == term for row in rows)]
+    numbers = row_numbers(rows)
+    fig, axes = plt.subplots(1, len(terms), figsize=(4.6 * len(terms), 3.4), squeeze=False)
+    for ax, term in zip(axes[0], terms, strict=True):
+        shown_lr = False
+        for row in (row for row in rows if row.term == term):
+            colour = f"C{(numbers[row.label] - 1) % 10}"
+            for i, curve in enumerate(row.curves):
+                ax.plot(*zip(*curve.points, strict=True), color=colour, lw=1,
+                        label=f"row {numbers[row.label]}" if i == 0 else None)
+                if curve.lr and not shown_lr:
+                    twin = ax.twinx()
+                    twin.plot(*zip(*curve.lr, strict=True), color="0.6", lw=0.8, ls=":")
+                    twin.set_ylabel("lr (dotted)", fontsize=7, color="0.5")
+                    twin.tick_params(labelsize=6, colors="0.5")
+                    shown_lr = True
+        for value in sorted({curve.chance for row in rows if row.term == term for curve in row.curves}):
+            ax.axhline(value, color="k", ls="--", lw=0.8)
+        ax.set_title(f"L_{term}: training InfoNCE (dashed: chance, log(1+K))", fontsize=8)
+        ax.set_xlabel("steps", fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

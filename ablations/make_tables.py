@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from ablations import render, specs  # noqa: E402
 from ablations.balance import build_balance  # noqa: E402
 from ablations.balance import to_markdown as balance_markdown  # noqa: E402
-from ablations.infonce import build_infonce  # noqa: E402
+from ablations.infonce import build_infonce, plot_infonce  # noqa: E402
 from ablations.infonce import to_markdown as infonce_markdown  # noqa: E402
 from ablations.ladder import THRESHOLD, build_ladder, plot_ladder, to_markdown  # noqa: E402
 from ablations.runs import (  # noqa: E402
@@ -216,7 +216,7 @@ def ladder_main(args: argparse.Namespace) -> int:
 
 def balance_main(args: argparse.Namespace) -> int:
     """``--balance`` (``ablations/balance.py``) or ``--infonce`` (``ablations/infonce.py``): read from each run's
-    history; markdown, and ``<table>_balance.md`` or ``<table>_infonce.md`` in --out."""
+    history; markdown, and ``<table>_balance.md`` or ``<table>_infonce.md`` and ``.png`` in --out."""
     flag = "--balance" if args.balance else "--infonce"
     try:
         if args.balance and args.infonce:
@@ -231,12 +231,14 @@ def balance_main(args: argparse.Namespace) -> int:
             raise AblationError(f"--out: {output} exists; pass --overwrite to replace it, or another --out; "
                                 f"nothing written")
         client = tracking_client(args.tracking_uri)
-        text = (balance_markdown(build_balance(client, table, source.runs), source.description) if args.balance
-                else infonce_markdown(build_infonce(client, table, source.runs), source.description))
+        if args.balance:
+            return _show(balance_markdown(build_balance(client, table, source.runs), source.description), output)
+        rows = build_infonce(client, table, source.runs)
     except AblationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return _show(text, output)
+    plot = (output.with_suffix(".png"), lambda path: plot_infonce(rows, path)) if output else None
+    return _show(infonce_markdown(rows, source.description), output, plot)
 
 
 def _show(text: str, markdown: Path | None, plot: tuple[Path, object] | None = None) -> int:

@@ -77,8 +77,9 @@ def test_infonce_command__prints_writes_and_refuses(store, tmp_path, capsys):
             "--out", str(tmp_path / "out")]
     assert make_tables.main(argv) == 0
     text = capsys.readouterr().out
-    assert "| loss.con=1 | L_con | 2 | 4.860 | 3.000 | 0.550 (96) | 2.750 (128) | 0.57 | 1 of 2 |" in text
+    assert "| 1 | loss.con=1 | L_con | 2 | 4.860 | 3.000 | 0.550 (96) | 2.750 (128) | 0.57 | 1 of 2 |" in text
     assert (tmp_path / "out" / "by-loss.con_infonce.md").read_text().strip() == text.strip()
+    assert (tmp_path / "out" / "by-loss.con_infonce.png").read_bytes()[:4] == b"\x89PNG"
     assert make_tables.main(argv) == 2  # the file exists: refused, unchanged
     assert "--overwrite" in capsys.readouterr().err
     assert make_tables.main([*argv, "--overwrite", "--format", "csv"]) == 2
