@@ -10,7 +10,9 @@ apart. Such a loss rises towards chance when the lr anneals: the online encoder 
 catches up. A loss that tells images apart does not rise when the keys stop lagging.
 
 Per run and term (``encoder/train/nce_content``, ``encoder/train/nce_residual``; every epoch's last step): the first
-logged value, the lowest and its step, the last, and chance, log(1 + encoder.queue_size) with the queue's negatives
+logged value, the lowest and its step, the last, the same term at evaluation without the lag where the run logged
+it (``encoder/eval/nce_<content|residual>_lagfree``, ``contralord/lagfree_nce.py``; the check that decides between
+the two readings of a low loss), and chance, log(1 + encoder.queue_size) with the queue's negatives
 (log(2B - 1) with ``encoder.negatives=batch``, B = encoder.batch_size). A mask that drops negatives
 (``encoder.label_aware_negatives``, ``encoder.mask_own_keys``) lowers chance by what it drops, so log(1 + K) is then
 an upper bound. Per row, the mean over seeds, and how many seeds end within ``NEAR`` of chance. A reused trial's copy
@@ -33,6 +35,9 @@ from ablations.runs import AblationError, TrialRun
 from ablations.tables import Table
 
 TERMS = {"con": "encoder/train/nce_content", "res": "encoder/train/nce_residual"}
+# the same terms recomputed at evaluation with every vector from the online encoder (contralord/lagfree_nce.py)
+LAGFREE = {"con": "encoder/eval/nce_content_lagfree", "res": "encoder/eval/nce_residual_lagfree"}
+LAGFREE_CHANCE = "encoder/eval/nce_chance_lagfree"
 LR = "encoder/train/lr"
 NEAR = 0.9  # a run ends near chance when its last value is at least this fraction of log(1 + K)
 
@@ -47,6 +52,8 @@ class RunCurve:
     last: float
     last_step: int
     chance: float
+    lagfree: float | None = None  # the term at evaluation without the momentum lag (older runs: None)
+    lagfree_chance: float | None = None  # its chance, log(n)
     points: tuple[tuple[int, float], ...] = field(default=(), compare=False, repr=False)  # (step, loss), by step
     lr: tuple[tuple[int, float], ...] = field(default=(), compare=False, repr=False)  # (step, lr), by step
 
@@ -67,6 +74,13 @@ class RowTerm:
     def near(self) -> int:
         return sum(curve.near_chance for curve in self.curves)
 
+    def lagfree(self) -> tuple[float, float] | None:
+        """(mean lag-free loss, mean its chance) over the seeds that logged it; None when none did."""
+        found = [c for c in self.curves if c.lagfree is not None and c.lagfree_chance is not None]
+        if not found:
+            return None
+        return statistics.fmean(c.lagfree for c in found), statistics.fmean(c.lagfree_chance for c in found)
+
 
 def chance(params: dict[str, str]) -> float:
     """log(1 + negatives): the InfoNCE of a projection that maps every image to one point (closed form)."""
@@ -75,14 +89,17 @@ def chance(params: dict[str, str]) -> float:
     return math.log(1 + int(params["encoder.queue_size"]))
 
 
-def run_curve(client: MlflowClient, run_id: str, key: str, params: dict[str, str]) -> RunCurve | None:
-    """The run's ``key`` history summarised (None when it logged none)."""
-    history = sorted(client.get_metric_history(run_id, key), key=lambda point: point.step)
+def run_curve(client: MlflowClient, run_id: str, term: str, params: dict[str, str],
+              metrics: dict[str, float]) -> RunCurve | None:
+    """The run's history of ``term`` (con | res) summarised, with its lag-free value from ``metrics`` (the run's
+    final metrics) where logged; None when it logged no history."""
+    history = sorted(client.get_metric_history(run_id, TERMS[term]), key=lambda point: point.step)
     if not history:
         return None
     lowest = min(history, key=lambda point: (point.value, point.step))
     lr = sorted((int(point.step), float(point.value)) for point in client.get_metric_history(run_id, LR))
     return RunCurve(history[0].value, lowest.value, lowest.step, history[-1].value, history[-1].step, chance(params),
+                    metrics.get(LAGFREE[term]), metrics.get(LAGFREE_CHANCE),
                     tuple((int(point.step), float(point.value)) for point in history), tuple(lr))
 
 
@@ -92,9 +109,10 @@ def build_infonce(client: MlflowClient, table: Table, runs: list[TrialRun]) -> l
     found = []
     for row in table.rows:
         members = [by_id[run_id] for run_id in row.run_ids if run_id in by_id]  # a floor row trains nothing
-        sources = [(history_run(client, run.run_id, run.tags), run.params) for run in members]
+        sources = [(history_run(client, run.run_id, run.tags), run) for run in members]
         for term, key in TERMS.items():
-            curves = [run_curve(client, source, key, params) for (source, logged), params in sources if key in logged]
+            curves = [run_curve(client, source, term, run.params, run.metrics)
+                      for (source, logged), run in sources if key in logged]
             curves = [curve for curve in curves if curve is not None]
             if curves:
                 found.append(RowTerm(render.row_label(table, row), term, tuple(curves)))
@@ -106,7 +124,7 @@ def build_infonce(client: MlflowClient, table: Table, runs: list[TrialRun]) -> l
 
 def to_markdown(rows: list[RowTerm], source: str) -> str:
     header = ["#", "row", "term", "n", "chance log(1+K)", "first", "lowest (mean step)", "last (step)", "last / chance",
-              f"seeds ending ≥ {NEAR:g} × chance"]
+              f"seeds ending ≥ {NEAR:g} × chance", "lag-free at evaluation / its chance"]
     title = (f"**InfoNCE against chance** ({source}): each contrastive term's training loss, mean over seeds; chance "
              "is the loss of a projection that maps every image to one point")
     lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -116,7 +134,8 @@ def to_markdown(rows: list[RowTerm], source: str) -> str:
         last = f"{row.mean('last'):.3f} ({row.mean('last_step'):.0f})"
         cells = [str(numbers[row.label]), row.label, f"L_{row.term}", str(len(row.curves)),
                  f"{row.mean('chance'):.3f}", f"{row.mean('first'):.3f}", lowest, last,
-                 f"{row.mean('last') / row.mean('chance'):.2f}", f"{row.near()} of {len(row.curves)}"]
+                 f"{row.mean('last') / row.mean('chance'):.2f}", f"{row.near()} of {len(row.curves)}",
+                 _lagfree_cell(row)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Per seed (first / lowest / last):", ""]
     for row in rows:
@@ -125,8 +144,18 @@ def to_markdown(rows: list[RowTerm], source: str) -> str:
     lines += ["", "A loss far below chance that climbs back towards it as the lr anneals was low because the online "
                   "encoder's positive differed from the momentum encoder's negatives, not because the projection "
                   "tells images apart (ablations/infonce.py). With a mask on the negatives chance is lower than "
-                  "log(1+K)."]
+                  "log(1+K). Lag-free: the same term at evaluation with the anchor, the positive and K negatives all "
+                  "from the trained online encoder (contralord/lagfree_nce.py), mean over the seeds that logged it; "
+                  "near its chance, the projection does not tell images apart."]
     return "\n".join(lines) + "\n"
+
+
+def _lagfree_cell(row: RowTerm) -> str:
+    found = row.lagfree()
+    if found is None:
+        return "– (not logged: runs before the check)"
+    logged = sum(c.lagfree is not None for c in row.curves)
+    return f"{found[0]:.3f} / {found[1]:.3f} ({found[0] / found[1]:.2f}; {logged} of {len(row.curves)} seeds)"
 
 
 def row_numbers(rows: list[RowTerm]) -> dict[str, int]:

@@ -32,9 +32,11 @@ from contralord import floors, metrics
 from contralord.config import ConfigError, ContraLordConfig, parse_factor_filter
 from contralord.data import DataError, ImageFactorData, build_dataset
 from contralord.encoding import BATCH, CodeCache, encode_classifier
+from contralord.lagfree_nce import lagfree_infonce, lagfree_size
 from contralord.models.contralord import OnlineEncoder
 from contralord.scoring import dci_jobs, labelled_values, partial_labels_order, score_labelled_codes, scored_order
 from contralord.setup import Setup
+from contralord.stage2.encoder_stage import query_augmentation
 from contralord.training import checkpoint
 
 
@@ -138,6 +140,9 @@ def evaluate(setup: Setup, online: OnlineEncoder, out_dir: str | Path, device: t
     result |= metrics.compute_smoothness(codes["content"], codes["residual"]) | spread(online, codes["content"])
     result["smoothness_centred"] = metrics.compute_smoothness(codes["content"], codes["residual"],
                                                               centre=True)["smoothness"]
+    if cfg.encoder.model != "vae":  # the InfoNCE terms without the momentum encoder's lag (contralord/lagfree_nce.py)
+        lagfree = order[:lagfree_size(cfg, size)]
+        result |= lagfree_infonce(cfg, online, data.images[lagfree], query_augmentation(setup), device)
     if partial:
         soft = encode_classifier(factor_codes, train.images, order, device) if classifier else None
         result |= _partial_labels(setup, codes, labelled_values(setup, order), soft)

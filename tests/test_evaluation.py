@@ -66,7 +66,8 @@ def test_train__writes_metrics_and_grids(trained_run):
     scores = json.loads((out / "metrics.json").read_text())
     for key in ("mig", "sap", "disentanglement", "completeness", "informativeness_test", "smoothness",
                 "smoothness_content", "smoothness_residual", "smoothness_centred", "uniformity_content",
-                "uniformity_projection", "probe_top1", "probe_classes", "recon_mse"):
+                "uniformity_projection", "nce_content_lagfree", "nce_residual_lagfree", "nce_chance_lagfree",
+                "probe_top1", "probe_classes", "recon_mse"):
         assert key in scores and np.isfinite(scores[key]), key
     assert scores["probe_classes"] == 4 and "probe_top5" not in scores  # Shapes3D's shape: top-5 would be 1
     assert scores["uniformity_content"] <= 0 and scores["uniformity_projection"] <= 0  # logs of a mean potential

@@ -338,7 +338,8 @@ SUMMARY_METRICS = frozenset({"class_acc", "content_r2", "residual_r2", "content_
 EVAL_METRICS = SUMMARY_METRICS | frozenset({
     "disentanglement", "completeness", "informativeness_train", "informativeness_test", "mig", "sap",
     "smoothness", "smoothness_content", "smoothness_residual", "smoothness_centred", "uniformity_content",
-    "uniformity_projection", "num_metric_train", "num_metric_test",
+    "uniformity_projection", "nce_content_lagfree", "nce_residual_lagfree", "nce_chance_lagfree",
+    "num_metric_train", "num_metric_test",
     "probe_top1", "probe_top5", "probe_classes", "floor_pixels_top1", "floor_pixels_top5", "floor_supervised_top1",
     "floor_supervised_top5", "recon_mse", "lpips_reconstruction", "fid_translation",
     "within_combination_variance", "residual_leakage", "residual_leakage_chance"})

@@ -136,7 +136,7 @@ class EncoderTrainer:
         self.recon = build_recon_loss(cfg, self.device) if cfg.loss.rec > 0 else None
         needs_targets = cfg.loss.sup > 0 or (uses_contrastive(cfg) and cfg.encoder.anchor == "stage1")
         self.targets = _stage1_targets(data, latent) if needs_targets else None
-        self.augmentation = _augmentation(setup)
+        self.augmentation = query_augmentation(setup)
         self.history: list[dict[str, float]] = []  # per-epoch metrics: a resumed checkpoint's, then the loop's
         self.rungs: dict[int, dict[str, float]] = {}  # encoder.rungs evaluated so far (in the checkpoint too)
 
@@ -336,7 +336,7 @@ def _rows_reordered(rows: torch.Tensor, batch: int, inverse: torch.Tensor) -> to
     return torch.cat([rows[:batch], rows[batch:2 * batch][inverse], rows[2 * batch:]])
 
 
-def _augmentation(setup: Setup) -> tuple[float, bool, float]:
+def query_augmentation(setup: Setup) -> tuple[float, bool, float]:
     """(crop_scale_min, flip, color_jitter) of the query view; under partial labels with
     ``encoder.preserve_labelled``, nothing that changes a labelled factor (``augment.preserving``); with
     ``encoder.augment=false``, the identity (a scale-1 crop, no flip, no jitter)."""

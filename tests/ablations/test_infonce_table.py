@@ -42,10 +42,12 @@ def _log(store: Store, run_id: str, histories: dict[str, list[tuple[int, float]]
 
 def _fabricate(store: Store) -> None:
     """Row con=0: no InfoNCE term. Row con=1 (K = 128 from the fabricated base, chance log 129 = 4.860): seed 0 drops
-    to 0.1 and climbs back to 4.5 (near chance); seed 1 is a reused copy whose original keeps falling (to 1.0)."""
+    to 0.1 and climbs back to 4.5 (near chance), and its L_con without the lag is 4.8 of 5.0 at evaluation; seed 1 is a
+    reused copy whose original keeps falling (to 1.0) and predates the lag-free check."""
     for seed in range(2):
         store.trial(EXPERIMENT, {"loss.con": "0.0"}, {"disentanglement": 0.5}, seed)
-    seed0 = store.trial(EXPERIMENT, {"loss.con": "1.0"}, {"disentanglement": 0.4}, 0)
+    seed0 = store.trial(EXPERIMENT, {"loss.con": "1.0"}, {"disentanglement": 0.4, "nce_content_lagfree": 4.8,
+                                                          "nce_chance_lagfree": 5.0}, 0)
     _log(store, seed0, {"nce_content": [(32, 2.0), (64, 0.1), (96, 0.1), (128, 4.5)],
                         "nce_residual": [(32, 1.0), (64, 0.5), (128, 0.5)]})
     original = store.trial("contralord-schedule", {"loss.con": "1.0"}, {"disentanglement": 0.4}, 1)
@@ -69,6 +71,8 @@ def test_infonce__first_lowest_last_per_seed_and_seeds_near_chance(store):
     assert con.near() == 1  # 4.5 >= 0.9 * 4.86; 1.0 is not
     assert con.mean("last") == pytest.approx(2.75) and con.mean("lowest") == pytest.approx(0.55)
     assert rows["loss.con=1", "res"].near() == 0
+    assert con.lagfree() == (pytest.approx(4.8), pytest.approx(5.0))  # the one seed that logged it
+    assert rows["loss.con=1", "res"].lagfree() is None
 
 
 def test_infonce_command__prints_writes_and_refuses(store, tmp_path, capsys):
@@ -77,7 +81,9 @@ def test_infonce_command__prints_writes_and_refuses(store, tmp_path, capsys):
             "--out", str(tmp_path / "out")]
     assert make_tables.main(argv) == 0
     text = capsys.readouterr().out
-    assert "| 1 | loss.con=1 | L_con | 2 | 4.860 | 3.000 | 0.550 (96) | 2.750 (128) | 0.57 | 1 of 2 |" in text
+    assert ("| 1 | loss.con=1 | L_con | 2 | 4.860 | 3.000 | 0.550 (96) | 2.750 (128) | 0.57 | 1 of 2 | "
+            "4.800 / 5.000 (0.96; 1 of 2 seeds) |") in text
+    assert "| L_res | 2 | 4.860 | 2.000 | 1.000 (96) | 1.000 (128) | 0.21 | 0 of 2 | – (not logged" in text
     assert (tmp_path / "out" / "by-loss.con_infonce.md").read_text().strip() == text.strip()
     assert (tmp_path / "out" / "by-loss.con_infonce.png").read_bytes()[:4] == b"\x89PNG"
     assert make_tables.main(argv) == 2  # the file exists: refused, unchanged
