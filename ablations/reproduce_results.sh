@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates RESULTS.md's tables on this machine under the paper's protocol (eval.protocol=partial-labels,
 # the default): Table 2 on procedural Shapes3D and dSprites, then Tables 4, 5 and 6 on Shapes3D, the schedule
-# check (WSD against cosine), stage 1 against its reference, and Tables 2 and 4 on budget ladders to 6400 steps, each at
+# check (WSD against cosine), stage 1 against its reference, Tables 2 and 4 on budget ladders to 6400 steps and the
+# lag-free InfoNCE check (online against momentum positive, 640 steps), each at
 # the cpu preset with SEEDS seeds (default 3; each seed retrains stage 1) into ./mlflow.db, and the tables
 # into results/. Tables 4-6 then add one seed per round to the rows whose D verdict is still open, up to
 # MAX_SEEDS (default 5; --until-decided), and results/cost_to_verdict.md sets that cost beside fixed seeds.
@@ -49,7 +50,15 @@ methods_ladder() {
         --set encoder.steps=$steps --name "results-methods-ladder-$steps-$STAMP" $DRY
   done
 }
-if [ -n "$DRY" ]; then methods_ladder; ladder; exit 0; fi
+# issue 30 item 4: the full method at 640 steps under Algorithm 1's online positive and MoCo's momentum positive; the
+# lag-free InfoNCE check (encoder/eval/nce_*_lagfree) and the training curves read by make_tables --infonce
+lagfree() {
+  for positive in online momentum; do
+    "$PY" tune/sweep_losses.py --preset cpu --seeds "$SEEDS" --row rec+sup+con+res --set encoder.steps=640 \
+        --set encoder.positive=$positive --name "results-lagfree-$positive-$STAMP" $DRY
+  done
+}
+if [ -n "$DRY" ]; then methods_ladder; ladder; lagfree; exit 0; fi
 URI="sqlite:///$PWD/mlflow.db"
 sweeps() {  # the parent runs of this call's sweeps named $2, $3, ... in experiment $1, joined by commas
   "$PY" -c "import sys; from ablations.store import tracking_client; c = tracking_client(sys.argv[1]); \
@@ -87,3 +96,9 @@ ladder
 LADDER=$(sweeps contralord-losses "results-ladder-160-$STAMP" "results-ladder-640-$STAMP" "results-ladder-2560-$STAMP" \
     "results-ladder-6400-$STAMP")
 "$PY" ablations/make_tables.py --tracking-uri "$URI" --spec table4 --sweep-run "$LADDER" --rungs --out results/ --overwrite
+lagfree
+LAGFREE=$(sweeps contralord-losses "results-lagfree-online-$STAMP" "results-lagfree-momentum-$STAMP")
+for flag in "" --infonce; do
+  "$PY" ablations/make_tables.py --tracking-uri "$URI" --by encoder.positive --sweep-run "$LAGFREE" $flag \
+      --out results/lagfree-640/ --overwrite
+done
