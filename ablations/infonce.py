@@ -5,19 +5,20 @@ InfoNCE with K negatives is -log(e^(a.p/tau) / (e^(a.p/tau) + sum_k e^(a.n_k/tau
 same, as for a projection that maps every image to one point, it is exactly log(1 + K): chance. A value far below
 chance says the positive stands out from the negatives, not why. Under Algorithm 1's online positive the positive is
 the online encoder's and the negatives are the momentum encoder's, so a projection that differs between the two
-encoders (the momentum encoder lags the online one by about 1 / (1 - m) steps) scores low without telling images
-apart. Such a loss rises towards chance when the lr anneals: the online encoder stops and the momentum encoder
-catches up. A loss that tells images apart does not rise when the keys stop lagging.
+encoders (the momentum encoder lags the online one by about 1 / (1 - m) steps) can score low without telling images
+apart; such a loss climbs back towards chance when the lag shrinks (measured: L_res at the end of a cosine schedule,
+as the lr goes to 0). The training curve alone cannot say which of the two a low loss is: the lag-free value can.
 
 Per run and term (``encoder/train/nce_content``, ``encoder/train/nce_residual``; every epoch's last step): the first
 logged value, the lowest and its step, the last, the same term at evaluation without the lag where the run logged
-it (``encoder/eval/nce_<content|residual>_lagfree``, ``contralord/lagfree_nce.py``; the check that decides between
-the two readings of a low loss), and chance, log(1 + encoder.queue_size) with the queue's negatives
-(log(2B - 1) with ``encoder.negatives=batch``, B = encoder.batch_size). A mask that drops negatives
-(``encoder.label_aware_negatives``, ``encoder.mask_own_keys``) lowers chance by what it drops, so log(1 + K) is then
-an upper bound. Per row, the mean over seeds, and how many seeds end within ``NEAR`` of chance. A reused trial's copy
-carries no history: its original (tag ``reused_from``) is read instead. With ``--out``, ``<table>_infonce.png`` draws
-every run's curve against steps, a panel per term, with chance and the run's lr (``encoder/train/lr``) beside it.
+it (``encoder/eval/nce_<content|residual>_lagfree``, ``contralord/lagfree_nce.py``: every vector from the trained
+online encoder), and chance, log(1 + encoder.queue_size) with the queue's negatives (log(2B - 1) with
+``encoder.negatives=batch``, B = encoder.batch_size, for one process: W processes each see B / W images, and the
+runs do not log W). A mask that drops negatives (``encoder.label_aware_negatives``, ``encoder.mask_own_keys``) lowers
+chance by what it drops, so log(1 + K) is then an upper bound. Per row, the mean over seeds, and how many seeds end
+within ``NEAR`` of chance. A reused trial's copy carries no history: its original (tag ``reused_from``) is read
+instead. With ``--out``, ``<table>_infonce.png`` draws every run's curve against steps, a panel per term, with chance
+and the run's lr (``encoder/train/lr``) beside it.
 """
 
 from __future__ import annotations
@@ -137,16 +138,18 @@ def to_markdown(rows: list[RowTerm], source: str) -> str:
                  f"{row.mean('last') / row.mean('chance'):.2f}", f"{row.near()} of {len(row.curves)}",
                  _lagfree_cell(row)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Per seed (first / lowest / last):", ""]
+    lines += ["", "Per seed (first / lowest / last training loss; lag-free at evaluation where logged):", ""]
     for row in rows:
-        seeds = "; ".join(f"{c.first:.2f} / {c.lowest:.2f} / {c.last:.2f}" for c in row.curves)
+        seeds = "; ".join(f"{c.first:.3f} / {c.lowest:.3f} / {c.last:.3f}"
+                          + (f", lag-free {c.lagfree:.3f}" if c.lagfree is not None else "") for c in row.curves)
         lines.append(f"- {row.label}, L_{row.term}: {seeds}")
-    lines += ["", "A loss far below chance that climbs back towards it as the lr anneals was low because the online "
-                  "encoder's positive differed from the momentum encoder's negatives, not because the projection "
-                  "tells images apart (ablations/infonce.py). With a mask on the negatives chance is lower than "
-                  "log(1+K). Lag-free: the same term at evaluation with the anchor, the positive and K negatives all "
-                  "from the trained online encoder (contralord/lagfree_nce.py), mean over the seeds that logged it; "
-                  "near its chance, the projection does not tell images apart."]
+    lines += ["", "A training loss far below chance says the positive stands out from the negatives, not why: under "
+                  "the online positive the negatives come from the lagging momentum encoder (ablations/infonce.py). "
+                  "Lag-free: the term recomputed at evaluation with the anchor, the positive and K negatives all from "
+                  "the trained online encoder (contralord/lagfree_nce.py; the online anchor and no mask on the "
+                  "negatives whatever the run's reading), mean over the seeds that logged it; near its chance, the "
+                  "projection does not tell images apart. With a mask on the negatives the training chance is lower "
+                  "than log(1+K); in-batch chance assumes one process."]
     return "\n".join(lines) + "\n"
 
 

@@ -169,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.confusion:
         print("error: --confusion: only with --spec stage1 (where stage 1's classifiers err)", file=sys.stderr)
         return 2
+    if args.rungs and (args.balance or args.infonce):
+        print("error: --rungs with --balance or --infonce: give one (each is its own table; read a ladder's rungs "
+              "one sweep at a time)", file=sys.stderr)
+        return 2
     if args.rungs:
         return ladder_main(args)
     if args.balance or args.infonce:
@@ -259,7 +263,8 @@ def stage1_main(args: argparse.Namespace) -> int:
     """``--spec stage1`` (``ablations/stage1_table.py``): markdown, and ``stage1.md`` in --out with
     ``stage1_curves.png`` when the runs logged accuracy curves (``ablations/stage1_curves.py``)."""
     try:
-        other = args.rungs or args.by or args.experiment or args.paper or args.ignore_key
+        other = (args.rungs or args.by or args.experiment or args.paper or args.ignore_key or args.balance
+                 or args.infonce)
         if other or (args.format or ["markdown"]) != ["markdown"]:
             raise AblationError("--spec stage1: takes --tracking-uri, --sweep-run, --confusion, --out and --overwrite "
                                 "only")

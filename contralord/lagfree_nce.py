@@ -5,16 +5,21 @@ In training (Algorithm 1's default reading, ``encoder.positive=online``) the anc
 online encoder and the K negatives from the queue, encoded by the momentum encoder up to K / B steps earlier. A
 projection that differs between the online and the momentum encoder then ranks the positive first without telling
 images apart, and the training loss cannot show which of the two it learnt (``ablations/infonce.py``). Here every
-vector comes from the trained online encoder, now, in eval mode, on ``n`` of the scored images (``n`` = K + 1 where
-the scored images allow, so the same K as training): the anchor view of image i (x_i, or an augmented view with
-``encoder.augment_anchor``), its positive (an augmented view of x_i, the query view's augmentations with a seeded
-draw of its own), and as negatives the other n - 1 images' positives. That is our ``info_nce_loss`` with the
-positives as the negatives and each anchor's own positive masked out of them. ``nce_chance_lagfree`` = log(n) is
-its value for a projection that maps every image to one point.
+vector comes from the trained online encoder, now, in eval mode, on ``n`` of the scored images (``n`` = K + 1 with
+K = ``encoder.queue_size`` where the scored images allow, at most ``MAX_IMAGES``): the anchor view of image i (x_i,
+or an augmented view with ``encoder.augment_anchor``), its positive (an augmented view of x_i, the query view's
+augmentations with a seeded draw of its own), and as negatives the other n - 1 images' positives. That is our
+``info_nce_loss`` with the positives as the negatives and each anchor's own positive masked out of them.
+``nce_chance_lagfree`` = log(n) is its value for a projection that maps every image to one point.
 
 ``nce_content_lagfree`` (L_con's projection of h_c) and ``nce_residual_lagfree`` (L_res's of h_r) are logged for the
-terms the run trained (weight > 0). The stage-1 anchor reading (``encoder.anchor=stage1``) is scored with the online
-anchor too: this reads the projection the online encoder learnt, whatever its training anchor was.
+terms the run trained (weight > 0). What it is not, exactly, the training term:
+- the anchor is always the online one: under ``encoder.anchor=stage1`` this reads the projection the online encoder
+  learnt, not the stage-1 anchor's term;
+- no negative is masked (``encoder.label_aware_negatives``, ``encoder.mask_own_keys`` are training choices);
+- K is ``encoder.queue_size`` also for SimCLR's in-batch negatives (its training has 2B - 2);
+- eval-mode BatchNorm: for a BN backbone the check also removes any batch-statistics leak between the views, so a
+  gap to the training loss is then the lag or the BN leak (the cpu preset's ``lord`` backbone has no BN).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from contralord.stage2 import augment
 
 LAGFREE_SALT = 7_919  # the views' augmentations draw from run.seed + this (no training draw is reused)
 MAX_IMAGES = 4_097  # at most this many images (K + 1 for K up to 4096): an (n, n) similarity matrix
+CHUNK = 1_024  # images per forward pass (the goldens' n = K + 1 = 257 is one pass)
 
 
 def lagfree_size(cfg: ContraLordConfig, available: int) -> int:
@@ -44,15 +50,24 @@ def lagfree_infonce(cfg: ContraLordConfig, online, images: torch.Tensor, augment
     n, w = len(images), cfg.loss
     if n < 2 or not (w.con > 0 or w.res > 0):
         return {}
+    rng = torch.Generator().manual_seed(cfg.run.seed + LAGFREE_SALT)
+    positive_draw = augment.draw_params(n, rng, *augmentation)  # the positives' draw first, the anchors' second
+    anchor_draw = augment.draw_params(n, rng, *augmentation) if cfg.encoder.augment_anchor else None
     was_training = online.training
     online.eval()
-    x = images.to(device).float().div(255)  # (n, C, H, W)
-    rng = torch.Generator().manual_seed(cfg.run.seed + LAGFREE_SALT)
-    positive_view = augment.augment(x, augment.draw_params(n, rng, *augmentation))
-    anchor_view = augment.augment(x, augment.draw_params(n, rng, *augmentation)) if cfg.encoder.augment_anchor else x
-    anchors = online(anchor_view, project=True)[2]  # (content (n, P), residual (n, P))
-    positives = online(positive_view, project=True)[2]
-    online.train(was_training)
+    try:
+        anchors, positives = ([], []), ([], [])
+        for chunk in torch.arange(n).split(CHUNK):
+            x = images[chunk].to(device).float().div(255)  # (c, C, H, W)
+            positive_view = augment.augment(x, positive_draw.slice(int(chunk[0]), int(chunk[-1]) + 1))
+            anchor_view = x if anchor_draw is None else augment.augment(
+                x, anchor_draw.slice(int(chunk[0]), int(chunk[-1]) + 1))
+            for found, view in ((anchors, anchor_view), (positives, positive_view)):
+                for branch, projected in enumerate(online(view, project=True)[2]):  # content, residual (c, P)
+                    found[branch].append(projected)
+    finally:
+        online.train(was_training)
+    anchors, positives = tuple(torch.cat(a) for a in anchors), tuple(torch.cat(p) for p in positives)
     own = torch.eye(n, dtype=torch.bool, device=device)  # each anchor's own positive is no negative of it
     out = {}
     for name, weight, branch in (("content", w.con, 0), ("residual", w.res, 1)):

@@ -79,3 +79,37 @@ def test_size__is_the_trainings_k_plus_one_where_the_images_allow():
     assert lagfree_size(_cfg(), 2048) == 9
     assert lagfree_size(_cfg(**{"encoder.queue_size": 1024}), 500) == 500
     assert lagfree_size(_cfg(**{"encoder.queue_size": 65536, "encoder.allow_large_queue": True}), 100_000) == 4097
+
+
+def test_augmented_anchor__draws_after_the_positive_and_chunks_change_nothing(monkeypatch):
+    """With ``encoder.augment_anchor`` the anchors get the second draw of the check's generator (the positives the
+    first); passes of a few images at a time give the one-pass value."""
+    from contralord import lagfree_nce
+
+    torch.manual_seed(1)
+    head = nn.Sequential(nn.Flatten(), nn.Linear(192, 6))
+    model, images = _Projecting(head, head), _images(7, seed=5)
+    cfg, augmentation = _cfg(**{"encoder.augment_anchor": True, "run.seed": 2}), (0.5, True, 0.4)
+    whole = lagfree_infonce(cfg, model, images, augmentation, torch.device("cpu"))
+    x = images.float() / 255
+    rng = torch.Generator().manual_seed(2 + 7_919)
+    positive = augment.augment(x, augment.draw_params(7, rng, *augmentation))
+    anchor = augment.augment(x, augment.draw_params(7, rng, *augmentation))
+    with torch.no_grad():
+        a, p = F.normalize(head(anchor), dim=1), F.normalize(head(positive), dim=1)
+        expected = float(F.cross_entropy(a @ p.T / 0.1, torch.arange(7)))
+    assert whole["nce_content_lagfree"] == pytest.approx(expected, rel=1e-5)
+    monkeypatch.setattr(lagfree_nce, "CHUNK", 3)  # passes of 3, 3 and 1 images
+    chunked = lagfree_infonce(cfg, model, images, augmentation, torch.device("cpu"))
+    assert chunked == pytest.approx(whole, rel=1e-6)
+
+
+def test_the_encoder_is_put_back_in_training_mode_even_when_it_fails():
+    class Failing(nn.Module):
+        def forward(self, x, project=False):
+            raise RuntimeError("boom")
+
+    model = Failing().train()
+    with pytest.raises(RuntimeError):
+        lagfree_infonce(_cfg(), model, _images(4), NO_AUGMENT, torch.device("cpu"))
+    assert model.training

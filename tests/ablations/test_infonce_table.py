@@ -89,8 +89,14 @@ def test_infonce_command__prints_writes_and_refuses(store, tmp_path, capsys):
     assert make_tables.main(argv) == 2  # the file exists: refused, unchanged
     assert "--overwrite" in capsys.readouterr().err
     assert make_tables.main([*argv, "--overwrite", "--format", "csv"]) == 2
+    assert "--format" in capsys.readouterr().err
     assert make_tables.main([*argv, "--overwrite", "--balance"]) == 2
     assert "give one" in capsys.readouterr().err
+    assert make_tables.main([*argv, "--overwrite", "--rungs"]) == 2
+    assert "--rungs with --balance or --infonce" in capsys.readouterr().err
+    stage1 = ["--tracking-uri", store.uri, "--spec", "stage1", "--infonce"]
+    assert make_tables.main(stage1) == 2 and "--spec stage1: takes --tracking-uri" in capsys.readouterr().err
+    assert "- loss.con=1, L_con: 2.000 / 0.100 / 4.500, lag-free 4.800; 4.000 / 1.000 / 1.000" in text
 
 
 def test_infonce__runs_without_an_infonce_term_are_refused(store, capsys):
