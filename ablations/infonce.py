@@ -90,18 +90,22 @@ def chance(params: dict[str, str]) -> float:
     return math.log(1 + int(params["encoder.queue_size"]))
 
 
-def run_curve(client: MlflowClient, run_id: str, term: str, params: dict[str, str],
-              metrics: dict[str, float]) -> RunCurve | None:
+def run_curve(client: MlflowClient, run_id: str, term: str, params: dict[str, str], metrics: dict[str, float],
+              lr: tuple[tuple[int, float], ...]) -> RunCurve | None:
     """The run's history of ``term`` (con | res) summarised, with its lag-free value from ``metrics`` (the run's
-    final metrics) where logged; None when it logged no history."""
+    final metrics) where logged and its ``lr`` history; None when it logged no history of the term."""
     history = sorted(client.get_metric_history(run_id, TERMS[term]), key=lambda point: point.step)
     if not history:
         return None
     lowest = min(history, key=lambda point: (point.value, point.step))
-    lr = sorted((int(point.step), float(point.value)) for point in client.get_metric_history(run_id, LR))
     return RunCurve(history[0].value, lowest.value, lowest.step, history[-1].value, history[-1].step, chance(params),
                     metrics.get(LAGFREE[term]), metrics.get(LAGFREE_CHANCE),
-                    tuple((int(point.step), float(point.value)) for point in history), tuple(lr))
+                    tuple((int(point.step), float(point.value)) for point in history), lr)
+
+
+def lr_history(client: MlflowClient, run_id: str) -> tuple[tuple[int, float], ...]:
+    """The run's (step, lr) points, by step: read once per run, drawn beside each of its terms."""
+    return tuple(sorted((int(point.step), float(point.value)) for point in client.get_metric_history(run_id, LR)))
 
 
 def build_infonce(client: MlflowClient, table: Table, runs: list[TrialRun]) -> list[RowTerm]:
@@ -110,10 +114,11 @@ def build_infonce(client: MlflowClient, table: Table, runs: list[TrialRun]) -> l
     found = []
     for row in table.rows:
         members = [by_id[run_id] for run_id in row.run_ids if run_id in by_id]  # a floor row trains nothing
-        sources = [(history_run(client, run.run_id, run.tags), run) for run in members]
+        sources = [(*history_run(client, run.run_id, run.tags), run) for run in members]
+        lrs = {source: lr_history(client, source) for source, logged, _ in sources if logged & set(TERMS.values())}
         for term, key in TERMS.items():
-            curves = [run_curve(client, source, term, run.params, run.metrics)
-                      for (source, logged), run in sources if key in logged]
+            curves = [run_curve(client, source, term, run.params, run.metrics, lrs[source])
+                      for source, logged, run in sources if key in logged]
             curves = [curve for curve in curves if curve is not None]
             if curves:
                 found.append(RowTerm(render.row_label(table, row), term, tuple(curves)))

@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "term's gradient norm on the backbone and its ratio to L_rec's (encoder/train/grad/<term>); "
                         "<table>_balance.md in --out")
     parser.add_argument("--infonce", action="store_true", help="each row's InfoNCE terms against chance, "
-                        "log(1+K): first, lowest and last training loss per seed (a loss that climbs back to chance "
-                        "as the lr anneals was solved through the momentum encoder's lag); <table>_infonce.md in --out")
+                        "log(1+K): first, lowest and last training loss per seed, and the term without the momentum "
+                        "encoder's lag at evaluation where logged; <table>_infonce.md and .png in --out")
     parser.add_argument("--converged-within", type=float, default=THRESHOLD, metavar="DELTA", help="--rungs: a row "
                         "is converged at a rung when D and content_corr_min moved by at most DELTA in every seed "
                         "(default %(default)s)")
@@ -221,16 +221,15 @@ def ladder_main(args: argparse.Namespace) -> int:
 def balance_main(args: argparse.Namespace) -> int:
     """``--balance`` (``ablations/balance.py``) or ``--infonce`` (``ablations/infonce.py``): read from each run's
     history; markdown, and ``<table>_balance.md`` or ``<table>_infonce.md`` and ``.png`` in --out."""
-    flag = "--balance" if args.balance else "--infonce"
+    kind = "balance" if args.balance else "infonce"
     try:
         if args.balance and args.infonce:
             raise AblationError("--balance and --infonce: give one (each is its own table)")
         if (args.format or ["markdown"]) != ["markdown"] or args.paper:
-            raise AblationError(f"{flag}: prints markdown only (no --format, no --paper)")
+            raise AblationError(f"--{kind}: prints markdown only (no --format, no --paper)")
         source = load_source(args)
         table = table_of(source, resolve_spec(args, source.sweep_kind), args)
-        suffix = "balance" if args.balance else "infonce"
-        output = out_folder(args.out) / f"{table.spec.name}_{suffix}.md" if args.out else None
+        output = out_folder(args.out) / f"{table.spec.name}_{kind}.md" if args.out else None
         if output is not None and output.exists() and not args.overwrite:
             raise AblationError(f"--out: {output} exists; pass --overwrite to replace it, or another --out; "
                                 f"nothing written")

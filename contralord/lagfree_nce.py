@@ -57,11 +57,11 @@ def lagfree_infonce(cfg: ContraLordConfig, online, images: torch.Tensor, augment
     online.eval()
     try:
         anchors, positives = ([], []), ([], [])
-        for chunk in torch.arange(n).split(CHUNK):
-            x = images[chunk].to(device).float().div(255)  # (c, C, H, W)
-            positive_view = augment.augment(x, positive_draw.slice(int(chunk[0]), int(chunk[-1]) + 1))
-            anchor_view = x if anchor_draw is None else augment.augment(
-                x, anchor_draw.slice(int(chunk[0]), int(chunk[-1]) + 1))
+        for start in range(0, n, CHUNK):
+            stop = min(start + CHUNK, n)
+            x = images[start:stop].to(device).float().div(255)  # (c, C, H, W)
+            positive_view = augment.augment(x, positive_draw.slice(start, stop))
+            anchor_view = x if anchor_draw is None else augment.augment(x, anchor_draw.slice(start, stop))
             for found, view in ((anchors, anchor_view), (positives, positive_view)):
                 for branch, projected in enumerate(online(view, project=True)[2]):  # content, residual (c, P)
                     found[branch].append(projected)
