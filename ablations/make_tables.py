@@ -45,7 +45,7 @@ from ablations.stage1_compare import build_comparison  # noqa: E402
 from ablations.stage1_compare import to_markdown as comparison_markdown  # noqa: E402
 from ablations.stage1_confusion import run_confusions  # noqa: E402
 from ablations.stage1_confusion import to_markdown as confusion_markdown  # noqa: E402
-from ablations.stage1_curves import plot_curves, read_curves  # noqa: E402
+from ablations.stage1_curves import drift_markdown, plot_curves, read_curves  # noqa: E402
 from ablations.stage1_table import build_stage1_table, stage1_runs  # noqa: E402
 from ablations.stage1_table import to_markdown as stage1_markdown  # noqa: E402
 from ablations.store import tracking_client, without_password  # noqa: E402
@@ -260,7 +260,8 @@ def _show(text: str, markdown: Path | None, plot: tuple[Path, object] | None = N
 
 def stage1_main(args: argparse.Namespace) -> int:
     """``--spec stage1`` (``ablations/stage1_table.py``): markdown, and ``stage1.md`` in --out with
-    ``stage1_curves.png`` when the runs logged accuracy curves (``ablations/stage1_curves.py``)."""
+    ``stage1_curves.png`` when the runs logged accuracy curves (``ablations/stage1_curves.py``), whose peak against
+    last point per seed the markdown adds (stage 1's drift)."""
     try:
         other = (args.rungs or args.by or args.experiment or args.paper or args.ignore_key or args.balance
                  or args.infonce)
@@ -303,7 +304,8 @@ def stage1_main(args: argparse.Namespace) -> int:
         print("no accuracy curves in these stage-1 runs (they predate latent/train/probe_acc): no "
               "stage1_curves.png", file=sys.stderr)
     plot = (figure, lambda path: plot_curves(curves, table.factors, path)) if curves else None
-    return _show(stage1_markdown(table), output, plot)
+    drift = drift_markdown(curves, table.factors)
+    return _show(stage1_markdown(table) + (f"\n\n{drift}" if drift else ""), output, plot)
 
 
 if __name__ == "__main__":

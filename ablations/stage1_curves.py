@@ -58,3 +58,41 @@ def plot_curves(curves: dict[tuple[str, str, str], Curve], factors: list[str], p
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def _peak(points: Curve) -> tuple[int, float]:
+    """(step, accuracy) of a curve's highest point; the earliest of equal highs."""
+    return max(points, key=lambda point: (point[1], -point[0]))
+
+
+def drift_markdown(curves: dict[tuple[str, str, str], Curve], factors: list[str]) -> str:
+    """Per factor and seed: stage 1's highest accuracy on the probe images (and its step) against its last, and the
+    matched reference's last, with the mean of each over the seeds that logged both curves. The peak is chosen on
+    the images it is read on, so peak − last bounds what stopping stage 1 early could recover; it is no accuracy a
+    run reaches. Empty when no stage-1 curve was logged."""
+    seeds = sorted({seed for seed, name, _ in curves if name == "stage 1"}, key=lambda s: (len(s), s))
+    if not seeds:
+        return ""
+    lines = ["**Stage 1's drift: its highest accuracy on the probe images against its last** (from the curves "
+             "above)", "", "| factor | seed | stage 1 peak (step) | stage 1 last (step) | peak − last | "
+             "matched reference last |", "|---|---|---|---|---|---|"]
+    for factor in factors:
+        drops, references = [], []
+        for seed in seeds:
+            points = curves.get((seed, "stage 1", factor))
+            if not points:
+                continue
+            (peak_step, peak), (last_step, last) = _peak(points), points[-1]
+            reference = curves.get((seed, "matched reference", factor))
+            ref_text = f"{reference[-1][1]:.3f}" if reference else "–"
+            drops.append(peak - last)
+            references.extend([reference[-1][1]] if reference else [])
+            lines.append(f"| {factor} | {seed} | {peak:.3f} ({peak_step}) | {last:.3f} ({last_step}) | "
+                         f"{peak - last:+.3f} | {ref_text} |")
+        if len(drops) > 1:
+            mean_ref = f"{sum(references) / len(references):.3f}" if references else "–"
+            lines.append(f"| {factor} | mean | | | {sum(drops) / len(drops):+.3f} | {mean_ref} |")
+    lines += ["", "- the probe images: a seeded draw of at most 1024 images without labels, read at every epoch's "
+              "end; the peak is picked on them, so peak − last is an upper bound on what early stopping could "
+              "recover (a rule that picks its epoch on held-out labels would recover less), not a result"]
+    return "\n".join(lines)

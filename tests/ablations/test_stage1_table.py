@@ -138,3 +138,26 @@ def test_stage1_table__refusals_in_one_line(store, capsys, extra, needle):
     assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err
+
+
+def test_stage1_table__drift_reads_each_seeds_peak_against_its_last_point(store, capsys, tmp_path):
+    """Stage 1's curve climbs to 0.628 at step 128 and falls to 0.40 at 192 in every seed; the matched reference
+    ends at 0.628: the drift table says +0.228 per seed and as the mean, and the last point's step."""
+    for seed in range(3):
+        run_id = _stage1(store, seed)
+        store.client.log_metric(run_id, "latent/train/probe_acc/object_hue", 0.40, step=192)
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    drift = text.split("Stage 1's drift")[1]
+    for seed in range(3):
+        assert f"| object_hue | {seed} | 0.628 (128) | 0.400 (192) | +0.228 | 0.628 |" in drift
+        assert f"| floor_hue | {seed} | 0.628 (128) | 0.628 (128) | +0.000 | 0.628 |" in drift
+    assert "| object_hue | mean | | | +0.228 | 0.628 |" in drift
+    assert (tmp_path / "stage1.md").read_text().strip() == text.strip()
+
+
+def test_stage1_table__runs_without_curves_print_no_drift(store, capsys, tmp_path):
+    for seed in range(2):
+        _stage1(store, seed, best=False)
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--out", str(tmp_path)]) == 0
+    assert "drift" not in capsys.readouterr().out and not (tmp_path / "stage1_curves.png").exists()
