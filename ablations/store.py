@@ -171,10 +171,11 @@ def _schema_problem(engine_uri: str, shown: str, reading: bool) -> str:
 
     engine = sqlalchemy.create_engine(engine_uri)
     try:
-        if not utils._all_tables_exist(engine):
+        found, expected = utils._get_schema_version(engine), utils._get_latest_schema_revision()
+        older_mlflow = found != expected and _is_mlflow_revision(found)  # it lacks the newer MLflow's tables
+        if not older_mlflow and not utils._all_tables_exist(engine):
             return (f"{shown} is not an MLflow store of this MLflow's schema (tables missing: a foreign database, "
                     f"or an MLflow store older than its tables); left untouched")
-        found, expected = utils._get_schema_version(engine), utils._get_latest_schema_revision()
         if found != expected:
             return (f"{shown} is an MLflow store of schema revision {found}, this MLflow expects {expected}; left "
                     f"untouched: back it up and run `mlflow db upgrade {shown}` yourself if you mean to migrate it")
@@ -186,6 +187,20 @@ def _schema_problem(engine_uri: str, shown: str, reading: bool) -> str:
     finally:
         engine.dispose()
     return ""
+
+
+def _is_mlflow_revision(revision: str | None) -> bool:
+    """``revision`` is one of this MLflow's own schema migrations (so ``mlflow db upgrade`` knows the way)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+    from mlflow.store.db import utils
+
+    if not revision:
+        return False
+    try:
+        return ScriptDirectory.from_config(utils._get_alembic_config(db_url="")).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def _has_default_experiment(engine) -> bool:

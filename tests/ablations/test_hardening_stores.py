@@ -1,9 +1,10 @@
 """Read-only commands write nothing into a store, and no command migrates one (issue 18, class 3); URIs never
 show a password and a malformed database URI is one line (class 8). make_tables and a sweep's checks refuse,
 in one line and leaving the file byte-identical: an MLflow store missing tables of this MLflow's schema
-(MLflow would create them and migrate), one at another schema revision (naming `mlflow db upgrade`), a
-foreign SQLite with `experiments`/`runs` tables, and, for reading, a store without its Default experiment
-(MLflow would recreate it). A store at this schema opens and reads with its bytes unchanged."""
+(MLflow would create them and migrate), one at another schema revision (naming `mlflow db upgrade`; also an older
+MLflow's store, which lacks the newer tables), a foreign SQLite with `experiments`/`runs` tables, and, for
+reading, a store without its Default experiment (MLflow would recreate it). A store at this schema opens and
+reads with its bytes unchanged."""
 
 import shutil
 import socket
@@ -52,6 +53,10 @@ def test_stores_that_opening_would_change__refused_and_unchanged(good_db, tmp_pa
     cases = {
         "older": (["DROP TABLE " + _a_schema_table(good_db)], "tables missing"),
         "revision": (["UPDATE alembic_version SET version_num = '0a8213491aaa'"], "mlflow db upgrade"),
+        "older-mlflow": (["DROP TABLE " + _a_schema_table(good_db),  # a store a fresh install's newer MLflow reads
+                          "UPDATE alembic_version SET version_num = '0a8213491aaa'"], "mlflow db upgrade"),
+        "unknown-revision": (["DROP TABLE " + _a_schema_table(good_db),
+                              "UPDATE alembic_version SET version_num = 'ffffffffffff'"], "tables missing"),
         "foreign": (["CREATE TABLE other (x)"] + [f"DROP TABLE {t}" for t in _droppable(good_db)],
                     "tables missing"),
         "no-default": (["DELETE FROM experiment_tags WHERE experiment_id = 0",
