@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracking-uri", required=True, help="MLflow store: sqlite:///path.db, a folder, http(s)://")
     parser.add_argument("--sweep-run", help="the parent run id of one sweep, several joined by commas (a ladder "
                         "run as separate sweeps, read as one table), or 'latest' (the newest sweep of --experiment or "
-                        "of --spec's experiment)")
+                        "of --spec's experiment); with --spec stage1 an id may also be one stage-1 run's")
     parser.add_argument("--experiment", help="every trial of this experiment (e.g. contralord-negatives)")
     parser.add_argument("--spec", choices=sorted([*specs.SPECS, "stage1"]), help="one of the paper's tables, or "
                         "stage1: stage 1's classifiers against their supervised-only reference, per factor and seed")

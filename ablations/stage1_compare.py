@@ -35,7 +35,7 @@ class Stage1Comparison:
     a: Stage1Table
     b: Stage1Table
     differing: dict[str, tuple[str, str]]  # key -> (A's value, B's value)
-    rows: list[tuple[str, float, float, stats.Paired]]  # (what, A's mean, B's mean, A minus B paired by seed)
+    rows: list[tuple[str, float, float, stats.Paired]]  # (what, A's mean, B's mean, A minus B) over the shared seeds
 
 
 def _values(table: Stage1Table, key: str) -> str:
@@ -63,8 +63,9 @@ def build_comparison(a: Stage1Table, b: Stage1Table) -> Stage1Comparison:
     for what, metric in measures:
         ours = {r.seed: r.metrics[metric] for r in a.runs if metric in r.metrics}
         theirs = {r.seed: r.metrics[metric] for r in b.runs if metric in r.metrics}
-        if {*ours} & {*theirs}:  # a measure one side did not log (the best reference of older runs) is left out
-            rows.append((what, sum(ours.values()) / len(ours), sum(theirs.values()) / len(theirs),
+        both = sorted({*ours} & {*theirs})  # the columns average the seeds the difference pairs, no others
+        if both:  # a measure one side did not log (the best reference of older runs) is left out
+            rows.append((what, sum(ours[s] for s in both) / len(both), sum(theirs[s] for s in both) / len(both),
                          stats.paired(ours, theirs)))
     return Stage1Comparison(a, b, differing, rows)
 
@@ -79,8 +80,22 @@ def to_markdown(comparison: Stage1Comparison) -> str:
         lines.append(f"| {what} | {number(mean_a)} | {number(mean_b)} | {p.mean:+.3f} {interval(p)} | "
                      f"{p.wins} / {p.losses} of {p.n} | {verdict(p)} |")
     machines = sorted(machines_of(comparison.a.runs).values())
-    lines += ["", f"- machine: {'; '.join(machines) or 'not recorded'}",
+    lines += ["", f"- machine: {'; '.join(machines) or 'not recorded'}", f"- {_seeds_line(comparison)}",
               f"- a key a run predates is read at the value it ran with (contralord/config.py "
               f"KEYS_ADDED_WITH_OLD_BEHAVIOUR); {ABSENT}: no such value is known",
               "- verdict: the 95 % paired-t interval over the seeds both sides ran excludes 0 (**above**: A higher)"]
     return "\n".join(lines) + "\n"
+
+
+def _seeds_line(comparison: Stage1Comparison) -> str:
+    """Which seeds A and B (the columns as well as the difference) are read at, and any one side ran alone."""
+    a, b = {r.seed for r in comparison.a.runs}, {r.seed for r in comparison.b.runs}
+    line = f"seeds: A, B and A − B are each read at seed(s) {', '.join(sorted(a & b, key=_seed_order))}"
+    for side, alone in (("A", a - b), ("B", b - a)):
+        if alone:
+            line += f"; {side}'s seed(s) {', '.join(sorted(alone, key=_seed_order))} left out (the other side has none)"
+    return line
+
+
+def _seed_order(seed: str) -> tuple[int, str]:
+    return (int(seed), "") if seed.isdigit() else (1 << 30, seed)

@@ -9,8 +9,9 @@ networks with their own recipe chosen on a validation split of the labels (``lat
 ``contralord/stage1/best_reference.py``), and the DCI, MIG and SAP of its
 codes g^c scored as an encoder is (``latent/final/codes/...``). Here: one row per seed, their mean, and per factor
 stage 1 minus each reference paired by seed (a 95 % paired-t interval; **above** or **below** when it excludes 0).
-With ``--sweep-run`` the stage-1 runs that sweep used (its parent's tag ``stage1_run_ids``), else every finished
-stage-1 run of the store, refused when they differ in a data or stage-1 key other than the seed.
+With ``--sweep-run`` the stage-1 runs that sweep used (its parent's tag ``stage1_run_ids``) or one stage-1 run named
+by its own id (a sweep stopped while its stage 1s trained never names them), else every finished stage-1 run of the
+store, refused when they differ in a data or stage-1 key other than the seed.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Stage1Table:
 
 
 def stage1_runs(client: MlflowClient, sweep_run: str | None) -> tuple[list[TrialRun], str]:
-    """The finished stage-1 runs of one sweep (its parent's ``stage1_run_ids``) or of the store, newest per seed."""
+    """The finished stage-1 runs of one sweep (its parent's ``stage1_run_ids``), the one named, or the store's, newest
+    per seed."""
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
         raise AblationError(f"--spec stage1: the store has no experiment {EXPERIMENT!r} (no sweep trained a stage 1)")
@@ -55,15 +57,15 @@ def stage1_runs(client: MlflowClient, sweep_run: str | None) -> tuple[list[Trial
             tags = client.get_run(sweep_run).data.tags
         except MlflowException:
             raise AblationError(f"--sweep-run: no run {sweep_run!r} in the tracking store") from None
-        try:
-            ids = set(json.loads(tags.get("stage1_run_ids", "{}")).values())
-        except ValueError:
-            ids = set()
+        if tags.get("role") == "stage1":  # one stage-1 run, e.g. of a sweep stopped before it named its runs
+            ids, source = {sweep_run}, f"stage-1 run {sweep_run}"
+        else:
+            ids, source = _named_stage1_runs(tags), f"the stage-1 runs of sweep run {sweep_run}"
         if not ids:
-            raise AblationError(f"--sweep-run: run {sweep_run} names no stage-1 runs (tag stage1_run_ids)")
+            raise AblationError(f"--sweep-run: run {sweep_run} is not a stage-1 run and names no stage-1 runs (tag "
+                                f"stage1_run_ids: a sweep writes it once its stage 1s have trained)")
         every = search_all(client, experiment.experiment_id, "tags.role = 'stage1'")
         found = [r for r in every if r.info.run_id in ids]
-        source = f"the stage-1 runs of sweep run {sweep_run}"
     else:
         found = search_all(client, experiment.experiment_id, "tags.role = 'stage1'")
         source = f"every stage-1 run of experiment {EXPERIMENT}"
@@ -74,6 +76,13 @@ def stage1_runs(client: MlflowClient, sweep_run: str | None) -> tuple[list[Trial
     if not newest:
         raise AblationError(f"--spec stage1: no finished stage-1 run in {source}")
     return sorted(newest.values(), key=lambda r: int(r.seed) if r.seed.isdigit() else r.seed), source
+
+
+def _named_stage1_runs(tags: dict[str, str]) -> set[str]:
+    try:
+        return set(json.loads(tags.get("stage1_run_ids", "{}")).values())
+    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
+        return set()
 
 
 def build_stage1_table(runs: list[TrialRun], source: str) -> Stage1Table:

@@ -87,6 +87,14 @@ def test_stage1_table__other_configs_refused_and_a_sweep_selects_its_own(store, 
     text = capsys.readouterr().out
     assert f"the stage-1 runs of sweep run {parent}; 2 seed(s)" in text
     assert "| 0 | 0.950 / 0.900 / – |" in text and "minus best reference" not in text  # runs before the best ref
+    # a stage-1 run named by its own id (a sweep stopped while stage 1 trained never tags its parent)
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--sweep-run", ids["1"]]) == 0
+    text = capsys.readouterr().out
+    assert f"stage-1 run {ids['1']}; 1 seed(s)" in text and "| 1 | 0.960 / 0.920 / – |" in text
+    assert "| 0 |" not in text
+    unnamed = store.client.create_run(store.experiment("contralord-methods"), tags={"role": "sweep"}).info.run_id
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--sweep-run", unnamed]) == 2
+    assert f"run {unnamed} is not a stage-1 run and names no stage-1 runs" in capsys.readouterr().err
 
 
 def _sweep(store, stage1_ids: dict[str, str]) -> str:
@@ -116,6 +124,17 @@ def test_stage1_compare__two_recipes_paired_by_seed_naming_what_differs(store, c
     for sides in (f"{new},", f",{old}", f"latest,{old}"):  # never the whole store or the newest sweep by accident
         assert make_tables.main([*argv, "--overwrite", "--sweep-run", sides]) == 2
         assert "--sweep-run: two sweeps' parent run ids, A,B (not empty, not latest)" in capsys.readouterr().err
+
+
+def test_stage1_compare__columns_read_at_the_shared_seeds_only(store, capsys):
+    one = _stage1(store, 0, epochs="120", shift=-0.10)  # one stage-1 run named by its id, seed 0 only
+    three = _sweep(store, {str(s): _stage1(store, s) for s in range(3)})
+    assert make_tables.main(["--tracking-uri", store.uri, "--spec", "stage1", "--sweep-run", f"{one},{three}"]) == 0
+    text = capsys.readouterr().out
+    # B's 3-seed mean would be 0.610; at seed 0 it is 0.600, and A is 0.500 there
+    assert "| object_hue: stage 1 | 0.500 | 0.600 | -0.100 (no interval from one seed) | 0 / 1 of 1 |" in text
+    assert ("seeds: A, B and A − B are each read at seed(s) 0; B's seed(s) 1, 2 left out (the other side has "
+            "none)") in text
 
 
 def test_stage1_compare__different_labelled_factors_refused_naming_them():
