@@ -130,7 +130,8 @@ def sqlite_store_problem(path: Path, new_ok: bool = False, reading: bool = False
         found = ", ".join(sorted(tables)[:5]) or "no tables"
         return (f"{path} is an SQLite database but not an MLflow store (expected tables "
                 f"{', '.join(sorted(MLFLOW_TABLES))}; found {found}); left untouched")
-    return _schema_problem(f"sqlite:///file:{path}?mode=ro&uri=true", str(path), reading)
+    return _schema_problem(f"sqlite:///file:{path}?mode=ro&uri=true", str(path), reading,
+                           f"sqlite:///{Path(path).absolute()}")
 
 
 def database_problem(uri: str, new_ok: bool = False, reading: bool = False) -> str:
@@ -160,12 +161,13 @@ def database_problem(uri: str, new_ok: bool = False, reading: bool = False) -> s
         engine.dispose()
     if new_ok and not tables:
         return ""
-    return _schema_problem(uri, shown, reading)
+    return _schema_problem(uri, shown, reading, shown)
 
 
-def _schema_problem(engine_uri: str, shown: str, reading: bool) -> str:
+def _schema_problem(engine_uri: str, shown: str, reading: bool, upgrade_uri: str) -> str:
     """The store has every table of this MLflow's schema at its head revision (MLflow's own helpers,
-    ``mlflow.store.db.utils``), and with ``reading`` the Default experiment."""
+    ``mlflow.store.db.utils``), and with ``reading`` the Default experiment. ``upgrade_uri``: the URI the advice
+    hands to ``mlflow db upgrade`` (it takes a URI, never a bare path)."""
     import sqlalchemy
     from mlflow.store.db import utils
 
@@ -178,7 +180,8 @@ def _schema_problem(engine_uri: str, shown: str, reading: bool) -> str:
                     f"or an MLflow store older than its tables); left untouched")
         if found != expected:
             return (f"{shown} is an MLflow store of schema revision {found}, this MLflow expects {expected}; left "
-                    f"untouched: back it up and run `mlflow db upgrade {shown}` yourself if you mean to migrate it")
+                    f"untouched: back it up and run `mlflow db upgrade {upgrade_uri}` yourself if you mean to migrate "
+                    f"it")
         if reading and not _has_default_experiment(engine):
             return (f"{shown} has no Default experiment (id 0), which MLflow would recreate on opening it; left "
                     f"untouched (open it once with a writing command, e.g. a sweep, if you accept that)")

@@ -52,9 +52,9 @@ def _a_schema_table(good_db) -> str:
 def test_stores_that_opening_would_change__refused_and_unchanged(good_db, tmp_path, capsys):
     cases = {
         "older": (["DROP TABLE " + _a_schema_table(good_db)], "tables missing"),
-        "revision": (["UPDATE alembic_version SET version_num = '0a8213491aaa'"], "mlflow db upgrade"),
+        "revision": (["UPDATE alembic_version SET version_num = '0a8213491aaa'"], "mlflow db upgrade sqlite:////"),
         "older-mlflow": (["DROP TABLE " + _a_schema_table(good_db),  # a store a fresh install's newer MLflow reads
-                          "UPDATE alembic_version SET version_num = '0a8213491aaa'"], "mlflow db upgrade"),
+                          "UPDATE alembic_version SET version_num = '0a8213491aaa'"], "mlflow db upgrade sqlite:////"),
         "unknown-revision": (["DROP TABLE " + _a_schema_table(good_db),
                               "UPDATE alembic_version SET version_num = 'ffffffffffff'"], "tables missing"),
         "foreign": (["CREATE TABLE other (x)"] + [f"DROP TABLE {t}" for t in _droppable(good_db)],
