@@ -159,6 +159,8 @@ def test_killed_and_interrupted_sweep__resume_finishes_as_a_straight_run(root):
     code, _ = _stop_driver_at(root, lambda _: _stage1_folder(root) is not None, "stage 1's first checkpoint")
     assert code == -signal.SIGKILL
     assert not (_stage1_folder(root) / ARTIFACT).exists(), "the kill came after stage 1 ended"
+    (killed,), (sweep,) = _runs(root, "stage1"), _runs(root, "sweep")  # the sweep named its stage 1 before training
+    assert json.loads(sweep.data.tags["stage1_run_ids"]) == {"0": killed.info.run_id}
 
     _stop_driver_at(root, lambda _: _checkpoints(root), "a trial's first checkpoint")
     assert not _finished(root)  # the issue: the trial then refused the folder its first attempt wrote, 3 times

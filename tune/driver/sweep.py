@@ -433,9 +433,9 @@ def _ensure_stage1(sweep: _Sweep, seeds: list[int]) -> None:
     plan = sweep.plan
     per_seed = {s: plan.base | {"run.seed": s, "run.latent_cache": sweep.ctx.latent_cache} for s in seeds}
     runs = ensure_stage1(per_seed, sweep.ctx.latent_cache, plan.tracking_uri, _stage1_resources(plan),
-                         sweep.ctx.run_tags)
+                         sweep.ctx.run_tags, named=lambda named: sweep.records.log_stage1_runs(
+                             sweep.ctx.stage1_runs | named))  # before training: a killed sweep names its runs
     sweep.ctx = dataclasses.replace(sweep.ctx, stage1_runs=sweep.ctx.stage1_runs | runs)
-    sweep.records.log_stage1_runs(sweep.ctx.stage1_runs)
 
 
 def _fit(sweep: _Sweep, tuner: tune.Tuner):

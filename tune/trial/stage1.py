@@ -9,6 +9,7 @@ cluster it lands on a GPU node, not on the head.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +120,11 @@ def interrupted_run(client: MlflowClient, experiment_id: str, key: str) -> str |
 
 
 def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tracking_uri: str,
-                  resources: dict[str, float], run_tags: dict[str, str] | None = None) -> dict[str, str]:
+                  resources: dict[str, float], run_tags: dict[str, str] | None = None,
+                  named: Callable[[dict[str, str]], None] | None = None) -> dict[str, str]:
     """Train the missing stage-1 artifacts; return {seed: stage-1 MLflow run id}. ``run_tags`` (MLflow's
-    source/git tags) go on the runs created here."""
+    source/git tags) go on the runs created here; ``named`` gets the same ids before any training starts (a sweep
+    killed during stage 1 has then already said which runs are its own)."""
     import ray
 
     client = tracking_client(tracking_uri)
@@ -143,9 +146,11 @@ def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tra
             {"latent_key": key, "data_fingerprint": data.fingerprint, "seed": str(seed), "role": "stage1"}
             | (run_tags or {}))
         task = ray.remote(**_task_resources(resources))(_train_stage1)
-        pending.append(task.remote(overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1))),
-                                   sys.stdout.isatty()))  # a terminal: a bar in place; else a line every 5 %
-    ray.get(pending)
+        pending.append((task, (overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1))),
+                               sys.stdout.isatty())))  # a terminal: a bar in place; else a line every 5 %
+    if named is not None:
+        named(runs)
+    ray.get([task.remote(*args) for task, args in pending])
     return runs
 
 
