@@ -102,7 +102,11 @@ def test_bench_metrics__sizes_must_fit_memory(capsys):
 def test_train__ctrl_c_is_one_line_that_says_how_to_resume(tmp_path, tiny_overrides):
     sets = [a for k, v in (tiny_overrides | {"latent.epochs": 400}).items() for a in ("--set", f"{k}={v}")]
     cmd = [sys.executable, "-m", "contralord.cli.main", "train", *sets, "--out", str(tmp_path / "run")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a test run started in the background by a non-interactive shell
+    # (nohup ... &) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt (a CI rehearsal's
+    # training ran to its end, exit 0, 2026-12-08)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # no deadline of our own: on 2 cores shared with a stage-1 run the exit after SIGINT took over 60 s (a CI
         # rehearsal, 2026-12-08; 8 s on an idle machine); a hang fails by pytest-timeout and is killed below
