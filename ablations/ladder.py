@@ -23,7 +23,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from ablations import render, specs, stats
-from ablations.runs import AblationError, TrialRun
+from ablations.runs import AblationError, TrialRun, seed_order
 from ablations.stats import Paired
 from ablations.tables import Table, build_table
 
@@ -207,7 +207,7 @@ def per_seed_markdown(ladder: Ladder) -> str:
     by_seed = _by_seed(ladder)
     labels = list(dict.fromkeys(label for rows in by_seed.values() for label in rows))
     for label in labels:
-        seeds = sorted({seed for rows in by_seed.values() for seed in rows.get(label, {})}, key=_seed_order)
+        seeds = sorted({seed for rows in by_seed.values() for seed in rows.get(label, {})}, key=seed_order)
         for seed in seeds:
             cells = [_value_cell(by_seed[rung].get(label, {}).get(seed, {}).get(metric))
                      for _, metric in PER_SEED for rung in ladder.rungs]
@@ -216,10 +216,6 @@ def per_seed_markdown(ladder: Ladder) -> str:
             "factor, averaged over them (encoder/eval/residual_leakage; lower is cleaner, each factor's chance is "
             "logged beside it); content_corr_min: the weakest dimension of h_c against its stage-1 target")
     return "\n".join(lines) + "\n\n" + note
-
-
-def _seed_order(seed: str) -> tuple:
-    return (0, int(seed), "") if str(seed).isdigit() else (1, 0, str(seed))
 
 
 def _value_cell(value: float | None) -> str:

@@ -87,6 +87,11 @@ def classify(status: str, tags: dict[str, str]) -> str:
     return STATUS_OF.get(status, "unfinished")
 
 
+def seed_order(seed: str) -> tuple[int, int, str]:
+    """Sort key for seeds as MLflow stores them (strings): numbers by value (2 before 10), then any other name."""
+    return (0, int(seed), "") if str(seed).isdigit() else (1, 0, str(seed))
+
+
 def trial_run(run) -> TrialRun:
     params, tags = dict(run.data.params), dict(run.data.tags)
     params = as_it_ran(params, text=True)

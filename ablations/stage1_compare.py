@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ablations import stats
-from ablations.runs import AblationError
+from ablations.runs import AblationError, seed_order
 from ablations.stage1_table import (
     ACCURACY,
     BEST,
@@ -90,12 +90,8 @@ def to_markdown(comparison: Stage1Comparison) -> str:
 def _seeds_line(comparison: Stage1Comparison) -> str:
     """Which seeds A and B (the columns as well as the difference) are read at, and any one side ran alone."""
     a, b = {r.seed for r in comparison.a.runs}, {r.seed for r in comparison.b.runs}
-    line = f"seeds: A, B and A − B are each read at seed(s) {', '.join(sorted(a & b, key=_seed_order))}"
+    line = f"seeds: A, B and A − B are each read at seed(s) {', '.join(sorted(a & b, key=seed_order))}"
     for side, alone in (("A", a - b), ("B", b - a)):
         if alone:
-            line += f"; {side}'s seed(s) {', '.join(sorted(alone, key=_seed_order))} left out (the other side has none)"
+            line += f"; {side}'s seed(s) {', '.join(sorted(alone, key=seed_order))} left out (the other side has none)"
     return line
-
-
-def _seed_order(seed: str) -> tuple[int, str]:
-    return (int(seed), "") if seed.isdigit() else (1 << 30, seed)

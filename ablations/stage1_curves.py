@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from ablations.runs import TrialRun
+from ablations.runs import TrialRun, seed_order
 
 CURVES = {"stage 1": "latent/train/probe_acc/", "matched reference": "latent/ref/probe_acc/",
           "best reference (refit steps)": "latent/best_ref/probe_acc/"}
@@ -42,7 +42,7 @@ def plot_curves(curves: dict[tuple[str, str, str], Curve], factors: list[str], p
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(factors), figsize=(3.6 * len(factors), 3.2), squeeze=False)
-    seeds = sorted({seed for seed, _, _ in curves}, key=lambda s: (len(s), s))
+    seeds = sorted({seed for seed, _, _ in curves}, key=seed_order)
     colours = {seed: f"C{i % 10}" for i, seed in enumerate(seeds)}
     for ax, factor in zip(axes[0], factors, strict=True):
         for (seed, name, curve_factor), points in sorted(curves.items()):
@@ -70,7 +70,7 @@ def drift_markdown(curves: dict[tuple[str, str, str], Curve], factors: list[str]
     matched reference's last, with the mean of each over the seeds that logged both curves. The peak is chosen on
     the images it is read on, so peak − last bounds what stopping stage 1 early could recover; it is no accuracy a
     run reaches. Empty when no stage-1 curve was logged."""
-    seeds = sorted({seed for seed, name, _ in curves if name == "stage 1"}, key=lambda s: (len(s), s))
+    seeds = sorted({seed for seed, name, _ in curves if name == "stage 1"}, key=seed_order)
     if not seeds:
         return ""
     lines = ["**Stage 1's drift: its highest accuracy on the probe images against its last** (from the curves "

@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from ablations import stats
-from ablations.runs import AblationError, TrialRun, search_all, trial_run
+from ablations.runs import AblationError, TrialRun, search_all, seed_order, trial_run
 from ablations.tables import differing_keys, machines_of
 
 EXPERIMENT = "contralord-stage1"
@@ -63,7 +63,7 @@ def stage1_runs(client: MlflowClient, sweep_run: str | None) -> tuple[list[Trial
             ids, source = _named_stage1_runs(tags), f"the stage-1 runs of sweep run {sweep_run}"
         if not ids:
             raise AblationError(f"--sweep-run: run {sweep_run} is not a stage-1 run and names no stage-1 runs (tag "
-                                f"stage1_run_ids: a sweep writes it once its stage 1s have trained)")
+                                f"stage1_run_ids: a sweep writes it before its stage 1s train)")
         every = search_all(client, experiment.experiment_id, "tags.role = 'stage1'")
         found = [r for r in every if r.info.run_id in ids]
     else:
@@ -75,7 +75,7 @@ def stage1_runs(client: MlflowClient, sweep_run: str | None) -> tuple[list[Trial
         newest.setdefault(run.seed, run)
     if not newest:
         raise AblationError(f"--spec stage1: no finished stage-1 run in {source}")
-    return sorted(newest.values(), key=lambda r: int(r.seed) if r.seed.isdigit() else r.seed), source
+    return sorted(newest.values(), key=lambda r: seed_order(r.seed)), source
 
 
 def _named_stage1_runs(tags: dict[str, str]) -> set[str]:

@@ -131,7 +131,7 @@ def sqlite_store_problem(path: Path, new_ok: bool = False, reading: bool = False
         return (f"{path} is an SQLite database but not an MLflow store (expected tables "
                 f"{', '.join(sorted(MLFLOW_TABLES))}; found {found}); left untouched")
     return _schema_problem(f"sqlite:///file:{path}?mode=ro&uri=true", str(path), reading,
-                           f"sqlite:///{Path(path).absolute()}")
+                           f"sqlite:///{path.absolute()}")
 
 
 def database_problem(uri: str, new_ok: bool = False, reading: bool = False) -> str:

@@ -145,12 +145,12 @@ def ensure_stage1(overrides_per_seed: dict[int, dict[str, Any]], cache: str, tra
             client, experiment_id, f"stage1-seed{seed}-{key}",
             {"latent_key": key, "data_fingerprint": data.fingerprint, "seed": str(seed), "role": "stage1"}
             | (run_tags or {}))
-        task = ray.remote(**_task_resources(resources))(_train_stage1)
-        pending.append((task, (overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1))),
-                               sys.stdout.isatty())))  # a terminal: a bar in place; else a line every 5 %
+        pending.append((overrides, cache, tracking_uri, run_id, max(1, int(resources.get("CPU", 1))),
+                        sys.stdout.isatty()))  # a terminal: a bar in place; else a line every 5 %
     if named is not None:
         named(runs)
-    ray.get([task.remote(*args) for task, args in pending])
+    task = ray.remote(**_task_resources(resources))(_train_stage1)
+    ray.get([task.remote(*args) for args in pending])
     return runs
 
 
